@@ -1,0 +1,106 @@
+# emkd-book: build the book and run the tests.
+#   make book   execute every notebook (papermill, profile "cpu") and build the book into _build/html
+#   make test   unit tests, notebook regression (nbval), smoke runs (papermill, profile "smoke"), book build
+# Everything runs inside .venv, created on first use.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV   ?= .venv
+# Extra arguments for pip, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS ?=
+
+PY        := $(VENV)/bin/python
+PAPERMILL := $(VENV)/bin/papermill
+JB        := $(VENV)/bin/jupyter-book
+PYTEST    := PY=$(PY) scripts/pytest.sh
+
+# The install stamp is named after a hash of pyproject.toml: a changed pyproject
+# reinstalls, an unchanged one (whatever its mtime) reuses the venv as it is.
+PYPROJECT_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml','rb').read()).hexdigest()[:16])")
+STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+SMOKE_DIR := _build/smoke
+EXEC_DIR  := _build/executed
+
+# Kernels: the notebooks ask for kernel "python3". `make venv` installs a
+# "python3" kernelspec into the venv (absolute path to .venv/bin/python), and
+# JUPYTER_PREFER_ENV_PATH makes it win over any user-level "python3" kernelspec.
+export JUPYTER_PREFER_ENV_PATH := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+PAPERMILL_ARGS := --kernel python3 --cwd notebooks --no-progress-bar
+
+.PHONY: help venv test test-unit test-notebooks test-smoke test-book book clean distclean
+
+help:
+	@echo "make book            execute notebooks/*.ipynb in place (profile cpu) and build _build/html"
+	@echo "make test            venv, then test-unit, test-notebooks, test-smoke, test-book"
+	@echo "make venv            create .venv and install -e '.[book,test]' (once per pyproject.toml)"
+	@echo "make test-unit       pytest -q tests"
+	@echo "make test-notebooks  re-run the committed notebooks against results/ (nbval-lax, EMKD_REQUIRE_CACHED=1)"
+	@echo "make test-smoke      run every notebook with -p profile smoke into $(SMOKE_DIR)/"
+	@echo "make test-book       jupyter-book build -W -n --keep-going into _build/test-book"
+	@echo "make clean           remove _build/ and caches (distclean also removes .venv)"
+
+venv: $(STAMP)
+
+$(STAMP):
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --progress-bar off $(PIP_ARGS) -e '.[book,test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: venv
+	$(MAKE) test-unit
+	$(MAKE) test-notebooks
+	$(MAKE) test-smoke
+	$(MAKE) test-book
+
+test-unit: venv
+	$(PYTEST) -q tests
+
+test-notebooks: venv
+	EMKD_REQUIRE_CACHED=1 $(PYTEST) -q --nbval-lax --nbval-current-env notebooks/
+
+test-smoke: venv
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
+	rm -rf $(SMOKE_DIR)
+	mkdir -p $(SMOKE_DIR)/results
+	@for nb in $(NOTEBOOKS); do \
+	  out=$(SMOKE_DIR)/$$(basename $$nb); \
+	  echo "smoke: $$nb -> $$out"; \
+	  env -u EMKD_REQUIRE_CACHED EMKD_RESULTS_DIR=$(abspath $(SMOKE_DIR)/results) \
+	    $(PAPERMILL) "$$nb" "$$out" -p profile smoke $(PAPERMILL_ARGS); \
+	done
+	@echo "smoke: $(words $(NOTEBOOKS)) notebook(s) ran"
+
+test-book: venv
+	rm -rf _build/test-book
+	$(JB) build . -W -n --keep-going --path-output _build/test-book
+	@echo "test-book: built _build/test-book/_build/html without warnings"
+
+book: venv
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
+	mkdir -p $(EXEC_DIR)
+	@for nb in $(NOTEBOOKS); do \
+	  out=$(EXEC_DIR)/$$(basename $$nb); \
+	  echo "book: executing $$nb (profile cpu)"; \
+	  $(PAPERMILL) "$$nb" "$$out" -p profile cpu $(PAPERMILL_ARGS) \
+	    || { echo "book: $$nb failed; the executed copy is $$out" >&2; exit 1; }; \
+	  cp "$$out" "$$nb"; \
+	done
+	$(JB) build . -W -n --keep-going
+	@echo "book: open _build/html/index.html"
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

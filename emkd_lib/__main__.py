@@ -1,0 +1,60 @@
+"""Command line entry point for background campaigns.
+
+    python -m emkd_lib run --profile cpu --dataset beauty --method sasrec --seed 0
+    python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
+    python -m emkd_lib list
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .experiments import GRIDS, PROFILES, load_result, profile_config, results_dir, run_grid, execute, result_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emkd_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or load) one configuration")
+    run.add_argument("--profile", choices=PROFILES, required=True)
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--method", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
+    run.add_argument("--force", action="store_true", help="retrain even if a stored result exists")
+
+    grid = sub.add_parser("grid", help="run (or load) a named grid of configurations")
+    grid.add_argument("name", choices=sorted(GRIDS))
+    grid.add_argument("--profile", choices=PROFILES, required=True)
+    grid.add_argument("--datasets", nargs="+")
+    grid.add_argument("--seeds", nargs="+", type=int, default=[0])
+    grid.add_argument("--device", default="auto")
+
+    sub.add_parser("list", help="list stored results")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed)
+        if args.force or not result_path(config).exists():
+            result = execute(config, device=args.device)
+        else:
+            result = load_result(result_path(config))
+        print(f"{config.name()}: test {result.test_metrics}")
+    elif args.command == "grid":
+        kwargs = {"seeds": tuple(args.seeds)}
+        if args.datasets:
+            kwargs["datasets"] = tuple(args.datasets)
+        for result in run_grid(GRIDS[args.name](args.profile, **kwargs), device=args.device):
+            print(f"{result.config.name()}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+    elif args.command == "list":
+        for path in sorted(results_dir().glob("*/*.json")):
+            r = load_result(path)
+            print(f"{path.relative_to(results_dir())}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
+                  f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

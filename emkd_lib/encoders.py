@@ -1,0 +1,227 @@
+"""Sequence encoders: SASRec, BERT4Rec, GRU4Rec and Caser.
+
+Every encoder maps a LEFT-padded batch of item ids ``(B, T)`` (0 = padding,
+the most recent item in the last column) to per-position hidden states
+``(B, T, d)``, and scores hidden states against items with ``logits``, which
+returns scores for the real items 1..n_items only (column j = item j + 1), so
+that neither padding nor BERT4Rec's [mask] token ever competes in a softmax.
+
+Scoring heads, as in each paper:
+- SASRec, GRU4Rec: dot product with the shared input item embedding.
+- BERT4Rec: a projection (Linear, GELU, LayerNorm) followed by the dot product
+  with the shared input embedding plus an item bias.
+- Caser: a separate output embedding plus bias (Caser's W' and b').
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def positions_from_right(width: int, max_len: int, device) -> torch.Tensor:
+    """Positional indices for a batch of ``width`` columns, counted so that the
+    last column is always position ``max_len - 1``.
+
+    Batches are cut to their own longest sequence; counting from the right keeps
+    every item's position identical to the fixed-width left-padded layout of the
+    original implementations.
+    """
+    if width > max_len:
+        raise ValueError(f"batch width {width} exceeds max_len {max_len}")
+    return torch.arange(max_len - width, max_len, device=device)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm self-attention block (attention + position-wise FFN)."""
+
+    def __init__(self, hidden: int, n_heads: int, dropout: float, activation=F.gelu):
+        super().__init__()
+        if hidden % n_heads:
+            raise ValueError(f"hidden={hidden} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.dropout, self.activation = n_heads, dropout, activation
+        self.ln_attn = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ln_ffn = nn.LayerNorm(hidden)
+        self.ffn_in = nn.Linear(hidden, 4 * hidden)
+        self.ffn_out = nn.Linear(4 * hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln_attn(x)).split(d, dim=-1)
+        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, T, d)))
+        return x + self.drop(self.ffn_out(self.drop(self.activation(self.ffn_in(self.ln_ffn(x))))))
+
+
+def attention_mask(ids: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Boolean mask (B, 1, T, T), True = may attend.
+
+    Padding keys are hidden. Every position may attend to itself, so that rows
+    of padding queries are never fully masked (which would make softmax NaN);
+    their outputs are never read.
+    """
+    T = ids.shape[1]
+    allowed = (ids > 0)[:, None, None, :]
+    eye = torch.eye(T, dtype=torch.bool, device=ids.device)
+    if causal:
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+    return allowed | eye
+
+
+class _TransformerEncoder(nn.Module):
+    causal: bool
+
+    def __init__(self, n_items: int, max_len: int, hidden: int = 64, n_blocks: int = 2,
+                 n_heads: int = 1, dropout: float = 0.2, n_extra_tokens: int = 0):
+        super().__init__()
+        self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
+        self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_blocks))
+        self.ln_out = nn.LayerNorm(hidden)
+        self.apply(_init_weights)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = positions_from_right(ids.shape[1], self.max_len, ids.device)
+        x = self.item_embedding(ids) * math.sqrt(self.hidden) + self.position_embedding(pos)
+        x = self.drop(x)
+        mask = attention_mask(ids, self.causal)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_out(x)
+
+
+class SASRec(_TransformerEncoder):
+    """SASRec (Kang & McAuley, 2018): causal self-attention over the sequence."""
+
+    causal = True
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.item_embedding.weight[1:self.n_items + 1].T
+
+
+class BERT4Rec(_TransformerEncoder):
+    """BERT4Rec (Sun et al., 2019): bidirectional self-attention trained by cloze.
+
+    Token ``n_items + 1`` is [mask].
+    """
+
+    causal = False
+
+    def __init__(self, n_items: int, max_len: int, hidden: int = 64, n_blocks: int = 2,
+                 n_heads: int = 1, dropout: float = 0.2):
+        super().__init__(n_items, max_len, hidden, n_blocks, n_heads, dropout, n_extra_tokens=1)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.output_bias = nn.Parameter(torch.zeros(n_items))
+        self.head.apply(_init_weights)
+
+    @property
+    def mask_token(self) -> int:
+        return self.n_items + 1
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden) @ self.item_embedding.weight[1:self.n_items + 1].T + self.output_bias
+
+
+class GRU4Rec(nn.Module):
+    """GRU4Rec (Hidasi et al., 2016) with full-softmax cross entropy."""
+
+    causal = True
+
+    def __init__(self, n_items: int, max_len: int, hidden: int = 64, n_layers: int = 1,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
+        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.drop = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden, hidden, num_layers=n_layers, batch_first=True)
+        self.apply(_init_weights)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # A recurrent state must not run through left padding first, so each
+        # row is rotated to right padding, where the pads come after every real
+        # item and cannot influence it, and rotated back afterwards.
+        B, T = ids.shape
+        shift = T - (ids > 0).sum(1, keepdim=True)
+        cols = torch.arange(T, device=ids.device)
+        to_right = (cols + shift) % T
+        out, _ = self.gru(self.drop(self.item_embedding(ids.gather(1, to_right))))
+        to_left = (cols - shift) % T
+        return out.gather(1, to_left[..., None].expand(B, T, self.hidden))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.item_embedding.weight[1:].T
+
+
+class Caser(nn.Module):
+    """Caser (Tang & Wang, 2018): horizontal and vertical convolutions over the
+    last ``window`` items, computed for every position at once.
+
+    Horizontal filters of height h slide over the (left-zero-padded) sequence;
+    max-pooling over the ``window - h + 1`` outputs inside each position's
+    window reproduces Caser's per-window max-pool. Vertical filters are learned
+    weighted sums of the window's rows. Departure from the paper: no user
+    embedding, so the model is user-agnostic like every other encoder here.
+    """
+
+    causal = True
+
+    def __init__(self, n_items: int, max_len: int, hidden: int = 64, window: int = 5,
+                 n_horizontal: int = 16, n_vertical: int = 4, dropout: float = 0.2):
+        super().__init__()
+        self.n_items, self.max_len, self.hidden, self.window = n_items, max_len, hidden, window
+        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.horizontal = nn.ModuleList(
+            nn.Conv1d(hidden, n_horizontal, kernel_size=h) for h in range(1, window + 1))
+        self.vertical = nn.Parameter(torch.randn(n_vertical, window) / math.sqrt(window))
+        self.fc = nn.Linear(n_horizontal * window + n_vertical * hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.output_embedding = nn.Embedding(n_items + 1, hidden)
+        self.output_bias = nn.Parameter(torch.zeros(n_items))
+        self.apply(_init_weights)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        L = self.window
+        x = F.pad(self.item_embedding(ids), (0, 0, L - 1, 0))          # (B, T+L-1, d)
+        xt = x.transpose(1, 2)                                          # (B, d, T+L-1)
+        horizontal = [F.max_pool1d(F.relu(conv(xt)), kernel_size=L - h + 1, stride=1)
+                      for h, conv in zip(range(1, L + 1), self.horizontal)]  # each (B, n_h, T)
+        windows = x.unfold(1, L, 1)                                     # (B, T, d, L)
+        vertical = torch.einsum("btdl,vl->btvd", windows, self.vertical).reshape(B, T, -1)
+        features = torch.cat([torch.cat(horizontal, 1).transpose(1, 2), vertical], -1)
+        return F.relu(self.fc(self.drop(features)))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.output_embedding.weight[1:].T + self.output_bias
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
+ENCODERS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec, "caser": Caser}
+
+
+def build_encoder(name: str, n_items: int, max_len: int, **hyper) -> nn.Module:
+    """Instantiate an encoder by name with only the hyperparameters it takes."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+    cls = ENCODERS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(n_items=n_items, max_len=max_len, **{k: v for k, v in hyper.items() if k in accepted})

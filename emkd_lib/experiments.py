@@ -1,0 +1,329 @@
+"""Run configurations, the three profiles, and the results store.
+
+A run is identified by a hash of its full configuration plus ``CORE_VERSION``,
+the version of the training core: change the core in a way that changes
+results and bump it, so no stale result is ever shown as current.
+
+The store is a folder of JSON files (``results/<dataset>/<name>.json``: config,
+metrics, per-epoch curve, provenance) with a compressed ``.npz`` sidecar holding
+per-user ranks. Both are written atomically (temporary file, then rename), the
+sidecar first, so a killed run never leaves a JSON that points at nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import leave_one_out, load_dataset, subsample_users
+from .encoders import ENCODERS, build_encoder
+from .methods import baseline_recipe
+from .train import FitResult, TrainSettings, fit, resolve_device
+
+CORE_VERSION = "1"
+PROFILES = ("smoke", "cpu", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result."""
+
+    dataset: str
+    method: str
+    profile: str
+    seed: int = 0
+    hidden: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    max_len: int = 50
+    window_step: int | None = None
+    mask_prob: float = 0.15
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0
+    epochs: int = 100
+    patience: int = 5
+    max_users: int | None = None
+    params: tuple = ()  # method-specific (name, value) pairs, e.g. Caser's window
+
+    def __post_init__(self):
+        _check(isinstance(self.dataset, str) and self.dataset, "dataset must be a non-empty string")
+        _check(self.method in ENCODERS, f"unknown method {self.method!r}; known: {sorted(ENCODERS)}")
+        _check(self.profile in PROFILES, f"unknown profile {self.profile!r}; known: {PROFILES}")
+        for name in ("seed", "hidden", "n_blocks", "n_heads", "max_len", "batch_size", "epochs", "patience"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool),
+                   f"{name} must be an int, got {type(value).__name__} {value!r}")
+            _check(value >= (0 if name == "seed" else 1), f"{name} must be positive, got {value}")
+        for name in ("dropout", "mask_prob"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        _check(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be positive, got {self.lr!r}")
+        _check(self.window_step is None or (isinstance(self.window_step, int) and self.window_step >= 1),
+               f"window_step must be None or a positive int, got {self.window_step!r}")
+        _check(self.max_users is None or (isinstance(self.max_users, int) and self.max_users >= 1),
+               f"max_users must be None or a positive int, got {self.max_users!r}")
+        _check(isinstance(self.params, tuple), "params must be a tuple of (name, value) pairs")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["params"] = dict(self.params)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["params"] = tuple(sorted(d.get("params", {}).items()))
+        return cls(**d)
+
+    def key(self) -> str:
+        """Hash of the full config and the core version: the run's identity."""
+        blob = json.dumps({"config": self.to_dict(), "core": CORE_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def name(self) -> str:
+        return f"{self.method}-{self.profile}-seed{self.seed}-{self.key()}"
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"RunConfig: {message}")
+
+
+# The cpu profile is what the committed book is built from: full datasets,
+# d = 64, one seed, epochs capped with early stopping, so that every run takes
+# minutes on two cores. ML-1M's long histories are cut into non-overlapping
+# windows of 100 (instead of the papers' 200) and its epochs capped at 20 (one
+# ML-1M epoch holds a million training targets) for the same reason.
+_CPU_MAX_LEN = {"ml-1m": 100}
+_CPU_EPOCHS = {"ml-1m": 20}
+_PAPER_MAX_LEN = {"ml-1m": 200}
+
+
+def profile_config(profile: str, dataset: str, method: str, seed: int = 0, **overrides) -> RunConfig:
+    """The configuration of ``method`` on ``dataset`` under a profile."""
+    if profile == "smoke":
+        base = dict(hidden=16, n_blocks=1, max_len=20, batch_size=128, epochs=2, patience=2,
+                    max_users=300)
+    elif profile == "cpu":
+        base = dict(hidden=64, max_len=_CPU_MAX_LEN.get(dataset, 50), epochs=_CPU_EPOCHS.get(dataset, 40),
+                    patience=3,
+                    n_heads=2 if method == "bert4rec" else 1)
+        if method == "bert4rec" and dataset != "ml-1m":
+            base["window_step"] = 1  # every prefix, as in BERT4Rec/EMKD's Amazon setup
+    elif profile == "paper":
+        base = dict(hidden=64, max_len=_PAPER_MAX_LEN.get(dataset, 50), epochs=300, patience=20,
+                    n_heads=2)
+        if method == "bert4rec":
+            base["window_step"] = 10 if dataset == "ml-1m" else 1
+    else:
+        raise ValueError(f"unknown profile {profile!r}; known: {PROFILES}")
+    if method == "caser":
+        base.setdefault("params", (("window", 5),))
+    base.update(overrides)
+    return RunConfig(dataset=dataset, method=method, profile=profile, seed=seed, **base)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    valid_metrics: dict
+    test_metrics: dict
+    history: list[dict]
+    best_epoch: int
+    n_params: int
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_mb: float
+    provenance: dict
+    path: Path | None = None
+    _arrays: dict | None = field(default=None, repr=False)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-user arrays from the sidecar (``test_ranks``, ``valid_ranks``)."""
+        if self._arrays is None:
+            with np.load(self.path.with_suffix(".npz")) as f:
+                self._arrays = {k: f[k] for k in f.files}
+        return self._arrays
+
+    @property
+    def test_ranks(self) -> np.ndarray:
+        return self.arrays()["test_ranks"]
+
+
+def results_dir() -> Path:
+    """``$EMKD_RESULTS_DIR`` if set (smoke runs in CI use a scratch folder), else ``results/``."""
+    return Path(os.environ.get("EMKD_RESULTS_DIR", REPO_ROOT / "results"))
+
+
+def result_path(config: RunConfig, root: Path | None = None) -> Path:
+    return (root or results_dir()) / config.dataset / f"{config.name()}.json"
+
+
+def load_result(path: Path) -> RunResult:
+    try:
+        record = json.loads(Path(path).read_text())
+        return RunResult(config=RunConfig.from_dict(record["config"]), path=Path(path),
+                         **{k: record[k] for k in ("valid_metrics", "test_metrics", "history", "best_epoch",
+                                                   "n_params", "train_seconds", "eval_seconds",
+                                                   "peak_memory_mb", "provenance")})
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"result file {path} is unreadable or incomplete: {err}") from err
+
+
+def run_or_load(config: RunConfig, device: str | None = None, progress: bool = True,
+                root: Path | None = None) -> RunResult:
+    """Return the stored result of ``config``, training it first if needed.
+
+    With ``EMKD_REQUIRE_CACHED=1`` a missing result raises instead of training,
+    so the committed book can only show stored runs.
+    """
+    path = result_path(config, root)
+    if path.exists():
+        return load_result(path)
+    if os.environ.get("EMKD_REQUIRE_CACHED") == "1":
+        raise FileNotFoundError(
+            f"no stored result for {config.name()} at {path} and EMKD_REQUIRE_CACHED=1; "
+            f"run it with: python -m emkd_lib run --profile {config.profile} "
+            f"--dataset {config.dataset} --method {config.method} --seed {config.seed}")
+    return execute(config, device=device, progress=progress, path=path)
+
+
+def execute(config: RunConfig, device: str | None = None, progress: bool = True,
+            path: Path | None = None) -> RunResult:
+    """Train ``config`` now and store its result (overwriting any previous one)."""
+    device = resolve_device(device)
+    dataset = load_dataset(config.dataset)
+    if config.max_users:
+        dataset = subsample_users(dataset, config.max_users, seed=config.seed)
+    split = leave_one_out(dataset.sequences)
+    model = build_encoder(config.method, dataset.n_items, config.max_len, hidden=config.hidden,
+                          n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
+                          **dict(config.params))
+    recipe = baseline_recipe(config.method, config.max_len, config.window_step, config.mask_prob)
+    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                             weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+                             patience=config.patience, seed=config.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fitted: FitResult = fit(model, recipe, split, settings, device=device, progress=progress)
+    result = RunResult(
+        config=config, valid_metrics=fitted.valid_metrics, test_metrics=fitted.test_metrics,
+        history=fitted.history, best_epoch=fitted.best_epoch,
+        n_params=sum(p.numel() for p in model.parameters()),
+        train_seconds=fitted.train_seconds, eval_seconds=fitted.eval_seconds,
+        peak_memory_mb=peak_memory_mb(device),
+        provenance=provenance(device, dataset.source, fitted.examples_per_epoch),
+        path=path or result_path(config),
+        _arrays={"test_ranks": fitted.test_ranks, "valid_ranks": fitted.valid_ranks},
+    )
+    store(result)
+    return result
+
+
+def store(result: RunResult) -> None:
+    """Write the sidecar, then the JSON, each atomically."""
+    path = result.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **result._arrays))
+    record = {
+        "config": result.config.to_dict(), "key": result.config.key(), "core_version": CORE_VERSION,
+        "valid_metrics": result.valid_metrics, "test_metrics": result.test_metrics,
+        "best_epoch": result.best_epoch, "history": result.history, "n_params": result.n_params,
+        "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+        "peak_memory_mb": result.peak_memory_mb, "provenance": result.provenance,
+    }
+    text = json.dumps(record, indent=1, sort_keys=True)
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of a shared checkout
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "emkd_lib"], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance(device: torch.device, data_source: str, examples_per_epoch: int) -> dict:
+    return {
+        "commit": git_commit(), "emkd_lib": __version__, "core_version": CORE_VERSION,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "device": str(device), "machine": machine_name(device),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_source": data_source, "examples_per_epoch": examples_per_epoch,
+    }
+
+
+BASELINE_METHODS = ("gru4rec", "caser", "sasrec", "bert4rec")
+BASELINE_DATASETS = ("beauty", "toys", "ml-1m")
+
+
+def baseline_grid(profile: str, datasets=BASELINE_DATASETS, seeds=(0,),
+                  methods=BASELINE_METHODS) -> list[RunConfig]:
+    """The configs of the baseline chapter (EMKD Table 3's single models)."""
+    return [profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds]
+
+
+GRIDS = {"baselines": baseline_grid}
+
+
+def run_grid(configs: list[RunConfig], device: str | None = None, progress: bool = True) -> list[RunResult]:
+    """Run or load every config, with one progress bar over the grid."""
+    from tqdm.auto import tqdm
+    results = []
+    bar = tqdm(configs, desc="runs", disable=not progress)
+    for config in bar:
+        bar.set_postfix_str(f"{config.dataset}/{config.method}/seed{config.seed}")
+        results.append(run_or_load(config, device=device, progress=progress))
+    return results

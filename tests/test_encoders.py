@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emkd_lib.batching import pad_left
+from emkd_lib.encoders import ENCODERS, build_encoder
+from emkd_lib.methods import cloze_mask, cloze_loss, next_item_loss, last_position_scores, appended_mask_scores
+
+N_ITEMS, MAX_LEN = 30, 12
+
+
+def make(name, **kw):
+    torch.manual_seed(0)
+    model = build_encoder(name, N_ITEMS, MAX_LEN, hidden=16, n_blocks=2, n_heads=2, dropout=0.0, window=3, **kw)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_shapes_and_logits_cover_real_items_only(name):
+    model = make(name)
+    ids = torch.tensor(pad_left([np.array([3, 4, 5]), np.array([1, 2, 3, 4, 5, 6])]))
+    hidden = model(ids)
+    assert hidden.shape == (2, 6, 16)
+    assert model.logits(hidden).shape == (2, 6, N_ITEMS)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_extra_left_padding_changes_nothing(name):
+    """A batch is cut to its own longest sequence, so the same sequence must get
+    the same hidden states whatever the width of its batch."""
+    model = make(name)
+    seq = np.array([7, 3, 9, 4, 1])
+    narrow = model(torch.tensor(pad_left([seq])))[0]
+    wide = model(torch.tensor(pad_left([seq], length=10)))[0, -5:]
+    torch.testing.assert_close(narrow, wide, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "caser"])
+def test_unidirectional_encoders_do_not_see_the_future(name):
+    model = make(name)
+    a = torch.tensor([[5, 6, 7, 8, 9]])
+    b = a.clone()
+    b[0, 3:] = torch.tensor([20, 21])
+    torch.testing.assert_close(model(a)[0, :3], model(b)[0, :3])
+    assert not torch.allclose(model(a)[0, 4], model(b)[0, 4])
+
+
+def test_bert4rec_is_bidirectional():
+    model = make("bert4rec")
+    a = torch.tensor([[5, 6, 7, 8, 9]])
+    b = a.clone()
+    b[0, 4] = 20
+    assert not torch.allclose(model(a)[0, 0], model(b)[0, 0])
+
+
+def test_caser_sees_only_its_window():
+    model = make("caser")  # window 3
+    a = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    b = a.clone()
+    b[0, 0] = 20  # outside the window of positions 3, 4, 5
+    torch.testing.assert_close(model(a)[0, 3:], model(b)[0, 3:])
+    assert not torch.allclose(model(a)[0, 2], model(b)[0, 2])
+
+
+def test_next_item_loss_matches_direct_cross_entropy():
+    model = make("sasrec")
+    windows = torch.tensor(pad_left([np.array([1, 2, 3, 4]), np.array([5, 6])]))
+    loss = next_item_loss(model, windows)
+    # direct: each unpadded window on its own, every position predicts the
+    # next item with a softmax over all items
+    terms = []
+    for row in windows:
+        seq = row[row > 0]
+        hidden = model(seq[:-1][None])[0]
+        for t in range(len(seq) - 1):
+            terms.append(F.cross_entropy(model.logits(hidden[t])[None], (seq[t + 1] - 1)[None]))
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_cloze_mask_follows_bert_rule():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, N_ITEMS + 1, (4000, 20), generator=g)
+    ids[:, :5] = 0  # padding
+    masked, chosen = cloze_mask(ids, 0.15, N_ITEMS + 1, N_ITEMS, generator=g)
+    assert not chosen[:, :5].any(), "padding must never be chosen"
+    assert chosen.any(1).all(), "every sequence carries a loss"
+    assert (masked[~chosen] == ids[~chosen]).all()
+    rate = chosen[:, 5:].float().mean().item()
+    assert 0.14 < rate < 0.17
+    to_mask = (masked[chosen] == N_ITEMS + 1).float().mean().item()
+    unchanged = (masked[chosen] == ids[chosen]).float().mean().item()
+    assert 0.78 < to_mask < 0.82
+    assert 0.09 < unchanged < 0.12  # 10% kept + random draws that hit the same item
+
+
+def test_cloze_loss_only_at_chosen_positions():
+    model = make("bert4rec")
+    ids = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    loss = cloze_loss(model, ids, g1, 0.5)
+    masked, chosen = cloze_mask(ids, 0.5, model.mask_token, N_ITEMS, g2)
+    logits = model.logits(model(masked))
+    expected = F.cross_entropy(logits[chosen], ids[chosen] - 1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_scorers_rank_all_items_and_never_padding():
+    for name, scorer in (("sasrec", last_position_scores), ("bert4rec", appended_mask_scores)):
+        model = make(name)
+        scores = scorer(model, torch.tensor([[0, 1, 2], [3, 4, 5]]))
+        assert scores.shape == (2, N_ITEMS + 1)
+        assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown encoder 'transformer'"):
+        build_encoder("transformer", 10, 5)
