@@ -56,9 +56,10 @@ class DatasetSpec:
     ``sequence_file``/``attribute_file`` are the files the loader reads;
     ``sequence_format`` is ``"text"`` (``user item item ...`` lines) or
     ``"udata"`` (MovieLens ``u.data``); an attribute file is S3-Rec JSON, or
-    for ``ml-100k`` the optional ``items.csv``. ``required_files`` must all be present for a folder to
-    count as holding the dataset. ``sha256`` holds the published checksums of
-    the mirror's files (README of the offline mirror); ``verified_on_download``
+    for ``ml-100k`` the optional ``items.csv``. ``required_files`` must all be
+    present for a folder to count as holding the dataset. ``sha256`` holds the
+    published checksums of the mirror's files (README of the offline mirror);
+    ``verified_on_download``
     names the subset a download can reproduce bit for bit and therefore
     checks. ``download_format`` says how the remote files become local ones:
     ``"files"`` (copy each of ``remote_files``), ``"ml-1m-zip"`` (convert
