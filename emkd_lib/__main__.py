@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from .experiments import GRIDS, PROFILES, load_result, profile_config, results_dir, run_grid, execute, result_path
 
 
@@ -30,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--profile", choices=PROFILES, required=True)
     grid.add_argument("--datasets", nargs="+")
     grid.add_argument("--seeds", nargs="+", type=int, default=[0])
+    grid.add_argument("--methods", nargs="+")
     grid.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
 
     sub.add_parser("list", help="list stored results")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.command == "run":
         config = profile_config(args.profile, args.dataset, args.method, seed=args.seed)
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"seeds": tuple(args.seeds)}
         if args.datasets:
             kwargs["datasets"] = tuple(args.datasets)
+        if args.methods:
+            kwargs["methods"] = tuple(args.methods)
         for result in run_grid(GRIDS[args.name](args.profile, **kwargs), device=args.device):
             print(f"{result.config.name()}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
     elif args.command == "list":

@@ -108,10 +108,10 @@ def _check(condition: bool, message: str) -> None:
 # The cpu profile is what the committed book is built from: full datasets,
 # d = 64, one seed, epochs capped with early stopping, so that every run takes
 # minutes on two cores. ML-1M's long histories are cut into non-overlapping
-# windows of 100 (instead of the papers' 200) and its epochs capped at 20 (one
+# windows of 100 (instead of the papers' 200) and its epochs capped at 8 (one
 # ML-1M epoch holds a million training targets) for the same reason.
 _CPU_MAX_LEN = {"ml-1m": 100}
-_CPU_EPOCHS = {"ml-1m": 20}
+_CPU_EPOCHS = {"ml-1m": 8}
 _PAPER_MAX_LEN = {"ml-1m": 200}
 
 
@@ -121,7 +121,7 @@ def profile_config(profile: str, dataset: str, method: str, seed: int = 0, **ove
         base = dict(hidden=16, n_blocks=1, max_len=20, batch_size=128, epochs=2, patience=2,
                     max_users=300)
     elif profile == "cpu":
-        base = dict(hidden=64, max_len=_CPU_MAX_LEN.get(dataset, 50), epochs=_CPU_EPOCHS.get(dataset, 40),
+        base = dict(hidden=64, max_len=_CPU_MAX_LEN.get(dataset, 50), epochs=_CPU_EPOCHS.get(dataset, 30),
                     patience=3,
                     n_heads=2 if method == "bert4rec" else 1)
         if method == "bert4rec" and dataset != "ml-1m":

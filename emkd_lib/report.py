@@ -1,0 +1,101 @@
+"""Tables and figures for the book's chapters.
+
+Notebooks narrate; the shaping of results into tables and the saving of
+figures lives here so every chapter does it the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import paired_test
+from .experiments import REPO_ROOT, RunResult
+
+FIGURES_DIR = REPO_ROOT / "notebooks" / "figures"
+QUOTED_DIR = REPO_ROOT / "book" / "quoted"
+METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
+
+
+def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS,
+                  rows: str = "method", columns: str = "dataset") -> pd.DataFrame:
+    """Mean over seeds of each metric, indexed by (``columns``, metric) x ``rows``.
+
+    With several seeds per cell the spread is in ``seed_spread_table``.
+    """
+    records = []
+    for r in results:
+        values = r.test_metrics if split == "test" else r.valid_metrics
+        for m in metrics:
+            records.append({"dataset": r.config.dataset, "method": r.config.method,
+                            "seed": r.config.seed, "metric": m, "value": values[m]})
+    df = pd.DataFrame(records)
+    return df.pivot_table(index=rows, columns=[columns, "metric"], values="value", aggfunc="mean",
+                          sort=False)
+
+
+def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
+    """mean, std and number of seeds of ``metric`` per (dataset, method)."""
+    df = pd.DataFrame([{"dataset": r.config.dataset, "method": r.config.method,
+                        "value": r.test_metrics[metric]} for r in results])
+    return df.groupby(["dataset", "method"], sort=False)["value"].agg(["mean", "std", "count"])
+
+
+def provenance_table(results: list[RunResult]) -> pd.DataFrame:
+    """Where each number comes from: config hash, commit, machine, time, cost."""
+    return pd.DataFrame([{
+        "dataset": r.config.dataset, "method": r.config.method, "seed": r.config.seed,
+        "config": r.config.key(), "best epoch": r.best_epoch, "epochs run": len(r.history),
+        "train s": round(r.train_seconds), "eval s": round(r.eval_seconds),
+        "params": r.n_params, "peak MB": round(r.peak_memory_mb),
+        "commit": r.provenance["commit"][:12], "machine": r.provenance["machine"],
+        "date": r.provenance["date"],
+    } for r in results])
+
+
+def curves_frame(results: list[RunResult]) -> pd.DataFrame:
+    """Per-epoch training curves of every run in long format."""
+    rows = []
+    for r in results:
+        for h in r.history:
+            rows.append({"dataset": r.config.dataset, "method": r.config.method, "seed": r.config.seed, **h})
+    return pd.DataFrame(rows)
+
+
+def significance_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
+    """Per dataset: the best method against each other method, paired over test users.
+
+    Only seed-0 runs are paired (the same users, the same seed).
+    """
+    rows = []
+    for dataset in dict.fromkeys(r.config.dataset for r in results):
+        runs = {r.config.method: r for r in results if r.config.dataset == dataset and r.config.seed == 0}
+        best = max(runs, key=lambda m: runs[m].test_metrics[metric])
+        for method, r in runs.items():
+            if method == best:
+                continue
+            t = paired_test(runs[best].test_ranks, r.test_ranks, metric)
+            rows.append({"dataset": dataset, "best": best, "other": method,
+                         f"best {metric}": t["mean_a"], f"other {metric}": t["mean_b"],
+                         "p (Wilcoxon)": t["p_wilcoxon"], "significant at 0.01": t["p_wilcoxon"] < 0.01})
+    return pd.DataFrame(rows)
+
+
+def quoted(name: str) -> pd.DataFrame | None:
+    """A table of values quoted from a paper (``book/quoted/<name>.csv``), or None."""
+    path = QUOTED_DIR / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path."""
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    path = FIGURES_DIR / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def format_table(df: pd.DataFrame, digits: int = 4) -> str:
+    """Fixed-width text of a table, stable across runs (for nbval checks)."""
+    return df.to_string(float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
