@@ -28,8 +28,7 @@ import torch
 
 from . import __version__
 from .data import leave_one_out, load_dataset, subsample_users
-from .encoders import ENCODERS, build_encoder
-from .methods import baseline_recipe
+from .methods import METHODS, build_method
 from .train import FitResult, TrainSettings, fit, resolve_device
 
 CORE_VERSION = "1"
@@ -63,7 +62,7 @@ class RunConfig:
 
     def __post_init__(self):
         _check(isinstance(self.dataset, str) and self.dataset, "dataset must be a non-empty string")
-        _check(self.method in ENCODERS, f"unknown method {self.method!r}; known: {sorted(ENCODERS)}")
+        _check(self.method in METHODS, f"unknown method {self.method!r}; known: {sorted(METHODS)}")
         _check(self.profile in PROFILES, f"unknown profile {self.profile!r}; known: {PROFILES}")
         for name in ("seed", "hidden", "n_blocks", "n_heads", "max_len", "batch_size", "epochs", "patience"):
             value = getattr(self, name)
@@ -212,10 +211,7 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     if config.max_users:
         dataset = subsample_users(dataset, config.max_users, seed=config.seed)
     split = leave_one_out(dataset.sequences)
-    model = build_encoder(config.method, dataset.n_items, config.max_len, hidden=config.hidden,
-                          n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
-                          **dict(config.params))
-    recipe = baseline_recipe(config.method, config.max_len, config.window_step, config.mask_prob)
+    model, recipe = build_method(config, dataset)
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                              weight_decay=config.weight_decay, grad_clip=config.grad_clip,
                              patience=config.patience, seed=config.seed)
@@ -295,9 +291,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+# Read once, when the library is imported: the code that runs is the code of
+# this moment, whatever is committed while a long campaign is under way.
+_COMMIT_AT_IMPORT = git_commit()
+
+
 def provenance(device: torch.device, data_source: str, examples_per_epoch: int) -> dict:
     return {
-        "commit": git_commit(), "emkd_lib": __version__, "core_version": CORE_VERSION,
+        "commit": _COMMIT_AT_IMPORT, "emkd_lib": __version__, "core_version": CORE_VERSION,
         "torch": torch.__version__, "python": platform.python_version(),
         "device": str(device), "machine": machine_name(device),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

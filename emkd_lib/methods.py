@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import sliding_windows
+from .data import SequenceDataset, sliding_windows
+from .encoders import ENCODERS, build_encoder
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,17 @@ def baseline_recipe(encoder: str, max_len: int, window_step: int | None, mask_pr
         score=last_position_scores,
         eval_max_len=max_len,
     )
+
+
+METHODS = tuple(ENCODERS)
+
+
+def build_method(config, dataset: SequenceDataset) -> tuple[nn.Module, Recipe]:
+    """The model and recipe a run config asks for (``config`` is an
+    ``experiments.RunConfig``)."""
+    if config.method in ENCODERS:
+        model = build_encoder(config.method, dataset.n_items, config.max_len, hidden=config.hidden,
+                              n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
+                              **dict(config.params))
+        return model, baseline_recipe(config.method, config.max_len, config.window_step, config.mask_prob)
+    raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}")
