@@ -76,6 +76,7 @@ test-smoke: venv
 	  out=$(SMOKE_DIR)/$$(basename $$nb); \
 	  echo "smoke: $$nb -> $$out"; \
 	  env -u EMKD_REQUIRE_CACHED EMKD_RESULTS_DIR=$(abspath $(SMOKE_DIR)/results) \
+	    EMKD_FIGURES_DIR=$(abspath $(SMOKE_DIR)/figures) \
 	    $(PAPERMILL) "$$nb" "$$out" -p profile smoke $(PAPERMILL_ARGS); \
 	done
 	@echo "smoke: $(words $(NOTEBOOKS)) notebook(s) ran"

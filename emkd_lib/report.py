@@ -5,6 +5,7 @@ figures lives here so every chapter does it the same way.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,14 @@ def quoted(name: str) -> pd.DataFrame | None:
 
 
 def save_figure(fig, name: str) -> Path:
-    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path."""
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    path = FIGURES_DIR / f"{name}.png"
+    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path.
+
+    ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
+    folder, so it never touches the committed ones).
+    """
+    folder = Path(os.environ.get("EMKD_FIGURES_DIR", FIGURES_DIR))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     fig.savefig(path, dpi=150, bbox_inches="tight")
     return path
 
