@@ -10,19 +10,27 @@ loss of one padded batch, and how a trained model scores the next item.
 - Cloze (BERT4Rec): mask each item with probability ``mask_prob`` (80% [mask],
   10% random item, 10% unchanged); cross entropy at the chosen positions only.
   Inference appends [mask] to the sequence and reads the logits there.
+
+EMKD (``emkd_recipe``) trains an ensemble of N BERT4Rec networks
+(``ensemble.EnsembleBERT4Rec``) on M masked views per sequence with the losses
+of ``losses.py``, and scores by averaging the networks' [mask] logits.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import losses
 from .data import SequenceDataset, sliding_windows
 from .encoders import ENCODERS, build_encoder
+from .ensemble import EnsembleBERT4Rec
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,190 @@ def baseline_recipe(encoder: str, max_len: int, window_step: int | None, mask_pr
     )
 
 
-METHODS = tuple(ENCODERS)
+def ensemble_scores(models: Sequence[nn.Module], scorer: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Score function of an ensemble of independently trained models: the mean
+    of ``scorer(model, ids)`` over ``models`` (e.g. ``appended_mask_scores``),
+    i.e. the average of their logits, as in EMKD's Eq. 20. Column 0 stays -inf.
+    Putting the models in ``eval()`` mode is the caller's job."""
+    def score(ids: torch.Tensor) -> torch.Tensor:
+        return torch.stack([scorer(model, ids) for model in models]).mean(0)
+    return score
+
+
+# --------------------------------------------------------------------------
+# EMKD
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EMKDParams:
+    """EMKD's method-specific hyperparameters (``RunConfig.params`` of method "emkd").
+
+    Defaults are the paper's Beauty/Toys settings. ``kd_temperature=None``
+    means "the contrastive temperature tau": the book's Eq. 16 softens the
+    logits with tau, and the public code uses ``args.tau`` for both.
+
+    Ablations (Table 4): ``icl``, ``ccl``, ``kd``, ``ap`` switch a term off;
+    all of ``icl``, ``ccl``, ``kd`` off is "independent training" (N networks
+    that only share their masked views). ``lam = 0`` or ``mu = 0`` switches off
+    the terms they weight. A switched-off term is not computed.
+
+    Public-code variants (github.com/hw-du/EMKD), all off = the paper:
+    ``positives_in_one_logsumexp`` and ``negatives_only_denominator`` (the
+    code's contrastive loss, see ``losses.contrastive_loss_from_similarities``;
+    both on = exactly the code), ``ap_at_masked_positions_of_last_view`` (AP at
+    the masked positions of the last view instead of every position of the
+    original sequence), ``kd_symmetric_detached_teacher`` (each unordered pair
+    once, symmetric, teacher detached).
+    """
+
+    n_networks: int = 3
+    n_views: int = 8
+    tau: float = 0.3
+    lam: float = 0.01
+    mu: float = 0.001
+    kd_temperature: float | None = None
+    icl: bool = True
+    ccl: bool = True
+    kd: bool = True
+    ap: bool = True
+    positives_in_one_logsumexp: bool = False
+    negatives_only_denominator: bool = False
+    ap_at_masked_positions_of_last_view: bool = False
+    kd_symmetric_detached_teacher: bool = False
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, bool):
+                _require(isinstance(value, bool), f"{f.name} must be a bool, got {value!r}")
+            elif isinstance(f.default, int):
+                _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                         f"{f.name} must be an int >= 1, got {value!r}")
+            elif value is not None or f.name != "kd_temperature":
+                _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                         f"{f.name} must be a finite number, got {value!r}")
+        _require(self.tau > 0, f"tau must be > 0, got {self.tau}")
+        _require(self.kd_temperature is None or self.kd_temperature > 0,
+                 f"kd_temperature must be None (= tau) or > 0, got {self.kd_temperature}")
+        _require(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
+        _require(self.mu >= 0, f"mu must be >= 0, got {self.mu}")
+
+    @classmethod
+    def from_params(cls, params) -> "EMKDParams":
+        """From ``RunConfig.params`` (pairs or a dict); unknown names are an error."""
+        params = dict(params)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        _require(not unknown, f"unknown emkd params {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+    @property
+    def softmax_temperature(self) -> float:
+        return self.tau if self.kd_temperature is None else self.kd_temperature
+
+    def active_terms(self, n_networks: int, has_attributes: bool) -> set[str]:
+        """The loss terms a step computes: a term is absent when switched off,
+        when its weight is zero, or (CCL, KD) when there is no second network."""
+        terms = {"mip"}
+        if self.ap and has_attributes:
+            terms.add("ap")
+        if self.icl and self.lam > 0:
+            terms.add("icl")
+        if self.ccl and self.lam > 0 and n_networks > 1:
+            terms.add("ccl")
+        if self.kd and self.mu > 0 and n_networks > 1:
+            terms.add("kd")
+        return terms
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"EMKD: {message}")
+
+
+def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+                    params: EMKDParams, mask_prob: float = 0.15) -> dict[str, torch.Tensor]:
+    """The unweighted EMKD loss terms of one batch, keyed "mip", "ap", "icl",
+    "ccl", "kd"; only active terms (``EMKDParams.active_terms``) are computed.
+
+    Eq. 3: M views of each sequence are masked independently (BERT's rule);
+    the originals and the views run through all N networks as ONE batch of
+    (M + 1) B sequences. View m of sequence u is row m * B + u of ``views``.
+    """
+    B, T = ids.shape
+    M, N = params.n_views, model.n_networks
+    active = params.active_terms(N, model.item_attributes is not None)
+    originals = ids.repeat(M, 1)
+    views, chosen = cloze_mask(originals, mask_prob, model.mask_token, model.n_items, generator)
+    batch = torch.cat([ids, views])
+    hidden = model(batch)                                                # (N, (M+1)B, T, d)
+    terms = {}
+
+    # Eq. 4-7 and 16-18 share the logits at the masked positions. Each view's
+    # positions are averaged, then views are summed (weights sum to M), as the
+    # public code's per-view CrossEntropyLoss / batchmean KL.
+    view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[chosen]
+    weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
+    logits = model.logits(hidden[:, B:][:, chosen])                      # (N, P, n_items)
+    terms["mip"] = losses.masked_item_prediction_loss(logits, originals[chosen] - 1, weights)
+    if "kd" in active:
+        code = params.kd_symmetric_detached_teacher
+        terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
+                                               symmetric=code, weights=weights)
+
+    if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
+        at = chosen[-B:] if params.ap_at_masked_positions_of_last_view else ids > 0
+        targets = model.item_attributes[ids[at]].to(hidden.dtype)
+        terms["ap"] = losses.attribute_prediction_loss(model.attribute_logits(hidden[:, :B][:, at]), targets)
+
+    if "icl" in active or "ccl" in active:  # Eq. 12-15 on whole flattened T x d matrices
+        # Padding rows are zeroed so that they never add to a similarity; the
+        # views share their sequence's padding, so rows line up.
+        flat = (hidden * (batch > 0)[..., None]).flatten(2)            # (N, (M+1)B, T d)
+        h_orig, h_views = flat[:, :B], flat[:, B:].view(N, M, B, -1)
+        variant = dict(positives_in_one_logsumexp=params.positives_in_one_logsumexp,
+                       negatives_only_denominator=params.negatives_only_denominator)
+        if "icl" in active:
+            terms["icl"] = losses.intra_network_contrastive_loss(h_orig, h_views, params.tau, **variant)
+        if "ccl" in active:
+            terms["ccl"] = losses.cross_network_contrastive_loss(h_orig, h_views, params.tau, **variant)
+    return terms
+
+
+def combine_emkd_terms(terms: dict[str, torch.Tensor], params: EMKDParams) -> torch.Tensor:
+    """Eq. 19: L = L_MIP + L_AP + lambda (L_ICL + L_CCL) + mu L_KD, over the terms present."""
+    weight = {"mip": 1.0, "ap": 1.0, "icl": params.lam, "ccl": params.lam, "kd": params.mu}
+    return sum(weight[name] * value for name, value in terms.items())
+
+
+def emkd_loss(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+              params: EMKDParams, mask_prob: float = 0.15) -> torch.Tensor:
+    """EMKD's total training loss of one batch (Eq. 19)."""
+    return combine_emkd_terms(emkd_loss_terms(model, ids, generator, params, mask_prob), params)
+
+
+def ensemble_appended_mask_scores(model: EnsembleBERT4Rec, ids: torch.Tensor) -> torch.Tensor:
+    """Eq. 20: append [mask], average the N networks' logits at that position."""
+    mask_col = torch.full_like(ids[:, :1], model.mask_token)
+    hidden = model(torch.cat([ids, mask_col], 1))[:, :, -1]               # (N, B, d)
+    return with_padding_column(model.logits(hidden).mean(0))
+
+
+def emkd_recipe(max_len: int, window_step: int | None, mask_prob: float,
+                params: EMKDParams = EMKDParams()) -> Recipe:
+    """EMKD's recipe: BERT4Rec's training windows (length ``max_len``, every
+    ``window_step`` items), the EMKD loss, ensemble [mask] scoring."""
+    step = window_step or max_len
+    return Recipe(
+        make_examples=lambda seqs: sliding_windows(seqs, window=max_len, step=step),
+        loss=lambda model, ids, gen: emkd_loss(model, ids, gen, params, mask_prob),
+        score=ensemble_appended_mask_scores,
+        eval_max_len=max_len - 1,
+    )
+
+
+METHODS = tuple(ENCODERS) + ("emkd",)
 
 
 def build_method(config, dataset: SequenceDataset) -> tuple[nn.Module, Recipe]:
@@ -131,4 +322,14 @@ def build_method(config, dataset: SequenceDataset) -> tuple[nn.Module, Recipe]:
                               n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
                               **dict(config.params))
         return model, baseline_recipe(config.method, config.max_len, config.window_step, config.mask_prob)
+    if config.method == "emkd":
+        params = EMKDParams.from_params(config.params)
+        attributes = dataset.attributes
+        multi_hot = None
+        if params.ap and attributes is not None and attributes.n_attributes > 0:
+            multi_hot = torch.from_numpy(attributes.multi_hot(dtype=np.bool_))
+        model = EnsembleBERT4Rec(params.n_networks, dataset.n_items, config.max_len, hidden=config.hidden,
+                                 n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
+                                 item_attributes=multi_hot)
+        return model, emkd_recipe(config.max_len, config.window_step, config.mask_prob, params)
     raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}")

@@ -1,0 +1,207 @@
+"""EMKD's training losses (Du et al., 2023) as plain functions on tensors.
+
+Equation numbers are those of the paper and of ``book/emkd.md``. Shapes:
+N networks, M masked views, B sequences in the batch, P scored positions,
+V items, A attributes, D = T * d the length of a flattened hidden matrix.
+
+Reductions. The paper writes every loss as a sum over users and positions
+(Eq. 5-7, 10-11, 13, 15, 18); summed, a loss grows with the batch and the
+number of masked items, which would make the weights lambda and mu meaningless
+across datasets. These functions take means where the paper sums over data
+(positions, users, views of a contrastive loss, attributes) and keep the sums
+over networks, network pairs and, through the position weights the EMKD recipe
+passes, over views of the per-position losses. That is also what the authors'
+public code computes (``CrossEntropyLoss`` / ``BCEWithLogitsLoss`` means,
+``kl_div(reduction='batchmean')``, contrastive sums divided by B), and what its
+lambda = 0.01, mu = 0.001 were tuned with.
+
+Everything is vectorized over networks, views and batch: no Python loop over
+users, views or network pairs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor) -> torch.Tensor:
+    if weights is None:
+        return like.new_full((n_positions,), 1.0 / max(n_positions, 1))
+    return weights.to(like.dtype)
+
+
+def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
+                                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked item prediction, Eq. 5-7.
+
+    ``logits`` (N, P, V): each network's scores at the masked positions only;
+    ``targets`` (P,): the original items there, as column indices (item id - 1).
+    Returns ``sum_n sum_p weights[p] * CE(logits[n, p], targets[p])``.
+    ``weights`` defaults to 1/P (mean over positions, summed over networks);
+    the EMKD recipe passes 1 / (masked positions of the position's view), i.e.
+    the mean over each view's masked positions, summed over views and networks
+    (Eq. 6-7 with the paper's sum over positions replaced by a mean).
+    """
+    N, P, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(N * P, V), targets.repeat(N), reduction="none").view(N, P)
+    return (ce * _position_weights(weights, P, ce)).sum()
+
+
+def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Attribute prediction, Eq. 8-11.
+
+    ``attribute_logits`` (N, P, A): each network's classifier (Eq. 8, before the
+    sigmoid) at P positions of the original sequences; ``targets`` (P, A): the
+    0/1 multi-hot attributes of the items there (Eq. 9). Binary cross entropy
+    (Eq. 10), averaged over positions AND attributes (the public code's
+    ``BCEWithLogitsLoss()``; the paper's sum over a catalogue of ~1000
+    attributes would dwarf the item loss), summed over networks (Eq. 11).
+    """
+    bce = F.binary_cross_entropy_with_logits(attribute_logits, targets.expand_as(attribute_logits),
+                                             reduction="none")
+    return bce.mean(dim=(1, 2)).sum()
+
+
+def contrastive_loss_from_similarities(positive: torch.Tensor, negative: torch.Tensor, tau: float,
+                                       positives_in_one_logsumexp: bool = False,
+                                       negatives_only_denominator: bool = False) -> torch.Tensor:
+    """The shared InfoNCE form of Eq. 12 and Eq. 14, on cosine similarities.
+
+    ``positive`` (..., M, B): g(anchor_u, positive_{m,u});
+    ``negative`` (..., B, B): g(anchor_u, bank_k). Entry (u, u) of ``negative``
+    is the anchor's own sequence and is excluded: negatives are k != u.
+    Returns (...,): for every leading index, the mean over u (and m) of
+
+    - paper (default), one term per positive, Eq. 12 / 14:
+      ``-log( e^{p_um/tau} / (e^{p_um/tau} + sum_{k != u} e^{n_uk/tau}) )``;
+    - ``positives_in_one_logsumexp`` (public code): the M positives share one
+      numerator, ``-log( sum_m e^{p_um/tau} / (sum_m e^{p_um/tau} + sum_{k != u} e^{n_uk/tau}) )``,
+      averaged over u only;
+    - ``negatives_only_denominator`` (public code): the denominator drops the
+      positives and holds ``sum_{k != u} e^{n_uk/tau} + e^0``, the e^0 being the
+      anchor's self-similarity, which the code multiplies by zero instead of
+      removing. With both flags this is exactly the code's ``ICL``/``CCL``
+      (and the loss can go below zero).
+    """
+    B = negative.shape[-1]
+    pos, neg = positive / tau, negative / tau
+    off_diagonal = ~torch.eye(B, dtype=torch.bool, device=neg.device)
+    others = neg[..., off_diagonal].view(*neg.shape[:-2], B, B - 1)   # row u: k != u
+    if negatives_only_denominator:
+        others = torch.cat([others, torch.zeros_like(others[..., :1])], -1)
+    lse_others = others.logsumexp(-1)                                   # (..., B); -inf when B == 1
+    if positives_in_one_logsumexp:
+        lse_pos = pos.logsumexp(-2)                                     # (..., B)
+        denominator = lse_others if negatives_only_denominator else torch.logaddexp(lse_pos, lse_others)
+        return (denominator - lse_pos).mean(-1)
+    lse_others = lse_others.unsqueeze(-2)                               # (..., 1, B)
+    denominator = lse_others.expand_as(pos) if negatives_only_denominator else torch.logaddexp(pos, lse_others)
+    return (denominator - pos).mean(dim=(-2, -1))
+
+
+def _pairwise_cosine(anchor: torch.Tensor, positives: torch.Tensor, bank: torch.Tensor,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities anchor-positive (..., M, B) and anchor-bank (..., B, B)."""
+    a, p, b = (F.normalize(t, dim=-1) for t in (anchor, positives, bank))
+    return torch.einsum("...ud,...mud->...mu", a, p), a @ b.transpose(-1, -2)
+
+
+def contrastive_loss(anchor: torch.Tensor, positives: torch.Tensor, negatives_bank: torch.Tensor,
+                     tau: float, positives_in_one_logsumexp: bool = False,
+                     negatives_only_denominator: bool = False) -> torch.Tensor:
+    """Eq. 12 / 14 on representations: anchor (..., B, D), positives (..., M, B, D),
+    negatives_bank (..., B, D) whose row u (the anchor's own sequence) is
+    excluded from anchor u's negatives. Cosine similarity g, temperature tau.
+    Returns (...,), the mean over u and m (see ``contrastive_loss_from_similarities``)."""
+    pos, neg = _pairwise_cosine(anchor, positives, negatives_bank)
+    return contrastive_loss_from_similarities(pos, neg, tau, positives_in_one_logsumexp,
+                                              negatives_only_denominator)
+
+
+def intra_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, tau: float,
+                                   positives_in_one_logsumexp: bool = False,
+                                   negatives_only_denominator: bool = False) -> torch.Tensor:
+    """Intra-network contrastive learning (ICL), Eq. 12-13.
+
+    ``h_orig`` (N, B, D): flattened hidden matrices H^n(s_u) of the original
+    sequences (the anchors, and the negatives H^n(s_k), k != u);
+    ``h_views`` (N, M, B, D): H^n(s_u^m) of the masked views (the positives).
+    Mean over users and views, summed over networks.
+    """
+    return contrastive_loss(h_orig, h_views, h_orig, tau, positives_in_one_logsumexp,
+                            negatives_only_denominator).sum()
+
+
+def cross_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, tau: float,
+                                   positives_in_one_logsumexp: bool = False,
+                                   negatives_only_denominator: bool = False) -> torch.Tensor:
+    """Cross-network contrastive learning (CCL), Eq. 14-15.
+
+    For every ordered pair x != y: anchor H^x(s_u), positives H^y(s_u^m),
+    negatives H^y(s_k), k != u. Same shapes and reduction as ICL; summed over
+    the N(N - 1) ordered pairs. The similarities of all (x, y) come from two
+    einsums; the x == y blocks (ICL's) are dropped.
+    """
+    N = h_orig.shape[0]
+    a, p = F.normalize(h_orig, dim=-1), F.normalize(h_views, dim=-1)
+    x, y = (~torch.eye(N, dtype=torch.bool, device=a.device)).nonzero(as_tuple=True)
+    pos = torch.einsum("xud,ymud->xymu", a, p)[x, y]                   # (N(N-1), M, B)
+    neg = torch.einsum("xud,ykd->xyuk", a, a)[x, y]                    # (N(N-1), B, B)
+    return contrastive_loss_from_similarities(pos, neg, tau, positives_in_one_logsumexp,
+                                              negatives_only_denominator).sum()
+
+
+def distillation_loss(logits: torch.Tensor, temperature: float, detach_teacher: bool = False,
+                      symmetric: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Knowledge distillation between the networks, Eq. 16-18.
+
+    ``logits`` (N, P, V) at the masked positions. With q^n = softmax(z^n / T)
+    (Eq. 16), network x (student) learns from network y (teacher) through
+    KL(q^y || q^x) (Eq. 17), summed over all ordered pairs x != y (Eq. 18) and
+    over positions with ``weights`` (default 1/P: the mean over positions, like
+    ``kl_div(reduction='batchmean')``). No T^2 factor: neither the paper nor
+    the code scales by it.
+
+    - ``detach_teacher``: q^y carries no gradient (the paper's default: it does).
+    - ``symmetric``: each unordered pair once, 1/2 [KL(q^x||q^y) + KL(q^y||q^x)],
+      i.e. half the ordered sum; the public code uses it with ``detach_teacher``.
+    """
+    N, P, _ = logits.shape
+    weights = _position_weights(weights, P, logits)
+    loss = _MutualKL.apply(logits, weights, float(temperature), bool(detach_teacher))
+    return 0.5 * loss if symmetric else loss
+
+
+class _MutualKL(torch.autograd.Function):
+    """sum_p w_p sum_{x != y} KL(q^y_p || q^x_p) with a hand-written gradient.
+
+    The (N, P, V) logits are the largest tensors of a step; autograd through
+    the plain formula runs some twenty passes over them and took as long as
+    the rest of the loss on CPU. Here: forward
+        f^y = N log q^y - sum_x log q^x,   KL_y = <q^y, f^y> = sum_{x != y} KL(q^y || q^x),
+    and, differentiating (with Q = sum_x q^x), for the logits z^n of network n
+        as student: (1/T) sum_{y != n} (q^n - q^y) = (1/T) (N q^n - Q),
+        as teacher: (1/T) q^n * (f^n - <q^n, f^n>)   (absent when detached).
+    Checked against autograd through a loop over pairs in tests/test_losses.py.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, weights, temperature, detach_teacher):
+        N = logits.shape[0]
+        log_q = F.log_softmax(logits / temperature, dim=-1)
+        f = torch.add(-log_q.sum(0), log_q, alpha=N)
+        q = log_q.exp_()                                        # log_q is not needed any more
+        kl = torch.linalg.vecdot(q, f)                          # (N, P)
+        ctx.save_for_backward(q, f, kl, weights)
+        ctx.temperature, ctx.detach_teacher = temperature, detach_teacher
+        return (kl * weights).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, f, kl, weights = ctx.saved_tensors
+        g = torch.add(-q.sum(0), q, alpha=q.shape[0])           # student side
+        if not ctx.detach_teacher:
+            g += q * (f - kl[..., None])                        # teacher side
+        g *= (grad * weights / ctx.temperature)[:, None]
+        return g, None, None, None

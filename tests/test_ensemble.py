@@ -1,0 +1,333 @@
+"""The batched ensemble against separate BERT4Rec modules, and the EMKD recipe."""
+import numpy as np
+import pytest
+import torch
+
+from emkd_lib import losses, methods
+from emkd_lib.batching import pad_left
+from emkd_lib.data import leave_one_out
+from emkd_lib.encoders import BERT4Rec
+from emkd_lib.ensemble import EnsembleBERT4Rec
+from emkd_lib.experiments import RunConfig, profile_config
+from emkd_lib.methods import (EMKDParams, appended_mask_scores, emkd_loss, emkd_loss_terms, emkd_recipe,
+                              ensemble_appended_mask_scores, ensemble_scores)
+from emkd_lib.train import TrainSettings, fit
+
+N_ITEMS, MAX_LEN, HIDDEN, N_NETS = 25, 10, 16, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a shared two-core machine, torch's second
+    thread only waits for a busy core (the learning test ran 50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def separate_modules(n=N_NETS, dropout=0.0, seed=0):
+    torch.manual_seed(seed)
+    return [BERT4Rec(N_ITEMS, MAX_LEN, HIDDEN, n_blocks=2, n_heads=2, dropout=dropout) for _ in range(n)]
+
+
+def batch():
+    return torch.tensor(pad_left([np.array([3, 4, 5]), np.array([1, 2, 3, 4, 5, 25, 7]),
+                                  np.array([9, 9, 2, 25])]))
+
+
+def attributes(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.rand(N_ITEMS + 1, 5, generator=g) < 0.4
+    table[0] = False
+    return table
+
+
+# ---- the ensemble is N BERT4Rec networks -------------------------------------
+
+def test_hidden_states_and_logits_equal_those_of_separate_modules():
+    modules = separate_modules()
+    ensemble = EnsembleBERT4Rec.from_modules(modules).eval()
+    ids = batch()
+    hidden = ensemble(ids)
+    assert hidden.shape == (N_NETS, 3, ids.shape[1], HIDDEN)
+    logits = ensemble.logits(hidden[:, ids > 0])
+    for n, module in enumerate(modules):
+        module.eval()
+        h = module(ids)
+        torch.testing.assert_close(hidden[n], h, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(logits[n], module.logits(h[ids > 0]), atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_of_every_parameter_equal_those_of_separate_modules():
+    modules = separate_modules()
+    ensemble = EnsembleBERT4Rec.from_modules(modules)
+    ids = batch()
+    g = torch.Generator().manual_seed(1)
+    probe = torch.randn(N_NETS, *ids.shape, HIDDEN, generator=g)
+    targets = torch.randint(0, N_ITEMS, (int((ids > 0).sum()),), generator=g)
+
+    def objective(n, hidden, logits):  # touches every parameter, including the output layer
+        return (hidden * probe[n]).sum() + torch.nn.functional.cross_entropy(logits, targets)
+
+    hidden = ensemble(ids)
+    logits = ensemble.logits(hidden[:, ids > 0])
+    sum(objective(n, hidden[n], logits[n]) for n in range(N_NETS)).backward()
+    for n, module in enumerate(modules):
+        h = module(ids)
+        objective(n, h, module.logits(h[ids > 0])).backward()
+    stacked_names = set(name for name, _ in ensemble.named_parameters())
+    assert stacked_names == set(name for name, _ in modules[0].named_parameters())
+    for name, p in ensemble.named_parameters():
+        expected = torch.stack([dict(m.named_parameters())[name].grad for m in modules])
+        torch.testing.assert_close(p.grad, expected, atol=1e-5, rtol=1e-4, msg=name)
+    assert (ensemble.item_embedding.weight.grad[:, 0] == 0).all()  # padding row, as padding_idx=0
+
+
+def test_network_unstacks_exactly():
+    modules = separate_modules()
+    ensemble = EnsembleBERT4Rec.from_modules(modules)
+    for n, module in enumerate(modules):
+        theirs, mine = module.state_dict(), ensemble.network(n).state_dict()
+        assert theirs.keys() == mine.keys()
+        for key in theirs:
+            torch.testing.assert_close(mine[key], theirs[key])
+
+
+def test_networks_differ_at_initialisation_and_dropout_differs_per_network():
+    torch.manual_seed(0)
+    ensemble = EnsembleBERT4Rec(2, N_ITEMS, MAX_LEN, HIDDEN, n_blocks=1, n_heads=1, dropout=0.0)
+    assert not torch.allclose(ensemble.blocks[0].qkv.weight[0], ensemble.blocks[0].qkv.weight[1])
+    copies = EnsembleBERT4Rec.from_modules([ensemble.network(0)] * 2)
+    copies.drop.p = 0.5
+    hidden = copies.train()(batch())
+    assert not torch.allclose(hidden[0], hidden[1])  # same weights, different dropout masks
+
+
+def test_extra_left_padding_changes_nothing():
+    ensemble = EnsembleBERT4Rec.from_modules(separate_modules()).eval()
+    seq = np.array([7, 3, 9, 4, 1])
+    narrow = ensemble(torch.tensor(pad_left([seq])))[:, 0]
+    wide = ensemble(torch.tensor(pad_left([seq], length=MAX_LEN)))[:, 0, -5:]
+    torch.testing.assert_close(narrow, wide, atol=1e-5, rtol=1e-5)
+
+
+def test_ensemble_inference_is_the_mean_of_the_networks_appended_mask_logits():
+    modules = separate_modules()
+    ensemble = EnsembleBERT4Rec.from_modules(modules).eval()
+    ids = batch()[:, -(MAX_LEN - 1):]
+    scores = ensemble_appended_mask_scores(ensemble, ids)
+    individual = torch.stack([appended_mask_scores(m.eval(), ids) for m in modules])
+    assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:], individual[:, :, 1:].mean(0), atol=1e-5, rtol=1e-5)
+    generic = ensemble_scores(modules, appended_mask_scores)(ids)
+    torch.testing.assert_close(generic, scores, atol=1e-5, rtol=1e-5)
+
+
+# ---- the EMKD recipe ---------------------------------------------------------
+
+def tiny_ensemble(n=N_NETS, attrs=True):
+    torch.manual_seed(0)
+    return EnsembleBERT4Rec(n, N_ITEMS, MAX_LEN, HIDDEN, n_blocks=1, n_heads=2, dropout=0.0,
+                            item_attributes=attributes() if attrs else None)
+
+
+def grads_of(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for name, p in model.named_parameters()}
+
+
+def run_terms(model, params, seed=3):
+    return emkd_loss_terms(model, batch(), torch.Generator().manual_seed(seed), params, mask_prob=0.3)
+
+
+def test_all_terms_are_present_and_one_forward_pass_serves_them():
+    model = tiny_ensemble()
+    calls = []
+    forward = model.forward
+    model.forward = lambda ids: calls.append(ids.shape) or forward(ids)
+    params = EMKDParams(n_networks=N_NETS, n_views=2)
+    terms = run_terms(model, params)
+    assert set(terms) == {"mip", "ap", "icl", "ccl", "kd"}
+    assert calls == [(3 * batch().shape[0], batch().shape[1])]  # originals + M views, one batch
+    assert all(torch.isfinite(t) for t in terms.values())
+
+
+def replay_views(ids, n_views, seed=3):
+    """The views ``emkd_loss_terms`` draws from ``Generator().manual_seed(seed)``."""
+    return methods.cloze_mask(ids.repeat(n_views, 1), 0.3, N_ITEMS + 1, N_ITEMS,
+                              torch.Generator().manual_seed(seed))
+
+
+def test_item_terms_are_view_means_summed_over_views_and_networks():
+    """MIP (Eq. 5-7) and KD (Eq. 16-18) recomputed network by network and view
+    by view with separate BERT4Rec modules fed the same views."""
+    model, ids, M = tiny_ensemble(), batch(), 2
+    params = EMKDParams(n_networks=N_NETS, n_views=M, kd_temperature=2.0)
+    terms = run_terms(model, params)
+    views, chosen = replay_views(ids, M)
+    nets, B = [model.network(n).eval() for n in range(N_NETS)], ids.shape[0]
+    mip = kd = 0.0
+    for m in range(M):
+        v, c = views[m * B:(m + 1) * B], chosen[m * B:(m + 1) * B]
+        logits = [net.logits(net(v)[c]) for net in nets]
+        for n in range(N_NETS):
+            mip += torch.nn.functional.cross_entropy(logits[n], ids[c] - 1)
+            for y in range(N_NETS):
+                if y != n:  # KL(q^y || q^n): network n learns from y
+                    kd += torch.nn.functional.kl_div(torch.log_softmax(logits[n] / 2.0, -1),
+                                                     torch.log_softmax(logits[y] / 2.0, -1),
+                                                     log_target=True, reduction="batchmean")
+    torch.testing.assert_close(terms["mip"], mip, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(terms["kd"], kd, atol=1e-6, rtol=1e-4)
+
+
+def test_contrastive_terms_see_whole_hidden_matrices_with_padding_zeroed(monkeypatch):
+    model, ids, M = tiny_ensemble(), batch(), 2
+    seen = {}
+    real = losses.intra_network_contrastive_loss
+
+    def spy(h_orig, h_views, *args, **kwargs):
+        seen["orig"], seen["views"] = h_orig, h_views
+        return real(h_orig, h_views, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "intra_network_contrastive_loss", spy)
+    run_terms(model, EMKDParams(n_networks=N_NETS, n_views=M))
+    views, _ = replay_views(ids, M)
+    B, T = ids.shape
+    for name, seqs, got in (("orig", ids, seen["orig"]), ("views", views, seen["views"].flatten(1, 2))):
+        expected = model(seqs) * (seqs > 0)[..., None]              # dropout 0
+        assert got.shape == (N_NETS, len(seqs), T * HIDDEN), name
+        torch.testing.assert_close(got, expected.flatten(2), atol=1e-5, rtol=1e-5, msg=name)
+    assert (seen["orig"].view(N_NETS, B, T, HIDDEN)[:, ids == 0] == 0).all()
+
+
+SWITCHES = [
+    ("icl", dict(icl=False), ["intra_network_contrastive_loss"]),
+    ("ccl", dict(ccl=False), ["cross_network_contrastive_loss"]),
+    ("kd", dict(kd=False), ["distillation_loss"]),
+    ("ap", dict(ap=False), ["attribute_prediction_loss"]),
+    ("icl+ccl", dict(lam=0.0), ["intra_network_contrastive_loss", "cross_network_contrastive_loss"]),
+    ("kd", dict(mu=0.0), ["distillation_loss"]),
+    ("independent", dict(icl=False, ccl=False, kd=False),
+     ["intra_network_contrastive_loss", "cross_network_contrastive_loss", "distillation_loss"]),
+]
+
+
+@pytest.mark.parametrize("removed,switch,functions", SWITCHES)
+def test_a_switched_off_term_is_not_computed_and_adds_no_gradient(removed, switch, functions, monkeypatch):
+    model = tiny_ensemble()
+    full = EMKDParams(n_networks=N_NETS, n_views=2, lam=0.1, mu=0.05)
+    terms = run_terms(model, full)
+    weight = {"mip": 1.0, "ap": 1.0, "icl": full.lam, "ccl": full.lam, "kd": full.mu}
+    dropped = {"icl+ccl": ["icl", "ccl"], "independent": ["icl", "ccl", "kd"]}.get(removed, [removed])
+    remaining = sum(weight[k] * v for k, v in terms.items() if k not in dropped)
+    expected_grads = grads_of(model, remaining)
+
+    for name in functions:
+        monkeypatch.setattr(losses, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} was computed"))
+    params = EMKDParams(**{**vars(full), **switch})
+    loss = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params, mask_prob=0.3)
+    torch.testing.assert_close(loss, remaining)
+    got = grads_of(model, loss)
+    for name in got:
+        torch.testing.assert_close(got[name], expected_grads[name], msg=name)
+
+
+def test_no_attributes_means_no_attribute_term():
+    model = tiny_ensemble(attrs=False)
+    assert "ap" not in run_terms(model, EMKDParams(n_networks=N_NETS, n_views=2))
+    assert model.attribute_head is None
+
+
+def test_independent_training_keeps_networks_independent_and_kd_couples_them():
+    """With ICL, CCL and KD off, network 0's gradient cannot depend on network 1."""
+    def grad_of_network_0(params, perturb):
+        model = tiny_ensemble(n=2)
+        if perturb:
+            with torch.no_grad():
+                model.blocks[0].ffn_in.weight[1].add_(torch.randn_like(model.blocks[0].ffn_in.weight[1]))
+        loss = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params, mask_prob=0.3)
+        return grads_of(model, loss)["blocks.0.qkv.weight"][0]
+
+    independent = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, kd=False)
+    torch.testing.assert_close(grad_of_network_0(independent, False), grad_of_network_0(independent, True))
+    for coupled in (EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, mu=1.0),
+                    EMKDParams(n_networks=2, n_views=2, icl=False, kd=False, lam=1.0)):
+        assert not torch.allclose(grad_of_network_0(coupled, False), grad_of_network_0(coupled, True))
+
+
+@pytest.mark.parametrize("last_view", [False, True])
+def test_attribute_prediction_reads_the_original_sequence(last_view, monkeypatch):
+    model = tiny_ensemble()
+    seen = {}
+    real = losses.attribute_prediction_loss
+
+    def spy(logits, targets):
+        seen["logits"], seen["targets"] = logits, targets
+        return real(logits, targets)
+
+    monkeypatch.setattr(losses, "attribute_prediction_loss", spy)
+    ids = batch()
+    params = EMKDParams(n_networks=N_NETS, n_views=2, ap_at_masked_positions_of_last_view=last_view)
+    gen = torch.Generator().manual_seed(3)
+    emkd_loss_terms(model, ids, gen, params, mask_prob=0.3)
+    if last_view:  # replay the masking to know the last view's positions
+        _, chosen = methods.cloze_mask(ids.repeat(2, 1), 0.3, model.mask_token, N_ITEMS,
+                                       torch.Generator().manual_seed(3))
+        at = chosen[-ids.shape[0]:]
+    else:
+        at = ids > 0
+    torch.testing.assert_close(seen["targets"], attributes()[ids[at]].float())
+    hidden = model(ids)[:, at]  # dropout 0: the original sequence's hidden states
+    torch.testing.assert_close(seen["logits"], model.attribute_logits(hidden), atol=1e-5, rtol=1e-5)
+
+
+# ---- configuration -----------------------------------------------------------
+
+@pytest.mark.parametrize("params,message", [
+    ((("n_networks", 0),), "n_networks must be an int >= 1"),
+    ((("n_views", 2.0),), "n_views must be an int >= 1"),
+    ((("tau", 0.0),), "tau must be > 0"),
+    ((("lam", -1.0),), "lam must be >= 0"),
+    ((("mu", "big"),), "mu must be a finite number"),
+    ((("kd_temperature", 0),), "kd_temperature must be None"),
+    ((("icl", 0),), "icl must be a bool"),
+    ((("lambda", 0.1),), r"unknown emkd params \['lambda'\]"),
+])
+def test_bad_emkd_params_are_clear_errors(params, message):
+    with pytest.raises(ValueError, match="RunConfig: EMKD: " + message):
+        RunConfig(dataset="beauty", method="emkd", profile="cpu", params=params)
+
+
+def test_profiles_build_valid_emkd_configs():
+    paper = profile_config("paper", "ml-1m", "emkd")
+    p = EMKDParams.from_params(paper.params)
+    assert (paper.hidden, paper.n_heads, paper.max_len, paper.dropout, paper.window_step) == (256, 4, 40, 0.2, 10)
+    assert (p.n_networks, p.n_views, p.tau, p.lam, p.mu, p.softmax_temperature) == (3, 8, 1.0, 0.01, 0.001, 1.0)
+    cpu = profile_config("cpu", "beauty", "emkd")
+    assert (cpu.hidden, cpu.max_len, cpu.window_step, cpu.epochs, cpu.patience) == (64, 15, 1, 30, 3)
+    assert EMKDParams.from_params(cpu.params).n_views == 2
+    smoke = profile_config("smoke", "toys", "emkd")
+    assert (smoke.hidden, smoke.n_blocks, smoke.max_users, EMKDParams.from_params(smoke.params).n_networks) \
+        == (16, 1, 300, 2)
+    assert RunConfig.from_dict(paper.to_dict()) == paper
+
+
+# ---- learning ----------------------------------------------------------------
+
+def test_emkd_learns_a_deterministic_successor():
+    rng = np.random.default_rng(0)
+    n_items, length = 20, 8
+    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, 120)]
+    split = leave_one_out(seqs)
+    torch.manual_seed(0)
+    model = EnsembleBERT4Rec(2, n_items, 10, hidden=32, n_blocks=1, n_heads=1, dropout=0.0,
+                             item_attributes=torch.rand(n_items + 1, 3) < 0.5)
+    recipe = emkd_recipe(10, None, 0.3, EMKDParams(n_networks=2, n_views=2, tau=0.5, lam=0.1, mu=0.1))
+    settings = TrainSettings(epochs=25, batch_size=32, lr=5e-3, patience=25, seed=0)
+    result = fit(model, recipe, split, settings, progress=False)
+    assert result.test_metrics["HR@5"] > 0.9
+    assert result.history[-1]["loss"] < result.history[0]["loss"]

@@ -1,0 +1,213 @@
+"""EMKD's losses against direct, loop-based transcriptions of their equations."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emkd_lib import losses
+
+N, M, B, D, P, V, A = 3, 2, 4, 6, 5, 7, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second torch thread only waits for a busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rand(*shape, seed=0, grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(grad)
+
+
+def cos(a, b):
+    return (a @ b) / (a.norm() * b.norm())
+
+
+# ---- masked item prediction and attribute prediction ----------------------
+
+def test_masked_item_prediction_is_summed_over_networks_and_weighted_over_positions():
+    logits, targets = rand(N, P, V), torch.tensor([0, 3, 6, 2, 2])
+    weights = torch.tensor([0.5, 0.5, 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
+    for w in (None, weights):
+        expected = 0.0
+        for n in range(N):
+            for p in range(P):
+                wp = 1 / P if w is None else w[p]
+                expected += -wp * torch.log_softmax(logits[n, p], -1)[targets[p]]
+        torch.testing.assert_close(losses.masked_item_prediction_loss(logits, targets, w), expected)
+
+
+def test_attribute_prediction_is_mean_bce_summed_over_networks():
+    logits = rand(N, P, A)
+    targets = (rand(P, A, seed=1) > 0).double()
+    expected = 0.0
+    for n in range(N):
+        total = 0.0
+        for p in range(P):
+            for a in range(A):
+                prob = torch.sigmoid(logits[n, p, a])
+                y = targets[p, a]
+                total += -(y * torch.log(prob) + (1 - y) * torch.log(1 - prob))
+        expected += total / (P * A)
+    torch.testing.assert_close(losses.attribute_prediction_loss(logits, targets), expected)
+
+
+# ---- contrastive learning ---------------------------------------------------
+
+def infonce_direct(anchor, positives, bank, tau, include_self=False):
+    """Eq. 12 for one network (pair): mean over u, m of
+    -log(e^{g(a,p)/tau} / (e^{g(a,p)/tau} + sum_{k != u} e^{g(a,b_k)/tau}))."""
+    Mv, Bv = positives.shape[:2]
+    total = 0.0
+    for u in range(Bv):
+        negatives = sum(torch.exp(cos(anchor[u], bank[k]) / tau) for k in range(Bv) if k != u or include_self)
+        for m in range(Mv):
+            pos = torch.exp(cos(anchor[u], positives[m, u]) / tau)
+            total += -torch.log(pos / (pos + negatives))
+    return total / (Bv * Mv)
+
+
+def one_logsumexp_direct(anchor, positives, bank, tau):
+    """-log(sum_m e^{p_m} / (sum_m e^{p_m} + sum_{k != u} e^{n_k})), mean over u."""
+    Mv, Bv = positives.shape[:2]
+    total = 0.0
+    for u in range(Bv):
+        pos = sum(torch.exp(cos(anchor[u], positives[m, u]) / tau) for m in range(Mv))
+        neg = sum(torch.exp(cos(anchor[u], bank[k]) / tau) for k in range(Bv) if k != u)
+        total += -torch.log(pos / (pos + neg))
+    return total / Bv
+
+
+def public_code_direct(anchor, positives, bank, tau):
+    """hw-du/EMKD trainers/bert.py ICL/CCL: in-batch similarity matrix with its
+    diagonal multiplied by zero, logsumexp of positives as the numerator."""
+    Bv = anchor.shape[0]
+    a = anchor / anchor.norm(dim=-1, keepdim=True)
+    b = bank / bank.norm(dim=-1, keepdim=True)
+    in_batch = (a @ b.T) / tau * (1 - torch.eye(Bv, dtype=a.dtype))
+    pos = torch.stack([F.cosine_similarity(anchor, p, dim=-1) / tau for p in positives], 1)
+    return torch.sum(-torch.logsumexp(pos, -1) + torch.logsumexp(in_batch, -1)) / Bv
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0])
+def test_contrastive_loss_matches_eq_12_and_excludes_the_anchors_own_sequence(tau):
+    anchor, positives, bank = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2)
+    got = losses.contrastive_loss(anchor, positives, bank, tau)
+    torch.testing.assert_close(got, infonce_direct(anchor, positives, bank, tau))
+    # the check can fail: counting the anchor's own sequence as a negative differs
+    assert not torch.isclose(got, infonce_direct(anchor, positives, bank, tau, include_self=True))
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0])
+def test_one_logsumexp_and_public_code_variants_match_their_direct_forms(tau):
+    anchor, positives, bank = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2)
+    one = losses.contrastive_loss(anchor, positives, bank, tau, positives_in_one_logsumexp=True)
+    torch.testing.assert_close(one, one_logsumexp_direct(anchor, positives, bank, tau))
+    code = losses.contrastive_loss(anchor, positives, bank, tau, positives_in_one_logsumexp=True,
+                                   negatives_only_denominator=True)
+    torch.testing.assert_close(code, public_code_direct(anchor, positives, bank, tau))
+    assert not torch.isclose(one, code)
+
+
+def test_negatives_only_denominator_per_positive():
+    anchor, positives, bank, tau = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2), 0.5
+    expected = 0.0
+    for u in range(B):
+        neg = 1.0 + sum(torch.exp(cos(anchor[u], bank[k]) / tau) for k in range(B) if k != u)
+        for m in range(M):
+            expected += -torch.log(torch.exp(cos(anchor[u], positives[m, u]) / tau) / neg)
+    got = losses.contrastive_loss(anchor, positives, bank, tau, negatives_only_denominator=True)
+    torch.testing.assert_close(got, expected / (B * M))
+
+
+@pytest.mark.parametrize("one_lse", [False, True])
+def test_intra_network_loss_sums_networks(one_lse):
+    h_orig, h_views, tau = rand(N, B, D), rand(N, M, B, D, seed=1), 0.3
+    direct = one_logsumexp_direct if one_lse else infonce_direct
+    expected = sum(direct(h_orig[n], h_views[n], h_orig[n], tau) for n in range(N))
+    got = losses.intra_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("one_lse", [False, True])
+def test_cross_network_loss_runs_over_ordered_pairs(one_lse):
+    h_orig, h_views, tau = rand(N, B, D), rand(N, M, B, D, seed=1), 0.3
+    direct = one_logsumexp_direct if one_lse else infonce_direct
+    # anchor from x, positives and negatives from y
+    expected = sum(direct(h_orig[x], h_views[y], h_orig[y], tau)
+                   for x in range(N) for y in range(N) if x != y)
+    got = losses.cross_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse)
+    torch.testing.assert_close(got, expected)
+
+
+def test_contrastive_gradients_match_the_direct_form():
+    h_orig, h_views = rand(2, B, D, grad=True), rand(2, M, B, D, seed=1, grad=True)
+    loss = (losses.intra_network_contrastive_loss(h_orig, h_views, 0.3)
+            + losses.cross_network_contrastive_loss(h_orig, h_views, 0.3))
+    got = torch.autograd.grad(loss, (h_orig, h_views))
+    direct = sum(infonce_direct(h_orig[x], h_views[y], h_orig[y], 0.3) for x in range(2) for y in range(2))
+    expected = torch.autograd.grad(direct, (h_orig, h_views))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_contrastive_loss_with_a_single_sequence_is_finite():
+    """A batch of one has no negatives (the last batch of an epoch can be that small)."""
+    h_orig, h_views = rand(2, 1, D, grad=True), rand(2, M, 1, D, seed=1, grad=True)
+    for one in (False, True):
+        loss = (losses.intra_network_contrastive_loss(h_orig, h_views, 0.3, one)
+                + losses.cross_network_contrastive_loss(h_orig, h_views, 0.3, one))
+        grads = torch.autograd.grad(loss, (h_orig, h_views))
+        assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
+
+
+# ---- knowledge distillation -------------------------------------------------
+
+def kd_direct(logits, T, detach_teacher=False, symmetric=False, weights=None):
+    n_nets, n_pos = logits.shape[:2]
+    total = 0.0
+    for x in range(n_nets):
+        for y in range(n_nets):
+            if x == y or (symmetric and x < y):
+                continue
+            pairs = [(x, y), (y, x)] if symmetric else [(x, y)]
+            for student, teacher in pairs:
+                for p in range(n_pos):
+                    t_logits = logits[teacher, p].detach() if detach_teacher else logits[teacher, p]
+                    q_t = torch.softmax(t_logits / T, -1)
+                    q_s = torch.softmax(logits[student, p] / T, -1)
+                    kl = (q_t * (torch.log(q_t) - torch.log(q_s))).sum()
+                    w = 1 / n_pos if weights is None else weights[p]
+                    total = total + w * kl * (0.5 if symmetric else 1.0)
+    return total
+
+
+@pytest.mark.parametrize("T", [0.3, 2.0])
+@pytest.mark.parametrize("detach,symmetric", [(False, False), (True, False), (True, True)])
+def test_distillation_matches_eq_16_18_values_and_gradients(T, detach, symmetric):
+    logits = rand(N, P, V, grad=True)
+    weights = torch.linspace(0.1, 0.5, P, dtype=torch.float64)
+    for w in (None, weights):
+        got = losses.distillation_loss(logits, T, detach_teacher=detach, symmetric=symmetric, weights=w)
+        expected = kd_direct(logits, T, detach, symmetric, w)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(expected, logits)[0])
+
+
+def test_detaching_the_teacher_changes_the_gradient():
+    logits = rand(2, P, V, grad=True)
+    free = torch.autograd.grad(losses.distillation_loss(logits, 1.0), logits)[0]
+    detached = torch.autograd.grad(losses.distillation_loss(logits, 1.0, detach_teacher=True), logits)[0]
+    assert not torch.allclose(free, detached)
+
+
+def test_distillation_of_identical_networks_is_zero():
+    logits = rand(1, P, V).expand(N, P, V)
+    assert losses.distillation_loss(logits, 1.0).abs() < 1e-12
+    assert math.isclose(losses.distillation_loss(rand(N, P, V), 1.0).item(),
+                        kd_direct(rand(N, P, V), 1.0).item(), rel_tol=1e-9)
