@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emkd_lib import experiments
-from emkd_lib.data import leave_one_out
+from emkd_lib.data import leave_one_out, resolve_dataset_dir
 from emkd_lib.encoders import build_encoder
 from emkd_lib.experiments import RunConfig, load_result, profile_config, run_or_load
 from emkd_lib.methods import baseline_recipe
@@ -75,6 +75,10 @@ def test_bad_config_values_are_clear_errors(field, value, message):
 
 
 def tiny_config():
+    try:
+        resolve_dataset_dir("beauty", download=False)
+    except FileNotFoundError:
+        pytest.skip("the Beauty dataset is not available offline here")
     return profile_config("smoke", "beauty", "sasrec", max_users=40, epochs=1, hidden=8)
 
 
