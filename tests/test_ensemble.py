@@ -308,7 +308,8 @@ def test_profiles_build_valid_emkd_configs():
     assert (paper.hidden, paper.n_heads, paper.max_len, paper.dropout, paper.window_step) == (256, 4, 40, 0.2, 10)
     assert (p.n_networks, p.n_views, p.tau, p.lam, p.mu, p.softmax_temperature) == (3, 8, 1.0, 0.01, 0.001, 1.0)
     cpu = profile_config("cpu", "beauty", "emkd")
-    assert (cpu.hidden, cpu.max_len, cpu.window_step, cpu.epochs, cpu.patience) == (64, 15, 1, 30, 3)
+    assert (cpu.hidden, cpu.max_len, cpu.window_step, cpu.batch_size, cpu.epochs, cpu.patience) \
+        == (64, 15, None, 64, 20, 3)
     assert EMKDParams.from_params(cpu.params).n_views == 2
     smoke = profile_config("smoke", "toys", "emkd")
     assert (smoke.hidden, smoke.n_blocks, smoke.max_users, EMKDParams.from_params(smoke.params).n_networks) \
