@@ -2,6 +2,7 @@
 
     python -m emkd_lib run --profile cpu --dataset beauty --method sasrec --seed 0
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
+    python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib list
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import torch
 
-from .experiments import GRIDS, PROFILES, load_result, profile_config, results_dir, run_grid, execute, result_path
+from .experiments import GRIDS, ensemble_run_or_load, PROFILES, load_result, profile_config, results_dir, run_grid, execute, result_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
 
+    ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
+    ens.add_argument("--profile", choices=PROFILES, required=True)
+    ens.add_argument("--dataset", required=True)
+    ens.add_argument("--method", required=True)
+    ens.add_argument("--seeds", nargs="+", type=int, required=True)
+    ens.add_argument("--device", default="auto")
+
     sub.add_parser("list", help="list stored results")
     args = parser.parse_args(argv)
     if args.threads:
@@ -56,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             kwargs["methods"] = tuple(args.methods)
         for result in run_grid(GRIDS[args.name](args.profile, **kwargs), device=args.device):
             print(f"{result.config.name()}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+    elif args.command == "ensemble":
+        members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
+        result = ensemble_run_or_load(members, device=args.device)
+        print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
     elif args.command == "list":
         for path in sorted(results_dir().glob("*/*.json")):
             r = load_result(path)

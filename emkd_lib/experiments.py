@@ -8,6 +8,9 @@ The store is a folder of JSON files (``results/<dataset>/<name>.json``: config,
 metrics, per-epoch curve, provenance) with a compressed ``.npz`` sidecar holding
 per-user ranks. Both are written atomically (temporary file, then rename), the
 sidecar first, so a killed run never leaves a JSON that points at nothing.
+A run's best weights go to a ``.pt`` file beside it (ignored by git), so
+independently trained runs can later be evaluated as an ensemble
+(``ensemble_run_or_load``), which is stored the same way.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import platform
 import resource
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +273,9 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
         _arrays={"test_ranks": fitted.test_ranks, "valid_ranks": fitted.valid_ranks},
     )
     store(result)
+    # The best epoch's weights, for ensembles of independently trained models.
+    # Not committed (.gitignore): the stored ranks are what the book reads.
+    _atomic_write(result.path.with_suffix(".pt"), lambda f: torch.save(model.state_dict(), f))
     return result
 
 
@@ -368,3 +375,97 @@ def run_grid(configs: list[RunConfig], device: str | None = None, progress: bool
         bar.set_postfix_str(f"{config.dataset}/{config.method}/seed{config.seed}")
         results.append(run_or_load(config, device=device, progress=progress))
     return results
+
+
+# ---- ensembles of independently trained runs (EMKD Table 1) ------------------
+
+@dataclass
+class EnsembleResult:
+    """N stored runs of one method evaluated together: their logits averaged."""
+
+    members: list[RunConfig]
+    valid_metrics: dict
+    test_metrics: dict
+    eval_seconds: float
+    provenance: dict
+    path: Path | None = None
+    _arrays: dict | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.members[0]
+
+    @property
+    def test_ranks(self) -> np.ndarray:
+        if self._arrays is None:
+            with np.load(self.path.with_suffix(".npz")) as f:
+                self._arrays = {k: f[k] for k in f.files}
+        return self._arrays["test_ranks"]
+
+
+def ensemble_path(members: list[RunConfig], root: Path | None = None) -> Path:
+    keys = "-".join(sorted(c.key() for c in members))
+    digest = hashlib.sha256(keys.encode()).hexdigest()[:12]
+    first = members[0]
+    seeds = "".join(str(c.seed) for c in members)
+    return (root or results_dir()) / first.dataset / f"ensemble{len(members)}-{first.method}-{first.profile}-seeds{seeds}-{digest}.json"
+
+
+def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
+                         root: Path | None = None) -> EnsembleResult:
+    """Evaluate the average of the members' logits (EMKD Eq. 20 applied to
+    separately trained models), or load the stored evaluation.
+
+    Members must be stored runs of one method on one dataset whose weights
+    (``.pt``) are present; a missing one is a clear error naming the command.
+    """
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    if len({(c.dataset, c.method, c.max_users) for c in members}) != 1:
+        raise ValueError("ensemble members must share dataset, method and max_users")
+    path = ensemble_path(members, root)
+    if path.exists():
+        record = json.loads(path.read_text())
+        return EnsembleResult(members=[RunConfig.from_dict(c) for c in record["members"]], path=path,
+                              **{k: record[k] for k in ("valid_metrics", "test_metrics", "eval_seconds",
+                                                        "provenance")})
+    if os.environ.get("EMKD_REQUIRE_CACHED") == "1":
+        raise FileNotFoundError(f"no stored ensemble evaluation at {path} and EMKD_REQUIRE_CACHED=1")
+    device = resolve_device(device)
+    dataset = load_dataset(members[0].dataset)
+    if members[0].max_users:
+        dataset = subsample_users(dataset, members[0].max_users, seed=members[0].seed)
+    split = leave_one_out(dataset.sequences)
+    models, recipe = [], None
+    for config in members:
+        weights = result_path(config, root).with_suffix(".pt")
+        if not weights.exists():
+            raise FileNotFoundError(
+                f"ensemble member {config.name()} has no stored weights at {weights}; train it with: "
+                f"python -m emkd_lib run --profile {config.profile} --dataset {config.dataset} "
+                f"--method {config.method} --seed {config.seed} --force")
+        model, recipe = build_method(config, dataset)
+        model.load_state_dict(torch.load(weights, map_location=device))
+        models.append(model.to(device).eval())
+    from .evaluation import evaluate, metrics_from_ranks
+    from .methods import ensemble_scores
+    score = ensemble_scores(models, recipe.score)
+    t0 = time.perf_counter()
+    ranks = {split_name: evaluate(score, getattr(split, f"{split_name}_inputs"),
+                                  getattr(split, f"{split_name}_targets"), max_len=recipe.eval_max_len,
+                                  device=device)
+             for split_name in ("valid", "test")}
+    result = EnsembleResult(
+        members=list(members), valid_metrics=metrics_from_ranks(ranks["valid"]),
+        test_metrics=metrics_from_ranks(ranks["test"]), eval_seconds=time.perf_counter() - t0,
+        provenance=provenance(device, dataset.source, 0), path=path,
+        _arrays={"test_ranks": ranks["test"], "valid_ranks": ranks["valid"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **result._arrays))
+    record = {"members": [c.to_dict() for c in members], "member_keys": [c.key() for c in members],
+              "core_version": CORE_VERSION, "valid_metrics": result.valid_metrics,
+              "test_metrics": result.test_metrics, "eval_seconds": result.eval_seconds,
+              "provenance": result.provenance}
+    text = json.dumps(record, indent=1, sort_keys=True)
+    _atomic_write(path, lambda f: f.write(text.encode()))
+    return result
