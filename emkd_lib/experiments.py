@@ -253,7 +253,9 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     device = resolve_device(device)
     dataset = load_dataset(config.dataset)
     if config.max_users:
-        dataset = subsample_users(dataset, config.max_users, seed=config.seed)
+        # The same users for every seed: the subsample belongs to the data, so
+        # seeds can be paired user by user and ensembled.
+        dataset = subsample_users(dataset, config.max_users, seed=0)
     split = leave_one_out(dataset.sequences)
     model, recipe = build_method(config, dataset)
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -434,7 +436,7 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
     device = resolve_device(device)
     dataset = load_dataset(members[0].dataset)
     if members[0].max_users:
-        dataset = subsample_users(dataset, members[0].max_users, seed=members[0].seed)
+        dataset = subsample_users(dataset, members[0].max_users, seed=0)
     split = leave_one_out(dataset.sequences)
     models, recipe = [], None
     for config in members:

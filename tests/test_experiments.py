@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -127,3 +128,39 @@ def test_corrupt_result_file_is_a_clear_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="unreadable or incomplete"):
         load_result(bad)
+
+
+def test_ensemble_of_stored_runs_averages_their_logits(tmp_path, monkeypatch):
+    from emkd_lib.data import load_dataset, subsample_users
+    from emkd_lib.evaluation import evaluate, metrics_from_ranks
+    from emkd_lib.methods import build_method
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path))
+    members = [dataclasses.replace(tiny_config(), seed=s) for s in (0, 1)]
+    for config in members:
+        run_or_load(config, device="cpu", progress=False)
+    result = experiments.ensemble_run_or_load(members, device="cpu")
+
+    split = leave_one_out(subsample_users(load_dataset("beauty"), 40, seed=0).sequences)
+    models = []
+    for config in members:
+        model, recipe = build_method(config, load_dataset("beauty"))
+        model.load_state_dict(torch.load(experiments.result_path(config).with_suffix(".pt")))
+        models.append(model.eval())
+    mean_logits = lambda ids: sum(recipe.score(m, ids) for m in models) / 2
+    ranks = evaluate(mean_logits, split.test_inputs, split.test_targets, max_len=recipe.eval_max_len)
+    np.testing.assert_array_equal(result.test_ranks, ranks)
+    assert result.test_metrics == metrics_from_ranks(ranks)
+    # stored: loads without evaluating again
+    monkeypatch.setattr(experiments, "build_method", lambda *a: pytest.fail("must not rebuild"))
+    again = experiments.ensemble_run_or_load(members)
+    assert again.test_metrics == result.test_metrics
+
+
+def test_ensemble_member_without_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path))
+    members = [dataclasses.replace(tiny_config(), seed=s) for s in (0, 1)]
+    run_or_load(members[0], device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="has no stored weights.*--seed 1"):
+        experiments.ensemble_run_or_load(members, device="cpu")
+    with pytest.raises(ValueError, match="at least 2 members"):
+        experiments.ensemble_run_or_load(members[:1])
