@@ -365,7 +365,63 @@ def baseline_grid(profile: str, datasets=BASELINE_DATASETS, seeds=(0,),
     return [profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds]
 
 
-GRIDS = {"baselines": baseline_grid}
+# EMKD Table 4: each row's change to the EMKD params of the profile.
+EMKD_ABLATIONS = {
+    "EMKD": {},
+    "w/o ICL": {"icl": False},
+    "w/o CCL": {"ccl": False},
+    "w/o KD": {"kd": False},
+    "independent training": {"icl": False, "ccl": False, "kd": False},
+    "single encoder": {"n_networks": 1},
+    "w/o AP": {"ap": False},
+    "EMKD x2": {"n_networks": 2},
+    "EMKD x4": {"n_networks": 4},
+}
+# EMKD Figure 3: the values each hyperparameter is swept over, others fixed.
+EMKD_SENSITIVITY = {
+    "lam": (0.001, 0.01, 0.1),
+    "mu": (0.0001, 0.001, 0.01),
+    "tau": (0.1, 0.3, 1.0),
+    "n_views": (1, 2, 4),
+}
+# Ablations and sweeps run on a fixed user subsample of the dataset: ~10 min a
+# run on one core instead of ~35, so a whole table fits one session.
+ABLATION_USERS = 6000
+
+
+def emkd_variant(profile: str, dataset: str, seed: int = 0, max_users: int | None = ABLATION_USERS,
+                 **param_changes) -> RunConfig:
+    """The profile's EMKD config with some EMKD params changed."""
+    base = profile_config(profile, dataset, "emkd", seed=seed)
+    params = dict(base.params)
+    unknown = set(param_changes) - set(params)
+    if unknown:
+        raise ValueError(f"unknown emkd params {sorted(unknown)}")
+    params.update(param_changes)
+    return dataclasses.replace(base, params=tuple(sorted(params.items())),
+                               max_users=max_users if profile != "smoke" else base.max_users)
+
+
+def emkd_ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=None,
+                       rows=tuple(EMKD_ABLATIONS)) -> list[RunConfig]:
+    """Table 4's runs, in the order of ``EMKD_ABLATIONS``."""
+    return [emkd_variant(profile, d, s, **EMKD_ABLATIONS[row]) for d in datasets for s in seeds for row in rows]
+
+
+def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=None) -> list[RunConfig]:
+    """Figure 3's runs: one hyperparameter moved at a time (the default value's
+    run is the "EMKD" row of Table 4 and is not repeated)."""
+    configs = []
+    for d in datasets:
+        for s in seeds:
+            default = dict(emkd_variant(profile, d, s).params)
+            for name, values in EMKD_SENSITIVITY.items():
+                configs += [emkd_variant(profile, d, s, **{name: v}) for v in values if v != default[name]]
+    return configs
+
+
+GRIDS = {"baselines": baseline_grid, "emkd-ablations": emkd_ablation_grid,
+         "emkd-sensitivity": emkd_sensitivity_grid}
 
 
 def run_grid(configs: list[RunConfig], device: str | None = None, progress: bool = True) -> list[RunResult]:
