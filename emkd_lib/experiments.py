@@ -229,6 +229,12 @@ def load_result(path: Path) -> RunResult:
         raise ValueError(f"result file {path} is unreadable or incomplete: {err}") from err
 
 
+def stored(config: RunConfig, root: Path | None = None) -> RunResult | None:
+    """The stored result of ``config``, or None if it has not been run."""
+    path = result_path(config, root)
+    return load_result(path) if path.exists() else None
+
+
 def run_or_load(config: RunConfig, device: str | None = None, progress: bool = True,
                 root: Path | None = None) -> RunResult:
     """Return the stored result of ``config``, training it first if needed.
