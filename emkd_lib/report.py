@@ -105,3 +105,29 @@ def save_figure(fig, name: str) -> Path:
 def format_table(df: pd.DataFrame, digits: int = 4) -> str:
     """Fixed-width text of a table, stable across runs (for nbval checks)."""
     return df.to_string(float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
+
+
+def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10") -> pd.DataFrame:
+    """EMKD Table 1: single models against the ensemble of two of them.
+
+    ``singles[(dataset, method)]`` lists the stored single runs (any seeds),
+    ``ensembles[(dataset, method)]`` is the ensemble of two of them (or None).
+    The paired test compares the ensemble with its better member over users.
+    """
+    rows = []
+    for key, runs in singles.items():
+        ens = ensembles.get(key)
+        values = [r.test_metrics[metric] for r in runs]
+        row = {"dataset": key[0], "method": key[1], "seeds": len(runs),
+               f"single {metric} (mean)": np.mean(values) if values else np.nan,
+               "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
+               f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
+        mean = row[f"single {metric} (mean)"]
+        row["gain over mean single %"] = 100 * (row[f"ensemble x2 {metric}"] / mean - 1) if mean > 0 else np.nan
+        if ens:
+            members = [r for r in runs if r.config.key() in {c.key() for c in ens.members}]
+            if members:
+                better = max(members, key=lambda r: r.test_metrics[metric])
+                row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "method"])
