@@ -64,21 +64,27 @@ def curves_frame(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def significance_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
-    """Per dataset: the best method against each other method, paired over test users.
+def significance_table(results: list[RunResult], metric: str = "NDCG@10",
+                       reference: str | None = None) -> pd.DataFrame:
+    """Per dataset: the best method (or ``reference``) against each other
+    method, paired over test users.
 
     Only seed-0 runs are paired (the same users, the same seed).
     """
     rows = []
     for dataset in dict.fromkeys(r.config.dataset for r in results):
         runs = {r.config.method: r for r in results if r.config.dataset == dataset and r.config.seed == 0}
-        best = max(runs, key=lambda m: runs[m].test_metrics[metric])
+        if reference is not None and reference not in runs:
+            continue
+        best = reference or max(runs, key=lambda m: runs[m].test_metrics[metric])
         for method, r in runs.items():
             if method == best:
                 continue
             t = paired_test(runs[best].test_ranks, r.test_ranks, metric)
-            rows.append({"dataset": dataset, "best": best, "other": method,
-                         f"best {metric}": t["mean_a"], f"other {metric}": t["mean_b"],
+            role = "reference" if reference else "best"
+            rows.append({"dataset": dataset, role: best, "other": method,
+                         f"{role} {metric}": t["mean_a"], f"other {metric}": t["mean_b"],
+                         "change %": 100 * (t["mean_a"] / t["mean_b"] - 1) if t["mean_b"] > 0 else float("nan"),
                          "p (Wilcoxon)": t["p_wilcoxon"], "significant at 0.01": t["p_wilcoxon"] < 0.01})
     return pd.DataFrame(rows)
 
