@@ -229,6 +229,12 @@ def load_result(path: Path) -> RunResult:
         raise ValueError(f"result file {path} is unreadable or incomplete: {err}") from err
 
 
+def count_parameters(config: RunConfig, dataset) -> int:
+    """Trainable parameters of the model ``config`` builds on ``dataset``."""
+    model, _ = build_method(config, dataset)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def stored(config: RunConfig, root: Path | None = None) -> RunResult | None:
     """The stored result of ``config``, or None if it has not been run."""
     path = result_path(config, root)

@@ -137,3 +137,25 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
                 row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
         rows.append(row)
     return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> pd.DataFrame:
+    """One row per labelled run (``None`` = not run): its test metrics, the
+    relative change of NDCG@10 against the ``reference`` row, and a paired
+    Wilcoxon test over users against it."""
+    ref = runs.get(reference)
+    rows = []
+    for label, r in runs.items():
+        row = {"variant": label}
+        if r is None:
+            rows.append({**row, "status": "not run"})
+            continue
+        row.update({m: r.test_metrics[m] for m in metrics})
+        row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
+            " (cap)" if len(r.history) >= r.config.epochs else "")
+        if ref is not None and label != reference:
+            t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
+            row["NDCG@10 change %"] = 100 * (t["mean_a"] / t["mean_b"] - 1) if t["mean_b"] > 0 else np.nan
+            row["p vs " + reference] = t["p_wilcoxon"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
