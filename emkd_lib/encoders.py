@@ -4,7 +4,9 @@ Every encoder maps a LEFT-padded batch of item ids ``(B, T)`` (0 = padding,
 the most recent item in the last column) to per-position hidden states
 ``(B, T, d)``, and scores hidden states against items with ``logits``, which
 returns scores for the real items 1..n_items only (column j = item j + 1), so
-that neither padding nor BERT4Rec's [mask] token ever competes in a softmax.
+that neither padding nor a [mask] token ever competes in a softmax.
+``n_extra_tokens`` adds input-only rows after the items: BERT4Rec's [mask],
+and the [mask] of EMKD's views when EMKD runs on a next-item encoder.
 
 Scoring heads, as in each paper:
 - SASRec, GRU4Rec: dot product with the shared input item embedding.
@@ -138,10 +140,10 @@ class GRU4Rec(nn.Module):
     causal = True
 
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, n_layers: int = 1,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, n_extra_tokens: int = 0):
         super().__init__()
         self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
-        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
         self.drop = nn.Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=n_layers, batch_first=True)
         self.apply(_init_weights)
@@ -159,7 +161,7 @@ class GRU4Rec(nn.Module):
         return out.gather(1, to_left[..., None].expand(B, T, self.hidden))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.item_embedding.weight[1:].T
+        return hidden @ self.item_embedding.weight[1:self.n_items + 1].T
 
 
 class Caser(nn.Module):
@@ -176,10 +178,10 @@ class Caser(nn.Module):
     causal = True
 
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, window: int = 5,
-                 n_horizontal: int = 16, n_vertical: int = 4, dropout: float = 0.2):
+                 n_horizontal: int = 16, n_vertical: int = 4, dropout: float = 0.2, n_extra_tokens: int = 0):
         super().__init__()
         self.n_items, self.max_len, self.hidden, self.window = n_items, max_len, hidden, window
-        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
         self.horizontal = nn.ModuleList(
             nn.Conv1d(hidden, n_horizontal, kernel_size=h) for h in range(1, window + 1))
         self.vertical = nn.Parameter(torch.randn(n_vertical, window) / math.sqrt(window))

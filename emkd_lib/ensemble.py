@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import BERT4Rec, attention_mask, positions_from_right
+from .encoders import BERT4Rec, attention_mask, build_encoder, positions_from_right
 
 
 class StackedLinear(nn.Module):
@@ -218,6 +218,56 @@ class EnsembleBERT4Rec(nn.Module):
 
     def attribute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Eq. 8 before the sigmoid: ``(N, ..., d) -> (N, ..., n_attributes)``."""
+        if self.attribute_head is None:
+            raise RuntimeError("this ensemble was built without item attributes")
+        return self.attribute_head(hidden)
+
+
+class EncoderEnsemble(nn.Module):
+    """N networks of a next-item encoder (GRU4Rec, Caser or SASRec) for EMKD on
+    other encoders (the paper's Figure 4), with ``EnsembleBERT4Rec``'s interface:
+    ``forward -> (N, B, T, d)``, ``logits``, ``attribute_logits``, ``mask_token``.
+
+    Each network is the baseline encoder of ``encoders.py`` with one extra input
+    row, the [mask] token ``n_items + 1`` of EMKD's views. The networks run one
+    after the other: a GRU has no stacked form in PyTorch (``torch.vmap`` has no
+    batching rule for it) and this variant is not the book's core method; the
+    attribute classifiers are one stacked layer, as in ``EnsembleBERT4Rec``.
+    """
+
+    def __init__(self, encoder: str, n_networks: int, n_items: int, max_len: int,
+                 item_attributes: torch.Tensor | None = None, **hyper):
+        super().__init__()
+        if encoder == "bert4rec":
+            raise ValueError("EMKD on BERT4Rec is EnsembleBERT4Rec; EncoderEnsemble is for next-item encoders")
+        if n_networks < 1:
+            raise ValueError(f"n_networks must be >= 1, got {n_networks}")
+        self.encoder, self.n_networks, self.n_items, self.max_len = encoder, n_networks, n_items, max_len
+        self.networks = nn.ModuleList(build_encoder(encoder, n_items, max_len, n_extra_tokens=1, **hyper)
+                                      for _ in range(n_networks))
+        self.hidden = self.networks[0].hidden
+        if item_attributes is not None:
+            item_attributes = torch.as_tensor(item_attributes).bool()
+            if item_attributes.shape[0] != n_items + 1:
+                raise ValueError(f"item_attributes has {item_attributes.shape[0]} rows, "
+                                 f"expected n_items + 1 = {n_items + 1}")
+            self.attribute_head = StackedLinear(n_networks, self.hidden, item_attributes.shape[1])
+        else:
+            self.attribute_head = None
+        self.register_buffer("item_attributes", item_attributes, persistent=False)
+
+    @property
+    def mask_token(self) -> int:
+        return self.n_items + 1
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.stack([network(ids) for network in self.networks])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(N, ..., d) -> (N, ..., n_items)``: network n's output layer on its own states."""
+        return torch.stack([network.logits(h) for network, h in zip(self.networks, hidden)])
+
+    def attribute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.attribute_head is None:
             raise RuntimeError("this ensemble was built without item attributes")
         return self.attribute_head(hidden)

@@ -82,7 +82,7 @@ class RunConfig:
         _check(self.max_users is None or (isinstance(self.max_users, int) and self.max_users >= 1),
                f"max_users must be None or a positive int, got {self.max_users!r}")
         _check(isinstance(self.params, tuple), "params must be a tuple of (name, value) pairs")
-        if self.method == "emkd":
+        if self.method == "emkd" or self.method.startswith("emkd-"):
             try:
                 EMKDParams.from_params(self.params)
             except (ValueError, TypeError) as err:
@@ -157,7 +157,18 @@ def _emkd_profile(profile: str, dataset: str) -> dict:
 
 
 def profile_config(profile: str, dataset: str, method: str, seed: int = 0, **overrides) -> RunConfig:
-    """The configuration of ``method`` on ``dataset`` under a profile."""
+    """The configuration of ``method`` on ``dataset`` under a profile.
+
+    EMKD on a next-item encoder (``"emkd-sasrec"`` etc., Figure 4) takes that
+    encoder's own settings and EMKD's params of the profile.
+    """
+    if method.startswith("emkd-"):
+        encoder_config = profile_config(profile, dataset, method[5:], seed)
+        fields = {k: v for k, v in encoder_config.to_dict().items()
+                  if k not in ("dataset", "method", "profile", "seed", "params")}
+        fields.update(params=_emkd_profile(profile, dataset)["params"], window_step=None)
+        fields.update(overrides)
+        return RunConfig(dataset=dataset, method=method, profile=profile, seed=seed, **fields)
     if profile == "smoke":
         base = dict(hidden=16, n_blocks=1, max_len=20, batch_size=128, epochs=2, patience=2,
                     max_users=300)
@@ -403,9 +414,10 @@ EMKD_ABLATION_PRIORITY = ("EMKD", "single encoder", "independent training", "w/o
 
 
 def emkd_variant(profile: str, dataset: str, seed: int = 0, max_users: int | None = None,
-                 **param_changes) -> RunConfig:
-    """The profile's EMKD config with some EMKD params changed."""
-    base = profile_config(profile, dataset, "emkd", seed=seed)
+                 method: str = "emkd", **param_changes) -> RunConfig:
+    """The profile's config of ``method`` (EMKD or EMKD on another encoder)
+    with some EMKD params changed."""
+    base = profile_config(profile, dataset, method, seed=seed)
     params = dict(base.params)
     unknown = set(param_changes) - set(params)
     if unknown:
@@ -433,7 +445,14 @@ def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), method
     return configs
 
 
-GRIDS = {"baselines": baseline_grid, "emkd-ablations": emkd_ablation_grid,
+def emkd_encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "gru4rec", "caser"),
+                      networks=(2, 3, 4)) -> list[RunConfig]:
+    """Figure 4's runs: EMKD with N networks of each next-item encoder."""
+    return [emkd_variant(profile, d, s, method=f"emkd-{m}", n_networks=n)
+            for d in datasets for s in seeds for m in methods for n in networks]
+
+
+GRIDS = {"baselines": baseline_grid, "emkd-encoders": emkd_encoder_grid, "emkd-ablations": emkd_ablation_grid,
          "emkd-sensitivity": emkd_sensitivity_grid}
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from . import losses
 from .data import SequenceDataset, sliding_windows
 from .encoders import ENCODERS, build_encoder
-from .ensemble import EnsembleBERT4Rec
+from .ensemble import EncoderEnsemble, EnsembleBERT4Rec
 
 
 @dataclass(frozen=True)
@@ -239,31 +239,59 @@ def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch
     the originals and the views run through all N networks as ONE batch of
     (M + 1) B sequences. View m of sequence u is row m * B + u of ``views``.
     """
+    B = ids.shape[0]
+    originals = ids.repeat(params.n_views, 1)
+    views, chosen = cloze_mask(originals, mask_prob, model.mask_token, model.n_items, generator)
+    ap_at = chosen[-B:] if params.ap_at_masked_positions_of_last_view else ids > 0
+    return _emkd_terms(model, ids, views, chosen, originals[chosen] - 1, params, ap_at)
+
+
+def emkd_next_item_loss_terms(model: nn.Module, windows: torch.Tensor, generator: torch.Generator | None,
+                              params: EMKDParams, mask_prob: float = 0.15) -> dict[str, torch.Tensor]:
+    """EMKD on a next-item encoder (the paper's Figure 4; ``ensemble.EncoderEnsemble``).
+
+    Views mask the INPUT ``windows[:, :-1]`` with BERT's rule, as Eq. 3; the
+    encoder's own objective replaces MIP: every network predicts the next
+    item at every non-padding position of every view ("mip" here is that
+    cross entropy), and KD distils those next-item distributions. AP, ICL and
+    CCL are Eq. 8-15 unchanged, on the original inputs.
+    """
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    M = params.n_views
+    views, _ = cloze_mask(inputs.repeat(M, 1), mask_prob, model.mask_token, model.n_items, generator)
+    predict_at = (inputs > 0).repeat(M, 1)
+    return _emkd_terms(model, inputs, views, predict_at, targets.repeat(M, 1)[predict_at] - 1, params,
+                       ap_at=inputs > 0)
+
+
+def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_at) -> dict[str, torch.Tensor]:
+    """The terms shared by both forms of EMKD: one forward pass over originals
+    and views, item prediction and KD at ``predict_at`` (positions of the view
+    rows, targets as column indices), AP at ``ap_at`` of the originals, ICL and
+    CCL between originals and views."""
     B, T = ids.shape
     M, N = params.n_views, model.n_networks
     active = params.active_terms(N, model.item_attributes is not None)
-    originals = ids.repeat(M, 1)
-    views, chosen = cloze_mask(originals, mask_prob, model.mask_token, model.n_items, generator)
     batch = torch.cat([ids, views])
     hidden = model(batch)                                                # (N, (M+1)B, T, d)
     terms = {}
 
-    # Eq. 4-7 and 16-18 share the logits at the masked positions. Each view's
+    # Eq. 4-7 and 16-18 share the logits at the predicted positions. Each view's
     # positions are averaged, then views are summed (weights sum to M), as the
     # public code's per-view CrossEntropyLoss / batchmean KL.
-    view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[chosen]
+    view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[predict_at]
     weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
-    logits = model.logits(hidden[:, B:][:, chosen])                      # (N, P, n_items)
-    terms["mip"] = losses.masked_item_prediction_loss(logits, originals[chosen] - 1, weights)
+    logits = model.logits(hidden[:, B:][:, predict_at])                  # (N, P, n_items)
+    terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
     if "kd" in active:
         code = params.kd_symmetric_detached_teacher
         terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
                                                symmetric=code, weights=weights)
 
     if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
-        at = chosen[-B:] if params.ap_at_masked_positions_of_last_view else ids > 0
-        targets = model.item_attributes[ids[at]].to(hidden.dtype)
-        terms["ap"] = losses.attribute_prediction_loss(model.attribute_logits(hidden[:, :B][:, at]), targets)
+        attribute_targets = model.item_attributes[ids[ap_at]].to(hidden.dtype)
+        terms["ap"] = losses.attribute_prediction_loss(model.attribute_logits(hidden[:, :B][:, ap_at]),
+                                                       attribute_targets)
 
     if "icl" in active or "ccl" in active:  # Eq. 12-15 on whole flattened T x d matrices
         # Padding rows are zeroed so that they never add to a similarity; the
@@ -311,7 +339,28 @@ def emkd_recipe(max_len: int, window_step: int | None, mask_prob: float,
     )
 
 
-METHODS = tuple(ENCODERS) + ("emkd",)
+def ensemble_last_position_scores(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Eq. 20 for next-item encoders: the N networks' logits at the most recent item, averaged."""
+    return with_padding_column(model.logits(model(ids)[:, :, -1]).mean(0))
+
+
+def emkd_next_item_recipe(max_len: int, window_step: int | None, mask_prob: float,
+                          params: EMKDParams = EMKDParams()) -> Recipe:
+    """EMKD on a next-item encoder: the baseline's windows of ``max_len + 1``
+    items, ``emkd_next_item_loss_terms`` combined by Eq. 19, ensemble scoring."""
+    step = window_step or max_len
+    return Recipe(
+        make_examples=lambda seqs: sliding_windows(seqs, window=max_len + 1, step=step),
+        loss=lambda model, windows, gen: combine_emkd_terms(
+            emkd_next_item_loss_terms(model, windows, gen, params, mask_prob), params),
+        score=ensemble_last_position_scores,
+        eval_max_len=max_len,
+    )
+
+
+# "emkd-sasrec" etc.: EMKD with that encoder as its parallel networks (Figure 4).
+EMKD_ENCODERS = ("gru4rec", "caser", "sasrec")
+METHODS = tuple(ENCODERS) + ("emkd",) + tuple(f"emkd-{e}" for e in EMKD_ENCODERS)
 
 
 def build_method(config, dataset: SequenceDataset) -> tuple[nn.Module, Recipe]:
@@ -322,14 +371,19 @@ def build_method(config, dataset: SequenceDataset) -> tuple[nn.Module, Recipe]:
                               n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
                               **dict(config.params))
         return model, baseline_recipe(config.method, config.max_len, config.window_step, config.mask_prob)
-    if config.method == "emkd":
+    if config.method == "emkd" or config.method.startswith("emkd-"):
         params = EMKDParams.from_params(config.params)
         attributes = dataset.attributes
         multi_hot = None
         if params.ap and attributes is not None and attributes.n_attributes > 0:
             multi_hot = torch.from_numpy(attributes.multi_hot(dtype=np.bool_))
-        model = EnsembleBERT4Rec(params.n_networks, dataset.n_items, config.max_len, hidden=config.hidden,
-                                 n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout,
-                                 item_attributes=multi_hot)
-        return model, emkd_recipe(config.max_len, config.window_step, config.mask_prob, params)
+        hyper = dict(hidden=config.hidden, n_blocks=config.n_blocks, n_heads=config.n_heads, dropout=config.dropout)
+        if config.method == "emkd":
+            model = EnsembleBERT4Rec(params.n_networks, dataset.n_items, config.max_len, item_attributes=multi_hot,
+                                     **hyper)
+            return model, emkd_recipe(config.max_len, config.window_step, config.mask_prob, params)
+        if config.method[5:] in EMKD_ENCODERS:
+            model = EncoderEnsemble(config.method[5:], params.n_networks, dataset.n_items, config.max_len,
+                                    item_attributes=multi_hot, **hyper)
+            return model, emkd_next_item_recipe(config.max_len, config.window_step, config.mask_prob, params)
     raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}")
