@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
     elif args.command == "list":
         for path in sorted(results_dir().glob("*/*.json")):
+            if path.name.startswith("ensemble"):
+                record = json.loads(path.read_text())
+                print(f"{path.relative_to(results_dir())}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
+                continue
             r = load_result(path)
             print(f"{path.relative_to(results_dir())}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
                   f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s)")

@@ -164,3 +164,15 @@ def test_ensemble_member_without_weights_is_a_clear_error(tmp_path, monkeypatch)
         experiments.ensemble_run_or_load(members, device="cpu")
     with pytest.raises(ValueError, match="at least 2 members"):
         experiments.ensemble_run_or_load(members[:1])
+
+
+def test_cli_list_shows_runs_and_ensembles(tmp_path, monkeypatch, capsys):
+    from emkd_lib.__main__ import main
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path))
+    members = [dataclasses.replace(tiny_config(), seed=s) for s in (0, 1)]
+    for config in members:
+        run_or_load(config, device="cpu", progress=False)
+    experiments.ensemble_run_or_load(members, device="cpu")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and sum(line.startswith("beauty/ensemble2-sasrec") for line in lines) == 1
