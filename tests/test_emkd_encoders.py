@@ -18,12 +18,6 @@ N_ITEMS, MAX_LEN, HIDDEN = 25, 10, 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def windows():

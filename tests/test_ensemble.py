@@ -16,14 +16,6 @@ from emkd_lib.train import TrainSettings, fit
 N_ITEMS, MAX_LEN, HIDDEN, N_NETS = 25, 10, 16, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a shared two-core machine, torch's second
-    thread only waits for a busy core (the learning test ran 50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def separate_modules(n=N_NETS, dropout=0.0, seed=0):

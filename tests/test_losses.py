@@ -10,13 +10,6 @@ from emkd_lib import losses
 N, M, B, D, P, V, A = 3, 2, 4, 6, 5, 7, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second torch thread only waits for a busy core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rand(*shape, seed=0, grad=False):
