@@ -18,8 +18,6 @@ N_ITEMS, MAX_LEN, HIDDEN = 25, 10, 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
 
 
-
-
 def windows():
     return torch.tensor(pad_left([np.array([3, 4, 5, 6]), np.array([1, 2, 3, 4, 5, 25, 7, 8]),
                                   np.array([9, 9, 2, 25])]))

@@ -16,8 +16,6 @@ from emkd_lib.train import TrainSettings, fit
 N_ITEMS, MAX_LEN, HIDDEN, N_NETS = 25, 10, 16, 3
 
 
-
-
 def separate_modules(n=N_NETS, dropout=0.0, seed=0):
     torch.manual_seed(seed)
     return [BERT4Rec(N_ITEMS, MAX_LEN, HIDDEN, n_blocks=2, n_heads=2, dropout=dropout) for _ in range(n)]

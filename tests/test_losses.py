@@ -10,8 +10,6 @@ from emkd_lib import losses
 N, M, B, D, P, V, A = 3, 2, 4, 6, 5, 7, 4
 
 
-
-
 def rand(*shape, seed=0, grad=False):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(grad)
