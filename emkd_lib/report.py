@@ -110,7 +110,7 @@ def save_figure(fig, name: str) -> Path:
 
 def format_table(df: pd.DataFrame, digits: int = 4) -> str:
     """Fixed-width text of a table, stable across runs (for nbval checks)."""
-    return df.to_string(float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
+    return df.to_string(na_rep="-", float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
 
 
 def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10") -> pd.DataFrame:
