@@ -13,7 +13,8 @@ import sys
 
 import torch
 
-from .experiments import GRIDS, ensemble_run_or_load, PROFILES, load_result, profile_config, results_dir, run_grid, execute, result_path
+from .experiments import (GRIDS, PROFILES, ensemble_run_or_load, execute, load_result, profile_config, result_path,
+                          results_dir, run_grid)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,8 @@ import torch
 
 from . import __version__
 from .data import leave_one_out, load_dataset, subsample_users
-from .methods import METHODS, EMKDParams, build_method
+from .evaluation import evaluate, metrics_from_ranks
+from .methods import METHODS, EMKDParams, build_method, ensemble_scores
 from .train import FitResult, TrainSettings, fit, resolve_device
 
 CORE_VERSION = "1"
@@ -211,8 +212,7 @@ class RunResult:
     def arrays(self) -> dict[str, np.ndarray]:
         """Per-user arrays from the sidecar (``test_ranks``, ``valid_ranks``)."""
         if self._arrays is None:
-            with np.load(self.path.with_suffix(".npz")) as f:
-                self._arrays = {k: f[k] for k in f.files}
+            self._arrays = _read_sidecar(self.path)
         return self._arrays
 
     @property
@@ -274,12 +274,7 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
             path: Path | None = None) -> RunResult:
     """Train ``config`` now and store its result (overwriting any previous one)."""
     device = resolve_device(device)
-    dataset = load_dataset(config.dataset)
-    if config.max_users:
-        # The same users for every seed: the subsample belongs to the data, so
-        # seeds can be paired user by user and ensembled.
-        dataset = subsample_users(dataset, config.max_users, seed=0)
-    split = leave_one_out(dataset.sequences)
+    dataset, split = _run_data(config)
     model, recipe = build_method(config, dataset)
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                              weight_decay=config.weight_decay, grad_clip=config.grad_clip,
@@ -304,20 +299,38 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     return result
 
 
+def _run_data(config: RunConfig):
+    """The dataset a run trains on and its leave-one-out split."""
+    dataset = load_dataset(config.dataset)
+    if config.max_users:
+        # The same users for every seed: the subsample belongs to the data, so
+        # seeds can be paired user by user and ensembled.
+        dataset = subsample_users(dataset, config.max_users, seed=0)
+    return dataset, leave_one_out(dataset.sequences)
+
+
 def store(result: RunResult) -> None:
     """Write the sidecar, then the JSON, each atomically."""
-    path = result.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **result._arrays))
-    record = {
+    _write_record(result.path, {
         "config": result.config.to_dict(), "key": result.config.key(), "core_version": CORE_VERSION,
         "valid_metrics": result.valid_metrics, "test_metrics": result.test_metrics,
         "best_epoch": result.best_epoch, "history": result.history, "n_params": result.n_params,
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "peak_memory_mb": result.peak_memory_mb, "provenance": result.provenance,
-    }
+    }, result._arrays)
+
+
+def _write_record(path: Path, record: dict, arrays: dict[str, np.ndarray]) -> None:
+    """The ``.npz`` sidecar first, then the JSON that points at it, each atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
     text = json.dumps(record, indent=1, sort_keys=True)
     _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _read_sidecar(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path.with_suffix(".npz")) as f:
+        return {k: f[k] for k in f.files}
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -488,8 +501,7 @@ class EnsembleResult:
     @property
     def test_ranks(self) -> np.ndarray:
         if self._arrays is None:
-            with np.load(self.path.with_suffix(".npz")) as f:
-                self._arrays = {k: f[k] for k in f.files}
+            self._arrays = _read_sidecar(self.path)
         return self._arrays["test_ranks"]
 
 
@@ -522,10 +534,7 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
     if os.environ.get("EMKD_REQUIRE_CACHED") == "1":
         raise FileNotFoundError(f"no stored ensemble evaluation at {path} and EMKD_REQUIRE_CACHED=1")
     device = resolve_device(device)
-    dataset = load_dataset(members[0].dataset)
-    if members[0].max_users:
-        dataset = subsample_users(dataset, members[0].max_users, seed=0)
-    split = leave_one_out(dataset.sequences)
+    dataset, split = _run_data(members[0])
     models, recipe = [], None
     for config in members:
         weights = result_path(config, root).with_suffix(".pt")
@@ -537,8 +546,6 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
         model, recipe = build_method(config, dataset)
         model.load_state_dict(torch.load(weights, map_location=device))
         models.append(model.to(device).eval())
-    from .evaluation import evaluate, metrics_from_ranks
-    from .methods import ensemble_scores
     score = ensemble_scores(models, recipe.score)
     t0 = time.perf_counter()
     ranks = {split_name: evaluate(score, getattr(split, f"{split_name}_inputs"),
@@ -550,12 +557,8 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
         test_metrics=metrics_from_ranks(ranks["test"]), eval_seconds=time.perf_counter() - t0,
         provenance=provenance(device, dataset.source, 0), path=path,
         _arrays={"test_ranks": ranks["test"], "valid_ranks": ranks["valid"]})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **result._arrays))
-    record = {"members": [c.to_dict() for c in members], "member_keys": [c.key() for c in members],
-              "core_version": CORE_VERSION, "valid_metrics": result.valid_metrics,
-              "test_metrics": result.test_metrics, "eval_seconds": result.eval_seconds,
-              "provenance": result.provenance}
-    text = json.dumps(record, indent=1, sort_keys=True)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    _write_record(path, {"members": [c.to_dict() for c in members], "member_keys": [c.key() for c in members],
+                         "core_version": CORE_VERSION, "valid_metrics": result.valid_metrics,
+                         "test_metrics": result.test_metrics, "eval_seconds": result.eval_seconds,
+                         "provenance": result.provenance}, result._arrays)
     return result

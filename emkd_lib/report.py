@@ -64,6 +64,11 @@ def curves_frame(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def relative_change(value: float, reference: float) -> float:
+    """``value`` relative to ``reference`` in percent; NaN when the reference is 0."""
+    return 100 * (value / reference - 1) if reference > 0 else float("nan")
+
+
 def significance_table(results: list[RunResult], metric: str = "NDCG@10",
                        reference: str | None = None) -> pd.DataFrame:
     """Per dataset: the best method (or ``reference``) against each other
@@ -84,7 +89,7 @@ def significance_table(results: list[RunResult], metric: str = "NDCG@10",
             role = "reference" if reference else "best"
             rows.append({"dataset": dataset, role: best, "other": method,
                          f"{role} {metric}": t["mean_a"], f"other {metric}": t["mean_b"],
-                         "change %": 100 * (t["mean_a"] / t["mean_b"] - 1) if t["mean_b"] > 0 else float("nan"),
+                         "change %": relative_change(t["mean_a"], t["mean_b"]),
                          "p (Wilcoxon)": t["p_wilcoxon"], "significant at 0.01": t["p_wilcoxon"] < 0.01})
     return pd.DataFrame(rows)
 
@@ -128,8 +133,7 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
                f"single {metric} (mean)": np.mean(values) if values else np.nan,
                "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
                f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
-        mean = row[f"single {metric} (mean)"]
-        row["gain over mean single %"] = 100 * (row[f"ensemble x2 {metric}"] / mean - 1) if mean > 0 else np.nan
+        row["gain over mean single %"] = relative_change(row[f"ensemble x2 {metric}"], row[f"single {metric} (mean)"])
         if ens:
             members = [r for r in runs if r.config.key() in {c.key() for c in ens.members}]
             if members:
@@ -155,7 +159,7 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
             " (cap)" if len(r.history) >= r.config.epochs else "")
         if ref is not None and label != reference:
             t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
-            row["NDCG@10 change %"] = 100 * (t["mean_a"] / t["mean_b"] - 1) if t["mean_b"] > 0 else np.nan
+            row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])
             row["p vs " + reference] = t["p_wilcoxon"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
