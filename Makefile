@@ -65,8 +65,11 @@ test: venv
 test-unit: venv
 	$(PYTEST) -q tests
 
+# Figures go to a scratch folder: re-executing a chapter must never rewrite
+# the committed figures (with data missing it would save empty plots).
 test-notebooks: venv
-	EMKD_REQUIRE_CACHED=1 $(PYTEST) -q --nbval-lax --nbval-current-env notebooks/
+	EMKD_REQUIRE_CACHED=1 EMKD_FIGURES_DIR=$(abspath _build/nbval-figures) \
+	  $(PYTEST) -q --nbval-lax --nbval-current-env notebooks/
 
 test-smoke: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
