@@ -446,23 +446,51 @@ def emkd_ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=N
     return [emkd_variant(profile, d, s, **EMKD_ABLATIONS[row]) for d in datasets for s in seeds for row in rows]
 
 
-def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=None) -> list[RunConfig]:
-    """Figure 3's runs: one hyperparameter moved at a time (the default value's
-    run is the "EMKD" row of Table 4 and is not repeated)."""
+# Figures 3 and 4 add 17 runs to Table 4's nine; on two cores the cpu profile
+# makes them on a fixed subsample of users (``subsample_users`` with seed 0:
+# the same users in every run of both figures), each figure with its own
+# reference points on that subsample. The item set and the protocol are those
+# of the full dataset. The paper profile uses every user.
+SWEEP_USERS = {"cpu": 3000}
+
+
+def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=None,
+                          max_users: int | None = None) -> list[RunConfig]:
+    """Figure 3's runs: the default point, then one hyperparameter moved at a
+    time, on ``max_users`` users (default: the profile's ``SWEEP_USERS``)."""
+    max_users = max_users or SWEEP_USERS.get(profile)
     configs = []
     for d in datasets:
         for s in seeds:
-            default = dict(emkd_variant(profile, d, s).params)
+            default_config = emkd_variant(profile, d, s, max_users=max_users)
+            default = dict(default_config.params)
+            configs.append(default_config)
             for name, values in EMKD_SENSITIVITY.items():
-                configs += [emkd_variant(profile, d, s, **{name: v}) for v in values if v != default[name]]
+                configs += [emkd_variant(profile, d, s, max_users=max_users, **{name: v})
+                            for v in values if v != default[name]]
     return configs
 
 
 def emkd_encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "gru4rec", "caser"),
-                      networks=(2, 3, 4)) -> list[RunConfig]:
-    """Figure 4's runs: EMKD with N networks of each next-item encoder."""
-    return [emkd_variant(profile, d, s, method=f"emkd-{m}", n_networks=n)
-            for d in datasets for s in seeds for m in methods for n in networks]
+                      networks=(1, 2, 3, 4), max_users: int | None = None) -> list[RunConfig]:
+    """Figure 4's runs on ``max_users`` users (default: the profile's
+    ``SWEEP_USERS``): N = 1 is the encoder trained alone (its baseline
+    config), N > 1 EMKD with N networks of it. Ordered by N, so that a grid
+    cut short has compared every encoder at the smaller N."""
+    max_users = max_users or SWEEP_USERS.get(profile)
+    configs = []
+    for d in datasets:
+        for s in seeds:
+            for n in networks:
+                for m in methods:
+                    if n == 1:
+                        single = profile_config(profile, d, m, seed=s)
+                        configs.append(single if profile == "smoke"
+                                       else dataclasses.replace(single, max_users=max_users))
+                    else:
+                        configs.append(emkd_variant(profile, d, s, max_users=max_users, method=f"emkd-{m}",
+                                                    n_networks=n))
+    return configs
 
 
 GRIDS = {"baselines": baseline_grid, "emkd-encoders": emkd_encoder_grid, "emkd-ablations": emkd_ablation_grid,
@@ -513,6 +541,20 @@ def ensemble_path(members: list[RunConfig], root: Path | None = None) -> Path:
     return (root or results_dir()) / first.dataset / f"ensemble{len(members)}-{first.method}-{first.profile}-seeds{seeds}-{digest}.json"
 
 
+def stored_ensemble(members: list[RunConfig], root: Path | None = None) -> EnsembleResult | None:
+    """The stored evaluation of the ensemble of ``members``, or None if it has not been made."""
+    path = ensemble_path(members, root)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return EnsembleResult(members=[RunConfig.from_dict(c) for c in record["members"]], path=path,
+                              **{k: record[k] for k in ("valid_metrics", "test_metrics", "eval_seconds",
+                                                        "provenance")})
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"ensemble file {path} is unreadable or incomplete: {err}") from err
+
+
 def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
                          root: Path | None = None) -> EnsembleResult:
     """Evaluate the average of the members' logits (EMKD Eq. 20 applied to
@@ -525,12 +567,10 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None,
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     if len({(c.dataset, c.method, c.max_users) for c in members}) != 1:
         raise ValueError("ensemble members must share dataset, method and max_users")
+    stored_evaluation = stored_ensemble(members, root)
+    if stored_evaluation is not None:
+        return stored_evaluation
     path = ensemble_path(members, root)
-    if path.exists():
-        record = json.loads(path.read_text())
-        return EnsembleResult(members=[RunConfig.from_dict(c) for c in record["members"]], path=path,
-                              **{k: record[k] for k in ("valid_metrics", "test_metrics", "eval_seconds",
-                                                        "provenance")})
     if os.environ.get("EMKD_REQUIRE_CACHED") == "1":
         raise FileNotFoundError(f"no stored ensemble evaluation at {path} and EMKD_REQUIRE_CACHED=1")
     device = resolve_device(device)

@@ -138,6 +138,7 @@ def test_ensemble_of_stored_runs_averages_their_logits(tmp_path, monkeypatch):
     members = [dataclasses.replace(tiny_config(), seed=s) for s in (0, 1)]
     for config in members:
         run_or_load(config, device="cpu", progress=False)
+    assert experiments.stored_ensemble(members) is None
     result = experiments.ensemble_run_or_load(members, device="cpu")
 
     split = leave_one_out(subsample_users(load_dataset("beauty"), 40, seed=0).sequences)
@@ -154,6 +155,10 @@ def test_ensemble_of_stored_runs_averages_their_logits(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "build_method", lambda *a: pytest.fail("must not rebuild"))
     again = experiments.ensemble_run_or_load(members)
     assert again.test_metrics == result.test_metrics
+    assert experiments.stored_ensemble(members).test_metrics == result.test_metrics
+    experiments.ensemble_path(members).write_text('{"members": []}')
+    with pytest.raises(ValueError, match="ensemble file .* unreadable or incomplete"):
+        experiments.stored_ensemble(members)
 
 
 def test_ensemble_member_without_weights_is_a_clear_error(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import pytest
 
 from emkd_lib import experiments
 from emkd_lib.evaluation import metrics_from_ranks
-from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, emkd_ablation_grid,
+from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SWEEP_USERS,
+                                  emkd_ablation_grid,
                                   emkd_sensitivity_grid, emkd_variant, profile_config)
 from emkd_lib.methods import EMKDParams
 from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table
@@ -70,15 +71,19 @@ def test_ablation_grid_rows_switch_exactly_their_terms():
         assert (config.hidden, config.epochs, config.max_users) == (grid[0].hidden, grid[0].epochs, None)
 
 
-def test_sensitivity_grid_moves_one_parameter_and_skips_the_default():
+def test_sensitivity_grid_starts_at_the_default_and_moves_one_parameter():
     base = EMKDParams.from_params(emkd_variant("cpu", "beauty").params)
     grid = emkd_sensitivity_grid("cpu")
-    assert len(grid) == sum(len([v for v in vs if v != getattr(base, k)]) for k, vs in EMKD_SENSITIVITY.items())
-    for config in grid:
+    assert len(grid) == 1 + sum(len([v for v in vs if v != getattr(base, k)]) for k, vs in EMKD_SENSITIVITY.items())
+    assert grid[0] == emkd_variant("cpu", "beauty", max_users=SWEEP_USERS["cpu"])
+    for config in grid[1:]:
         params = EMKDParams.from_params(config.params)
         moved = [k for k in EMKD_SENSITIVITY if getattr(params, k) != getattr(base, k)]
         assert len(moved) == 1
+    assert {c.max_users for c in grid} == {SWEEP_USERS["cpu"]}
     assert len({c.key() for c in grid}) == len(grid)
+    assert {c.max_users for c in emkd_sensitivity_grid("paper")} == {None}
+    assert {c.max_users for c in emkd_sensitivity_grid("cpu", max_users=500)} == {500}
 
 
 def test_unknown_variant_param_is_a_clear_error():
