@@ -2,6 +2,7 @@
 
     python -m emkd_lib run --profile cpu --dataset beauty --method sasrec --seed 0
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
+    python -m emkd_lib --threads 1 grid emkd-encoders --profile cpu --shard 0/2   # and 1/2 in a second process
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib list
 """
@@ -15,6 +16,16 @@ import torch
 
 from .experiments import (GRIDS, PROFILES, ensemble_run_or_load, execute, load_result, profile_config, result_path,
                           results_dir, run_grid)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        shard, n_shards = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard must look like I/K (e.g. 0/2), got {text!r}") from None
+    if not 0 <= shard < n_shards:
+        raise SystemExit(f"--shard {text}: need 0 <= I < K")
+    return shard, n_shards
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--seeds", nargs="+", type=int, default=[0])
     grid.add_argument("--methods", nargs="+")
     grid.add_argument("--device", default="auto")
+    grid.add_argument("--shard", default="0/1", metavar="I/K",
+                      help="run only configs I, I+K, I+2K, ... of the grid (K processes share one grid)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
 
     ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
@@ -64,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             kwargs["datasets"] = tuple(args.datasets)
         if args.methods:
             kwargs["methods"] = tuple(args.methods)
-        for result in run_grid(GRIDS[args.name](args.profile, **kwargs), device=args.device):
+        shard, n_shards = _parse_shard(args.shard)
+        configs = GRIDS[args.name](args.profile, **kwargs)[shard::n_shards]
+        for result in run_grid(configs, device=args.device):
             print(f"{result.config.name()}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
     elif args.command == "ensemble":
         members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]

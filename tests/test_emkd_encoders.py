@@ -11,7 +11,7 @@ from emkd_lib.batching import pad_left
 from emkd_lib.data import leave_one_out
 from emkd_lib.encoders import build_encoder
 from emkd_lib.ensemble import EncoderEnsemble
-from emkd_lib.experiments import SWEEP_USERS, RunConfig, emkd_encoder_grid, profile_config
+from emkd_lib.experiments import ENCODER_SWEEP_USERS, RunConfig, emkd_encoder_grid, profile_config
 from emkd_lib.methods import (EMKDParams, combine_emkd_terms, emkd_next_item_loss_terms, emkd_next_item_recipe,
                               ensemble_last_position_scores)
 from emkd_lib.train import TrainSettings, fit
@@ -111,11 +111,11 @@ def test_profile_and_grid_take_the_encoders_own_settings():
         assert EMKDParams.from_params(mine.params).n_views == 2
     grid = emkd_encoder_grid("cpu")
     encoders = ("sasrec", "gru4rec", "caser")
-    assert grid[:3] == [dataclasses.replace(profile_config("cpu", "beauty", e), max_users=SWEEP_USERS["cpu"])
+    assert grid[:3] == [dataclasses.replace(profile_config("cpu", "beauty", e), max_users=ENCODER_SWEEP_USERS["cpu"])
                         for e in encoders]  # N = 1: the encoder alone, on the same users
     assert [(c.method, dict(c.params)["n_networks"]) for c in grid[3:]] == \
         [(f"emkd-{e}", n) for n in (2, 3, 4) for e in encoders]
-    assert {c.max_users for c in grid} == {SWEEP_USERS["cpu"]}
+    assert {c.max_users for c in grid} == {ENCODER_SWEEP_USERS["cpu"]}
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

@@ -181,3 +181,20 @@ def test_cli_list_shows_runs_and_ensembles(tmp_path, monkeypatch, capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and sum(line.startswith("beauty/ensemble2-sasrec") for line in lines) == 1
+
+
+def test_cli_grid_shards_split_the_grid_without_overlap(monkeypatch):
+    from emkd_lib import __main__ as cli
+    seen = {}
+
+    def fake_run_grid(configs, device=None):
+        seen[shard] = [c.key() for c in configs]
+        return []
+    monkeypatch.setattr(cli, "run_grid", fake_run_grid)
+    for shard in ("0/2", "1/2"):
+        assert cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--shard", shard]) == 0
+    grid = [c.key() for c in experiments.emkd_encoder_grid("cpu")]
+    assert seen["0/2"] == grid[0::2] and seen["1/2"] == grid[1::2]
+    for bad in ("2/2", "one/two"):
+        with pytest.raises(SystemExit, match="--shard"):
+            cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--shard", bad])

@@ -1,6 +1,7 @@
 """Tables of the EMKD chapters, on hand-made results with known answers.
 
 Ranks are 0-based (rank 0 = first place, NDCG = 1 / log2(rank + 2))."""
+import dataclasses
 import types
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from emkd_lib import experiments
 from emkd_lib.evaluation import metrics_from_ranks
-from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SWEEP_USERS,
+from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SENSITIVITY_EPOCHS,
                                   emkd_ablation_grid,
                                   emkd_sensitivity_grid, emkd_variant, profile_config)
 from emkd_lib.methods import EMKDParams
@@ -75,15 +76,15 @@ def test_sensitivity_grid_starts_at_the_default_and_moves_one_parameter():
     base = EMKDParams.from_params(emkd_variant("cpu", "beauty").params)
     grid = emkd_sensitivity_grid("cpu")
     assert len(grid) == 1 + sum(len([v for v in vs if v != getattr(base, k)]) for k, vs in EMKD_SENSITIVITY.items())
-    assert grid[0] == emkd_variant("cpu", "beauty", max_users=SWEEP_USERS["cpu"])
+    assert grid[0] == dataclasses.replace(emkd_variant("cpu", "beauty"), epochs=SENSITIVITY_EPOCHS["cpu"])
     for config in grid[1:]:
         params = EMKDParams.from_params(config.params)
         moved = [k for k in EMKD_SENSITIVITY if getattr(params, k) != getattr(base, k)]
         assert len(moved) == 1
-    assert {c.max_users for c in grid} == {SWEEP_USERS["cpu"]}
+    assert {(c.epochs, c.max_users) for c in grid} == {(SENSITIVITY_EPOCHS["cpu"], None)}
     assert len({c.key() for c in grid}) == len(grid)
-    assert {c.max_users for c in emkd_sensitivity_grid("paper")} == {None}
-    assert {c.max_users for c in emkd_sensitivity_grid("cpu", max_users=500)} == {500}
+    assert {c.epochs for c in emkd_sensitivity_grid("paper")} == {emkd_variant("paper", "beauty").epochs}
+    assert {c.epochs for c in emkd_sensitivity_grid("cpu", epochs=2)} == {2}
 
 
 def test_unknown_variant_param_is_a_clear_error():
