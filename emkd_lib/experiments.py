@@ -498,8 +498,16 @@ def emkd_encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("
     return configs
 
 
+def emkd_depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "bert4rec"),
+                    blocks=(3, 4, 1)) -> list[RunConfig]:
+    """Table 5's single models with other depths than the profile's (whose
+    run is the baseline chapter's); the cheaper method first, deeper first."""
+    return [profile_config(profile, d, m, seed=s, n_blocks=b)
+            for d in datasets for s in seeds for m in methods for b in blocks]
+
+
 GRIDS = {"baselines": baseline_grid, "emkd-encoders": emkd_encoder_grid, "emkd-ablations": emkd_ablation_grid,
-         "emkd-sensitivity": emkd_sensitivity_grid}
+         "emkd-sensitivity": emkd_sensitivity_grid, "emkd-depth": emkd_depth_grid}
 
 
 def run_grid(configs: list[RunConfig], device: str | None = None, progress: bool = True) -> list[RunResult]:

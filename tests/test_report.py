@@ -10,8 +10,8 @@ import pytest
 from emkd_lib import experiments
 from emkd_lib.evaluation import metrics_from_ranks
 from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SENSITIVITY_EPOCHS,
-                                  emkd_ablation_grid,
-                                  emkd_sensitivity_grid, emkd_variant, profile_config)
+                                  emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_variant,
+                                  profile_config)
 from emkd_lib.methods import EMKDParams
 from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table
 
@@ -92,3 +92,11 @@ def test_unknown_variant_param_is_a_clear_error():
         emkd_variant("cpu", "beauty", **{"lambda": 0.1})
     with pytest.raises(ValueError, match="n_networks must be"):
         emkd_variant("cpu", "beauty", n_networks=0)
+
+
+def test_depth_grid_changes_only_the_number_of_blocks():
+    grid = emkd_depth_grid("cpu")
+    assert [(c.method, c.n_blocks) for c in grid] == [(m, b) for m in ("sasrec", "bert4rec") for b in (3, 4, 1)]
+    for config in grid:
+        base = profile_config("cpu", "beauty", config.method)
+        assert config == dataclasses.replace(base, n_blocks=config.n_blocks) and config.n_blocks != base.n_blocks
