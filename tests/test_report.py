@@ -13,7 +13,7 @@ from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_S
                                   emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_variant,
                                   profile_config)
 from emkd_lib.methods import EMKDParams
-from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table
+from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table, significant_changes
 
 
 def fake_run(ranks, method="emkd", dataset="beauty", seed=0, epochs=20, history_len=20, best=10):
@@ -35,6 +35,10 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     assert table.loc["w/o ICL", "NDCG@10 change %"] == pytest.approx(0.0)
     assert table.loc["x4", "status"] == "not run"
     assert table.loc["EMKD", "status"] == "best epoch 10/20 (cap)"
+    assert significant_changes(table) == "1 of 2 rows differ from EMKD at p < 0.01: w/o KD (-100.0%)"
+    assert significant_changes(ablation_table({"EMKD": fake_run(good), "w/o ICL": fake_run(good)}, "EMKD")) == \
+        "none of the 1 rows differs from EMKD at p < 0.01"
+    assert "reference row has not been run" in significant_changes(ablation_table({"EMKD": None}, "EMKD"))
 
 
 def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
