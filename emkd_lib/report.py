@@ -165,17 +165,18 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
     return pd.DataFrame(rows).set_index("variant")
 
 
-def significant_changes(table: pd.DataFrame, alpha: float = 0.01) -> str:
+def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
     """One line naming the rows of an ``ablation_table`` whose paired test
-    against the reference has p < ``alpha``, with their change, so a chapter's
+    against ``reference`` has p < ``alpha``, with their change, so a chapter's
     conclusion is read off the table instead of written by hand."""
-    p_column = next((c for c in table.columns if c.startswith("p vs ")), None)
-    if p_column is None:
-        return "no comparison: the reference row has not been run"
-    rows = table[pd.to_numeric(table[p_column], errors="coerce") < alpha]
-    tested = int(pd.to_numeric(table[p_column], errors="coerce").notna().sum())
+    if reference not in table.index or table.loc[reference, "status"] == "not run":
+        return f"no comparison: {reference} has not been run"
+    p = pd.to_numeric(table.get(f"p vs {reference}", pd.Series(dtype=float)), errors="coerce")
+    tested = int(p.notna().sum())
+    if tested == 0:
+        return f"no comparison: no other row has been run beside {reference}"
+    rows = table[p < alpha]
     if rows.empty:
-        return f"none of the {tested} rows differs from {p_column[5:]} at p < {alpha}"
+        return f"no row differs from {reference} at p < {alpha} ({tested} tested)"
     changes = ", ".join(f"{label} ({row['NDCG@10 change %']:+.1f}%)" for label, row in rows.iterrows())
-    return f"{len(rows)} of {tested} rows differ from {p_column[5:]} at p < {alpha}: {changes}"
-
+    return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"

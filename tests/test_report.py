@@ -35,10 +35,13 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     assert table.loc["w/o ICL", "NDCG@10 change %"] == pytest.approx(0.0)
     assert table.loc["x4", "status"] == "not run"
     assert table.loc["EMKD", "status"] == "best epoch 10/20 (cap)"
-    assert significant_changes(table) == "1 of 2 rows differ from EMKD at p < 0.01: w/o KD (-100.0%)"
-    assert significant_changes(ablation_table({"EMKD": fake_run(good), "w/o ICL": fake_run(good)}, "EMKD")) == \
-        "none of the 1 rows differs from EMKD at p < 0.01"
-    assert "reference row has not been run" in significant_changes(ablation_table({"EMKD": None}, "EMKD"))
+    assert significant_changes(table, "EMKD") == "1 of 2 rows differ from EMKD at p < 0.01: w/o KD (-100.0%)"
+    assert significant_changes(ablation_table({"EMKD": fake_run(good), "w/o ICL": fake_run(good)}, "EMKD"), "EMKD") \
+        == "no row differs from EMKD at p < 0.01 (1 tested)"
+    assert significant_changes(ablation_table({"EMKD": None, "x2": fake_run(good)}, "EMKD"), "EMKD") == \
+        "no comparison: EMKD has not been run"
+    assert significant_changes(ablation_table({"EMKD": fake_run(good), "x2": None}, "EMKD"), "EMKD") == \
+        "no comparison: no other row has been run beside EMKD"
 
 
 def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
