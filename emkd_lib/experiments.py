@@ -450,8 +450,8 @@ def emkd_ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=N
 # can train at Table 4's budget, so the cpu profile shrinks each figure where it
 # hurts it least. Figure 3 keeps the full dataset (tried on 3,000 users,
 # BERT4Rec-EMKD barely learned and patience stopped it at epoch 6) and gives
-# every point, its own default included, 5 of Table 4's 20 epochs. Figure 4's next-item EMKD predicts at every
-# position of every view, about seven times the logits of masked positions
+# every point, its own default included, 5 of Table 4's 20 epochs. Figure 4's
+# next-item EMKD predicts at every position of every view, about seven times the logits of masked positions
 # (an epoch of emkd-sasrec x3 on full Beauty takes ~10 min on one core), so it
 # runs on a fixed subsample of users (``subsample_users`` with seed 0: the same
 # users in every run, all items, the same protocol), each encoder alone
@@ -468,8 +468,8 @@ def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), method
     configs = []
     for d in datasets:
         for s in seeds:
-            default = dict(emkd_variant(profile, d, s).params)
-            points = [emkd_variant(profile, d, s)]
+            base = emkd_variant(profile, d, s)
+            default, points = dict(base.params), [base]
             for name, values in EMKD_SENSITIVITY.items():
                 points += [emkd_variant(profile, d, s, **{name: v}) for v in values if v != default[name]]
             configs += [dataclasses.replace(c, epochs=epochs) if epochs else c for c in points]
@@ -490,8 +490,7 @@ def emkd_encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("
                 for m in methods:
                     if n == 1:
                         single = profile_config(profile, d, m, seed=s)
-                        configs.append(single if profile == "smoke"
-                                       else dataclasses.replace(single, max_users=max_users))
+                        configs.append(dataclasses.replace(single, max_users=max_users or single.max_users))
                     else:
                         configs.append(emkd_variant(profile, d, s, max_users=max_users, method=f"emkd-{m}",
                                                     n_networks=n))
