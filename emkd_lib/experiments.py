@@ -460,19 +460,32 @@ SENSITIVITY_EPOCHS = {"cpu": 5}
 ENCODER_SWEEP_USERS = {"cpu": 3000}
 
 
+def emkd_sensitivity_points(profile: str, dataset: str, seed: int = 0,
+                            epochs: int | None = None) -> dict[tuple[str, float], RunConfig]:
+    """Figure 3's points: ``(hyperparameter, value)`` -> config, one
+    hyperparameter moved at a time, each trained for ``epochs`` (default: the
+    profile's ``SENSITIVITY_EPOCHS``). Every hyperparameter's default value
+    maps to the same default config."""
+    epochs = epochs or SENSITIVITY_EPOCHS.get(profile)
+    points = {}
+    for name, values in EMKD_SENSITIVITY.items():
+        for v in values:
+            c = emkd_variant(profile, dataset, seed, **{name: v})
+            points[(name, v)] = dataclasses.replace(c, epochs=epochs) if epochs else c
+    return points
+
+
 def emkd_sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=None,
                           epochs: int | None = None) -> list[RunConfig]:
-    """Figure 3's runs: the default point, then one hyperparameter moved at a
-    time, each trained for ``epochs`` (default: the profile's ``SENSITIVITY_EPOCHS``)."""
-    epochs = epochs or SENSITIVITY_EPOCHS.get(profile)
+    """Figure 3's runs, each once: the default point first, then the moved ones."""
     configs = []
     for d in datasets:
         for s in seeds:
-            base = emkd_variant(profile, d, s)
-            default, points = dict(base.params), [base]
-            for name, values in EMKD_SENSITIVITY.items():
-                points += [emkd_variant(profile, d, s, **{name: v}) for v in values if v != default[name]]
-            configs += [dataclasses.replace(c, epochs=epochs) if epochs else c for c in points]
+            points = emkd_sensitivity_points(profile, d, s, epochs)
+            defaults = dict(emkd_variant(profile, d, s).params)
+            first = next(iter(EMKD_SENSITIVITY))
+            default = points[(first, defaults[first])]
+            configs += list({c.key(): c for c in [default, *points.values()]}.values())
     return configs
 
 

@@ -10,7 +10,7 @@ import pytest
 from emkd_lib import experiments
 from emkd_lib.evaluation import metrics_from_ranks
 from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SENSITIVITY_EPOCHS,
-                                  emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_variant,
+                                  emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_sensitivity_points, emkd_variant,
                                   profile_config)
 from emkd_lib.methods import EMKDParams
 from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table, significant_changes
@@ -93,6 +93,18 @@ def test_sensitivity_grid_starts_at_the_default_and_moves_one_parameter():
     assert {c.epochs for c in emkd_sensitivity_grid("paper")} == {emkd_variant("paper", "beauty").epochs}
     assert {c.epochs for c in emkd_sensitivity_grid("cpu", epochs=2)} == {2}
 
+
+
+def test_sensitivity_points_cover_every_value_and_share_the_default():
+    base = EMKDParams.from_params(emkd_variant("cpu", "beauty").params)
+    points = emkd_sensitivity_points("cpu", "beauty")
+    assert set(points) == {(k, v) for k, vs in EMKD_SENSITIVITY.items() for v in vs}
+    for (name, value), config in points.items():
+        assert getattr(EMKDParams.from_params(config.params), name) == value
+        assert config.epochs == SENSITIVITY_EPOCHS["cpu"]
+    defaults = {points[(k, getattr(base, k))].key() for k in EMKD_SENSITIVITY}
+    assert len(defaults) == 1
+    assert {c.key() for c in points.values()} == {c.key() for c in emkd_sensitivity_grid("cpu")}
 
 def test_unknown_variant_param_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown emkd params \['lambda'\]"):
