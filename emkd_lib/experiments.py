@@ -194,8 +194,22 @@ def profile_config(profile: str, dataset: str, method: str, seed: int = 0, **ove
     return RunConfig(dataset=dataset, method=method, profile=profile, seed=seed, **base)
 
 
+class _RankSidecar:
+    """Per-user arrays stored in an ``.npz`` beside a result's json, read on first use."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``test_ranks``, ``valid_ranks``: each user's rank of its held-out item."""
+        if self._arrays is None:
+            self._arrays = _read_sidecar(self.path)
+        return self._arrays
+
+    @property
+    def test_ranks(self) -> np.ndarray:
+        return self.arrays()["test_ranks"]
+
+
 @dataclass
-class RunResult:
+class RunResult(_RankSidecar):
     config: RunConfig
     valid_metrics: dict
     test_metrics: dict
@@ -208,16 +222,6 @@ class RunResult:
     provenance: dict
     path: Path | None = None
     _arrays: dict | None = field(default=None, repr=False)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Per-user arrays from the sidecar (``test_ranks``, ``valid_ranks``)."""
-        if self._arrays is None:
-            self._arrays = _read_sidecar(self.path)
-        return self._arrays
-
-    @property
-    def test_ranks(self) -> np.ndarray:
-        return self.arrays()["test_ranks"]
 
 
 def results_dir() -> Path:
@@ -536,7 +540,7 @@ def run_grid(configs: list[RunConfig], device: str | None = None, progress: bool
 # ---- ensembles of independently trained runs (EMKD Table 1) ------------------
 
 @dataclass
-class EnsembleResult:
+class EnsembleResult(_RankSidecar):
     """N stored runs of one method evaluated together: their logits averaged."""
 
     members: list[RunConfig]
@@ -550,12 +554,6 @@ class EnsembleResult:
     @property
     def config(self) -> RunConfig:
         return self.members[0]
-
-    @property
-    def test_ranks(self) -> np.ndarray:
-        if self._arrays is None:
-            self._arrays = _read_sidecar(self.path)
-        return self._arrays["test_ranks"]
 
 
 def ensemble_path(members: list[RunConfig], root: Path | None = None) -> Path:
