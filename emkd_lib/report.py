@@ -162,7 +162,10 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
             row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])
             row["p vs " + reference] = t["p_wilcoxon"]
         rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
+    table = pd.DataFrame(rows).set_index("variant")
+    # Column order must not depend on whether the first row was run.
+    order = [*metrics, "status", "NDCG@10 change %", "p vs " + reference]
+    return table[[c for c in order if c in table.columns]]
 
 
 def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
