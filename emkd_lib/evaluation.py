@@ -249,6 +249,23 @@ def evaluate(
     return ranks
 
 
+def popularity_ranks(train_sequences: list[np.ndarray], inputs: list[np.ndarray], targets: np.ndarray,
+                     n_items: int, exclude_history: bool = True) -> np.ndarray:
+    """Ranks under the most-popular recommender: every user gets the items
+    ordered by their interaction count in ``train_sequences``.
+
+    The floor any trained model should clear; a model near it has learned
+    item popularity and little of the sequence. Evaluated by :func:`evaluate`,
+    so history exclusion and pessimistic ties are those of every other model
+    (items tied in count rank above the target).
+    """
+    flat = np.concatenate(train_sequences) if len(train_sequences) else np.zeros(0, dtype=np.int64)
+    if len(flat) and (flat.min() < 1 or flat.max() > n_items):
+        raise ValueError(f"training item ids must lie in 1..{n_items}, found {flat.min()}..{flat.max()}")
+    counts = torch.as_tensor(np.bincount(flat, minlength=n_items + 1), dtype=torch.float32)
+    return evaluate(lambda x: counts.expand(len(x), -1), inputs, targets, exclude_history=exclude_history)
+
+
 # --------------------------------------------------------------------------
 # Paired significance test
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 
 from . import __version__
 from .data import leave_one_out, load_dataset, subsample_users
-from .evaluation import evaluate, metrics_from_ranks
+from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
 from .methods import METHODS, EMKDParams, build_method, ensemble_scores
 from .train import FitResult, TrainSettings, fit, resolve_device
 
@@ -316,6 +316,14 @@ def _run_data(config: RunConfig):
         # seeds can be paired user by user and ensembled.
         dataset = subsample_users(dataset, config.max_users, seed=0)
     return dataset, leave_one_out(dataset.sequences)
+
+
+def popularity_test_ranks(config: RunConfig) -> np.ndarray:
+    """Test ranks of the most-popular recommender on the users ``config``
+    trains on (its subsample, if any), popularity counted on their training
+    sequences: the floor a trained model should clear."""
+    dataset, split = _run_data(config)
+    return popularity_ranks(split.train, split.test_inputs, split.test_targets, dataset.n_items)
 
 
 def store(result: RunResult) -> None:

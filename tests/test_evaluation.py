@@ -12,6 +12,7 @@ from emkd_lib.evaluation import (
     metrics_from_ranks,
     paired_test,
     per_user_metric,
+    popularity_ranks,
     ranks_by_group,
     target_ranks,
 )
@@ -286,3 +287,32 @@ def test_paired_test_errors():
         paired_test(np.arange(5), np.arange(4))
     with pytest.raises(ValueError, match="unknown metric"):
         paired_test(np.arange(5), np.arange(5), metric="MRR@10")
+
+
+# --------------------------------------------------------------------------
+# popularity_ranks
+# --------------------------------------------------------------------------
+
+def test_popularity_ranks_hand_checked():
+    # counts: item1 3, item2 2, item3 1, item4 0, item5 2
+    train = [np.array([1, 2, 1]), np.array([5, 1, 3]), np.array([2, 5])]
+    inputs = [np.array([1]), np.array([3, 4]), np.array([4])]
+    targets = np.array([2, 1, 3])
+    # user 0: item1 excluded; 2 ties with 5 (pessimistic) -> rank 1
+    # user 1: 3 and 4 excluded; item1 is the most popular -> rank 0
+    # user 2: item4 excluded; 1, 2, 5 above item3 -> rank 3
+    np.testing.assert_array_equal(popularity_ranks(train, inputs, targets, n_items=5), [1, 0, 3])
+    # without exclusion user 1's rank is unchanged and user 0 has item1 above item2
+    np.testing.assert_array_equal(
+        popularity_ranks(train, inputs, targets, n_items=5, exclude_history=False), [2, 0, 3])
+
+
+def test_popularity_ranks_match_brute_force_and_reject_bad_ids():
+    rng = np.random.default_rng(0)
+    train = [rng.integers(1, 21, size=rng.integers(1, 9)) for _ in range(30)]
+    inputs, targets = [t for t in train[:10]], rng.integers(1, 21, size=10)
+    counts = np.bincount(np.concatenate(train), minlength=21).astype(float)
+    expected = brute_ranks(np.tile(counts, (10, 1)), targets, inputs, exclude=True)
+    np.testing.assert_array_equal(popularity_ranks(train, inputs, targets, n_items=20), expected)
+    with pytest.raises(ValueError, match="training item ids must lie in 1..20"):
+        popularity_ranks([np.array([0, 3])], inputs, targets, n_items=20)
