@@ -198,3 +198,15 @@ def test_cli_grid_shards_split_the_grid_without_overlap(monkeypatch):
     for bad in ("2/2", "one/two"):
         with pytest.raises(SystemExit, match="--shard"):
             cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--shard", bad])
+
+
+def test_popularity_floor_uses_the_runs_users_and_split():
+    from emkd_lib.data import load_dataset, subsample_users
+    from emkd_lib.evaluation import popularity_ranks
+    config = tiny_config()
+    dataset = subsample_users(load_dataset("beauty"), config.max_users, seed=0)
+    split = leave_one_out(dataset.sequences)
+    expected = popularity_ranks(split.train, split.test_inputs, split.test_targets, dataset.n_items)
+    ranks = experiments.popularity_test_ranks(config)
+    assert len(ranks) == config.max_users
+    np.testing.assert_array_equal(ranks, expected)
