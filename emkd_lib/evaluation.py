@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .batching import length_bucketed_batches, pad_left
+from .data import item_popularity
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -259,10 +260,10 @@ def popularity_ranks(train_sequences: list[np.ndarray], inputs: list[np.ndarray]
     so history exclusion and pessimistic ties are those of every other model
     (items tied in count rank above the target).
     """
-    flat = np.concatenate(train_sequences) if len(train_sequences) else np.zeros(0, dtype=np.int64)
-    if len(flat) and (flat.min() < 1 or flat.max() > n_items):
-        raise ValueError(f"training item ids must lie in 1..{n_items}, found {flat.min()}..{flat.max()}")
-    counts = torch.as_tensor(np.bincount(flat, minlength=n_items + 1), dtype=torch.float32)
+    try:
+        counts = torch.as_tensor(item_popularity(train_sequences, n_items), dtype=torch.float32)
+    except ValueError as error:
+        raise ValueError(f"training {error}") from None
     return evaluate(lambda x: counts.expand(len(x), -1), inputs, targets, exclude_history=exclude_history)
 
 
