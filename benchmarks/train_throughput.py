@@ -26,7 +26,7 @@ from emkd_lib.batching import length_bucketed_batches
 from emkd_lib.data import leave_one_out, load_dataset
 from emkd_lib.experiments import machine_name, profile_config
 from emkd_lib.methods import EMKDParams, build_method
-from emkd_lib.train import TrainSettings, resolve_device, train_one_epoch
+from emkd_lib.train import TrainSettings, keep_freed_cpu_memory, resolve_device, train_one_epoch
 
 
 class LoopEnsemble(nn.Module):
@@ -129,7 +129,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["sasrec", "bert4rec"])
     parser.add_argument("--batches", type=int, default=None, help="time only this many batches (default: a full epoch)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc as it is (fit() calls keep_freed_cpu_memory)")
     args = parser.parse_args()
+    if not args.malloc_default:
+        keep_freed_cpu_memory()
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

@@ -210,3 +210,19 @@ def test_popularity_floor_uses_the_runs_users_and_split():
     ranks = experiments.popularity_test_ranks(config)
     assert len(ranks) == config.max_users
     np.testing.assert_array_equal(ranks, expected)
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "gnu_get_libc_version"), reason="glibc only")
+def test_freed_tensor_memory_is_reused_without_new_page_faults():
+    import resource
+    from emkd_lib.train import keep_freed_cpu_memory
+
+    def faults_of_a_fresh_256mb_tensor():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(64 * 2**20)  # written, so every page is touched, then freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    assert keep_freed_cpu_memory()
+    faults_of_a_fresh_256mb_tensor()  # the heap grows once
+    # 256 MB is 65,536 pages of 4 KiB: served by a new mmap, each would fault again
+    assert faults_of_a_fresh_256mb_tensor() < 1000
