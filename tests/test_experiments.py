@@ -226,3 +226,12 @@ def test_freed_tensor_memory_is_reused_without_new_page_faults():
     faults_of_a_fresh_256mb_tensor()  # the heap grows once
     # 256 MB is 65,536 pages of 4 KiB: served by a new mmap, each would fault again
     assert faults_of_a_fresh_256mb_tensor() < 1000
+
+
+def test_encoder_grid_adds_points_without_early_stopping_after_the_sweep():
+    grid = experiments.emkd_encoder_grid("cpu")
+    sweep, extra = grid[:12], grid[12:]
+    assert [(c.method, dict(c.params).get("n_networks", 1)) for c in extra] == [("emkd-sasrec", 4)]
+    (x4,) = [c for c in sweep if c.method == "emkd-sasrec" and dict(c.params)["n_networks"] == 4]
+    assert extra[0] == dataclasses.replace(x4, patience=x4.epochs) and extra[0].key() != x4.key()
+    assert len(experiments.emkd_encoder_grid("cpu", methods=("gru4rec",))) == 4
