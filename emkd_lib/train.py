@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -48,9 +49,14 @@ def keep_freed_cpu_memory() -> bool:
     and zeroes the same pages again: on the 2-core machine, training processes
     spent 35 to 60% of their CPU time in the kernel doing this. With ``mmap``
     off and trimming off, freed blocks stay in the heap and the next step
-    reuses them; the cost is that a process keeps its peak memory until it
-    exits. A no-op (``False``) where the C library is not glibc.
+    reuses them. The cost is memory: a process keeps its peak until it exits,
+    and the heap fragments (Beauty/ML-1M runs peaked at about twice their
+    default footprint), so ``EMKD_KEEP_FREED_MEMORY=0`` in the environment
+    leaves malloc as it is for runs that would not fit. A no-op (``False``)
+    there and where the C library is not glibc.
     """
+    if os.environ.get("EMKD_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # glibc only: other mallocs read mallopt differently

@@ -235,3 +235,9 @@ def test_encoder_grid_adds_points_without_early_stopping_after_the_sweep():
     (x4,) = [c for c in sweep if c.method == "emkd-sasrec" and dict(c.params)["n_networks"] == 4]
     assert extra[0] == dataclasses.replace(x4, patience=x4.epochs) and extra[0].key() != x4.key()
     assert len(experiments.emkd_encoder_grid("cpu", methods=("gru4rec",))) == 4
+
+
+def test_keeping_freed_memory_can_be_switched_off(monkeypatch):
+    from emkd_lib.train import keep_freed_cpu_memory
+    monkeypatch.setenv("EMKD_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_cpu_memory() is False
