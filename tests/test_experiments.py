@@ -241,3 +241,16 @@ def test_keeping_freed_memory_can_be_switched_off(monkeypatch):
     from emkd_lib.train import keep_freed_cpu_memory
     monkeypatch.setenv("EMKD_KEEP_FREED_MEMORY", "0")
     assert keep_freed_cpu_memory() is False
+
+
+def test_cpu_profile_runs_the_plateauing_ml1m_baselines_to_the_epoch_cap():
+    """On ML-1M, BERT4Rec, GRU4Rec and Caser sit near popularity level for
+    their first epochs; patience must not end them there. Elsewhere, and for
+    SASRec and EMKD on ML-1M, patience stays (their stored runs depend on it)."""
+    for method in ("bert4rec", "gru4rec", "caser"):
+        c = profile_config("cpu", "ml-1m", method)
+        assert c.patience == c.epochs
+        assert profile_config("cpu", "beauty", method).patience == 3
+    for method in ("sasrec", "emkd"):
+        c = profile_config("cpu", "ml-1m", method)
+        assert c.patience < c.epochs
