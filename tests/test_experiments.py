@@ -231,10 +231,13 @@ def test_freed_tensor_memory_is_reused_without_new_page_faults():
 def test_encoder_grid_adds_points_without_early_stopping_after_the_sweep():
     grid = experiments.emkd_encoder_grid("cpu")
     sweep, extra = grid[:12], grid[12:]
-    assert [(c.method, dict(c.params).get("n_networks", 1)) for c in extra] == [("emkd-sasrec", 4)]
-    (x4,) = [c for c in sweep if c.method == "emkd-sasrec" and dict(c.params)["n_networks"] == 4]
-    assert extra[0] == dataclasses.replace(x4, patience=x4.epochs) and extra[0].key() != x4.key()
-    assert len(experiments.emkd_encoder_grid("cpu", methods=("gru4rec",))) == 4
+    assert [(c.method, dict(c.params).get("n_networks", 1)) for c in extra] == \
+        [("emkd-sasrec", 4), ("gru4rec", 1), ("caser", 1)]
+    for again in extra:  # the same point as in the sweep, with patience = epochs only
+        (point,) = [c for c in sweep if c.method == again.method and c.params == again.params]
+        assert again == dataclasses.replace(point, patience=point.epochs) and again.key() != point.key()
+    assert len(experiments.emkd_encoder_grid("cpu", methods=("gru4rec",))) == 5
+    assert len(experiments.emkd_encoder_grid("cpu", methods=("gru4rec",), networks=(2, 3))) == 2
 
 
 def test_keeping_freed_memory_can_be_switched_off(monkeypatch):
