@@ -223,9 +223,11 @@ def test_freed_tensor_memory_is_reused_without_new_page_faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
     assert keep_freed_cpu_memory()
-    faults_of_a_fresh_256mb_tensor()  # the heap grows once
+    # The heap grows to hold it; a freed block can also be a little too small
+    # for the next aligned request, so let it grow twice before it must reuse.
+    faults_of_a_fresh_256mb_tensor(), faults_of_a_fresh_256mb_tensor()
     # 256 MB is 65,536 pages of 4 KiB: served by a new mmap, each would fault again
-    assert faults_of_a_fresh_256mb_tensor() < 1000
+    assert max(faults_of_a_fresh_256mb_tensor() for _ in range(3)) < 1000
 
 
 def test_encoder_grid_adds_points_without_early_stopping_after_the_sweep():
