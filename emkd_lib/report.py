@@ -43,6 +43,38 @@ def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.D
     return df.groupby(["dataset", "method"], sort=False)["value"].agg(["mean", "std", "count"])
 
 
+def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "variant") -> pd.DataFrame:
+    """One row per label of ``runs[label][seed]`` (a run or ``None``): the
+    seeds run, ``metric`` of each seed (NaN where not run), and mean and
+    sample std over the seeds run (std needs two). ``seed_spread_table`` gives
+    the same summary grouped by (dataset, method), without the seeds."""
+    seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+    rows = []
+    for label, by_seed in runs.items():
+        values = pd.Series({s: r.test_metrics[metric] for s, r in by_seed.items() if r is not None}, dtype=float)
+        rows.append({index_name: label, "seeds run": list(values.index),
+                     **{f"seed {s}": values.get(s, np.nan) for s in seeds},
+                     "mean": values.mean() if len(values) else np.nan,
+                     "std": values.std(ddof=1) if len(values) > 1 else np.nan})
+    return pd.DataFrame(rows).set_index(index_name)
+
+
+def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str]:
+    """For each row of a ``per_seed_table`` with two or more seeds, a line
+    with its mean minus the ``reference`` row's mean and whether that
+    exceeds one pooled seed std, sqrt((std_row^2 + std_ref^2) / 2)."""
+    ref = table.loc[reference]
+    lines = []
+    for label, row in table.iterrows():
+        if label == reference or not np.isfinite(row["std"]):
+            continue
+        difference = row["mean"] - ref["mean"]
+        pooled_std = np.sqrt((row["std"] ** 2 + ref["std"] ** 2) / 2)
+        lines.append(f"{label} minus {reference}, means over seeds: {difference:+.4f}"
+                     f" ({'within' if abs(difference) <= pooled_std else 'more than'} one pooled seed std, {pooled_std:.4f})")
+    return lines
+
+
 def provenance_table(results: list[RunResult]) -> pd.DataFrame:
     """Where each number comes from: config hash, commit, machine, time, cost."""
     return pd.DataFrame([{

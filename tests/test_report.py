@@ -13,7 +13,8 @@ from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_S
                                   emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_sensitivity_points, emkd_variant,
                                   profile_config)
 from emkd_lib.methods import EMKDParams
-from emkd_lib.report import ablation_table, ensemble_gain_table, significance_table, significant_changes
+from emkd_lib.report import (ablation_table, ensemble_gain_table, mean_differences_over_seeds, per_seed_table,
+                             significance_table, significant_changes)
 
 
 def fake_run(ranks, method="emkd", dataset="beauty", seed=0, epochs=20, history_len=20, best=10):
@@ -57,6 +58,26 @@ def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
     assert row["ensemble x2 NDCG@10"] == 1.0
     assert row["gain over mean single %"] == pytest.approx(100 * (1 / np.mean(single) - 1))
     assert row["p vs better member (Wilcoxon)"] < 1e-10  # against seed 1: every user gains
+
+
+def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std():
+    ndcg = {0: 1.0, 1: 0.5, 2: 1 / np.log2(3), 30: 0.0}  # NDCG@10 of a user at rank r
+    runs = {"EMKD": {0: fake_run([0] * 10), 1: fake_run([1] * 10, seed=1), 2: fake_run([2] * 10, seed=2)},
+            "far": {0: fake_run([30] * 10), 1: fake_run([30] * 10, seed=1), 2: None},
+            "near": {0: fake_run([1] * 10), 1: fake_run([0] * 10, seed=1), 2: fake_run([2] * 10, seed=2)},
+            "one seed": {0: fake_run([0] * 10), 1: None, 2: None}}
+    table = per_seed_table(runs)
+    assert list(table.columns) == ["seeds run", "seed 0", "seed 1", "seed 2", "mean", "std"]
+    emkd = [ndcg[0], ndcg[1], ndcg[2]]
+    assert table.loc["EMKD", "mean"] == pytest.approx(np.mean(emkd))
+    assert table.loc["EMKD", "std"] == pytest.approx(np.std(emkd, ddof=1))
+    assert table.loc["far", "seeds run"] == [0, 1] and np.isnan(table.loc["far", "seed 2"])
+    assert table.loc["far", "std"] == 0.0
+    assert np.isnan(table.loc["one seed", "std"])
+    pooled_far = np.sqrt(np.var(emkd, ddof=1) / 2)
+    assert mean_differences_over_seeds(table, "EMKD") == [
+        f"far minus EMKD, means over seeds: {-np.mean(emkd):+.4f} (more than one pooled seed std, {pooled_far:.4f})",
+        f"near minus EMKD, means over seeds: +0.0000 (within one pooled seed std, {np.std(emkd, ddof=1):.4f})"]
 
 
 def test_significance_table_with_a_reference_compares_it_with_every_other_method():
