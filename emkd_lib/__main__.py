@@ -1,56 +1,112 @@
 """Command line entry point for background campaigns.
 
     python -m emkd_lib run --profile cpu --dataset beauty --method sasrec --seed 0
+    python -m emkd_lib run --profile cpu --dataset beauty --method emkd --encoder sasrec --set params__n_networks=2
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
     python -m emkd_lib --threads 1 grid emkd-encoders --profile cpu --shard 0/2   # and 1/2 in a second process
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
+    python -m emkd_lib data add mydata --sequences my.txt [--attributes my_attrs.json]
     python -m emkd_lib list
+
+A run interrupted at any point resumes from its last epoch's checkpoint
+(under ``$EMKD_CACHE_DIR``, default ``~/.cache/emkd-book``) when the same
+command is given again. User errors print one line, ``emkd_lib: error: ...``,
+and exit with status 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 
-import torch
+from . import settings as settings_module
+from .config import PROFILES
+from .data import register_dataset
+from .process import configure_process
+from .profiles import profile_config
+from .runs import ensemble_run_or_load, execute, path_of, run_grid, stored
+from .store import StoreError, load_result, scan
+from .studies import GRIDS
 
-from .experiments import (GRIDS, PROFILES, ensemble_run_or_load, execute, load_result, profile_config, result_path,
-                          results_dir, run_grid)
+
+class UsageError(ValueError):
+    pass
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
     try:
         shard, n_shards = (int(x) for x in text.split("/"))
     except ValueError:
-        raise SystemExit(f"--shard must look like I/K (e.g. 0/2), got {text!r}") from None
+        raise UsageError(f"--shard must look like I/K (e.g. 0/2), got {text!r}") from None
     if not 0 <= shard < n_shards:
-        raise SystemExit(f"--shard {text}: need 0 <= I < K")
+        raise UsageError(f"--shard {text}: need 0 <= I < K")
     return shard, n_shards
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_sets(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` overrides; VALUE is read as JSON (numbers, true/false, null), else a string."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set takes KEY=VALUE (e.g. train__epochs=5), got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _data_overrides(args) -> dict:
+    out = {}
+    if getattr(args, "max_users", None) is not None:
+        out["data__max_users"] = args.max_users
+    if getattr(args, "on_short", None) is not None:
+        out["data__on_short"] = args.on_short
+    if getattr(args, "allow_modified_data", False):
+        out["data__allow_modified"] = True
+    if getattr(args, "remap_ids", False):
+        out["data__remap_ids"] = True
+    return out
+
+
+def _add_data_options(p) -> None:
+    p.add_argument("--max-users", type=int, help="a fixed subsample of this many users (the same for every seed)")
+    p.add_argument("--on-short", choices=("error", "skip"), help="users with fewer than 3 items: error or skip")
+    p.add_argument("--remap-ids", action="store_true", help="renumber item ids densely")
+    p.add_argument("--allow-modified-data", action="store_true",
+                   help="accept a bundled dataset file whose checksum differs (the run gets its own key)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emkd_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or load) one configuration")
     run.add_argument("--profile", choices=PROFILES, required=True)
     run.add_argument("--dataset", required=True)
     run.add_argument("--method", required=True)
+    run.add_argument("--encoder", help="the encoder the method runs on (default: its own)")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="overrides, e.g. train__epochs=5")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
     run.add_argument("--force", action="store_true", help="retrain even if a stored result exists")
+    _add_data_options(run)
 
     grid = sub.add_parser("grid", help="run (or load) a named grid of configurations")
     grid.add_argument("name", choices=sorted(GRIDS))
     grid.add_argument("--profile", choices=PROFILES, required=True)
     grid.add_argument("--datasets", nargs="+")
     grid.add_argument("--seeds", nargs="+", type=int, default=[0])
-    grid.add_argument("--methods", nargs="+")
+    grid.add_argument("--methods", nargs="+", help="only for grids that take methods")
     grid.add_argument("--device", default="auto")
     grid.add_argument("--shard", default="0/1", metavar="I/K",
                       help="run only configs I, I+K, I+2K, ... of the grid (K processes share one grid)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
+    _add_data_options(grid)
 
     ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
     ens.add_argument("--profile", choices=PROFILES, required=True)
@@ -59,42 +115,85 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("--seeds", nargs="+", type=int, required=True)
     ens.add_argument("--device", default="auto")
 
-    sub.add_parser("list", help="list stored results")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    data = sub.add_parser("data", help="datasets: add your own")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    add = data_sub.add_parser("add", help="register a sequence file (user item item ... per line) as a dataset")
+    add.add_argument("name")
+    add.add_argument("--sequences", required=True)
+    add.add_argument("--attributes", help="S3-Rec style JSON: {item: [attribute ids]}")
+    add.add_argument("--data-dir", help="where the registry lives (default: $EMKD_DATA_DIR)")
 
+    sub.add_parser("list", help="list stored results (and the ones that cannot be served)")
+    return parser
+
+
+def _grid_configs(args) -> list:
+    fn = GRIDS[args.name]
+    accepted = inspect.signature(fn).parameters
+    kwargs = {"seeds": tuple(args.seeds)}
+    if args.datasets:
+        kwargs["datasets"] = tuple(args.datasets)
+    if args.methods:
+        if "methods" not in accepted:
+            raise UsageError(f"grid {args.name!r} does not take --methods")
+        kwargs["methods"] = tuple(args.methods)
+    shard, n_shards = _parse_shard(args.shard)
+    overrides = _data_overrides(args)
+    configs = list(fn(args.profile, **kwargs).values())
+    return [c.replace(**overrides) if overrides else c for c in configs][shard::n_shards]
+
+
+def _command(args) -> int:
+    settings = settings_module.current()
     if args.command == "run":
-        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed)
-        if args.force or not result_path(config).exists():
-            result = execute(config, device=args.device)
-        else:
-            result = load_result(result_path(config))
-        print(f"{config.name()}: test {result.test_metrics}")
+        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
+                                **_data_overrides(args), **_parse_sets(args.set))
+        result = None if args.force else stored(config, settings)
+        result = result or execute(config, device=args.device, settings=settings)
+        print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
     elif args.command == "grid":
-        kwargs = {"seeds": tuple(args.seeds)}
-        if args.datasets:
-            kwargs["datasets"] = tuple(args.datasets)
-        if args.methods:
-            kwargs["methods"] = tuple(args.methods)
-        shard, n_shards = _parse_shard(args.shard)
-        configs = GRIDS[args.name](args.profile, **kwargs)[shard::n_shards]
-        for result in run_grid(configs, device=args.device):
-            print(f"{result.config.name()}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+        for label, result in run_grid(_grid_configs(args), device=args.device, settings=settings).items():
+            print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
     elif args.command == "ensemble":
         members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
-        result = ensemble_run_or_load(members, device=args.device)
+        result = ensemble_run_or_load(members, device=args.device, settings=settings)
         print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+    elif args.command == "data":
+        registry_dir = args.data_dir or settings.data_dir
+        if registry_dir is None:
+            raise UsageError("data add needs --data-dir or EMKD_DATA_DIR: the folder whose registry.json "
+                             "will hold the dataset")
+        spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir)
+        print(f"registered dataset {spec.name!r} ({spec.folder}/{spec.sequence_file}) in {registry_dir}/registry.json")
     elif args.command == "list":
-        for path in sorted(results_dir().glob("*/*.json")):
+        good, problems = scan(settings.results_dir)
+        for path in good:
+            name = path.relative_to(settings.results_dir)
             if path.name.startswith("ensemble"):
                 record = json.loads(path.read_text())
-                print(f"{path.relative_to(results_dir())}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
+                print(f"{name}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
                 continue
             r = load_result(path)
-            print(f"{path.relative_to(results_dir())}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
-                  f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s)")
+            flags = "".join(f" [{f}]" for f in ("dirty", "below_popularity") if r.flags.get(f))
+            print(f"{name}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
+                  f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s){flags}")
+        for problem in problems:
+            print(f"unreadable: {problem}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_process(args.threads, settings_module.current().keep_freed_memory)
+    try:
+        return _command(args)
+    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError) as err:
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"emkd_lib: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Padding and length-bucketed batching shared by training and evaluation.
+"""Training windows, padding and length-bucketed batching, shared by training and evaluation.
 
 Convention used everywhere in emkd_lib: item id 0 is padding and sequences are
 LEFT-padded, so the most recent item always sits in the last column. A batch is
@@ -53,3 +53,58 @@ def length_bucketed_batches(
     if shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def sliding_windows(
+    sequences: list[np.ndarray], window: int, step: int, min_length: int = 2
+) -> list[np.ndarray]:
+    """Cut sequences into windows of at most ``window`` items, ending every ``step`` items.
+
+    For each sequence, windows end at ``len, len - step, len - 2*step, ...``
+    while the end is >= ``min_length``; each is ``seq[max(0, end - window):end]``.
+    ``step=1`` gives every prefix (truncated to ``window``), the BERT4Rec/EMKD
+    augmentation; ``step >= len`` gives just the (truncated) whole sequence;
+    ``step = window - 1`` with a shifted next-item objective covers every
+    target exactly once. Windows are views into the input arrays (ML-1M with
+    step 1 has 1M windows; copies would cost gigabytes).
+    """
+    _positive_int("window", window)
+    _positive_int("step", step)
+    _positive_int("min_length", min_length)
+    out = []
+    for seq in sequences:
+        for end in range(len(seq), min_length - 1, -step):
+            out.append(seq[max(0, end - window):end])
+    return out
+
+
+def tail_windows(sequences: list[np.ndarray], window: int, step: int) -> list[np.ndarray]:
+    """Full-length windows of ``window`` items cut from the end of each
+    sequence every ``step`` items (the public EMKD code's rule): windows end
+    at ``len, len - step, ...`` while they still hold ``window`` items; a
+    sequence shorter than ``window`` gives one window, itself."""
+    _positive_int("window", window)
+    _positive_int("step", step)
+    out = []
+    for seq in sequences:
+        if len(seq) <= window:
+            out.append(seq)
+            continue
+        for end in range(len(seq), window - 1, -step):
+            out.append(seq[end - window:end])
+    return out
+
+
+def training_windows(sequences: list[np.ndarray], rule: str, window: int, step: int) -> list[np.ndarray]:
+    """The training examples of a ``DataConfig``: ``rule`` "sliding"
+    (``sliding_windows``) or "tail" (``tail_windows``)."""
+    if rule == "sliding":
+        return sliding_windows(sequences, window=window, step=step)
+    if rule == "tail":
+        return tail_windows(sequences, window=window, step=step)
+    raise ValueError(f"unknown window rule {rule!r}; known: sliding, tail")

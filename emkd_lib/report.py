@@ -5,16 +5,17 @@ figures lives here so every chapter does it the same way.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import settings as settings_module
 from .evaluation import paired_test
-from .experiments import REPO_ROOT, RunResult
+from .runs import run_or_load, stored
+from .settings import REPO_ROOT
+from .store import RunResult
 
-FIGURES_DIR = REPO_ROOT / "notebooks" / "figures"
 QUOTED_DIR = REPO_ROOT / "book" / "quoted"
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
@@ -29,7 +30,7 @@ def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS
     for r in results:
         values = r.test_metrics if split == "test" else r.valid_metrics
         for m in metrics:
-            records.append({"dataset": r.config.dataset, "method": r.config.method,
+            records.append({"dataset": r.config.dataset, "method": method_label(r.config),
                             "seed": r.config.seed, "metric": m, "value": values[m]})
     df = pd.DataFrame(records)
     return df.pivot_table(index=rows, columns=[columns, "metric"], values="value", aggfunc="mean",
@@ -38,7 +39,7 @@ def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS
 
 def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
     """mean, std and number of seeds of ``metric`` per (dataset, method)."""
-    df = pd.DataFrame([{"dataset": r.config.dataset, "method": r.config.method,
+    df = pd.DataFrame([{"dataset": r.config.dataset, "method": method_label(r.config),
                         "value": r.test_metrics[metric]} for r in results])
     return df.groupby(["dataset", "method"], sort=False)["value"].agg(["mean", "std", "count"])
 
@@ -75,16 +76,53 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
     return lines
 
 
-def provenance_table(results: list[RunResult]) -> pd.DataFrame:
-    """Where each number comes from: config hash, commit, machine, time, cost."""
+def method_label(config) -> str:
+    """How a run's method is named in tables: ``EMKD`` on its own encoder,
+    ``EMKD (SASRec)`` on another one, else the method's name."""
+    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser", "emkd": "EMKD"}
+    name = names.get(config.method, config.method)
+    if config.encoder != config.spec.encoders[0]:
+        name += f" ({names.get(config.encoder, config.encoder)})"
+    return name
+
+
+def provenance_table(results: dict | list) -> pd.DataFrame:
+    """Where each number comes from: run key, full commit (``+dirty`` shown),
+    machine, date, cost; ``results`` a label -> run dict (or a list)."""
+    items = results.items() if isinstance(results, dict) else ((method_label(r.config), r) for r in results)
     return pd.DataFrame([{
-        "dataset": r.config.dataset, "method": r.config.method, "seed": r.config.seed,
-        "config": r.config.key(), "best epoch": r.best_epoch, "epochs run": len(r.history),
-        "train s": round(r.train_seconds), "eval s": round(r.eval_seconds),
-        "params": r.n_params, "peak MB": round(r.peak_memory_mb),
-        "commit": r.provenance["commit"][:12], "machine": r.provenance["machine"],
+        "run": label if isinstance(label, str) else " / ".join(map(str, label)), "seed": r.config.seed,
+        "key": r.key, "epochs (best)": f"{len(r.history)} ({r.best_epoch})",
+        "train s": round(r.train_seconds), "commit": r.provenance["commit"], "machine": r.provenance["machine"],
         "date": r.provenance["date"],
-    } for r in results])
+    } for label, r in items if r is not None])
+
+
+def stopping_table(results: dict) -> pd.DataFrame:
+    """Per run: epochs run, best epoch, what stopped it (patience or the
+    epoch cap) and whether the best epoch sits at the cap (still improving
+    when stopped), and its validation NDCG@10 against the popularity floor."""
+    rows = []
+    for label, r in results.items():
+        if r is None:
+            continue
+        at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch >= len(r.history) - 1
+        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
+                     "epochs run": len(r.history), "best epoch": r.best_epoch,
+                     "stopped by": r.flags.get("stopped_by", "?"),
+                     "still improving at the cap": at_cap,
+                     "valid NDCG@10": r.valid_metrics["NDCG@10"],
+                     "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan),
+                     "below popularity": bool(r.flags.get("below_popularity", False))})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def results_for(grid: dict, train_missing: bool = False, device: str | None = None) -> dict:
+    """label -> stored run (or None where not run) of a study's grid; with
+    ``train_missing`` the missing ones are trained first."""
+    if train_missing:
+        return {label: run_or_load(config, device=device) for label, config in grid.items()}
+    return {label: stored(config) for label, config in grid.items()}
 
 
 def curves_frame(results: list[RunResult]) -> pd.DataFrame:
@@ -92,7 +130,8 @@ def curves_frame(results: list[RunResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         for h in r.history:
-            rows.append({"dataset": r.config.dataset, "method": r.config.method, "seed": r.config.seed, **h})
+            rows.append({"dataset": r.config.dataset, "method": method_label(r.config), "seed": r.config.seed,
+                         **h})
     return pd.DataFrame(rows)
 
 
@@ -110,7 +149,7 @@ def significance_table(results: list[RunResult], metric: str = "NDCG@10",
     """
     rows = []
     for dataset in dict.fromkeys(r.config.dataset for r in results):
-        runs = {r.config.method: r for r in results if r.config.dataset == dataset and r.config.seed == 0}
+        runs = {method_label(r.config): r for r in results if r.config.dataset == dataset and r.config.seed == 0}
         if reference is not None and reference not in runs:
             continue
         best = reference or max(runs, key=lambda m: runs[m].test_metrics[metric])
@@ -138,7 +177,7 @@ def save_figure(fig, name: str) -> Path:
     ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
     folder, so it never touches the committed ones).
     """
-    folder = Path(os.environ.get("EMKD_FIGURES_DIR", FIGURES_DIR))
+    folder = settings_module.current().figures_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=150, bbox_inches="tight")
@@ -167,7 +206,7 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
                f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
         row["gain over mean single %"] = relative_change(row[f"ensemble x2 {metric}"], row[f"single {metric} (mean)"])
         if ens:
-            members = [r for r in runs if r.config.key() in {c.key() for c in ens.members}]
+            members = [r for r in runs if r.config in ens.members]
             if members:
                 better = max(members, key=lambda r: r.test_metrics[metric])
                 row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
@@ -188,7 +227,7 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
             continue
         row.update({m: r.test_metrics[m] for m in metrics})
         row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
-            " (cap)" if len(r.history) >= r.config.epochs else "")
+            " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "")
         if ref is not None and label != reference:
             t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
             row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])

@@ -1,17 +1,19 @@
 """The one training loop shared by every method.
 
-Adam, optional gradient clipping, length-bucketed batches, validation NDCG@10
-after every epoch, patience-based early stopping, and the test split evaluated
-once, with the weights of the best validation epoch.
+Adam, optional gradient clipping, length-bucketed batches, validation
+NDCG@10 after every epoch, early stopping that counts evaluations only after
+a minimum number of optimizer steps, the test split evaluated once with the
+weights of the best validation epoch, every loss term logged per epoch, and
+a checkpoint after every epoch from which an interrupted run resumes to the
+bit-identical result of an uninterrupted one.
 """
 from __future__ import annotations
 
 import copy
-import ctypes
-import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,18 +21,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import length_bucketed_batches, pad_left
+from .config import TrainConfig
 from .data import LeaveOneOutSplit
 from .evaluation import evaluate, metrics_from_ranks
+from .files import atomic_write
 from .methods import Recipe
 
 SELECTION_METRIC = "NDCG@10"
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    """Seed every generator a run draws from: Python, NumPy's global one and
+    torch's (CPU and every CUDA device), and make cuDNN pick deterministic
+    kernels. Called before the model is built, so initial weights are the
+    seed's too."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -40,47 +49,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def keep_freed_cpu_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse; returns whether it could.
-
-    A training step allocates and frees tensors of hundreds of MB (scores over
-    the catalogue, their softmax, their gradients). By default glibc serves each
-    with a fresh ``mmap`` and unmaps it when freed, so the next step faults in
-    and zeroes the same pages again: on the 2-core machine, training processes
-    spent 35 to 60% of their CPU time in the kernel doing this. With ``mmap``
-    off and trimming off, freed blocks stay in the heap and the next step
-    reuses them. The cost is memory: a process keeps its peak until it exits,
-    and the heap fragments (Beauty/ML-1M runs peaked at about twice their
-    default footprint), so ``EMKD_KEEP_FREED_MEMORY=0`` in the environment
-    leaves malloc as it is for runs that would not fit. A no-op (``False``)
-    there and where the C library is not glibc.
-    """
-    if os.environ.get("EMKD_KEEP_FREED_MEMORY", "1") == "0":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only: other mallocs read mallopt differently
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-
-
-@dataclass
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    patience: int = 5
-    eval_batch_size: int = 1024
-    seed: int = 0
-
-
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)  # per epoch: loss, valid NDCG@10, seconds
+    history: list[dict] = field(default_factory=list)  # per epoch: loss terms, valid NDCG@10, seconds, steps
     best_epoch: int = -1
     valid_metrics: dict = field(default_factory=dict)
     test_metrics: dict = field(default_factory=dict)
@@ -89,37 +60,71 @@ class FitResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     examples_per_epoch: int = 0
+    steps: int = 0
+    stopped_by: str = ""          # "patience" or "epoch cap"
+    resumed_from_epoch: int = 0   # 0: trained from the start
 
 
 def train_one_epoch(model: nn.Module, recipe: Recipe, examples: list[np.ndarray],
-                    optimizer: torch.optim.Optimizer, settings: TrainSettings,
+                    optimizer: torch.optim.Optimizer, settings: TrainConfig,
                     rng: np.random.Generator, generator: torch.Generator,
-                    device: torch.device, progress: bool = False) -> float:
-    """One pass over ``examples``; returns the mean batch loss."""
+                    device: torch.device, progress: bool = False) -> tuple[dict[str, float], int]:
+    """One pass over ``examples``; returns the mean of every loss term over
+    batches and the number of optimizer steps."""
     model.train()
     lengths = np.fromiter((len(e) for e in examples), dtype=np.int64, count=len(examples))
     batches = length_bucketed_batches(lengths, settings.batch_size, shuffle=True, rng=rng)
-    total = 0.0
+    totals: dict[str, torch.Tensor] = {}
     for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
         ids = torch.from_numpy(pad_left([examples[i] for i in idx])).to(device)
-        loss = recipe.loss(model, ids, generator)
+        terms = recipe.loss(model, ids, generator)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        terms["loss"].backward()
         if settings.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
-        total += loss.item()
-    return total / max(len(batches), 1)
+        # Summed on the device: one host sync per epoch, not one per term and step.
+        for name, value in terms.items():
+            value = value.detach()
+            totals[name] = totals[name] + value if name in totals else value
+    n = max(len(batches), 1)
+    return {name: float(total) / n for name, total in totals.items()}, len(batches)
 
 
-def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: TrainSettings,
-        device: str | torch.device | None = None, progress: bool = True) -> FitResult:
-    """Train with early stopping on validation NDCG@10 and test the best epoch."""
+def _rng_state(rng: np.random.Generator, generator: torch.Generator) -> dict:
+    state = {"python": random.getstate(), "numpy_global": np.random.get_state(),
+             "numpy_rng": rng.bit_generator.state, "torch_cpu": torch.get_rng_state(),
+             "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy_global"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_cpu"])
+    generator.set_state(state["generator"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: TrainConfig, seed: int,
+        device: str | torch.device | None = None, progress: bool = True, checkpoint: Path | None = None,
+        exclude_history: bool = True, stop_after_epoch: int | None = None) -> FitResult:
+    """Train with early stopping on validation NDCG@10 and test the best epoch.
+
+    The caller seeds (``seed_everything``) before building ``model``; ``seed``
+    here seeds the batch order and the masks. With ``checkpoint`` a file is
+    written atomically after every epoch (weights, optimizer, every RNG state,
+    history, early-stopping state) and, if present at the start, training
+    resumes from it. ``stop_after_epoch`` ends the process's training early
+    with the checkpoint in place, as a kill would (tests use it).
+    """
     device = resolve_device(device)
-    keep_freed_cpu_memory()
-    seed_everything(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     model.to(device)
     # The fused kernel updates all parameters in one pass; on two CPU cores the
     # per-tensor Adam was a sizeable share of a step.
@@ -130,32 +135,58 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
 
     def ranks_on(inputs, targets):
         model.eval()
-        return evaluate(lambda ids: recipe.score(model, ids), inputs, targets,
-                        max_len=recipe.eval_max_len, batch_size=settings.eval_batch_size, device=device)
+        return evaluate(lambda ids: recipe.score(model, ids), inputs, targets, max_len=recipe.eval_max_len,
+                        device=device, exclude_history=exclude_history)
 
-    best_score, best_state, since_best = -1.0, None, 0
-    bar = tqdm(range(1, settings.epochs + 1), desc="epochs", disable=not progress)
+    best_score, best_state, since_best, start = -1.0, None, 0, 1
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], rng, generator)
+        best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
+        for name in ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps"):
+            setattr(result, name, state[name])
+        start = result.resumed_from_epoch = state["epoch"] + 1
+
+    result.stopped_by = "epoch cap"
+    bar = tqdm(range(start, settings.epochs + 1), desc="epochs", disable=not progress,
+               initial=start - 1, total=settings.epochs)
     for epoch in bar:
+        if recipe.on_epoch_start is not None:
+            recipe.on_epoch_start(epoch)
         t0 = time.perf_counter()
-        loss = train_one_epoch(model, recipe, examples, optimizer, settings, rng, generator, device)
+        terms, steps = train_one_epoch(model, recipe, examples, optimizer, settings, rng, generator, device)
         t1 = time.perf_counter()
         valid_ranks = ranks_on(split.valid_inputs, split.valid_targets)
         t2 = time.perf_counter()
+        result.steps += steps
         result.train_seconds += t1 - t0
         result.eval_seconds += t2 - t1
         score = metrics_from_ranks(valid_ranks)[SELECTION_METRIC]
-        result.history.append({"epoch": epoch, "loss": loss, "valid_ndcg10": score,
+        result.history.append({"epoch": epoch, **terms, "valid_ndcg10": score, "steps": result.steps,
                                "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
                                "wall_seconds": result.train_seconds + result.eval_seconds})
-        bar.set_postfix(loss=f"{loss:.4f}", ndcg10=f"{score:.4f}")
+        bar.set_postfix(loss=f"{terms['loss']:.4f}", ndcg10=f"{score:.4f}")
+        stop = False
         if score > best_score:
             best_score, since_best = score, 0
             best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.valid_ranks = epoch, valid_ranks
-        else:
+        elif result.steps >= settings.min_steps:
             since_best += 1
-            if since_best >= settings.patience:
-                break
+            stop = since_best >= settings.patience
+        if checkpoint is not None:
+            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": _rng_state(rng, generator), "best_score": best_score, "best_state": best_state,
+                     "since_best": since_best, **{name: getattr(result, name) for name in (
+                         "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")}}
+            atomic_write(checkpoint, lambda f: torch.save(state, f))
+        if stop:
+            result.stopped_by = "patience"
+            break
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            raise InterruptedError(f"stopped after epoch {epoch} on request; resume from {checkpoint}")
     model.load_state_dict(best_state)
     t0 = time.perf_counter()
     result.test_ranks = ranks_on(split.test_inputs, split.test_targets)

@@ -24,6 +24,13 @@ from torch import nn
 from .encoders import BERT4Rec, attention_mask, build_encoder, positions_from_right
 
 
+def average_logits(logits: torch.Tensor) -> torch.Tensor:
+    """EMKD's Eq. 20, ensemble inference: ``(N, ..., n_items) -> (..., n_items)``,
+    the mean of the N networks' logits. The one place the ensemble's score is
+    formed, for stacked networks and for separately trained models alike."""
+    return logits.mean(0)
+
+
 class StackedLinear(nn.Module):
     """N independent ``nn.Linear(d_in, d_out)`` layers applied to ``(N, ..., d_in)``."""
 
@@ -235,15 +242,15 @@ class EncoderEnsemble(nn.Module):
     attribute classifiers are one stacked layer, as in ``EnsembleBERT4Rec``.
     """
 
-    def __init__(self, encoder: str, n_networks: int, n_items: int, max_len: int,
-                 item_attributes: torch.Tensor | None = None, **hyper):
+    def __init__(self, encoder: str, n_networks: int, n_items: int, max_len: int, config=None,
+                 item_attributes: torch.Tensor | None = None):
         super().__init__()
         if encoder == "bert4rec":
             raise ValueError("EMKD on BERT4Rec is EnsembleBERT4Rec; EncoderEnsemble is for next-item encoders")
         if n_networks < 1:
             raise ValueError(f"n_networks must be >= 1, got {n_networks}")
         self.encoder, self.n_networks, self.n_items, self.max_len = encoder, n_networks, n_items, max_len
-        self.networks = nn.ModuleList(build_encoder(encoder, n_items, max_len, n_extra_tokens=1, **hyper)
+        self.networks = nn.ModuleList(build_encoder(encoder, n_items, max_len, config, n_extra_tokens=1)
                                       for _ in range(n_networks))
         self.hidden = self.networks[0].hidden
         if item_attributes is not None:

@@ -16,12 +16,14 @@ Scoring heads, as in each paper:
 """
 from __future__ import annotations
 
-import inspect
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..typed import bound, check_fields
 
 
 def positions_from_right(width: int, max_len: int, device) -> torch.Tensor:
@@ -217,13 +219,56 @@ def _init_weights(module: nn.Module) -> None:
                 module.weight[module.padding_idx].zero_()
 
 
+# ---- typed configs: the hyperparameters each encoder takes, and only those ----
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """SASRec and BERT4Rec."""
+
+    hidden: int = bound(64, ge=1)
+    n_blocks: int = bound(2, ge=1)
+    n_heads: int = bound(1, ge=1)
+    dropout: float = bound(0.2, ge=0, lt=1)
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.hidden % self.n_heads:
+            raise ValueError(f"TransformerConfig: hidden {self.hidden} is not divisible by n_heads {self.n_heads}")
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    hidden: int = bound(64, ge=1)
+    n_layers: int = bound(1, ge=1)
+    dropout: float = bound(0.2, ge=0, lt=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class CaserConfig:
+    hidden: int = bound(64, ge=1)
+    window: int = bound(5, ge=1)
+    n_horizontal: int = bound(16, ge=1)
+    n_vertical: int = bound(4, ge=1)
+    dropout: float = bound(0.2, ge=0, lt=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 ENCODERS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec, "caser": Caser}
+ENCODER_CONFIGS = {"sasrec": TransformerConfig, "bert4rec": TransformerConfig, "gru4rec": GRU4RecConfig,
+                   "caser": CaserConfig}
 
 
-def build_encoder(name: str, n_items: int, max_len: int, **hyper) -> nn.Module:
-    """Instantiate an encoder by name with only the hyperparameters it takes."""
+def build_encoder(name: str, n_items: int, max_len: int, config=None, n_extra_tokens: int = 0) -> nn.Module:
+    """The encoder ``name`` with its typed ``config`` (default: the config's defaults)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
-    cls = ENCODERS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(n_items=n_items, max_len=max_len, **{k: v for k, v in hyper.items() if k in accepted})
+    config = config if config is not None else ENCODER_CONFIGS[name]()
+    if not isinstance(config, ENCODER_CONFIGS[name]):
+        raise TypeError(f"encoder {name!r} takes a {ENCODER_CONFIGS[name].__name__}, got {type(config).__name__}")
+    extra = {"n_extra_tokens": n_extra_tokens} if n_extra_tokens else {}
+    return ENCODERS[name](n_items=n_items, max_len=max_len, **asdict(config), **extra)

@@ -1,0 +1,70 @@
+"""Atomic writes and cached file checksums: the only two ways the library
+touches files it did not just read."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(f)`` into a temporary file beside it,
+    fsync, then rename: a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of a shared checkout
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_file_sha256(path: str | Path, cache_file: Path | None) -> str:
+    """``file_sha256``, remembered in ``cache_file`` by (path, size, mtime):
+    hashing ML-1M on every run would cost seconds, and an edited file changes
+    its size or mtime, so it is hashed again. ``cache_file=None`` never caches."""
+    path = Path(path).resolve()
+    if cache_file is None:
+        return file_sha256(path)
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(path))
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry["sha256"]
+    digest = file_sha256(path)
+    cache[str(path)] = {"stamp": stamp, "sha256": digest}
+    try:
+        atomic_write_bytes(cache_file, json.dumps(cache, sort_keys=True).encode())
+    except OSError:
+        pass  # a read-only cache only costs time
+    return digest

@@ -1,0 +1,25 @@
+"""The methods of the study, one module per paper, registered as plain specs.
+
+Adding a method touches its own module and the one line below that merges
+its specs into ``METHODS``.
+"""
+from . import baselines, emkd
+from .spec import LossTerms, MethodSpec, Recipe
+
+METHODS: dict[str, MethodSpec] = {**baselines.SPECS, **emkd.SPECS}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registered spec of ``name``; an unknown name lists the known ones."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+
+
+def build_method(config, dataset):
+    """``(model, Recipe)`` of a run config on a dataset."""
+    return method_spec(config.method).build(config, dataset)
+
+
+__all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_spec"]

@@ -1,0 +1,158 @@
+"""The single-model baselines: next-item prediction (SASRec, GRU4Rec, Caser)
+and cloze (BERT4Rec), and how each scores the next item.
+
+- Next-item: a window ``w`` of up to ``max_len + 1`` items gives input
+  ``w[:-1]`` and targets ``w[1:]``; full-softmax cross entropy at every
+  non-padding position.
+- Cloze: mask each item with probability ``mask_prob`` (80% [mask], 10%
+  random item, 10% unchanged); cross entropy at the chosen positions only.
+  Inference appends [mask] to the sequence and reads the logits there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.encoders import build_encoder
+from ..models.ensemble import average_logits
+from ..typed import bound, check_fields
+from .spec import MethodSpec, Recipe
+
+
+@dataclass(frozen=True)
+class NextItemParams:
+    """Next-item baselines have no method hyperparameters of their own."""
+
+
+@dataclass(frozen=True)
+class ClozeParams:
+    mask_prob: float = bound(0.15, gt=0, lt=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None) -> torch.Tensor:
+    """Mean cross entropy of predicting ``windows[:, t+1]`` from ``windows[:, :t+1]``
+    (SASRec's and S^4Rec's L_SR, Eq. 1 of S^4Rec, with a full softmax).
+
+    Logits are computed only at positions that carry a loss (non-padding
+    inputs), never for the padding columns.
+    """
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    hidden = model(inputs)
+    carries_loss = inputs > 0
+    logits = model.logits(hidden[carries_loss])
+    return F.cross_entropy(logits, targets[carries_loss] - 1)
+
+
+def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking rule on a left-padded batch.
+
+    Each non-padding position is chosen with probability ``mask_prob``; a chosen
+    position becomes [mask] with probability 0.8, a uniformly random item with
+    probability 0.1, and stays unchanged otherwise. A sequence in which nothing
+    was chosen gets its last item chosen, so every window carries a loss.
+
+    Returns ``(masked_ids, chosen)`` where ``chosen`` is a bool tensor.
+    """
+    real = ids > 0
+    u = torch.rand(ids.shape, generator=generator, device=ids.device)
+    chosen = real & (u < mask_prob)
+    nothing = ~chosen.any(1)
+    chosen[nothing, -1] = real[nothing, -1]
+    action = torch.rand(ids.shape, generator=generator, device=ids.device)
+    random_items = torch.randint(1, n_items + 1, ids.shape, generator=generator, device=ids.device)
+    masked = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_token), ids)
+    masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_items, masked)
+    return masked, chosen
+
+
+def cloze_loss(model: nn.Module, ids: torch.Tensor, generator: torch.Generator | None = None,
+               mask_prob: float = 0.15) -> torch.Tensor:
+    """Masked item prediction: cross entropy at the chosen positions only."""
+    masked, chosen = cloze_mask(ids, mask_prob, model.mask_token, model.n_items, generator)
+    hidden = model(masked)
+    return F.cross_entropy(model.logits(hidden[chosen]), ids[chosen] - 1)
+
+
+def with_padding_column(item_scores: torch.Tensor) -> torch.Tensor:
+    """Scores over items 1..n -> (B, n + 1) with column 0 (padding) at -inf,
+    the layout ``evaluation.evaluate`` expects."""
+    pad = torch.full_like(item_scores[:, :1], float("-inf"))
+    return torch.cat([pad, item_scores], 1)
+
+
+def last_position_scores(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Next-item scores from the hidden state of the most recent item."""
+    return with_padding_column(model.logits(model(ids)[:, -1]))
+
+
+def appended_mask_scores(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """BERT4Rec inference: append [mask] and score at that position."""
+    mask_col = torch.full_like(ids[:, :1], model.mask_token)
+    return with_padding_column(model.logits(model(torch.cat([ids, mask_col], 1))[:, -1]))
+
+
+def ensemble_scores(models: Sequence[nn.Module], scorer: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Score function of an ensemble of independently trained models: the mean
+    of ``scorer(model, ids)`` over ``models`` (e.g. ``appended_mask_scores``),
+    i.e. the average of their logits, as in EMKD's Eq. 20. Column 0 stays -inf.
+    Putting the models in ``eval()`` mode is the caller's job."""
+    def score(ids: torch.Tensor) -> torch.Tensor:
+        return average_logits(torch.stack([scorer(model, ids) for model in models]))
+    return score
+
+
+def build_next_item(config, dataset):
+    model = build_encoder(config.encoder, dataset.n_items, config.data.max_len, config.encoder_config)
+    data = config.data
+    return model, Recipe(
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len + 1),
+        loss=lambda model, windows, gen: {"loss": next_item_loss(model, windows, gen)},
+        score=last_position_scores,
+        eval_max_len=data.max_len,
+    )
+
+
+def build_cloze(config, dataset):
+    model = build_encoder("bert4rec", dataset.n_items, config.data.max_len, config.encoder_config)
+    data, mask_prob = config.data, config.params.mask_prob
+    return model, Recipe(
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
+        loss=lambda model, ids, gen: {"loss": cloze_loss(model, ids, gen, mask_prob)},
+        score=appended_mask_scores,
+        eval_max_len=data.max_len - 1,
+    )
+
+
+def _no_defaults(profile: str, dataset: str) -> dict:
+    return {}
+
+
+def _bert4rec_defaults(profile: str, dataset: str) -> dict:
+    # Two heads as in BERT4Rec's own setup; every prefix of the Amazon
+    # sequences (BERT4Rec/EMKD's augmentation), every 10th on ML-1M's long ones.
+    if profile == "smoke":
+        return {}
+    step = {"cpu": None, "paper": 10}[profile] if dataset == "ml-1m" else 1
+    return {"encoder_config__n_heads": 2, "data__window_step": step}
+
+
+SPECS = {
+    name: MethodSpec(name=name, params_type=NextItemParams, encoders=(name,), build=build_next_item,
+                     profile_defaults=_no_defaults,
+                     description=description)
+    for name, description in (("sasrec", "SASRec: causal self-attention, next-item cross entropy"),
+                              ("gru4rec", "GRU4Rec: a GRU, next-item cross entropy"),
+                              ("caser", "Caser: horizontal and vertical convolutions, next-item cross entropy"))
+}
+SPECS["bert4rec"] = MethodSpec(name="bert4rec", params_type=ClozeParams, encoders=("bert4rec",),
+                               build=build_cloze, profile_defaults=_bert4rec_defaults,
+                               description="BERT4Rec: bidirectional self-attention, cloze objective")

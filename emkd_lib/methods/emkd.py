@@ -1,0 +1,278 @@
+"""EMKD (Du et al., SIGIR 2023): N parallel networks on M masked views with
+masked item prediction, attribute prediction, intra- and cross-network
+contrastive learning and logit distillation; ensemble inference (Eq. 20).
+
+Method ``emkd`` runs on BERT4Rec by default (``models.ensemble.EnsembleBERT4Rec``);
+with ``encoder="sasrec"``, ``"gru4rec"`` or ``"caser"`` it is the paper's
+Figure 4, EMKD on a next-item encoder (``models.ensemble.EncoderEnsemble``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import losses
+from ..models.ensemble import EncoderEnsemble, EnsembleBERT4Rec, average_logits
+from ..typed import from_dict
+from .baselines import cloze_mask, with_padding_column
+from .spec import MethodSpec, Recipe
+
+
+@dataclass(frozen=True)
+class EMKDParams:
+    """EMKD's method-specific hyperparameters (``RunConfig.params`` of method "emkd").
+
+    Defaults are the paper's Beauty/Toys settings. ``kd_temperature=None``
+    means "the contrastive temperature tau": the book's Eq. 16 softens the
+    logits with tau, and the public code uses ``args.tau`` for both.
+
+    Ablations (Table 4): ``icl``, ``ccl``, ``kd``, ``ap`` switch a term off;
+    all of ``icl``, ``ccl``, ``kd`` off is "independent training" (N networks
+    that only share their masked views). ``lam = 0`` or ``mu = 0`` switches off
+    the terms they weight. A switched-off term is not computed.
+
+    Public-code variants (github.com/hw-du/EMKD), all off = the paper:
+    ``positives_in_one_logsumexp`` and ``negatives_only_denominator`` (the
+    code's contrastive loss, see ``losses.contrastive_loss_from_similarities``;
+    both on = exactly the code), ``ap_at_masked_positions_of_last_view`` (AP at
+    the masked positions of the last view instead of every position of the
+    original sequence), ``kd_symmetric_detached_teacher`` (each unordered pair
+    once, symmetric, teacher detached).
+    """
+
+    n_networks: int = 3
+    n_views: int = 8
+    tau: float = 0.3
+    lam: float = 0.01
+    mu: float = 0.001
+    kd_temperature: float | None = None
+    icl: bool = True
+    ccl: bool = True
+    kd: bool = True
+    ap: bool = True
+    positives_in_one_logsumexp: bool = False
+    negatives_only_denominator: bool = False
+    ap_at_masked_positions_of_last_view: bool = False
+    kd_symmetric_detached_teacher: bool = False
+    mask_prob: float = 0.15
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, bool):
+                _require(isinstance(value, bool), f"{f.name} must be a bool, got {value!r}")
+            elif isinstance(f.default, int):
+                _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                         f"{f.name} must be an int >= 1, got {value!r}")
+            elif value is not None or f.name != "kd_temperature":
+                _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                         f"{f.name} must be a finite number, got {value!r}")
+        _require(self.tau > 0, f"tau must be > 0, got {self.tau}")
+        _require(self.kd_temperature is None or self.kd_temperature > 0,
+                 f"kd_temperature must be None (= tau) or > 0, got {self.kd_temperature}")
+        _require(self.lam >= 0, f"lam must be >= 0, got {self.lam}")
+        _require(self.mu >= 0, f"mu must be >= 0, got {self.mu}")
+        _require(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
+
+    @classmethod
+    def from_params(cls, params) -> "EMKDParams":
+        """From a dict (or pairs); unknown names are an error naming the allowed ones."""
+        return from_dict(cls, dict(params))
+
+    @property
+    def softmax_temperature(self) -> float:
+        return self.tau if self.kd_temperature is None else self.kd_temperature
+
+    def active_terms(self, n_networks: int, has_attributes: bool) -> set[str]:
+        """The loss terms a step computes: a term is absent when switched off,
+        when its weight is zero, or (CCL, KD) when there is no second network."""
+        terms = {"mip"}
+        if self.ap and has_attributes:
+            terms.add("ap")
+        if self.icl and self.lam > 0:
+            terms.add("icl")
+        if self.ccl and self.lam > 0 and n_networks > 1:
+            terms.add("ccl")
+        if self.kd and self.mu > 0 and n_networks > 1:
+            terms.add("kd")
+        return terms
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"EMKD: {message}")
+
+
+def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+                    params: EMKDParams) -> dict[str, torch.Tensor]:
+    """The unweighted EMKD loss terms of one batch, keyed "mip", "ap", "icl",
+    "ccl", "kd"; only active terms (``EMKDParams.active_terms``) are computed.
+
+    Eq. 3: M views of each sequence are masked independently (BERT's rule);
+    the originals and the views run through all N networks as ONE batch of
+    (M + 1) B sequences. View m of sequence u is row m * B + u of ``views``.
+    """
+    B = ids.shape[0]
+    originals = ids.repeat(params.n_views, 1)
+    views, chosen = cloze_mask(originals, params.mask_prob, model.mask_token, model.n_items, generator)
+    ap_at = chosen[-B:] if params.ap_at_masked_positions_of_last_view else ids > 0
+    return _emkd_terms(model, ids, views, chosen, originals[chosen] - 1, params, ap_at)
+
+
+def emkd_next_item_loss_terms(model: nn.Module, windows: torch.Tensor, generator: torch.Generator | None,
+                              params: EMKDParams) -> dict[str, torch.Tensor]:
+    """EMKD on a next-item encoder (the paper's Figure 4; ``ensemble.EncoderEnsemble``).
+
+    Views mask the INPUT ``windows[:, :-1]`` with BERT's rule, as Eq. 3; the
+    encoder's own objective replaces MIP: every network predicts the next
+    item at every non-padding position of every view ("mip" here is that
+    cross entropy), and KD distils those next-item distributions. AP, ICL and
+    CCL are Eq. 8-15 unchanged, on the original inputs.
+    """
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    M = params.n_views
+    views, _ = cloze_mask(inputs.repeat(M, 1), params.mask_prob, model.mask_token, model.n_items, generator)
+    predict_at = (inputs > 0).repeat(M, 1)
+    return _emkd_terms(model, inputs, views, predict_at, targets.repeat(M, 1)[predict_at] - 1, params,
+                       ap_at=inputs > 0)
+
+
+def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_at) -> dict[str, torch.Tensor]:
+    """The terms shared by both forms of EMKD: one forward pass over originals
+    and views, item prediction and KD at ``predict_at`` (positions of the view
+    rows, targets as column indices), AP at ``ap_at`` of the originals, ICL and
+    CCL between originals and views."""
+    B, T = ids.shape
+    M, N = params.n_views, model.n_networks
+    active = params.active_terms(N, model.item_attributes is not None)
+    batch = torch.cat([ids, views])
+    hidden = model(batch)                                                # (N, (M+1)B, T, d)
+    terms = {}
+
+    # Eq. 4-7 and 16-18 share the logits at the predicted positions. Each view's
+    # positions are averaged, then views are summed (weights sum to M), as the
+    # public code's per-view CrossEntropyLoss / batchmean KL.
+    view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[predict_at]
+    weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
+    logits = model.logits(hidden[:, B:][:, predict_at])                  # (N, P, n_items)
+    terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
+    if "kd" in active:
+        code = params.kd_symmetric_detached_teacher
+        terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
+                                               symmetric=code, weights=weights)
+
+    if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
+        attribute_targets = model.item_attributes[ids[ap_at]].to(hidden.dtype)
+        terms["ap"] = losses.attribute_prediction_loss(model.attribute_logits(hidden[:, :B][:, ap_at]),
+                                                       attribute_targets)
+
+    if "icl" in active or "ccl" in active:  # Eq. 12-15 on whole flattened T x d matrices
+        # Padding rows are zeroed so that they never add to a similarity; the
+        # views share their sequence's padding, so rows line up.
+        flat = (hidden * (batch > 0)[..., None]).flatten(2)            # (N, (M+1)B, T d)
+        h_orig, h_views = flat[:, :B], flat[:, B:].view(N, M, B, -1)
+        variant = dict(positives_in_one_logsumexp=params.positives_in_one_logsumexp,
+                       negatives_only_denominator=params.negatives_only_denominator)
+        if "icl" in active:
+            terms["icl"] = losses.intra_network_contrastive_loss(h_orig, h_views, params.tau, **variant)
+        if "ccl" in active:
+            terms["ccl"] = losses.cross_network_contrastive_loss(h_orig, h_views, params.tau, **variant)
+    return terms
+
+
+def combine_emkd_terms(terms: dict[str, torch.Tensor], params: EMKDParams) -> torch.Tensor:
+    """Eq. 19: L = L_MIP + L_AP + lambda (L_ICL + L_CCL) + mu L_KD, over the terms present."""
+    weight = {"mip": 1.0, "ap": 1.0, "icl": params.lam, "ccl": params.lam, "kd": params.mu}
+    return sum(weight[name] * value for name, value in terms.items())
+
+
+def emkd_loss(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+              params: EMKDParams) -> dict[str, torch.Tensor]:
+    """EMKD's loss terms of one batch and their total by Eq. 19 (as "loss")."""
+    terms = emkd_loss_terms(model, ids, generator, params)
+    return {"loss": combine_emkd_terms(terms, params), **terms}
+
+
+def ensemble_appended_mask_scores(model: EnsembleBERT4Rec, ids: torch.Tensor) -> torch.Tensor:
+    """Eq. 20: append [mask], average the N networks' logits at that position."""
+    mask_col = torch.full_like(ids[:, :1], model.mask_token)
+    hidden = model(torch.cat([ids, mask_col], 1))[:, :, -1]               # (N, B, d)
+    return with_padding_column(average_logits(model.logits(hidden)))
+
+
+def ensemble_last_position_scores(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Eq. 20 for next-item encoders: the N networks' logits at the most recent item, averaged."""
+    return with_padding_column(average_logits(model.logits(model(ids)[:, :, -1])))
+
+
+def build_emkd(config, dataset):
+    """The ensemble and recipe of an EMKD run: BERT4Rec's windows of
+    ``max_len`` items and [mask] scoring, or a next-item encoder's windows of
+    ``max_len + 1`` and last-position scoring; EMKD's terms, Eq. 19; Eq. 20."""
+    params, data = config.params, config.data
+    multi_hot = None
+    attributes = dataset.attributes
+    if params.ap and attributes is not None and attributes.n_attributes > 0:
+        multi_hot = torch.from_numpy(attributes.multi_hot(dtype=np.bool_))
+    if config.encoder == "bert4rec":
+        model = EnsembleBERT4Rec(params.n_networks, dataset.n_items, data.max_len, item_attributes=multi_hot,
+                                 **dataclasses.asdict(config.encoder_config))
+        return model, Recipe(
+            make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
+            loss=lambda model, ids, gen: emkd_loss(model, ids, gen, params),
+            score=ensemble_appended_mask_scores,
+            eval_max_len=data.max_len - 1,
+        )
+    model = EncoderEnsemble(config.encoder, params.n_networks, dataset.n_items, data.max_len,
+                            config=config.encoder_config, item_attributes=multi_hot)
+
+    def loss(model, windows, gen):
+        terms = emkd_next_item_loss_terms(model, windows, gen, params)
+        return {"loss": combine_emkd_terms(terms, params), **terms}
+
+    return model, Recipe(
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len + 1),
+        loss=loss,
+        score=ensemble_last_position_scores,
+        eval_max_len=data.max_len,
+    )
+
+
+# EMKD's per-dataset settings (the paper's Section 5; book/emkd.md). Datasets
+# the paper did not use borrow those of the closest one it did.
+PAPER_SETTINGS = {
+    "beauty": dict(max_len=15, dropout=0.3, window_step=1, n_heads=2, tau=0.3),
+    "toys": dict(max_len=20, dropout=0.3, window_step=1, n_heads=2, tau=0.3),
+    "ml-1m": dict(max_len=40, dropout=0.2, window_step=10, n_heads=4, tau=1.0),
+}
+
+
+def emkd_profile_defaults(profile: str, dataset: str) -> dict:
+    """EMKD's changes to a profile (BERT4Rec encoder; for next-item encoders
+    the runner keeps the encoder's own settings, see ``profiles``)."""
+    paper = PAPER_SETTINGS.get(dataset) or PAPER_SETTINGS["ml-1m" if dataset.startswith("ml-") else "beauty"]
+    changes = {"params__tau": paper["tau"]}
+    if profile == "smoke":
+        return {**changes, "params__n_networks": 2, "params__n_views": 2}
+    changes.update({"data__max_len": paper["max_len"], "encoder_config__dropout": paper["dropout"],
+                    "encoder_config__n_heads": paper["n_heads"]})
+    if profile == "cpu":
+        # M = 2 views instead of 8, two heads, non-overlapping windows with
+        # batches of 64 (an epoch still makes ~400 updates), to fit two cores;
+        # book/emkd.md and chapter 03 list the departures.
+        changes.update({"params__n_views": 2, "encoder_config__n_heads": 2, "data__window_step": None,
+                        "train__batch_size": 64, "train__epochs": 20})
+    else:
+        changes.update({"params__n_views": 8, "encoder_config__hidden": 256, "train__batch_size": 256,
+                        "train__epochs": 250, "data__window_step": paper["window_step"]})
+    return changes
+
+
+SPECS = {"emkd": MethodSpec(name="emkd", params_type=EMKDParams, encoders=("bert4rec", "sasrec", "gru4rec", "caser"),
+                            build=build_emkd, profile_defaults=emkd_profile_defaults,
+                            description="EMKD: ensemble of networks with contrastive knowledge distillation")}

@@ -1,0 +1,247 @@
+"""Running a config, or loading its stored result: seeding, data, the
+training loop, checkpoints, the popularity floor, and ensembles of
+independently trained runs (EMKD Table 1)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import settings as settings_module
+from .config import RunConfig
+from .data import dataset_files, leave_one_out, load_dataset, subsample_users
+from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
+from .files import atomic_write
+from .methods import build_method
+from .methods.baselines import ensemble_scores
+from .store import (CORE_VERSION, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
+                    read_sidecar, result_path, run_key, store_result, write_record)
+from .train import fit, resolve_device, seed_everything
+
+
+def _settings(settings):
+    return settings or settings_module.current()
+
+
+def run_data(config: RunConfig, settings=None):
+    """The dataset a run trains on (its fixed subsample, if any) and its leave-one-out split."""
+    d = config.data
+    dataset = load_dataset(config.dataset, on_short=d.on_short, remap_ids=d.remap_ids,
+                           allow_modified=d.allow_modified, settings=_settings(settings))
+    if d.max_users:
+        # The same users for every seed: the subsample belongs to the data, so
+        # seeds can be paired user by user and ensembled.
+        dataset = subsample_users(dataset, d.max_users, seed=0)
+    return dataset, leave_one_out(dataset.sequences)
+
+
+def key_of(config: RunConfig, settings=None) -> str:
+    return run_key(config, dataset_files(config.dataset, settings=_settings(settings)))
+
+
+def path_of(config: RunConfig, settings=None, root: Path | None = None) -> Path:
+    settings = _settings(settings)
+    return result_path(config, key_of(config, settings), root or settings.results_dir)
+
+
+def stored(config: RunConfig, settings=None, root: Path | None = None, allow_dirty: bool | None = None
+           ) -> RunResult | None:
+    """The stored result of ``config``, or None if it has not been run. A
+    result trained from uncommitted code is refused unless ``allow_dirty``
+    (default: ``EMKD_ALLOW_DIRTY``)."""
+    settings = _settings(settings)
+    path = path_of(config, settings, root)
+    if not path.exists():
+        return None
+    result = load_result(path)
+    allow = settings.allow_dirty if allow_dirty is None else allow_dirty
+    if result.dirty and not allow:
+        raise StoreError(f"{path.name} was trained from uncommitted code ({result.provenance['commit']}); "
+                         f"retrain it from a clean checkout, or set EMKD_ALLOW_DIRTY=1 to show it anyway")
+    return result
+
+
+def command_for(config: RunConfig) -> str:
+    return (f"python -m emkd_lib run --profile {config.profile} --dataset {config.dataset} "
+            f"--method {config.method} --encoder {config.encoder} --seed {config.seed}")
+
+
+def run_or_load(config: RunConfig, device: str | None = None, progress: bool = True, settings=None,
+                root: Path | None = None) -> RunResult:
+    """The stored result of ``config``, training it first if needed (and
+    resuming from its checkpoint if one was left). With
+    ``EMKD_REQUIRE_CACHED=1`` a missing result raises instead of training,
+    so the committed book can only show stored runs."""
+    settings = _settings(settings)
+    result = stored(config, settings, root)
+    if result is not None:
+        return result
+    if settings.require_cached:
+        raise FileNotFoundError(f"no stored result for {config.label()} on {config.dataset} and "
+                                f"EMKD_REQUIRE_CACHED=1; run it with: {command_for(config)}")
+    return execute(config, device=device, progress=progress, settings=settings, root=root)
+
+
+def checkpoint_path(key: str, settings) -> Path:
+    return settings.checkpoint_dir / f"{key}.pt"
+
+
+def execute(config: RunConfig, device: str | None = None, progress: bool = True, settings=None,
+            root: Path | None = None, stop_after_epoch: int | None = None) -> RunResult:
+    """Train ``config`` now (resuming from its checkpoint) and store its result."""
+    settings = _settings(settings)
+    device = resolve_device(device)
+    dataset, split = run_data(config, settings)
+    key = run_key(config, dataset.files)
+    # Seeded before the model is built: the initial weights are the seed's.
+    seed_everything(config.seed)
+    model, recipe = build_method(config, dataset)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    checkpoint = checkpoint_path(key, settings)
+    exclude = config.evaluation.history_exclusion == "all-but-target"
+    fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
+                 checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch)
+    floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,
+                             exclude_history=exclude)
+    floor_ndcg = metrics_from_ranks(floor)["NDCG@10"]
+    prov = provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch)
+    result = RunResult(
+        config=config, key=key, valid_metrics=fitted.valid_metrics, test_metrics=fitted.test_metrics,
+        history=fitted.history, best_epoch=fitted.best_epoch,
+        n_params=sum(p.numel() for p in model.parameters()),
+        train_seconds=fitted.train_seconds, eval_seconds=fitted.eval_seconds,
+        peak_memory_mb=peak_memory_mb(device), provenance=prov,
+        flags={"stopped_by": fitted.stopped_by, "steps": fitted.steps,
+               "resumed_from_epoch": fitted.resumed_from_epoch,
+               "popularity_valid_ndcg10": floor_ndcg,
+               "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
+               "dirty": prov["commit"].endswith("+dirty")},
+        path=result_path(config, key, root or settings.results_dir),
+        arrays={"test_ranks": fitted.test_ranks, "valid_ranks": fitted.valid_ranks},
+    )
+    store_result(result)
+    # The best epoch's weights, for ensembles of independently trained models.
+    # Not committed (.gitignore): the stored ranks are what the book reads.
+    atomic_write(result.path.with_suffix(".pt"), lambda f: torch.save(model.state_dict(), f))
+    checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def popularity_test_ranks(config: RunConfig, settings=None) -> np.ndarray:
+    """Test ranks of the most-popular recommender on the users ``config``
+    trains on, popularity counted on their training sequences: the floor a
+    trained model should clear."""
+    dataset, split = run_data(config, settings)
+    return popularity_ranks(split.train, split.test_inputs, split.test_targets, dataset.n_items,
+                            exclude_history=config.evaluation.history_exclusion == "all-but-target")
+
+
+def run_grid(configs, device: str | None = None, progress: bool = True, settings=None) -> dict:
+    """Run or load every config of ``configs`` (a label -> config dict, or a
+    list), with one progress bar over the grid; returns label -> result."""
+    from tqdm.auto import tqdm
+    items = configs.items() if isinstance(configs, dict) else ((c.label(), c) for c in configs)
+    items = list(items)
+    results = {}
+    bar = tqdm(items, desc="runs", disable=not progress)
+    for label, config in bar:
+        bar.set_postfix_str(f"{config.dataset}/{config.label()}")
+        results[label] = run_or_load(config, device=device, progress=progress, settings=settings)
+    return results
+
+
+# ---- ensembles of independently trained runs (EMKD Table 1) ------------------
+
+@dataclass
+class EnsembleResult:
+    """N stored runs of one method evaluated together: their logits averaged (Eq. 20)."""
+
+    members: list[RunConfig]
+    valid_metrics: dict
+    test_metrics: dict
+    eval_seconds: float
+    provenance: dict
+    path: Path | None = None
+    arrays: dict | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.members[0]
+
+    @property
+    def test_ranks(self) -> np.ndarray:
+        if self.arrays is None:
+            self.arrays = read_sidecar(self.path)
+        return self.arrays["test_ranks"]
+
+
+def ensemble_path(member_keys: list[str], members: list[RunConfig], root: Path) -> Path:
+    import hashlib
+    digest = hashlib.sha256("-".join(sorted(member_keys)).encode()).hexdigest()[:16]
+    first = members[0]
+    seeds = "".join(str(c.seed) for c in members)
+    return Path(root) / first.dataset / f"ensemble{len(members)}-{first.label().rsplit('-seed', 1)[0]}-seeds{seeds}-{digest}.json"
+
+
+def stored_ensemble(members: list[RunConfig], settings=None) -> EnsembleResult | None:
+    """The stored evaluation of the ensemble of ``members``, or None if it has not been made."""
+    settings = _settings(settings)
+    path = ensemble_path([key_of(c, settings) for c in members], members, settings.results_dir)
+    if not path.exists():
+        return None
+    record = read_record(path)
+    try:
+        return EnsembleResult(members=[RunConfig.from_dict(c) for c in record["members"]], path=path,
+                              **{k: record[k] for k in ("valid_metrics", "test_metrics", "eval_seconds",
+                                                        "provenance")})
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"ensemble file {path} is incomplete: {err}") from None
+
+
+def ensemble_run_or_load(members: list[RunConfig], device: str | None = None, settings=None) -> EnsembleResult:
+    """Evaluate the average of the members' logits (EMKD Eq. 20 applied to
+    separately trained models), or load the stored evaluation. Members must
+    be stored runs of one method on one dataset whose weights (``.pt``) are
+    present; a missing one is a clear error naming the command."""
+    settings = _settings(settings)
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    if len({(c.dataset, c.method, c.encoder, c.data.max_users) for c in members}) != 1:
+        raise ValueError("ensemble members must share dataset, method, encoder and max_users")
+    found = stored_ensemble(members, settings)
+    if found is not None:
+        return found
+    keys = [key_of(c, settings) for c in members]
+    path = ensemble_path(keys, members, settings.results_dir)
+    if settings.require_cached:
+        raise FileNotFoundError(f"no stored ensemble evaluation at {path} and EMKD_REQUIRE_CACHED=1")
+    device = resolve_device(device)
+    dataset, split = run_data(members[0], settings)
+    models, recipe = [], None
+    for config, key in zip(members, keys):
+        weights = result_path(config, key, settings.results_dir).with_suffix(".pt")
+        if not weights.exists():
+            raise FileNotFoundError(f"ensemble member {config.label()} has no stored weights at {weights}; "
+                                    f"train it with: {command_for(config)} --force")
+        model, recipe = build_method(config, dataset)
+        model.load_state_dict(torch.load(weights, map_location=device))
+        models.append(model.to(device).eval())
+    score = ensemble_scores(models, recipe.score)
+    exclude = members[0].evaluation.history_exclusion == "all-but-target"
+    t0 = time.perf_counter()
+    ranks = {name: evaluate(score, getattr(split, f"{name}_inputs"), getattr(split, f"{name}_targets"),
+                            max_len=recipe.eval_max_len, device=device, exclude_history=exclude)
+             for name in ("valid", "test")}
+    result = EnsembleResult(
+        members=list(members), valid_metrics=metrics_from_ranks(ranks["valid"]),
+        test_metrics=metrics_from_ranks(ranks["test"]), eval_seconds=time.perf_counter() - t0,
+        provenance=provenance(device, dataset.source, dataset.files, 0), path=path,
+        arrays={"test_ranks": ranks["test"], "valid_ranks": ranks["valid"]})
+    write_record(path, {"members": [c.to_dict() for c in members], "member_keys": keys,
+                        "valid_metrics": result.valid_metrics, "test_metrics": result.test_metrics,
+                        "eval_seconds": result.eval_seconds, "provenance": result.provenance}, result.arrays)
+    return result

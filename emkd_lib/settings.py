@@ -1,0 +1,61 @@
+"""Every environment variable and default path of the library, in one place.
+
+A :class:`Settings` is read from the environment when asked for
+(:func:`current`), never cached at import, so a test or a notebook that sets
+a variable sees it at once and no module keeps global state.
+
+=========================  ==================================================
+``EMKD_DATA_DIR``          where datasets live (explicit: must hold them)
+``EMKD_RESULTS_DIR``       the result store (default ``<repo>/results``)
+``EMKD_CACHE_DIR``         checkpoints, checksum cache, feature caches
+                           (default ``~/.cache/emkd-book``, outside the tree)
+``EMKD_FIGURES_DIR``       where chapters save figures (default ``notebooks/figures``)
+``EMKD_PAPERS_DIR``        the papers' result tables (default ``../shared/papers``)
+``EMKD_REQUIRE_CACHED``    ``1``: a missing result raises instead of training
+``EMKD_KEEP_FREED_MEMORY`` ``0``: leave glibc's malloc as it is (CLI start-up)
+``EMKD_ALLOW_DIRTY``       ``1``: chapters may show results of uncommitted code
+=========================  ==================================================
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path | None          # None: search the default places (see data.fetch)
+    results_dir: Path
+    cache_dir: Path
+    figures_dir: Path
+    papers_dir: Path
+    require_cached: bool
+    keep_freed_memory: bool
+    allow_dirty: bool
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.cache_dir / "checkpoints"
+
+
+def _flag(env, name: str, default: str) -> bool:
+    return env.get(name, default) == "1"
+
+
+def current(env=None) -> Settings:
+    """The settings the environment asks for now."""
+    env = os.environ if env is None else env
+    data = env.get("EMKD_DATA_DIR")
+    return Settings(
+        data_dir=Path(data) if data else None,
+        results_dir=Path(env.get("EMKD_RESULTS_DIR") or REPO_ROOT / "results"),
+        cache_dir=Path(env.get("EMKD_CACHE_DIR") or Path.home() / ".cache" / "emkd-book"),
+        figures_dir=Path(env.get("EMKD_FIGURES_DIR") or REPO_ROOT / "notebooks" / "figures"),
+        papers_dir=Path(env.get("EMKD_PAPERS_DIR") or REPO_ROOT.parent / "shared" / "papers"),
+        require_cached=_flag(env, "EMKD_REQUIRE_CACHED", "0"),
+        keep_freed_memory=_flag(env, "EMKD_KEEP_FREED_MEMORY", "1"),
+        allow_dirty=_flag(env, "EMKD_ALLOW_DIRTY", "0"),
+    )

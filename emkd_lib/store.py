@@ -1,0 +1,193 @@
+"""The result store: run keys, records, sidecars, provenance.
+
+A run's key hashes what reaches the model and the data
+(``RunConfig.identity``), ``CORE_VERSION`` and the sha256 of every data file
+it read: change the core in a way that changes results and bump the
+version; edit a dataset file and its runs get new keys. The store is a
+folder of JSON records (``<root>/<dataset>/<label>-<key>.json``: config,
+metrics, per-epoch history, flags, provenance) each with an ``.npz``
+sidecar of per-user ranks whose sha256 the record holds: a record whose
+sidecar is missing or altered is never served. Sidecar first, then the
+record, each written atomically, so a killed process leaves no record that
+points at nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .files import atomic_write_bytes, file_sha256, sha256_bytes
+from .settings import REPO_ROOT
+
+CORE_VERSION = "2"
+
+
+class StoreError(ValueError):
+    """A stored record that cannot be served (unreadable, incomplete, sidecar missing or altered)."""
+
+
+def run_key(config: RunConfig, data_files: dict[str, str]) -> str:
+    """The run's identity: config fields that reach model and data, core version, data checksums."""
+    blob = json.dumps({"config": config.identity(), "core": CORE_VERSION, "data": data_files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def result_path(config: RunConfig, key: str, root: Path) -> Path:
+    return Path(root) / config.dataset / f"{config.label()}-{key}.json"
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    key: str
+    valid_metrics: dict
+    test_metrics: dict
+    history: list[dict]
+    best_epoch: int
+    n_params: int
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_mb: float
+    provenance: dict
+    flags: dict = field(default_factory=dict)   # stopped_by, below_popularity, popularity_valid_ndcg10, dirty
+    path: Path | None = None
+    arrays: dict | None = field(default=None, repr=False)
+
+    @property
+    def test_ranks(self) -> np.ndarray:
+        return self.ranks()["test_ranks"]
+
+    def ranks(self) -> dict[str, np.ndarray]:
+        """``test_ranks``, ``valid_ranks``: each user's rank of its held-out item."""
+        if self.arrays is None:
+            self.arrays = read_sidecar(self.path)
+        return self.arrays
+
+    @property
+    def dirty(self) -> bool:
+        return str(self.provenance.get("commit", "")).endswith("+dirty")
+
+
+_RECORD_FIELDS = ("key", "valid_metrics", "test_metrics", "history", "best_epoch", "n_params", "train_seconds",
+                  "eval_seconds", "peak_memory_mb", "provenance", "flags")
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def write_record(path: Path, record: dict, arrays: dict[str, np.ndarray]) -> None:
+    """The ``.npz`` sidecar, then the JSON that names its sha256, each atomically."""
+    sidecar = _npz_bytes(arrays)
+    atomic_write_bytes(path.with_suffix(".npz"), sidecar)
+    record = dict(record, core_version=CORE_VERSION, sidecar_sha256=sha256_bytes(sidecar))
+    atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def read_record(path: Path) -> dict:
+    """A record whose sidecar exists and matches its recorded sha256; else ``StoreError``."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"result file {path} is unreadable: {err}") from None
+    if not isinstance(record, dict) or "sidecar_sha256" not in record:
+        raise StoreError(f"result file {path} is incomplete (no sidecar checksum; written by an older core?)")
+    sidecar = path.with_suffix(".npz")
+    if not sidecar.is_file():
+        raise StoreError(f"result file {path}: its ranks sidecar {sidecar.name} is missing")
+    if file_sha256(sidecar) != record["sidecar_sha256"]:
+        raise StoreError(f"result file {path}: its ranks sidecar {sidecar.name} does not match the recorded sha256")
+    return record
+
+
+def read_sidecar(path: Path) -> dict[str, np.ndarray]:
+    with np.load(Path(path).with_suffix(".npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+def store_result(result: RunResult) -> None:
+    write_record(result.path, {"config": result.config.to_dict(),
+                               **{k: getattr(result, k) for k in _RECORD_FIELDS}}, result.arrays)
+
+
+def load_result(path: Path) -> RunResult:
+    record = read_record(path)
+    try:
+        return RunResult(config=RunConfig.from_dict(record["config"]), path=Path(path),
+                         **{k: record[k] for k in _RECORD_FIELDS})
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"result file {path} is incomplete: {err}") from None
+
+
+def scan(root: Path) -> tuple[list[Path], list[str]]:
+    """Every record under ``root`` that can be served, and one line per one that cannot."""
+    good, problems = [], []
+    for path in sorted(Path(root).glob("*/*.json")):
+        try:
+            read_record(path)
+            good.append(path)
+        except StoreError as err:
+            problems.append(str(err))
+    return good, problems
+
+
+# ---- provenance -------------------------------------------------------------
+
+@functools.cache
+def code_commit() -> str:
+    """The checkout's commit, ``+dirty`` when ``emkd_lib`` has uncommitted
+    changes; read once per process, on first use, so a run records the code
+    it started with even if a commit lands while it trains."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "emkd_lib"], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: torch.device, data_source: str, data_files: dict[str, str], examples_per_epoch: int) -> dict:
+    return {
+        "commit": code_commit(), "emkd_lib": __version__, "core_version": CORE_VERSION,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "device": str(device), "machine": machine_name(device),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_source": data_source, "data_sha256": data_files, "examples_per_epoch": examples_per_epoch,
+    }

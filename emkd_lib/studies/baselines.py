@@ -1,0 +1,12 @@
+"""The baseline chapter's runs (EMKD Table 3's single models) and Table 1's ensembles."""
+from __future__ import annotations
+
+from ..profiles import profile_config
+
+METHODS = ("gru4rec", "caser", "sasrec", "bert4rec")
+DATASETS = ("beauty", "toys", "ml-1m")
+
+
+def baseline_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> dict:
+    """``(dataset, method, seed) -> config`` of each single model."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}

@@ -1,0 +1,96 @@
+"""The EMKD chapters' grids: Table 3's EMKD runs, Table 4 (ablations),
+Figure 3 (sensitivity), Figure 4 (EMKD on other encoders), Table 5 (depth).
+
+Figures 3 and 4 add seventeen runs to Table 4's nine, more than two cores
+can train at Table 4's budget, so the cpu profile shrinks each where it
+hurts least (book/emkd.md says how): Figure 3 gives every point
+``SENSITIVITY_EPOCHS`` of Table 4's epochs on the full data; Figure 4 runs on
+a fixed subsample of ``ENCODER_SWEEP_USERS`` users (the same users in every
+run), each encoder alone trained on the same users as its reference. The
+paper profile changes neither.
+"""
+from __future__ import annotations
+
+from ..profiles import profile_config
+
+# Table 4: each row's change to the EMKD params of the profile, most telling rows first.
+ABLATIONS = {
+    "EMKD": {},
+    "single encoder": {"n_networks": 1},
+    "independent training": {"icl": False, "ccl": False, "kd": False},
+    "w/o KD": {"kd": False},
+    "EMKD x2": {"n_networks": 2},
+    "w/o CCL": {"ccl": False},
+    "w/o ICL": {"icl": False},
+    "w/o AP": {"ap": False},
+    "EMKD x4": {"n_networks": 4},
+}
+# Figure 3: the values each hyperparameter is swept over, the others fixed.
+SENSITIVITY = {
+    "lam": (0.001, 0.01, 0.1),
+    "mu": (0.0001, 0.001, 0.01),
+    "tau": (0.1, 0.3, 1.0),
+    "n_views": (1, 2, 4),
+}
+SENSITIVITY_EPOCHS = {"cpu": 5}
+ENCODER_SWEEP_USERS = {"cpu": 3000}
+NEXT_ITEM_ENCODERS = ("sasrec", "gru4rec", "caser")
+
+
+def emkd_variant(profile: str, dataset: str, seed: int = 0, encoder: str = "bert4rec", **param_changes):
+    """The profile's EMKD config with some EMKD params changed (unknown names raise)."""
+    return profile_config(profile, dataset, "emkd", seed=seed, encoder=encoder,
+                          **{f"params__{k}": v for k, v in param_changes.items()})
+
+
+def main_grid(profile: str, datasets=("beauty", "toys", "ml-1m"), seeds=(0,)) -> dict:
+    """Table 3's EMKD runs: ``(dataset, seed) -> config``."""
+    return {(d, s): emkd_variant(profile, d, s) for d in datasets for s in seeds}
+
+
+def ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(ABLATIONS)) -> dict:
+    """Table 4: ``(dataset, row, seed) -> config``."""
+    return {(d, row, s): emkd_variant(profile, d, s, **ABLATIONS[row]) for d in datasets for s in seeds
+            for row in rows}
+
+
+def sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), epochs: int | None = None) -> dict:
+    """Figure 3: ``(dataset, hyperparameter, value, seed) -> config``; every
+    hyperparameter's default value maps to the same config."""
+    epochs = epochs or SENSITIVITY_EPOCHS.get(profile)
+    grid = {}
+    for d in datasets:
+        for s in seeds:
+            for name, values in SENSITIVITY.items():
+                for v in values:
+                    c = emkd_variant(profile, d, s, **{name: v})
+                    grid[(d, name, v, s)] = c.replace(train__epochs=epochs) if epochs else c
+    return grid
+
+
+def encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=NEXT_ITEM_ENCODERS,
+                 networks=(1, 2, 3, 4), max_users: int | None = None) -> dict:
+    """Figure 4: ``(dataset, encoder, N, seed) -> config`` on ``max_users``
+    users (default ``ENCODER_SWEEP_USERS``); N = 1 is the encoder trained
+    alone (its baseline config), N > 1 EMKD with N networks of it. Ordered by
+    N, so a grid cut short has compared every encoder at the smaller N."""
+    max_users = max_users or ENCODER_SWEEP_USERS.get(profile)
+    users = {"data__max_users": max_users} if max_users else {}
+    grid = {}
+    for d in datasets:
+        for s in seeds:
+            for n in networks:
+                for m in methods:
+                    if n == 1:
+                        grid[(d, m, n, s)] = profile_config(profile, d, m, seed=s, **users)
+                    else:
+                        grid[(d, m, n, s)] = emkd_variant(profile, d, s, encoder=m, n_networks=n).replace(**users)
+    return grid
+
+
+def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "bert4rec"),
+               blocks=(3, 4, 1)) -> dict:
+    """Table 5's single models at other depths than the profile's (whose
+    run is the baseline chapter's): ``(dataset, method, blocks, seed) -> config``."""
+    return {(d, m, b, s): profile_config(profile, d, m, seed=s, encoder_config__n_blocks=b)
+            for d in datasets for s in seeds for m in methods for b in blocks}
