@@ -138,7 +138,7 @@ for (const el of main.querySelectorAll('pre, table, div.math, mjx-container[disp
     const code = !!el.closest('.cell_input, div.highlight') && !el.closest('.cell_output');
     problems.push([code ? 'wide code' : 'too wide', describe(el) + ': content ' + el.scrollWidth + ' px in a ' +
                    el.clientWidth + ' px box (' + (ox === 'hidden' || ox === 'clip' ? 'clipped' : 'scrolls sideways') +
-                   '): ' + short(el.textContent, 50), code ? 'warning' : 'problem']);
+                   '): ' + short(el.innerText, 50), code ? 'warning' : 'problem']);
   }
 }
 
@@ -176,7 +176,7 @@ def pages(folder: Path) -> list[Path]:
         rel = path.relative_to(folder)
         if rel.parts[0] in NOT_PAGES:
             continue
-        if 'http-equiv="refresh"' in path.read_text(errors="replace")[:2000]:
+        if 'http-equiv="refresh"' in path.read_text(errors="replace")[:2000].lower():
             continue  # Jupyter Book's index.html, a redirect to the root page
         found.append(rel)
     return found
