@@ -1,6 +1,6 @@
 # emkd-book: build the book and run the tests.
 #   make book   execute every notebook (papermill, profile "cpu") and build the book into _build/html
-#   make test   unit tests, notebook regression (nbval), smoke runs (papermill, profile "smoke"), book build
+#   make test   unit tests, notebook regression (nbval), smoke runs (papermill, profile "smoke"), book build, browser check
 # Everything runs inside .venv, created on first use.
 
 SHELL := bash
@@ -35,16 +35,17 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 PAPERMILL_ARGS := --kernel python3 --cwd notebooks --no-progress-bar
 
-.PHONY: help venv test test-unit test-notebooks test-smoke test-book book clean distclean
+.PHONY: help venv test test-unit test-notebooks test-smoke test-book test-browser book clean distclean
 
 help:
 	@echo "make book            execute notebooks/*.ipynb in place (profile cpu) and build _build/html"
-	@echo "make test            venv, then test-unit, test-notebooks, test-smoke, test-book"
+	@echo "make test            venv, then test-unit, test-notebooks, test-smoke, test-book, test-browser"
 	@echo "make venv            create .venv and install -e '.[book,test]' (once per pyproject.toml)"
 	@echo "make test-unit       pytest -q tests"
 	@echo "make test-notebooks  re-run the committed notebooks against results/ (nbval-lax, EMKD_REQUIRE_CACHED=1)"
 	@echo "make test-smoke      run every notebook with -p profile smoke into $(SMOKE_DIR)/"
 	@echo "make test-book       jupyter-book build -W -n --keep-going into _build/test-book"
+	@echo "make test-browser    open every page of _build/test-book in headless chromium; screenshots in _build/browser"
 	@echo "make clean           remove _build/ and caches (distclean also removes .venv)"
 
 venv: $(STAMP)
@@ -61,6 +62,7 @@ test: venv
 	$(MAKE) test-notebooks
 	$(MAKE) test-smoke
 	$(MAKE) test-book
+	$(MAKE) test-browser
 
 test-unit: venv
 	$(PYTEST) -q tests
@@ -89,6 +91,13 @@ test-book: venv
 	$(JB) build . -W -n --keep-going --path-output _build/test-book
 	@echo "test-book: built _build/test-book/_build/html without warnings"
 
+# Every page of the test-book build in headless chromium (Debian's chromium and
+# chromium-driver): error outputs, broken images, untypeset math, content wider
+# than the page. Screenshots go to _build/browser/.
+test-browser: venv
+	@test -d _build/test-book/_build/html || $(MAKE) test-book
+	$(PY) scripts/browser_check.py _build/test-book/_build/html --screenshots _build/browser
+
 book: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
 	mkdir -p $(EXEC_DIR)
@@ -97,6 +106,7 @@ book: venv
 	  echo "book: executing $$nb (profile cpu)"; \
 	  $(PAPERMILL) "$$nb" "$$out" -p profile cpu $(PAPERMILL_ARGS) \
 	    || { echo "book: $$nb failed; the executed copy is $$out" >&2; exit 1; }; \
+	  $(PY) scripts/clean_notebook.py "$$out"; \
 	  cp "$$out" "$$nb"; \
 	done
 	$(JB) build . -W -n --keep-going

@@ -1,0 +1,43 @@
+import numpy as np
+import pandas as pd
+
+from emkd_lib.render import render_table
+
+
+def table():
+    return pd.DataFrame({"method": ["sasrec", "bert4rec"], "NDCG@10": [0.123456, np.nan],
+                         "empty": [np.nan, np.nan], "epochs": [12, 7]})
+
+
+def test_nan_only_columns_are_dropped():
+    html = render_table(table()).to_html()
+    assert "empty" not in html
+    assert "NDCG@10" in html and "epochs" in html
+
+
+def test_floats_are_formatted_ints_untouched_nan_is_a_dash():
+    html = render_table(table(), digits=3).to_html()
+    assert "0.123<" in html and "0.123456" not in html
+    assert ">12<" in html and ">12.000<" not in html
+    assert "–" in html and "nan" not in html
+
+
+def test_default_index_hidden_named_index_kept_caption_shown():
+    html = render_table(table(), caption="Table 3, ours").to_html()
+    assert "Table 3, ours" in html
+    assert "row_heading" not in html  # the 0, 1 index is gone
+    named = render_table(table().set_index("method")).to_html()
+    assert "row_heading" in named and "sasrec" in named
+
+
+def test_fits_the_page_and_is_deterministic():
+    html = render_table(table()).to_html()
+    assert "font-size" in html and "white-space: normal" in html
+    assert html == render_table(table()).to_html()
+
+
+def test_multiindex_columns_render():
+    df = table().set_index("method")[["NDCG@10", "epochs"]]
+    df.columns = pd.MultiIndex.from_tuples([("beauty", "NDCG@10"), ("beauty", "epochs")])
+    html = render_table(df).to_html()
+    assert "beauty" in html and "0.1235" in html
