@@ -80,7 +80,7 @@ test-smoke: venv
 	@for nb in $(NOTEBOOKS); do \
 	  out=$(SMOKE_DIR)/$$(basename $$nb); \
 	  echo "smoke: $$nb -> $$out"; \
-	  env -u EMKD_REQUIRE_CACHED EMKD_RESULTS_DIR=$(abspath $(SMOKE_DIR)/results) \
+	  env -u EMKD_REQUIRE_CACHED EMKD_ALLOW_DIRTY=1 EMKD_RESULTS_DIR=$(abspath $(SMOKE_DIR)/results) \
 	    EMKD_FIGURES_DIR=$(abspath $(SMOKE_DIR)/figures) \
 	    $(PAPERMILL) "$$nb" "$$out" -p profile smoke $(PAPERMILL_ARGS); \
 	done

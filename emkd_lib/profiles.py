@@ -62,4 +62,4 @@ def profile_config(profile: str, dataset: str, method: str, seed: int = 0, encod
         own = {**baseline, **{k: v for k, v in own.items() if k.startswith("params__")}}
         if profile in EMKD_EPOCHS:
             own["train__epochs"] = EMKD_EPOCHS[profile]
-    return config.replace(**own, **overrides)
+    return config.replace(**{**own, **overrides})

@@ -12,11 +12,10 @@ import pandas as pd
 
 from . import settings as settings_module
 from .evaluation import paired_test
-from .runs import run_or_load, stored
-from .settings import REPO_ROOT
+from .paper_tables import beside_quoted, quoted_table
+from .runs import ensemble_run_or_load, run_or_load, stored, stored_ensemble
 from .store import RunResult
 
-QUOTED_DIR = REPO_ROOT / "book" / "quoted"
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
 
@@ -131,7 +130,7 @@ def curves_frame(results: list[RunResult]) -> pd.DataFrame:
     for r in results:
         for h in r.history:
             rows.append({"dataset": r.config.dataset, "method": method_label(r.config), "seed": r.config.seed,
-                         **h})
+                         "run": r.key, **h})
     return pd.DataFrame(rows)
 
 
@@ -163,12 +162,6 @@ def significance_table(results: list[RunResult], metric: str = "NDCG@10",
                          "change %": relative_change(t["mean_a"], t["mean_b"]),
                          "p (Wilcoxon)": t["p_wilcoxon"], "significant at 0.01": t["p_wilcoxon"] < 0.01})
     return pd.DataFrame(rows)
-
-
-def quoted(name: str) -> pd.DataFrame | None:
-    """A table of values quoted from a paper (``book/quoted/<name>.csv``), or None."""
-    path = QUOTED_DIR / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
 
 
 def save_figure(fig, name: str) -> Path:
@@ -254,3 +247,110 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
         return f"no row differs from {reference} at p < {alpha} ({tested} tested)"
     changes = ", ".join(f"{label} ({row['NDCG@10 change %']:+.1f}%)" for label, row in rows.iterrows())
     return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"
+
+
+def pending_line(runs: dict) -> str:
+    """One line: how many of a grid's runs are stored, and which are not yet."""
+    missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]
+    if not missing:
+        return f"all {len(runs)} runs stored"
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return f"{len(runs) - len(missing)} of {len(runs)} runs stored; not yet run under this core: {shown}"
+
+
+def ensembles_for(grid: dict, runs: dict, seeds, train_missing: bool = False, device: str | None = None) -> dict:
+    """EMKD Table 1's ensembles: ``(dataset, method) -> EnsembleResult`` (or
+    None where a member is missing) of the runs of ``seeds`` in a
+    ``baseline_grid`` and its results."""
+    out = {}
+    for dataset, method in dict.fromkeys((d, m) for d, m, s in grid):
+        members = [grid[(dataset, method, s)] for s in seeds]
+        if any(runs.get((dataset, method, s)) is None for s in seeds):
+            out[(dataset, method)] = None
+        elif train_missing:
+            out[(dataset, method)] = ensemble_run_or_load(members, device=device)
+        else:
+            out[(dataset, method)] = stored_ensemble(members)
+    return out
+
+
+_PAPER_NAMES = {"EMKD": {"GRU4Rec": "GRU4Rec", "Caser": "Caser", "SASRec": "SASRec", "BERT4Rec": "BERT4Rec",
+                         "EMKD": "EMKD"}}
+
+
+def beside_paper(results, paper: str, table: int, metrics=("NDCG@10",), ensemble: bool = False) -> pd.DataFrame:
+    """Our test metrics beside the paper's (quoted from ``../shared/papers/tables``)
+    and the ratio ours / quoted, one row per (dataset, method, metric).
+    ``ensemble``: the results are two-member ensembles, matched to the
+    paper's "<method> Ensemble(2x)" rows (EMKD Table 1)."""
+    rows = []
+    for r in results:
+        label = method_label(r.config)
+        paper_label = f"{label} Ensemble(2x)" if ensemble else label
+        for m in metrics:
+            rows.append({"dataset": r.config.dataset, "method": paper_label, "metric": m,
+                         "value": r.test_metrics[m], "paper": paper, "table": table})
+    if not rows:
+        return pd.DataFrame({"status": [f"nothing run yet to set beside {paper} Table {table}"]})
+    out = beside_quoted(pd.DataFrame(rows)).rename(columns={"value": "ours", "quoted": f"quoted ({paper} Table {table})"})
+    return out.drop(columns=["paper", "table", "quoted from"]).set_index(["dataset", "method", "metric"])
+
+
+def quoted_statistics(stats: pd.DataFrame, tables) -> pd.DataFrame:
+    """Our dataset statistics (``data.dataset_statistics`` rows) beside the
+    ones the papers print (quoted), where a paper reports the same dataset
+    and statistic; ``tables`` lists ``(paper, table)``."""
+    names = {"#users": "users", "#items": "items", "#actions": "actions", "#inter.": "actions",
+             "avg.length": "avg_actions_per_user", "avg. actions/user": "avg_actions_per_user",
+             "avg. actions/item": "avg_actions_per_item", "#attributes": "attributes",
+             "avg. attributes/item": "avg_attributes_per_item"}
+    rows = []
+    for paper, table in tables:
+        try:
+            q = quoted_table(paper, table)
+        except (KeyError, FileNotFoundError):
+            continue
+        for _, row in q.iterrows():
+            ours_name = names.get(str(row["metric"]).lower())
+            if row["dataset"] in stats.index and ours_name in stats.columns:
+                ours = float(stats.loc[row["dataset"], ours_name])
+                rows.append({"source": f"{paper} Table {table}", "dataset": row["dataset"],
+                             "statistic": ours_name, "quoted": row["value"], "ours": ours,
+                             "ratio": ours / row["value"] if row["value"] else np.nan})
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no quoted statistics for these datasets"]})
+
+
+def setup_table(grid: dict) -> pd.DataFrame:
+    """One row per (dataset, method) of a grid: the settings that differ between its configs."""
+    rows = {}
+    for config in grid.values():
+        flat = {"dataset": config.dataset, "method": method_label(config)}
+        for part in ("encoder_config", "params", "train", "data"):
+            for k, v in vars(getattr(config, part)).items():
+                flat[f"{k}"] = v
+        rows.setdefault((config.dataset, flat["method"]), flat)
+    df = pd.DataFrame(list(rows.values()))
+    varying = [c for c in df.columns if c in ("dataset", "method") or df[c].astype(str).nunique() > 1]
+    return df[varying].set_index(["dataset", "method"])
+
+
+def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
+    """EMKD's configuration per dataset under each profile (d, blocks, heads, length, dropout, windows, N, M, ...)."""
+    from .studies.emkd import emkd_variant
+    rows = []
+    for dataset in datasets:
+        for profile in profiles:
+            c = emkd_variant(profile, dataset)
+            e, p, t, d = c.encoder_config, c.params, c.train, c.data
+            rows.append({"dataset": dataset, "profile": profile, "d": e.hidden, "blocks": e.n_blocks,
+                         "heads": e.n_heads, "max len": d.max_len, "dropout": e.dropout, "window step": d.step,
+                         "batch": t.batch_size, "epochs (cap)": t.epochs, "N": p.n_networks, "M": p.n_views,
+                         "tau": p.tau, "lambda": p.lam, "mu": p.mu})
+    return pd.DataFrame(rows).drop_duplicates().set_index(["dataset", "profile"])
+
+
+def parameter_count(config, dataset) -> int:
+    """Trainable parameters of the model ``config`` builds on ``dataset``."""
+    from .methods import build_method
+    model, _ = build_method(config, dataset)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
