@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"emkd_lib: error: {message}", file=sys.stderr)
+        print(f"emkd_lib: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import PROFILES
+from . import settings as settings_module
 from .data import dataset_spec
 
 
@@ -42,7 +43,7 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
     for d in datasets:
         if not isinstance(d, str):
             raise ValueError(f"parameter 'datasets' must hold dataset names, got {d!r}")
-        dataset_spec(d)  # raises, listing the known ones
+        dataset_spec(d, settings_module.current().data_dir)  # raises, listing the known ones
         if allowed_datasets is not None and d not in allowed_datasets:
             raise ValueError(f"parameter 'datasets': this chapter runs on {list(allowed_datasets)}, not {d!r}")
     seeds = _as_list("seeds", seeds)

@@ -31,7 +31,7 @@ def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS
         for m in metrics:
             records.append({"dataset": r.config.dataset, "method": method_label(r.config),
                             "seed": r.config.seed, "metric": m, "value": values[m]})
-    df = pd.DataFrame(records)
+    df = pd.DataFrame(records, columns=["dataset", "method", "seed", "metric", "value"])
     return df.pivot_table(index=rows, columns=[columns, "metric"], values="value", aggfunc="mean",
                           sort=False)
 
@@ -39,7 +39,7 @@ def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS
 def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
     """mean, std and number of seeds of ``metric`` per (dataset, method)."""
     df = pd.DataFrame([{"dataset": r.config.dataset, "method": method_label(r.config),
-                        "value": r.test_metrics[metric]} for r in results])
+                        "value": r.test_metrics[metric]} for r in results], columns=["dataset", "method", "value"])
     return df.groupby(["dataset", "method"], sort=False)["value"].agg(["mean", "std", "count"])
 
 
@@ -105,7 +105,7 @@ def stopping_table(results: dict) -> pd.DataFrame:
     for label, r in results.items():
         if r is None:
             continue
-        at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch >= len(r.history) - 1
+        at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
         rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
                      "epochs run": len(r.history), "best epoch": r.best_epoch,
                      "stopped by": r.flags.get("stopped_by", "?"),
@@ -131,7 +131,8 @@ def curves_frame(results: list[RunResult]) -> pd.DataFrame:
         for h in r.history:
             rows.append({"dataset": r.config.dataset, "method": method_label(r.config), "seed": r.config.seed,
                          "run": r.key, **h})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["dataset", "method", "seed", "run", "epoch", "loss",
+                                                         "valid_ndcg10", "wall_seconds"])
 
 
 def relative_change(value: float, reference: float) -> float:

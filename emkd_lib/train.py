@@ -138,7 +138,7 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         return evaluate(lambda ids: recipe.score(model, ids), inputs, targets, max_len=recipe.eval_max_len,
                         device=device, exclude_history=exclude_history)
 
-    best_score, best_state, since_best, start = -1.0, None, 0, 1
+    best_score, best_state, since_best, start, stopped = -1.0, None, 0, 1, False
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -148,8 +148,11 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         for name in ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps"):
             setattr(result, name, state[name])
         start = result.resumed_from_epoch = state["epoch"] + 1
+        stopped = state["stopped"]  # killed after its stopping epoch was written: nothing left to train
+        if stopped:
+            start = settings.epochs + 1
 
-    result.stopped_by = "epoch cap"
+    result.stopped_by = "patience" if stopped else "epoch cap"
     bar = tqdm(range(start, settings.epochs + 1), desc="epochs", disable=not progress,
                initial=start - 1, total=settings.epochs)
     for epoch in bar:
@@ -177,7 +180,7 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
             since_best += 1
             stop = since_best >= settings.patience
         if checkpoint is not None:
-            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"epoch": epoch, "stopped": stop, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "rng": _rng_state(rng, generator), "best_score": best_score, "best_state": best_state,
                      "since_best": since_best, **{name: getattr(result, name) for name in (
                          "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")}}

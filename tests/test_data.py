@@ -1,4 +1,7 @@
-"""Tests for emkd_lib.data: parsing, validation, resolution, download, splits, statistics."""
+"""Tests for emkd_lib.data: parsing, validation, resolution, download, splits, statistics.
+
+The newer behaviour (sparse ids, checksums, user datasets, the CLI) has its
+own files: tests/test_data_*.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emkd_lib import data
+from emkd_lib import settings
+from emkd_lib.batching import sliding_windows
 from emkd_lib.data import (
-    DATASETS,
+    BUNDLED,
     ItemAttributes,
     SequenceDataset,
     convert_ml1m,
+    dataset_files,
+    dataset_spec,
     dataset_statistics,
     download_dataset,
-    file_sha256,
     head_items,
     item_popularity,
     leave_one_out,
@@ -29,11 +34,18 @@ from emkd_lib.data import (
     parse_sequence_file,
     parse_udata_file,
     resolve_dataset_dir,
-    sliding_windows,
     split_users_by_length,
     subsample_users,
     user_head_rate,
 )
+from emkd_lib.data import fetch
+from emkd_lib.files import file_sha256
+
+
+@pytest.fixture(autouse=True)
+def _checksum_cache_in_tmp(tmp_path, monkeypatch):
+    """load_dataset caches file checksums under $EMKD_CACHE_DIR: never in ~/.cache."""
+    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "emkd-cache"))
 
 
 def arrs(*seqs):
@@ -72,7 +84,7 @@ EXPECTED = {
 
 def mirror_dir(name: str) -> Path:
     try:
-        return resolve_dataset_dir(name, download=False)
+        return resolve_dataset_dir(dataset_spec(name), settings.current().data_dir, download=False)
     except FileNotFoundError:
         pytest.skip(f"offline mirror for {name} not available")
 
@@ -92,12 +104,15 @@ def test_real_dataset_counts(name):
     assert ds.attributes.indptr.shape == (items + 2,)
     assert ds.attributes.counts()[0] == 0
     assert Path(ds.source).is_file()
+    # every file read is identified by its published checksum
+    spec = BUNDLED[name]
+    assert ds.files == {f: spec.sha256[f] for f in (spec.sequence_file, spec.attribute_file)}
 
 
 def test_real_mirror_checksums_match_spec_table():
-    """The sha256 table in DATASETS is the one the mirror's files actually have."""
+    """The sha256 table in BUNDLED is the one the mirror's files actually have."""
     checked = 0
-    for name, spec in DATASETS.items():
+    for name, spec in BUNDLED.items():
         folder = mirror_dir(name)
         for fname, digest in spec.sha256.items():
             if (folder / fname).is_file():
@@ -266,62 +281,101 @@ def test_parse_items_csv_keeps_first_row_per_id(tmp_path):
 
 def test_resolution_order(tmp_path, monkeypatch):
     env_root, arg_root, cwd = tmp_path / "env", tmp_path / "arg", tmp_path / "cwd"
-    for root in (env_root, arg_root, cwd / "data"):
+    for root in (env_root, arg_root, cwd / "data", tmp_path / "shared" / "data"):
         write_beauty(root)
+    monkeypatch.setattr(fetch, "REPO_ROOT", tmp_path / "repo")  # hide <repo>/data and the real mirror
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("EMKD_DATA_DIR", str(env_root))
+    spec = BUNDLED["beauty"]
     # $EMKD_DATA_DIR beats ./data, <repo>/data and ../shared/data
-    assert resolve_dataset_dir("beauty", download=False) == env_root / "beauty"
+    ds = load_dataset("beauty", download=False, allow_modified=True)
+    assert ds.source == str(env_root / "beauty" / "Beauty.txt")
+    assert resolve_dataset_dir(spec, settings.current().data_dir, download=False) == env_root / "beauty"
     # an explicit data_dir beats the environment
-    assert resolve_dataset_dir("beauty", arg_root, download=False) == arg_root / "beauty"
+    assert resolve_dataset_dir(spec, arg_root, download=False) == arg_root / "beauty"
+    ds = load_dataset("beauty", arg_root, download=False, allow_modified=True)
+    assert ds.source == str(arg_root / "beauty" / "Beauty.txt")
     # without the environment variable, ./data is next
     monkeypatch.delenv("EMKD_DATA_DIR")
-    assert resolve_dataset_dir("beauty", download=False) == cwd / "data" / "beauty"
-    # a folder missing a required file does not count
-    (env_root / "beauty" / "Beauty_item2attributes.json").unlink()
-    monkeypatch.setenv("EMKD_DATA_DIR", str(env_root))
-    assert resolve_dataset_dir("beauty", download=False) == cwd / "data" / "beauty"
-    ds = load_dataset("beauty", download=False)
-    assert ds.source == str(cwd / "data" / "beauty" / "Beauty.txt")
+    assert resolve_dataset_dir(spec, download=False) == cwd / "data" / "beauty"
+    # among the default places, a folder missing a required file does not count
+    (cwd / "data" / "beauty" / "Beauty_item2attributes.json").unlink()
+    assert resolve_dataset_dir(spec, download=False) == tmp_path / "shared" / "data" / "beauty"
+    ds = load_dataset("beauty", download=False, allow_modified=True)
+    assert ds.source == str(tmp_path / "shared" / "data" / "beauty" / "Beauty.txt")
     assert as_lists(ds.sequences) == [[1, 2, 3], [2, 3, 4, 5]]
+
+
+def test_explicit_location_missing_a_file_is_an_error(tmp_path, monkeypatch):
+    """Replaces the old fall-through: an explicit place that lacks a file is
+    an error naming it, even when a default place holds the dataset."""
+    env_root, cwd = tmp_path / "env", tmp_path / "cwd"
+    write_beauty(env_root)
+    write_beauty(cwd / "data")
+    (env_root / "beauty" / "Beauty_item2attributes.json").unlink()
+    monkeypatch.chdir(cwd)
+    spec = BUNDLED["beauty"]
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_dataset_dir(spec, env_root, download=False)
+    msg = str(info.value)
+    assert str(env_root / "beauty") in msg and "Beauty_item2attributes.json" in msg
+    assert "Beauty.txt" not in msg.split("lacks", 1)[1].split("(")[0]  # only the missing file is listed
+    assert str(cwd / "data") not in msg
+    monkeypatch.setenv("EMKD_DATA_DIR", str(env_root))
+    with pytest.raises(FileNotFoundError, match="Beauty_item2attributes.json"):
+        load_dataset("beauty", download=True, allow_modified=True)  # no download either
 
 
 def test_missing_dataset_lists_every_place(tmp_path, monkeypatch):
     fake_repo = tmp_path / "repo"
-    monkeypatch.setattr(data, "REPO_ROOT", fake_repo)  # hide the real mirror
+    monkeypatch.setattr(fetch, "REPO_ROOT", fake_repo)  # hide the real mirror
     cwd = tmp_path / "work" / "cwd"
     cwd.mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv("EMKD_DATA_DIR", str(tmp_path / "envdir"))
+    monkeypatch.delenv("EMKD_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError) as info:
-        resolve_dataset_dir("toys", tmp_path / "argdir", download=False)
+        resolve_dataset_dir(BUNDLED["toys"], download=False)
     msg = str(info.value)
     assert "'toys'" in msg and "download=False" in msg
     for place in [
-        tmp_path / "argdir" / "toys",
-        tmp_path / "envdir" / "toys",
         cwd / "data" / "toys",
         fake_repo / "data" / "toys",
         tmp_path / "work" / "shared" / "data" / "toys",
         tmp_path / "shared" / "data" / "toys",
     ]:
         assert str(place) in msg
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        load_dataset("toys", download=False)
 
 
 def test_failed_download_is_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(fetch, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EMKD_DATA_DIR", raising=False)
-    spec = dataclasses.replace(DATASETS["toys"], base_url=(tmp_path / "nowhere").as_uri() + "/")
-    monkeypatch.setitem(DATASETS, "toys", spec)
+    spec = dataclasses.replace(BUNDLED["toys"], base_url=(tmp_path / "nowhere").as_uri() + "/")
+    monkeypatch.setitem(BUNDLED, "toys", spec)
     with pytest.raises(FileNotFoundError, match="download failed: URLError"):
         load_dataset("toys")
-    assert not any((tmp_path / "repo" / "data" / "toys").iterdir())  # no partial file
+    assert not (tmp_path / "repo" / "data" / "toys").exists()  # no partial file, no empty folder
 
 
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(KeyError, match="beauty, toys, sports, ml-1m, ml-100k"):
         load_dataset("netflix", download=False)
+    with pytest.raises(KeyError, match="unknown dataset 'netflix'"):
+        dataset_spec("netflix")
+
+
+@pytest.mark.parametrize("name", [None, 3, ("beauty",)])
+def test_dataset_name_must_be_a_string(name):
+    with pytest.raises(TypeError, match="dataset name must be a string"):
+        dataset_spec(name)
+
+
+def test_dataset_spec_of_bundled_names():
+    for name, spec in BUNDLED.items():
+        assert dataset_spec(name) is spec and spec.name == name
+        assert set(spec.required_files) <= set(spec.sha256)
 
 
 # ---------------------------------------------------------------- download
@@ -329,28 +383,29 @@ def test_unknown_dataset_lists_known_names():
 def test_download_amazon_from_file_url(tmp_path):
     src = write_beauty(tmp_path / "src")
     sums = {f.name: sha(f.read_bytes()) for f in src.iterdir()}
-    folder = download_dataset("beauty", tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
+    folder = download_dataset(BUNDLED["beauty"], tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
     assert folder == tmp_path / "dest" / "beauty"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["Beauty.txt", "Beauty_item2attributes.json"]
-    ds = load_dataset("beauty", tmp_path / "dest", download=False)
+    ds = load_dataset("beauty", tmp_path / "dest", download=False, allow_modified=True)
     assert ds.n_items == 5 and ds.attributes.n_attributes == 3
+    assert ds.files == sums
 
 
 def test_download_checksum_mismatch_leaves_nothing(tmp_path):
     src = write_beauty(tmp_path / "src")
     sums = {"Beauty.txt": "0" * 64}
     with pytest.raises(ValueError, match="sha256 mismatch"):
-        download_dataset("beauty", tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
-    assert list((tmp_path / "dest" / "beauty").iterdir()) == []
+        download_dataset(BUNDLED["beauty"], tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
+    assert not (tmp_path / "dest" / "beauty").exists()
 
 
 def test_default_checksums_reject_foreign_files(tmp_path):
     """Without an override, the published checksums are enforced."""
     src = write_beauty(tmp_path / "src")
     with pytest.raises(ValueError, match="226cce9c"):
-        download_dataset("beauty", tmp_path / "dest", base_url=src.as_uri())
-    assert list((tmp_path / "dest" / "beauty").iterdir()) == []
+        download_dataset(BUNDLED["beauty"], tmp_path / "dest", base_url=src.as_uri())
+    assert not (tmp_path / "dest" / "beauty").exists()
 
 
 RATINGS = (
@@ -392,17 +447,20 @@ def test_download_ml1m_zip_converts_and_verifies(tmp_path):
     src.mkdir()
     make_zip(src / "ml-1m.zip", {"ml-1m/ratings.dat": RATINGS, "ml-1m/movies.dat": MOVIES})
     good = {"ml-1m.txt": sha(EXPECTED_ML1M_TXT.encode())}
-    folder = download_dataset("ml-1m", tmp_path / "dest", base_url=src.as_uri(), checksums=good)
+    folder = download_dataset(BUNDLED["ml-1m"], tmp_path / "dest", base_url=src.as_uri(), checksums=good)
     assert sorted(p.name for p in folder.iterdir()) == ["ML-1M_item2attributes.json", "ml-1m.txt"]
-    ds = load_dataset("ml-1m", tmp_path / "dest", download=False)
+    # not the published ml-1m.txt: refused unless allowed
+    with pytest.raises(ValueError, match="567df58c"):
+        load_dataset("ml-1m", tmp_path / "dest", download=False)
+    ds = load_dataset("ml-1m", tmp_path / "dest", download=False, allow_modified=True)
     assert as_lists(ds.sequences) == [[3, 2, 1], [2, 3, 1]]
     assert ds.attributes.multi_hot()[1].tolist() == [1, 0, 1]
     # a wrong checksum for the converted file: neither output is written
     with pytest.raises(ValueError, match="sha256 mismatch for ml-1m.txt"):
         download_dataset(
-            "ml-1m", tmp_path / "dest2", base_url=src.as_uri(), checksums={"ml-1m.txt": "f" * 64}
+            BUNDLED["ml-1m"], tmp_path / "dest2", base_url=src.as_uri(), checksums={"ml-1m.txt": "f" * 64}
         )
-    assert list((tmp_path / "dest2" / "ml-1m").iterdir()) == []
+    assert not (tmp_path / "dest2" / "ml-1m").exists()
 
 
 def test_download_ml100k_zip(tmp_path):
@@ -411,10 +469,12 @@ def test_download_ml100k_zip(tmp_path):
     udata = "1\t5\t3\t20\n1\t2\t3\t10\n1\t9\t3\t30\n"
     make_zip(src / "ml-100k.zip", {"ml-100k/u.data": udata, "ml-100k/u.item": "x"})
     sums = {"u.data": sha(udata.encode())}
-    folder = download_dataset("ml-100k", tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
+    folder = download_dataset(BUNDLED["ml-100k"], tmp_path / "dest", base_url=src.as_uri(), checksums=sums)
     assert [p.name for p in folder.iterdir()] == ["u.data"]
-    ds = load_dataset("ml-100k", tmp_path / "dest", download=False)
+    ds = load_dataset("ml-100k", tmp_path / "dest", download=False, allow_modified=True)
     assert as_lists(ds.sequences) == [[2, 5, 9]] and ds.attributes is None and ds.n_items == 9
+    # items.csv is optional: absent, it is neither read nor part of the identity
+    assert ds.files == sums == dataset_files("ml-100k", tmp_path / "dest")
 
 
 # ---------------------------------------------------------------- subsampling
@@ -423,7 +483,7 @@ def test_subsample_users_deterministic(tmp_path):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 50, size=rng.integers(3, 10)) for _ in range(100)]
     attrs = ItemAttributes(np.zeros(52, dtype=np.int64), np.zeros(0, dtype=np.int64), 0)
-    ds = SequenceDataset("toy", np.arange(100, 200), seqs, 50, attrs, "mem")
+    ds = SequenceDataset("toy", np.arange(100, 200), seqs, 50, attrs, "mem", files={"toy.txt": "0" * 64})
     a, b = subsample_users(ds, 10, seed=1), subsample_users(ds, 10, seed=1)
     c = subsample_users(ds, 10, seed=2)
     assert a.user_ids.tolist() == b.user_ids.tolist()
@@ -433,6 +493,7 @@ def test_subsample_users_deterministic(tmp_path):
     for u, s in zip(a.user_ids, a.sequences):
         assert s is seqs[u - 100]
     assert a.n_items == 50 and a.attributes is attrs
+    assert a.files == ds.files and a.source == ds.source  # same data identity as the full dataset
     assert len(subsample_users(ds, 1000, seed=0).sequences) == 100
     with pytest.raises(ValueError):
         subsample_users(ds, 0, seed=0)

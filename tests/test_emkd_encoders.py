@@ -1,20 +1,21 @@
 """EMKD with GRU4Rec, Caser or SASRec as its parallel networks (Figure 4)."""
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from emkd_lib import methods
 from emkd_lib.batching import pad_left
-from emkd_lib.data import leave_one_out
-from emkd_lib.encoders import build_encoder
-from emkd_lib.ensemble import EncoderEnsemble
-from emkd_lib.experiments import ENCODER_SWEEP_USERS, RunConfig, emkd_encoder_grid, profile_config
-from emkd_lib.methods import (EMKDParams, combine_emkd_terms, emkd_next_item_loss_terms, emkd_next_item_recipe,
-                              ensemble_last_position_scores)
-from emkd_lib.train import TrainSettings, fit
+from emkd_lib.config import DataConfig, RunConfig, TrainConfig
+from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.methods import build_method
+from emkd_lib.methods.baselines import cloze_mask
+from emkd_lib.methods.emkd import (EMKDParams, combine_emkd_terms, emkd_next_item_loss_terms,
+                                   ensemble_last_position_scores)
+from emkd_lib.models.encoders import CaserConfig, GRU4RecConfig, TransformerConfig, build_encoder
+from emkd_lib.models.ensemble import EncoderEnsemble
+from emkd_lib.profiles import profile_config
+from emkd_lib.studies.emkd import ENCODER_SWEEP_USERS, encoder_grid
+from emkd_lib.train import fit
 
 N_ITEMS, MAX_LEN, HIDDEN = 25, 10, 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
@@ -25,20 +26,25 @@ def windows():
                                   np.array([9, 9, 2, 25])]))
 
 
+def config_of(encoder, hidden=HIDDEN):
+    return {"sasrec": TransformerConfig(hidden=hidden, n_blocks=1, n_heads=1, dropout=0.0),
+            "gru4rec": GRU4RecConfig(hidden=hidden, dropout=0.0),
+            "caser": CaserConfig(hidden=hidden, dropout=0.0)}[encoder]
+
+
 def tiny(encoder, n=2, attrs=True, seed=0):
     torch.manual_seed(seed)
     attributes = torch.rand(N_ITEMS + 1, 4, generator=torch.Generator().manual_seed(1)) < 0.5 if attrs else None
-    return EncoderEnsemble(encoder, n, N_ITEMS, MAX_LEN, item_attributes=attributes, hidden=HIDDEN,
-                           n_blocks=1, n_heads=1, dropout=0.0).eval()
+    return EncoderEnsemble(encoder, n, N_ITEMS, MAX_LEN, config=config_of(encoder), item_attributes=attributes).eval()
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_mask_token_is_an_input_row_and_never_scored(encoder):
-    net = build_encoder(encoder, N_ITEMS, MAX_LEN, hidden=HIDDEN, n_extra_tokens=1)
+    net = build_encoder(encoder, N_ITEMS, MAX_LEN, config_of(encoder), n_extra_tokens=1)
     assert net.item_embedding.num_embeddings == N_ITEMS + 2
     hidden = net(torch.tensor([[0, 3, N_ITEMS + 1, 5]]))
     assert net.logits(hidden).shape == (1, 4, N_ITEMS)
-    plain = build_encoder(encoder, N_ITEMS, MAX_LEN, hidden=HIDDEN)
+    plain = build_encoder(encoder, N_ITEMS, MAX_LEN, config_of(encoder))
     assert plain.item_embedding.num_embeddings == N_ITEMS + 1  # baselines unchanged
 
 
@@ -48,12 +54,12 @@ def test_item_terms_are_next_item_losses_on_the_views(encoder):
     (mean over the view's positions, summed over views and networks); KD
     distils those next-item distributions between every ordered pair."""
     model, w, M = tiny(encoder, n=2), windows(), 2
-    params = EMKDParams(n_networks=2, n_views=M, kd_temperature=2.0)
-    terms = emkd_next_item_loss_terms(model, w, torch.Generator().manual_seed(3), params, mask_prob=0.3)
+    params = EMKDParams(n_networks=2, n_views=M, kd_temperature=2.0, mask_prob=0.3)
+    terms = emkd_next_item_loss_terms(model, w, torch.Generator().manual_seed(3), params)
     assert set(terms) == {"mip", "ap", "icl", "ccl", "kd"}
 
     inputs, targets = w[:, :-1], w[:, 1:]
-    views, _ = methods.cloze_mask(inputs.repeat(M, 1), 0.3, N_ITEMS + 1, N_ITEMS, torch.Generator().manual_seed(3))
+    views, _ = cloze_mask(inputs.repeat(M, 1), 0.3, N_ITEMS + 1, N_ITEMS, torch.Generator().manual_seed(3))
     real, B = inputs > 0, inputs.shape[0]
     mip = kd = 0.0
     for m in range(M):
@@ -76,13 +82,13 @@ def test_independent_networks_get_no_gradient_from_each_other(encoder):
             with torch.no_grad():
                 for p in model.networks[1].parameters():
                     p.add_(torch.randn_like(p) * 0.5)
-        terms = emkd_next_item_loss_terms(model, windows(), torch.Generator().manual_seed(3), params, 0.3)
+        terms = emkd_next_item_loss_terms(model, windows(), torch.Generator().manual_seed(3), params)
         loss = combine_emkd_terms(terms, params)
         return torch.autograd.grad(loss, model.networks[0].item_embedding.weight)[0]
 
-    independent = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, kd=False)
+    independent = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, kd=False, mask_prob=0.3)
     torch.testing.assert_close(grad_of_network_0(independent, False), grad_of_network_0(independent, True))
-    coupled = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, mu=1.0)
+    coupled = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, mu=1.0, mask_prob=0.3)
     assert not torch.allclose(grad_of_network_0(coupled, False), grad_of_network_0(coupled, True))
 
 
@@ -103,31 +109,63 @@ def test_bad_encoder_or_network_count_is_a_clear_error():
         RunConfig(dataset="beauty", method="emkd-bert4rec", profile="cpu")
 
 
+def test_emkd_runs_on_every_encoder_but_an_unknown_one():
+    for encoder in ("bert4rec", *ENCODERS):
+        assert profile_config("smoke", "beauty", "emkd", encoder=encoder).encoder == encoder
+    with pytest.raises(ValueError, match="method 'emkd' runs on encoders .* not 'transformer'"):
+        RunConfig(dataset="beauty", method="emkd", profile="cpu", encoder="transformer")
+    with pytest.raises(ValueError, match="method 'sasrec' runs on encoders .* not 'gru4rec'"):
+        profile_config("cpu", "beauty", "sasrec", encoder="gru4rec")
+
+
 def test_profile_and_grid_take_the_encoders_own_settings():
     for encoder in ENCODERS:
-        mine, theirs = profile_config("cpu", "beauty", f"emkd-{encoder}"), profile_config("cpu", "beauty", encoder)
-        assert (mine.hidden, mine.max_len, mine.n_heads, mine.dropout, mine.epochs) == \
-            (theirs.hidden, theirs.max_len, theirs.n_heads, theirs.dropout, theirs.epochs)
-        assert EMKDParams.from_params(mine.params).n_views == 2
-    grid = emkd_encoder_grid("cpu")
+        mine, theirs = profile_config("cpu", "beauty", "emkd", encoder=encoder), profile_config("cpu", "beauty", encoder)
+        assert mine.encoder_config == theirs.encoder_config and mine.data == theirs.data
+        assert type(mine.encoder_config) is type(config_of(encoder))
+        assert mine.train.epochs == 20 and theirs.train.epochs == 30  # profiles.EMKD_EPOCHS
+        assert mine.params.n_views == 2
+        assert mine.label() == f"emkd-{encoder}-cpu-seed0"
+    grid = encoder_grid("cpu")
+    configs = list(grid.values())
+    assert len(configs) == 12
     encoders = ("sasrec", "gru4rec", "caser")
-    assert grid[:3] == [dataclasses.replace(profile_config("cpu", "beauty", e), max_users=ENCODER_SWEEP_USERS["cpu"])
-                        for e in encoders]  # N = 1: the encoder alone, on the same users
-    assert [(c.method, dict(c.params)["n_networks"]) for c in grid[3:12]] == \
-        [(f"emkd-{e}", n) for n in (2, 3, 4) for e in encoders]  # then the reruns without early stopping
-    assert {c.max_users for c in grid} == {ENCODER_SWEEP_USERS["cpu"]}
+    assert configs[:3] == [profile_config("cpu", "beauty", e, data__max_users=ENCODER_SWEEP_USERS["cpu"])
+                           for e in encoders]  # N = 1: the encoder alone, on the same users
+    assert [(c.method, c.encoder, c.params.n_networks) for c in configs[3:]] == \
+        [("emkd", e, n) for n in (2, 3, 4) for e in encoders]
+    assert list(grid) == [("beauty", e, n, 0) for n in (1, 2, 3, 4) for e in encoders]
+    assert {c.data.max_users for c in configs} == {ENCODER_SWEEP_USERS["cpu"]}
+    assert len(encoder_grid("cpu", methods=("gru4rec",))) == 4
+    assert len(encoder_grid("cpu", methods=("gru4rec",), networks=(2, 3))) == 2
+    assert {c.data.max_users for c in encoder_grid("paper").values()} == {None}
+
+
+def successor_dataset(n_items=20, length=8, n_users=120, n_attributes=3):
+    rng = np.random.default_rng(0)
+    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, n_users)]
+    table = rng.random((n_items + 1, n_attributes)) < 0.5
+    table[0] = False
+    attributes = ItemAttributes(indptr=np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64),
+                                indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
+    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
+                           attributes=attributes, source="synthetic")
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_emkd_on_each_encoder_learns_a_deterministic_successor(encoder):
-    rng = np.random.default_rng(0)
-    n_items, length = 20, 8
-    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, 120)]
-    split = leave_one_out(seqs)
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    config = RunConfig(dataset="successor", method="emkd", profile="cpu", encoder=encoder,
+                       encoder_config=config_of(encoder, hidden=32),
+                       params=EMKDParams(n_networks=2, n_views=2, tau=0.5, lam=0.1, mu=0.1, mask_prob=0.2),
+                       data=DataConfig(max_len=10))
     torch.manual_seed(0)
-    model = EncoderEnsemble(encoder, 2, n_items, 10, item_attributes=torch.rand(n_items + 1, 3) < 0.5,
-                            hidden=32, n_blocks=1, n_heads=1, dropout=0.0)
-    recipe = emkd_next_item_recipe(10, None, 0.2, EMKDParams(n_networks=2, n_views=2, tau=0.5, lam=0.1, mu=0.1))
-    result = fit(model, recipe, split, TrainSettings(epochs=25, batch_size=32, lr=5e-3, patience=25, seed=0),
-                 progress=False)
+    model, recipe = build_method(config, dataset)
+    assert isinstance(model, EncoderEnsemble) and model.encoder == encoder
+    assert model.item_attributes.shape == (21, 3) and model.attribute_head is not None
+    assert recipe.eval_max_len == 10
+    result = fit(model, recipe, split, TrainConfig(epochs=25, batch_size=32, lr=5e-3, patience=25), seed=0,
+                 device="cpu", progress=False)
     assert result.test_metrics["HR@5"] > 0.9
+    assert {"loss", "mip", "ap", "icl", "ccl", "kd"} <= set(result.history[0])

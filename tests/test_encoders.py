@@ -4,15 +4,23 @@ import torch
 import torch.nn.functional as F
 
 from emkd_lib.batching import pad_left
-from emkd_lib.encoders import ENCODERS, build_encoder
-from emkd_lib.methods import cloze_mask, cloze_loss, next_item_loss, last_position_scores, appended_mask_scores
+from emkd_lib.methods.baselines import (appended_mask_scores, cloze_loss, cloze_mask, last_position_scores,
+                                        next_item_loss)
+from emkd_lib.models.encoders import (ENCODER_CONFIGS, ENCODERS, CaserConfig, GRU4RecConfig, TransformerConfig,
+                                      build_encoder)
 
 N_ITEMS, MAX_LEN = 30, 12
 
 
+CONFIGS = {"sasrec": TransformerConfig(hidden=16, n_blocks=2, n_heads=2, dropout=0.0),
+           "bert4rec": TransformerConfig(hidden=16, n_blocks=2, n_heads=2, dropout=0.0),
+           "gru4rec": GRU4RecConfig(hidden=16, dropout=0.0),
+           "caser": CaserConfig(hidden=16, window=3, dropout=0.0)}
+
+
 def make(name, **kw):
     torch.manual_seed(0)
-    model = build_encoder(name, N_ITEMS, MAX_LEN, hidden=16, n_blocks=2, n_heads=2, dropout=0.0, window=3, **kw)
+    model = build_encoder(name, N_ITEMS, MAX_LEN, CONFIGS[name], **kw)
     return model.eval()
 
 
@@ -116,3 +124,25 @@ def test_scorers_rank_all_items_and_never_padding():
 def test_unknown_encoder_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown encoder 'transformer'"):
         build_encoder("transformer", 10, 5)
+
+
+def test_every_encoder_has_a_typed_config():
+    assert set(ENCODER_CONFIGS) == set(ENCODERS) == set(CONFIGS)
+    for name in ENCODERS:  # the defaults build
+        assert isinstance(build_encoder(name, 10, 5), ENCODERS[name])
+
+
+def test_an_encoder_given_another_encoders_config_is_a_clear_error():
+    with pytest.raises(TypeError, match="encoder 'gru4rec' takes a GRU4RecConfig, got TransformerConfig"):
+        build_encoder("gru4rec", 10, 5, TransformerConfig())
+
+
+@pytest.mark.parametrize("cls,kwargs,message", [
+    (TransformerConfig, dict(hidden=10, n_heads=3), "hidden 10 is not divisible by n_heads 3"),
+    (TransformerConfig, dict(hidden=64.0), "hidden must be int"),
+    (GRU4RecConfig, dict(dropout=1.0), "dropout must be < 1"),
+    (CaserConfig, dict(window=0), "window must be >= 1"),
+])
+def test_bad_encoder_configs_are_clear_errors(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)

@@ -3,15 +3,19 @@ import numpy as np
 import pytest
 import torch
 
-from emkd_lib import losses, methods
+import dataclasses
+
+from emkd_lib import losses
 from emkd_lib.batching import pad_left
-from emkd_lib.data import leave_one_out
-from emkd_lib.encoders import BERT4Rec
-from emkd_lib.ensemble import EnsembleBERT4Rec
-from emkd_lib.experiments import RunConfig, profile_config
-from emkd_lib.methods import (EMKDParams, appended_mask_scores, emkd_loss, emkd_loss_terms, emkd_recipe,
-                              ensemble_appended_mask_scores, ensemble_scores)
-from emkd_lib.train import TrainSettings, fit
+from emkd_lib.config import DataConfig, RunConfig, TrainConfig
+from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.methods import Recipe, build_method
+from emkd_lib.methods.baselines import appended_mask_scores, cloze_mask, ensemble_scores
+from emkd_lib.methods.emkd import (EMKDParams, emkd_loss, emkd_loss_terms, ensemble_appended_mask_scores)
+from emkd_lib.models.encoders import BERT4Rec, TransformerConfig
+from emkd_lib.models.ensemble import EnsembleBERT4Rec, average_logits
+from emkd_lib.profiles import profile_config
+from emkd_lib.train import fit
 
 N_ITEMS, MAX_LEN, HIDDEN, N_NETS = 25, 10, 16, 3
 
@@ -130,7 +134,8 @@ def grads_of(model, loss):
 
 
 def run_terms(model, params, seed=3):
-    return emkd_loss_terms(model, batch(), torch.Generator().manual_seed(seed), params, mask_prob=0.3)
+    params = dataclasses.replace(params, mask_prob=0.3)
+    return emkd_loss_terms(model, batch(), torch.Generator().manual_seed(seed), params)
 
 
 def test_all_terms_are_present_and_one_forward_pass_serves_them():
@@ -147,8 +152,7 @@ def test_all_terms_are_present_and_one_forward_pass_serves_them():
 
 def replay_views(ids, n_views, seed=3):
     """The views ``emkd_loss_terms`` draws from ``Generator().manual_seed(seed)``."""
-    return methods.cloze_mask(ids.repeat(n_views, 1), 0.3, N_ITEMS + 1, N_ITEMS,
-                              torch.Generator().manual_seed(seed))
+    return cloze_mask(ids.repeat(n_views, 1), 0.3, N_ITEMS + 1, N_ITEMS, torch.Generator().manual_seed(seed))
 
 
 def test_item_terms_are_view_means_summed_over_views_and_networks():
@@ -209,7 +213,7 @@ SWITCHES = [
 @pytest.mark.parametrize("removed,switch,functions", SWITCHES)
 def test_a_switched_off_term_is_not_computed_and_adds_no_gradient(removed, switch, functions, monkeypatch):
     model = tiny_ensemble()
-    full = EMKDParams(n_networks=N_NETS, n_views=2, lam=0.1, mu=0.05)
+    full = EMKDParams(n_networks=N_NETS, n_views=2, lam=0.1, mu=0.05, mask_prob=0.3)
     terms = run_terms(model, full)
     weight = {"mip": 1.0, "ap": 1.0, "icl": full.lam, "ccl": full.lam, "kd": full.mu}
     dropped = {"icl+ccl": ["icl", "ccl"], "independent": ["icl", "ccl", "kd"]}.get(removed, [removed])
@@ -218,8 +222,11 @@ def test_a_switched_off_term_is_not_computed_and_adds_no_gradient(removed, switc
 
     for name in functions:
         monkeypatch.setattr(losses, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} was computed"))
-    params = EMKDParams(**{**vars(full), **switch})
-    loss = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params, mask_prob=0.3)
+    params = dataclasses.replace(full, **switch)
+    out = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params)
+    assert set(out) == {"loss"} | set(terms) - set(dropped)
+    assert params.active_terms(N_NETS, True) == set(terms) - set(dropped)
+    loss = out["loss"]
     torch.testing.assert_close(loss, remaining)
     got = grads_of(model, loss)
     for name in got:
@@ -239,13 +246,13 @@ def test_independent_training_keeps_networks_independent_and_kd_couples_them():
         if perturb:
             with torch.no_grad():
                 model.blocks[0].ffn_in.weight[1].add_(torch.randn_like(model.blocks[0].ffn_in.weight[1]))
-        loss = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params, mask_prob=0.3)
+        loss = emkd_loss(model, batch(), torch.Generator().manual_seed(3), params)["loss"]
         return grads_of(model, loss)["blocks.0.qkv.weight"][0]
 
-    independent = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, kd=False)
+    independent = EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, kd=False, mask_prob=0.3)
     torch.testing.assert_close(grad_of_network_0(independent, False), grad_of_network_0(independent, True))
-    for coupled in (EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, mu=1.0),
-                    EMKDParams(n_networks=2, n_views=2, icl=False, kd=False, lam=1.0)):
+    for coupled in (EMKDParams(n_networks=2, n_views=2, icl=False, ccl=False, mu=1.0, mask_prob=0.3),
+                    EMKDParams(n_networks=2, n_views=2, icl=False, kd=False, lam=1.0, mask_prob=0.3)):
         assert not torch.allclose(grad_of_network_0(coupled, False), grad_of_network_0(coupled, True))
 
 
@@ -261,11 +268,11 @@ def test_attribute_prediction_reads_the_original_sequence(last_view, monkeypatch
 
     monkeypatch.setattr(losses, "attribute_prediction_loss", spy)
     ids = batch()
-    params = EMKDParams(n_networks=N_NETS, n_views=2, ap_at_masked_positions_of_last_view=last_view)
+    params = EMKDParams(n_networks=N_NETS, n_views=2, ap_at_masked_positions_of_last_view=last_view, mask_prob=0.3)
     gen = torch.Generator().manual_seed(3)
-    emkd_loss_terms(model, ids, gen, params, mask_prob=0.3)
+    emkd_loss_terms(model, ids, gen, params)
     if last_view:  # replay the masking to know the last view's positions
-        _, chosen = methods.cloze_mask(ids.repeat(2, 1), 0.3, model.mask_token, N_ITEMS,
+        _, chosen = cloze_mask(ids.repeat(2, 1), 0.3, model.mask_token, N_ITEMS,
                                        torch.Generator().manual_seed(3))
         at = chosen[-ids.shape[0]:]
     else:
@@ -278,47 +285,94 @@ def test_attribute_prediction_reads_the_original_sequence(last_view, monkeypatch
 # ---- configuration -----------------------------------------------------------
 
 @pytest.mark.parametrize("params,message", [
-    ((("n_networks", 0),), "n_networks must be an int >= 1"),
-    ((("n_views", 2.0),), "n_views must be an int >= 1"),
-    ((("tau", 0.0),), "tau must be > 0"),
-    ((("lam", -1.0),), "lam must be >= 0"),
-    ((("mu", "big"),), "mu must be a finite number"),
-    ((("kd_temperature", 0),), "kd_temperature must be None"),
-    ((("icl", 0),), "icl must be a bool"),
-    ((("lambda", 0.1),), r"unknown emkd params \['lambda'\]"),
+    (dict(n_networks=0), "n_networks must be an int >= 1"),
+    (dict(n_views=2.0), "n_views must be an int >= 1"),
+    (dict(tau=0.0), "tau must be > 0"),
+    (dict(lam=-1.0), "lam must be >= 0"),
+    (dict(mu="big"), "mu must be a finite number"),
+    (dict(kd_temperature=0), "kd_temperature must be None"),
+    (dict(icl=0), "icl must be a bool"),
+    (dict(mask_prob=1.0), r"mask_prob must be in \(0, 1\)"),
 ])
 def test_bad_emkd_params_are_clear_errors(params, message):
-    with pytest.raises(ValueError, match="RunConfig: EMKD: " + message):
-        RunConfig(dataset="beauty", method="emkd", profile="cpu", params=params)
+    with pytest.raises(ValueError, match="EMKD: " + message):
+        EMKDParams(**params)
+    with pytest.raises(ValueError, match="EMKD: " + message):
+        profile_config("cpu", "beauty", "emkd").replace(**{f"params__{k}": v for k, v in params.items()})
+    with pytest.raises(ValueError, match="EMKD: " + message):
+        RunConfig.from_dict({"dataset": "beauty", "method": "emkd", "profile": "cpu", "params": params})
+
+
+def test_unknown_emkd_params_name_the_allowed_ones():
+    for make in (lambda: EMKDParams.from_params({"lambda": 0.1}),
+                 lambda: profile_config("cpu", "beauty", "emkd", params__lambda=0.1),
+                 lambda: RunConfig.from_dict({"dataset": "beauty", "method": "emkd", "profile": "cpu",
+                                              "params": {"lambda": 0.1}})):
+        with pytest.raises(ValueError, match=r"EMKDParams: unknown key\(s\) \['lambda'\]; allowed: .*'lam'"):
+            make()
 
 
 def test_profiles_build_valid_emkd_configs():
     paper = profile_config("paper", "ml-1m", "emkd")
-    p = EMKDParams.from_params(paper.params)
-    assert (paper.hidden, paper.n_heads, paper.max_len, paper.dropout, paper.window_step) == (256, 4, 40, 0.2, 10)
+    p = paper.params
+    assert isinstance(p, EMKDParams) and paper.encoder == "bert4rec"
+    e = paper.encoder_config
+    assert (e.hidden, e.n_heads, paper.data.max_len, e.dropout, paper.data.window_step) == (256, 4, 40, 0.2, 10)
     assert (p.n_networks, p.n_views, p.tau, p.lam, p.mu, p.softmax_temperature) == (3, 8, 1.0, 0.01, 0.001, 1.0)
     cpu = profile_config("cpu", "beauty", "emkd")
-    assert (cpu.hidden, cpu.max_len, cpu.window_step, cpu.batch_size, cpu.epochs, cpu.patience) \
-        == (64, 15, None, 64, 20, 3)
-    assert EMKDParams.from_params(cpu.params).n_views == 2
+    assert (cpu.encoder_config.hidden, cpu.data.max_len, cpu.data.window_step, cpu.train.batch_size,
+            cpu.train.epochs, cpu.train.patience) == (64, 15, None, 64, 20, 3)
+    assert cpu.params.n_views == 2
     smoke = profile_config("smoke", "toys", "emkd")
-    assert (smoke.hidden, smoke.n_blocks, smoke.max_users, EMKDParams.from_params(smoke.params).n_networks) \
-        == (16, 1, 300, 2)
+    assert (smoke.encoder_config.hidden, smoke.encoder_config.n_blocks, smoke.data.max_users,
+            smoke.params.n_networks) == (16, 1, 300, 2)
     assert RunConfig.from_dict(paper.to_dict()) == paper
+
+
+def test_average_logits_is_the_mean_over_the_network_axis():
+    logits = torch.arange(24.0).view(3, 2, 4)
+    torch.testing.assert_close(average_logits(logits), (logits[0] + logits[1] + logits[2]) / 3)
 
 
 # ---- learning ----------------------------------------------------------------
 
-def test_emkd_learns_a_deterministic_successor():
+def successor_dataset(n_items=20, length=8, n_users=120, n_attributes=3):
+    """Histories that walk a fixed cycle of items, with random item attributes."""
     rng = np.random.default_rng(0)
-    n_items, length = 20, 8
-    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, 120)]
-    split = leave_one_out(seqs)
+    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, n_users)]
+    table = rng.random((n_items + 1, n_attributes)) < 0.5
+    table[0] = False
+    indptr = np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64)
+    indices = (np.nonzero(table)[1] + 1).astype(np.int64)
+    attributes = ItemAttributes(indptr=indptr, indices=indices, n_attributes=n_attributes)
+    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
+                           attributes=attributes, source="synthetic")
+
+
+def test_build_method_gives_the_ensemble_and_its_recipe():
+    dataset = successor_dataset()
+    config = RunConfig(dataset="successor", method="emkd", profile="cpu", encoder="bert4rec",
+                       encoder_config=TransformerConfig(hidden=16, n_blocks=1, n_heads=2),
+                       params=EMKDParams(n_networks=2, n_views=2), data=DataConfig(max_len=10))
+    model, recipe = build_method(config, dataset)
+    assert isinstance(model, EnsembleBERT4Rec) and isinstance(recipe, Recipe)
+    assert (model.n_networks, model.max_len, model.hidden, model.n_attributes) == (2, 10, 16, 3)
+    assert recipe.eval_max_len == 9  # room for the appended [mask]
+    assert torch.equal(model.item_attributes, torch.from_numpy(dataset.attributes.multi_hot(dtype=np.bool_)))
+    no_ap, _ = build_method(config.replace(params__ap=False), dataset)
+    assert no_ap.attribute_head is None
+
+
+def test_emkd_learns_a_deterministic_successor():
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    config = RunConfig(dataset="successor", method="emkd", profile="cpu", encoder="bert4rec",
+                       encoder_config=TransformerConfig(hidden=32, n_blocks=1, n_heads=1, dropout=0.0),
+                       params=EMKDParams(n_networks=2, n_views=2, tau=0.5, lam=0.1, mu=0.1, mask_prob=0.3),
+                       data=DataConfig(max_len=10))
     torch.manual_seed(0)
-    model = EnsembleBERT4Rec(2, n_items, 10, hidden=32, n_blocks=1, n_heads=1, dropout=0.0,
-                             item_attributes=torch.rand(n_items + 1, 3) < 0.5)
-    recipe = emkd_recipe(10, None, 0.3, EMKDParams(n_networks=2, n_views=2, tau=0.5, lam=0.1, mu=0.1))
-    settings = TrainSettings(epochs=25, batch_size=32, lr=5e-3, patience=25, seed=0)
-    result = fit(model, recipe, split, settings, progress=False)
+    model, recipe = build_method(config, dataset)
+    train = TrainConfig(epochs=25, batch_size=32, lr=5e-3, patience=25)
+    result = fit(model, recipe, split, train, seed=0, device="cpu", progress=False)
     assert result.test_metrics["HR@5"] > 0.9
     assert result.history[-1]["loss"] < result.history[0]["loss"]

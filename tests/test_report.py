@@ -1,27 +1,31 @@
 """Tables of the EMKD chapters, on hand-made results with known answers.
 
 Ranks are 0-based (rank 0 = first place, NDCG = 1 / log2(rank + 2))."""
-import dataclasses
 import types
 
 import numpy as np
 import pytest
 
-from emkd_lib import experiments
 from emkd_lib.evaluation import metrics_from_ranks
-from emkd_lib.experiments import (EMKD_ABLATIONS, EMKD_ABLATION_PRIORITY, EMKD_SENSITIVITY, SENSITIVITY_EPOCHS,
-                                  emkd_ablation_grid, emkd_depth_grid, emkd_sensitivity_grid, emkd_sensitivity_points, emkd_variant,
-                                  profile_config)
-from emkd_lib.methods import EMKDParams
-from emkd_lib.report import (ablation_table, ensemble_gain_table, mean_differences_over_seeds, per_seed_table,
-                             significance_table, significant_changes)
+from emkd_lib.profiles import profile_config
+from emkd_lib.report import (ablation_table, ensemble_gain_table, mean_differences_over_seeds, method_label,
+                             per_seed_table, significance_table, significant_changes, stopping_table)
+from emkd_lib.store import RunResult
+from emkd_lib.studies.emkd import ABLATIONS, ablation_grid, depth_grid
 
 
-def fake_run(ranks, method="emkd", dataset="beauty", seed=0, epochs=20, history_len=20, best=10):
+def fake_run(ranks, method="emkd", dataset="beauty", seed=0, epochs=20, history_len=20, best=10,
+             stopped_by="epoch cap", encoder=None):
     ranks = np.asarray(ranks)
-    config = profile_config("cpu", dataset, method, seed=seed, epochs=epochs)
-    return types.SimpleNamespace(config=config, test_ranks=ranks, test_metrics=metrics_from_ranks(ranks),
-                                 history=[{}] * history_len, best_epoch=best)
+    config = profile_config("cpu", dataset, method, seed=seed, encoder=encoder, train__epochs=epochs)
+    metrics = metrics_from_ranks(ranks)
+    return RunResult(config=config, key=f"{method}{seed}", valid_metrics=metrics, test_metrics=metrics,
+                     history=[{"epoch": e + 1, "loss": 1.0} for e in range(history_len)], best_epoch=best,
+                     n_params=1, train_seconds=1.0, eval_seconds=1.0, peak_memory_mb=1.0,
+                     provenance={"commit": "abc"},
+                     flags={"stopped_by": stopped_by, "below_popularity": False, "popularity_valid_ndcg10": 0.01,
+                            "dirty": False},
+                     arrays={"test_ranks": ranks, "valid_ranks": ranks})
 
 
 def test_ablation_table_changes_and_paired_test_against_the_reference():
@@ -82,61 +86,64 @@ def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std()
 
 def test_significance_table_with_a_reference_compares_it_with_every_other_method():
     runs = [fake_run([0] * 60, "emkd"), fake_run([2] * 60, "sasrec"), fake_run([30] * 60, "bert4rec")]
-    table = significance_table(runs, reference="emkd")
-    assert list(table["other"]) == ["sasrec", "bert4rec"]
-    assert (table["reference"] == "emkd").all()
-    assert table.loc[table.other == "sasrec", "change %"].item() == pytest.approx(100 * (1 / 0.5 - 1))
-    assert significance_table(runs[1:], reference="emkd").empty
+    table = significance_table(runs, reference="EMKD")
+    assert list(table["other"]) == ["SASRec", "BERT4Rec"]
+    assert (table["reference"] == "EMKD").all()
+    assert table.loc[table.other == "SASRec", "change %"].item() == pytest.approx(100 * (1 / 0.5 - 1))
+    assert significance_table(runs[1:], reference="EMKD").empty
 
 
 def test_ablation_grid_rows_switch_exactly_their_terms():
-    grid = emkd_ablation_grid("cpu")
-    assert len(grid) == len(EMKD_ABLATIONS) == len(EMKD_ABLATION_PRIORITY)
-    assert grid[0] == profile_config("cpu", "beauty", "emkd")  # the reference row is the main run
-    base = dict(grid[0].params)
-    for row, config in zip(EMKD_ABLATION_PRIORITY, grid):
-        changed = {k: v for k, v in dict(config.params).items() if base[k] != v}
-        assert changed == EMKD_ABLATIONS[row]
-        assert (config.hidden, config.epochs, config.max_users) == (grid[0].hidden, grid[0].epochs, None)
+    grid = ablation_grid("cpu")
+    configs = list(grid.values())
+    assert list(grid) == [("beauty", row, 0) for row in ABLATIONS]
+    reference = profile_config("cpu", "beauty", "emkd")
+    assert configs[0] == reference  # the reference row is the main run
+    base = reference.params
+    for (_, row, _), config in grid.items():
+        changed = {k: v for k, v in vars(config.params).items() if getattr(base, k) != v}
+        assert changed == ABLATIONS[row]
+        assert (config.encoder_config, config.train, config.data) == (reference.encoder_config, reference.train,
+                                                                        reference.data)
 
-
-def test_sensitivity_grid_starts_at_the_default_and_moves_one_parameter():
-    base = EMKDParams.from_params(emkd_variant("cpu", "beauty").params)
-    grid = emkd_sensitivity_grid("cpu")
-    assert len(grid) == 1 + sum(len([v for v in vs if v != getattr(base, k)]) for k, vs in EMKD_SENSITIVITY.items())
-    assert grid[0] == dataclasses.replace(emkd_variant("cpu", "beauty"), epochs=SENSITIVITY_EPOCHS["cpu"])
-    for config in grid[1:]:
-        params = EMKDParams.from_params(config.params)
-        moved = [k for k in EMKD_SENSITIVITY if getattr(params, k) != getattr(base, k)]
-        assert len(moved) == 1
-    assert {(c.epochs, c.max_users) for c in grid} == {(SENSITIVITY_EPOCHS["cpu"], None)}
-    assert len({c.key() for c in grid}) == len(grid)
-    assert {c.epochs for c in emkd_sensitivity_grid("paper")} == {emkd_variant("paper", "beauty").epochs}
-    assert {c.epochs for c in emkd_sensitivity_grid("cpu", epochs=2)} == {2}
-
-
-
-def test_sensitivity_points_cover_every_value_and_share_the_default():
-    base = EMKDParams.from_params(emkd_variant("cpu", "beauty").params)
-    points = emkd_sensitivity_points("cpu", "beauty")
-    assert set(points) == {(k, v) for k, vs in EMKD_SENSITIVITY.items() for v in vs}
-    for (name, value), config in points.items():
-        assert getattr(EMKDParams.from_params(config.params), name) == value
-        assert config.epochs == SENSITIVITY_EPOCHS["cpu"]
-    defaults = {points[(k, getattr(base, k))].key() for k in EMKD_SENSITIVITY}
-    assert len(defaults) == 1
-    assert {c.key() for c in points.values()} == {c.key() for c in emkd_sensitivity_grid("cpu")}
 
 def test_unknown_variant_param_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown emkd params \['lambda'\]"):
+    from emkd_lib.studies.emkd import emkd_variant
+    with pytest.raises(ValueError, match=r"EMKDParams: unknown key\(s\) \['lambda'\]"):
         emkd_variant("cpu", "beauty", **{"lambda": 0.1})
     with pytest.raises(ValueError, match="n_networks must be"):
         emkd_variant("cpu", "beauty", n_networks=0)
 
 
 def test_depth_grid_changes_only_the_number_of_blocks():
-    grid = emkd_depth_grid("cpu")
-    assert [(c.method, c.n_blocks) for c in grid] == [(m, b) for m in ("sasrec", "bert4rec") for b in (3, 4, 1)]
-    for config in grid:
-        base = profile_config("cpu", "beauty", config.method)
-        assert config == dataclasses.replace(base, n_blocks=config.n_blocks) and config.n_blocks != base.n_blocks
+    grid = depth_grid("cpu")
+    assert [(m, b) for (_, m, b, _) in grid] == [(m, b) for m in ("sasrec", "bert4rec") for b in (3, 4, 1)]
+    for (_, method, blocks, _), config in grid.items():
+        base = profile_config("cpu", "beauty", method)
+        assert config.encoder_config.n_blocks == blocks != base.encoder_config.n_blocks
+        assert config == base.replace(encoder_config__n_blocks=blocks)
+
+
+def test_stopping_table_flags_runs_still_improving_at_the_cap():
+    good = [0] * 10
+    runs = {"capped, best at the cap": fake_run(good, history_len=20, best=20),
+            "capped, best earlier": fake_run(good, history_len=20, best=10),
+            "patience": fake_run(good, history_len=12, best=7, stopped_by="patience"),
+            ("beauty", "x", 1): fake_run(good, history_len=5, best=5, stopped_by="patience"),
+            "not run": None}
+    table = stopping_table(runs)
+    assert list(table.index) == ["capped, best at the cap", "capped, best earlier", "patience", "beauty / x / 1"]
+    assert table["still improving at the cap"].tolist() == [True, False, False, False]
+    assert table.loc["capped, best at the cap", "epochs run"] == 20
+    assert table.loc["patience", "best epoch"] == 7 and table.loc["patience", "stopped by"] == "patience"
+    assert table.loc["patience", "popularity valid NDCG@10"] == 0.01
+    assert not table["below popularity"].any()
+    assert stopping_table({"x": None}).empty
+
+
+def test_method_label_names_emkd_by_its_encoder():
+    assert method_label(profile_config("cpu", "beauty", "emkd")) == "EMKD"
+    assert method_label(profile_config("cpu", "beauty", "emkd", encoder="sasrec")) == "EMKD (SASRec)"
+    assert method_label(profile_config("cpu", "beauty", "emkd", encoder="gru4rec")) == "EMKD (GRU4Rec)"
+    assert method_label(profile_config("cpu", "beauty", "bert4rec")) == "BERT4Rec"
+    assert method_label(profile_config("cpu", "beauty", "caser")) == "Caser"

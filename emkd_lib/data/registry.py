@@ -1,0 +1,221 @@
+"""Which datasets exist: the bundled ones, with their published checksums,
+and the ones a user registered (``python -m emkd_lib data add``).
+
+A user registry is a small JSON file, ``registry.json``, in the data
+directory; each entry names a sequence file (``user item item ...`` lines)
+and optionally an S3-Rec style attribute JSON. Registering copies nothing:
+the entry points at the user's files, and their checksums still enter every
+run's identity (``data.load``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import atomic_write_bytes
+
+S3REC_BASE_URL = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/"
+GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
+REGISTRY_FILE = "registry.json"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset lives on disk and where it comes from.
+
+    ``sequence_file``/``attribute_file`` are the files the loader reads;
+    ``sequence_format`` is ``"text"`` (``user item item ...`` lines) or
+    ``"udata"`` (MovieLens ``u.data``); an attribute file is S3-Rec JSON, or
+    for ``ml-100k`` the optional ``items.csv``. ``required_files`` must all be
+    present for a folder to count as holding the dataset. ``sha256`` holds the
+    published checksums of the mirror's files (README of the offline mirror);
+    ``verified_on_download``
+    names the subset a download can reproduce bit for bit and therefore
+    checks. ``download_format`` says how the remote files become local ones:
+    ``"files"`` (copy each of ``remote_files``), ``"ml-1m-zip"`` (convert
+    ratings.dat/movies.dat) or ``"ml-100k-zip"`` (extract u.data).
+    """
+
+    name: str
+    folder: str
+    sequence_file: str
+    sequence_format: str
+    attribute_file: str | None
+    required_files: tuple[str, ...]
+    optional_files: tuple[str, ...]
+    sha256: dict[str, str]
+    verified_on_download: tuple[str, ...]
+    base_url: str
+    remote_files: tuple[str, ...]
+    download_format: str
+    homepage: str
+    # A user-registered dataset: absolute file paths, no known checksums.
+    user_folder: Path | None = None
+
+    @property
+    def source_urls(self) -> tuple[str, ...]:
+        """Full public URLs of the remote files."""
+        return tuple(self.base_url + f for f in self.remote_files)
+
+
+def _amazon_spec(
+    name: str, stem: str, seq_sha: str, attr_sha: str, optional: dict[str, str] | None = None
+) -> DatasetSpec:
+    """An S3-Rec Amazon dataset: ``<stem>.txt`` + ``<stem>_item2attributes.json``.
+
+    ``optional`` maps extra mirror-only files to their sha256.
+    """
+    seq, attr = f"{stem}.txt", f"{stem}_item2attributes.json"
+    optional = optional or {}
+    return DatasetSpec(
+        name=name,
+        folder=name,
+        sequence_file=seq,
+        sequence_format="text",
+        attribute_file=attr,
+        required_files=(seq, attr),
+        optional_files=tuple(optional),
+        sha256={seq: seq_sha, attr: attr_sha, **optional},
+        verified_on_download=(seq, attr),
+        base_url=S3REC_BASE_URL,
+        remote_files=(seq, attr),
+        download_format="files",
+        homepage="https://github.com/RUCAIBox/CIKM2020-S3Rec",
+    )
+
+
+BUNDLED: dict[str, DatasetSpec] = {
+    "beauty": _amazon_spec(
+        "beauty", "Beauty",
+        "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8",
+        "129e40f67486f6877eff0f5318cfa8530ee8ac23d8b0d1de04e1bb7a2ba0b2d4",
+        # Item titles joined to Beauty.txt ids; only in the offline mirror.
+        optional={
+            "Beauty_item_text.tsv": "c8918224ec1344b6a713e8c7c8325e12f9d519d425cc2714986e24414500c6e0",
+        },
+    ),
+    "toys": _amazon_spec(
+        "toys", "Toys_and_Games",
+        "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f",
+        "d371acd25101eedac04afc727626464b7acec770c4eda708705d51eb76eb1ad0",
+    ),
+    "sports": _amazon_spec(
+        "sports", "Sports_and_Outdoors",
+        "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2",
+        "7fb10733ac4f1811384a52144cdefa7fcc7536fa80a7232c5da9bd789155c34b",
+    ),
+    "ml-1m": DatasetSpec(
+        name="ml-1m",
+        folder="ml-1m",
+        sequence_file="ml-1m.txt",
+        sequence_format="text",
+        attribute_file="ML-1M_item2attributes.json",
+        required_files=("ml-1m.txt", "ML-1M_item2attributes.json"),
+        optional_files=(),
+        sha256={
+            "ml-1m.txt": "567df58c3822a48e1a92c8d94b43d25fac7f06fd37b817b2a2fc9af364a1b88b",
+            "ML-1M_item2attributes.json":
+                "977908037ed1cc8a31b96f6ca1c04f60314f4cc28dbe0c43d8e970fdaf64d200",
+        },
+        # The public attribute file numbered genres in Python set order (hash
+        # randomised, not reproducible); our conversion numbers them by first
+        # appearance, a relabelling with the same item -> genre-set structure,
+        # so only the sequence file can be checked against the checksum.
+        verified_on_download=("ml-1m.txt",),
+        base_url=GROUPLENS_BASE_URL,
+        remote_files=("ml-1m.zip",),
+        download_format="ml-1m-zip",
+        homepage="https://grouplens.org/datasets/movielens/1m/",
+    ),
+    "ml-100k": DatasetSpec(
+        name="ml-100k",
+        folder="ml-100k",
+        sequence_file="u.data",
+        sequence_format="udata",
+        # items.csv (TMDB-enriched, with 19 genre flags) is only in the
+        # offline mirror; without it the dataset has no attributes.
+        attribute_file="items.csv",
+        required_files=("u.data",),
+        optional_files=("items.csv",),
+        sha256={
+            "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+            "items.csv": "8e6f40029c1beebe19bf64b6e58f65c3fcb7bb31dbfc08e4d9681445dc74dc27",
+        },
+        verified_on_download=("u.data",),
+        base_url=GROUPLENS_BASE_URL,
+        remote_files=("ml-100k.zip",),
+        download_format="ml-100k-zip",
+        homepage="https://grouplens.org/datasets/movielens/100k/",
+    ),
+}
+
+
+# The attribute file of an ML-1M download is our relabelling of the mirror's
+# (see ``fetch.convert_ml1m``), so only the mirror's copy has a known hash.
+LOAD_CHECK_EXEMPT = {("ml-1m", "ML-1M_item2attributes.json")}
+
+
+def user_spec(name: str, sequences: Path, attributes: Path | None) -> DatasetSpec:
+    """The spec of a user's dataset: files where they are, nothing to download."""
+    sequences = Path(sequences).resolve()
+    if attributes is not None:
+        attributes = Path(attributes).resolve()
+        if attributes.parent != sequences.parent:
+            raise ValueError(f"dataset {name!r}: the attribute file must sit beside the sequence file "
+                             f"({sequences.parent}), got {attributes}")
+    return DatasetSpec(
+        name=name, folder=str(sequences.parent), sequence_file=sequences.name, sequence_format="text",
+        attribute_file=attributes.name if attributes else None,
+        required_files=(sequences.name,) + ((attributes.name,) if attributes else ()),
+        optional_files=(), sha256={}, verified_on_download=(), base_url="", remote_files=(),
+        download_format="none", homepage="", user_folder=sequences.parent)
+
+
+def read_registry(registry_dir: Path | None) -> dict[str, DatasetSpec]:
+    """The user datasets registered in ``registry_dir/registry.json`` (none if absent)."""
+    if registry_dir is None:
+        return {}
+    path = Path(registry_dir) / REGISTRY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {name: user_spec(name, Path(entry["sequences"]),
+                                Path(entry["attributes"]) if entry.get("attributes") else None)
+                for name, entry in raw.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"dataset registry {path} is unreadable: {err}") from None
+
+
+def register_dataset(name: str, sequences: str | Path, attributes: str | Path | None,
+                     registry_dir: Path) -> DatasetSpec:
+    """Add (or replace) a user dataset in ``registry_dir/registry.json``, atomically."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"dataset name {name!r}: use letters, digits, '-', '_' or '.'")
+    if name in BUNDLED:
+        raise ValueError(f"dataset name {name!r} is a bundled dataset; choose another name")
+    for label, f in (("sequence file", sequences), ("attribute file", attributes)):
+        if f is not None and not Path(f).is_file():
+            raise FileNotFoundError(f"{label} {f} does not exist")
+    spec = user_spec(name, Path(sequences), Path(attributes) if attributes else None)
+    path = Path(registry_dir) / REGISTRY_FILE
+    raw = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    raw[name] = {"sequences": str(Path(sequences).resolve()),
+                 "attributes": str(Path(attributes).resolve()) if attributes else None}
+    atomic_write_bytes(path, json.dumps(raw, indent=1, sort_keys=True).encode())
+    return spec
+
+
+def dataset_spec(name: str, registry_dir: Path | None = None) -> DatasetSpec:
+    """The spec of a bundled or registered dataset; an unknown name is an error listing the known ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__} {name!r}")
+    if name in BUNDLED:
+        return BUNDLED[name]
+    users = read_registry(registry_dir)
+    if name in users:
+        return users[name]
+    known = ", ".join([*BUNDLED, *users])
+    raise KeyError(f"unknown dataset {name!r}; known datasets: {known} "
+                   f"(add your own with: python -m emkd_lib data add NAME --sequences FILE)")

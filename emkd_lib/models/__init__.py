@@ -1,0 +1,1 @@
+"""The networks: sequence encoders with their typed configs, and the stacked ensembles."""

@@ -1,0 +1,110 @@
+"""The command line: user errors are one line on stderr and exit status 2,
+``--debug`` shows the traceback; grids split into shards; ``list``."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emkd_lib import __main__ as cli
+from emkd_lib import store
+from emkd_lib.profiles import profile_config
+from emkd_lib.studies.emkd import encoder_grid
+
+REPO = Path(__file__).resolve().parent.parent
+
+USER_ERRORS = {
+    "unknown method": (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "transformer"],
+                       "unknown method 'transformer'"),
+    "bad shard": (["grid", "baselines", "--profile", "smoke", "--shard", "2/2"], "--shard 2/2: need 0 <= I < K"),
+    "shard not I/K": (["grid", "baselines", "--profile", "smoke", "--shard", "one/two"], "--shard must look like I/K"),
+    "unknown --set key": (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec",
+                           "--set", "train__epoch=3"], r"TrainConfig: unknown key(s) ['epoch']"),
+    "--set without =": (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec",
+                         "--set", "train__epochs"], "--set takes KEY=VALUE"),
+    "grid without methods": (["grid", "emkd-ablations", "--profile", "smoke", "--methods", "sasrec"],
+                             "grid 'emkd-ablations' does not take --methods"),
+}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMKD_KEEP_FREED_MEMORY", "0")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(USER_ERRORS))
+def test_user_errors_are_one_line_and_exit_2(case, env, capsys):
+    argv, message = USER_ERRORS[case]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emkd_lib: error: "), captured.err
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_debug_raises_the_error_itself(env):
+    with pytest.raises(ValueError, match="unknown method 'transformer'"):
+        cli.main(["--debug", "run", "--profile", "smoke", "--dataset", "beauty", "--method", "transformer"])
+
+
+def run_cli(args, env_dir):
+    import os
+    env = {**os.environ, "EMKD_RESULTS_DIR": str(env_dir / "results"), "EMKD_CACHE_DIR": str(env_dir / "cache")}
+    return subprocess.run([sys.executable, "-m", "emkd_lib", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_user_error_in_a_real_process_and_with_debug(tmp_path):
+    argv = ["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", "--set", "params__bogus=1"]
+    done = run_cli(argv, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "emkd_lib: error: NextItemParams: unknown key(s) ['bogus']; allowed: []"]
+    debug = run_cli(["--debug", *argv], tmp_path)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "ValueError: NextItemParams" in debug.stderr
+
+
+def test_grid_shards_split_the_grid_without_overlap(env, monkeypatch):
+    seen = {}
+
+    def fake_run_grid(configs, device=None, settings=None, **kwargs):
+        seen[shard] = list(configs)
+        return {}
+
+    monkeypatch.setattr(cli, "run_grid", fake_run_grid)
+    for shard in ("0/2", "1/2"):
+        assert cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--shard", shard]) == 0
+    grid = list(encoder_grid("cpu").values())
+    assert seen["0/2"] == grid[0::2] and seen["1/2"] == grid[1::2]
+    shard = "0/1"
+    assert cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--methods", "gru4rec", "--max-users", "50",
+                     "--shard", shard]) == 0
+    assert seen["0/1"] == [c.replace(data__max_users=50)
+                           for c in encoder_grid("cpu", methods=("gru4rec",)).values()]
+
+
+def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
+    root = env / "results"
+    for seed, commit in ((0, "abc"), (1, "abc+dirty")):
+        config = profile_config("smoke", "beauty", "sasrec", seed=seed)
+        store.store_result(store.RunResult(
+            config=config, key=f"{seed:016d}", valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": 0.2},
+            history=[], best_epoch=1, n_params=1, train_seconds=3.0, eval_seconds=1.0, peak_memory_mb=1.0,
+            provenance={"commit": commit}, flags={"dirty": commit.endswith("+dirty"), "below_popularity": False},
+            path=store.result_path(config, f"{seed:016d}", root), arrays={"test_ranks": np.zeros(3, dtype=int)}))
+    store.write_record(root / "beauty" / "ensemble2-sasrec-smoke-seeds01-x.json",
+                       {"test_metrics": {"NDCG@10": 0.3}}, {"test_ranks": np.zeros(3, dtype=int)})
+    (root / "beauty" / "broken.json").write_text("{")
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    assert sum(line.startswith("beauty/ensemble2-sasrec") and "test NDCG@10 0.3000" in line for line in lines) == 1
+    assert sum(line.startswith("beauty/sasrec-smoke-seed1") and line.endswith("[dirty]") for line in lines) == 1
+    assert sum(line.startswith("beauty/sasrec-smoke-seed0") and "[" not in line for line in lines) == 1
+    assert lines[-1].startswith("unreadable: result file") and "broken.json" in lines[-1]

@@ -1,0 +1,111 @@
+"""A run's result is a function of its config: the same smoke run in two fresh
+processes gives bitwise-equal per-user ranks, and a run interrupted after an
+epoch and resumed from its checkpoint in another process ends exactly where
+an uninterrupted one does."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emkd_lib import store
+
+DATA_DIR = Path("/work/shared/data")
+REPO = Path(__file__).resolve().parent.parent
+TIMING = {"train_seconds", "eval_seconds", "wall_seconds"}
+
+pytestmark = pytest.mark.skipif(not (DATA_DIR / "beauty").is_dir(),
+                                reason=f"the Beauty dataset is not available offline at {DATA_DIR}")
+
+
+def environment(results: Path, cache: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMKD_")}
+    env.update(EMKD_DATA_DIR=str(DATA_DIR), EMKD_RESULTS_DIR=str(results), EMKD_CACHE_DIR=str(cache),
+               PYTHONHASHSEED="random")
+    return env
+
+
+def python(args: list[str], results: Path, cache: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], cwd=REPO, env=environment(results, cache),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def only_record(results: Path) -> tuple[dict, dict]:
+    (path,) = sorted(results.glob("beauty/*.json"))
+    return store.read_record(path), store.read_sidecar(path)
+
+
+@pytest.mark.parametrize("method", ["sasrec", "emkd"])
+def test_the_same_smoke_run_in_two_fresh_processes_is_bitwise_equal(method, tmp_path):
+    outcomes = []
+    for name in ("a", "b"):
+        python(["-m", "emkd_lib", "--threads", "1", "run", "--profile", "smoke", "--dataset", "beauty",
+                "--method", method, "--device", "cpu"], tmp_path / name / "results", tmp_path / name / "cache")
+        outcomes.append(only_record(tmp_path / name / "results"))
+    (a, a_arrays), (b, b_arrays) = outcomes
+    assert a["key"] == b["key"]
+    assert a["valid_metrics"] == b["valid_metrics"] and a["test_metrics"] == b["test_metrics"]
+    assert a["best_epoch"] == b["best_epoch"]
+    for split in ("test_ranks", "valid_ranks"):
+        assert np.array_equal(a_arrays[split], b_arrays[split]), split
+    assert [{k: v for k, v in h.items() if k not in TIMING} for h in a["history"]] == \
+        [{k: v for k, v in h.items() if k not in TIMING} for h in b["history"]]
+
+
+RUN = """
+import json, sys
+from emkd_lib.profiles import profile_config
+from emkd_lib.runs import execute
+import torch
+torch.set_num_threads(1)
+method, stop = sys.argv[1], (int(sys.argv[2]) if len(sys.argv) > 2 else None)
+config = profile_config("smoke", "beauty", method, train__epochs=4, train__patience=4)
+try:
+    result = execute(config, device="cpu", progress=False, stop_after_epoch=stop)
+except InterruptedError as err:
+    print(json.dumps({"interrupted": str(err)}))
+else:
+    print(json.dumps({"key": result.key, "flags": result.flags}))
+"""
+
+
+def last_json_line(done):
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# EMKD only: it draws from every generator a resume must restore (batch order,
+# masks, dropout) and logs every loss term; a second method would double the time.
+@pytest.mark.parametrize("method", ["emkd"])
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
+    resumed_results, resumed_cache = tmp_path / "resumed" / "results", tmp_path / "resumed" / "cache"
+    first = last_json_line(python(["-c", RUN, method, "2"], resumed_results, resumed_cache))
+    assert "stopped after epoch 2" in first["interrupted"]
+    checkpoints = list((resumed_cache / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1, "the interrupted run leaves its checkpoint"
+    assert not resumed_results.exists() or not any(resumed_results.rglob("*.json")), "and no result"
+
+    second = last_json_line(python(["-c", RUN, method], resumed_results, resumed_cache))
+    assert second["flags"]["resumed_from_epoch"] == 3
+    assert checkpoints[0].name == f"{second['key']}.pt" and not checkpoints[0].exists(), \
+        "the finished run removes its checkpoint"
+
+    whole_results, whole_cache = tmp_path / "whole" / "results", tmp_path / "whole" / "cache"
+    third = last_json_line(python(["-c", RUN, method], whole_results, whole_cache))
+    assert third["flags"]["resumed_from_epoch"] == 0 and third["key"] == second["key"]
+    assert not any((whole_cache / "checkpoints").glob("*.pt"))
+
+    (resumed, resumed_arrays), (whole, whole_arrays) = only_record(resumed_results), only_record(whole_results)
+    for split in ("test_ranks", "valid_ranks"):
+        assert np.array_equal(resumed_arrays[split], whole_arrays[split]), split
+    assert resumed["valid_metrics"] == whole["valid_metrics"] and resumed["test_metrics"] == whole["test_metrics"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert len(resumed["history"]) == len(whole["history"]) == 4
+    loss_terms = [k for k in whole["history"][0] if k not in TIMING]
+    assert "loss" in loss_terms and (method != "emkd" or {"mip", "ap", "icl", "ccl", "kd"} <= set(loss_terms))
+    for r, w in zip(resumed["history"], whole["history"]):
+        assert {k: r[k] for k in loss_terms} == {k: w[k] for k in loss_terms}

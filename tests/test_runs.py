@@ -1,0 +1,214 @@
+"""Runs: training through the method specs, the store round trip, ensembles of
+stored runs, the popularity floor, and process settings."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emkd_lib import runs, store
+from emkd_lib.config import DataConfig, RunConfig, TrainConfig
+from emkd_lib.data import SequenceDataset, leave_one_out, load_dataset, subsample_users
+from emkd_lib.evaluation import evaluate, metrics_from_ranks, popularity_ranks
+from emkd_lib.files import atomic_write
+from emkd_lib.methods import METHODS, build_method
+from emkd_lib.models.encoders import CaserConfig, GRU4RecConfig, TransformerConfig
+from emkd_lib.profiles import profile_config
+from emkd_lib.train import fit
+
+DATA_DIR = Path("/work/shared/data")
+
+
+def successor_dataset(n_users=120, n_items=20, length=8, seed=0):
+    """Histories that walk a fixed cycle of items: the next item is a function
+    of the current one, so a working model must learn to rank it first."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_items, n_users)
+    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in starts]
+    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
+                           attributes=None, source="synthetic")
+
+
+ENCODER_CONFIGS = {"sasrec": TransformerConfig(hidden=32, n_blocks=1, n_heads=1, dropout=0.0),
+                   "bert4rec": TransformerConfig(hidden=32, n_blocks=1, n_heads=1, dropout=0.0),
+                   "gru4rec": GRU4RecConfig(hidden=32, dropout=0.0),
+                   "caser": CaserConfig(hidden=32, window=3, dropout=0.0)}
+
+
+@pytest.mark.parametrize("method", ["sasrec", "gru4rec", "bert4rec", "caser"])
+def test_training_learns_a_deterministic_successor(method):
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    params = METHODS[method].params_type(**({"mask_prob": 0.3} if method == "bert4rec" else {}))
+    config = RunConfig(dataset="successor", method=method, profile="cpu", encoder_config=ENCODER_CONFIGS[method],
+                       params=params, encoder=method, data=DataConfig(max_len=10))
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    train = TrainConfig(epochs=40 if method == "bert4rec" else 15, batch_size=32, lr=5e-3, patience=40)
+    result = fit(model, recipe, split, train, seed=0, device="cpu", progress=False)
+    assert result.test_metrics["HR@5"] > 0.9
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.stopped_by in ("patience", "epoch cap") and result.steps == result.history[-1]["steps"]
+
+
+# ---- the store, on a tiny real run -------------------------------------------
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Results and caches in tmp_path, data from the shared mirror (skip without it)."""
+    if not (DATA_DIR / "beauty").is_dir():
+        pytest.skip(f"the Beauty dataset is not available offline at {DATA_DIR}")
+    monkeypatch.setenv("EMKD_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMKD_ALLOW_DIRTY", "1")  # the checkout under test may have uncommitted changes
+    monkeypatch.delenv("EMKD_REQUIRE_CACHED", raising=False)
+    return tmp_path
+
+
+def tiny_config(seed=0):
+    return profile_config("smoke", "beauty", "sasrec", seed=seed, data__max_users=40, train__epochs=1,
+                          encoder_config__hidden=8)
+
+
+def test_run_or_load_stores_then_loads_without_training(env, monkeypatch):
+    config = tiny_config()
+    first = runs.run_or_load(config, device="cpu", progress=False)
+    path = runs.path_of(config)
+    assert first.path == path and path.exists() and path.with_suffix(".npz").exists()
+    assert path.parent == env / "results" / "beauty"
+    record = json.loads(path.read_text())
+    for key in ("commit", "machine", "torch", "date", "data_source"):
+        assert record["provenance"][key]
+    assert record["config"] == config.to_dict()
+    assert record["key"] == first.key == runs.key_of(config)
+    assert record["sidecar_sha256"] == store.file_sha256(path.with_suffix(".npz"))
+    assert {"stopped_by", "below_popularity", "popularity_valid_ndcg10", "dirty"} <= set(record["flags"])
+    assert not (env / "cache" / "checkpoints" / f"{first.key}.pt").exists()  # removed after the run
+
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("must not retrain"))
+    second = runs.run_or_load(config, device="cpu", progress=False)
+    assert second.test_metrics == first.test_metrics and second.history == first.history
+    np.testing.assert_array_equal(second.test_ranks, first.test_ranks)
+    np.testing.assert_array_equal(second.ranks()["valid_ranks"], first.ranks()["valid_ranks"])
+    assert len(second.test_ranks) == 40
+
+
+def test_require_cached_raises_instead_of_training(env, monkeypatch):
+    monkeypatch.setenv("EMKD_REQUIRE_CACHED", "1")
+    with pytest.raises(FileNotFoundError, match="EMKD_REQUIRE_CACHED=1; run it with: python -m emkd_lib run"):
+        runs.run_or_load(tiny_config(), progress=False)
+    assert not any((env / "results").rglob("*.json"))
+
+
+def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+
+    def crash(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_corrupt_result_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{not json")
+    with pytest.raises(store.StoreError, match="unreadable"):
+        store.load_result(bad)
+
+
+def test_ensemble_of_stored_runs_averages_their_logits(env, monkeypatch):
+    members = [tiny_config(seed=s) for s in (0, 1)]
+    for config in members:
+        runs.run_or_load(config, device="cpu", progress=False)
+    assert runs.stored_ensemble(members) is None
+    result = runs.ensemble_run_or_load(members, device="cpu")
+
+    dataset = load_dataset("beauty")
+    split = leave_one_out(subsample_users(dataset, 40, seed=0).sequences)
+    models = []
+    for config in members:
+        model, recipe = build_method(config, dataset)
+        model.load_state_dict(torch.load(runs.path_of(config).with_suffix(".pt")))
+        models.append(model.eval())
+    mean_logits = lambda ids: sum(recipe.score(m, ids) for m in models) / 2
+    ranks = evaluate(mean_logits, split.test_inputs, split.test_targets, max_len=recipe.eval_max_len)
+    np.testing.assert_array_equal(result.test_ranks, ranks)
+    assert result.test_metrics == metrics_from_ranks(ranks)
+    # stored: loads without evaluating again
+    monkeypatch.setattr(runs, "build_method", lambda *a: pytest.fail("must not rebuild"))
+    again = runs.ensemble_run_or_load(members)
+    assert again.test_metrics == result.test_metrics
+    np.testing.assert_array_equal(again.test_ranks, ranks)
+    assert runs.stored_ensemble(members).test_metrics == result.test_metrics
+    result.path.write_text('{"members": []}')
+    with pytest.raises(store.StoreError, match="is incomplete"):
+        runs.stored_ensemble(members)
+
+
+def test_ensemble_member_without_weights_is_a_clear_error(env):
+    members = [tiny_config(seed=s) for s in (0, 1)]
+    runs.run_or_load(members[0], device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="has no stored weights.*--seed 1"):
+        runs.ensemble_run_or_load(members, device="cpu")
+    with pytest.raises(ValueError, match="at least 2 members"):
+        runs.ensemble_run_or_load(members[:1])
+    with pytest.raises(ValueError, match="must share dataset, method"):
+        runs.ensemble_run_or_load([members[0], profile_config("smoke", "beauty", "gru4rec", seed=1)])
+
+
+def test_popularity_floor_uses_the_runs_users_and_split(env):
+    config = tiny_config()
+    dataset = subsample_users(load_dataset("beauty"), config.data.max_users, seed=0)
+    split = leave_one_out(dataset.sequences)
+    expected = popularity_ranks(split.train, split.test_inputs, split.test_targets, dataset.n_items)
+    ranks = runs.popularity_test_ranks(config)
+    assert len(ranks) == config.data.max_users
+    np.testing.assert_array_equal(ranks, expected)
+
+
+# ---- process settings ------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "gnu_get_libc_version"), reason="glibc only")
+def test_freed_tensor_memory_is_reused_without_new_page_faults():
+    import resource
+    from emkd_lib.process import keep_freed_cpu_memory
+
+    def faults_of_a_fresh_256mb_tensor():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(64 * 2**20)  # written, so every page is touched, then freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    assert keep_freed_cpu_memory()
+    faults_of_a_fresh_256mb_tensor()  # the heap grows to hold it
+    # 256 MB is 65,536 pages of 4 KiB: served by a new mmap, each of the eight
+    # would fault them all again. From the heap most are reused; a few may not
+    # be, when small objects were carved out of the freed block in between and
+    # the heap must grow once more.
+    assert sum(faults_of_a_fresh_256mb_tensor() for _ in range(8)) < 3 * 65_536
+
+
+def test_keeping_freed_memory_can_be_switched_off(monkeypatch):
+    from emkd_lib import process, settings
+    assert settings.current({"EMKD_KEEP_FREED_MEMORY": "0"}).keep_freed_memory is False
+    assert settings.current({}).keep_freed_memory is True
+    monkeypatch.setattr(process, "keep_freed_cpu_memory", lambda: pytest.fail("must not touch malloc"))
+    process.configure_process(None, keep_freed_memory=False)
+
+
+def test_cpu_profile_waits_for_min_steps_before_patience_counts():
+    """On ML-1M, BERT4Rec, GRU4Rec and Caser sit near popularity level for
+    their first epochs, a handful of steps each; patience only counts after
+    1,500 optimizer steps, on every dataset and for every method."""
+    for dataset in ("ml-1m", "beauty"):
+        for method in ("bert4rec", "gru4rec", "caser", "sasrec", "emkd"):
+            c = profile_config("cpu", dataset, method)
+            assert (c.train.min_steps, c.train.patience) == (1500, 3)
+            assert c.train.patience < c.train.epochs
+    assert profile_config("smoke", "beauty", "sasrec").train.min_steps == 0

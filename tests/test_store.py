@@ -1,0 +1,94 @@
+"""The result store never serves a record whose ranks sidecar is missing or
+altered, and refuses results of uncommitted code unless asked."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emkd_lib import runs, settings as settings_module, store
+from emkd_lib.profiles import profile_config
+
+DATA_DIR = Path("/work/shared/data")
+
+
+def make_result(path, commit="0123abc", config=None, key="k" * 16):
+    config = config or profile_config("smoke", "beauty", "sasrec")
+    ranks = np.arange(10)
+    return store.RunResult(
+        config=config, key=key, valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": 0.2},
+        history=[{"epoch": 1, "loss": 1.0}], best_epoch=1, n_params=3, train_seconds=1.0, eval_seconds=0.5,
+        peak_memory_mb=1.0, provenance={"commit": commit}, flags={"stopped_by": "epoch cap", "dirty": False},
+        path=path, arrays={"test_ranks": ranks, "valid_ranks": ranks[::-1].copy()})
+
+
+def test_a_stored_result_round_trips(tmp_path):
+    result = make_result(tmp_path / "beauty" / "r.json")
+    store.store_result(result)
+    loaded = store.load_result(result.path)
+    assert loaded.config == result.config and loaded.flags == result.flags and loaded.key == result.key
+    np.testing.assert_array_equal(loaded.test_ranks, result.arrays["test_ranks"])
+    np.testing.assert_array_equal(loaded.ranks()["valid_ranks"], result.arrays["valid_ranks"])
+    record = store.read_record(result.path)
+    assert record["sidecar_sha256"] == store.file_sha256(result.path.with_suffix(".npz"))
+    assert record["core_version"] == store.CORE_VERSION
+
+
+def test_a_record_whose_sidecar_is_missing_or_altered_is_not_served(tmp_path):
+    missing, altered, good = (make_result(tmp_path / "beauty" / f"{n}.json") for n in ("missing", "altered", "good"))
+    for r in (missing, altered, good):
+        store.store_result(r)
+    missing.path.with_suffix(".npz").unlink()
+    store.write_record(tmp_path / "x" / "other.json", {"a": 1}, {"test_ranks": np.zeros(10, dtype=np.int64)})
+    altered.path.with_suffix(".npz").write_bytes((tmp_path / "x" / "other.npz").read_bytes())
+    with pytest.raises(store.StoreError, match="sidecar missing.npz is missing"):
+        store.read_record(missing.path)
+    with pytest.raises(store.StoreError, match="altered.npz does not match the recorded sha256"):
+        store.read_record(altered.path)
+    with pytest.raises(store.StoreError):
+        store.load_result(altered.path)
+
+    (tmp_path / "beauty" / "broken.json").write_text("{not json")
+    (tmp_path / "beauty" / "old.json").write_text('{"config": {}}')  # no sidecar checksum
+    served, problems = store.scan(tmp_path)
+    assert served == [good.path, tmp_path / "x" / "other.json"]
+    assert len(problems) == 4
+    for name, why in (("altered", "does not match"), ("broken", "unreadable"), ("missing", "is missing"),
+                      ("old", "no sidecar checksum")):
+        assert sum(f"{name}.json" in p and why in p for p in problems) == 1, (name, problems)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    if not (DATA_DIR / "beauty").is_dir():
+        pytest.skip(f"the Beauty dataset is not available offline at {DATA_DIR}")
+    monkeypatch.setenv("EMKD_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMKD_ALLOW_DIRTY", raising=False)
+    return tmp_path
+
+
+def test_stored_refuses_results_of_uncommitted_code_unless_allowed(env, monkeypatch):
+    config = profile_config("smoke", "beauty", "sasrec")
+    assert runs.stored(config) is None
+    path = runs.path_of(config)
+    store.store_result(make_result(path, commit="0123abc+dirty", config=config, key=runs.key_of(config)))
+    with pytest.raises(store.StoreError, match=r"trained from uncommitted code \(0123abc\+dirty\)"):
+        runs.stored(config)
+    assert runs.stored(config, allow_dirty=True).dirty
+    monkeypatch.setenv("EMKD_ALLOW_DIRTY", "1")
+    assert runs.stored(config).dirty
+    with pytest.raises(store.StoreError):
+        runs.stored(config, allow_dirty=False)
+    store.store_result(make_result(path, commit="0123abc", config=config, key=runs.key_of(config)))
+    assert not runs.stored(config, settings=settings_module.current({**dict(__import__("os").environ),
+                                                                       "EMKD_ALLOW_DIRTY": "0"})).dirty
+
+
+def test_stored_does_not_serve_an_altered_sidecar(env):
+    config = profile_config("smoke", "beauty", "sasrec")
+    path = runs.path_of(config)
+    store.store_result(make_result(path, config=config, key=runs.key_of(config)))
+    path.with_suffix(".npz").write_bytes(b"not an npz")
+    with pytest.raises(store.StoreError, match="does not match the recorded sha256"):
+        runs.stored(config)

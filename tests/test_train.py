@@ -1,0 +1,170 @@
+"""The training loop: early stopping after min_steps, every loss term in the
+history, the epoch hook, checkpoints."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emkd_lib import train as train_module
+from emkd_lib.config import DataConfig, RunConfig, TrainConfig
+from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.methods import Recipe, build_method
+from emkd_lib.methods.baselines import with_padding_column
+from emkd_lib.methods.emkd import EMKDParams
+from emkd_lib.models.encoders import TransformerConfig
+from emkd_lib.train import fit
+
+N_ITEMS = 20
+
+
+def successor_dataset(n_users=40, length=8, n_attributes=3):
+    rng = np.random.default_rng(0)
+    seqs = [((s + np.arange(length)) % N_ITEMS + 1).astype(np.int64) for s in rng.integers(0, N_ITEMS, n_users)]
+    table = rng.random((N_ITEMS + 1, n_attributes)) < 0.5
+    table[0] = False
+    attributes = ItemAttributes(indptr=np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64),
+                                indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
+    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=N_ITEMS,
+                           attributes=attributes, source="synthetic")
+
+
+class Constant(nn.Module):
+    """A model that learns (its loss falls) but whose scores never change, so
+    validation NDCG@10 improves once, at the first evaluation, and never again."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+
+
+def constant_recipe(**changes):
+    scores = torch.linspace(1.0, 0.0, N_ITEMS)
+    return Recipe(make_examples=lambda seqs: list(seqs),
+                  loss=lambda model, ids, gen: {"loss": (model.w ** 2).sum(), "other": model.w.sum().detach()},
+                  score=lambda model, ids: with_padding_column(scores.expand(len(ids), N_ITEMS).clone()),
+                  eval_max_len=8, **changes)
+
+
+def fit_constant(train, **kwargs):
+    split = leave_one_out(successor_dataset().sequences)  # 40 users: 4 steps an epoch at batch size 10
+    return fit(Constant(), constant_recipe(**kwargs.pop("recipe", {})), split, train, seed=0, device="cpu",
+               progress=False, **kwargs)
+
+
+def expected_stop(steps_per_epoch, min_steps, patience, epochs):
+    """Epoch 1 improves; every later evaluation counts once the steps reach min_steps."""
+    counted = 0
+    for epoch in range(2, epochs + 1):
+        if epoch * steps_per_epoch >= min_steps:
+            counted += 1
+            if counted == patience:
+                return epoch
+    return epochs
+
+
+@pytest.mark.parametrize("min_steps,patience", [(0, 2), (10, 2), (30, 1), (30, 3), (1000, 2)])
+def test_early_stopping_counts_evaluations_only_after_min_steps(min_steps, patience):
+    result = fit_constant(TrainConfig(epochs=12, batch_size=10, patience=patience, min_steps=min_steps))
+    steps = result.history[0]["steps"]
+    assert steps == 4
+    stop = expected_stop(steps, min_steps, patience, 12)
+    assert len(result.history) == stop
+    assert [h["epoch"] for h in result.history] == list(range(1, stop + 1))
+    assert [h["steps"] for h in result.history] == [steps * e for e in range(1, stop + 1)]
+    assert result.best_epoch == 1
+    assert result.stopped_by == ("epoch cap" if stop == 12 and min_steps == 1000 else "patience")
+    if result.stopped_by == "patience":
+        # the stopping evaluation is the patience-th counted one, after min_steps
+        counted = [h for h in result.history[1:] if h["steps"] >= min_steps]
+        assert len(counted) == patience and result.steps >= min_steps
+
+
+def test_the_epoch_hook_is_called_with_each_epoch_before_it_runs():
+    calls = []
+    result = fit_constant(TrainConfig(epochs=4, batch_size=10, patience=10),
+                          recipe={"on_epoch_start": lambda epoch: calls.append((epoch, len(calls)))})
+    assert [epoch for epoch, _ in calls] == [1, 2, 3, 4] and len(result.history) == 4
+    calls.clear()
+    fit_constant(TrainConfig(epochs=10, batch_size=10, patience=2),
+                 recipe={"on_epoch_start": lambda epoch: calls.append((epoch, len(calls)))})
+    assert [epoch for epoch, _ in calls] == [1, 2, 3]  # stopped by patience after epoch 3
+
+
+def test_the_history_holds_every_named_term_of_a_recipe():
+    result = fit_constant(TrainConfig(epochs=2, batch_size=10, patience=10))
+    for h in result.history:
+        assert {"epoch", "loss", "other", "valid_ndcg10", "steps", "train_seconds", "eval_seconds",
+                "wall_seconds"} <= set(h)
+        assert h["other"] == pytest.approx(3.0, rel=0.1)
+    assert result.history[1]["loss"] < result.history[0]["loss"]
+
+
+def emkd_config(**params):
+    return RunConfig(dataset="successor", method="emkd", profile="smoke", encoder="bert4rec",
+                     encoder_config=TransformerConfig(hidden=8, n_blocks=1, n_heads=1),
+                     params=EMKDParams(n_views=2, **params), data=DataConfig(max_len=8))
+
+
+@pytest.mark.parametrize("params,terms", [
+    (dict(n_networks=2), {"mip", "kd", "icl", "ccl", "ap"}),
+    (dict(n_networks=2, ap=False), {"mip", "kd", "icl", "ccl"}),
+    (dict(n_networks=1), {"mip", "icl", "ap"}),
+    (dict(n_networks=2, icl=False, ccl=False, kd=False), {"mip", "ap"}),
+])
+def test_the_history_holds_every_active_emkd_term_per_epoch(params, terms):
+    dataset = successor_dataset()
+    config = emkd_config(**params)
+    assert config.params.active_terms(config.params.n_networks, True) == terms
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    result = fit(model, recipe, leave_one_out(dataset.sequences), TrainConfig(epochs=2, batch_size=16, patience=5),
+                 seed=0, device="cpu", progress=False)
+    assert len(result.history) == 2
+    for h in result.history:
+        logged = set(h) - {"epoch", "valid_ndcg10", "steps", "train_seconds", "eval_seconds", "wall_seconds"}
+        assert logged == terms | {"loss"}
+        assert all(np.isfinite(h[t]) for t in logged)
+        # every batch's "loss" is Eq. 19 of its terms, so their epoch means are too
+        p = config.params
+        weight = {"mip": 1.0, "ap": 1.0, "icl": p.lam, "ccl": p.lam, "kd": p.mu}
+        assert h["loss"] == pytest.approx(sum(weight[t] * h[t] for t in terms), rel=1e-5)
+
+
+def test_stop_after_epoch_leaves_a_checkpoint_and_a_resume_continues_from_it(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    train = TrainConfig(epochs=4, batch_size=10, patience=10)
+    with pytest.raises(InterruptedError, match="stopped after epoch 2"):
+        fit_constant(train, checkpoint=checkpoint, stop_after_epoch=2)
+    assert checkpoint.exists()
+    resumed = fit_constant(train, checkpoint=checkpoint)
+    whole = fit_constant(train)
+    assert resumed.resumed_from_epoch == 3 and whole.resumed_from_epoch == 0
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert resumed.steps == whole.steps == 16
+    np.testing.assert_array_equal(resumed.test_ranks, whole.test_ranks)
+
+
+def test_a_run_killed_after_its_stopping_epoch_resumes_to_the_same_stop(tmp_path, monkeypatch):
+    """The checkpoint of the epoch at which patience ran out is written before
+    the loop ends; a process killed right then must not train further on resume."""
+    checkpoint = tmp_path / "run.pt"
+    train = TrainConfig(epochs=10, batch_size=10, patience=2)
+    whole = fit_constant(train)
+    assert whole.stopped_by == "patience" and len(whole.history) == 3
+    real, writes = train_module.atomic_write, []
+
+    def killed_after_third(path, write):
+        real(path, write)
+        writes.append(path)
+        if len(writes) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_write", killed_after_third)
+    with pytest.raises(KeyboardInterrupt):
+        fit_constant(train, checkpoint=checkpoint)
+    monkeypatch.setattr(train_module, "atomic_write", real)
+    resumed = fit_constant(train, checkpoint=checkpoint)
+    assert len(resumed.history) == len(whole.history)
+    assert resumed.stopped_by == "patience"
