@@ -48,7 +48,7 @@ class DataConfig:
     """Which users and training windows a run sees.
 
     ``windows="sliding"``: windows end every ``window_step`` items from the
-    end of each sequence down to two items (``None``: non-overlapping, every
+    end of each sequence down to two items (``None``: ``max_len - 1``, every
     target once an epoch; 1: every prefix). ``windows="tail"``: only
     full-length windows, cut from the end every ``window_step`` items, and one
     window of the whole sequence for users shorter than that (the public
@@ -69,9 +69,10 @@ class DataConfig:
 
     @property
     def step(self) -> int:
-        """``window_step``, or its default: ``max_len`` for sliding windows
-        (non-overlapping: every target once an epoch), 1 for tail windows."""
-        return self.window_step or (self.max_len if self.windows == "sliding" else 1)
+        """``window_step``, or its default: ``max_len - 1`` for sliding windows
+        (consecutive windows share one item, so a next-item model sees every
+        target once an epoch), 1 for tail windows."""
+        return self.window_step or (max(self.max_len - 1, 1) if self.windows == "sliding" else 1)
 
     def examples(self, sequences, window: int):
         """The training windows of ``window`` items this config cuts from ``sequences``."""

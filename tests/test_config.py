@@ -146,7 +146,7 @@ def test_replace_changes_nested_fields_and_leaves_the_original():
     assert (b.train.epochs, b.params.n_networks, b.data.max_users, b.encoder_config.n_blocks, b.seed) == \
         (5, 2, 300, 3, 4)
     assert (a.train.epochs, a.params.n_networks, a.data.max_users, a.encoder_config.n_blocks, a.seed) == \
-        (20, 3, None, 2, 0)
+        (200, 3, None, 2, 0)
     assert b.train.batch_size == a.train.batch_size and b.params.tau == a.params.tau
 
 
@@ -155,7 +155,7 @@ def test_profile_layers_generic_then_method_then_overrides():
     assert (smoke.encoder_config.hidden, smoke.encoder_config.n_blocks, smoke.data.max_len, smoke.data.max_users,
             smoke.train.batch_size, smoke.train.epochs, smoke.train.patience) == (16, 1, 20, 300, 128, 2, 2)
     assert profile_config("smoke", "beauty", "gru4rec").encoder_config == GRU4RecConfig(hidden=16)
-    assert profile_config("cpu", "ml-1m", "sasrec").data.max_len == 100
+    assert profile_config("cpu", "ml-1m", "sasrec").data.max_len == 40
     assert profile_config("paper", "beauty", "bert4rec").encoder_config.n_heads == 2
     assert profile_config("cpu", "beauty", "bert4rec").data.window_step == 1
     assert profile_config("cpu", "beauty", "sasrec", train__epochs=3).train.epochs == 3
@@ -182,3 +182,13 @@ def test_the_sensitivity_grid_builds():
     assert len(defaults) == 1  # every hyperparameter's default is the same run
     assert {c.train.epochs for c in sensitivity_grid("paper").values()} == {emkd_variant("paper", "beauty").train.epochs}
     assert {c.train.epochs for c in sensitivity_grid("cpu", epochs=2).values()} == {2}
+
+
+def test_the_fair_rule_gives_every_method_of_a_dataset_the_same_windows():
+    for dataset in ("beauty", "toys", "ml-1m"):
+        configs = [profile_config("cpu", dataset, m) for m in ("gru4rec", "caser", "sasrec", "bert4rec", "emkd")]
+        configs += [profile_config("cpu", dataset, "emkd", encoder=e) for e in ("sasrec", "gru4rec", "caser")]
+        assert len({c.data for c in configs}) == 1
+        assert configs[0].data.windows == "tail"
+    assert (profile_config("cpu", "beauty", "sasrec").data.max_len,
+            profile_config("cpu", "ml-1m", "sasrec").data.window_step) == (15, 10)

@@ -321,7 +321,7 @@ def test_profiles_build_valid_emkd_configs():
     assert (p.n_networks, p.n_views, p.tau, p.lam, p.mu, p.softmax_temperature) == (3, 8, 1.0, 0.01, 0.001, 1.0)
     cpu = profile_config("cpu", "beauty", "emkd")
     assert (cpu.encoder_config.hidden, cpu.data.max_len, cpu.data.window_step, cpu.train.batch_size,
-            cpu.train.epochs, cpu.train.patience) == (64, 15, None, 64, 20, 3)
+            cpu.train.epochs, cpu.train.patience) == (64, 15, 1, 64, 200, 5)
     assert cpu.params.n_views == 2
     smoke = profile_config("smoke", "toys", "emkd")
     assert (smoke.encoder_config.hidden, smoke.encoder_config.n_blocks, smoke.data.max_users,

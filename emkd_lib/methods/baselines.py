@@ -1,9 +1,13 @@
 """The single-model baselines: next-item prediction (SASRec, GRU4Rec, Caser)
 and cloze (BERT4Rec), and how each scores the next item.
 
-- Next-item: a window ``w`` of up to ``max_len + 1`` items gives input
+- Next-item: a window ``w`` of up to ``max_len`` items gives input
   ``w[:-1]`` and targets ``w[1:]``; full-softmax cross entropy at every
   non-padding position.
+
+Every method cuts the same windows of ``max_len`` items (``DataConfig``) and
+is tested on the ``max_len - 1`` most recent items (BERT4Rec appends its
+[mask] to them), so within a dataset all methods see the same data.
 - Cloze: mask each item with probability ``mask_prob`` (80% [mask], 10%
   random item, 10% unchanged); cross entropy at the chosen positions only.
   Inference appends [mask] to the sequence and reads the logits there.
@@ -114,10 +118,10 @@ def build_next_item(config, dataset):
     model = build_encoder(config.encoder, dataset.n_items, config.data.max_len, config.encoder_config)
     data = config.data
     return model, Recipe(
-        make_examples=lambda seqs: data.examples(seqs, window=data.max_len + 1),
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
         loss=lambda model, windows, gen: {"loss": next_item_loss(model, windows, gen)},
         score=last_position_scores,
-        eval_max_len=data.max_len,
+        eval_max_len=data.max_len - 1,
     )
 
 
@@ -137,12 +141,8 @@ def _no_defaults(profile: str, dataset: str) -> dict:
 
 
 def _bert4rec_defaults(profile: str, dataset: str) -> dict:
-    # Two heads as in BERT4Rec's own setup; every prefix of the Amazon
-    # sequences (BERT4Rec/EMKD's augmentation), every 10th on ML-1M's long ones.
-    if profile == "smoke":
-        return {}
-    step = {"cpu": None, "paper": 10}[profile] if dataset == "ml-1m" else 1
-    return {"encoder_config__n_heads": 2, "data__window_step": step}
+    # Two heads, as in BERT4Rec's and EMKD's setups.
+    return {} if profile == "smoke" else {"encoder_config__n_heads": 2}
 
 
 SPECS = {

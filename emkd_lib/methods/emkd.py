@@ -211,9 +211,9 @@ def ensemble_last_position_scores(model: nn.Module, ids: torch.Tensor) -> torch.
 
 
 def build_emkd(config, dataset):
-    """The ensemble and recipe of an EMKD run: BERT4Rec's windows of
-    ``max_len`` items and [mask] scoring, or a next-item encoder's windows of
-    ``max_len + 1`` and last-position scoring; EMKD's terms, Eq. 19; Eq. 20."""
+    """The ensemble and recipe of an EMKD run: windows of ``max_len`` items,
+    BERT4Rec's [mask] scoring or a next-item encoder's last-position scoring,
+    EMKD's terms combined by Eq. 19, Eq. 20 at inference."""
     params, data = config.params, config.data
     multi_hot = None
     attributes = dataset.attributes
@@ -236,40 +236,40 @@ def build_emkd(config, dataset):
         return {"loss": combine_emkd_terms(terms, params), **terms}
 
     return model, Recipe(
-        make_examples=lambda seqs: data.examples(seqs, window=data.max_len + 1),
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
         loss=loss,
         score=ensemble_last_position_scores,
-        eval_max_len=data.max_len,
+        eval_max_len=data.max_len - 1,
     )
 
 
-# EMKD's per-dataset settings (the paper's Section 5; book/emkd.md). Datasets
-# the paper did not use borrow those of the closest one it did.
+# EMKD's per-dataset settings (the paper's Section 5; book/emkd.md), besides
+# the window lengths and steps of ``profiles.FAIR_WINDOWS``. Datasets the
+# paper did not use borrow those of the closest one it did.
 PAPER_SETTINGS = {
-    "beauty": dict(max_len=15, dropout=0.3, window_step=1, n_heads=2, tau=0.3),
-    "toys": dict(max_len=20, dropout=0.3, window_step=1, n_heads=2, tau=0.3),
-    "ml-1m": dict(max_len=40, dropout=0.2, window_step=10, n_heads=4, tau=1.0),
+    "beauty": dict(dropout=0.3, n_heads=2, tau=0.3),
+    "toys": dict(dropout=0.3, n_heads=2, tau=0.3),
+    "ml-1m": dict(dropout=0.2, n_heads=4, tau=1.0),
 }
 
 
 def emkd_profile_defaults(profile: str, dataset: str) -> dict:
-    """EMKD's changes to a profile (BERT4Rec encoder; for next-item encoders
-    the runner keeps the encoder's own settings, see ``profiles``)."""
+    """EMKD's changes to a profile: its tau and dropout per dataset; the
+    windows are the profile's fair rule (``profiles.FAIR_WINDOWS``, EMKD's own
+    lengths and steps). For next-item encoders only the ``params__`` changes
+    apply (see ``profiles``)."""
     paper = PAPER_SETTINGS.get(dataset) or PAPER_SETTINGS["ml-1m" if dataset.startswith("ml-") else "beauty"]
     changes = {"params__tau": paper["tau"]}
     if profile == "smoke":
         return {**changes, "params__n_networks": 2, "params__n_views": 2}
-    changes.update({"data__max_len": paper["max_len"], "encoder_config__dropout": paper["dropout"],
-                    "encoder_config__n_heads": paper["n_heads"]})
+    changes.update({"encoder_config__dropout": paper["dropout"], "encoder_config__n_heads": paper["n_heads"]})
     if profile == "cpu":
-        # M = 2 views instead of 8, two heads, non-overlapping windows with
-        # batches of 64 (an epoch still makes ~400 updates), to fit two cores;
-        # book/emkd.md and chapter 03 list the departures.
-        changes.update({"params__n_views": 2, "encoder_config__n_heads": 2, "data__window_step": None,
-                        "train__batch_size": 64, "train__epochs": 20})
+        # M = 2 views instead of 8, two heads, batches of 64, to fit two
+        # cores; book/emkd.md and chapter 03 list the departures.
+        changes.update({"params__n_views": 2, "encoder_config__n_heads": 2, "train__batch_size": 64})
     else:
         changes.update({"params__n_views": 8, "encoder_config__hidden": 256, "train__batch_size": 256,
-                        "train__epochs": 250, "data__window_step": paper["window_step"]})
+                        "train__epochs": 250})
     return changes
 
 
