@@ -62,41 +62,54 @@ def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Ten
     return bce.mean(dim=(1, 2)).sum()
 
 
+CONTRASTIVE_DENOMINATORS = ("negatives", "positive-and-negatives", "negatives-and-self")
+
+
 def contrastive_loss_from_similarities(positive: torch.Tensor, negative: torch.Tensor, tau: float,
                                        positives_in_one_logsumexp: bool = False,
-                                       negatives_only_denominator: bool = False) -> torch.Tensor:
-    """The shared InfoNCE form of Eq. 12 and Eq. 14, on cosine similarities.
+                                       denominator: str = "negatives") -> torch.Tensor:
+    """The shared contrastive form of Eq. 12 and Eq. 14, on cosine similarities.
 
     ``positive`` (..., M, B): g(anchor_u, positive_{m,u});
     ``negative`` (..., B, B): g(anchor_u, bank_k). Entry (u, u) of ``negative``
-    is the anchor's own sequence and is excluded: negatives are k != u.
+    is the anchor's own sequence: negatives are k != u.
     Returns (...,): for every leading index, the mean over u (and m) of
 
-    - paper (default), one term per positive, Eq. 12 / 14:
-      ``-log( e^{p_um/tau} / (e^{p_um/tau} + sum_{k != u} e^{n_uk/tau}) )``;
+    - ``denominator="negatives"`` (default, Eq. 12 / 14 as printed), one term
+      per positive with only the in-batch negatives below it:
+      ``-log( e^{p_um/tau} / sum_{k != u} e^{n_uk/tau} )`` (it can be negative;
+      0 for a batch of one, which has no negatives);
+    - ``"positive-and-negatives"``: standard InfoNCE, the positive also in the
+      denominator, ``-log( e^{p_um/tau} / (e^{p_um/tau} + sum_{k != u} e^{n_uk/tau}) )``;
+    - ``"negatives-and-self"`` (public code): ``sum_{k != u} e^{n_uk/tau} + e^0``,
+      the e^0 being the anchor's self-similarity, which the code multiplies by
+      zero instead of removing;
     - ``positives_in_one_logsumexp`` (public code): the M positives share one
-      numerator, ``-log( sum_m e^{p_um/tau} / (sum_m e^{p_um/tau} + sum_{k != u} e^{n_uk/tau}) )``,
-      averaged over u only;
-    - ``negatives_only_denominator`` (public code): the denominator drops the
-      positives and holds ``sum_{k != u} e^{n_uk/tau} + e^0``, the e^0 being the
-      anchor's self-similarity, which the code multiplies by zero instead of
-      removing. With both flags this is exactly the code's ``ICL``/``CCL``
-      (and the loss can go below zero).
+      numerator ``sum_m e^{p_um/tau}`` (with ``"positive-and-negatives"`` they
+      also share the denominator), averaged over u only. With
+      ``"negatives-and-self"`` this is exactly the code's ``ICL``/``CCL``.
     """
+    if denominator not in CONTRASTIVE_DENOMINATORS:
+        raise ValueError(f"denominator must be one of {CONTRASTIVE_DENOMINATORS}, got {denominator!r}")
     B = negative.shape[-1]
     pos, neg = positive / tau, negative / tau
+    if B == 1 and denominator == "negatives":
+        # No in-batch negatives (a last batch of one): the printed ratio is
+        # undefined, and there is nothing to contrast; a zero that keeps the graph.
+        return (pos * 0).sum(dim=(-2, -1))
     off_diagonal = ~torch.eye(B, dtype=torch.bool, device=neg.device)
     others = neg[..., off_diagonal].view(*neg.shape[:-2], B, B - 1)   # row u: k != u
-    if negatives_only_denominator:
-        others = torch.cat([others, torch.zeros_like(others[..., :1])], -1)
+    if denominator == "negatives-and-self":
+        others = torch.cat([others, others.new_zeros(*others.shape[:-1], 1)], -1)
     lse_others = others.logsumexp(-1)                                   # (..., B); -inf when B == 1
+    with_positive = denominator == "positive-and-negatives"
     if positives_in_one_logsumexp:
         lse_pos = pos.logsumexp(-2)                                     # (..., B)
-        denominator = lse_others if negatives_only_denominator else torch.logaddexp(lse_pos, lse_others)
-        return (denominator - lse_pos).mean(-1)
+        below = torch.logaddexp(lse_pos, lse_others) if with_positive else lse_others
+        return (below - lse_pos).mean(-1)
     lse_others = lse_others.unsqueeze(-2)                               # (..., 1, B)
-    denominator = lse_others.expand_as(pos) if negatives_only_denominator else torch.logaddexp(pos, lse_others)
-    return (denominator - pos).mean(dim=(-2, -1))
+    below = torch.logaddexp(pos, lse_others) if with_positive else lse_others.expand_as(pos)
+    return (below - pos).mean(dim=(-2, -1))
 
 
 def _pairwise_cosine(anchor: torch.Tensor, positives: torch.Tensor, bank: torch.Tensor,
@@ -108,19 +121,19 @@ def _pairwise_cosine(anchor: torch.Tensor, positives: torch.Tensor, bank: torch.
 
 def contrastive_loss(anchor: torch.Tensor, positives: torch.Tensor, negatives_bank: torch.Tensor,
                      tau: float, positives_in_one_logsumexp: bool = False,
-                     negatives_only_denominator: bool = False) -> torch.Tensor:
+                     denominator: str = "negatives") -> torch.Tensor:
     """Eq. 12 / 14 on representations: anchor (..., B, D), positives (..., M, B, D),
     negatives_bank (..., B, D) whose row u (the anchor's own sequence) is
     excluded from anchor u's negatives. Cosine similarity g, temperature tau.
     Returns (...,), the mean over u and m (see ``contrastive_loss_from_similarities``)."""
     pos, neg = _pairwise_cosine(anchor, positives, negatives_bank)
     return contrastive_loss_from_similarities(pos, neg, tau, positives_in_one_logsumexp,
-                                              negatives_only_denominator)
+                                              denominator)
 
 
 def intra_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, tau: float,
                                    positives_in_one_logsumexp: bool = False,
-                                   negatives_only_denominator: bool = False) -> torch.Tensor:
+                                   denominator: str = "negatives") -> torch.Tensor:
     """Intra-network contrastive learning (ICL), Eq. 12-13.
 
     ``h_orig`` (N, B, D): flattened hidden matrices H^n(s_u) of the original
@@ -129,12 +142,12 @@ def intra_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, 
     Mean over users and views, summed over networks.
     """
     return contrastive_loss(h_orig, h_views, h_orig, tau, positives_in_one_logsumexp,
-                            negatives_only_denominator).sum()
+                            denominator).sum()
 
 
 def cross_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, tau: float,
                                    positives_in_one_logsumexp: bool = False,
-                                   negatives_only_denominator: bool = False) -> torch.Tensor:
+                                   denominator: str = "negatives") -> torch.Tensor:
     """Cross-network contrastive learning (CCL), Eq. 14-15.
 
     For every ordered pair x != y: anchor H^x(s_u), positives H^y(s_u^m),
@@ -148,7 +161,7 @@ def cross_network_contrastive_loss(h_orig: torch.Tensor, h_views: torch.Tensor, 
     pos = torch.einsum("xud,ymud->xymu", a, p)[x, y]                   # (N(N-1), M, B)
     neg = torch.einsum("xud,ykd->xyuk", a, a)[x, y]                    # (N(N-1), B, B)
     return contrastive_loss_from_similarities(pos, neg, tau, positives_in_one_logsumexp,
-                                              negatives_only_denominator).sum()
+                                              denominator).sum()
 
 
 def distillation_loss(logits: torch.Tensor, temperature: float, detach_teacher: bool = False,

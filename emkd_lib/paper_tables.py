@@ -15,17 +15,15 @@ Where the folder is
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Not experiments.REPO_ROOT: importing experiments pulls in torch, and reading
-# a CSV should not need it.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TABLES_DIR = REPO_ROOT.parent / "shared" / "papers" / "tables"
+from . import settings as settings_module
+
+DEFAULT_TABLES_DIR = settings_module.REPO_ROOT.parent / "shared" / "papers" / "tables"
 COLUMNS = ["paper", "table", "dataset", "method", "metric", "value"]
 
 
@@ -38,14 +36,19 @@ def tables_dir() -> Path:
         If the folder does not exist or holds no CSV; the message names the
         folder looked in.
     """
-    env = os.environ.get("EMKD_PAPERS_DIR")
-    if env:
-        folder = Path(env)
+    settings = settings_module.current()
+    if settings.papers_dir is not None:
+        folder = settings.papers_dir
         # Accept the papers folder as well as its tables/ subfolder: both are
         # natural things to point the variable at.
         if (folder / "tables").is_dir():
             folder = folder / "tables"
         where = f"{folder} (from $EMKD_PAPERS_DIR)"
+    elif settings.data_dir is not None and (settings.data_dir.parent / "papers" / "tables").is_dir():
+        # The papers sit beside the data mirror (../shared/{data,papers}), so a
+        # clone that was told where the data is finds the papers too.
+        folder = settings.data_dir.parent / "papers" / "tables"
+        where = f"{folder} (beside $EMKD_DATA_DIR)"
     else:
         folder = DEFAULT_TABLES_DIR
         where = f"{folder} (default; set $EMKD_PAPERS_DIR to look elsewhere)"

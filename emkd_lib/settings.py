@@ -10,7 +10,7 @@ a variable sees it at once and no module keeps global state.
 ``EMKD_CACHE_DIR``         checkpoints, checksum cache, feature caches
                            (default ``~/.cache/emkd-book``, outside the tree)
 ``EMKD_FIGURES_DIR``       where chapters save figures (default ``notebooks/figures``)
-``EMKD_PAPERS_DIR``        the papers' result tables (default ``../shared/papers``)
+``EMKD_PAPERS_DIR``        the papers' result tables (read by ``paper_tables``)
 ``EMKD_REQUIRE_CACHED``    ``1``: a missing result raises instead of training
 ``EMKD_KEEP_FREED_MEMORY`` ``0``: leave glibc's malloc as it is (CLI start-up)
 ``EMKD_ALLOW_DIRTY``       ``1``: chapters may show results of uncommitted code
@@ -31,7 +31,7 @@ class Settings:
     results_dir: Path
     cache_dir: Path
     figures_dir: Path
-    papers_dir: Path
+    papers_dir: Path | None        # None: beside the data mirror, or ../shared/papers (see paper_tables)
     require_cached: bool
     keep_freed_memory: bool
     allow_dirty: bool
@@ -54,7 +54,7 @@ def current(env=None) -> Settings:
         results_dir=Path(env.get("EMKD_RESULTS_DIR") or REPO_ROOT / "results"),
         cache_dir=Path(env.get("EMKD_CACHE_DIR") or Path.home() / ".cache" / "emkd-book"),
         figures_dir=Path(env.get("EMKD_FIGURES_DIR") or REPO_ROOT / "notebooks" / "figures"),
-        papers_dir=Path(env.get("EMKD_PAPERS_DIR") or REPO_ROOT.parent / "shared" / "papers"),
+        papers_dir=Path(env["EMKD_PAPERS_DIR"]) if env.get("EMKD_PAPERS_DIR") else None,
         require_cached=_flag(env, "EMKD_REQUIRE_CACHED", "0"),
         keep_freed_memory=_flag(env, "EMKD_KEEP_FREED_MEMORY", "1"),
         allow_dirty=_flag(env, "EMKD_ALLOW_DIRTY", "0"),

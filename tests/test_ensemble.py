@@ -285,21 +285,22 @@ def test_attribute_prediction_reads_the_original_sequence(last_view, monkeypatch
 # ---- configuration -----------------------------------------------------------
 
 @pytest.mark.parametrize("params,message", [
-    (dict(n_networks=0), "n_networks must be an int >= 1"),
-    (dict(n_views=2.0), "n_views must be an int >= 1"),
+    (dict(n_networks=0), "n_networks must be >= 1"),
+    (dict(n_views=2.0), "n_views must be int"),
     (dict(tau=0.0), "tau must be > 0"),
     (dict(lam=-1.0), "lam must be >= 0"),
-    (dict(mu="big"), "mu must be a finite number"),
-    (dict(kd_temperature=0), "kd_temperature must be None"),
-    (dict(icl=0), "icl must be a bool"),
-    (dict(mask_prob=1.0), r"mask_prob must be in \(0, 1\)"),
+    (dict(mu="big"), "mu must be float"),
+    (dict(kd_temperature=0), "kd_temperature must be > 0"),
+    (dict(icl=0), "icl must be bool"),
+    (dict(mask_prob=1.0), "mask_prob must be < 1"),
+    (dict(contrastive_denominator="all"), "contrastive_denominator must be one of"),
 ])
 def test_bad_emkd_params_are_clear_errors(params, message):
-    with pytest.raises(ValueError, match="EMKD: " + message):
+    with pytest.raises(ValueError, match="EMKDParams: " + message):
         EMKDParams(**params)
-    with pytest.raises(ValueError, match="EMKD: " + message):
+    with pytest.raises(ValueError, match="EMKDParams: " + message):
         profile_config("cpu", "beauty", "emkd").replace(**{f"params__{k}": v for k, v in params.items()})
-    with pytest.raises(ValueError, match="EMKD: " + message):
+    with pytest.raises(ValueError, match="EMKDParams: " + message):
         RunConfig.from_dict({"dataset": "beauty", "method": "emkd", "profile": "cpu", "params": params})
 
 
@@ -321,7 +322,7 @@ def test_profiles_build_valid_emkd_configs():
     assert (p.n_networks, p.n_views, p.tau, p.lam, p.mu, p.softmax_temperature) == (3, 8, 1.0, 0.01, 0.001, 1.0)
     cpu = profile_config("cpu", "beauty", "emkd")
     assert (cpu.encoder_config.hidden, cpu.data.max_len, cpu.data.window_step, cpu.train.batch_size,
-            cpu.train.epochs, cpu.train.patience) == (64, 15, 1, 64, 200, 5)
+            cpu.train.epochs, cpu.train.patience) == (64, 15, 1, 256, 200, 5)
     assert cpu.params.n_views == 2
     smoke = profile_config("smoke", "toys", "emkd")
     assert (smoke.encoder_config.hidden, smoke.encoder_config.n_blocks, smoke.data.max_users,
@@ -376,3 +377,54 @@ def test_emkd_learns_a_deterministic_successor():
     result = fit(model, recipe, split, train, seed=0, device="cpu", progress=False)
     assert result.test_metrics["HR@5"] > 0.9
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+# ---- the public code's choices, each switchable ------------------------------
+
+def test_unforced_masking_leaves_a_view_without_draws_unmasked():
+    ids = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
+    generator = torch.Generator().manual_seed(0)
+    masked, chosen = cloze_mask(ids, 1e-9, 99, 10, generator, force_one=False)
+    assert not chosen.any() and torch.equal(masked, ids)
+    masked, chosen = cloze_mask(ids, 1e-9, 99, 10, torch.Generator().manual_seed(0))
+    assert chosen[:, -1].all() and chosen.sum() == 2
+
+
+def test_shared_initialisation_gives_every_network_the_same_blocks_only():
+    model = EnsembleBERT4Rec(3, 20, 8, hidden=16, n_blocks=2, n_heads=2)
+    assert not torch.equal(model.blocks[0].ffn_in.weight[0], model.blocks[0].ffn_in.weight[1])
+    model.share_block_initialisation()
+    for p in model.blocks.parameters():
+        assert all(torch.equal(p[0], p[n]) for n in range(3))
+    assert not torch.equal(model.item_embedding.weight[0], model.item_embedding.weight[1])
+
+
+def test_the_linear_output_layer_is_eq_5_per_network():
+    model = EnsembleBERT4Rec(2, 20, 8, hidden=16, n_blocks=1, n_heads=2, output_layer="linear",
+                             scale_embeddings=False).eval()
+    hidden = torch.randn(2, 5, 16)
+    expected = torch.stack([hidden[n] @ model.output.weight[n].T + model.output.bias[n] for n in range(2)])
+    torch.testing.assert_close(model.logits(hidden), expected)
+    ids = torch.tensor([[0, 1, 2, 3]])
+    pos = model.position_embedding.weight[:, None, torch.arange(4, 8)]
+    torch.testing.assert_close(model.embed(ids)[:, :, 1:], (model.item_embedding.weight[:, None, ids[0, 1:]] + pos[:, :, 1:]))
+    with pytest.raises(ValueError, match="splits into BERT4Recs"):
+        model.network(0)
+
+
+def test_the_emkd_defaults_are_the_printed_equations_and_the_code_set_switches_every_piece():
+    from emkd_lib.methods.emkd import EMKD_CODE
+    from emkd_lib.studies.emkd import fidelity_grid
+    p = EMKDParams()
+    assert (p.contrastive_denominator, p.positives_in_one_logsumexp, p.output_layer, p.scale_embeddings,
+            p.force_a_masked_position, p.shared_initialisation) == ("negatives", False, "linear", False, True, False)
+    grid = fidelity_grid("cpu")
+    base = grid[("beauty", "printed equations (default)", 0)]
+    code = grid[("beauty", "public code (all its choices)", 0)]
+    assert code.params.contrastive_denominator == "negatives-and-self" and code.train.grad_clip is None
+    singles = [c for (d, row, s), c in grid.items() if row.startswith("code: ")]
+    assert len(singles) == len(EMKD_CODE)
+    for c in singles:  # each differs from the default in exactly one field
+        diff = [k for part in ("params", "train") for k, v in vars(getattr(c, part)).items()
+                if v != getattr(getattr(base, part), k)]
+        assert len(diff) == 1

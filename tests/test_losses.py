@@ -85,10 +85,31 @@ def public_code_direct(anchor, positives, bank, tau):
     return torch.sum(-torch.logsumexp(pos, -1) + torch.logsumexp(in_batch, -1)) / Bv
 
 
+def printed_direct(anchor, positives, bank, tau):
+    """Eq. 12 as printed, for one network (pair): mean over u, m of
+    -log(e^{g(a,p_m)/tau} / sum_{k != u} e^{g(a,b_k)/tau})."""
+    Mv, Bv = positives.shape[:2]
+    total = 0.0
+    for u in range(Bv):
+        negatives = sum(torch.exp(cos(anchor[u], bank[k]) / tau) for k in range(Bv) if k != u)
+        for m in range(Mv):
+            total += -torch.log(torch.exp(cos(anchor[u], positives[m, u]) / tau) / negatives)
+    return total / (Bv * Mv)
+
+
 @pytest.mark.parametrize("tau", [0.3, 1.0])
-def test_contrastive_loss_matches_eq_12_and_excludes_the_anchors_own_sequence(tau):
+def test_the_default_contrastive_loss_is_eq_12_as_printed(tau):
     anchor, positives, bank = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2)
     got = losses.contrastive_loss(anchor, positives, bank, tau)
+    torch.testing.assert_close(got, printed_direct(anchor, positives, bank, tau))
+    # the check can fail: standard InfoNCE puts the positive in the denominator
+    assert not torch.isclose(got, infonce_direct(anchor, positives, bank, tau))
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0])
+def test_contrastive_loss_matches_infonce_and_excludes_the_anchors_own_sequence(tau):
+    anchor, positives, bank = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2)
+    got = losses.contrastive_loss(anchor, positives, bank, tau, denominator="positive-and-negatives")
     torch.testing.assert_close(got, infonce_direct(anchor, positives, bank, tau))
     # the check can fail: counting the anchor's own sequence as a negative differs
     assert not torch.isclose(got, infonce_direct(anchor, positives, bank, tau, include_self=True))
@@ -97,22 +118,23 @@ def test_contrastive_loss_matches_eq_12_and_excludes_the_anchors_own_sequence(ta
 @pytest.mark.parametrize("tau", [0.3, 1.0])
 def test_one_logsumexp_and_public_code_variants_match_their_direct_forms(tau):
     anchor, positives, bank = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2)
-    one = losses.contrastive_loss(anchor, positives, bank, tau, positives_in_one_logsumexp=True)
+    one = losses.contrastive_loss(anchor, positives, bank, tau, positives_in_one_logsumexp=True,
+                                  denominator="positive-and-negatives")
     torch.testing.assert_close(one, one_logsumexp_direct(anchor, positives, bank, tau))
     code = losses.contrastive_loss(anchor, positives, bank, tau, positives_in_one_logsumexp=True,
-                                   negatives_only_denominator=True)
+                                   denominator="negatives-and-self")
     torch.testing.assert_close(code, public_code_direct(anchor, positives, bank, tau))
     assert not torch.isclose(one, code)
 
 
-def test_negatives_only_denominator_per_positive():
+def test_negatives_and_self_denominator_per_positive():
     anchor, positives, bank, tau = rand(B, D), rand(M, B, D, seed=1), rand(B, D, seed=2), 0.5
     expected = 0.0
     for u in range(B):
         neg = 1.0 + sum(torch.exp(cos(anchor[u], bank[k]) / tau) for k in range(B) if k != u)
         for m in range(M):
             expected += -torch.log(torch.exp(cos(anchor[u], positives[m, u]) / tau) / neg)
-    got = losses.contrastive_loss(anchor, positives, bank, tau, negatives_only_denominator=True)
+    got = losses.contrastive_loss(anchor, positives, bank, tau, denominator="negatives-and-self")
     torch.testing.assert_close(got, expected / (B * M))
 
 
@@ -121,7 +143,8 @@ def test_intra_network_loss_sums_networks(one_lse):
     h_orig, h_views, tau = rand(N, B, D), rand(N, M, B, D, seed=1), 0.3
     direct = one_logsumexp_direct if one_lse else infonce_direct
     expected = sum(direct(h_orig[n], h_views[n], h_orig[n], tau) for n in range(N))
-    got = losses.intra_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse)
+    got = losses.intra_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse,
+                                                denominator="positive-and-negatives")
     torch.testing.assert_close(got, expected)
 
 
@@ -132,7 +155,8 @@ def test_cross_network_loss_runs_over_ordered_pairs(one_lse):
     # anchor from x, positives and negatives from y
     expected = sum(direct(h_orig[x], h_views[y], h_orig[y], tau)
                    for x in range(N) for y in range(N) if x != y)
-    got = losses.cross_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse)
+    got = losses.cross_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse,
+                                                denominator="positive-and-negatives")
     torch.testing.assert_close(got, expected)
 
 
@@ -141,7 +165,7 @@ def test_contrastive_gradients_match_the_direct_form():
     loss = (losses.intra_network_contrastive_loss(h_orig, h_views, 0.3)
             + losses.cross_network_contrastive_loss(h_orig, h_views, 0.3))
     got = torch.autograd.grad(loss, (h_orig, h_views))
-    direct = sum(infonce_direct(h_orig[x], h_views[y], h_orig[y], 0.3) for x in range(2) for y in range(2))
+    direct = sum(printed_direct(h_orig[x], h_views[y], h_orig[y], 0.3) for x in range(2) for y in range(2))
     expected = torch.autograd.grad(direct, (h_orig, h_views))
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e)
@@ -150,9 +174,9 @@ def test_contrastive_gradients_match_the_direct_form():
 def test_contrastive_loss_with_a_single_sequence_is_finite():
     """A batch of one has no negatives (the last batch of an epoch can be that small)."""
     h_orig, h_views = rand(2, 1, D, grad=True), rand(2, M, 1, D, seed=1, grad=True)
-    for one in (False, True):
-        loss = (losses.intra_network_contrastive_loss(h_orig, h_views, 0.3, one)
-                + losses.cross_network_contrastive_loss(h_orig, h_views, 0.3, one))
+    for one, denominator in [(o, d) for o in (False, True) for d in losses.CONTRASTIVE_DENOMINATORS]:
+        loss = (losses.intra_network_contrastive_loss(h_orig, h_views, 0.3, one, denominator)
+                + losses.cross_network_contrastive_loss(h_orig, h_views, 0.3, one, denominator))
         grads = torch.autograd.grad(loss, (h_orig, h_views))
         assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
 

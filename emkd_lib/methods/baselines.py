@@ -55,21 +55,23 @@ def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None) -> t
 
 
 def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: int,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None, force_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking rule on a left-padded batch.
 
     Each non-padding position is chosen with probability ``mask_prob``; a chosen
     position becomes [mask] with probability 0.8, a uniformly random item with
-    probability 0.1, and stays unchanged otherwise. A sequence in which nothing
-    was chosen gets its last item chosen, so every window carries a loss.
+    probability 0.1, and stays unchanged otherwise. With ``force_one`` a
+    sequence in which nothing was chosen gets its last item chosen, so every
+    window carries a loss (the public EMKD code leaves it unmasked).
 
     Returns ``(masked_ids, chosen)`` where ``chosen`` is a bool tensor.
     """
     real = ids > 0
     u = torch.rand(ids.shape, generator=generator, device=ids.device)
     chosen = real & (u < mask_prob)
-    nothing = ~chosen.any(1)
-    chosen[nothing, -1] = real[nothing, -1]
+    if force_one:
+        nothing = ~chosen.any(1)
+        chosen[nothing, -1] = real[nothing, -1]
     action = torch.rand(ids.shape, generator=generator, device=ids.device)
     random_items = torch.randint(1, n_items + 1, ids.shape, generator=generator, device=ids.device)
     masked = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_token), ids)

@@ -109,11 +109,18 @@ class EnsembleBERT4Rec(nn.Module):
     ``item_attributes`` (optional, ``(n_items + 1, n_attributes)`` 0/1) is kept
     as a non-persistent bool buffer: the targets of attribute prediction
     (Eq. 9), data rather than weights, so it stays out of the state dict.
+
+    ``output_layer="linear"`` is Eq. 5 as printed, ``p = h W + b`` with a
+    separate W per network, and ``scale_embeddings=False`` Eq. 1 as printed,
+    ``v + p``; ``"bert4rec"`` and ``True`` are BERT4Rec's tied projection head
+    and sqrt(d)-scaled embeddings, with which every network is exactly an
+    ``encoders.BERT4Rec`` (``load_networks``, ``network``).
     """
 
     def __init__(self, n_networks: int, n_items: int, max_len: int, hidden: int = 64,
                  n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.2,
-                 item_attributes: torch.Tensor | None = None):
+                 item_attributes: torch.Tensor | None = None, output_layer: str = "bert4rec",
+                 scale_embeddings: bool = True):
         super().__init__()
         if n_networks < 1:
             raise ValueError(f"n_networks must be >= 1, got {n_networks}")
@@ -126,8 +133,14 @@ class EnsembleBERT4Rec(nn.Module):
         self.blocks = nn.ModuleList(StackedTransformerBlock(N, hidden, n_heads, dropout)
                                     for _ in range(n_blocks))
         self.ln_out = StackedLayerNorm(N, hidden)
-        self.head = nn.Sequential(StackedLinear(N, hidden, hidden), nn.GELU(), StackedLayerNorm(N, hidden))
-        self.output_bias = nn.Parameter(torch.zeros(N, n_items))
+        if output_layer not in ("linear", "bert4rec"):
+            raise ValueError(f"output_layer must be 'linear' or 'bert4rec', got {output_layer!r}")
+        self.output_layer, self.scale_embeddings = output_layer, scale_embeddings
+        if output_layer == "bert4rec":
+            self.head = nn.Sequential(StackedLinear(N, hidden, hidden), nn.GELU(), StackedLayerNorm(N, hidden))
+            self.output_bias = nn.Parameter(torch.zeros(N, n_items))
+        else:
+            self.output = StackedLinear(N, hidden, n_items)
         if item_attributes is not None:
             item_attributes = torch.as_tensor(item_attributes).bool()
             if item_attributes.shape[0] != n_items + 1:
@@ -137,13 +150,22 @@ class EnsembleBERT4Rec(nn.Module):
         else:
             self.attribute_head = None
         self.register_buffer("item_attributes", item_attributes, persistent=False)
-        # Each network starts exactly like a freshly built BERT4Rec (same
-        # initialisation scheme), so differences to the baseline are the method's.
-        self.load_networks([self._fresh_network() for _ in range(N)])
+        # Each network starts like a freshly built BERT4Rec (same initialisation
+        # scheme), so differences to the baseline are the method's; a linear
+        # output layer keeps its own init (N(0, 0.02), zero bias).
+        self.load_networks([self._fresh_network() for _ in range(N)], strict=output_layer == "bert4rec")
 
     @property
     def mask_token(self) -> int:
         return self.n_items + 1
+
+    @torch.no_grad()
+    def share_block_initialisation(self) -> None:
+        """Give every network's transformer blocks network 0's initial
+        weights, as the public EMKD code does (its networks then differ only
+        in embeddings, output layers and the masks' randomness)."""
+        for parameter in self.blocks.parameters():
+            parameter.copy_(parameter[:1].clone().expand_as(parameter))
 
     @property
     def n_attributes(self) -> int:
@@ -159,17 +181,19 @@ class EnsembleBERT4Rec(nn.Module):
         return {name: p for name, p in self.named_parameters() if not name.startswith("attribute_head.")}
 
     @torch.no_grad()
-    def load_networks(self, modules: list[BERT4Rec]) -> None:
-        """Copy the weights of ``modules[n]`` into network n."""
+    def load_networks(self, modules: list[BERT4Rec], strict: bool = True) -> None:
+        """Copy the weights of ``modules[n]`` into network n (``strict=False``:
+        only the parameters both have, e.g. all but a linear output layer)."""
         if len(modules) != self.n_networks:
             raise ValueError(f"expected {self.n_networks} modules, got {len(modules)}")
         mine = self._network_parameters()
         for module in modules:
             theirs = dict(module.named_parameters())
-            if theirs.keys() != mine.keys():
+            if strict and theirs.keys() != mine.keys():
                 raise ValueError(f"module parameters {sorted(theirs.keys() ^ mine.keys())} do not match")
-        for name, p in mine.items():
-            p.copy_(torch.stack([dict(m.named_parameters())[name] for m in modules]))
+        shared = [name for name in mine if name in dict(modules[0].named_parameters())]
+        for name in shared:
+            mine[name].copy_(torch.stack([dict(m.named_parameters())[name] for m in modules]))
 
     @classmethod
     def from_modules(cls, modules: list[BERT4Rec],
@@ -184,6 +208,8 @@ class EnsembleBERT4Rec(nn.Module):
 
     def network(self, n: int) -> BERT4Rec:
         """Network n as a separate ``encoders.BERT4Rec`` (a copy of its weights)."""
+        if self.output_layer != "bert4rec" or not self.scale_embeddings:
+            raise ValueError("only an ensemble with BERT4Rec's output layer and scaled embeddings splits into BERT4Recs")
         module = self._fresh_network().to(self.output_bias.device)
         module.load_state_dict({name: p[n].detach().clone() for name, p in self._network_parameters().items()})
         return module.train(self.training)
@@ -200,7 +226,8 @@ class EnsembleBERT4Rec(nn.Module):
         flat = torch.where(ids > 0, ids + offsets, 0)
         items = F.embedding(flat, self.item_embedding.weight.view(N * V, -1), padding_idx=0)
         pos = positions_from_right(ids.shape[1], self.max_len, ids.device)
-        return items * math.sqrt(self.hidden) + self.position_embedding.weight[:, None, pos]
+        scale = math.sqrt(self.hidden) if self.scale_embeddings else 1.0
+        return items * scale + self.position_embedding.weight[:, None, pos]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Eq. 2: hidden states ``H^n`` of every network, ``(N, B, T, d)``."""
@@ -212,11 +239,13 @@ class EnsembleBERT4Rec(nn.Module):
         return self.ln_out(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Eq. 4 output layer: ``(N, ..., d) -> (N, ..., n_items)``, column j = item j + 1.
+        """Eq. 5 output layer: ``(N, ..., d) -> (N, ..., n_items)``, column j = item j + 1.
 
         Call it on the positions that need scores only (the masked ones): the
         (positions x catalogue) product is the largest matmul of training.
         """
+        if self.output_layer == "linear":
+            return self.output(hidden)
         N, *middle, d = hidden.shape
         items = self.item_embedding.weight[:, 1:self.n_items + 1]           # (N, n_items, d)
         out = torch.baddbmm(self.output_bias[:, None, :], self.head(hidden).reshape(N, -1, d),

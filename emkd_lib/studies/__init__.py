@@ -6,6 +6,6 @@ from . import baselines, emkd
 # and, where it says so in its signature, methods=...
 GRIDS = {"baselines": baselines.baseline_grid, "emkd-ablations": emkd.ablation_grid,
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
-         "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid}
+         "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid}
 
 __all__ = ["GRIDS", "baselines", "emkd"]

@@ -11,6 +11,7 @@ paper profile changes neither.
 """
 from __future__ import annotations
 
+from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 
 # Table 4: each row's change to the EMKD params of the profile, most telling rows first.
@@ -33,6 +34,15 @@ SENSITIVITY = {
     "n_views": (1, 2, 4),
 }
 SENSITIVITY_EPOCHS = {"cpu": 5}
+# Chapter 03's fidelity table: the paper's printed equations (the default),
+# the public code's choices all at once, and each alone; plus the head our
+# core used before (BERT4Rec's tied projection and sqrt(d) scaling).
+FIDELITY = {
+    "printed equations (default)": {},
+    "public code (all its choices)": EMKD_CODE,
+    **{f"code: {key.split('__', 1)[1]} = {value}": {key: value} for key, value in EMKD_CODE.items()},
+    "BERT4Rec output head and scaling": {"params__output_layer": "bert4rec", "params__scale_embeddings": True},
+}
 ENCODER_SWEEP_USERS = {"cpu": 3000}
 NEXT_ITEM_ENCODERS = ("sasrec", "gru4rec", "caser")
 
@@ -94,3 +104,10 @@ def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec"
     run is the baseline chapter's): ``(dataset, method, blocks, seed) -> config``."""
     return {(d, m, b, s): profile_config(profile, d, m, seed=s, encoder_config__n_blocks=b)
             for d in datasets for s in seeds for m in methods for b in blocks}
+
+
+def fidelity_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(FIDELITY)) -> dict:
+    """Chapter 03's departures from the paper, one switched at a time:
+    ``(dataset, row, seed) -> config``."""
+    return {(d, row, s): profile_config(profile, d, "emkd", seed=s, **FIDELITY[row])
+            for d in datasets for s in seeds for row in rows}
