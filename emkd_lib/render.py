@@ -2,8 +2,14 @@
 
 ``report.format_table`` gives fixed-width text, which is right for nbval
 checks but reads badly in the book: it does not wrap, so a wide table runs off
-the page. ``render_table`` gives a pandas ``Styler`` instead, which Jupyter and
-Jupyter Book show as an HTML table that fits the page.
+the page. ``render_table`` gives a :class:`Table`: Jupyter and Jupyter Book
+show its HTML (a styled pandas ``Styler`` that fits the page), while its
+``text/plain`` form, the one nbval compares, is ``format_table``'s
+fixed-width text. A bare ``Styler``'s text form is ``<Styler at 0x...>``,
+which changes with every run.
+
+``render_sentence`` does the same for a conclusion computed from the stored
+numbers: Markdown on the page, the plain sentence for nbval.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 from pandas.io.formats.style import Styler
 
 # Small type and wrapping headers keep a dozen metric columns inside the
@@ -24,7 +31,48 @@ TABLE_STYLES = [
 ]
 
 
-def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) -> Styler:
+class Table:
+    """A table as the book shows it: HTML in a notebook or on a page
+    (``_repr_html_``), deterministic fixed-width text as its ``repr``.
+
+    ``styler`` is the underlying pandas ``Styler``, ``data`` the table shown
+    (NaN-only columns already dropped).
+    """
+
+    def __init__(self, data: pd.DataFrame, styler: Styler, digits: int, caption: str | None):
+        self.data, self.styler, self.digits, self.caption = data, styler, digits, caption
+
+    def to_html(self) -> str:
+        return self.styler.to_html()
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        from .report import format_table  # report imports render: avoid the cycle at import time
+        text = format_table(self.data, digits=self.digits)
+        return f"{self.caption}\n{text}" if self.caption else text
+
+    __str__ = __repr__
+
+
+class Sentence(Markdown):
+    """A sentence computed from the results: Markdown on the page, the sentence
+    itself as ``text/plain`` (IPython's default would be an object repr)."""
+
+    def __repr__(self) -> str:
+        return self.data
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(self.data)
+
+
+def render_sentence(text: str) -> Sentence:
+    """``text`` (Markdown) ready to display as prose in a chapter."""
+    return Sentence(text)
+
+
+def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) -> Table:
     """A table ready for a book page.
 
     Parameters
@@ -40,9 +88,10 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) 
 
     Returns
     -------
-    pandas.io.formats.style.Styler
+    Table
         Displays as HTML in a notebook (and so in the book); ``.to_html()``
-        gives the markup.
+        gives the markup, ``repr()`` the fixed-width text (``report.format_table``)
+        that nbval compares.
 
     Notes
     -----
@@ -62,7 +111,8 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) 
         styler = styler.format(lambda x: "–" if _is_missing(x) else x, subset=others)
     if isinstance(df.index, pd.RangeIndex):
         styler = styler.hide(axis="index")
-    return styler.set_table_styles(TABLE_STYLES).set_table_attributes('class="emkd-table"')
+    styler = styler.set_table_styles(TABLE_STYLES).set_table_attributes('class="emkd-table"')
+    return Table(df, styler, digits, caption)
 
 
 def _is_missing(x) -> bool:

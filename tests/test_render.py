@@ -41,3 +41,32 @@ def test_multiindex_columns_render():
     df.columns = pd.MultiIndex.from_tuples([("beauty", "NDCG@10"), ("beauty", "epochs")])
     html = render_table(df).to_html()
     assert "beauty" in html and "0.1235" in html
+
+
+def test_repr_is_the_deterministic_fixed_width_text():
+    from emkd_lib.report import format_table
+    t = render_table(table().set_index("method"), digits=3)
+    assert repr(t) == repr(render_table(table().set_index("method"), digits=3))
+    assert repr(t) == format_table(table().set_index("method").drop(columns="empty"), digits=3)
+    assert "0x" not in repr(t) and "Styler" not in repr(t) and "empty" not in repr(t)
+    assert "0.123" in repr(t) and "-" in repr(t)
+    assert repr(render_table(table(), caption="Table 3")).startswith("Table 3\n")
+
+
+def test_html_has_no_memory_address_and_is_what_jupyter_shows():
+    import re
+    t = render_table(table())
+    html = t._repr_html_()
+    assert html == t.to_html() and "<table" in html
+    assert not re.search(r"0x[0-9a-f]{6,}", html)
+    from IPython.core.formatters import DisplayFormatter
+    data, _ = DisplayFormatter().format(t)
+    assert data["text/plain"] == repr(t) and data["text/html"] == html
+
+
+def test_sentence_is_markdown_with_its_text_as_plain_text():
+    from IPython.core.formatters import DisplayFormatter
+    from emkd_lib.render import render_sentence
+    data, _ = DisplayFormatter().format(render_sentence("EMKD vs SASRec: **+1.0%**"))
+    assert data["text/markdown"] == "EMKD vs SASRec: **+1.0%**"
+    assert data["text/plain"] == "EMKD vs SASRec: **+1.0%**"
