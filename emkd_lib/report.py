@@ -355,3 +355,116 @@ def parameter_count(config, dataset) -> int:
     from .methods import build_method
     model, _ = build_method(config, dataset)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- Conclusions in words, computed from the stored numbers -----------------
+
+def _p_text(p: float) -> str:
+    return f"p = {p:.1e}" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Rec"), reference: str = "EMKD",
+                         metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """A Markdown list, one line per (dataset, other method): ``reference``
+    against it, read off a ``significance_table(..., reference=reference)``:
+    its relative change in ``metric``, both values, the paired test's p and
+    whether that is below ``alpha``; "not run yet" where either run is missing."""
+    lines = []
+    for dataset in datasets:
+        for other in others:
+            row = sig[(sig["dataset"] == dataset) & (sig["other"] == other)] if len(sig) else sig
+            if len(row) == 0:
+                lines.append(f"- {reference} vs {other} on {dataset}: not run yet")
+                continue
+            row = row.iloc[0]
+            p = row["p (Wilcoxon)"]
+            verdict = "significant" if p < alpha else "not significant"
+            lines.append(f"- {reference} vs {other} on {dataset}: {row['change %']:+.1f}% {metric} "
+                         f"({row[f'reference {metric}']:.4f} vs {row[f'other {metric}']:.4f}), "
+                         f"{_p_text(p)}, {verdict} at {alpha}")
+    return "\n".join(lines)
+
+
+def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """A Markdown list read off an ``ensemble_gain_table``: per (dataset,
+    method) the ensemble of two against the mean single model, and whether it
+    beats its better member at p < ``alpha``; then how many did."""
+    lines, tested, real = [], 0, 0
+    for (dataset, method), row in gains.iterrows():
+        ens = row.get(f"ensemble x2 {metric}", np.nan)
+        if not np.isfinite(ens):
+            lines.append(f"- {method} on {dataset}: not run yet")
+            continue
+        p = row.get("p vs better member (Wilcoxon)", np.nan)
+        text = (f"- {method} on {dataset}: the ensemble of two is {row['gain over mean single %']:+.1f}% {metric} "
+                f"over the mean single model ({ens:.4f} vs {row[f'single {metric} (mean)']:.4f})")
+        if np.isfinite(p):
+            tested += 1
+            real += bool(p < alpha)
+            text += f"; against its better member {_p_text(p)}, {'significant' if p < alpha else 'not significant'} at {alpha}"
+        lines.append(text)
+    if tested:
+        lines.append(f"- in all: {real} of {tested} ensembles differ from their better member at p < {alpha}")
+    return "\n".join(lines)
+
+
+# --- Reproduction scorecard -------------------------------------------------
+
+VERDICTS = ("reproduced", "below the paper", "above the paper", "not run yet", "not in the paper")
+
+
+def verdict(ours: float, quoted: float, tolerance: float = 0.10) -> str:
+    """``"reproduced"`` when ours is within ``tolerance`` (relative) of the
+    quoted value, else ``"below the paper"`` / ``"above the paper"``;
+    ``"not run yet"`` when ours is missing, ``"not in the paper"`` when the
+    quote is."""
+    if ours is None or not np.isfinite(ours):
+        return "not run yet"
+    if quoted is None or not np.isfinite(quoted) or quoted == 0:
+        return "not in the paper"
+    ratio = ours / quoted
+    if abs(ratio - 1) <= tolerance + 1e-12:
+        return "reproduced"
+    return "below the paper" if ratio < 1 else "above the paper"
+
+
+def reproduction_cells(paper: str, table: int, ours: dict, metrics) -> pd.DataFrame:
+    """Tidy rows ``dataset, method, metric, value, paper, table`` (the input
+    of ``paper_tables.beside_quoted``) for the cells of a paper's table that
+    the book reproduces: ``ours[(dataset, paper method)]`` is a run, a list
+    of runs (their mean is taken: seeds) or None / [] (value NaN: not run yet)."""
+    rows = []
+    for (dataset, method), runs in ours.items():
+        runs = [runs] if runs is not None and not isinstance(runs, (list, tuple)) else list(runs or [])
+        for m in metrics:
+            value = float(np.mean([r.test_metrics[m] for r in runs])) if runs else np.nan
+            rows.append({"dataset": dataset, "method": method, "metric": m, "value": value,
+                         "paper": paper, "table": table})
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "value", "paper", "table"])
+
+
+def scorecard(cells: pd.DataFrame, tolerance: float = 0.10) -> pd.DataFrame:
+    """Ours beside the quoted value of each cell (``paper_tables.beside_quoted``),
+    their ratio and a ``verdict`` per row, indexed by (source, dataset, method, metric)."""
+    if cells.empty:
+        return pd.DataFrame(columns=["ours", "quoted", "ratio", "verdict"])
+    out = beside_quoted(cells)
+    out["verdict"] = [verdict(o, q, tolerance) for o, q in zip(out["value"], out["quoted"])]
+    out = out.rename(columns={"value": "ours", "quoted from": "source"})
+    return out.set_index(["source", "dataset", "method", "metric"])[["ours", "quoted", "ratio", "verdict"]]
+
+
+def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """One sentence counting a ``scorecard``'s verdicts."""
+    counts = card["verdict"].value_counts()
+    n = len(card)
+    if n == 0:
+        return "No paper cell is set beside ours yet."
+    run = n - int(counts.get("not run yet", 0))
+    parts = [f"{int(counts.get('reproduced', 0))} reproduced (within {tolerance:.0%} of the paper)",
+             f"{int(counts.get('below the paper', 0))} below the paper",
+             f"{int(counts.get('above the paper', 0))} above it",
+             f"{int(counts.get('not run yet', 0))} not run yet"]
+    if counts.get("not in the paper", 0):
+        parts.append(f"{int(counts['not in the paper'])} not in the paper")
+    return f"Of {n} cells quoted from the papers, {run} have a stored result of ours: " + ", ".join(parts) + "."

@@ -147,3 +147,66 @@ def test_method_label_names_emkd_by_its_encoder():
     assert method_label(profile_config("cpu", "beauty", "emkd", encoder="gru4rec")) == "EMKD (GRU4Rec)"
     assert method_label(profile_config("cpu", "beauty", "bert4rec")) == "BERT4Rec"
     assert method_label(profile_config("cpu", "beauty", "caser")) == "Caser"
+
+
+# --- conclusions in words and the scorecard ---------------------------------
+
+from emkd_lib.report import (comparison_sentences, ensemble_gain_sentences, reproduction_cells, scorecard,  # noqa: E402
+                             scorecard_summary, verdict)
+
+
+def test_comparison_sentences_read_the_significance_table():
+    runs = [fake_run([0] * 60, "emkd"), fake_run([2] * 60, "sasrec")]
+    sig = significance_table(runs, reference="EMKD")
+    text = comparison_sentences(sig, ["beauty", "toys"], others=("SASRec", "BERT4Rec"))
+    lines = text.split("\n")
+    assert lines[0].startswith("- EMKD vs SASRec on beauty: +100.0% NDCG@10 (1.0000 vs 0.5000), p = ")
+    assert lines[0].endswith("significant at 0.01")
+    assert lines[1:] == ["- EMKD vs BERT4Rec on beauty: not run yet", "- EMKD vs SASRec on toys: not run yet",
+                         "- EMKD vs BERT4Rec on toys: not run yet"]
+    empty = significance_table(runs[1:], reference="EMKD")
+    assert comparison_sentences(empty, ["beauty"], others=("SASRec",)) == "- EMKD vs SASRec on beauty: not run yet"
+
+
+def test_ensemble_gain_sentences_name_the_gain_and_the_test():
+    a, b = fake_run([1] * 100, "sasrec", seed=1), fake_run([10] * 100, "sasrec", seed=2)
+    ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
+                                test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
+    gains = ensemble_gain_table({("beauty", "sasrec"): [a, b], ("toys", "sasrec"): []},
+                                {("beauty", "sasrec"): ens, ("toys", "sasrec"): None})
+    lines = ensemble_gain_sentences(gains).split("\n")
+    single = (1 / np.log2(3) + 0.0) / 2  # rank 1 and rank 10 (outside the top 10)
+    assert lines[0].startswith(f"- sasrec on beauty: the ensemble of two is {100 * (1 / single - 1):+.1f}% NDCG@10"
+                               f" over the mean single model (1.0000 vs {single:.4f}); against its better member p = ")
+    assert lines[0].endswith(", significant at 0.01")
+    assert lines[1] == "- sasrec on toys: not run yet"
+    assert lines[2] == "- in all: 1 of 1 ensembles differ from their better member at p < 0.01"
+
+
+@pytest.mark.parametrize("ours, quoted, expected", [
+    (0.050, 0.050, "reproduced"), (0.0455, 0.050, "reproduced"), (0.055, 0.050, "reproduced"),
+    (0.044, 0.050, "below the paper"), (0.056, 0.050, "above the paper"),
+    (np.nan, 0.050, "not run yet"), (None, 0.05, "not run yet"), (0.05, np.nan, "not in the paper")])
+def test_verdict_within_ten_percent(ours, quoted, expected):
+    assert verdict(ours, quoted) == expected
+
+
+def test_scorecard_sets_ours_beside_the_quoted_csv_and_counts_verdicts(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    rows = [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.05),
+            ("toys", "SASRec", "NDCG@10", 0.04), ("toys", "EMKD", "NDCG@10", 0.04)]
+    pd.DataFrame([{"paper": "X", "table": 3, "dataset": d, "method": m, "metric": k, "value": v}
+                  for d, m, k, v in rows]).to_csv(tmp_path / "x.csv", index=False)
+    monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+    good = fake_run([0] * 10 + [30] * 10, "sasrec")          # NDCG@10 = 0.5
+    cells = reproduction_cells("X", 3, {("beauty", "SASRec"): [good, good], ("beauty", "EMKD"): None,
+                                        ("toys", "SASRec"): good, ("toys", "EMKD"): []}, ("NDCG@10",))
+    assert cells["value"].tolist()[0] == pytest.approx(0.5) and cells["value"].isna().tolist() == [False, True, False, True]
+    card = scorecard(cells)
+    assert list(card.columns) == ["ours", "quoted", "ratio", "verdict"]
+    assert card.loc[("X Table 3", "beauty", "SASRec", "NDCG@10"), "quoted"] == 0.05
+    assert card.loc[("X Table 3", "beauty", "SASRec", "NDCG@10"), "ratio"] == pytest.approx(10.0)
+    assert card["verdict"].tolist() == ["above the paper", "not run yet", "above the paper", "not run yet"]
+    assert scorecard_summary(card) == ("Of 4 cells quoted from the papers, 2 have a stored result of ours: "
+                                       "0 reproduced (within 10% of the paper), 0 below the paper, 2 above it, "
+                                       "2 not run yet.")
