@@ -25,8 +25,8 @@ from .config import PROFILES
 from .data import register_dataset
 from .process import configure_process
 from .profiles import profile_config
-from .runs import ensemble_run_or_load, execute, path_of, run_grid, stored
-from .store import StoreError, load_result, scan
+from .runs import ensemble_run_or_load, execute, run_grid, stored
+from .store import StoreError, code_commit, load_result, scan
 from .studies import GRIDS
 
 
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_process(args.threads, settings_module.current().keep_freed_memory)
+    code_commit()  # read once, now: the code this process runs, whatever is committed while it trains
     try:
         return _command(args)
     except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError) as err:

@@ -17,7 +17,7 @@ from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
 from .files import atomic_write
 from .methods import build_method
 from .methods.baselines import ensemble_scores
-from .store import (CORE_VERSION, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
+from .store import (code_commit, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
                     read_sidecar, result_path, run_key, store_result, write_record)
 from .train import fit, resolve_device, seed_everything
 
@@ -93,6 +93,7 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
             root: Path | None = None, stop_after_epoch: int | None = None) -> RunResult:
     """Train ``config`` now (resuming from its checkpoint) and store its result."""
     settings = _settings(settings)
+    code_commit()  # the code this run starts with, whatever is committed while it trains
     device = resolve_device(device)
     dataset, split = run_data(config, settings)
     key = run_key(config, dataset.files)

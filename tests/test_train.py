@@ -1,6 +1,5 @@
 """The training loop: early stopping after min_steps, every loss term in the
 history, the epoch hook, checkpoints."""
-import dataclasses
 
 import numpy as np
 import pytest

@@ -3,9 +3,7 @@ with the checksum of every file it read."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import numpy as np
 
 from .. import settings as settings_module
 from .containers import SequenceDataset

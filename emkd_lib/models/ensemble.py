@@ -231,7 +231,7 @@ class EnsembleBERT4Rec(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Eq. 2: hidden states ``H^n`` of every network, ``(N, B, T, d)``."""
-        N, (B, T) = self.n_networks, ids.shape
+        N = self.n_networks
         x = self.drop(self.embed(ids))
         mask = attention_mask(ids, causal=False).repeat(N, 1, 1, 1)  # (N * B, 1, T, T)
         for block in self.blocks:
