@@ -116,4 +116,5 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) 
 
 
 def _is_missing(x) -> bool:
-    return x is None or (isinstance(x, float) and np.isnan(x))
+    # None, NaN and pandas' NA (nullable integer columns, e.g. counts a dataset lacks)
+    return x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x))

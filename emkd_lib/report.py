@@ -180,6 +180,14 @@ def save_figure(fig, name: str) -> Path:
 
 def format_table(df: pd.DataFrame, digits: int = 4) -> str:
     """Fixed-width text of a table, stable across runs (for nbval checks)."""
+    # to_string's na_rep does not reach pandas' nullable (extension) columns, e.g. Int64 counts.
+    nullable = [i for i, dtype in enumerate(df.dtypes) if isinstance(dtype, pd.api.extensions.ExtensionDtype)
+                and not isinstance(dtype, pd.CategoricalDtype) and df.iloc[:, i].isna().any()]
+    if nullable:
+        df = df.copy()
+        for i in nullable:
+            column = df.iloc[:, i]
+            df.isetitem(i, column.astype(object).where(column.notna(), "-"))
     return df.to_string(na_rep="-", float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
 
 

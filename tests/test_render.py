@@ -70,3 +70,10 @@ def test_sentence_is_markdown_with_its_text_as_plain_text():
     data, _ = DisplayFormatter().format(render_sentence("EMKD vs SASRec: **+1.0%**"))
     assert data["text/markdown"] == "EMKD vs SASRec: **+1.0%**"
     assert data["text/plain"] == "EMKD vs SASRec: **+1.0%**"
+
+
+def test_nullable_integer_counts_show_missing_as_a_dash():
+    df = pd.DataFrame({"users": pd.array([22363, None], dtype="Int64")}, index=["beauty", "ml-100k"])
+    html = render_table(df).to_html()
+    assert ">22363<" in html and "–" in html and "&lt;NA&gt;" not in html
+    assert "<NA>" not in repr(render_table(df))
