@@ -3,6 +3,7 @@ training loop, checkpoints, the popularity floor, and ensembles of
 independently trained runs (EMKD Table 1)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,17 @@ def stored(config: RunConfig, settings=None, root: Path | None = None, allow_dir
 
 
 def command_for(config: RunConfig) -> str:
-    return (f"python -m emkd_lib run --profile {config.profile} --dataset {config.dataset} "
-            f"--method {config.method} --encoder {config.encoder} --seed {config.seed}")
+    """The CLI command that trains exactly ``config``: its profile's config of
+    the method, plus one ``--set`` per field that differs from it."""
+    from .profiles import profile_config
+    base = profile_config(config.profile, config.dataset, config.method, seed=config.seed, encoder=config.encoder)
+    changes = []
+    for part in ("encoder_config", "params", "train", "data", "evaluation"):
+        mine, theirs = vars(getattr(config, part)), vars(getattr(base, part))
+        changes += [f"{part}__{k}={json.dumps(v)}" for k, v in mine.items() if v != theirs[k]]
+    command = (f"python -m emkd_lib run --profile {config.profile} --dataset {config.dataset} "
+               f"--method {config.method} --encoder {config.encoder} --seed {config.seed}")
+    return command + (" --set " + " ".join(changes) if changes else "")
 
 
 def run_or_load(config: RunConfig, device: str | None = None, progress: bool = True, settings=None,
@@ -109,7 +119,8 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,
                              exclude_history=exclude)
     floor_ndcg = metrics_from_ranks(floor)["NDCG@10"]
-    prov = provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch)
+    prov = dict(provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch),
+                command=command_for(config))
     result = RunResult(
         config=config, key=key, valid_metrics=fitted.valid_metrics, test_metrics=fitted.test_metrics,
         history=fitted.history, best_epoch=fitted.best_epoch,

@@ -108,3 +108,19 @@ def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
     assert sum(line.startswith("beauty/sasrec-smoke-seed1") and line.endswith("[dirty]") for line in lines) == 1
     assert sum(line.startswith("beauty/sasrec-smoke-seed0") and "[" not in line for line in lines) == 1
     assert lines[-1].startswith("unreadable: result file") and "broken.json" in lines[-1]
+
+
+def test_the_command_in_a_runs_provenance_rebuilds_its_exact_config():
+    import shlex
+
+    from emkd_lib.__main__ import _data_overrides, _parse_sets, build_parser
+    from emkd_lib.profiles import profile_config
+    from emkd_lib.runs import command_for
+    from emkd_lib.studies.emkd import ablation_grid, encoder_grid, fidelity_grid
+
+    configs = [*ablation_grid("cpu").values(), *encoder_grid("cpu").values(), *fidelity_grid("cpu").values()]
+    for config in configs:
+        args = build_parser().parse_args(shlex.split(command_for(config))[3:])
+        rebuilt = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
+                                 **_data_overrides(args), **_parse_sets(args.set))
+        assert rebuilt == config, command_for(config)
