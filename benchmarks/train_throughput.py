@@ -1,21 +1,42 @@
 """Training throughput of the core on a real dataset.
 
-Prints, per method: training sequences per second, seconds per epoch, the
-achieved GFLOP/s and its share of this machine's measured fp32 matmul peak.
-Model FLOPs are counted analytically from the batches actually run (see
-``forward_macs``); the peak is the best of several large square matmuls.
-For EMKD it also times N separate BERT4Rec networks run one after the other
-(``LoopEnsemble``) on the same batches, and prints the batched ensemble's
-speed-up over that loop.
+Prints the machine (CPU model or GPU name), its measured fp32 matmul peak
+(and the bf16 one, with whether bf16 is faster here), then per method:
+training sequences per second, seconds per epoch, the achieved useful
+GFLOP/s and its share of the measured fp32 peak. Useful FLOPs are counted
+analytically from the batches actually run (``forward_macs``: matmuls on
+real tokens and scored positions only, x2 for FLOPs, x3 for forward +
+backward); the peak is the best of several large square matmuls.
+
+For EMKD on BERT4Rec it also times a loop of N separate networks, one after
+the other, on the same batches, and prints the batched ensemble's
+(``EnsembleBERT4Rec``) speed-up over that loop (``--loop``):
+
+- ``same`` (default): N single-network ``EnsembleBERT4Rec`` modules with the
+  run's own architecture (EMKD's defaults: Eq. 5's linear output layer,
+  unscaled embeddings), weights sliced from the batched model;
+- ``bert4rec``: the ensemble rebuilt with BERT4Rec's tied output layer and
+  sqrt(d)-scaled embeddings (``params.output_layer="bert4rec"``,
+  ``scale_embeddings=True``), timed batched and as N ``encoders.BERT4Rec``
+  modules (``EnsembleBERT4Rec.network``) with N linear attribute heads;
+- ``both``, ``none``.
+
+EMKD on a next-item encoder (``emkd-sasrec``, ``emkd-gru4rec``,
+``emkd-caser``) is already a loop (``EncoderEnsemble``); nothing to compare.
 
     python benchmarks/train_throughput.py --dataset beauty --profile cpu
-    python benchmarks/train_throughput.py --methods emkd --profile paper --batches 20
+    python benchmarks/train_throughput.py --methods emkd emkd-sasrec --profile paper --max-batches 20
+    python benchmarks/train_throughput.py --methods sasrec emkd --max-batches 5   # a seconds-long check
 
-Numbers go to stdout only; the test suite never times anything.
+Numbers go to stdout only; the test suite runs it (tests/test_benchmarks.py)
+but never looks at the numbers. Measure on an otherwise idle machine: the
+header says when the 1-minute load average says it is not.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 
 import numpy as np
@@ -23,38 +44,65 @@ import torch
 from torch import nn
 
 from emkd_lib.batching import length_bucketed_batches
-from emkd_lib.data import leave_one_out, load_dataset
-from emkd_lib.experiments import machine_name, profile_config
-from emkd_lib.methods import EMKDParams, build_method
-from emkd_lib.train import TrainSettings, keep_freed_cpu_memory, resolve_device, train_one_epoch
+from emkd_lib.config import RunConfig, TrainConfig
+from emkd_lib.methods import build_method, method_spec
+from emkd_lib.models.encoders import ENCODERS
+from emkd_lib.models.ensemble import EnsembleBERT4Rec
+from emkd_lib.process import keep_freed_cpu_memory
+from emkd_lib.profiles import profile_config
+from emkd_lib.runs import run_data
+from emkd_lib.store import machine_name
+from emkd_lib.train import resolve_device, train_one_epoch
+
+WARMUP_BATCHES = 3
 
 
-class LoopEnsemble(nn.Module):
-    """The reference for EMKD's batched ensemble: N separate BERT4Rec modules
-    run one after the other, with the interface of ``EnsembleBERT4Rec``."""
+# ---- the method names on the command line ------------------------------------
 
-    def __init__(self, ensemble):
-        super().__init__()
-        self.networks = nn.ModuleList(ensemble.network(n) for n in range(ensemble.n_networks))
-        self.n_networks, self.n_items, self.mask_token = ensemble.n_networks, ensemble.n_items, ensemble.mask_token
-        self.register_buffer("item_attributes", ensemble.item_attributes, persistent=False)
-        self.attribute_heads = nn.ModuleList(nn.Linear(ensemble.hidden, ensemble.n_attributes)
-                                             for _ in self.networks)
-
-    def forward(self, ids):
-        return torch.stack([net(ids) for net in self.networks])
-
-    def logits(self, hidden):
-        return torch.stack([net.logits(h) for net, h in zip(self.networks, hidden)])
-
-    def attribute_logits(self, hidden):
-        return torch.stack([head(h) for head, h in zip(self.attribute_heads, hidden)])
+def parse_method(name: str) -> tuple[str, str | None]:
+    """``"emkd"`` -> ("emkd", None: its own encoder); ``"emkd-sasrec"`` ->
+    ("emkd", "sasrec"), the form of ``RunConfig.label``."""
+    try:
+        method_spec(name)
+        return name, None
+    except ValueError:
+        method, _, encoder = name.rpartition("-")
+        if method and encoder in ENCODERS:
+            method_spec(method)  # an unknown method is an error naming the known ones
+            return method, encoder
+        raise
 
 
-def measured_matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Best observed fp32 GFLOP/s of an n x n matmul."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def parse_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` keyed like ``RunConfig.replace`` (``params__n_views=4``);
+    the value is read as JSON when it parses (numbers, true/false, null), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def config_label(config: RunConfig) -> str:
+    own = config.spec.encoders[0]
+    return config.method if config.encoder == own else f"{config.method}-{config.encoder}"
+
+
+# ---- the machine ---------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measured_matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10,
+                         dtype: torch.dtype = torch.float32) -> float:
+    """Best observed GFLOP/s of an n x n matmul in ``dtype`` (one untimed first call)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
@@ -65,106 +113,324 @@ def measured_matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10)
     return 2 * n**3 / best / 1e9
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
-def forward_macs(method: str, config, n_items: int, n_attributes: int, lengths: np.ndarray) -> float:
-    """Multiply-accumulates of one forward pass over a batch of training examples.
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bf16 matmul features (x86: AVX512-BF16, AMX), as /proc/cpuinfo names them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(set(flags) & {"avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni"})
 
-    Transformer block per token: QKV and output projections (4 d^2), FFN
-    (8 d^2), attention scores and weighted values (2 T d). Scoring: d * n_items
-    per position that carries a loss (plus BERT4Rec's d^2 projection head);
-    masked positions are the expected share ``mask_prob`` of tokens. GRU: 6 d^2
-    per token. Caser: its convolutions and FC per token. EMKD: N networks on the
-    original and its M views, scoring at the views' masked positions, attribute
-    prediction at every original token, and the (B x B) similarities of the
-    flattened (T x d) hidden matrices for ICL and CCL.
+
+def load_note() -> str:
+    """A warning when the machine is busy (1-minute load average > 1), else ''."""
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        return ""
+    if load1 > 1:
+        return (f"WARNING: 1-minute load average {load1:.2f} > 1: other processes share this machine; "
+                f"the timings below are indicative only")
+    return ""
+
+
+def print_machine(device: torch.device, peak_size: int, peak_repeats: int) -> float:
+    """Print the machine and its measured peaks; returns the fp32 peak in GFLOP/s."""
+    note = load_note()
+    if note:
+        print(note)
+    print(f"machine: {machine_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    if device.type == "cpu":
+        flags = cpu_bf16_flags()
+        print(f"cpu model: {cpu_model()}; {os.cpu_count()} logical CPUs; bf16 features: {', '.join(flags) or 'none'}")
+    else:
+        print(f"cpu model (host): {cpu_model()}; device {device}")
+    peak = measured_matmul_peak(device, peak_size, peak_repeats, torch.float32)
+    bf16 = measured_matmul_peak(device, peak_size, max(peak_repeats // 2, 1), torch.bfloat16)
+    verdict = "faster than fp32" if bf16 > 1.2 * peak else "not faster than fp32 here: training stays fp32"
+    tf32 = (f" (TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})"
+            if device.type == "cuda" else "")
+    print(f"measured fp32 matmul peak: {peak:.1f} GFLOP/s{tf32}; bf16: {bf16:.1f} GFLOP/s ({verdict}); "
+          f"best of {peak_repeats} {peak_size}x{peak_size} matmuls")
+    return peak
+
+
+# ---- useful FLOPs ------------------------------------------------------------------
+
+def _transformer_macs(ec, tokens: int, width: int) -> float:
+    """Transformer blocks per real token: QKV and output projections (4 d^2),
+    FFN (8 d^2), attention scores and weighted values (2 T d)."""
+    d = ec.hidden
+    return ec.n_blocks * tokens * (12 * d * d + 2 * width * d)
+
+
+def _encoder_macs(encoder: str, ec, tokens: int, width: int) -> float:
+    """One encoder's forward MACs over ``tokens`` real input tokens of a batch ``width`` wide."""
+    d = ec.hidden
+    if encoder in ("sasrec", "bert4rec"):
+        return _transformer_macs(ec, tokens, width)
+    if encoder == "gru4rec":  # three gates, input and recurrent matmuls: 6 d^2 per layer and token
+        return ec.n_layers * tokens * 6 * d * d
+    if encoder == "caser":
+        L, n_h, n_v = ec.window, ec.n_horizontal, ec.n_vertical
+        return tokens * (sum(h * d * n_h for h in range(1, L + 1)) + L * d * n_v + (n_h * L + n_v * d) * d)
+    raise ValueError(encoder)
+
+
+def forward_macs(config: RunConfig, n_items: int, n_attributes: int, lengths: np.ndarray) -> float:
+    """Multiply-accumulates of one forward pass over a batch of training windows
+    of ``lengths`` items (padding excluded: what the model needs, not what it runs).
+
+    Scoring: d * n_items per position that carries a loss (plus BERT4Rec's
+    d^2 projection head); cloze positions are the expected share
+    ``mask_prob`` of tokens, at least one per window. EMKD: N networks on the
+    original and its M views; item scores at the views' masked positions
+    (BERT4Rec) or at every view position (next-item encoders), attribute
+    prediction at every original token (or the last view's masked positions,
+    ``ap_at_masked_positions_of_last_view``), and for ICL and CCL the cosine
+    similarities of the flattened (T x d) hidden matrices: anchor-positive
+    (M B) and anchor-bank (B B) per network (ICL) and per ordered pair of
+    networks (CCL). KD and the cross entropies are elementwise (no matmul)
+    and not counted.
     """
-    d = config.hidden
-    width, tokens = int(lengths.max()), int(lengths.sum())
-    masked = float(np.maximum(config.mask_prob * lengths, 1).sum())
-    if method in ("sasrec", "gru4rec", "caser"):  # next-item windows: input = w[:-1]
-        width, tokens = width - 1, tokens - len(lengths)
-    if method in ("sasrec", "bert4rec", "emkd"):
-        encoder = config.n_blocks * tokens * (12 * d * d + 2 * width * d)
-    if method == "sasrec":
+    ec, d = config.encoder_config, config.encoder_config.hidden
+    B, width, tokens = len(lengths), int(lengths.max()), int(lengths.sum())
+    next_item = config.encoder != "bert4rec"
+    if next_item:  # next-item windows: input = w[:-1]
+        width, tokens = width - 1, tokens - B
+    if config.method != "emkd":
+        encoder = _encoder_macs(config.encoder, ec, tokens, width)
+        if config.method == "bert4rec":
+            masked = float(np.maximum(config.params.mask_prob * lengths, 1).sum())
+            return encoder + masked * (d * d + d * n_items)
         return encoder + tokens * d * n_items
-    if method == "bert4rec":
-        return encoder + masked * (d * d + d * n_items)
-    if method == "gru4rec":
-        return tokens * 6 * d * d + tokens * d * n_items
-    if method == "caser":
-        L, n_h, n_v = dict(config.params).get("window", 5), 16, 4
-        conv = sum(h * d * n_h for h in range(1, L + 1)) + L * d * n_v + (n_h * L + n_v * d) * d
-        return tokens * conv + tokens * d * n_items
-    if method == "emkd":
-        p = EMKDParams.from_params(config.params)
-        B, N, M = len(lengths), p.n_networks, p.n_views
-        contrast = (N + N * (N - 1)) * B * B * (M + 1) * width * d
-        return (N * (M + 1) * encoder + N * M * masked * (d * d + d * n_items)
-                + N * tokens * d * n_attributes + contrast)
-    raise ValueError(method)
+    p = config.params
+    N, M = p.n_networks, p.n_views
+    active = p.active_terms(N, n_attributes > 0)
+    encoder = _encoder_macs(config.encoder, ec, tokens, width)
+    masked = float(np.maximum(p.mask_prob * lengths, 1).sum())
+    if next_item:
+        scoring = N * M * tokens * d * n_items
+    else:
+        head = d * d if p.output_layer == "bert4rec" else 0
+        scoring = N * M * masked * (head + d * n_items)
+    macs = N * (M + 1) * encoder + scoring
+    if "ap" in active:
+        ap_positions = masked / M if p.ap_at_masked_positions_of_last_view and not next_item else tokens
+        macs += N * ap_positions * d * n_attributes
+    D = width * d
+    if "icl" in active:
+        macs += N * (M * B + B * B) * D
+    if "ccl" in active:
+        macs += N * (N - 1) * (M * B + B * B) * D
+    return macs
 
 
-def time_epoch(model, recipe, examples, timed_examples, config, device) -> float:
-    """Seconds to train on ``timed_examples`` after a short warm-up."""
-    settings = TrainSettings(epochs=1, batch_size=config.batch_size, lr=config.lr, grad_clip=config.grad_clip)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
+# ---- the loop of separate networks --------------------------------------------------
+
+class LoopEnsemble(nn.Module):
+    """N separate networks run one after the other, with ``EnsembleBERT4Rec``'s
+    interface (``forward -> (N, B, T, d)``, ``logits``, ``attribute_logits``,
+    ``n_networks``, ``n_items``, ``mask_token``, ``item_attributes``).
+
+    ``stacked=True``: each network is a one-network ``EnsembleBERT4Rec``
+    (inputs and outputs carry its network axis of 1); ``False``: each is an
+    ``encoders.BERT4Rec``, with a separate ``nn.Linear`` attribute head.
+    """
+
+    def __init__(self, networks, attribute_heads, ensemble: EnsembleBERT4Rec, stacked: bool):
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+        self.attribute_heads = None if attribute_heads is None else nn.ModuleList(attribute_heads)
+        self.stacked = stacked
+        self.n_networks, self.n_items, self.mask_token = ensemble.n_networks, ensemble.n_items, ensemble.mask_token
+        self.register_buffer("item_attributes", ensemble.item_attributes, persistent=False)
+
+    @classmethod
+    def same_architecture(cls, ensemble: EnsembleBERT4Rec) -> "LoopEnsemble":
+        """N one-network ensembles of ``ensemble``'s architecture, its weights sliced network by network."""
+        state = ensemble.state_dict()
+        networks = []
+        for n in range(ensemble.n_networks):
+            net = EnsembleBERT4Rec(1, ensemble.n_items, ensemble.max_len, ensemble.hidden, ensemble.n_blocks,
+                                   ensemble.n_heads, ensemble.dropout, item_attributes=ensemble.item_attributes,
+                                   output_layer=ensemble.output_layer, scale_embeddings=ensemble.scale_embeddings)
+            net.load_state_dict({name: value[n:n + 1] for name, value in state.items()})
+            networks.append(net.to(next(ensemble.parameters()).device).train(ensemble.training))
+        return cls(networks, None, ensemble, stacked=True)
+
+    @classmethod
+    def bert4rec_modules(cls, ensemble: EnsembleBERT4Rec) -> "LoopEnsemble":
+        """N ``encoders.BERT4Rec`` (``ensemble.network(n)``; needs BERT4Rec's
+        output layer and scaled embeddings) and N linear attribute heads."""
+        networks = [ensemble.network(n) for n in range(ensemble.n_networks)]
+        heads = None
+        if ensemble.attribute_head is not None:
+            heads = []
+            for n in range(ensemble.n_networks):
+                head = nn.Linear(ensemble.hidden, ensemble.n_attributes)
+                with torch.no_grad():
+                    head.weight.copy_(ensemble.attribute_head.weight[n])
+                    head.bias.copy_(ensemble.attribute_head.bias[n])
+                heads.append(head.to(ensemble.attribute_head.weight.device))
+        return cls(networks, heads, ensemble, stacked=False)
+
+    def forward(self, ids):
+        if self.stacked:
+            return torch.cat([net(ids) for net in self.networks])
+        return torch.stack([net(ids) for net in self.networks])
+
+    def logits(self, hidden):
+        if self.stacked:
+            return torch.cat([net.logits(h[None]) for net, h in zip(self.networks, hidden)])
+        return torch.stack([net.logits(h) for net, h in zip(self.networks, hidden)])
+
+    def attribute_logits(self, hidden):
+        if self.stacked:
+            return torch.cat([net.attribute_logits(h[None]) for net, h in zip(self.networks, hidden)])
+        return torch.stack([head(h) for head, h in zip(self.attribute_heads, hidden)])
+
+
+# ---- timing ---------------------------------------------------------------------------
+
+def time_training(model, recipe, examples, timed_examples, train: TrainConfig, device, warmup: int) -> float:
+    """Seconds of ``train_one_epoch`` on ``timed_examples`` after ``warmup`` batches of warm-up."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
     generator = torch.Generator(device=device).manual_seed(0)
-    warm = examples[:3 * config.batch_size]
-    train_one_epoch(model, recipe, warm, optimizer, settings, np.random.default_rng(1), generator, device)
+    if warmup:
+        warm = examples[:warmup * train.batch_size]
+        train_one_epoch(model, recipe, warm, optimizer, train, np.random.default_rng(1), generator, device)
     _sync(device)
     t0 = time.perf_counter()
-    train_one_epoch(model, recipe, timed_examples, optimizer, settings, np.random.default_rng(2), generator, device)
+    train_one_epoch(model, recipe, timed_examples, optimizer, train, np.random.default_rng(2), generator, device)
     _sync(device)
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def timed_batches_of(timed_examples, batch_size: int) -> list[np.ndarray]:
+    """The batches ``train_one_epoch`` cuts from ``timed_examples`` under ``time_training``'s rng (seed 2)."""
+    lengths = np.fromiter((len(e) for e in timed_examples), dtype=np.int64, count=len(timed_examples))
+    return [lengths[idx] for idx in
+            length_bucketed_batches(lengths, batch_size, shuffle=True, rng=np.random.default_rng(2))]
+
+
+def benchmark_method(name: str, args, device: torch.device, peak: float, overrides: dict) -> dict:
+    method, encoder = parse_method(name)
+    config = profile_config(args.profile, args.dataset, method, encoder=encoder, **overrides)
+    dataset, split = run_data(config)
+    n_attributes = dataset.attributes.n_attributes if dataset.attributes else 0
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    model.to(device)
+    examples = recipe.make_examples(split.train)
+    lengths = np.array([len(e) for e in examples])
+    batch_size = config.train.batch_size
+    batches = length_bucketed_batches(lengths, batch_size, shuffle=True, rng=np.random.default_rng(0))
+    timed = batches[:args.max_batches] if args.max_batches else batches
+    timed_examples = [examples[i] for idx in timed for i in idx]
+    warmup = min(WARMUP_BATCHES, max(args.max_batches // 2, 1)) if args.max_batches else WARMUP_BATCHES
+    run_lengths = timed_batches_of(timed_examples, batch_size)
+    flops = 3 * 2 * sum(forward_macs(config, dataset.n_items, n_attributes, ls) for ls in run_lengths)
+
+    def report(label, seconds, flops=flops):
+        rate = flops / seconds / 1e9
+        print(f"{label:12s} {args.dataset} [{args.profile}]: {len(timed_examples) / seconds:8.0f} sequences/s, "
+              f"{seconds * len(examples) / len(timed_examples):7.1f} s/epoch ({len(examples)} training sequences, "
+              f"{len(batches)} batches of {batch_size}; timed {len(run_lengths)}), "
+              f"{rate:6.1f} GFLOP/s = {100 * rate / peak:4.1f}% of peak")
+
+    seconds = time_training(model, recipe, examples, timed_examples, config.train, device, warmup)
+    label = config_label(config)
+    report(label, seconds)
+    result = {"method": label, "seconds": seconds, "sequences": len(timed_examples),
+              "sequences_per_s": len(timed_examples) / seconds, "useful_flops": flops}
+
+    if isinstance(model, EnsembleBERT4Rec) and args.loop != "none":
+        def compare(loop, batched_seconds, what):
+            loop_seconds = time_training(loop, recipe, examples, timed_examples, config.train, device, warmup)
+            print(f"{'':12s} loop of {loop.n_networks} separate {what} on the same batches: "
+                  f"{len(timed_examples) / loop_seconds:8.0f} sequences/s; "
+                  f"batched ensemble speed-up {loop_seconds / batched_seconds:.2f}x")
+            return loop_seconds
+
+        if args.loop in ("same", "both"):
+            torch.manual_seed(0)
+            fresh, _ = build_method(config, dataset)  # the loop starts from the batched model's initial weights
+            result["loop_same_seconds"] = compare(LoopEnsemble.same_architecture(fresh.to(device)), seconds,
+                                                  f"networks of the same architecture (output_layer="
+                                                  f"{config.params.output_layer!r}, scale_embeddings="
+                                                  f"{config.params.scale_embeddings})")
+        if args.loop in ("bert4rec", "both"):
+            b_config = config.replace(params__output_layer="bert4rec", params__scale_embeddings=True)
+            if b_config != config:
+                torch.manual_seed(0)
+                b_model, b_recipe = build_method(b_config, dataset)
+                b_flops = 3 * 2 * sum(forward_macs(b_config, dataset.n_items, n_attributes, ls) for ls in run_lengths)
+                b_seconds = time_training(b_model.to(device), b_recipe, examples, timed_examples, b_config.train,
+                                          device, warmup)
+                report(f"{label}[b4r]", b_seconds, b_flops)
+                result["bert4rec_layer_seconds"] = b_seconds
+            else:
+                b_seconds = seconds
+            torch.manual_seed(0)
+            b_fresh, _ = build_method(b_config, dataset)
+            result["loop_bert4rec_seconds"] = compare(LoopEnsemble.bert4rec_modules(b_fresh.to(device)), b_seconds,
+                                                      "encoders.BERT4Rec modules (BERT4Rec output layer, "
+                                                      "scaled embeddings)")
+    elif method == "emkd" and args.loop != "none":
+        print(f"{'':12s} ({config.encoder} networks already run one after the other: EncoderEnsemble)")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty")
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--methods", nargs="+", default=["sasrec", "bert4rec"])
-    parser.add_argument("--batches", type=int, default=None, help="time only this many batches (default: a full epoch)")
+    parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
+    parser.add_argument("--methods", nargs="+", default=["sasrec", "bert4rec"],
+                        help="method names, or METHOD-ENCODER (emkd-sasrec) for EMKD on another encoder")
+    parser.add_argument("--max-batches", "--batches", dest="max_batches", type=int, default=None,
+                        help="time only this many batches (default: a full epoch); the warm-up is then "
+                             "at most half as many (at least one)")
+    parser.add_argument("--loop", default="same", choices=("same", "bert4rec", "both", "none"),
+                        help="EMKD's loop of separate networks (see above)")
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                        metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmuls")
+    parser.add_argument("--peak-repeats", type=int, default=10)
     parser.add_argument("--malloc-default", action="store_true",
-                        help="leave glibc's malloc as it is (fit() calls keep_freed_cpu_memory)")
-    args = parser.parse_args()
+                        help="leave glibc's malloc as it is (the CLI calls process.keep_freed_cpu_memory)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.malloc_default:
         keep_freed_cpu_memory()
-
+    for name in args.methods:
+        parse_method(name)  # fail before measuring anything
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    peak = measured_matmul_peak(device)
-    print(f"machine: {machine_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    print(f"measured fp32 matmul peak: {peak:.1f} GFLOP/s")
-    dataset = load_dataset(args.dataset)
-    split = leave_one_out(dataset.sequences)
-    n_attributes = dataset.attributes.n_attributes if dataset.attributes else 0
-    for method in args.methods:
-        config = profile_config(args.profile, args.dataset, method)
-        torch.manual_seed(0)
-        model, recipe = build_method(config, dataset)
-        model.to(device)
-        examples = recipe.make_examples(split.train)
-        lengths = np.array([len(e) for e in examples])
-        batches = length_bucketed_batches(lengths, config.batch_size, shuffle=True, rng=np.random.default_rng(0))
-        timed = batches[:args.batches] if args.batches else batches
-        timed_examples = [examples[i] for idx in timed for i in idx]
-        flops = 3 * 2 * sum(forward_macs(method, config, dataset.n_items, n_attributes, lengths[idx]) for idx in timed)
-        seconds = time_epoch(model, recipe, examples, timed_examples, config, device)
-        per_epoch = seconds * len(examples) / len(timed_examples)
-        print(f"{method:9s} {args.dataset} [{args.profile}]: {len(timed_examples) / seconds:8.0f} sequences/s, "
-              f"{per_epoch:7.1f} s/epoch ({len(examples)} training sequences, {len(batches)} batches), "
-              f"{flops / seconds / 1e9:6.1f} GFLOP/s = {100 * flops / seconds / 1e9 / peak:4.1f}% of peak")
-        if method == "emkd":
-            loop = LoopEnsemble(model).to(device)
-            loop_seconds = time_epoch(loop, recipe, examples, timed_examples, config, device)
-            print(f"{'':9s} loop of {model.n_networks} separate networks on the same batches: "
-                  f"{len(timed_examples) / loop_seconds:8.0f} sequences/s; "
-                  f"batched ensemble speed-up {loop_seconds / seconds:.2f}x")
+    peak = print_machine(device, args.peak_size, args.peak_repeats)
+    overrides = dict(args.overrides)
+    return [benchmark_method(name, args, device, peak, overrides) for name in args.methods]
 
 
 if __name__ == "__main__":

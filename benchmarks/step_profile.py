@@ -1,0 +1,345 @@
+"""Where the time of a training step goes, part by part.
+
+For each method (default: one EMKD step and one SASRec step, the cpu
+profile, Beauty) it runs a few training steps after a warm-up under
+``torch.profiler`` and prints the mean milliseconds per step and the share
+of each part:
+
+    batch (pad, to device), masking (EMKD's views / BERT4Rec's cloze),
+    embedding and gather, attention, feed-forward, output logits at the
+    scored positions, item cross entropy, KD softmaxes, AP, contrastive
+    terms (ICL + CCL), other forward, backward, gradient clipping,
+    optimizer (zero_grad + fused Adam)
+
+then the backward pass split by autograd node (the largest ones).
+
+How the parts are found without touching ``emkd_lib``: while profiling,
+this script labels ranges with ``torch.profiler.record_function``, from
+the outside only:
+
+- module hooks: a transformer block's range from its ``ln_attn`` to its
+  ``ln_ffn`` is attention (LayerNorm, QKV, scaled dot-product attention,
+  output projection, dropout, residual), from ``ln_ffn`` to the block's end
+  feed-forward; every ``nn.Embedding`` is embedding;
+- wrappers on the model's own methods (``logits``, ``attribute_logits``,
+  the ensemble's ``embed``) and, for the duration of the profile, on the
+  loss functions the methods call through their modules (``losses.*``,
+  ``cloze_mask``, ``F.cross_entropy``);
+- forward operators outside any of those ranges are sorted by name: index,
+  gather, nonzero, masked_select and embedding go to "embedding and
+  gather" (the hidden states at the masked positions, the attribute
+  targets), the rest (final LayerNorm, dropout, the views' concatenation,
+  the flattening for ICL/CCL) to "other forward".
+
+Each operator's *self* time goes to the innermost labelled range around
+it, and a range's own self time (Python between its operators) to that
+range's part, so the parts add up to the profiled step. The profiler adds
+overhead: the unprofiled ms/step of the same steps is printed beside it.
+The step is ``train.train_one_epoch``'s body (loss, zero_grad, backward,
+clip, Adam), written out here so that its phases can be labelled.
+
+    python benchmarks/step_profile.py                       # EMKD and SASRec, cpu profile, Beauty
+    python benchmarks/step_profile.py --methods emkd --steps 10 --top-ops 3
+    python benchmarks/step_profile.py --profile smoke --max-batches 2   # a seconds-long check
+
+On CUDA the times are host-side with a synchronisation after every phase;
+the per-part split of the forward pass is then launch time, not kernel time.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import re
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from emkd_lib import losses
+from emkd_lib.batching import length_bucketed_batches, pad_left
+from emkd_lib.methods import baselines, build_method
+from emkd_lib.methods import emkd as emkd_method
+from emkd_lib.process import keep_freed_cpu_memory
+from emkd_lib.profiles import profile_config
+from emkd_lib.runs import run_data
+from emkd_lib.train import resolve_device
+
+# Reused from the throughput benchmark: method names, overrides, the machine header.
+try:
+    from train_throughput import config_label, load_note, parse_method, parse_override
+except ImportError:  # imported as benchmarks.step_profile
+    from benchmarks.train_throughput import config_label, load_note, parse_method, parse_override
+from emkd_lib.store import machine_name
+
+PARTS = {
+    "batch": "batch (pad, to device)",
+    "masking": "masking (views / cloze)",
+    "embedding": "embedding and gather",
+    "attention": "attention (LN, QKV, SDPA, proj)",
+    "ffn": "feed-forward (LN, FFN, GELU)",
+    "encoder": "encoder (GRU / convolutions)",
+    "logits": "output logits (scored positions)",
+    "ce": "item cross entropy",
+    "kd": "KD softmaxes (mutual KL)",
+    "ap": "AP (attribute logits + BCE)",
+    "contrastive": "contrastive (ICL + CCL)",
+    "forward_other": "other forward (final LN, glue)",
+    "backward": "backward",
+    "clip": "gradient clipping",
+    "optimizer": "optimizer (zero_grad + Adam)",
+    "other": "other (between phases)",
+}
+PREFIX = "part::"
+GATHER_OPS = ("aten::index", "aten::index_select", "aten::masked_select", "aten::nonzero", "aten::gather",
+              "aten::embedding", "aten::take", "aten::masked_fill")
+
+
+# ---- labelling from the outside ------------------------------------------------------
+
+def _labelled(part: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with record_function(PREFIX + part):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+class _Range:
+    """A record_function range opened in one hook and closed in another."""
+
+    def __init__(self):
+        self.open: list[record_function] = []
+
+    def enter(self, part: str) -> None:
+        r = record_function(PREFIX + part)
+        r.__enter__()
+        self.open.append(r)
+
+    def exit(self) -> None:
+        if self.open:
+            self.open.pop().__exit__(None, None, None)
+
+    def switch(self, part: str) -> None:
+        """Close the open range and open ``part`` (returns None: a pre-hook's value would replace the inputs)."""
+        self.exit()
+        self.enter(part)
+
+
+@contextlib.contextmanager
+def labelled_parts(model: nn.Module):
+    """Label the parts of ``model``'s training step for the profiler; everything is undone on exit."""
+    handles, patched, wrapped = [], [], []
+
+    def patch(owner, name, part):
+        patched.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, _labelled(part, getattr(owner, name)))
+
+    for owner, name, part in ((emkd_method, "cloze_mask", "masking"), (baselines, "cloze_mask", "masking"),
+                              (losses, "masked_item_prediction_loss", "ce"), (losses, "distillation_loss", "kd"),
+                              (losses, "attribute_prediction_loss", "ap"),
+                              (losses, "intra_network_contrastive_loss", "contrastive"),
+                              (losses, "cross_network_contrastive_loss", "contrastive"),
+                              (torch.nn.functional, "cross_entropy", "ce")):
+        patch(owner, name, part)
+    for name, part in (("logits", "logits"), ("attribute_logits", "ap"), ("embed", "embedding")):
+        if hasattr(model, name):
+            object.__setattr__(model, name, _labelled(part, getattr(model, name)))
+            wrapped.append(name)
+
+    def enclose(module, part):
+        rng = _Range()
+        handles.append(module.register_forward_pre_hook(lambda m, a: rng.enter(part)))
+        handles.append(module.register_forward_hook(lambda m, a, o: rng.exit()))
+
+    for module in model.modules():
+        if hasattr(module, "ln_attn") and hasattr(module, "ln_ffn"):  # a transformer block
+            rng = _Range()
+            handles.append(module.ln_attn.register_forward_pre_hook(lambda m, a, rng=rng: rng.enter("attention")))
+            handles.append(module.ln_ffn.register_forward_pre_hook(lambda m, a, rng=rng: rng.switch("ffn")))
+            handles.append(module.register_forward_hook(lambda m, a, o, rng=rng: rng.exit()))
+        elif isinstance(module, nn.Embedding):
+            enclose(module, "embedding")
+        elif isinstance(module, (nn.GRU, nn.Conv1d)):
+            enclose(module, "encoder")
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+        for name in wrapped:
+            object.__delattr__(model, name)
+
+
+# ---- the step ----------------------------------------------------------------------------
+
+def train_step(model, recipe, batch, optimizer, train, generator, device) -> None:
+    """``train.train_one_epoch``'s body for one batch, its phases labelled."""
+    def phase(part):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return record_function(PREFIX + part)
+
+    with phase("batch"):
+        ids = torch.from_numpy(pad_left(batch)).to(device)
+    with phase("forward_other"):
+        terms = recipe.loss(model, ids, generator)
+    with phase("optimizer"):
+        optimizer.zero_grad(set_to_none=True)
+    with phase("backward"):
+        terms["loss"].backward()
+    if train.grad_clip:
+        with phase("clip"):
+            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+    with phase("optimizer"):
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- attribution -----------------------------------------------------------------------------
+
+def _part_of(event):
+    """(part, outermost operator below that part's range) of a profiler event."""
+    outer, node = None, event
+    while node is not None:
+        if node.name.startswith(PREFIX):
+            return node.name[len(PREFIX):], outer
+        if node.name != "step":
+            outer = node
+        else:
+            return "other", outer
+        node = node.cpu_parent
+    return None, outer
+
+
+def attribute(events, n_steps: int, top_ops: int = 0):
+    """ms per step of every part, the backward by autograd node, and the top operators per part."""
+    parts = defaultdict(float)
+    nodes = defaultdict(float)
+    ops = defaultdict(lambda: defaultdict(float))
+    for event in events:
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        part, outer = _part_of(event)
+        if part is None:
+            continue
+        if part == "forward_other" and outer is not None and outer.name in GATHER_OPS:
+            part = "embedding"
+        ms = event.self_cpu_time_total / 1000 / n_steps
+        parts[part] += ms
+        if top_ops:
+            own = event.name.startswith(PREFIX) or event.name == "step"
+            ops[part]["(Python between operators)" if own else event.name] += ms
+        if part == "backward" and event.name.startswith("autograd::engine::evaluate_function: "):
+            parent = event.cpu_parent
+            if parent is not None and parent.name == PREFIX + "backward":  # top-level nodes only
+                name = re.sub(r"\d+$", "", event.name.split(": ", 1)[1])
+                nodes[name] += event.cpu_time_total / 1000 / n_steps
+    return dict(parts), dict(nodes), {p: dict(o) for p, o in ops.items()}
+
+
+# ---- one method --------------------------------------------------------------------------------
+
+def profile_method(name: str, args, device: torch.device, overrides: dict) -> dict:
+    method, encoder = parse_method(name)
+    config = profile_config(args.profile, args.dataset, method, encoder=encoder, **overrides)
+    dataset, split = run_data(config)
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    model.to(device).train()
+    train = config.train
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
+    generator = torch.Generator(device=device).manual_seed(0)
+    examples = recipe.make_examples(split.train)
+    lengths = np.array([len(e) for e in examples])
+    batches = length_bucketed_batches(lengths, train.batch_size, shuffle=True, rng=np.random.default_rng(0))
+    warmup, steps = args.warmup, args.steps
+    if args.max_batches:
+        warmup = min(warmup, max(args.max_batches - 1, 0))
+        steps = max(min(steps, args.max_batches - warmup), 1)
+    needed = warmup + 2 * steps  # warm-up, the unprofiled steps, the profiled steps
+    batches = [batches[i % len(batches)] for i in range(needed)]
+    as_examples = [[examples[i] for i in idx] for idx in batches]
+
+    for batch in as_examples[:warmup]:
+        train_step(model, recipe, batch, optimizer, train, generator, device)
+    t0 = time.perf_counter()
+    for batch in as_examples[warmup:warmup + steps]:
+        train_step(model, recipe, batch, optimizer, train, generator, device)
+    wall_ms = (time.perf_counter() - t0) * 1000 / steps
+
+    with labelled_parts(model), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in as_examples[warmup + steps:]:
+            with record_function("step"):
+                train_step(model, recipe, batch, optimizer, train, generator, device)
+    parts, nodes, ops = attribute(prof.events(), steps, args.top_ops)
+
+    shape = f"batch {train.batch_size} x {int(lengths.max())} items, d={config.encoder_config.hidden}"
+    if method == "emkd":
+        shape += f", N={config.params.n_networks} networks, M={config.params.n_views} views"
+    print(f"\n{config_label(config)} {args.dataset} [{args.profile}]: {shape}; "
+          f"mean of {steps} step(s) after {warmup} warm-up step(s)")
+    total = sum(parts.values())
+    print(f"  {'part':34s} {'ms/step':>9s} {'%':>6s}")
+    for part, label in PARTS.items():
+        if part in parts and parts[part] >= 0.0005:
+            print(f"  {label:34s} {parts[part]:9.1f} {100 * parts[part] / total:6.1f}")
+            for op, ms in sorted(ops.get(part, {}).items(), key=lambda kv: -kv[1])[:args.top_ops]:
+                print(f"      {op[:40]:40s} {ms:9.1f}")
+    print(f"  {'total (profiled)':34s} {total:9.1f} {100.0:6.1f}")
+    print(f"  {'wall, same steps unprofiled':34s} {wall_ms:9.1f}")
+    if nodes:
+        backward = parts.get("backward", 0.0) or 1.0
+        print(f"  backward by autograd node (largest {args.nodes}; % of backward):")
+        for node, ms in sorted(nodes.items(), key=lambda kv: -kv[1])[:args.nodes]:
+            print(f"      {node[:40]:40s} {ms:9.1f} {100 * ms / backward:6.1f}")
+    return {"method": config_label(config), "parts_ms": parts, "backward_nodes_ms": nodes,
+            "total_ms": total, "wall_ms": wall_ms}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
+    parser.add_argument("--methods", nargs="+", default=["emkd", "sasrec"],
+                        help="method names, or METHOD-ENCODER (emkd-sasrec)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps")
+    parser.add_argument("--steps", type=int, default=5, help="steps averaged (timed unprofiled, then profiled)")
+    parser.add_argument("--max-batches", type=int, default=None,
+                        help="at most this many warm-up + averaged steps (a quick check)")
+    parser.add_argument("--top-ops", type=int, default=0, help="list the largest operators of every part")
+    parser.add_argument("--nodes", type=int, default=8, help="autograd nodes listed under the backward")
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                        metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc as it is (the CLI calls process.keep_freed_cpu_memory)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.malloc_default:
+        keep_freed_cpu_memory()
+    for name in args.methods:
+        parse_method(name)
+    device = resolve_device(args.device)
+    note = load_note()
+    if note:
+        print(note)
+    print(f"step profile on {machine_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    return [profile_method(name, args, device, dict(args.overrides)) for name in args.methods]
+
+
+if __name__ == "__main__":
+    main()
