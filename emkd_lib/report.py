@@ -387,7 +387,9 @@ def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Re
             row = row.iloc[0]
             p = row["p (Wilcoxon)"]
             verdict = "significant" if p < alpha else "not significant"
-            lines.append(f"- {reference} vs {other} on {dataset}: {row['change %']:+.1f}% {metric} "
+            change = row["change %"]
+            change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({other} scores 0)"
+            lines.append(f"- {reference} vs {other} on {dataset}: {change} {metric} "
                          f"({row[f'reference {metric}']:.4f} vs {row[f'other {metric}']:.4f}), "
                          f"{_p_text(p)}, {verdict} at {alpha}")
     return "\n".join(lines)

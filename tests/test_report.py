@@ -164,6 +164,9 @@ def test_comparison_sentences_read_the_significance_table():
     assert lines[0].endswith("significant at 0.01")
     assert lines[1:] == ["- EMKD vs BERT4Rec on beauty: not run yet", "- EMKD vs SASRec on toys: not run yet",
                          "- EMKD vs BERT4Rec on toys: not run yet"]
+    zero = significance_table([fake_run([30] * 60, "emkd"), fake_run([30] * 60, "sasrec")], reference="EMKD")
+    assert comparison_sentences(zero, ["beauty"], others=("SASRec",)).startswith(
+        "- EMKD vs SASRec on beauty: no relative change (SASRec scores 0) NDCG@10 (0.0000 vs 0.0000), p = ")
     empty = significance_table(runs[1:], reference="EMKD")
     assert comparison_sentences(empty, ["beauty"], others=("SASRec",)) == "- EMKD vs SASRec on beauty: not run yet"
 
