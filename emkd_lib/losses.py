@@ -218,3 +218,100 @@ class _MutualKL(torch.autograd.Function):
             g += q * (f - kl[..., None])                        # teacher side
         g *= (grad * weights / ctx.temperature)[:, None]
         return g, None, None, None
+
+
+# ---- S^4Rec (online clustering, cluster-aware self-distillation) and CL4SRec ----
+#
+# Equation numbers are S^4Rec's. Shapes: B sequences, K prototypes, d the
+# hidden size. Every term is a MEAN over the B users of the batch (the paper
+# sums over users; see the reductions note at the top of this module).
+
+
+def clustering_loss(scores: torch.Tensor, targets: torch.Tensor, tau: float) -> torch.Tensor:
+    """L_Clust, Eq. 7-8: ``-sum_k q_u^k log p_u^k`` with ``p_u = softmax(scores_u / tau1)``.
+
+    ``scores`` (B, K): ``z_u mu_k^T`` (Eq. 7); gradient flows to the encoder
+    and the prototypes (the paper minimises Eq. 8 in both). ``targets`` (B, K):
+    the Sinkhorn targets q_u (rows summing to 1), DETACHED here whatever the
+    caller passes. Mean over users."""
+    return -(targets.detach() * F.log_softmax(scores / tau, dim=-1)).sum(-1).mean()
+
+
+def intent_contrastive_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
+                            prototypes: torch.Tensor | None = None, assigned: torch.Tensor | None = None,
+                            with_positive: bool = False) -> torch.Tensor:
+    """One L_SCL(a, p) of Eq. 13, with the intent negatives of Eq. 14.
+
+    ``anchor``, ``positive`` (B, d): ``a_u``, ``p_u``; similarities are dot
+    products (the printed ``z z^T``; pass normalised vectors for cosines).
+    For user u: ``-log( e^{a_u p_u / tau2} / D_u )`` with
+
+    - ``D_u = sum_{n != u} e^{a_u p_n / tau2}``: the in-batch negatives are the
+      OTHER users' positives (Eq. 13; the positive itself is not in D_u as
+      printed, so the loss can be negative; ``with_positive`` adds it: InfoNCE);
+    - with ``prototypes`` (K, d) and ``assigned`` (B,) = h(u):
+      ``+ sum_{k' != h(u)} e^{a_u mu_k' / tau2}`` (Eq. 14).
+
+    No side is detached (the printed loss; the prototypes receive gradient
+    from their negative terms). Mean over users; a batch of one without
+    prototypes has no negatives and gives a zero that keeps the graph."""
+    B = anchor.shape[0]
+    pair = anchor @ positive.T / tau                                   # (B, B)
+    pos = pair.diagonal()
+    others = pair.masked_fill(torch.eye(B, dtype=torch.bool, device=pair.device), float("-inf"))
+    if prototypes is not None:
+        if assigned is None:
+            raise ValueError("intent negatives need the assigned prototype h(u) of each user")
+        to_protos = anchor @ prototypes.T / tau                        # (B, K)
+        own = F.one_hot(assigned, prototypes.shape[0]).bool()
+        others = torch.cat([others, to_protos.masked_fill(own, float("-inf"))], 1)
+    if others.shape[1] == 1 and prototypes is None and not with_positive:
+        return (pos * 0).sum()
+    if with_positive:
+        others = torch.cat([others, pos[:, None]], 1)
+    return (others.logsumexp(1) - pos).mean()
+
+
+def cluster_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float,
+                              detach_teacher: bool = True) -> torch.Tensor:
+    """One L_CKD(mu_h(u), z_u) of Eq. 15-16: ``KL(e_t || e_s)`` over the d FEATURE dimensions.
+
+    ``teacher`` (B, d): the assigned intent mu_h(u) of each user;
+    ``student`` (B, d): the sequence (view) representation z_u. Eq. 15:
+    ``e_t = softmax(mu_h(u) / tau3)``, ``e_s = softmax(z_u / tau3)`` over the
+    features; Eq. 16: ``sum_i e_t^i log(e_t^i / e_s^i)``, mean over users.
+    ``detach_teacher``: the prototype is a teacher and gets no gradient from
+    this term (the paper does not say; distillation's convention, and the
+    prototypes are trained by L_Clust and L_SCL). No tau^2 factor."""
+    if detach_teacher:
+        teacher = teacher.detach()
+    log_t = F.log_softmax(teacher / tau, dim=-1)
+    log_s = F.log_softmax(student / tau, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+
+
+def head_tail_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_Adv, Eq. 17: ``-c_hat[c] + log sum_i exp(c_hat[i])``, mean over users.
+
+    ``logits`` (B, 2): ``c_hat = W GRL(z_u)``, the classifier's output on the
+    gradient-reversed representation (``models.layers.grad_reverse``): this
+    plain cross entropy trains the classifier to find the class and, through
+    the reversal, the encoder to hide it. ``labels`` (B,): 1 head, 0 tail."""
+    return F.cross_entropy(logits, labels.long())
+
+
+def nt_xent_loss(first: torch.Tensor, second: torch.Tensor, tau: float) -> torch.Tensor:
+    """CL4SRec's contrastive loss (NT-Xent) between two views (B, d) each.
+
+    Each of the 2B representations is an anchor; its positive is the other
+    view of the same sequence; the 2B - 2 representations of the other
+    sequences (both views) are its negatives, and the positive is also in the
+    denominator. Dot-product similarities over ``tau`` (pass normalised
+    vectors for cosines), as the ICLRec code's ``NCELoss`` used for CL4SRec.
+    Mean over the 2B anchors."""
+    B = first.shape[0]
+    z = torch.cat([first, second])                                     # (2B, d)
+    sim = z @ z.T / tau
+    sim = sim.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=sim.device), float("-inf"))
+    target = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(sim.device)
+    return F.cross_entropy(sim, target)
