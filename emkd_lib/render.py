@@ -26,7 +26,9 @@ TABLE_STYLES = [
     {"selector": "", "props": "font-size: 0.8em; border-collapse: collapse; max-width: 100%;"},
     {"selector": "th", "props": "white-space: normal; overflow-wrap: anywhere; max-width: 9em;"
                                 " text-align: center; vertical-align: bottom; padding: 0.2em 0.4em;"},
-    {"selector": "td", "props": "text-align: right; padding: 0.2em 0.4em; font-variant-numeric: tabular-nums;"},
+    # A long unbroken cell (a commit hash, a run key) may break rather than widen the table past the page.
+    {"selector": "td", "props": "text-align: right; padding: 0.2em 0.4em; font-variant-numeric: tabular-nums;"
+                                " overflow-wrap: anywhere;"},
     {"selector": "caption", "props": "caption-side: top; text-align: left; font-style: italic;"},
 ]
 

@@ -32,7 +32,7 @@ def test_default_index_hidden_named_index_kept_caption_shown():
 
 def test_fits_the_page_and_is_deterministic():
     html = render_table(table()).to_html()
-    assert "font-size" in html and "white-space: normal" in html
+    assert "font-size" in html and "white-space: normal" in html and "overflow-wrap: anywhere" in html
     assert html == render_table(table()).to_html()
 
 
