@@ -27,6 +27,8 @@ TABLE_STYLES = [
     {"selector": "th", "props": "white-space: normal; overflow-wrap: anywhere; max-width: 9em;"
                                 " text-align: center; vertical-align: bottom; padding: 0.2em 0.4em;"},
     # A long unbroken cell (a commit hash, a run key) may break rather than widen the table past the page.
+    # Row labels (variant names, "code: <switch> = <value>") read better wide and left-aligned than in 9em.
+    {"selector": "th.row_heading", "props": "max-width: 20em; text-align: left; vertical-align: top;"},
     {"selector": "td", "props": "text-align: right; padding: 0.2em 0.4em; font-variant-numeric: tabular-nums;"
                                 " overflow-wrap: anywhere;"},
     {"selector": "caption", "props": "caption-side: top; text-align: left; font-style: italic;"},

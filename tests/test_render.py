@@ -25,9 +25,10 @@ def test_floats_are_formatted_ints_untouched_nan_is_a_dash():
 def test_default_index_hidden_named_index_kept_caption_shown():
     html = render_table(table(), caption="Table 3, ours").to_html()
     assert "Table 3, ours" in html
-    assert "row_heading" not in html  # the 0, 1 index is gone
+    assert "class=\"row_heading" not in html  # the 0, 1 index is gone
     named = render_table(table().set_index("method")).to_html()
     assert "row_heading" in named and "sasrec" in named
+    assert "th.row_heading" in named and "max-width: 20em" in named  # row labels get more room than headers
 
 
 def test_fits_the_page_and_is_deterministic():
