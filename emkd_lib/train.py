@@ -65,6 +65,18 @@ class FitResult:
     resumed_from_epoch: int = 0   # 0: trained from the start
 
 
+def train_step(model: nn.Module, recipe: Recipe, ids: torch.Tensor, optimizer: torch.optim.Optimizer,
+               grad_clip: float | None, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One optimizer step on a padded batch; returns the loss terms (on the graph's device)."""
+    terms = recipe.loss(model, ids, generator)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return terms
+
+
 def train_one_epoch(model: nn.Module, recipe: Recipe, examples: list[np.ndarray],
                     optimizer: torch.optim.Optimizer, settings: TrainConfig,
                     rng: np.random.Generator, generator: torch.Generator,
@@ -77,12 +89,7 @@ def train_one_epoch(model: nn.Module, recipe: Recipe, examples: list[np.ndarray]
     totals: dict[str, torch.Tensor] = {}
     for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
         ids = torch.from_numpy(pad_left([examples[i] for i in idx])).to(device)
-        terms = recipe.loss(model, ids, generator)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if settings.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
+        terms = train_step(model, recipe, ids, optimizer, settings.grad_clip, generator)
         # Summed on the device: one host sync per epoch, not one per term and step.
         for name, value in terms.items():
             value = value.detach()
