@@ -43,11 +43,10 @@ _TRANSFORMER = {"smoke": {"encoder_config__n_blocks": 1}, "paper": {"encoder_con
 
 def _generic(profile: str, dataset: str, encoder: str) -> dict:
     changes = dict(_GENERIC[profile])
-    if profile != "smoke":
-        max_len, step = fair_windows(dataset)
-        changes.update({"data__windows": "tail", "data__max_len": max_len, "data__window_step": step})
-    else:
-        changes.update({"data__windows": "tail", "data__window_step": 1})
+    max_len, step = fair_windows(dataset)
+    changes.update({"data__windows": "tail", "data__window_step": step})
+    if profile != "smoke":  # smoke keeps its short windows of 20
+        changes["data__max_len"] = max_len
     if encoder in ("sasrec", "bert4rec"):
         changes.update(_TRANSFORMER.get(profile, {}))
     return changes
