@@ -478,3 +478,20 @@ def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
     if counts.get("not in the paper", 0):
         parts.append(f"{int(counts['not in the paper'])} not in the paper")
     return f"Of {n} cells quoted from the papers, {run} have a stored result of ours: " + ", ".join(parts) + "."
+
+
+def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_labels: dict,
+                      metric: str = "NDCG@10") -> pd.DataFrame:
+    """A chapter's labelled runs (``label -> run`` or None) beside the rows of
+    a paper table they reproduce: ``paper_labels`` maps our label to the
+    paper's row label. Columns: ours, quoted, ratio ours / quoted; a run not
+    stored yet has no value of ours (and no ratio)."""
+    quoted = quoted_table(paper, table, dataset=dataset, metric=metric).set_index("method")["value"]
+    rows = []
+    for label, paper_label in paper_labels.items():
+        r = runs.get(label)
+        ours = r.test_metrics[metric] if r is not None else np.nan
+        q = float(quoted.get(paper_label, np.nan))
+        rows.append({"row": label, "paper's row": paper_label, f"ours {metric}": ours,
+                     f"quoted ({paper} Table {table})": q, "ratio": ours / q if q else np.nan})
+    return pd.DataFrame(rows).set_index("row")

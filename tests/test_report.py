@@ -213,3 +213,22 @@ def test_scorecard_sets_ours_beside_the_quoted_csv_and_counts_verdicts(tmp_path,
     assert scorecard_summary(card) == ("Of 4 cells quoted from the papers, 2 have a stored result of ours: "
                                        "0 reproduced (within 10% of the paper), 0 below the paper, 2 above it, "
                                        "2 not run yet.")
+
+
+def test_beside_paper_rows_reads_the_papers_table_and_divides():
+    import pytest
+    from emkd_lib.paper_tables import quoted_table
+    from emkd_lib.report import beside_paper_rows
+    from emkd_lib.studies.emkd import PAPER_TABLE4_ROWS
+    try:
+        quoted = quoted_table("EMKD", 4, dataset="beauty", metric="NDCG@10").set_index("method")["value"]
+    except FileNotFoundError:
+        pytest.skip("the papers' tables are not here")
+
+    class Run:
+        test_metrics = {"NDCG@10": 0.03}
+    table = beside_paper_rows({"EMKD": Run(), "w/o KD": None}, "EMKD", 4, "beauty", PAPER_TABLE4_ROWS)
+    assert list(table.index) == list(PAPER_TABLE4_ROWS)
+    assert table.loc["EMKD", "quoted (EMKD Table 4)"] == quoted["EMKD(x3)"]
+    assert table.loc["EMKD", "ratio"] == pytest.approx(0.03 / quoted["EMKD(x3)"])
+    assert np.isnan(table.loc["w/o KD", "ours NDCG@10"]) and np.isnan(table.loc["w/o KD", "ratio"])

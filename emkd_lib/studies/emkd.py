@@ -26,6 +26,10 @@ ABLATIONS = {
     "w/o AP": {"ap": False},
     "EMKD x4": {"n_networks": 4},
 }
+# The same rows as the paper's Table 4 labels them (for quoting beside ours).
+PAPER_TABLE4_ROWS = {"EMKD": "EMKD(x3)", "single encoder": "Single Encoder",
+                     "independent training": "Independent Training", "w/o KD": "Remove KD", "EMKD x2": "EMKD(x2)",
+                     "w/o CCL": "Remove CCL", "w/o ICL": "Remove ICL", "w/o AP": "Remove AP", "EMKD x4": "EMKD(x4)"}
 # Figure 3: the values each hyperparameter is swept over, the others fixed.
 SENSITIVITY = {
     "lam": (0.001, 0.01, 0.1),
