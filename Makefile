@@ -35,7 +35,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 PAPERMILL_ARGS := --kernel python3 --cwd notebooks --no-progress-bar
 
-.PHONY: help venv test test-unit test-notebooks test-smoke test-book test-browser book clean distclean
+.PHONY: help venv test test-unit test-notebooks test-clean-book test-smoke test-book test-browser book clean distclean
 
 help:
 	@echo "make book            execute notebooks/*.ipynb in place (profile cpu) and build _build/html"
@@ -60,6 +60,7 @@ $(STAMP):
 test: venv
 	$(MAKE) test-unit
 	$(MAKE) test-notebooks
+	$(MAKE) test-clean-book
 	$(MAKE) test-smoke
 	$(MAKE) test-book
 	$(MAKE) test-browser
@@ -97,6 +98,26 @@ test-book: venv
 test-browser: venv
 	@test -d _build/test-book/_build/html || $(MAKE) test-book
 	$(PY) scripts/browser_check.py _build/test-book/_build/html --screenshots _build/browser
+
+# `make book` must leave the tree clean when results are unchanged: execute
+# every chapter exactly as `book` does, into a scratch folder, and compare the
+# cleaned notebooks and their figures byte for byte with the committed ones.
+CLEAN_DIR := _build/clean-check
+test-clean-book: venv
+	rm -rf $(CLEAN_DIR) && mkdir -p $(CLEAN_DIR)/figures
+	@fail=0; for nb in $(NOTEBOOKS); do \
+	  out=$(CLEAN_DIR)/$$(basename $$nb); \
+	  EMKD_REQUIRE_CACHED=1 EMKD_FIGURES_DIR=$(abspath $(CLEAN_DIR)/figures) \
+	    $(PAPERMILL) "$$nb" "$$out" -p profile cpu $(PAPERMILL_ARGS) >/dev/null 2>&1 \
+	    || { echo "test-clean-book: $$nb failed to execute (see $$out)" >&2; exit 1; }; \
+	  $(PY) scripts/clean_notebook.py "$$out" >/dev/null; \
+	  cmp -s "$$nb" "$$out" || { echo "test-clean-book: make book would rewrite $$nb (diff $$nb $$out)" >&2; fail=1; }; \
+	done; \
+	for fig in $(CLEAN_DIR)/figures/*.png; do \
+	  cmp -s "$$fig" notebooks/figures/$$(basename $$fig) \
+	    || { echo "test-clean-book: make book would rewrite notebooks/figures/$$(basename $$fig)" >&2; fail=1; }; \
+	done; \
+	test $$fail -eq 0 && echo "test-clean-book: executing the book leaves the tree as committed"
 
 book: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
