@@ -495,3 +495,26 @@ def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_la
         rows.append({"row": label, "paper's row": paper_label, f"ours {metric}": ours,
                      f"quoted ({paper} Table {table})": q, "ratio": ours / q if q else np.nan})
     return pd.DataFrame(rows).set_index("row")
+
+
+def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFrame:
+    """Validation NDCG@10 at equal training time (EMKD's Figure 5 read as a
+    table): per run, the best validation NDCG@10 reached within ``seconds`` of
+    training (default: the shortest total training time among the runs, so
+    every run is compared at a time all of them reached), beside its best and
+    its total training time. EMKD's step costs several single models', and
+    this is what that cost buys."""
+    runs = {label: r for label, r in results.items() if r is not None}
+    if not runs:
+        return pd.DataFrame({"status": ["no runs stored yet"]})
+    totals = {label: float(np.sum([h["train_seconds"] for h in r.history])) for label, r in runs.items()}
+    budget = min(totals.values()) if seconds is None else float(seconds)
+    rows = []
+    for label, r in runs.items():
+        elapsed = np.cumsum([h["train_seconds"] for h in r.history])
+        within = [h["valid_ndcg10"] for h, t in zip(r.history, elapsed) if t <= budget]
+        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
+                     f"valid NDCG@10 within {budget:.0f} s": max(within) if within else np.nan,
+                     "best valid NDCG@10": max(h["valid_ndcg10"] for h in r.history),
+                     "training s (total)": totals[label]})
+    return pd.DataFrame(rows).set_index("run")

@@ -232,3 +232,19 @@ def test_beside_paper_rows_reads_the_papers_table_and_divides():
     assert table.loc["EMKD", "quoted (EMKD Table 4)"] == quoted["EMKD(x3)"]
     assert table.loc["EMKD", "ratio"] == pytest.approx(0.03 / quoted["EMKD(x3)"])
     assert np.isnan(table.loc["w/o KD", "ours NDCG@10"]) and np.isnan(table.loc["w/o KD", "ratio"])
+
+
+def test_equal_time_table_reads_each_curve_at_the_shortest_total_time():
+    from emkd_lib.report import equal_time_table
+
+    class Run:
+        def __init__(self, seconds, scores):
+            self.history = [{"train_seconds": s, "valid_ndcg10": v} for s, v in zip(seconds, scores)]
+    fast = Run([10, 10, 10], [0.01, 0.03, 0.02])       # 30 s in all
+    slow = Run([20, 20, 20, 20], [0.02, 0.04, 0.05, 0.06])  # 80 s in all
+    table = equal_time_table({"fast": fast, "slow": slow, "missing": None})
+    assert list(table.index) == ["fast", "slow"]
+    assert table.loc["fast", "valid NDCG@10 within 30 s"] == 0.03   # best so far, not the last
+    assert table.loc["slow", "valid NDCG@10 within 30 s"] == 0.02   # only its first epoch ends by 30 s
+    assert table.loc["slow", "best valid NDCG@10"] == 0.06 and table.loc["slow", "training s (total)"] == 80
+    assert np.isnan(equal_time_table({"slow": slow}, seconds=5).iloc[0, 0])
