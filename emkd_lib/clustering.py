@@ -1,4 +1,5 @@
-"""Online clustering targets: the Sinkhorn-Knopp algorithm (S^4Rec Eq. 9-11; SwAV).
+"""Clustering: the Sinkhorn-Knopp algorithm for online targets (S^4Rec Eq. 9-11;
+SwAV) and offline K-means over all training sequences (ICLRec), ``kmeans``.
 
 ``sinkhorn(scores, epsilon, n_iters)`` solves, approximately, Eq. 9 over the
 transportation polytope of Eq. 10,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -50,3 +52,30 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, n_iters: int = 3) -> t
     if n_iters == 0:
         log_q = log_q - log_q.logsumexp(1, keepdim=True) - log_b
     return (log_q + log_b).exp().to(dtype)
+
+
+def kmeans(points, n_clusters: int, seed: int, n_init: int = 5, max_iter: int = 20,
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offline K-means (ICLRec's intent clustering): ``(centroids (K', d), assignments (N,))``.
+
+    ``points`` (N, d), a tensor or an array, is clustered in float64 by
+    scikit-learn's Lloyd K-means with ``random_state=seed`` (the result is a
+    function of ``points`` and ``seed`` only), ``n_init`` restarts from
+    ``init="random"`` (K random points) keeping the lowest inertia, and at
+    most ``max_iter`` iterations each: the ICLRec code's faiss settings
+    (``nredo=5``, ``niter=20``, ``seed=args.seed``). ``K' = min(n_clusters,
+    N)``: with fewer points than clusters every point is its own centroid
+    (the ICLRec code skips training then and would fail on its empty
+    centroids). Centroids are NOT normalised; returned as float32 on the CPU,
+    assignments as int64."""
+    from sklearn.cluster import KMeans
+
+    x = points.detach().cpu().double().numpy() if isinstance(points, torch.Tensor) else np.asarray(
+        points, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"points must be a non-empty (N, d) matrix, got shape {x.shape}")
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+    k = min(int(n_clusters), len(x))
+    fitted = KMeans(n_clusters=k, init="random", n_init=n_init, max_iter=max_iter, random_state=int(seed)).fit(x)
+    return (torch.from_numpy(fitted.cluster_centers_).float(), torch.from_numpy(fitted.labels_.astype(np.int64)))

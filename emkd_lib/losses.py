@@ -315,3 +315,57 @@ def nt_xent_loss(first: torch.Tensor, second: torch.Tensor, tau: float) -> torch
     sim = sim.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=sim.device), float("-inf"))
     target = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(sim.device)
     return F.cross_entropy(sim, target)
+
+
+# ---- ICLRec (intent contrastive learning) and DuoRec ----
+#
+# Shapes: B sequences, d the size of a sequence representation. Both papers'
+# contrastive losses are the NT-Xent of ``nt_xent_loss`` (dot products over
+# the temperature, the positive in the denominator, the 2B - 2 other
+# representations as negatives, mean over the 2B anchors); ICLRec adds the
+# removal of false negatives.
+
+
+def iclrec_nce_loss(first: torch.Tensor, second: torch.Tensor, tau: float,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The ICLRec code's ``NCELoss`` between ``first`` and ``second`` (B, d).
+
+    Without ``labels`` it is ``nt_xent_loss(first, second, tau)``: anchor
+    ``first_u`` has positive ``second_u`` and negatives ``first_n``,
+    ``second_n`` (n != u); anchor ``second_u`` symmetrically. With ``labels``
+    (B,), the intent ids (the code's ``de_noise``), every pair of DIFFERENT
+    rows with the same label is removed from the negatives, on both sides
+    (same-intent sequences are false negatives); the positive pairs stay.
+    Mean over the 2B anchors."""
+    B = first.shape[0]
+    z = torch.cat([first, second])                                     # (2B, d)
+    sim = z @ z.T / tau
+    idx = torch.arange(2 * B, device=sim.device)
+    target = (idx + B) % (2 * B)
+    drop = torch.eye(2 * B, dtype=torch.bool, device=sim.device)
+    if labels is not None:
+        same = labels.view(-1, 1) == labels.view(1, -1)                # (B, B)
+        same = same.repeat(2, 2)
+        same[idx, target] = False                                      # keep the positives
+        drop = drop | same
+    return F.cross_entropy(sim.masked_fill(drop, float("-inf")), target)
+
+
+def iclrec_intent_loss(view1: torch.Tensor, view2: torch.Tensor, intents: torch.Tensor, tau: float,
+                       intent_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """ICLRec's intent contrastive loss L_ICL as its public code computes it (``PCLoss``).
+
+    ``view1``, ``view2`` (B, d): the representations of the two augmented
+    views of every sequence; ``intents`` (B, d): the (normalised) K-means
+    centroid c_u of each sequence's intent, found from the ORIGINAL sequence
+    and constant (no gradient reaches it from here: the caller passes a
+    detached tensor). Each view is contrasted with the intents as the second
+    side of ``iclrec_nce_loss``: the positive of view_u is c_u, its negatives
+    the other sequences' centroids c_n AND views view_n (n != u), and c_u is
+    also an anchor whose positive is view_u; with ``intent_ids`` (B,)
+    same-intent rows are not negatives (``de_noise``). Without it a centroid
+    shared by two sequences of the batch is a negative of the other, as in
+    the code without ``--de_noise`` (its published scripts). Returns
+    ``(NCE(view1, c) + NCE(view2, c)) / 2``, the code's mean of the two."""
+    return 0.5 * (iclrec_nce_loss(view1, intents, tau, intent_ids)
+                  + iclrec_nce_loss(view2, intents, tau, intent_ids))
