@@ -1,0 +1,57 @@
+"""The S^4Rec chapters' grids: Table 2 (S^4Rec beside the contrastive
+baselines on four datasets), Table 3 (ablations) and Figures 5-6
+(sensitivity to K and to the loss weights), as ``label -> RunConfig`` dicts.
+
+Every method runs in its profile's settings (``profiles.profile_config``:
+the profile's fair windows plus the method's own changes); nothing here
+changes a method's config, so a run of these grids is the same run (the same
+key) as the one ``python -m emkd_lib run`` trains for that method.
+"""
+from __future__ import annotations
+
+from ..methods.s4rec import TABLE3_ABLATIONS
+from ..profiles import profile_config
+
+DATASETS = ("beauty", "sports", "toys", "ml-1m")
+# Table 2's methods that the library has: SASRec, CL4SRec and ICLRec (the
+# paper's strongest baseline) beside S^4Rec; DuoRec, a further contrastive
+# baseline of the same family, which the paper's table does not report.
+METHODS = ("sasrec", "cl4srec", "iclrec", "duorec", "s4rec")
+# The paper's Table 2 column of each method (None: not in the table).
+PAPER_TABLE2_COLUMNS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": None,
+                        "s4rec": "Ours"}
+# Figure 5: the number of prototypes K; Figure 6: each loss weight of Eq. 18,
+# the others at their defaults (the paper's best combination, Sec. 5.5).
+FIGURE5_K = (16, 32, 64, 128, 256, 512)
+FIGURE6_WEIGHTS = (0.0, 0.01, 0.1, 1.0)
+SENSITIVITY = {"n_prototypes": FIGURE5_K, **{name: FIGURE6_WEIGHTS for name in ("alpha", "beta1", "beta2", "lam")}}
+
+
+def main_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> dict:
+    """Table 2: ``(dataset, method, seed) -> config``."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
+
+
+def ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(TABLE3_ABLATIONS)) -> dict:
+    """Table 3: ``(dataset, row, seed) -> config``, each row's switches
+    (``s4rec.TABLE3_ABLATIONS``) on the profile's S^4Rec."""
+    return {(d, row, s): profile_config(profile, d, "s4rec", seed=s, **TABLE3_ABLATIONS[row])
+            for d in datasets for s in seeds for row in rows}
+
+
+def sensitivity_grid(profile: str, dataset: str = "beauty", seeds=(0,), datasets=None,
+                     epochs: int | None = None) -> dict:
+    """Figures 5 and 6: ``(dataset, hyperparameter, value, seed) -> config``,
+    one S^4Rec param changed at a time (``SENSITIVITY``: K = ``n_prototypes``
+    and the weights ``alpha``, ``beta1``, ``beta2``, ``lam``); a value equal
+    to the default maps to the profile's S^4Rec config (the same run as
+    Table 3's full model). ``datasets`` (the grids' common argument, as the
+    command line passes it) replaces ``dataset``; ``epochs`` caps every run."""
+    grid = {}
+    for d in (datasets or (dataset,)):
+        for s in seeds:
+            for name, values in SENSITIVITY.items():
+                for v in values:
+                    c = profile_config(profile, d, "s4rec", seed=s, **{f"params__{name}": v})
+                    grid[(d, name, v, s)] = c.replace(train__epochs=epochs) if epochs else c
+    return grid

@@ -1,0 +1,96 @@
+"""The S^4Rec chapters' grids: sizes, unique labels, configs that validate,
+build and round-trip, and the command line's access to them."""
+import shlex
+
+import numpy as np
+import pytest
+
+from emkd_lib.config import RunConfig
+from emkd_lib.data import SequenceDataset
+from emkd_lib.methods import build_method
+from emkd_lib.methods.s4rec import TABLE3_ABLATIONS
+from emkd_lib.profiles import profile_config
+from emkd_lib.studies import GRIDS
+from emkd_lib.studies.s4rec import (DATASETS, FIGURE5_K, FIGURE6_WEIGHTS, METHODS, PAPER_TABLE2_COLUMNS,
+                                    ablation_grid, main_grid, sensitivity_grid)
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+def tiny_dataset():
+    seqs = [np.arange(1, n + 1) % 15 + 1 for n in (4, 6, 9, 12, 5, 7)]
+    return SequenceDataset(name="toy", user_ids=np.arange(6), sequences=seqs, n_items=15, attributes=None,
+                           source="synthetic")
+
+
+def all_grids(profile):
+    return {"main": main_grid(profile), "ablations": ablation_grid(profile), "sensitivity": sensitivity_grid(profile)}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_grid_sizes_and_labels(profile):
+    grids = all_grids(profile)
+    assert len(grids["main"]) == len(DATASETS) * len(METHODS) == 20
+    assert set(grids["main"]) == {(d, m, 0) for d in DATASETS for m in METHODS}
+    assert len(grids["ablations"]) == len(TABLE3_ABLATIONS) == 6
+    assert len(grids["sensitivity"]) == len(FIGURE5_K) + 4 * len(FIGURE6_WEIGHTS) == 22
+    for grid in grids.values():
+        labels = list(grid)
+        assert len(set(labels)) == len(labels)
+        assert all(isinstance(c, RunConfig) and c.profile == profile for c in grid.values())
+    # every main config is distinct (a run key per cell); each method on its own encoder
+    main = grids["main"]
+    assert len({repr(c.to_dict()) for c in main.values()}) == 20
+    assert all(c.dataset == d and c.method == m and c.encoder == "sasrec" for (d, m, _), c in main.items())
+    # the ablation rows are distinct; "S4Rec" is the profile's S^4Rec
+    ablations = grids["ablations"]
+    assert len({repr(c.to_dict()) for c in ablations.values()}) == 6
+    assert ablations[("beauty", "S4Rec", 0)] == profile_config(profile, "beauty", "s4rec")
+    # sensitivity: defaults coincide with the full model (one run), the rest differ
+    sens = grids["sensitivity"]
+    assert len({repr(c.to_dict()) for c in sens.values()}) == 1 + 5 + 3 * 4
+    default = profile_config(profile, "beauty", "s4rec")
+    for name, value in (("alpha", 0.01), ("beta1", 0.1), ("beta2", 0.1), ("lam", 1.0)):
+        assert sens[("beauty", name, value, 0)] == default
+        assert getattr(sens[("beauty", name, 0.0, 0)].params, name) == 0.0
+    assert [sens[("beauty", "n_prototypes", k, 0)].params.n_prototypes for k in FIGURE5_K] == list(FIGURE5_K)
+
+
+def test_seeds_datasets_and_methods_multiply():
+    assert len(main_grid("cpu", datasets=("beauty",), seeds=(0, 1), methods=("iclrec", "duorec"))) == 4
+    assert len(ablation_grid("cpu", datasets=("beauty", "toys"), seeds=(0, 1, 2))) == 36
+    sens = sensitivity_grid("cpu", dataset="toys", seeds=(0, 1))
+    assert len(sens) == 44 and {k[0] for k in sens} == {"toys"}
+    assert len(sensitivity_grid("cpu", datasets=("beauty", "toys"))) == 44
+    assert {c.train.epochs for c in sensitivity_grid("cpu", epochs=3).values()} == {3}
+    assert set(PAPER_TABLE2_COLUMNS) == set(METHODS)
+
+
+def test_every_config_builds_and_round_trips():
+    dataset = tiny_dataset()
+    for profile in PROFILES:
+        for grid in all_grids(profile).values():
+            for config in grid.values():
+                assert RunConfig.from_dict(config.to_dict()) == config
+                model, recipe = build_method(config, dataset)
+                assert recipe.eval_max_len == config.data.max_len - 1
+
+
+def test_the_grids_are_registered_for_the_command_line():
+    from emkd_lib.__main__ import _grid_configs, build_parser
+    from emkd_lib.runs import command_for
+
+    assert GRIDS["s4rec-main"] is main_grid and GRIDS["s4rec-ablations"] is ablation_grid
+    assert GRIDS["s4rec-sensitivity"] is sensitivity_grid
+    parser = build_parser()
+    args = parser.parse_args(["grid", "s4rec-sensitivity", "--profile", "cpu", "--datasets", "toys"])
+    assert _grid_configs(args) == list(sensitivity_grid("cpu", dataset="toys").values())
+    args = parser.parse_args(["grid", "s4rec-main", "--profile", "cpu", "--methods", "iclrec"])
+    assert [c.method for c in _grid_configs(args)] == ["iclrec"] * 4
+    # the command a run records rebuilds its exact config
+    from emkd_lib.__main__ import _data_overrides, _parse_sets
+    for config in [*main_grid("cpu").values(), *ablation_grid("cpu").values(), *sensitivity_grid("cpu").values()]:
+        a = parser.parse_args(shlex.split(command_for(config))[3:])
+        rebuilt = profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
+                                 **_data_overrides(a), **_parse_sets(a.set))
+        assert rebuilt == config, command_for(config)
