@@ -187,3 +187,20 @@ def test_duorec_learns_a_deterministic_successor():
     assert result.test_metrics["HR@5"] > 0.9
     assert {"loss", "sr", "scl"} <= set(result.history[0])
     assert all(np.isfinite(h["loss"]) for h in result.history)
+
+
+def test_a_resumed_fit_ends_as_an_uninterrupted_one(tmp_path):
+    """Positives follow the run's generator, dropout torch's: both resume."""
+    settings = TrainConfig(epochs=4, batch_size=32, lr=5e-3, patience=4)
+    model, recipe, split, _ = built(config(dropout=0.1))
+    whole = fit(model, recipe, split, settings, seed=0, device="cpu", progress=False)
+    checkpoint = tmp_path / "run.pt"
+    model, recipe, split, _ = built(config(dropout=0.1))
+    with pytest.raises(InterruptedError):
+        fit(model, recipe, split, settings, seed=0, device="cpu", progress=False, checkpoint=checkpoint,
+            stop_after_epoch=2)
+    model, recipe, split, _ = built(config(dropout=0.1))
+    resumed = fit(model, recipe, split, settings, seed=0, device="cpu", progress=False, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 3
+    terms = ("loss", "sr", "scl", "valid_ndcg10")
+    assert [[h[k] for k in terms] for h in resumed.history] == [[h[k] for k in terms] for h in whole.history]

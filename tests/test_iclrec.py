@@ -230,3 +230,23 @@ def test_iclrec_learns_a_deterministic_successor_and_clusters_once_per_epoch():
     assert result.test_metrics["HR@5"] > 0.9
     assert {"loss", "sr", "scl", "icl"} <= set(result.history[0])
     assert all(np.isfinite(h["loss"]) for h in result.history)
+
+
+def test_a_resumed_fit_clusters_and_ends_as_an_uninterrupted_one(tmp_path):
+    """The intents depend on the weights and the run's seed only, so the hook
+    of a resumed run reproduces the uninterrupted run's clustering."""
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    settings = TrainConfig(epochs=4, batch_size=32, lr=5e-3, patience=4)
+    model, recipe = build(config(), dataset)
+    whole = fit(model, recipe, split, settings, seed=0, device="cpu", progress=False)
+    checkpoint = tmp_path / "run.pt"
+    model, recipe = build(config(), dataset)
+    with pytest.raises(InterruptedError):
+        fit(model, recipe, split, settings, seed=0, device="cpu", progress=False, checkpoint=checkpoint,
+            stop_after_epoch=2)
+    model, recipe = build(config(), dataset)
+    resumed = fit(model, recipe, split, settings, seed=0, device="cpu", progress=False, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 3
+    terms = ("loss", "sr", "scl", "icl", "valid_ndcg10")
+    assert [[h[k] for k in terms] for h in resumed.history] == [[h[k] for k in terms] for h in whole.history]
