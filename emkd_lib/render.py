@@ -14,6 +14,7 @@ numbers: Markdown on the page, the plain sentence for nbval.
 from __future__ import annotations
 
 import hashlib
+from html import escape
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,18 @@ class Table:
     (NaN-only columns already dropped).
     """
 
-    def __init__(self, data: pd.DataFrame, styler: Styler, digits: int, caption: str | None):
+    def __init__(self, data: pd.DataFrame, styler: Styler, digits: int, caption: str | None,
+                 collapsed: str | None = None):
         self.data, self.styler, self.digits, self.caption = data, styler, digits, caption
+        self.collapsed = collapsed
 
     def to_html(self) -> str:
-        return self.styler.to_html()
+        html = self.styler.to_html()
+        if self.collapsed is not None:
+            # A closed <details>: the reader sees one line and may open it (provenance tables).
+            html = (f'<details class="emkd-collapsed"><summary>{escape(self.collapsed)}</summary>\n'
+                    f"{html}</details>\n")
+        return html
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -76,7 +84,49 @@ def render_sentence(text: str) -> Sentence:
     return Sentence(text)
 
 
-def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) -> Table:
+BOLD = "font-weight: bold;"
+# Verdict colours of the scorecard (report.VERDICTS): light backgrounds, dark text, readable in print.
+VERDICT_STYLES = {"reproduced": "background-color: #d4edda; color: #155724;",
+                  "below the paper": "background-color: #f8d7da; color: #721c24;",
+                  "above the paper": "background-color: #fff3cd; color: #856404;",
+                  "not run yet": "background-color: #e9ecef; color: #495057;",
+                  "not in the paper": "background-color: #e9ecef; color: #495057;"}
+
+
+def verdict_style(value, row, column) -> str | None:
+    """A ``cell_style`` for ``render_table``: colours a ``verdict`` column's cells."""
+    return VERDICT_STYLES.get(value) if column == "verdict" else None
+
+
+def best_cells(df: pd.DataFrame, axis: str, subset=None, lower_is_better=()) -> pd.DataFrame:
+    """Boolean frame: True where a cell is the best of its column
+    (``axis="column"``) or of its row (``axis="row"``) among the numeric
+    ``subset`` of columns (default: all float columns). Higher is better
+    except in ``lower_is_better`` columns; ties are all marked; a column or
+    row with fewer than two values marks nothing."""
+    if axis not in ("row", "column"):
+        raise ValueError(f"axis must be 'row' or 'column', not {axis!r}")
+    columns = [c for c in (subset if subset is not None else df.columns)
+               if c in df.columns and pd.api.types.is_float_dtype(df[c])]
+    out = pd.DataFrame(False, index=df.index, columns=df.columns)
+    if not columns:
+        return out
+    values = df[columns].astype(float)
+    if axis == "column":
+        for c in columns:
+            v = -values[c] if c in lower_is_better else values[c]
+            if v.notna().sum() > 1:
+                out[c] = (v == v.max()) & v.notna()
+    else:
+        for i in range(len(df)):
+            v = values.iloc[i]
+            if v.notna().sum() > 1:
+                out.iloc[i, [df.columns.get_loc(c) for c in columns]] = ((v == v.max()) & v.notna()).to_numpy()
+    return out
+
+
+def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None, *, bold: str | None = None,
+                 bold_subset=None, lower_is_better=(), cell_style=None, collapsed: str | None = None) -> Table:
     """A table ready for a book page.
 
     Parameters
@@ -89,13 +139,23 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) 
         they are, missing values show as an en dash.
     caption : str, optional
         Shown above the table.
+    bold : {"row", "column"}, optional
+        Set the best value of each row or column in bold (``best_cells``),
+        among the float columns of ``bold_subset`` (default all); higher is
+        better except in ``lower_is_better``.
+    cell_style : callable, optional
+        ``cell_style(value, row label, column label)`` -> CSS for that cell
+        or None (e.g. ``verdict_style``).
+    collapsed : str, optional
+        Wrap the table in a closed ``<details>`` whose summary line is this
+        text (provenance tables).
 
     Returns
     -------
     Table
         Displays as HTML in a notebook (and so in the book); ``.to_html()``
         gives the markup, ``repr()`` the fixed-width text (``report.format_table``)
-        that nbval compares.
+        that nbval compares; bold, colours and collapsing change only the HTML.
 
     Notes
     -----
@@ -115,8 +175,19 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None) 
         styler = styler.format(lambda x: "–" if _is_missing(x) else x, subset=others)
     if isinstance(df.index, pd.RangeIndex):
         styler = styler.hide(axis="index")
+    styles = pd.DataFrame("", index=df.index, columns=df.columns)
+    if bold is not None:
+        styles = styles.mask(best_cells(df, bold, bold_subset, lower_is_better), BOLD)
+    if cell_style is not None:
+        for i, label in enumerate(df.index):
+            for j, column in enumerate(df.columns):
+                css = cell_style(df.iat[i, j], label, column)
+                if css:
+                    styles.iat[i, j] += css
+    if (styles != "").to_numpy().any():
+        styler = styler.apply(lambda _: styles, axis=None)
     styler = styler.set_table_styles(TABLE_STYLES).set_table_attributes('class="emkd-table"')
-    return Table(df, styler, digits, caption)
+    return Table(df, styler, digits, caption, collapsed)
 
 
 def _is_missing(x) -> bool:

@@ -92,7 +92,7 @@ def provenance_table(results: dict | list) -> pd.DataFrame:
     return pd.DataFrame([{
         "run": label if isinstance(label, str) else " / ".join(map(str, label)), "seed": r.config.seed,
         "key": r.key, "epochs (best)": f"{len(r.history)} ({r.best_epoch})",
-        "train s": round(r.train_seconds), "commit": r.provenance["commit"], "machine": r.provenance["machine"],
+        "training (s)": round(r.train_seconds), "commit": r.provenance["commit"], "machine": r.provenance["machine"],
         "date": r.provenance["date"],
     } for label, r in items if r is not None])
 
@@ -438,19 +438,52 @@ def verdict(ours: float, quoted: float, tolerance: float = 0.10) -> str:
     return "below the paper" if ratio < 1 else "above the paper"
 
 
-def reproduction_cells(paper: str, table: int, ours: dict, metrics) -> pd.DataFrame:
+# The settings that most often set a profile's run apart from the paper's: (label, how to read it off a config).
+SETTINGS_COMPARED = (
+    ("profile", lambda c: c.profile),
+    ("d", lambda c: getattr(c.encoder_config, "hidden", None)),
+    ("epochs cap", lambda c: c.train.epochs),
+    ("M", lambda c: getattr(c.params, "n_views", None)),
+)
+
+
+def setting_differences(config, reference) -> str:
+    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M) in
+    which ``config`` differs from ``reference`` (the paper's setting), as
+    ``"profile cpu; d 64 (paper: 256)"``; ``"none"`` when
+    they agree, ``""`` when either config is missing."""
+    if config is None or reference is None:
+        return ""
+    parts = [f"{name} {get(config)}" + ("" if name == "profile" else f" (paper: {get(reference)})")
+             for name, get in SETTINGS_COMPARED if get(config) != get(reference)]
+    return "; ".join(parts) if parts else "none"
+
+
+def reproduction_cells(paper: str, table: int, ours: dict, metrics, configs: dict | None = None,
+                       reference: dict | None = None) -> pd.DataFrame:
     """Tidy rows ``dataset, method, metric, value, paper, table`` (the input
     of ``paper_tables.beside_quoted``) for the cells of a paper's table that
     the book reproduces: ``ours[(dataset, paper method)]`` is a run, a list
-    of runs (their mean is taken: seeds) or None / [] (value NaN: not run yet)."""
+    of runs (their mean is taken: seeds) or None / [] (value NaN: not run yet).
+
+    With ``reference`` (same keys -> the config the paper's setting gives,
+    e.g. the ``paper`` profile's) a column ``setting differs`` names what
+    differs (``setting_differences``), read off the stored run's config, or
+    off ``configs[key]`` (the config that would run) where nothing is stored."""
     rows = []
-    for (dataset, method), runs in ours.items():
+    for key, runs in ours.items():
+        dataset, method = key
         runs = [runs] if runs is not None and not isinstance(runs, (list, tuple)) else list(runs or [])
+        row = {}
+        if reference is not None:
+            config = runs[0].config if runs else (configs or {}).get(key)
+            row["setting differs"] = setting_differences(config, reference.get(key))
         for m in metrics:
             value = float(np.mean([r.test_metrics[m] for r in runs])) if runs else np.nan
             rows.append({"dataset": dataset, "method": method, "metric": m, "value": value,
-                         "paper": paper, "table": table})
-    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "value", "paper", "table"])
+                         "paper": paper, "table": table, **row})
+    columns = ["dataset", "method", "metric", "value", "paper", "table"]
+    return pd.DataFrame(rows, columns=columns + (["setting differs"] if reference is not None else []))
 
 
 def scorecard(cells: pd.DataFrame, tolerance: float = 0.10) -> pd.DataFrame:
@@ -461,7 +494,42 @@ def scorecard(cells: pd.DataFrame, tolerance: float = 0.10) -> pd.DataFrame:
     out = beside_quoted(cells)
     out["verdict"] = [verdict(o, q, tolerance) for o, q in zip(out["value"], out["quoted"])]
     out = out.rename(columns={"value": "ours", "quoted from": "source"})
-    return out.set_index(["source", "dataset", "method", "metric"])[["ours", "quoted", "ratio", "verdict"]]
+    shown = ["ours", "quoted", "ratio", "verdict"] + (["setting differs"] if "setting differs" in out else [])
+    if "setting differs" in out:
+        out["setting differs"] = out["setting differs"].fillna("")
+    return out.set_index(["source", "dataset", "method", "metric"])[shown]
+
+
+def scorecard_figure(card: pd.DataFrame, title: str = "Ours against the paper"):
+    """Ours against the paper's value, one marker per cell with a result of
+    ours, log-log, the diagonal (ours = paper) drawn and the ``tolerance``
+    band left to the table; marker and colour by source table. With no
+    result yet the figure has the diagonal and a note. Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    done = card[np.isfinite(card["ours"].astype(float)) & np.isfinite(card["quoted"].astype(float))
+                & (card["ours"].astype(float) > 0) & (card["quoted"].astype(float) > 0)] if len(card) else card
+    values = np.concatenate([done["ours"].astype(float), done["quoted"].astype(float)]) if len(done) else []
+    if len(card):
+        values = np.concatenate([values, card["quoted"].astype(float).dropna().to_numpy()])
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    low, high = (values.min() / 1.5, values.max() * 1.5) if len(values) else (1e-3, 1.0)
+    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="ours = paper")
+    markers = "osD^vP*X"
+    for i, source in enumerate(dict.fromkeys(done.index.get_level_values("source")) if len(done) else []):
+        part = done.xs(source, level="source")
+        ax.scatter(part["quoted"].astype(float), part["ours"].astype(float), marker=markers[i % len(markers)],
+                   s=22, alpha=0.8, label=f"{source} ({len(part)})")
+    if not len(done):
+        ax.text(0.5, 0.6, "no result of ours stored yet", transform=ax.transAxes, ha="center", color="grey")
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlim(low, high); ax.set_ylim(low, high)
+    ax.set_xlabel("paper's value (quoted)"); ax.set_ylabel("ours")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
@@ -516,5 +584,119 @@ def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFram
         rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
                      f"valid NDCG@10 within {budget:.0f} s": max(within) if within else np.nan,
                      "best valid NDCG@10": max(h["valid_ndcg10"] for h in r.history),
-                     "training s (total)": totals[label]})
+                     "training (s, total)": totals[label]})
     return pd.DataFrame(rows).set_index("run")
+
+
+# --- Narrative: what the paper claims, what we found ------------------------
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits: int = 4) -> str:
+    """What a paper's table reports, as one sentence read from the quoted
+    CSVs (``paper_tables.quoted_table``), e.g. "EMKD reports NDCG@10 of
+    0.0594 on beauty and 0.0622 on toys for EMKD (quoted, EMKD Table 3)."
+    With several ``methods`` each dataset lists "value (method)", highest
+    first. A cell the paper does not report is left out; none at all gives
+    a sentence saying so."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    q = quoted_table(paper, table)
+    q = q[q["metric"] == metric]
+    parts = []
+    for dataset in datasets:
+        rows = q[(q["dataset"] == dataset) & q["method"].isin(methods)]
+        if rows.empty:
+            continue
+        if len(methods) == 1:
+            parts.append(f"{rows['value'].iloc[0]:.{digits}f} on {dataset}")
+        else:
+            rows = rows.sort_values("value", ascending=False)
+            parts.append(f"on {dataset} " + ", ".join(f"{v:.{digits}f} ({m})" for m, v in zip(rows["method"], rows["value"])))
+    source = f"quoted, {paper} Table {table}"
+    if not parts:
+        return f"{paper} Table {table} reports no {metric} for {_join(methods)} on {_join(list(datasets))}."
+    if len(methods) == 1:
+        return f"{paper} reports {metric} of {_join(parts)} for {methods[0]} ({source})."
+    return f"{paper} reports {metric} {'; '.join(parts)} ({source})."
+
+
+def found_section(lines) -> str:
+    """The closing "What we found" of a chapter: a Markdown list of computed
+    ``lines`` (empty ones dropped), or "not run yet" when there is none."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return "- not run yet: no result of this chapter is stored under this profile"
+    return "\n".join(line if line.startswith("- ") else f"- {line}" for line in lines)
+
+
+def best_per_dataset(table: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
+    """Read off a ``metrics_table``: per dataset the best method by
+    ``metric`` and the runner-up, with their values and the gap in percent."""
+    lines = []
+    if table.empty:
+        return lines
+    for dataset in dict.fromkeys(table.columns.get_level_values(0)):
+        if (dataset, metric) not in table.columns:
+            continue
+        values = table[(dataset, metric)].dropna().sort_values(ascending=False)
+        if values.empty:
+            continue
+        line = f"on {dataset} the best by test {metric} is {values.index[0]} ({values.iloc[0]:.4f})"
+        if len(values) > 1:
+            gap = relative_change(values.iloc[0], values.iloc[1])
+            line += (f", {gap:+.1f}% over" if np.isfinite(gap) else ", ahead of") + \
+                f" {values.index[1]} ({values.iloc[1]:.4f})"
+        lines.append(line)
+    return lines
+
+
+def ratio_summary(table: pd.DataFrame, what: str, ratio_column: str = "ratio") -> str:
+    """One line on a beside-the-paper table: how many rows have a ratio
+    ours / quoted, their median and range; "not run yet" when none has."""
+    if ratio_column not in table:
+        return f"{what}: nothing run yet to set beside the paper"
+    ratios = pd.to_numeric(table[ratio_column], errors="coerce").dropna()
+    if ratios.empty:
+        return f"{what}: nothing run yet to set beside the paper"
+    return (f"{what}: ours / the paper's value has median {ratios.median():.2f} over {len(ratios)} "
+            f"cell{'s' * (len(ratios) > 1)} (from {ratios.min():.2f} to {ratios.max():.2f})")
+
+
+def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """One line on an ``ensemble_gain_table``: in how many (dataset, method)
+    pairs the ensemble of two beats the mean single model, and how many of
+    those tested beat their better member at p < ``alpha``."""
+    column = f"ensemble x2 {metric}"
+    if column not in gains:
+        return ""
+    done = gains[np.isfinite(gains[column].astype(float))]
+    if done.empty:
+        return ""
+    gain = pd.to_numeric(done["gain over mean single %"], errors="coerce")
+    above = int((done[column].astype(float) > done[f"single {metric} (mean)"].astype(float)).sum())
+    line = f"the ensemble of two beats the mean single model in {above} of {len(done)} (dataset, method) pairs"
+    if gain.notna().any():  # a mean single model at 0 has no relative gain
+        line += f" (median gain {gain.median():+.1f}% {metric})"
+    p = pd.to_numeric(done.get("p vs better member (Wilcoxon)", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(p):
+        line += f"; {int((p < alpha).sum())} of {len(p)} differ from their better member at p < {alpha}"
+    return line
+
+
+def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """One line on a ``significance_table(..., reference=...)``: against how
+    many methods the reference is significantly above, below, or not
+    different at p < ``alpha``, and its median relative change."""
+    if sig.empty or "reference" not in sig:
+        return ""
+    significant = sig["p (Wilcoxon)"] < alpha
+    above = int((significant & (sig[f"reference {metric}"] > sig[f"other {metric}"])).sum())
+    below = int((significant & (sig[f"reference {metric}"] < sig[f"other {metric}"])).sum())
+    change = pd.to_numeric(sig["change %"], errors="coerce").dropna()
+    line = (f"{reference} is significantly above the other method in {above}, below it in {below} and not different "
+            f"in {len(sig) - above - below} of {len(sig)} paired comparisons (p < {alpha})")
+    if len(change):
+        line += f"; its median change in {metric} is {change.median():+.1f}%"
+    return line

@@ -78,3 +78,30 @@ def test_nullable_integer_counts_show_missing_as_a_dash():
     html = render_table(df).to_html()
     assert ">22363<" in html and "–" in html and "&lt;NA&gt;" not in html
     assert "<NA>" not in repr(render_table(df))
+
+
+def test_bold_marks_the_best_per_column_or_row_in_html_only():
+    from emkd_lib.render import best_cells
+    df = pd.DataFrame({"a": [0.1, 0.3, np.nan], "b": [0.5, 0.2, 0.4], "n": [1, 2, 3]}, index=["x", "y", "z"])
+    by_column = best_cells(df, "column")
+    assert by_column.loc["y", "a"] and by_column.loc["x", "b"] and by_column.sum().sum() == 2
+    by_row = best_cells(df, "row")
+    assert by_row.loc["x", "b"] and by_row.loc["y", "a"] and not by_row.loc["z"].any()  # z has one value only
+    assert best_cells(df, "column", lower_is_better=("b",)).loc["y", "b"]
+    plain, bolded = render_table(df), render_table(df, bold="column")
+    assert "font-weight: bold" in bolded.to_html() and "font-weight: bold" not in plain.to_html()
+    assert repr(plain) == repr(bolded)
+
+
+def test_cell_style_colours_verdicts_and_collapsed_wraps_in_details():
+    from emkd_lib.render import verdict_style
+    df = pd.DataFrame({"ours": [0.1, np.nan], "verdict": ["reproduced", "not run yet"]})
+    shown = render_table(df, cell_style=verdict_style)
+    html = shown.to_html()
+    assert "#d4edda" in html and "#e9ecef" in html
+    assert repr(shown) == repr(render_table(df))
+    assert shown.to_html() == html  # deterministic
+    folded = render_table(df, collapsed="Provenance <3 runs>")
+    assert folded.to_html().startswith('<details class="emkd-collapsed"><summary>Provenance &lt;3 runs&gt;</summary>')
+    assert folded.to_html().rstrip().endswith("</details>")
+    assert repr(folded) == repr(render_table(df))

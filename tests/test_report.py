@@ -246,5 +246,125 @@ def test_equal_time_table_reads_each_curve_at_the_shortest_total_time():
     assert list(table.index) == ["fast", "slow"]
     assert table.loc["fast", "valid NDCG@10 within 30 s"] == 0.03   # best so far, not the last
     assert table.loc["slow", "valid NDCG@10 within 30 s"] == 0.02   # only its first epoch ends by 30 s
-    assert table.loc["slow", "best valid NDCG@10"] == 0.06 and table.loc["slow", "training s (total)"] == 80
+    assert table.loc["slow", "best valid NDCG@10"] == 0.06 and table.loc["slow", "training (s, total)"] == 80
     assert np.isnan(equal_time_table({"slow": slow}, seconds=5).iloc[0, 0])
+
+
+# --- setting differences, the scorecard figure, narrative helpers ----------
+
+def _tiny_papers(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    rows = [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.0594),
+            ("toys", "EMKD", "NDCG@10", 0.0622)]
+    pd.DataFrame([{"paper": "X", "table": 3, "dataset": d, "method": m, "metric": k, "value": v}
+                  for d, m, k, v in rows]).to_csv(tmp_path / "x.csv", index=False)
+    monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+
+
+def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
+    from emkd_lib.report import setting_differences
+    from emkd_lib.studies.emkd import emkd_variant
+    cpu, paper = emkd_variant("cpu", "beauty"), emkd_variant("paper", "beauty")
+    text = setting_differences(cpu, paper)
+    assert text.startswith("profile cpu;")
+    for name, get in (("d", lambda c: c.encoder_config.hidden), ("M", lambda c: c.params.n_views),
+                      ("epochs cap", lambda c: c.train.epochs)):
+        if get(cpu) != get(paper):
+            assert f"{name} {get(cpu)} (paper: {get(paper)})" in text
+        else:
+            assert f"{name} " not in text
+    assert setting_differences(paper, paper) == "none"
+    assert setting_differences(None, paper) == ""
+    sasrec = profile_config("cpu", "beauty", "sasrec")
+    assert "M " not in setting_differences(sasrec, profile_config("paper", "beauty", "sasrec"))  # no views
+
+
+def test_scorecard_carries_the_setting_column_from_stored_or_planned_configs(tmp_path, monkeypatch):
+    _tiny_papers(tmp_path, monkeypatch)
+    run = fake_run([0] * 20, "sasrec")
+    planned = profile_config("cpu", "beauty", "emkd", encoder="bert4rec")
+    reference = {("beauty", "SASRec"): profile_config("paper", "beauty", "sasrec"),
+                 ("beauty", "EMKD"): planned}
+    cells = reproduction_cells("X", 3, {("beauty", "SASRec"): run, ("beauty", "EMKD"): None}, ("NDCG@10",),
+                               configs={("beauty", "EMKD"): planned}, reference=reference)
+    card = scorecard(cells)
+    assert list(card.columns) == ["ours", "quoted", "ratio", "verdict", "setting differs"]
+    assert card["setting differs"].iloc[0].startswith("profile cpu;")
+    assert card["setting differs"].iloc[1] == "none"
+
+
+def test_scorecard_figure_has_the_diagonal_and_one_marker_per_result(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from emkd_lib.report import scorecard_figure
+    _tiny_papers(tmp_path, monkeypatch)
+    cells = reproduction_cells("X", 3, {("beauty", "SASRec"): fake_run([0] * 20, "sasrec"),
+                                        ("beauty", "EMKD"): None, ("toys", "EMKD"): fake_run([3] * 20)}, ("NDCG@10",))
+    fig = scorecard_figure(scorecard(cells))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    diagonal = ax.lines[0]
+    assert list(diagonal.get_xdata()) == list(diagonal.get_ydata())
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 2
+    empty = scorecard_figure(scorecard(reproduction_cells("X", 3, {("beauty", "EMKD"): None}, ("NDCG@10",))))
+    assert len(empty.axes[0].lines) == 1 and not empty.axes[0].collections
+    assert "no result" in empty.axes[0].texts[0].get_text()
+
+
+def test_quoted_claim_reads_the_csv(tmp_path, monkeypatch):
+    from emkd_lib.report import quoted_claim
+    _tiny_papers(tmp_path, monkeypatch)
+    assert quoted_claim("X", 3, "EMKD", "NDCG@10", ["beauty", "toys"]) == \
+        "X reports NDCG@10 of 0.0594 on beauty and 0.0622 on toys for EMKD (quoted, X Table 3)."
+    assert quoted_claim("X", 3, ["SASRec", "EMKD"], "NDCG@10", ["beauty"]) == \
+        "X reports NDCG@10 on beauty 0.0594 (EMKD), 0.0500 (SASRec) (quoted, X Table 3)."
+    assert quoted_claim("X", 3, "SASRec", "NDCG@10", ["toys"]) == \
+        "X Table 3 reports no NDCG@10 for SASRec on toys."
+
+
+def test_found_section_best_per_dataset_and_ratio_summary():
+    pd = pytest.importorskip("pandas")
+    from emkd_lib.report import best_per_dataset, found_section, metrics_table, ratio_summary
+    assert found_section([]).startswith("- not run yet")
+    assert found_section(["a", "", "- b"]) == "- a\n- b"
+    table = metrics_table([fake_run([0] * 10, "sasrec"), fake_run([20] * 10, "gru4rec")])
+    assert best_per_dataset(table) == ["on beauty the best by test NDCG@10 is SASRec (1.0000), "
+                                       "ahead of GRU4Rec (0.0000)"]
+    table = metrics_table([fake_run([0] * 10, "sasrec"), fake_run([0] * 5 + [20] * 5, "gru4rec")])
+    assert best_per_dataset(table) == ["on beauty the best by test NDCG@10 is SASRec (1.0000), "
+                                       "+100.0% over GRU4Rec (0.5000)"]
+    assert best_per_dataset(metrics_table([])) == []
+    df = pd.DataFrame({"ratio": [0.5, float("nan"), 1.0, 0.8]})
+    assert ratio_summary(df, "Table 4") == \
+        "Table 4: ours / the paper's value has median 0.80 over 3 cells (from 0.50 to 1.00)"
+    assert ratio_summary(df.iloc[[1]], "Table 4") == "Table 4: nothing run yet to set beside the paper"
+    assert ratio_summary(pd.DataFrame({"status": ["x"]}), "T") == "T: nothing run yet to set beside the paper"
+
+
+def test_reference_and_ensemble_found_count_the_tests():
+    from emkd_lib.report import ensemble_found, reference_found
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 5, 300)
+    results = [fake_run(good), fake_run(good + 30, "sasrec"), fake_run(good, "bert4rec")]
+    sig = significance_table(results, reference="EMKD")
+    line = reference_found(sig)
+    assert line.startswith("EMKD is significantly above the other method in 1, below it in 0 and not different "
+                           "in 1 of 2 paired comparisons (p < 0.01)")
+    assert reference_found(significance_table([], reference="EMKD")) == ""
+    a, b = fake_run([0] * 50 + [10] * 50, "sasrec", seed=0), fake_run([1] * 100, "sasrec", seed=1)
+    ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
+                                test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
+    gains = ensemble_gain_table({("beauty", "sasrec"): [a, b]}, {("beauty", "sasrec"): ens})
+    assert ensemble_found(gains).startswith("the ensemble of two beats the mean single model in 1 of 1")
+    assert ensemble_found(ensemble_gain_table({("beauty", "sasrec"): [a]}, {("beauty", "sasrec"): None})) == ""
+
+
+def test_ensemble_found_leaves_out_a_gain_over_a_zero_single_model():
+    from emkd_lib.report import ensemble_found
+    a, b = fake_run([20] * 100, "sasrec", seed=0), fake_run([30] * 100, "sasrec", seed=1)
+    ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
+                                test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
+    line = ensemble_found(ensemble_gain_table({("beauty", "sasrec"): [a, b]}, {("beauty", "sasrec"): ens}))
+    assert line.startswith("the ensemble of two beats the mean single model in 1 of 1 (dataset, method) pairs")
+    assert "nan" not in line and "median gain" not in line
