@@ -53,6 +53,7 @@ from ..models.encoders import build_encoder
 from ..models.layers import Prototypes, grad_reverse
 from ..typed import bound, check_fields, from_dict
 from .baselines import last_position_scores, next_item_loss
+from .cl4srec import CL4SRecModel
 from .spec import MethodSpec, Recipe
 
 TERMS = ("clust", "scl", "csd", "adv")
@@ -138,36 +139,17 @@ TABLE3_ABLATIONS = {
 }
 
 
-class S4RecModel(nn.Module):
-    """SASRec (with one extra input token, [mask], for the mask operator),
-    K prototypes and the head/tail classifier ``W`` (Eq. 17, no bias).
+class S4RecModel(CL4SRecModel):
+    """SASRec with [mask] for the mask operator (``CL4SRecModel``), K
+    prototypes and the head/tail classifier ``W`` (Eq. 17, no bias).
 
     ``forward`` and ``logits`` are SASRec's, so scoring and evaluation are
     the baseline's."""
 
     def __init__(self, encoder: nn.Module, n_prototypes: int):
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         self.prototypes = Prototypes(n_prototypes, encoder.hidden)
         self.head_tail = nn.Linear(encoder.hidden, 2, bias=False)
-
-    @property
-    def n_items(self) -> int:
-        return self.encoder.n_items
-
-    @property
-    def max_len(self) -> int:
-        return self.encoder.max_len
-
-    @property
-    def mask_token(self) -> int:
-        return self.encoder.n_items + 1
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.encoder(ids)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.encoder.logits(hidden)
 
 
 def label_windows(sequences: list[np.ndarray], data, head_fraction: float) -> list[np.ndarray]:
