@@ -1,7 +1,8 @@
 """ODMT's offline item features (emkd_lib.data.features) on a five-item
-fixture: tests/fixtures/features/ml-100k holds a u.data, an items.csv (five
-movies, movie 2 repeated, movie 3 without an overview) and five 46x69 JPEG
-posters; each test copies it into tmp_path, so it can delete or edit files."""
+fixture made in tmp_path for each test: the committed items.csv of
+tests/fixtures/features/ml-100k (five movies, movie 2 repeated, movie 3
+without an overview), a u.data and five 46x69 JPEG posters written here
+(rating files and posters are data, which the repository never holds)."""
 from __future__ import annotations
 
 import importlib.util
@@ -22,10 +23,28 @@ SMALL = features.ExtractionSettings(chunk_size=2)   # five items -> chunks of 2,
 ALL = features.TEXT_ARRAYS + features.IMAGE_ARRAYS
 
 
+U_DATA = '1\t1\t4\t881250950\n1\t2\t4\t881250951\n1\t3\t4\t881250952\n1\t4\t4\t881250953\n2\t2\t4\t881250954\n2\t3\t4\t881250955\n2\t5\t4\t881250956\n3\t5\t4\t881250957\n3\t4\t4\t881250958\n3\t1\t4\t881250959\n3\t2\t4\t881250960\n'
+
+
+def _write_posters(folder: Path) -> None:
+    """Five small deterministic posters (a gradient and a stripe per movie)."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for movie in range(1, 6):
+        x = np.linspace(0, 255, 46, dtype=np.float32)[None, :, None]
+        y = np.linspace(0, 255, 69, dtype=np.float32)[:, None, None]
+        rgb = np.concatenate([x.repeat(69, 0), y.repeat(46, 1), np.full((69, 46, 1), 40.0 * movie)], -1)
+        rgb[10 * movie:10 * movie + 8] = 255 - rgb[10 * movie:10 * movie + 8]
+        Image.fromarray(rgb.astype(np.uint8)).save(folder / f"{movie}.jpg", quality=90)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     target = tmp_path / "data"
     shutil.copytree(FIXTURE, target)
+    (target / "ml-100k" / "u.data").write_text(U_DATA)
+    if importlib.util.find_spec("PIL"):
+        _write_posters(target / "ml-100k" / "posters")
     monkeypatch.setenv("EMKD_DATA_DIR", str(target))
     monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
     return target
