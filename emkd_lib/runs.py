@@ -257,3 +257,29 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None, se
                         "valid_metrics": result.valid_metrics, "test_metrics": result.test_metrics,
                         "eval_seconds": result.eval_seconds, "provenance": result.provenance}, result.arrays)
     return result
+
+
+# ---- a chapter's grid, loaded (or trained) at once ------------------------------
+
+def results_for(grid: dict, train_missing: bool = False, device: str | None = None) -> dict:
+    """label -> stored run (or None where not run) of a study's grid; with
+    ``train_missing`` the missing ones are trained first."""
+    if train_missing:
+        return {label: run_or_load(config, device=device) for label, config in grid.items()}
+    return {label: stored(config) for label, config in grid.items()}
+
+
+def ensembles_for(grid: dict, runs: dict, seeds, train_missing: bool = False, device: str | None = None) -> dict:
+    """EMKD Table 1's ensembles: ``(dataset, method) -> EnsembleResult`` (or
+    None where a member is missing) of the runs of ``seeds`` in a
+    ``baseline_grid`` and its results."""
+    out = {}
+    for dataset, method in dict.fromkeys((d, m) for d, m, s in grid):
+        members = [grid[(dataset, method, s)] for s in seeds]
+        if any(runs.get((dataset, method, s)) is None for s in seeds):
+            out[(dataset, method)] = None
+        elif train_missing:
+            out[(dataset, method)] = ensemble_run_or_load(members, device=device)
+        else:
+            out[(dataset, method)] = stored_ensemble(members)
+    return out

@@ -1,0 +1,232 @@
+"""The papers' numbers beside ours: quoted cells, ratios, verdicts, the reproduction scorecard and its figure."""
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+
+from ..paper_tables import beside_quoted, quoted_table
+from .tables import method_label
+
+
+_PAPER_NAMES = {"EMKD": {"GRU4Rec": "GRU4Rec", "Caser": "Caser", "SASRec": "SASRec", "BERT4Rec": "BERT4Rec",
+                         "EMKD": "EMKD"}}
+
+
+def beside_paper(results, paper: str, table: int, metrics=("NDCG@10",), ensemble: bool = False) -> pd.DataFrame:
+    """Our test metrics beside the paper's (quoted from ``../shared/papers/tables``)
+    and the ratio ours / quoted, one row per (dataset, method, metric).
+    ``ensemble``: the results are two-member ensembles, matched to the
+    paper's "<method> Ensemble(2x)" rows (EMKD Table 1)."""
+    rows = []
+    for r in results:
+        label = method_label(r.config)
+        paper_label = f"{label} Ensemble(2x)" if ensemble else label
+        for m in metrics:
+            rows.append({"dataset": r.config.dataset, "method": paper_label, "metric": m,
+                         "value": r.test_metrics[m], "paper": paper, "table": table})
+    if not rows:
+        return pd.DataFrame({"status": [f"nothing run yet to set beside {paper} Table {table}"]})
+    out = beside_quoted(pd.DataFrame(rows)).rename(columns={"value": "ours", "quoted": f"quoted ({paper} Table {table})"})
+    return out.drop(columns=["paper", "table", "quoted from"]).set_index(["dataset", "method", "metric"])
+
+
+def quoted_statistics(stats: pd.DataFrame, tables) -> pd.DataFrame:
+    """Our dataset statistics (``data.dataset_statistics`` rows) beside the
+    ones the papers print (quoted), where a paper reports the same dataset
+    and statistic; ``tables`` lists ``(paper, table)``."""
+    names = {"#users": "users", "#items": "items", "#actions": "actions", "#inter.": "actions",
+             "avg.length": "avg_actions_per_user", "avg. actions/user": "avg_actions_per_user",
+             "avg. actions/item": "avg_actions_per_item", "#attributes": "attributes",
+             "avg. attributes/item": "avg_attributes_per_item"}
+    rows = []
+    for paper, table in tables:
+        try:
+            q = quoted_table(paper, table)
+        except (KeyError, FileNotFoundError):
+            continue
+        for _, row in q.iterrows():
+            ours_name = names.get(str(row["metric"]).lower())
+            if row["dataset"] in stats.index and ours_name in stats.columns:
+                ours = float(stats.loc[row["dataset"], ours_name])
+                rows.append({"source": f"{paper} Table {table}", "dataset": row["dataset"],
+                             "statistic": ours_name, "quoted": row["value"], "ours": ours,
+                             "ratio": ours / row["value"] if row["value"] else np.nan})
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no quoted statistics for these datasets"]})
+
+
+VERDICTS = ("reproduced", "below the paper", "above the paper", "not run yet", "not in the paper")
+
+
+def verdict(ours: float, quoted: float, tolerance: float = 0.10) -> str:
+    """``"reproduced"`` when ours is within ``tolerance`` (relative) of the
+    quoted value, else ``"below the paper"`` / ``"above the paper"``;
+    ``"not run yet"`` when ours is missing, ``"not in the paper"`` when the
+    quote is."""
+    if ours is None or not np.isfinite(ours):
+        return "not run yet"
+    if quoted is None or not np.isfinite(quoted) or quoted == 0:
+        return "not in the paper"
+    ratio = ours / quoted
+    if abs(ratio - 1) <= tolerance + 1e-12:
+        return "reproduced"
+    return "below the paper" if ratio < 1 else "above the paper"
+
+
+# The settings that most often set a profile's run apart from the paper's: (label, how to read it off a config).
+SETTINGS_COMPARED = (
+    ("profile", lambda c: c.profile),
+    ("d", lambda c: getattr(c.encoder_config, "hidden", None)),
+    ("epochs cap", lambda c: c.train.epochs),
+    ("M", lambda c: getattr(c.params, "n_views", None)),
+)
+
+
+def setting_differences(config, reference) -> str:
+    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M) in
+    which ``config`` differs from ``reference`` (the paper's setting), as
+    ``"profile cpu; d 64 (paper: 256)"``; ``"none"`` when
+    they agree, ``""`` when either config is missing."""
+    if config is None or reference is None:
+        return ""
+    parts = [f"{name} {get(config)}" + ("" if name == "profile" else f" (paper: {get(reference)})")
+             for name, get in SETTINGS_COMPARED if get(config) != get(reference)]
+    return "; ".join(parts) if parts else "none"
+
+
+def reproduction_cells(paper: str, table: int, ours: dict, metrics, configs: dict | None = None,
+                       reference: dict | None = None) -> pd.DataFrame:
+    """Tidy rows ``dataset, method, metric, value, paper, table`` (the input
+    of ``paper_tables.beside_quoted``) for the cells of a paper's table that
+    the book reproduces: ``ours[(dataset, paper method)]`` is a run, a list
+    of runs (their mean is taken: seeds) or None / [] (value NaN: not run yet).
+
+    With ``reference`` (same keys -> the config the paper's setting gives,
+    e.g. the ``paper`` profile's) a column ``setting differs`` names what
+    differs (``setting_differences``), read off the stored run's config, or
+    off ``configs[key]`` (the config that would run) where nothing is stored."""
+    rows = []
+    for key, runs in ours.items():
+        dataset, method = key
+        runs = [runs] if runs is not None and not isinstance(runs, (list, tuple)) else list(runs or [])
+        row = {}
+        if reference is not None:
+            config = runs[0].config if runs else (configs or {}).get(key)
+            row["setting differs"] = setting_differences(config, reference.get(key))
+        for m in metrics:
+            value = float(np.mean([r.test_metrics[m] for r in runs])) if runs else np.nan
+            rows.append({"dataset": dataset, "method": method, "metric": m, "value": value,
+                         "paper": paper, "table": table, **row})
+    columns = ["dataset", "method", "metric", "value", "paper", "table"]
+    return pd.DataFrame(rows, columns=columns + (["setting differs"] if reference is not None else []))
+
+
+def scorecard(cells: pd.DataFrame, tolerance: float = 0.10) -> pd.DataFrame:
+    """Ours beside the quoted value of each cell (``paper_tables.beside_quoted``),
+    their ratio and a ``verdict`` per row, indexed by (source, dataset, method, metric)."""
+    if cells.empty:
+        return pd.DataFrame(columns=["ours", "quoted", "ratio", "verdict"])
+    out = beside_quoted(cells)
+    out["verdict"] = [verdict(o, q, tolerance) for o, q in zip(out["value"], out["quoted"])]
+    out = out.rename(columns={"value": "ours", "quoted from": "source"})
+    shown = ["ours", "quoted", "ratio", "verdict"] + (["setting differs"] if "setting differs" in out else [])
+    if "setting differs" in out:
+        out["setting differs"] = out["setting differs"].fillna("")
+    return out.set_index(["source", "dataset", "method", "metric"])[shown]
+
+
+def scorecard_figure(card: pd.DataFrame, title: str = "Ours against the paper"):
+    """Ours against the paper's value, one marker per cell with a result of
+    ours, log-log, the diagonal (ours = paper) drawn and the ``tolerance``
+    band left to the table; marker and colour by source table. With no
+    result yet the figure has the diagonal and a note. Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    done = card[np.isfinite(card["ours"].astype(float)) & np.isfinite(card["quoted"].astype(float))
+                & (card["ours"].astype(float) > 0) & (card["quoted"].astype(float) > 0)] if len(card) else card
+    values = np.concatenate([done["ours"].astype(float), done["quoted"].astype(float)]) if len(done) else []
+    if len(card):
+        values = np.concatenate([values, card["quoted"].astype(float).dropna().to_numpy()])
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    low, high = (values.min() / 1.5, values.max() * 1.5) if len(values) else (1e-3, 1.0)
+    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="ours = paper")
+    markers = "osD^vP*X"
+    for i, source in enumerate(dict.fromkeys(done.index.get_level_values("source")) if len(done) else []):
+        part = done.xs(source, level="source")
+        ax.scatter(part["quoted"].astype(float), part["ours"].astype(float), marker=markers[i % len(markers)],
+                   s=22, alpha=0.8, label=f"{source} ({len(part)})")
+    if not len(done):
+        ax.text(0.5, 0.6, "no result of ours stored yet", transform=ax.transAxes, ha="center", color="grey")
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlim(low, high); ax.set_ylim(low, high)
+    ax.set_xlabel("paper's value (quoted)"); ax.set_ylabel("ours")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """One sentence counting a ``scorecard``'s verdicts."""
+    counts = card["verdict"].value_counts()
+    n = len(card)
+    if n == 0:
+        return "No paper cell is set beside ours yet."
+    run = n - int(counts.get("not run yet", 0))
+    parts = [f"{int(counts.get('reproduced', 0))} reproduced (within {tolerance:.0%} of the paper)",
+             f"{int(counts.get('below the paper', 0))} below the paper",
+             f"{int(counts.get('above the paper', 0))} above it",
+             f"{int(counts.get('not run yet', 0))} not run yet"]
+    if counts.get("not in the paper", 0):
+        parts.append(f"{int(counts['not in the paper'])} not in the paper")
+    return f"Of {n} cells quoted from the papers, {run} have a stored result of ours: " + ", ".join(parts) + "."
+
+
+def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_labels: dict,
+                      metric: str = "NDCG@10") -> pd.DataFrame:
+    """A chapter's labelled runs (``label -> run`` or None) beside the rows of
+    a paper table they reproduce: ``paper_labels`` maps our label to the
+    paper's row label. Columns: ours, quoted, ratio ours / quoted; a run not
+    stored yet has no value of ours (and no ratio)."""
+    quoted = quoted_table(paper, table, dataset=dataset, metric=metric).set_index("method")["value"]
+    rows = []
+    for label, paper_label in paper_labels.items():
+        r = runs.get(label)
+        ours = r.test_metrics[metric] if r is not None else np.nan
+        q = float(quoted.get(paper_label, np.nan))
+        rows.append({"row": label, "paper's row": paper_label, f"ours {metric}": ours,
+                     f"quoted ({paper} Table {table})": q, "ratio": ours / q if q else np.nan})
+    return pd.DataFrame(rows).set_index("row")
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits: int = 4) -> str:
+    """What a paper's table reports, as one sentence read from the quoted
+    CSVs (``paper_tables.quoted_table``), e.g. "EMKD reports NDCG@10 of
+    0.0594 on beauty and 0.0622 on toys for EMKD (quoted, EMKD Table 3)."
+    With several ``methods`` each dataset lists "value (method)", highest
+    first. A cell the paper does not report is left out; none at all gives
+    a sentence saying so."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    q = quoted_table(paper, table)
+    q = q[q["metric"] == metric]
+    parts = []
+    for dataset in datasets:
+        rows = q[(q["dataset"] == dataset) & q["method"].isin(methods)]
+        if rows.empty:
+            continue
+        if len(methods) == 1:
+            parts.append(f"{rows['value'].iloc[0]:.{digits}f} on {dataset}")
+        else:
+            rows = rows.sort_values("value", ascending=False)
+            parts.append(f"on {dataset} " + ", ".join(f"{v:.{digits}f} ({m})" for m, v in zip(rows["method"], rows["value"])))
+    source = f"quoted, {paper} Table {table}"
+    if not parts:
+        return f"{paper} Table {table} reports no {metric} for {_join(methods)} on {_join(list(datasets))}."
+    if len(methods) == 1:
+        return f"{paper} reports {metric} of {_join(parts)} for {methods[0]} ({source})."
+    return f"{paper} reports {metric} {'; '.join(parts)} ({source})."

@@ -1,0 +1,141 @@
+"""Conclusions in words, computed from the stored numbers (never typed): comparisons, gains, "What we found"."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .tables import relative_change
+
+
+
+def _p_text(p: float) -> str:
+    return f"p = {p:.1e}" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Rec"), reference: str = "EMKD",
+                         metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """A Markdown list, one line per (dataset, other method): ``reference``
+    against it, read off a ``significance_table(..., reference=reference)``:
+    its relative change in ``metric``, both values, the paired test's p and
+    whether that is below ``alpha``; "not run yet" where either run is missing."""
+    lines = []
+    for dataset in datasets:
+        for other in others:
+            row = sig[(sig["dataset"] == dataset) & (sig["other"] == other)] if len(sig) else sig
+            if len(row) == 0:
+                lines.append(f"- {reference} vs {other} on {dataset}: not run yet")
+                continue
+            row = row.iloc[0]
+            p = row["p (Wilcoxon)"]
+            verdict = "significant" if p < alpha else "not significant"
+            change = row["change %"]
+            change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({other} scores 0)"
+            lines.append(f"- {reference} vs {other} on {dataset}: {change} {metric} "
+                         f"({row[f'reference {metric}']:.4f} vs {row[f'other {metric}']:.4f}), "
+                         f"{_p_text(p)}, {verdict} at {alpha}")
+    return "\n".join(lines)
+
+
+def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """A Markdown list read off an ``ensemble_gain_table``: per (dataset,
+    method) the ensemble of two against the mean single model, and whether it
+    beats its better member at p < ``alpha``; then how many did."""
+    lines, tested, real = [], 0, 0
+    for (dataset, method), row in gains.iterrows():
+        ens = row.get(f"ensemble x2 {metric}", np.nan)
+        if not np.isfinite(ens):
+            lines.append(f"- {method} on {dataset}: not run yet")
+            continue
+        p = row.get("p vs better member (Wilcoxon)", np.nan)
+        text = (f"- {method} on {dataset}: the ensemble of two is {row['gain over mean single %']:+.1f}% {metric} "
+                f"over the mean single model ({ens:.4f} vs {row[f'single {metric} (mean)']:.4f})")
+        if np.isfinite(p):
+            tested += 1
+            real += bool(p < alpha)
+            text += f"; against its better member {_p_text(p)}, {'significant' if p < alpha else 'not significant'} at {alpha}"
+        lines.append(text)
+    if tested:
+        lines.append(f"- in all: {real} of {tested} ensembles differ from their better member at p < {alpha}")
+    return "\n".join(lines)
+
+
+# --- Reproduction scorecard -------------------------------------------------
+
+def found_section(lines) -> str:
+    """The closing "What we found" of a chapter: a Markdown list of computed
+    ``lines`` (empty ones dropped), or "not run yet" when there is none."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return "- not run yet: no result of this chapter is stored under this profile"
+    return "\n".join(line if line.startswith("- ") else f"- {line}" for line in lines)
+
+
+def best_per_dataset(table: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
+    """Read off a ``metrics_table``: per dataset the best method by
+    ``metric`` and the runner-up, with their values and the gap in percent."""
+    lines = []
+    if table.empty:
+        return lines
+    for dataset in dict.fromkeys(table.columns.get_level_values(0)):
+        if (dataset, metric) not in table.columns:
+            continue
+        values = table[(dataset, metric)].dropna().sort_values(ascending=False)
+        if values.empty:
+            continue
+        line = f"on {dataset} the best by test {metric} is {values.index[0]} ({values.iloc[0]:.4f})"
+        if len(values) > 1:
+            gap = relative_change(values.iloc[0], values.iloc[1])
+            line += (f", {gap:+.1f}% over" if np.isfinite(gap) else ", ahead of") + \
+                f" {values.index[1]} ({values.iloc[1]:.4f})"
+        lines.append(line)
+    return lines
+
+
+def ratio_summary(table: pd.DataFrame, what: str, ratio_column: str = "ratio") -> str:
+    """One line on a beside-the-paper table: how many rows have a ratio
+    ours / quoted, their median and range; "not run yet" when none has."""
+    if ratio_column not in table:
+        return f"{what}: nothing run yet to set beside the paper"
+    ratios = pd.to_numeric(table[ratio_column], errors="coerce").dropna()
+    if ratios.empty:
+        return f"{what}: nothing run yet to set beside the paper"
+    return (f"{what}: ours / the paper's value has median {ratios.median():.2f} over {len(ratios)} "
+            f"cell{'s' * (len(ratios) > 1)} (from {ratios.min():.2f} to {ratios.max():.2f})")
+
+
+def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """One line on an ``ensemble_gain_table``: in how many (dataset, method)
+    pairs the ensemble of two beats the mean single model, and how many of
+    those tested beat their better member at p < ``alpha``."""
+    column = f"ensemble x2 {metric}"
+    if column not in gains:
+        return ""
+    done = gains[np.isfinite(gains[column].astype(float))]
+    if done.empty:
+        return ""
+    gain = pd.to_numeric(done["gain over mean single %"], errors="coerce")
+    above = int((done[column].astype(float) > done[f"single {metric} (mean)"].astype(float)).sum())
+    line = f"the ensemble of two beats the mean single model in {above} of {len(done)} (dataset, method) pairs"
+    if gain.notna().any():  # a mean single model at 0 has no relative gain
+        line += f" (median gain {gain.median():+.1f}% {metric})"
+    p = pd.to_numeric(done.get("p vs better member (Wilcoxon)", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(p):
+        line += f"; {int((p < alpha).sum())} of {len(p)} differ from their better member at p < {alpha}"
+    return line
+
+
+def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """One line on a ``significance_table(..., reference=...)``: against how
+    many methods the reference is significantly above, below, or not
+    different at p < ``alpha``, and its median relative change."""
+    if sig.empty or "reference" not in sig:
+        return ""
+    significant = sig["p (Wilcoxon)"] < alpha
+    above = int((significant & (sig[f"reference {metric}"] > sig[f"other {metric}"])).sum())
+    below = int((significant & (sig[f"reference {metric}"] < sig[f"other {metric}"])).sum())
+    change = pd.to_numeric(sig["change %"], errors="coerce").dropna()
+    line = (f"{reference} is significantly above the other method in {above}, below it in {below} and not different "
+            f"in {len(sig) - above - below} of {len(sig)} paired comparisons (p < {alpha})")
+    if len(change):
+        line += f"; its median change in {metric} is {change.median():+.1f}%"
+    return line

@@ -1,0 +1,318 @@
+"""Tables and figures of the chapters' own results: metrics, seeds, stopping, significance, ablations, setups, provenance, time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import settings as settings_module
+from ..evaluation import paired_test
+from ..store import RunResult
+
+
+METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
+
+
+def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS,
+                  rows: str = "method", columns: str = "dataset") -> pd.DataFrame:
+    """Mean over seeds of each metric, indexed by (``columns``, metric) x ``rows``.
+
+    With several seeds per cell the spread is in ``seed_spread_table``.
+    """
+    records = []
+    for r in results:
+        values = r.test_metrics if split == "test" else r.valid_metrics
+        for m in metrics:
+            records.append({"dataset": r.config.dataset, "method": method_label(r.config),
+                            "seed": r.config.seed, "metric": m, "value": values[m]})
+    df = pd.DataFrame(records, columns=["dataset", "method", "seed", "metric", "value"])
+    return df.pivot_table(index=rows, columns=[columns, "metric"], values="value", aggfunc="mean",
+                          sort=False)
+
+
+def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.DataFrame:
+    """mean, std and number of seeds of ``metric`` per (dataset, method)."""
+    df = pd.DataFrame([{"dataset": r.config.dataset, "method": method_label(r.config),
+                        "value": r.test_metrics[metric]} for r in results], columns=["dataset", "method", "value"])
+    return df.groupby(["dataset", "method"], sort=False)["value"].agg(["mean", "std", "count"])
+
+
+def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "variant") -> pd.DataFrame:
+    """One row per label of ``runs[label][seed]`` (a run or ``None``): the
+    seeds run, ``metric`` of each seed (NaN where not run), and mean and
+    sample std over the seeds run (std needs two). ``seed_spread_table`` gives
+    the same summary grouped by (dataset, method), without the seeds."""
+    seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+    rows = []
+    for label, by_seed in runs.items():
+        values = pd.Series({s: r.test_metrics[metric] for s, r in by_seed.items() if r is not None}, dtype=float)
+        rows.append({index_name: label, "seeds run": list(values.index),
+                     **{f"seed {s}": values.get(s, np.nan) for s in seeds},
+                     "mean": values.mean() if len(values) else np.nan,
+                     "std": values.std(ddof=1) if len(values) > 1 else np.nan})
+    return pd.DataFrame(rows).set_index(index_name)
+
+
+def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str]:
+    """For each row of a ``per_seed_table`` with two or more seeds, a line
+    with its mean minus the ``reference`` row's mean and whether that
+    exceeds one pooled seed std, sqrt((std_row^2 + std_ref^2) / 2)."""
+    ref = table.loc[reference]
+    lines = []
+    for label, row in table.iterrows():
+        if label == reference or not np.isfinite(row["std"]):
+            continue
+        difference = row["mean"] - ref["mean"]
+        pooled_std = np.sqrt((row["std"] ** 2 + ref["std"] ** 2) / 2)
+        lines.append(f"{label} minus {reference}, means over seeds: {difference:+.4f}"
+                     f" ({'within' if abs(difference) <= pooled_std else 'more than'} one pooled seed std, {pooled_std:.4f})")
+    return lines
+
+
+def method_label(config) -> str:
+    """How a run's method is named in tables: ``EMKD`` on its own encoder,
+    ``EMKD (SASRec)`` on another one, else the method's name."""
+    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser", "emkd": "EMKD"}
+    name = names.get(config.method, config.method)
+    if config.encoder != config.spec.encoders[0]:
+        name += f" ({names.get(config.encoder, config.encoder)})"
+    return name
+
+
+def provenance_table(results: dict | list) -> pd.DataFrame:
+    """Where each number comes from: run key, full commit (``+dirty`` shown),
+    machine, date, cost; ``results`` a label -> run dict (or a list)."""
+    items = results.items() if isinstance(results, dict) else ((method_label(r.config), r) for r in results)
+    return pd.DataFrame([{
+        "run": label if isinstance(label, str) else " / ".join(map(str, label)), "seed": r.config.seed,
+        "key": r.key, "epochs (best)": f"{len(r.history)} ({r.best_epoch})",
+        "training (s)": round(r.train_seconds), "commit": r.provenance["commit"], "machine": r.provenance["machine"],
+        "date": r.provenance["date"],
+    } for label, r in items if r is not None])
+
+
+def stopping_table(results: dict) -> pd.DataFrame:
+    """Per run: epochs run, best epoch, what stopped it (patience or the
+    epoch cap) and whether the best epoch sits at the cap (still improving
+    when stopped), and its validation NDCG@10 against the popularity floor."""
+    rows = []
+    for label, r in results.items():
+        if r is None:
+            continue
+        at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
+        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
+                     "epochs run": len(r.history), "best epoch": r.best_epoch,
+                     "stopped by": r.flags.get("stopped_by", "?"),
+                     "still improving at the cap": at_cap,
+                     "valid NDCG@10": r.valid_metrics["NDCG@10"],
+                     "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan),
+                     "below popularity": bool(r.flags.get("below_popularity", False))})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def curves_frame(results: list[RunResult]) -> pd.DataFrame:
+    """Per-epoch training curves of every run in long format."""
+    rows = []
+    for r in results:
+        for h in r.history:
+            rows.append({"dataset": r.config.dataset, "method": method_label(r.config), "seed": r.config.seed,
+                         "run": r.key, **h})
+    return pd.DataFrame(rows, columns=None if rows else ["dataset", "method", "seed", "run", "epoch", "loss",
+                                                         "valid_ndcg10", "wall_seconds"])
+
+
+def relative_change(value: float, reference: float) -> float:
+    """``value`` relative to ``reference`` in percent; NaN when the reference is 0."""
+    return 100 * (value / reference - 1) if reference > 0 else float("nan")
+
+
+def significance_table(results: list[RunResult], metric: str = "NDCG@10",
+                       reference: str | None = None) -> pd.DataFrame:
+    """Per dataset: the best method (or ``reference``) against each other
+    method, paired over test users.
+
+    Only seed-0 runs are paired (the same users, the same seed).
+    """
+    rows = []
+    for dataset in dict.fromkeys(r.config.dataset for r in results):
+        runs = {method_label(r.config): r for r in results if r.config.dataset == dataset and r.config.seed == 0}
+        if reference is not None and reference not in runs:
+            continue
+        best = reference or max(runs, key=lambda m: runs[m].test_metrics[metric])
+        for method, r in runs.items():
+            if method == best:
+                continue
+            t = paired_test(runs[best].test_ranks, r.test_ranks, metric)
+            role = "reference" if reference else "best"
+            rows.append({"dataset": dataset, role: best, "other": method,
+                         f"{role} {metric}": t["mean_a"], f"other {metric}": t["mean_b"],
+                         "change %": relative_change(t["mean_a"], t["mean_b"]),
+                         "p (Wilcoxon)": t["p_wilcoxon"], "significant at 0.01": t["p_wilcoxon"] < 0.01})
+    return pd.DataFrame(rows)
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path.
+
+    ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
+    folder, so it never touches the committed ones).
+    """
+    folder = settings_module.current().figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def format_table(df: pd.DataFrame, digits: int = 4) -> str:
+    """Fixed-width text of a table, stable across runs (for nbval checks)."""
+    # to_string's na_rep does not reach pandas' nullable (extension) columns, e.g. Int64 counts.
+    nullable = [i for i, dtype in enumerate(df.dtypes) if isinstance(dtype, pd.api.extensions.ExtensionDtype)
+                and not isinstance(dtype, pd.CategoricalDtype) and df.iloc[:, i].isna().any()]
+    if nullable:
+        df = df.copy()
+        for i in nullable:
+            column = df.iloc[:, i]
+            df.isetitem(i, column.astype(object).where(column.notna(), "-"))
+    return df.to_string(na_rep="-", float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
+
+
+def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10") -> pd.DataFrame:
+    """EMKD Table 1: single models against the ensemble of two of them.
+
+    ``singles[(dataset, method)]`` lists the stored single runs (any seeds),
+    ``ensembles[(dataset, method)]`` is the ensemble of two of them (or None).
+    The paired test compares the ensemble with its better member over users.
+    """
+    rows = []
+    for key, runs in singles.items():
+        ens = ensembles.get(key)
+        values = [r.test_metrics[metric] for r in runs]
+        row = {"dataset": key[0], "method": key[1], "seeds": len(runs),
+               f"single {metric} (mean)": np.mean(values) if values else np.nan,
+               "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
+               f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
+        row["gain over mean single %"] = relative_change(row[f"ensemble x2 {metric}"], row[f"single {metric} (mean)"])
+        if ens:
+            members = [r for r in runs if r.config in ens.members]
+            if members:
+                better = max(members, key=lambda r: r.test_metrics[metric])
+                row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> pd.DataFrame:
+    """One row per labelled run (``None`` = not run): its test metrics, the
+    relative change of NDCG@10 against the ``reference`` row, and a paired
+    Wilcoxon test over users against it."""
+    ref = runs.get(reference)
+    rows = []
+    for label, r in runs.items():
+        row = {"variant": label}
+        if r is None:
+            rows.append({**row, "status": "not run"})
+            continue
+        row.update({m: r.test_metrics[m] for m in metrics})
+        row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
+            " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "")
+        if ref is not None and label != reference:
+            t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
+            row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])
+            row["p vs " + reference] = t["p_wilcoxon"]
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("variant")
+    # Column order must not depend on whether the first row was run.
+    order = [*metrics, "status", "NDCG@10 change %", "p vs " + reference]
+    return table[[c for c in order if c in table.columns]]
+
+
+def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
+    """One line naming the rows of an ``ablation_table`` whose paired test
+    against ``reference`` has p < ``alpha``, with their change, so a chapter's
+    conclusion is read off the table instead of written by hand."""
+    if reference not in table.index or table.loc[reference, "status"] == "not run":
+        return f"no comparison: {reference} has not been run"
+    p = pd.to_numeric(table.get(f"p vs {reference}", pd.Series(dtype=float)), errors="coerce")
+    tested = int(p.notna().sum())
+    if tested == 0:
+        return f"no comparison: no other row has been run beside {reference}"
+    rows = table[p < alpha]
+    if rows.empty:
+        return f"no row differs from {reference} at p < {alpha} ({tested} tested)"
+    changes = ", ".join(f"{label} ({row['NDCG@10 change %']:+.1f}%)" for label, row in rows.iterrows())
+    return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"
+
+
+def pending_line(runs: dict) -> str:
+    """One line: how many of a grid's runs are stored, and which are not yet."""
+    missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]
+    if not missing:
+        return f"all {len(runs)} runs stored"
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return f"{len(runs) - len(missing)} of {len(runs)} runs stored; not yet run under this core: {shown}"
+
+
+def setup_table(grid: dict) -> pd.DataFrame:
+    """One row per (dataset, method) of a grid: the settings that differ between its configs."""
+    rows = {}
+    for config in grid.values():
+        flat = {"dataset": config.dataset, "method": method_label(config)}
+        for part in ("encoder_config", "params", "train", "data"):
+            for k, v in vars(getattr(config, part)).items():
+                flat[f"{k}"] = v
+        rows.setdefault((config.dataset, flat["method"]), flat)
+    df = pd.DataFrame(list(rows.values()))
+    varying = [c for c in df.columns if c in ("dataset", "method") or df[c].astype(str).nunique() > 1]
+    return df[varying].set_index(["dataset", "method"])
+
+
+def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
+    """EMKD's configuration per dataset under each profile (d, blocks, heads, length, dropout, windows, N, M, ...)."""
+    from ..studies.emkd import emkd_variant
+    rows = []
+    for dataset in datasets:
+        for profile in profiles:
+            c = emkd_variant(profile, dataset)
+            e, p, t, d = c.encoder_config, c.params, c.train, c.data
+            rows.append({"dataset": dataset, "profile": profile, "d": e.hidden, "blocks": e.n_blocks,
+                         "heads": e.n_heads, "max len": d.max_len, "dropout": e.dropout, "window step": d.step,
+                         "batch": t.batch_size, "epochs (cap)": t.epochs, "N": p.n_networks, "M": p.n_views,
+                         "tau": p.tau, "lambda": p.lam, "mu": p.mu})
+    return pd.DataFrame(rows).drop_duplicates().set_index(["dataset", "profile"])
+
+
+def parameter_count(config, dataset) -> int:
+    """Trainable parameters of the model ``config`` builds on ``dataset``."""
+    from ..methods import build_method
+    model, _ = build_method(config, dataset)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- Conclusions in words, computed from the stored numbers -----------------
+
+def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFrame:
+    """Validation NDCG@10 at equal training time (EMKD's Figure 5 read as a
+    table): per run, the best validation NDCG@10 reached within ``seconds`` of
+    training (default: the shortest total training time among the runs, so
+    every run is compared at a time all of them reached), beside its best and
+    its total training time. EMKD's step costs several single models', and
+    this is what that cost buys."""
+    runs = {label: r for label, r in results.items() if r is not None}
+    if not runs:
+        return pd.DataFrame({"status": ["no runs stored yet"]})
+    totals = {label: float(np.sum([h["train_seconds"] for h in r.history])) for label, r in runs.items()}
+    budget = min(totals.values()) if seconds is None else float(seconds)
+    rows = []
+    for label, r in runs.items():
+        elapsed = np.cumsum([h["train_seconds"] for h in r.history])
+        within = [h["valid_ndcg10"] for h, t in zip(r.history, elapsed) if t <= budget]
+        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
+                     f"valid NDCG@10 within {budget:.0f} s": max(within) if within else np.nan,
+                     "best valid NDCG@10": max(h["valid_ndcg10"] for h in r.history),
+                     "training (s, total)": totals[label]})
+    return pd.DataFrame(rows).set_index("run")
+
+
+# --- Narrative: what the paper claims, what we found ------------------------
