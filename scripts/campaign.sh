@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run a long campaign command from a clean, pinned copy of the code, so that a
+# run's provenance names a commit even while the checkout keeps changing:
+#   scripts/campaign.sh grid baselines --profile cpu --shard 0/2
+# The copy is a detached git worktree of HEAD under $EMKD_CACHE_DIR (default
+# ~/.cache/emkd-book/campaign/<commit>); results go to this checkout's store
+# (or $EMKD_RESULTS_DIR), checkpoints to $EMKD_CACHE_DIR, so a rerun of the
+# same command resumes. Refuses to start from uncommitted library code.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+if [ -n "$(git status --porcelain -- emkd_lib)" ]; then
+  echo "campaign: emkd_lib/ has uncommitted changes; commit them first (results would be flagged +dirty)" >&2
+  exit 2
+fi
+commit=$(git rev-parse HEAD)
+cache=${EMKD_CACHE_DIR:-$HOME/.cache/emkd-book}
+tree=$cache/campaign/$commit
+if [ ! -d "$tree" ]; then
+  mkdir -p "$cache/campaign"
+  git worktree add --detach "$tree" "$commit" >/dev/null
+fi
+export PYTHONPATH=$tree EMKD_RESULTS_DIR=${EMKD_RESULTS_DIR:-$repo/results}
+cd "$tree"
+exec "$repo/.venv/bin/python" -m emkd_lib --threads "${THREADS:-1}" "$@"
