@@ -63,7 +63,7 @@ from emkd_lib import losses
 from emkd_lib.batching import length_bucketed_batches, pad_left
 from emkd_lib.methods import baselines, build_method
 from emkd_lib.methods import emkd as emkd_method
-from emkd_lib.process import keep_freed_cpu_memory
+from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
 from emkd_lib.train import resolve_device
@@ -327,10 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.malloc_default:
-        keep_freed_cpu_memory()
+    configure_process(args.threads, keep_freed_memory=not args.malloc_default)
     for name in args.methods:
         parse_method(name)
     device = resolve_device(args.device)

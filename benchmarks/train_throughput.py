@@ -48,7 +48,7 @@ from emkd_lib.config import RunConfig, TrainConfig
 from emkd_lib.methods import build_method, method_spec
 from emkd_lib.models.encoders import ENCODERS
 from emkd_lib.models.ensemble import EnsembleBERT4Rec
-from emkd_lib.process import keep_freed_cpu_memory
+from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
 from emkd_lib.store import machine_name
@@ -423,10 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.malloc_default:
-        keep_freed_cpu_memory()
+    configure_process(args.threads, keep_freed_memory=not args.malloc_default)
     for name in args.methods:
         parse_method(name)  # fail before measuring anything
     device = resolve_device(args.device)
