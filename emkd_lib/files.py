@@ -49,22 +49,34 @@ def cached_file_sha256(path: str | Path, cache_file: Path | None) -> str:
     """``file_sha256``, remembered in ``cache_file`` by (path, size, mtime):
     hashing ML-1M on every run would cost seconds, and an edited file changes
     its size or mtime, so it is hashed again. ``cache_file=None`` never caches."""
-    path = Path(path).resolve()
+    return cached_file_sha256s([path], cache_file)[0]
+
+
+def cached_file_sha256s(paths, cache_file: Path | None) -> list[str]:
+    """``cached_file_sha256`` of many files with one read (and at most one
+    write) of the cache: ML-100K's posters are 1,663 files."""
+    paths = [Path(p).resolve() for p in paths]
     if cache_file is None:
-        return file_sha256(path)
-    stat = path.stat()
-    stamp = [stat.st_size, stat.st_mtime_ns]
+        return [file_sha256(p) for p in paths]
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
-    entry = cache.get(str(path))
-    if isinstance(entry, dict) and entry.get("stamp") == stamp:
-        return entry["sha256"]
-    digest = file_sha256(path)
-    cache[str(path)] = {"stamp": stamp, "sha256": digest}
-    try:
-        atomic_write_bytes(cache_file, json.dumps(cache, sort_keys=True).encode())
-    except OSError:
-        pass  # a read-only cache only costs time
-    return digest
+    digests, changed = [], False
+    for path in paths:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        entry = cache.get(str(path))
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            digests.append(entry["sha256"])
+            continue
+        digest = file_sha256(path)
+        cache[str(path)] = {"stamp": stamp, "sha256": digest}
+        digests.append(digest)
+        changed = True
+    if changed:
+        try:
+            atomic_write_bytes(cache_file, json.dumps(cache, sort_keys=True).encode())
+        except OSError:
+            pass  # a read-only cache only costs time
+    return digests

@@ -369,3 +369,76 @@ def iclrec_intent_loss(view1: torch.Tensor, view2: torch.Tensor, intents: torch.
     ``(NCE(view1, c) + NCE(view2, c)) / 2``, the code's mean of the two."""
     return 0.5 * (iclrec_nce_loss(view1, intents, tau, intent_ids)
                   + iclrec_nce_loss(view2, intents, tau, intent_ids))
+
+
+# ---- ODMT (ID, text and image branches with online distillation) ----
+#
+# Equation numbers are ODMT's (Liu et al., MM 2023). Shapes: P training
+# positions of the batch (one next-item target each), C candidate items, d
+# the hidden size. The candidates of a batch are its P target occurrences
+# (C = P), so a popular item is a candidate as often as it is a target: that
+# sampling is what the -log pop correction of Eq. 6 undoes.
+
+# Masked candidates get this score rather than -inf, so that a softmax at a
+# temperature below one stays finite and a masked entry contributes exactly
+# 0 * finite = 0 to a KL divergence (exp(-1e4 / T) underflows to 0).
+MASKED_SCORE = -1e4
+
+
+def debiased_in_batch_logits(users: torch.Tensor, candidates: torch.Tensor, log_pop: torch.Tensor,
+                             excluded: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: s(H, D) = H . D - log pop(item), for every position and candidate.
+
+    ``users`` (P, d): H at each training position; ``candidates`` (C, d): D of
+    the batch's candidate items; ``log_pop`` (C,): log of each candidate's
+    training frequency; ``excluded`` (P, C) bool: candidates that are in the
+    position's own user sequence and are not its target (Eq. 5's B_h), which
+    get ``MASKED_SCORE``. Returns (P, C).
+    """
+    logits = users @ candidates.T - log_pop
+    return logits.masked_fill(excluded, MASKED_SCORE)
+
+
+def debiased_in_batch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: -log softmax of the target's debiased score over the position's
+    candidates, MEAN over the P positions (the paper sums; a mean keeps the
+    weight of Eq. 10 independent of the batch). ``logits`` (P, C) from
+    ``debiased_in_batch_logits``; ``labels`` (P,): each position's target column."""
+    return F.cross_entropy(logits, labels)
+
+
+def _kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float, detach_teacher: bool) -> torch.Tensor:
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)), mean over rows."""
+    log_p = F.log_softmax(teacher / temperature, dim=-1)
+    if detach_teacher:
+        log_p = log_p.detach()
+    log_q = F.log_softmax(student / temperature, dim=-1)
+    return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def odmt_distillation_loss(logits: dict[str, torch.Tensor], temperature: float,
+                           detach_teacher: bool = False) -> dict[str, torch.Tensor]:
+    """Eq. 9: the distillation terms between the branches, one per branch.
+
+    ``logits``: {branch: (P, C)} over the same candidates. With z^e the mean
+    of all branches' logits (the ensemble of late fusion):
+        L_kl^m  = T^2 KL(sigma(z^id / T) || sigma(z^m / T))  for m = image, text:
+                  the ID branch teaches the modality branches;
+        L_kl^id = T^2 KL(sigma(z^e / T)  || sigma(z^id / T)): the ensemble
+                  teaches the ID branch.
+    KL(p, q) has the teacher p first, as the text under Eq. 9 says. The paper
+    does not say that a teacher is detached and the public code does not
+    detach (its KD term is a cross entropy whose teacher side also receives
+    gradient), so by default every side carries gradient; ``detach_teacher``
+    stops it at the teacher. Without an ID branch (the "w/o ID" ablation)
+    the ensemble teaches every branch. Returns {"kl_<branch>": term}.
+    """
+    ensemble = torch.stack(list(logits.values())).mean(0)
+    terms = {}
+    for branch, z in logits.items():
+        if branch == "id" or "id" not in logits:
+            teacher = ensemble
+        else:
+            teacher = logits["id"]
+        terms[f"kl_{branch}"] = _kl(teacher, z, temperature, detach_teacher)
+    return terms

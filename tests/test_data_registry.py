@@ -78,7 +78,7 @@ def test_register_and_load_a_user_dataset(data_dir):
     expected = {TINY_SEQUENCES.name: file_sha256(TINY_SEQUENCES), TINY_ATTRIBUTES.name: file_sha256(TINY_ATTRIBUTES)}
     assert ds.files == expected == dataset_files("tiny")
     # the unknown-name error now lists the registered dataset too
-    with pytest.raises(KeyError, match="ml-100k, tiny"):
+    with pytest.raises(KeyError, match="beauty-odmt, tiny"):
         load_dataset("nosuch")
 
 

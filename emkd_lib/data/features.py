@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import settings as settings_module
-from ..files import atomic_write, atomic_write_bytes, cached_file_sha256
+from ..files import atomic_write, atomic_write_bytes, cached_file_sha256, cached_file_sha256s
 from .fetch import resolve_dataset_dir
 from .registry import dataset_spec
 
@@ -394,7 +394,9 @@ def feature_inputs(dataset: str, texts: list[str], image_paths: list | None, opt
         models["image/weights"] = cached_file_sha256(image_weights_file(), sha_cache)
         inputs["settings"].update(image_arch=IMAGE_ARCH, image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
                                   image_resize="whole image, bicubic, square")
-        images = [None if p is None else cached_file_sha256(p, sha_cache) for p in image_paths]
+        present = [p for p in image_paths if p is not None]
+        digests = iter(cached_file_sha256s(present, sha_cache))
+        images = [None if p is None else next(digests) for p in image_paths]
         inputs["images_sha256"] = hashlib.sha256(json.dumps(images).encode()).hexdigest()
         inputs["n_images_missing"] = sum(p is None for p in image_paths)
     inputs["models"] = models
@@ -477,6 +479,14 @@ def extract_features(dataset_name: str, cache_dir: str | Path | None = None, pro
     texts = item_texts(dataset_name, data_dir, settings=settings)
     paths = item_image_paths(dataset_name, len(texts), data_dir, settings)
     return extract_item_features(dataset_name, texts, paths, cache_dir, options, progress, settings)
+
+
+def features_of(dataset_name: str, progress: bool = True, settings=None) -> FeatureSet:
+    """The item features a run on ``dataset_name`` uses: its own, or for a
+    protocol dataset (``ml-100k-odmt``) those of the dataset it is cut from."""
+    settings = settings or settings_module.current()
+    spec = dataset_spec(dataset_name, settings.data_dir)
+    return extract_features(spec.features_from or dataset_name, progress=progress, settings=settings)
 
 
 def _tqdm(**kwargs):

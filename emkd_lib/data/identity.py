@@ -16,4 +16,5 @@ def dataset_files(name: str, data_dir=None, settings=None) -> dict[str, str]:
     spec = dataset_spec(name, registry_dir)
     folder = resolve_dataset_dir(spec, registry_dir, download=True)
     read = [spec.sequence_file] + [f for f in [spec.attribute_file] if f and (folder / f).is_file()]
+    read += [f for f in spec.extra_files if f not in read]
     return {f: cached_file_sha256(folder / f, settings.cache_dir / "sha256.json") for f in read}

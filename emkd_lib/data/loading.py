@@ -28,7 +28,8 @@ def load_dataset(name: str, data_dir=None, download: bool = True, on_short: str 
     fewer than three items raise unless ``on_short="skip"``. Users whose test
     or validation target also occurs earlier in their history are counted
     and reported once (the evaluation's ``history_exclusion`` decides what
-    that means for their ranks).
+    that means for their ranks). A protocol dataset (``DatasetSpec.min_length``,
+    ``keep_recent``: ODMT's) filters and cuts users after parsing.
     """
     settings = settings or settings_module.current()
     registry_dir = data_dir if data_dir is not None else settings.data_dir
@@ -51,6 +52,14 @@ def load_dataset(name: str, data_dir=None, download: bool = True, on_short: str 
     if remap_ids:
         sequences, item_map = remap_dense(sequences)
     n_items = int(max(s.max() for s in sequences))
+    if spec.min_length is not None or spec.keep_recent is not None:
+        # A protocol on another dataset's files: the catalogue (n_items, and
+        # the item ids the features are indexed by) stays the full one's.
+        keep = [i for i, s in enumerate(sequences) if len(s) >= (spec.min_length or 0)]
+        if not keep:
+            raise ValueError(f"dataset {name!r}: no user has the {spec.min_length} items its protocol needs")
+        user_ids = user_ids[keep]
+        sequences = [sequences[i][-spec.keep_recent:] if spec.keep_recent else sequences[i] for i in keep]
     attributes = None
     if spec.attribute_file and spec.attribute_file in files:
         attr_path = folder / spec.attribute_file

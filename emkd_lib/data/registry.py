@@ -9,6 +9,7 @@ run's identity (``data.load``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,14 @@ class DatasetSpec:
     homepage: str
     # A user-registered dataset: absolute file paths, no known checksums.
     user_folder: Path | None = None
+    # A protocol on top of another dataset's files (ODMT's, Section 4.1):
+    # users with at least ``min_length`` items, each cut to its most recent
+    # ``keep_recent``; ``extra_files`` (item texts) enter the run's identity;
+    # ``features_from`` names the dataset whose cached item features it uses.
+    min_length: int | None = None
+    keep_recent: int | None = None
+    extra_files: tuple[str, ...] = ()
+    features_from: str | None = None
 
     @property
     def source_urls(self) -> tuple[str, ...]:
@@ -149,6 +158,21 @@ BUNDLED: dict[str, DatasetSpec] = {
         homepage="https://grouplens.org/datasets/movielens/100k/",
     ),
 }
+
+
+
+def _odmt_protocol(base: DatasetSpec, name: str, extra_files: tuple[str, ...]) -> DatasetSpec:
+    """ODMT's protocol on ``base``'s files: users with more than five
+    interactions, each cut to its 15 most recent (ODMT Section 4.1); the item
+    catalogue (ids and their features) stays the base dataset's."""
+    return dataclasses.replace(
+        base, name=name, required_files=base.required_files + tuple(f for f in extra_files
+                                                                      if f not in base.required_files),
+        min_length=6, keep_recent=15, extra_files=extra_files, features_from=base.name)
+
+
+BUNDLED["ml-100k-odmt"] = _odmt_protocol(BUNDLED["ml-100k"], "ml-100k-odmt", ("items.csv",))
+BUNDLED["beauty-odmt"] = _odmt_protocol(BUNDLED["beauty"], "beauty-odmt", ("Beauty_item_text.tsv",))
 
 
 # The attribute file of an ML-1M download is our relabelling of the mirror's

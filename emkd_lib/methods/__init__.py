@@ -3,11 +3,11 @@
 Adding a method touches its own module and the one line below that merges
 its specs into ``METHODS``.
 """
-from . import baselines, cl4srec, duorec, emkd, iclrec, s4rec
+from . import baselines, cl4srec, duorec, emkd, iclrec, odmt, s4rec
 from .spec import LossTerms, MethodSpec, Recipe
 
 METHODS: dict[str, MethodSpec] = {**baselines.SPECS, **emkd.SPECS, **s4rec.SPECS, **cl4srec.SPECS,
-                                  **iclrec.SPECS, **duorec.SPECS}
+                                  **iclrec.SPECS, **duorec.SPECS, **odmt.SPECS}
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -1,6 +1,6 @@
 """Each chapter's grid, as ``label -> RunConfig`` dicts: what to run. The
 notebooks import from here (what to run) and ``report`` (how to show it)."""
-from . import baselines, emkd, s4rec
+from . import baselines, emkd, odmt, s4rec
 
 # name -> grid function; every grid takes (profile, datasets=..., seeds=...)
 # and, where it says so in its signature, methods=...
@@ -8,6 +8,7 @@ GRIDS = {"baselines": baselines.baseline_grid, "emkd-ablations": emkd.ablation_g
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
-         "s4rec-sensitivity": s4rec.sensitivity_grid}
+         "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
+         "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid}
 
-__all__ = ["GRIDS", "baselines", "emkd", "s4rec"]
+__all__ = ["GRIDS", "baselines", "emkd", "odmt", "s4rec"]

@@ -1,0 +1,41 @@
+"""The ODMT chapter's grids: Table 2 (ODMT beside ID-only and multi-modal
+baselines), Table 3 (ablations) and Table 4 (temperature T and ramp-up
+alpha), as ``label -> RunConfig`` dicts, on the two datasets with item
+content that the mirror has, under ODMT's protocol (``*-odmt``: users with
+more than five interactions, their 15 most recent).
+
+Every method runs in its profile's settings (``profiles.profile_config``),
+so a run of these grids is the run ``python -m emkd_lib run`` trains.
+"""
+from __future__ import annotations
+
+from ..methods.odmt import TABLE3_ABLATIONS
+from ..profiles import profile_config
+
+# ml-100k-odmt has ID, text and posters; beauty-odmt ID and titles.
+DATASETS = ("ml-100k-odmt", "beauty-odmt")
+# Table 2's columns that the library has (FDSA, UniSRec and NextItNet are not built).
+METHODS = ("gru4rec", "sasrec", "sasrec-ef", "sasrec-lf", "odmt")
+PAPER_TABLE2_COLUMNS = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "sasrec-ef": "SASRec+EF",
+                        "sasrec-lf": "SASRec+LF", "odmt": "ODMT"}
+# Table 4: one of T and alpha changed at a time, the other at its default.
+TABLE4 = {"temperature": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "rampup_epochs": (10, 20, 30, 40, 50, 60)}
+
+
+def main_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> dict:
+    """Table 2: ``(dataset, method, seed) -> config``."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
+
+
+def ablation_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), rows=tuple(TABLE3_ABLATIONS)) -> dict:
+    """Table 3: ``(dataset, row, seed) -> config``, each row's params change
+    (``odmt.TABLE3_ABLATIONS``) on the profile's ODMT."""
+    return {(d, row, s): profile_config(profile, d, "odmt", seed=s,
+                                        **{f"params__{k}": v for k, v in TABLE3_ABLATIONS[row].items()})
+            for d in datasets for s in seeds for row in rows}
+
+
+def sensitivity_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,)) -> dict:
+    """Table 4: ``(dataset, hyperparameter, value, seed) -> config``."""
+    return {(d, name, v, s): profile_config(profile, d, "odmt", seed=s, **{f"params__{name}": v})
+            for d in datasets for s in seeds for name, values in TABLE4.items() for v in values}

@@ -1,0 +1,319 @@
+"""ODMT: the IMT's attention mask (Eq. 2), the debiased in-batch loss (Eq.
+5-6) against a direct loop, the distillation terms (Eq. 9) and the ramp-up
+(Eq. 10), the protocol datasets, and the method end to end on synthetic
+item features (the real extractors need the multimodal extra)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emkd_lib import losses
+from emkd_lib.batching import pad_left
+from emkd_lib.config import RunConfig
+from emkd_lib.data import SequenceDataset, leave_one_out
+from emkd_lib.methods import odmt
+from emkd_lib.methods.odmt import (TABLE3_ABLATIONS, ODMTParams, build_with_features, in_batch_candidates,
+                                   rampup_weight, training_log_popularity)
+from emkd_lib.models.multimodal import ItemFeatures, ItemTower, id_position, imt_attention_mask
+from emkd_lib.profiles import profile_config
+from emkd_lib.train import fit, seed_everything
+
+N_ITEMS, N_T, N_V, D_T, D_V = 12, 4, 3, 5, 7
+
+
+def synthetic_features(n_items=N_ITEMS, image=True, seed=0, missing=(3,)) -> ItemFeatures:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n_items + 1, N_T, dtype=torch.bool)
+    mask[1::2, -2:] = False                         # odd items have two padding tokens
+    mask[0] = False
+    feats = ItemFeatures(
+        text_tokens=(torch.randn(n_items + 1, N_T, D_T, generator=g) * mask[..., None]).half(),
+        text_mask=mask, text_pooled=torch.randn(n_items + 1, D_T, generator=g),
+        image_patches=torch.randn(n_items + 1, N_V, D_V, generator=g).half() if image else None,
+        image_pooled=torch.randn(n_items + 1, D_V, generator=g) if image else None,
+        image_present=None)
+    if image:
+        present = torch.ones(n_items + 1, dtype=torch.bool)
+        present[list(missing)] = False
+        present[0] = False
+        feats.image_present = present
+    return feats
+
+
+# ---- Eq. 2: the ID-aware attention mask -------------------------------------
+
+def test_imt_mask_has_eq2_pattern():
+    text_mask = torch.tensor([[True, True, False]])
+    present = torch.tensor([True])
+    n_v = 2
+    allowed = imt_attention_mask(text_mask, present, n_v, with_id=True, id_mask=True)[0, 0]
+    # layout: patch, patch, image CLS, ID, text CLS, token, token, (padding token)
+    L = n_v + 1 + 1 + 1 + 3
+    assert allowed.shape == (L, L)
+    i = id_position(True, n_v)
+    assert i == 3
+    for row in range(L):
+        for col in range(L):
+            if row == col:
+                expected = True
+            elif col == L - 1:
+                expected = False                      # the padding text token is never a key
+            elif col == i:
+                expected = row == i                   # only the ID attends to the ID
+            else:
+                expected = True
+            assert bool(allowed[row, col]) == expected, (row, col)
+    # the ID token attends to every real token
+    assert allowed[i, :L - 1].all()
+
+
+def test_imt_mask_without_id_mask_lets_modalities_attend_to_the_id():
+    text_mask = torch.tensor([[True, True]])
+    allowed = imt_attention_mask(text_mask, torch.tensor([True]), 2, with_id=True, id_mask=False)[0, 0]
+    assert allowed.all()
+
+
+def test_imt_mask_hides_the_patches_of_an_item_without_image_and_text_only_layout():
+    text_mask = torch.tensor([[True, False]])
+    allowed = imt_attention_mask(text_mask, torch.tensor([False]), 2, with_id=True, id_mask=True)[0, 0]
+    # patch columns hidden from everyone but themselves; image CLS (the missing token) visible
+    assert not allowed[2:, 0].any() and not allowed[2:, 1].any() and allowed[:, 2][[0, 1, 4]].all()
+    # text only: [ID, text CLS, token, token]
+    text_only = imt_attention_mask(text_mask, None, 0, with_id=True, id_mask=True)[0, 0]
+    assert id_position(False, 0) == 0
+    expected = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(text_only, expected)
+
+
+def test_id_mask_keeps_the_modality_embeddings_independent_of_the_id():
+    """With the mask, changing an item's ID embedding changes only its ID
+    output; without it, the text and image outputs change too."""
+    feats = synthetic_features()
+    for id_mask, others_move in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        tower = ItemTower(N_ITEMS, feats, ("id", "text", "image"), hidden=8, n_layers=2, n_heads=2,
+                          dropout=0.0, joint=True, id_mask=id_mask, id_init="concat").eval()
+        items = torch.tensor([1, 2, 4])
+        before = tower(items)
+        with torch.no_grad():
+            tower.id_embedding.weight[2] += 1.0
+        after = tower(items)
+        assert not torch.allclose(before["id"][1], after["id"][1])
+        for m in ("text", "image"):
+            assert torch.allclose(before[m][1], after[m][1]) != others_move
+            torch.testing.assert_close(before[m][0], after[m][0])   # other items never move
+
+
+def test_id_table_initialisations():
+    feats = synthetic_features()
+    kwargs = dict(hidden=8, n_layers=1, n_heads=1, dropout=0.0, joint=True, id_mask=True)
+    concat = ItemTower(N_ITEMS, feats, ("id", "text", "image"), id_init="concat", **kwargs).id_embedding.weight
+    torch.testing.assert_close(concat[1:], torch.cat([feats.text_pooled, feats.image_pooled], 1)[1:])
+    assert torch.all(concat[0] == 0)
+    text = ItemTower(N_ITEMS, feats, ("id", "text", "image"), id_init="text", **kwargs).id_embedding.weight
+    torch.testing.assert_close(text[1:], feats.text_pooled[1:])
+    image = ItemTower(N_ITEMS, feats, ("id", "text", "image"), id_init="image", **kwargs).id_embedding.weight
+    torch.testing.assert_close(image[1:], feats.image_pooled[1:])
+    text_only = ItemTower(N_ITEMS, synthetic_features(image=False), ("id", "text"), id_init="concat",
+                          **kwargs).id_embedding.weight
+    torch.testing.assert_close(text_only[1:], feats.text_pooled[1:])
+
+
+def test_missing_image_uses_the_learned_token():
+    feats = synthetic_features(missing=(3,))
+    tower = ItemTower(N_ITEMS, feats, ("id", "text", "image"), hidden=8, n_layers=1, n_heads=1, dropout=0.0,
+                      joint=True, id_mask=True, id_init="concat")
+    tokens, masks = tower._tokens(torch.tensor([2, 3]))
+    torch.testing.assert_close(tokens["image"][1, -1], tower.missing_image)
+    assert not masks["image"][1, :N_V].any() and masks["image"][0].all()
+
+
+# ---- Eq. 5-6: debiased in-batch loss ----------------------------------------
+
+def test_in_batch_candidates_and_debiased_loss_match_a_direct_loop():
+    windows = torch.tensor([[0, 0, 3, 5, 3, 7],
+                            [0, 2, 5, 1, 4, 2],
+                            [1, 2, 3, 4, 6, 8]])
+    rows, labels, targets, excluded = in_batch_candidates(windows)
+    # positions with a target, in row-major order, and their target items
+    direct = [(b, t) for b in range(3) for t in range(5) if windows[b, t] > 0]
+    assert rows.sum() == len(direct)
+    assert targets.tolist() == [int(windows[b, t + 1]) for b, t in direct]
+    g = torch.Generator().manual_seed(0)
+    P, d = len(direct), 4
+    users, cands = torch.randn(P, d, generator=g, dtype=torch.float64), torch.randn(P, d, generator=g,
+                                                                                     dtype=torch.float64)
+    log_pop = torch.log(torch.rand(P, generator=g, dtype=torch.float64))
+    logits = losses.debiased_in_batch_logits(users, cands, log_pop, excluded)
+    loss = losses.debiased_in_batch_loss(logits, labels)
+    total = 0.0
+    for p, (b, t) in enumerate(direct):
+        history = set(windows[b].tolist()) - {0}
+        s = lambda c: float(users[p] @ cands[c] - log_pop[c])  # Eq. 6
+        others = [c for c in range(P) if c != p and int(targets[c]) not in history]
+        # the excluded set is exactly the user's own items other than this column
+        assert [c for c in range(P) if c != p and excluded[p, c]] == \
+               [c for c in range(P) if c != p and int(targets[c]) in history]
+        total += -(s(p) - math.log(math.exp(s(p)) + sum(math.exp(s(c)) for c in others)))  # Eq. 5
+    assert loss.item() == pytest.approx(total / P, rel=1e-9)
+
+
+def test_training_log_popularity_counts_training_targets():
+    log_pop = training_log_popularity([np.array([1, 2, 2]), np.array([3, 2])], n_items=4)
+    counts = np.array([0.5, 0.5, 3, 0.5, 0.5])   # item 1 is only ever a first item
+    np.testing.assert_allclose(log_pop.numpy(), np.log(counts / counts.sum()), rtol=1e-6)
+
+
+# ---- Eq. 9-10: distillation and ramp-up -------------------------------------
+
+def test_rampup_values():
+    assert rampup_weight(0, 20) == pytest.approx(math.exp(-5))
+    assert rampup_weight(10, 20) == pytest.approx(math.exp(-5 * 0.25))
+    assert rampup_weight(20, 20) == 1.0 and rampup_weight(35, 20) == 1.0
+    assert rampup_weight(0, 0) == 1.0
+    values = [rampup_weight(e, 20) for e in range(21)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+
+
+def _kl(p_logits, q_logits, T):
+    p, q = F.softmax(p_logits / T, -1), F.softmax(q_logits / T, -1)
+    return T * T * (p * (p.log() - q.log())).sum(-1).mean()
+
+
+def test_distillation_terms_have_eq9_teachers_and_students():
+    g = torch.Generator().manual_seed(1)
+    z = {m: torch.randn(4, 6, generator=g, dtype=torch.float64) for m in ("id", "text", "image")}
+    T = 0.3
+    terms = losses.odmt_distillation_loss(z, T)
+    ensemble = (z["id"] + z["text"] + z["image"]) / 3
+    torch.testing.assert_close(terms["kl_text"], _kl(z["id"], z["text"], T))
+    torch.testing.assert_close(terms["kl_image"], _kl(z["id"], z["image"], T))
+    torch.testing.assert_close(terms["kl_id"], _kl(ensemble, z["id"], T))
+    # not symmetric: the teacher is the first argument
+    assert not torch.isclose(terms["kl_text"], _kl(z["text"], z["id"], T))
+
+
+def test_teacher_receives_gradient_unless_detached():
+    g = torch.Generator().manual_seed(2)
+    for detach in (False, True):
+        z = {m: torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True) for m in ("id", "text")}
+        losses.odmt_distillation_loss({"id": z["id"], "text": z["text"]}, 0.5, detach)["kl_text"].backward()
+        assert z["text"].grad.abs().sum() > 0
+        teacher_grad = z["id"].grad
+        assert (teacher_grad is not None and teacher_grad.abs().sum() > 0) != detach
+
+
+def test_masked_candidates_contribute_nothing_to_kl():
+    teacher = torch.tensor([[1.0, 2.0, losses.MASKED_SCORE]])
+    student = torch.tensor([[0.5, 1.0, losses.MASKED_SCORE]])
+    T = 0.1
+    value = losses._kl(teacher, student, T, False)
+    assert torch.isfinite(value)
+    torch.testing.assert_close(value, _kl(teacher[:, :2].double(), student[:, :2].double(), T).float())
+
+
+# ---- protocol datasets -------------------------------------------------------
+
+def test_odmt_protocol_keeps_users_with_six_items_cut_to_fifteen(tmp_path):
+    from emkd_lib.data import load_dataset
+    from emkd_lib.data.registry import BUNDLED
+    spec = BUNDLED["beauty-odmt"]
+    assert (spec.min_length, spec.keep_recent, spec.features_from) == (6, 15, "beauty")
+    folder = tmp_path / "beauty"
+    folder.mkdir()
+    lines = ["1 " + " ".join(str(i) for i in range(1, 21)), "2 1 2 3 4 5", "3 4 5 6 7 8 9"]
+    (folder / "Beauty.txt").write_text("\n".join(lines) + "\n")
+    (folder / "Beauty_item2attributes.json").write_text('{"1": [1]}')
+    (folder / "Beauty_item_text.tsv").write_text("item_id\tasin\ttitle\n1\ta\tx\n")
+    d = load_dataset("beauty-odmt", data_dir=tmp_path, allow_modified=True)
+    assert d.user_ids.tolist() == [1, 3]
+    assert [s.tolist() for s in d.sequences] == [list(range(6, 21)), [4, 5, 6, 7, 8, 9]]
+    assert d.n_items == 20                       # the catalogue stays the full one's
+    assert "Beauty_item_text.tsv" in d.files      # the texts are part of the run's identity
+
+
+# ---- the method end to end ---------------------------------------------------
+
+def toy_dataset(n_users=24, seed=0):
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(1, N_ITEMS + 1, size=int(rng.integers(6, 11))) for _ in range(n_users)]
+    return SequenceDataset(name="toy", user_ids=np.arange(1, n_users + 1), sequences=seqs, n_items=N_ITEMS,
+                           attributes=None, source="memory", files={})
+
+
+def toy_config(method="odmt", **params):
+    config = profile_config("smoke", "ml-100k-odmt", method)
+    return config.replace(data__max_len=8, data__max_users=None, encoder_config__hidden=8, train__epochs=2,
+                          **{f"params__{k}": v for k, v in params.items()})
+
+
+@pytest.mark.parametrize("method,params", [("odmt", {}), ("sasrec-lf", {}), ("sasrec-ef", {}),
+                                           *[("odmt", change) for change in TABLE3_ABLATIONS.values()]])
+def test_every_variant_trains_and_scores_every_item(method, params):
+    dataset = toy_dataset()
+    seed_everything(0)
+    model, recipe = build_with_features(toy_config(method, **params), dataset, synthetic_features())
+    windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
+    recipe.on_epoch_start(1)
+    terms = recipe.loss(model, windows, None)
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    scores = recipe.score(model, torch.as_tensor(pad_left([s[:-1] for s in dataset.sequences[:3]], 7)))
+    assert scores.shape == (3, N_ITEMS + 1) and torch.isinf(scores[:, 0]).all()
+    assert torch.isfinite(scores[:, 1:]).all()
+
+
+def test_distill_total_is_ce_plus_rampup_times_kl():
+    dataset = toy_dataset()
+    seed_everything(0)
+    model, recipe = build_with_features(toy_config(), dataset, synthetic_features())
+    model.eval()  # no dropout: the same batch twice gives the same terms
+    windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
+    recipe.on_epoch_start(6)                       # epoch index 5 of Eq. 10
+    terms = recipe.loss(model, windows, None)
+    ce = terms["ce_id"] + terms["ce_text"] + terms["ce_image"]
+    kl = terms["kl_id"] + terms["kl_text"] + terms["kl_image"]
+    torch.testing.assert_close(terms["loss"], ce + rampup_weight(5, 20) * kl)
+
+
+def test_scores_are_the_mean_of_the_branch_scores():
+    dataset = toy_dataset()
+    seed_everything(0)
+    model, recipe = build_with_features(toy_config(), dataset, synthetic_features())
+    model.eval()
+    ids = torch.as_tensor(pad_left([s[:-1] for s in dataset.sequences[:2]], 7))
+    tables = {m: model.items(torch.arange(N_ITEMS + 1))[m] for m in model.branches}
+    expected = sum(model.users[m](tables[m][ids], ids)[:, -1] @ tables[m][1:].T for m in model.branches) / 3
+    torch.testing.assert_close(recipe.score(model, ids)[:, 1:], expected)
+
+
+def test_fit_learns_on_the_toy_data():
+    dataset = toy_dataset(n_users=40)
+    split = leave_one_out(dataset.sequences)
+    config = toy_config().replace(train__epochs=8, train__batch_size=16, train__patience=8, train__lr=1e-2)
+    seed_everything(0)
+    model, recipe = build_with_features(config, dataset, synthetic_features())
+    result = fit(model, recipe, split, config.train, seed=0, progress=False)
+    ce = [h["ce_id"] + h["ce_text"] + h["ce_image"] for h in result.history]  # the KL weight ramps up
+    assert ce[-1] < ce[0]
+    assert len(result.test_ranks) == 40
+
+
+def test_image_init_on_a_text_only_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="no image branch"):
+        build_with_features(toy_config(id_init="image"), toy_dataset(), synthetic_features(image=False))
+
+
+def test_params_reject_bad_values():
+    with pytest.raises(ValueError, match="fusion"):
+        ODMTParams(fusion="average")
+    with pytest.raises(ValueError, match="temperature"):
+        ODMTParams(temperature=0.0)
+    assert odmt.LateFusionParams().fusion == "late" and odmt.EarlyFusionParams().item_tower == "separate"
+    config = profile_config("cpu", "ml-100k-odmt", "sasrec-lf")
+    assert isinstance(config.params, odmt.LateFusionParams)
+    assert RunConfig.from_dict(config.to_dict()) == config
