@@ -373,7 +373,7 @@ def iclrec_intent_loss(view1: torch.Tensor, view2: torch.Tensor, intents: torch.
 
 # ---- ODMT (ID, text and image branches with online distillation) ----
 #
-# Equation numbers are ODMT's (Liu et al., MM 2023). Shapes: P training
+# Equation numbers are ODMT's (Ji et al., MM 2023). Shapes: P training
 # positions of the batch (one next-item target each), C candidate items, d
 # the hidden size. The candidates of a batch are its P target occurrences
 # (C = P), so a popular item is a candidate as often as it is a target: that

@@ -1,4 +1,4 @@
-"""ODMT (Liu et al., MM 2023): ID, text and image branches over one
+"""ODMT (Ji et al., MM 2023): ID, text and image branches over one
 ID-aware multi-modal transformer, trained with a debiased in-batch loss and
 online distillation; and the multi-modal baselines it is measured against,
 SASRec+EF (early fusion) and SASRec+LF (late fusion), from the same parts.

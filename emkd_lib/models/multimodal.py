@@ -1,4 +1,4 @@
-"""ODMT's towers (Liu et al., MM 2023, Section 3.2-3.3): items as ID, text
+"""ODMT's towers (Ji et al., MM 2023, Section 3.2-3.3): items as ID, text
 and image tokens, the ID-aware multi-modal transformer (IMT) that turns them
 into one embedding per branch, and one SASRec user tower per branch.
 

@@ -230,3 +230,35 @@ def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits:
     if len(methods) == 1:
         return f"{paper} reports {metric} of {_join(parts)} for {methods[0]} ({source})."
     return f"{paper} reports {metric} {'; '.join(parts)} ({source})."
+
+
+def gains_beside_paper(results, paper: str, table: int, target: str, reference: str,
+                       metrics=("Recall@10", "NDCG@10")) -> pd.DataFrame:
+    """The relative gain of ``target`` over ``reference`` (method labels as in
+    ``method_label`` and in the paper, e.g. "ODMT" over "SASRec+LF"), ours
+    per dataset beside the paper's per dataset. For papers whose datasets we
+    do not have (ODMT's), the gain is what can be compared. Recall@k is our
+    HR@k (one held-out item per user)."""
+    ours_metric = {m: m.replace("Recall@", "HR@") for m in metrics}
+    rows = []
+    by_dataset: dict = {}
+    for r in results:
+        if r.config.seed == 0:
+            by_dataset.setdefault(r.config.dataset, {})[method_label(r.config)] = r
+    for dataset, runs in by_dataset.items():
+        if target in runs and reference in runs:
+            for m in metrics:
+                a, b = runs[target].test_metrics[ours_metric[m]], runs[reference].test_metrics[ours_metric[m]]
+                rows.append({"source": "ours", "dataset": dataset, "metric": m, target: a, reference: b,
+                             "gain %": 100 * (a / b - 1) if b else np.nan})
+    q = quoted_table(paper, table, metric=list(metrics))
+    for dataset in q["dataset"].unique():
+        for m in metrics:
+            cell = q[(q["dataset"] == dataset) & (q["metric"] == m)].set_index("method")["value"]
+            if target in cell and reference in cell:
+                rows.append({"source": f"quoted ({paper} Table {table})", "dataset": dataset, "metric": m,
+                             target: float(cell[target]), reference: float(cell[reference]),
+                             "gain %": 100 * (cell[target] / cell[reference] - 1)})
+    if not rows:
+        return pd.DataFrame({"status": [f"no {target} and {reference} pair to compare yet"]})
+    return pd.DataFrame(rows).set_index(["source", "dataset", "metric"])

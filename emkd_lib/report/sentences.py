@@ -139,3 +139,27 @@ def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "N
     if len(change):
         line += f"; its median change in {metric} is {change.median():+.1f}%"
     return line
+
+
+def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: str, metric: str = "NDCG@10",
+               alpha: float = 0.01) -> list[str]:
+    """Lines for "What we found": our gain of ``target`` over ``reference``
+    per dataset with its paired test (``significance_table(..., reference=
+    target)``), beside the range of the paper's gains (``gains_beside_paper``)."""
+    if "gain %" not in gains.columns:
+        return [f"{target} against {reference}: not both run yet"]
+    lines = []
+    g = gains.reset_index()
+    quoted = g[g["source"] != "ours"]
+    quoted = quoted[quoted["metric"] == metric]["gain %"]
+    for _, row in g[(g["source"] == "ours") & (g["metric"] == metric)].iterrows():
+        test = sig[(sig["dataset"] == row["dataset"]) & (sig["other"] == reference)] if len(sig) else sig
+        p = f", {_p_text(float(test['p (Wilcoxon)'].iloc[0]))}" if len(test) else ""
+        verdict = ("" if not len(test) else
+                   " (significant)" if test["p (Wilcoxon)"].iloc[0] < alpha else " (not significant)")
+        lines.append(f"{row['dataset']}: {target} {metric} {row[target]:.4f} against {reference} "
+                     f"{row[reference]:.4f}, {row['gain %']:+.1f}%{p}{verdict}")
+    if len(quoted):
+        lines.append(f"the paper reports {target} {quoted.min():+.1f}% to {quoted.max():+.1f}% over {reference} "
+                     f"in {metric} on its {len(quoted)} datasets (quoted; other datasets than ours)")
+    return lines

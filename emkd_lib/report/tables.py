@@ -73,7 +73,8 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
 def method_label(config) -> str:
     """How a run's method is named in tables: ``EMKD`` on its own encoder,
     ``EMKD (SASRec)`` on another one, else the method's name."""
-    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser", "emkd": "EMKD"}
+    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser", "emkd": "EMKD",
+             "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF"}
     name = names.get(config.method, config.method)
     if config.encoder != config.spec.encoders[0]:
         name += f" ({names.get(config.encoder, config.encoder)})"

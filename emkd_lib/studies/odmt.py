@@ -9,6 +9,10 @@ so a run of these grids is the run ``python -m emkd_lib run`` trains.
 """
 from __future__ import annotations
 
+import pandas as pd
+
+from ..data import load_dataset
+from ..data.stats import dataset_statistics
 from ..methods.odmt import TABLE3_ABLATIONS
 from ..profiles import profile_config
 
@@ -39,3 +43,26 @@ def sensitivity_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,)) -> di
     """Table 4: ``(dataset, hyperparameter, value, seed) -> config``."""
     return {(d, name, v, s): profile_config(profile, d, "odmt", seed=s, **{f"params__{name}": v})
             for d in datasets for s in seeds for name, values in TABLE4.items() for v in values}
+
+
+def missing_extra() -> str | None:
+    """Why ODMT's runs cannot be trained here (the multimodal extra is not
+    installed), or None. Stored results render without it."""
+    from ..data.features import EXTRA_MESSAGE, MissingExtraError, text_model_dir
+    try:
+        text_model_dir()
+    except MissingExtraError:
+        return EXTRA_MESSAGE
+    return None
+
+
+def dataset_table(datasets=DATASETS) -> pd.DataFrame:
+    """ODMT Table 1's columns for our protocol datasets, and their modalities."""
+    rows = []
+    for name in datasets:
+        d = load_dataset(name)
+        s = dataset_statistics(d)
+        rows.append({"dataset": name, "#Users": s["users"], "#Items": s["items"], "#Inter.": s["actions"],
+                     "Avg. u": s["avg_actions_per_user"], "Density": 1 - s["sparsity"],
+                     "modalities": "ID, text, image" if name.startswith("ml-100k") else "ID, text"})
+    return pd.DataFrame(rows).set_index("dataset")
