@@ -368,3 +368,28 @@ def test_ensemble_found_leaves_out_a_gain_over_a_zero_single_model():
     line = ensemble_found(ensemble_gain_table({("beauty", "sasrec"): [a, b]}, {("beauty", "sasrec"): ens}))
     assert line.startswith("the ensemble of two beats the mean single model in 1 of 1 (dataset, method) pairs")
     assert "nan" not in line and "median gain" not in line
+
+
+def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    from emkd_lib.report import gain_found, gains_beside_paper
+    rows = [("arts", "ODMT", "NDCG@10", 0.0787), ("arts", "SASRec+LF", "NDCG@10", 0.0709),
+            ("stream", "ODMT", "NDCG@10", 0.0672), ("stream", "SASRec+LF", "NDCG@10", 0.0607)]
+    pd.DataFrame([{"paper": "ODMT", "table": 2, "dataset": d, "method": m, "metric": k, "value": v}
+                  for d, m, k, v in rows]).to_csv(tmp_path / "odmt.csv", index=False)
+    monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+    # rank 0 -> NDCG 1, rank 1 -> 1/log2(3): ODMT better on half the users
+    runs = [fake_run([0] * 30 + [1] * 30, "odmt", dataset="ml-100k-odmt"),
+            fake_run([1] * 60, "sasrec-lf", dataset="ml-100k-odmt")]
+    gains = gains_beside_paper(runs, "ODMT", 2, "ODMT", "SASRec+LF", metrics=("NDCG@10",))
+    ours = gains.loc[("ours", "ml-100k-odmt", "NDCG@10")]
+    b = 1 / np.log2(3)
+    assert ours["gain %"] == pytest.approx(100 * ((0.5 + 0.5 * b) / b - 1))
+    assert gains.loc[("quoted (ODMT Table 2)", "arts", "NDCG@10"), "gain %"] == pytest.approx(100 * (0.0787 / 0.0709 - 1))
+    sig = significance_table(runs, reference="ODMT")
+    lines = gain_found(gains, sig, "ODMT", "SASRec+LF")
+    assert lines[0].startswith("ml-100k-odmt: ODMT NDCG@10") and "(significant)" in lines[0]
+    assert "+10.7% to +11.0%" in lines[1] and "2 datasets" in lines[1]
+    # nothing run: a status row, and a sentence saying so
+    empty = gains_beside_paper([], "ODMT", 2, "Nope", "SASRec+LF")
+    assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
