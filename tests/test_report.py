@@ -391,5 +391,5 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     assert lines[0].startswith("ml-100k-odmt: ODMT NDCG@10") and "(significant)" in lines[0]
     assert "+10.7% to +11.0%" in lines[1] and "2 datasets" in lines[1]
     # nothing run: a status row, and a sentence saying so
-    empty = gains_beside_paper([], "ODMT", 2, "Nope", "SASRec+LF")
+    empty = gains_beside_paper([], "ODMT", 2, "Nope", "SASRec+LF", metrics=("NDCG@10",))
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
