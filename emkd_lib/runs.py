@@ -119,6 +119,9 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,
                              exclude_history=exclude)
     floor_ndcg = metrics_from_ranks(floor)["NDCG@10"]
+    arrays = {"test_ranks": fitted.test_ranks, "valid_ranks": fitted.valid_ranks}
+    if recipe.analysis is not None:
+        arrays.update(recipe.analysis(model, split))
     prov = dict(provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch),
                 command=command_for(config))
     result = RunResult(
@@ -133,7 +136,7 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
                "dirty": prov["commit"].endswith("+dirty")},
         path=result_path(config, key, root or settings.results_dir),
-        arrays={"test_ranks": fitted.test_ranks, "valid_ranks": fitted.valid_ranks},
+        arrays=arrays,
     )
     store_result(result)
     # The best epoch's weights, for ensembles of independently trained models.

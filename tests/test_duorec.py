@@ -9,7 +9,7 @@ import torch
 from emkd_lib.augment import numpy_rng
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import SequenceDataset, leave_one_out
+from emkd_lib.data import leave_one_out
 from emkd_lib.methods import build_method
 from emkd_lib.methods.baselines import next_item_loss
 from emkd_lib.methods.duorec import (DuoRecParams, SameTargetIndex, duorec_contrastive_terms, duorec_loss,
@@ -17,6 +17,9 @@ from emkd_lib.methods.duorec import (DuoRecParams, SameTargetIndex, duorec_contr
 from emkd_lib.models.encoders import TransformerConfig
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit
+
+import helpers
+from functools import partial
 
 B, D = 5, 4
 
@@ -100,13 +103,7 @@ def test_same_target_positives_from_the_batch():
 
 # ---- the method ------------------------------------------------------------------
 
-def successor_dataset(n_items=20, length=8, n_users=120):
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(4, length + 4, n_users)
-    seqs = [((s + np.arange(n)) % n_items + 1).astype(np.int64) for s, n in zip(rng.integers(0, n_items, n_users),
-                                                                            lengths)]
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
-                           attributes=None, source="synthetic")
+successor_dataset = partial(helpers.successor_dataset, variable_lengths=True)
 
 
 def config(dropout=0.0, **params):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.data import leave_one_out
 from emkd_lib.methods import build_method
 from emkd_lib.methods.baselines import cloze_mask
 from emkd_lib.methods.emkd import (EMKDParams, combine_emkd_terms, emkd_next_item_loss_terms,
@@ -16,6 +16,9 @@ from emkd_lib.models.ensemble import EncoderEnsemble
 from emkd_lib.profiles import profile_config
 from emkd_lib.studies.emkd import ENCODER_SWEEP_USERS, encoder_grid
 from emkd_lib.train import fit
+
+import helpers
+from functools import partial
 
 N_ITEMS, MAX_LEN, HIDDEN = 25, 10, 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
@@ -141,15 +144,7 @@ def test_profile_and_grid_take_the_encoders_own_settings():
     assert {c.data.max_users for c in encoder_grid("paper").values()} == {None}
 
 
-def successor_dataset(n_items=20, length=8, n_users=120, n_attributes=3):
-    rng = np.random.default_rng(0)
-    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, n_users)]
-    table = rng.random((n_items + 1, n_attributes)) < 0.5
-    table[0] = False
-    attributes = ItemAttributes(indptr=np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64),
-                                indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
-                           attributes=attributes, source="synthetic")
+successor_dataset = partial(helpers.successor_dataset, n_attributes=3)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

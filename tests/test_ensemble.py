@@ -8,7 +8,7 @@ import dataclasses
 from emkd_lib import losses
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.data import leave_one_out
 from emkd_lib.methods import Recipe, build_method
 from emkd_lib.methods.baselines import appended_mask_scores, cloze_mask, ensemble_scores
 from emkd_lib.methods.emkd import (EMKDParams, emkd_loss, emkd_loss_terms, ensemble_appended_mask_scores)
@@ -16,6 +16,9 @@ from emkd_lib.models.encoders import BERT4Rec, TransformerConfig
 from emkd_lib.models.ensemble import EnsembleBERT4Rec, average_logits
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit
+
+import helpers
+from functools import partial
 
 N_ITEMS, MAX_LEN, HIDDEN, N_NETS = 25, 10, 16, 3
 
@@ -337,17 +340,7 @@ def test_average_logits_is_the_mean_over_the_network_axis():
 
 # ---- learning ----------------------------------------------------------------
 
-def successor_dataset(n_items=20, length=8, n_users=120, n_attributes=3):
-    """Histories that walk a fixed cycle of items, with random item attributes."""
-    rng = np.random.default_rng(0)
-    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in rng.integers(0, n_items, n_users)]
-    table = rng.random((n_items + 1, n_attributes)) < 0.5
-    table[0] = False
-    indptr = np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64)
-    indices = (np.nonzero(table)[1] + 1).astype(np.int64)
-    attributes = ItemAttributes(indptr=indptr, indices=indices, n_attributes=n_attributes)
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
-                           attributes=attributes, source="synthetic")
+successor_dataset = partial(helpers.successor_dataset, n_attributes=3)
 
 
 def test_build_method_gives_the_ensemble_and_its_recipe():

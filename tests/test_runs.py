@@ -9,7 +9,7 @@ import torch
 
 from emkd_lib import runs, store
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import SequenceDataset, leave_one_out, load_dataset, subsample_users
+from emkd_lib.data import leave_one_out, load_dataset, subsample_users
 from emkd_lib.evaluation import evaluate, metrics_from_ranks, popularity_ranks
 from emkd_lib.files import atomic_write
 from emkd_lib.methods import METHODS, build_method
@@ -17,17 +17,12 @@ from emkd_lib.models.encoders import CaserConfig, GRU4RecConfig, TransformerConf
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit
 
+import helpers
+
 DATA_DIR = Path("/work/shared/data")
 
 
-def successor_dataset(n_users=120, n_items=20, length=8, seed=0):
-    """Histories that walk a fixed cycle of items: the next item is a function
-    of the current one, so a working model must learn to rank it first."""
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n_items, n_users)
-    seqs = [((s + np.arange(length)) % n_items + 1).astype(np.int64) for s in starts]
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
-                           attributes=None, source="synthetic")
+successor_dataset = helpers.successor_dataset
 
 
 ENCODER_CONFIGS = {"sasrec": TransformerConfig(hidden=32, n_blocks=1, n_heads=1, dropout=0.0),

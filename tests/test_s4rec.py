@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from emkd_lib import losses
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import SequenceDataset, leave_one_out
+from emkd_lib.data import leave_one_out
 from emkd_lib.data.splits import split_users_by_length
 from emkd_lib.methods import build_method
 from emkd_lib.methods.baselines import next_item_loss
@@ -19,6 +19,9 @@ from emkd_lib.models.encoders import TransformerConfig
 from emkd_lib.models.layers import GradientReversal, Prototypes, grad_reverse
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit
+
+import helpers
+from functools import partial
 
 B, K, D = 5, 4, 6
 
@@ -159,13 +162,7 @@ def test_windows_carry_the_head_label_of_their_user():
 
 # ---- the method ------------------------------------------------------------------
 
-def successor_dataset(n_items=20, length=8, n_users=120):
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(4, length + 4, n_users)
-    seqs = [((s + np.arange(n)) % n_items + 1).astype(np.int64) for s, n in zip(rng.integers(0, n_items, n_users),
-                                                                            lengths)]
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items, attributes=None,
-                           source="synthetic")
+successor_dataset = partial(helpers.successor_dataset, variable_lengths=True)
 
 
 def config(method="s4rec", **params):

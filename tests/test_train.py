@@ -8,25 +8,20 @@ from torch import nn
 
 from emkd_lib import train as train_module
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
-from emkd_lib.data import ItemAttributes, SequenceDataset, leave_one_out
+from emkd_lib.data import leave_one_out
 from emkd_lib.methods import Recipe, build_method
 from emkd_lib.methods.baselines import with_padding_column
 from emkd_lib.methods.emkd import EMKDParams
 from emkd_lib.models.encoders import TransformerConfig
 from emkd_lib.train import fit
 
+import helpers
+from functools import partial
+
 N_ITEMS = 20
 
 
-def successor_dataset(n_users=40, length=8, n_attributes=3):
-    rng = np.random.default_rng(0)
-    seqs = [((s + np.arange(length)) % N_ITEMS + 1).astype(np.int64) for s in rng.integers(0, N_ITEMS, n_users)]
-    table = rng.random((N_ITEMS + 1, n_attributes)) < 0.5
-    table[0] = False
-    attributes = ItemAttributes(indptr=np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64),
-                                indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
-    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=N_ITEMS,
-                           attributes=attributes, source="synthetic")
+successor_dataset = partial(helpers.successor_dataset, n_users=40, n_items=N_ITEMS, n_attributes=3)
 
 
 class Constant(nn.Module):

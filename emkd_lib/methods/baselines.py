@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analysis import analysis_arrays
 from ..models.encoders import build_encoder
 from ..models.ensemble import average_logits
 from ..typed import bound, check_fields
@@ -124,6 +125,7 @@ def build_next_item(config, dataset):
         loss=lambda model, windows, gen: {"loss": next_item_loss(model, windows, gen)},
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
+        analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1),
     )
 
 

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..analysis import analysis_arrays
 from ..augment import CROP_FORMS, augment_batch
 from ..batching import pad_left
 from ..clustering import kmeans
@@ -260,7 +261,19 @@ def build_iclrec(config, dataset):
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
         on_epoch_start=on_epoch_start,
+        analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1, intent_clusters(model, params)),
     )
+
+
+def intent_clusters(model: ICLRecModel, params: ICLRecParams):
+    """Each input's nearest intent of the last epoch, on ICLRec's own
+    representation (``params.representation``), for the figures."""
+    def assign(inputs: list[np.ndarray]) -> torch.Tensor:
+        if model.intents.centroids is None:   # intent contrast off, or no epoch clustered
+            return torch.full((len(inputs),), -1, dtype=torch.long)
+        reps = encode_sequences(model, inputs, 512, params.representation)
+        return model.intents.query(reps.to(model.intents.centroids.device))[0]
+    return assign
 
 
 # The code's depth per dataset (its scripts' --num_hidden_layers).

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..analysis import analysis_arrays, last_position_states
 from ..augment import CROP_FORMS, OPERATORS, augment_batch
 from ..clustering import sinkhorn
 from ..data.splits import split_users_by_length
@@ -246,7 +247,17 @@ def build_s4rec(config, dataset):
         loss=lambda model, ids, gen: s4rec_loss(model, ids, gen, params, state["pool"]),
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
+        analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1, prototype_clusters(model)),
     )
+
+
+def prototype_clusters(model: S4RecModel):
+    """h(u) = argmax_k of z_u mu^T (Eq. 7 before the softmax) of each input, for the figures."""
+    def assign(inputs: list[np.ndarray]) -> torch.Tensor:
+        with torch.no_grad():
+            states = last_position_states(model, inputs, model.max_len)
+            return (F.normalize(states, dim=-1) @ model.prototypes().T).argmax(1)
+    return assign
 
 
 def s4rec_profile_defaults(profile: str, dataset: str) -> dict:

@@ -28,6 +28,8 @@ class Recipe:
     ``eval_max_len``: how many history items the scorer feeds the model.
     ``on_epoch_start``: optional hook called with the 1-based epoch before it
     runs, for methods with state across steps (ramp-ups, prototypes).
+    ``analysis``: optional ``(model at its best epoch, split) -> arrays``
+    stored with the result for the figures (``emkd_lib.analysis``).
     """
 
     make_examples: Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -35,6 +37,7 @@ class Recipe:
     score: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     eval_max_len: int
     on_epoch_start: Callable[[int], None] | None = None
+    analysis: Callable[[nn.Module, object], dict[str, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,23 @@
+"""Synthetic data the tests share."""
+import numpy as np
+
+from emkd_lib.data import ItemAttributes, SequenceDataset
+
+
+def successor_dataset(n_users=120, n_items=20, length=8, seed=0, variable_lengths=False, n_attributes=0):
+    """Histories that walk a fixed cycle of items: the next item is a function
+    of the current one, so a working model must learn to rank it first.
+    ``variable_lengths``: lengths drawn from 4 .. length + 3 (drawn before
+    the start items); ``n_attributes``: random 0/1 item attributes (drawn last)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, length + 4, n_users) if variable_lengths else np.full(n_users, length)
+    starts = rng.integers(0, n_items, n_users)
+    seqs = [((s + np.arange(n)) % n_items + 1).astype(np.int64) for s, n in zip(starts, lengths)]
+    attributes = None
+    if n_attributes:
+        table = rng.random((n_items + 1, n_attributes)) < 0.5
+        table[0] = False
+        attributes = ItemAttributes(indptr=np.concatenate([[0], np.cumsum(table.sum(1))]).astype(np.int64),
+                                    indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
+    return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
+                           attributes=attributes, source="synthetic")

@@ -1,0 +1,71 @@
+"""The arrays stored for the S^4Rec figures, and alignment/uniformity against brute force."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import helpers
+from emkd_lib.analysis import (SAMPLE_SIZE, alignment, analysis_arrays, last_position_states, sample_users,
+                               uniformity)
+from emkd_lib.batching import pad_left
+from emkd_lib.config import DataConfig, RunConfig, TrainConfig
+from emkd_lib.data import leave_one_out
+from emkd_lib.methods import build_method
+from emkd_lib.methods.iclrec import ICLRecParams
+from emkd_lib.methods.s4rec import S4RecParams
+from emkd_lib.models.encoders import TransformerConfig
+from emkd_lib.train import fit
+
+
+def test_sample_is_fixed_sorted_and_independent_of_anything_but_the_user_count():
+    a, b = sample_users(10_000), sample_users(10_000)
+    assert np.array_equal(a, b) and len(a) == SAMPLE_SIZE and np.all(np.diff(a) > 0)
+    assert np.array_equal(sample_users(50), np.arange(50))
+
+
+def test_alignment_and_uniformity_match_brute_force():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+    xn, yn = x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    assert alignment(x, y) == pytest.approx(np.mean([np.sum((a - b) ** 2) for a, b in zip(xn, yn)]))
+    pairs = [np.exp(-2 * np.sum((xn[i] - xn[j]) ** 2)) for i in range(7) for j in range(i + 1, 7)]
+    assert uniformity(x) == pytest.approx(np.log(np.mean(pairs)))
+    assert alignment(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+def _config(method, params):
+    return RunConfig(dataset="successor", method=method, profile="cpu",
+                     encoder_config=TransformerConfig(hidden=16, n_blocks=1, n_heads=1, dropout=0.0),
+                     params=params, data=DataConfig(max_len=10), train=TrainConfig(batch_size=32, epochs=2))
+
+
+@pytest.mark.parametrize("method,params", [("sasrec", None), ("s4rec", S4RecParams(n_prototypes=4)),
+                                           ("iclrec", ICLRecParams(n_intents=4))])
+def test_each_method_stores_embeddings_of_the_sample_and_its_own_clusters(method, params):
+    dataset = helpers.successor_dataset(variable_lengths=True)
+    split = leave_one_out(dataset.sequences)
+    config = _config(method, params)
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    fit(model, recipe, split, config.train, seed=0, progress=False)
+    arrays = recipe.analysis(model, split)
+    inputs = [s[-9:] for s in split.test_inputs]
+    states = last_position_states(model, inputs, 9)
+    expected = F.normalize(states, dim=-1)[torch.from_numpy(arrays["analysis_users"])]
+    np.testing.assert_allclose(arrays["analysis_embeddings"].astype(np.float32), expected.numpy(), atol=2e-3)
+    if method == "sasrec":
+        assert "analysis_clusters" not in arrays
+        return
+    clusters = arrays["analysis_clusters"]
+    assert clusters.shape == (len(split.test_inputs),) and clusters.dtype == np.int16
+    if method == "s4rec":   # argmax of the prototype scores of z_u (Eq. 7)
+        direct = (F.normalize(states, dim=-1) @ model.prototypes().T).argmax(1)
+    else:                    # nearest intent of the last epoch on ICLRec's mean representation
+        with torch.no_grad():
+            ids = torch.from_numpy(pad_left(inputs))
+            hidden = model(ids)
+            real = (ids > 0).unsqueeze(-1).float()
+            reps = (hidden * real).sum(1) / real.sum(1)
+        direct = torch.cdist(reps, model.intents.centroids).argmin(1)
+    assert np.array_equal(clusters, direct.numpy())
+    assert clusters.min() >= 0 and clusters.max() < 4
