@@ -8,6 +8,9 @@ The arrays (``RunResult.arrays``, prefixed ``analysis_``):
   and seed of a dataset (``sample_users``);
 - ``analysis_embeddings`` (S, d) float16: the L2-normalised hidden state at
   the last position of each sampled user's test input (S^4Rec's z_u, Eq. 6);
+- ``analysis_target_embeddings`` (S, d) float16: the L2-normalised input
+  embedding of each sampled user's test item (for alignment, which pairs a
+  user with the item that user chose next);
 - ``analysis_clusters`` (n_users,) int16: each user's cluster under the
   method's own clustering (S^4Rec: argmax of its prototype scores, Eq. 7;
   ICLRec: its last epoch's nearest K-means intent, on its own mean-pooled
@@ -54,11 +57,22 @@ def analysis_arrays(model, split, max_len: int,
     inputs = [np.asarray(s)[-max_len:] for s in split.test_inputs]
     states = last_position_states(model, inputs, max_len)
     users = sample_users(len(states))
+    targets = torch.as_tensor(np.asarray(split.test_targets)[users], device=states.device)
+    with torch.no_grad():
+        items = item_table(model)[targets]
     arrays = {"analysis_users": users,
-              "analysis_embeddings": F.normalize(states[torch.from_numpy(users)], dim=-1).numpy().astype(np.float16)}
+              "analysis_embeddings": F.normalize(states[torch.from_numpy(users)], dim=-1).numpy().astype(np.float16),
+              "analysis_target_embeddings": F.normalize(items.float(), dim=-1).cpu().numpy().astype(np.float16)}
     if clusters is not None:
         arrays["analysis_clusters"] = np.asarray(clusters(inputs).cpu()).astype(np.int16)
     return arrays
+
+
+def item_table(model) -> torch.Tensor:
+    """The input item embedding table (rows = item ids) of a next-item encoder
+    or of a model wrapping one (``model.encoder``)."""
+    encoder = getattr(model, "encoder", model)
+    return encoder.item_embedding.weight
 
 
 def alignment(x: np.ndarray, y: np.ndarray) -> float:

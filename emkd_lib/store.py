@@ -72,7 +72,9 @@ class RunResult:
         return self.ranks()["test_ranks"]
 
     def ranks(self) -> dict[str, np.ndarray]:
-        """``test_ranks``, ``valid_ranks``: each user's rank of its held-out item."""
+        """The stored arrays: ``test_ranks``, ``valid_ranks`` (each user's rank
+        of its held-out item) and, for some methods, the ``analysis_*``
+        arrays of ``emkd_lib.analysis``."""
         if self.arrays is None:
             self.arrays = read_sidecar(self.path)
         return self.arrays

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers
-from emkd_lib.analysis import (SAMPLE_SIZE, alignment, analysis_arrays, last_position_states, sample_users,
+from emkd_lib.analysis import (SAMPLE_SIZE, alignment, item_table, last_position_states, sample_users,
                                uniformity)
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
@@ -53,6 +53,9 @@ def test_each_method_stores_embeddings_of_the_sample_and_its_own_clusters(method
     states = last_position_states(model, inputs, 9)
     expected = F.normalize(states, dim=-1)[torch.from_numpy(arrays["analysis_users"])]
     np.testing.assert_allclose(arrays["analysis_embeddings"].astype(np.float32), expected.numpy(), atol=2e-3)
+    items = F.normalize(item_table(model)[torch.from_numpy(split.test_targets[arrays["analysis_users"]])], dim=-1)
+    np.testing.assert_allclose(arrays["analysis_target_embeddings"].astype(np.float32), items.detach().numpy(),
+                               atol=2e-3)
     if method == "sasrec":
         assert "analysis_clusters" not in arrays
         return

@@ -1,0 +1,132 @@
+"""The S^4Rec figures from stored runs: head and tail users, clusters, t-SNE,
+alignment and uniformity (``emkd_lib.analysis`` says what a run stores).
+
+Head users are the 20% with the longest training sequences
+(``data.splits.split_users_by_length``), the same function and the same
+sequences S^4Rec's adversary is trained with.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import alignment, uniformity
+from ..data.splits import split_users_by_length
+from ..evaluation import metrics_from_ranks, paired_test
+from ..runs import run_data
+from .tables import method_label
+
+HEAD_FRACTION = 0.2
+
+
+def head_users(config, head_fraction: float = HEAD_FRACTION) -> np.ndarray:
+    """Bool per user of ``config``'s dataset (its subsample, if any): a head user?"""
+    _, split = run_data(config)
+    return split_users_by_length(split.train, head_fraction)
+
+
+def head_tail_table(runs: dict, head: np.ndarray, reference: str, other: str,
+                    metrics=("HR@5", "HR@20", "NDCG@5", "NDCG@20")) -> pd.DataFrame:
+    """Figure 4: test metrics of head and of tail users for each labelled run
+    (``label -> result``, one dataset), and the paired test of ``reference``
+    against ``other`` inside each group (NDCG@20)."""
+    rows = []
+    for group, mask in (("head", head), ("tail", ~head)):
+        for label, r in runs.items():
+            if r is None:
+                continue
+            rows.append({"group": group, "method": label, "users": int(mask.sum()),
+                         **{m: v for m, v in metrics_from_ranks(r.test_ranks[mask]).items() if m in metrics}})
+        if runs.get(reference) is not None and runs.get(other) is not None:
+            t = paired_test(runs[reference].test_ranks[mask], runs[other].test_ranks[mask], "NDCG@20")
+            rows[-1][f"p {reference} vs {other} (NDCG@20)"] = t["p_wilcoxon"]
+    if not rows:
+        return pd.DataFrame({"status": ["nothing run yet"]})
+    return pd.DataFrame(rows).set_index(["group", "method"])
+
+
+def head_rate_by_cluster(result, head: np.ndarray) -> pd.DataFrame:
+    """Figure 3's data: per cluster of ``result`` (its stored assignment of
+    every user), the number of users and the share of head users."""
+    clusters = np.asarray(result.ranks()["analysis_clusters"])
+    frame = pd.DataFrame({"cluster": clusters, "head": head})
+    frame = frame[frame.cluster >= 0]
+    out = frame.groupby("cluster")["head"].agg(users="size", head_rate="mean").reset_index()
+    return out
+
+
+def has_clusters(result) -> bool:
+    return result is not None and "analysis_clusters" in result.ranks()
+
+
+def has_embeddings(result) -> bool:
+    return result is not None and "analysis_embeddings" in result.ranks()
+
+
+def tsne_frame(result, head: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Figure 1's data: a 2-D t-SNE (scikit-learn, PCA initialisation, fixed
+    seed) of the stored sequence embeddings of the user sample, with each
+    user's head/tail label and cluster (-1 for a method without clusters)."""
+    from sklearn.manifold import TSNE
+    arrays = result.ranks()
+    users = np.asarray(arrays["analysis_users"])
+    x = np.asarray(arrays["analysis_embeddings"], dtype=np.float32)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    clusters = np.asarray(arrays["analysis_clusters"])[users] if "analysis_clusters" in arrays else \
+        np.full(len(users), -1)
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "head": head[users], "cluster": clusters})
+
+
+def embedding_quality_table(runs: dict) -> pd.DataFrame:
+    """Alignment (user with the item chosen next) and uniformity (of the
+    user sample) of each labelled run's stored embeddings; lower is better
+    for both (Wang and Isola, 2020)."""
+    rows = []
+    for label, r in runs.items():
+        if not has_embeddings(r):
+            continue
+        a = r.ranks()
+        users = np.asarray(a["analysis_embeddings"], dtype=np.float64)
+        rows.append({"method": label, "alignment": alignment(users, np.asarray(a["analysis_target_embeddings"],
+                                                                             dtype=np.float64)),
+                     "uniformity": uniformity(users)})
+    if not rows:
+        return pd.DataFrame({"status": ["no run with stored embeddings yet"]})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def cluster_size_table(runs: dict) -> pd.DataFrame:
+    """Per labelled run with clusters: how many clusters hold users, and the
+    smallest, median and largest cluster."""
+    rows = []
+    for label, r in runs.items():
+        if not has_clusters(r):
+            continue
+        c = np.asarray(r.ranks()["analysis_clusters"])
+        sizes = np.bincount(c[c >= 0])
+        sizes = sizes[sizes > 0]
+        rows.append({"method": label, "clusters used": len(sizes), "smallest": int(sizes.min()),
+                     "median": float(np.median(sizes)), "largest": int(sizes.max())})
+    if not rows:
+        return pd.DataFrame({"status": ["no run with stored clusters yet"]})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def labelled(runs: dict, dataset: str) -> dict:
+    """``label -> result`` of a grid's ``(dataset, method, seed)`` runs on one dataset, seed 0."""
+    return {method_label(r.config) if r is not None else m: r
+            for (d, m, s), r in runs.items() if d == dataset and s == 0}
+
+
+def head_rate_spread(frames: dict) -> list[str]:
+    """Lines for "What we found": per labelled run, the interquartile range
+    of its clusters' head rates (S^4Rec's claim: its adversary mixes head
+    and tail users, so every cluster's head rate sits near the overall 20%)."""
+    lines = []
+    for label, frame in frames.items():
+        if frame is None or not len(frame):
+            continue
+        q1, med, q3 = np.percentile(frame["head_rate"], [25, 50, 75])
+        lines.append(f"{label}: clusters' head rate median {med:.2f}, interquartile range {q1:.2f}-{q3:.2f} "
+                     f"over {len(frame)} clusters (overall {HEAD_FRACTION:.2f})")
+    return lines or ["no run with stored clusters yet"]
