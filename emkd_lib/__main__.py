@@ -4,6 +4,7 @@
     python -m emkd_lib run --profile cpu --dataset beauty --method emkd --encoder sasrec --set params__n_networks=2
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
     python -m emkd_lib --threads 1 grid emkd-encoders --profile cpu --shard 0/2   # and 1/2 in a second process
+    python -m emkd_lib run --profile paper --dataset ml-1m --method emkd --device cuda --ddp 4  # one model, 4 GPUs
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib data add mydata --sequences my.txt [--attributes my_attrs.json]
     python -m emkd_lib list
@@ -23,6 +24,7 @@ import sys
 from . import settings as settings_module
 from .config import PROFILES
 from .data import register_dataset
+from .distributed import launch
 from .process import configure_process
 from .profiles import profile_config
 from .runs import ensemble_run_or_load, execute, run_grid, stored
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="overrides, e.g. train__epochs=5")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
     run.add_argument("--force", action="store_true", help="retrain even if a stored result exists")
+    run.add_argument("--ddp", type=int, metavar="N",
+                     help="train the one model over N processes (DistributedDataParallel; on cuda, one GPU each)")
     _add_data_options(run)
 
     grid = sub.add_parser("grid", help="run (or load) a named grid of configurations")
@@ -149,7 +153,12 @@ def _command(args) -> int:
         config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
                                 **_data_overrides(args), **_parse_sets(args.set))
         result = None if args.force else stored(config, settings)
-        result = result or execute(config, device=args.device, settings=settings)
+        if result is None and args.ddp is not None:
+            result = launch(config, args.ddp, device=args.device, settings=settings, threads=args.threads)
+            if result is None:
+                return 0  # a torchrun rank other than 0: rank 0 stores and reports
+        elif result is None:
+            result = execute(config, device=args.device, settings=settings)
         print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
     elif args.command == "grid":
         for label, result in run_grid(_grid_configs(args), device=args.device, settings=settings).items():

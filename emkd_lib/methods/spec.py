@@ -28,6 +28,10 @@ class Recipe:
     ``eval_max_len``: how many history items the scorer feeds the model.
     ``on_epoch_start``: optional hook called with the 1-based epoch before it
     runs, for methods with state across steps (ramp-ups, prototypes).
+    ``loss_units``: optional, padded batch -> how many terms its "loss" is the
+    mean of (e.g. its loss-carrying positions). Only data-parallel training
+    reads it (``distributed``): it weighs each process's share of a batch by
+    it, so the averaged gradient is that of the whole batch's mean. None: rows.
     """
 
     make_examples: Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -35,6 +39,7 @@ class Recipe:
     score: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     eval_max_len: int
     on_epoch_start: Callable[[int], None] | None = None
+    loss_units: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
