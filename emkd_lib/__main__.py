@@ -4,10 +4,14 @@
     python -m emkd_lib run --profile cpu --dataset beauty --method emkd --encoder sasrec --set params__n_networks=2
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
     python -m emkd_lib --threads 1 grid emkd-encoders --profile cpu --shard 0/2   # and 1/2 in a second process
+    python -m emkd_lib grid baselines --profile cpu --executor ray --address auto  # on a Ray cluster
+    python -m emkd_lib run --profile paper --dataset ml-1m --method emkd --device cuda --ddp 4  # one model, 4 GPUs
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib data add mydata --sequences my.txt [--attributes my_attrs.json]
     python -m emkd_lib list
 
+``grid --executor ray`` trains the missing runs as Ray tasks and exits 1 if
+any failed (each is reported; rerunning trains only what is still missing).
 A run interrupted at any point resumes from its last epoch's checkpoint
 (under ``$EMKD_CACHE_DIR``, default ``~/.cache/emkd-book``) when the same
 command is given again. User errors print one line, ``emkd_lib: error: ...``,
@@ -23,6 +27,8 @@ import sys
 from . import settings as settings_module
 from .config import PROFILES
 from .data import register_dataset
+from .distributed import launch
+from .executors import EXECUTORS, GridOutcome, MissingExtra, import_ray, run_grid_ray
 from .process import configure_process
 from .profiles import profile_config
 from .runs import ensemble_run_or_load, execute, run_grid, stored
@@ -95,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="overrides, e.g. train__epochs=5")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
     run.add_argument("--force", action="store_true", help="retrain even if a stored result exists")
+    run.add_argument("--ddp", type=int, metavar="N",
+                     help="train the one model over N processes (DistributedDataParallel; on cuda, one GPU each)")
     _add_data_options(run)
 
     grid = sub.add_parser("grid", help="run (or load) a named grid of configurations")
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--device", default="auto")
     grid.add_argument("--shard", default="0/1", metavar="I/K",
                       help="run only configs I, I+K, I+2K, ... of the grid (K processes share one grid)")
+    grid.add_argument("--executor", choices=EXECUTORS, default="local",
+                      help="local: one run after another here; ray: one Ray task per missing run")
+    grid.add_argument("--address", help="with --executor ray: the Ray cluster (default: $RAY_ADDRESS, else a "
+                                        "new one on this machine)")
     _add_data_options(grid)
 
     ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
@@ -149,11 +161,28 @@ def _command(args) -> int:
         config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
                                 **_data_overrides(args), **_parse_sets(args.set))
         result = None if args.force else stored(config, settings)
-        result = result or execute(config, device=args.device, settings=settings)
+        if result is None and args.ddp is not None:
+            result = launch(config, args.ddp, device=args.device, settings=settings, threads=args.threads)
+            if result is None:
+                return 0  # a torchrun rank other than 0: rank 0 stores and reports
+        elif result is None:
+            result = execute(config, device=args.device, settings=settings)
         print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
     elif args.command == "grid":
-        for label, result in run_grid(_grid_configs(args), device=args.device, settings=settings).items():
+        if args.address is not None and args.executor != "ray":
+            raise UsageError("--address is the Ray cluster of --executor ray")
+        if args.executor == "ray":
+            import_ray()  # where Ray is missing, a one-line error before any work
+            outcome = run_grid_ray(_grid_configs(args), device=args.device, threads=args.threads,
+                                   address=args.address, settings=settings)
+        else:
+            outcome = GridOutcome(results=run_grid(_grid_configs(args), device=args.device, settings=settings))
+        for label, result in outcome.results.items():
             print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+        for failure in outcome.failures:
+            print(f"emkd_lib: error: {failure.run} failed: {failure.error}", file=sys.stderr)
+        if outcome.failures:
+            return 1
     elif args.command == "ensemble":
         members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
         result = ensemble_run_or_load(members, device=args.device, settings=settings)
@@ -189,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     code_commit()  # read once, now: the code this process runs, whatever is committed while it trains
     try:
         return _command(args)
-    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError) as err:
+    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError, MissingExtra) as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -95,13 +95,20 @@ def run_or_load(config: RunConfig, device: str | None = None, progress: bool = T
     return execute(config, device=device, progress=progress, settings=settings, root=root)
 
 
-def checkpoint_path(key: str, settings) -> Path:
-    return settings.checkpoint_dir / f"{key}.pt"
+def checkpoint_path(key: str, settings, world_size: int | None = None) -> Path:
+    """Where a run's checkpoint lives; a data-parallel run of ``world_size``
+    processes has its own (it holds every rank's generators), so it resumes
+    only a run of the same width, and a single-process run never resumes it."""
+    return settings.checkpoint_dir / (f"{key}.pt" if world_size is None else f"{key}.ddp{world_size}.pt")
 
 
 def execute(config: RunConfig, device: str | None = None, progress: bool = True, settings=None,
-            root: Path | None = None, stop_after_epoch: int | None = None) -> RunResult:
-    """Train ``config`` now (resuming from its checkpoint) and store its result."""
+            root: Path | None = None, stop_after_epoch: int | None = None, parallel=None) -> RunResult | None:
+    """Train ``config`` now (resuming from its checkpoint) and store its result.
+
+    With ``parallel`` this process is one rank of a data-parallel run
+    (``distributed.launch``): every rank seeds and builds the model as here,
+    so initial weights match; rank 0 alone stores, the others return None."""
     settings = _settings(settings)
     code_commit()  # the code this run starts with, whatever is committed while it trains
     device = resolve_device(device)
@@ -112,10 +119,13 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     model, recipe = build_method(config, dataset)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    checkpoint = checkpoint_path(key, settings)
+    checkpoint = checkpoint_path(key, settings, None if parallel is None else parallel.world_size)
     exclude = config.evaluation.history_exclusion == "all-but-target"
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
-                 checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch)
+                 checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch,
+                 parallel=parallel)
+    if parallel is not None and not parallel.is_main:
+        return None
     floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,
                              exclude_history=exclude)
     floor_ndcg = metrics_from_ranks(floor)["NDCG@10"]
@@ -124,6 +134,10 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
         arrays.update(recipe.analysis(model, split))
     prov = dict(provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch),
                 command=command_for(config))
+    if parallel is not None:
+        # Same config, same key; but not the same computation as one process
+        # (see distributed), so the record says how it was trained.
+        prov.update(ddp_world_size=parallel.world_size, command=f"{prov['command']} --ddp {parallel.world_size}")
     result = RunResult(
         config=config, key=key, valid_metrics=fitted.valid_metrics, test_metrics=fitted.test_metrics,
         history=fitted.history, best_epoch=fitted.best_epoch,

@@ -6,6 +6,10 @@ a minimum number of optimizer steps, the test split evaluated once with the
 weights of the best validation epoch, every loss term logged per epoch, and
 a checkpoint after every epoch from which an interrupted run resumes to the
 bit-identical result of an uninterrupted one.
+
+The same loop trains one model over several processes when ``fit`` is given
+a ``parallel`` (``distributed.DataParallel``): the few places where that
+differs call it, and without it nothing else changes.
 """
 from __future__ import annotations
 
@@ -66,11 +70,14 @@ class FitResult:
 
 
 def train_step(model: nn.Module, recipe: Recipe, ids: torch.Tensor, optimizer: torch.optim.Optimizer,
-               grad_clip: float | None, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One optimizer step on a padded batch; returns the loss terms (on the graph's device)."""
+               grad_clip: float | None, generator: torch.Generator, loss_scale: float = 1.0
+               ) -> dict[str, torch.Tensor]:
+    """One optimizer step on a padded batch; returns the loss terms (on the graph's device).
+    ``loss_scale`` multiplies the loss that is differentiated (data-parallel
+    ranks weigh their share of a batch with it), not the terms returned."""
     terms = recipe.loss(model, ids, generator)
     optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
+    (terms["loss"] if loss_scale == 1.0 else terms["loss"] * loss_scale).backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -80,20 +87,26 @@ def train_step(model: nn.Module, recipe: Recipe, ids: torch.Tensor, optimizer: t
 def train_one_epoch(model: nn.Module, recipe: Recipe, examples: list[np.ndarray],
                     optimizer: torch.optim.Optimizer, settings: TrainConfig,
                     rng: np.random.Generator, generator: torch.Generator,
-                    device: torch.device, progress: bool = False) -> tuple[dict[str, float], int]:
+                    device: torch.device, progress: bool = False, parallel=None) -> tuple[dict[str, float], int]:
     """One pass over ``examples``; returns the mean of every loss term over
-    batches and the number of optimizer steps."""
+    batches and the number of optimizer steps. With ``parallel`` this process
+    trains its share of every batch and the terms are those of whole batches."""
     model.train()
     lengths = np.fromiter((len(e) for e in examples), dtype=np.int64, count=len(examples))
     batches = length_bucketed_batches(lengths, settings.batch_size, shuffle=True, rng=rng)
     totals: dict[str, torch.Tensor] = {}
     for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-        ids = torch.from_numpy(pad_left([examples[i] for i in idx])).to(device)
-        terms = train_step(model, recipe, ids, optimizer, settings.grad_clip, generator)
+        if parallel is None:
+            ids = torch.from_numpy(pad_left([examples[i] for i in idx])).to(device)
+            terms = train_step(model, recipe, ids, optimizer, settings.grad_clip, generator)
+        else:
+            terms = parallel.train_step([examples[i] for i in idx], optimizer, settings.grad_clip, generator)
         # Summed on the device: one host sync per epoch, not one per term and step.
         for name, value in terms.items():
             value = value.detach()
             totals[name] = totals[name] + value if name in totals else value
+    if parallel is not None:
+        totals = parallel.sum_over_ranks(totals)
     n = max(len(batches), 1)
     return {name: float(total) / n for name, total in totals.items()}, len(batches)
 
@@ -119,7 +132,7 @@ def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Gener
 
 def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: TrainConfig, seed: int,
         device: str | torch.device | None = None, progress: bool = True, checkpoint: Path | None = None,
-        exclude_history: bool = True, stop_after_epoch: int | None = None) -> FitResult:
+        exclude_history: bool = True, stop_after_epoch: int | None = None, parallel=None) -> FitResult:
     """Train with early stopping on validation NDCG@10 and test the best epoch.
 
     The caller seeds (``seed_everything``) before building ``model``; ``seed``
@@ -128,10 +141,18 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
     history, early-stopping state) and, if present at the start, training
     resumes from it. ``stop_after_epoch`` ends the process's training early
     with the checkpoint in place, as a kill would (tests use it).
+
+    With ``parallel`` this process is one rank of a data-parallel run
+    (``distributed``): every rank trains its share of each batch; rank 0
+    alone evaluates, decides when to stop, writes the checkpoint (with every
+    rank's generators) and tests, and the other ranks return a result
+    without metrics.
     """
     device = resolve_device(device)
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    main = parallel is None or parallel.is_main
+    rng = np.random.default_rng(seed)  # the batch order: the same on every rank
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if parallel is None else parallel.seed_streams(seed))
     model.to(device)
     # The fused kernel updates all parameters in one pass; on two CPU cores the
     # per-tensor Adam was a sizeable share of a step.
@@ -146,11 +167,17 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
                         device=device, exclude_history=exclude_history)
 
     best_score, best_state, since_best, start, stopped = -1.0, None, 0, 1, False
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = None
+    if checkpoint is not None and main and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device if parallel is None else "cpu", weights_only=False)
+    if parallel is not None:
+        # Rank 0's checkpoint, sent through the process group (from the CPU):
+        # the ranks need not share the checkpoint's filesystem.
+        state = parallel.from_main(state)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], rng, generator)
+        _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
         for name in ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps"):
             setattr(result, name, state[name])
@@ -158,6 +185,8 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         stopped = state["stopped"]  # killed after its stopping epoch was written: nothing left to train
         if stopped:
             start = settings.epochs + 1
+    if parallel is not None:
+        parallel.wrap(model, recipe)
 
     result.stopped_by = "patience" if stopped else "epoch cap"
     bar = tqdm(range(start, settings.epochs + 1), desc="epochs", disable=not progress,
@@ -166,37 +195,51 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         if recipe.on_epoch_start is not None:
             recipe.on_epoch_start(epoch)
         t0 = time.perf_counter()
-        terms, steps = train_one_epoch(model, recipe, examples, optimizer, settings, rng, generator, device)
+        terms, steps = train_one_epoch(model, recipe, examples, optimizer, settings, rng, generator, device,
+                                       parallel=parallel)
         t1 = time.perf_counter()
-        valid_ranks = ranks_on(split.valid_inputs, split.valid_targets)
-        t2 = time.perf_counter()
         result.steps += steps
         result.train_seconds += t1 - t0
-        result.eval_seconds += t2 - t1
-        score = metrics_from_ranks(valid_ranks)[SELECTION_METRIC]
-        result.history.append({"epoch": epoch, **terms, "valid_ndcg10": score, "steps": result.steps,
-                               "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
-                               "wall_seconds": result.train_seconds + result.eval_seconds})
-        bar.set_postfix(loss=f"{terms['loss']:.4f}", ndcg10=f"{score:.4f}")
         stop = False
-        if score > best_score:
-            best_score, since_best = score, 0
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.valid_ranks = epoch, valid_ranks
-        elif result.steps >= settings.min_steps:
-            since_best += 1
-            stop = since_best >= settings.patience
+        if main:
+            valid_ranks = ranks_on(split.valid_inputs, split.valid_targets)
+            t2 = time.perf_counter()
+            result.eval_seconds += t2 - t1
+            score = metrics_from_ranks(valid_ranks)[SELECTION_METRIC]
+            result.history.append({"epoch": epoch, **terms, "valid_ndcg10": score, "steps": result.steps,
+                                   "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
+                                   "wall_seconds": result.train_seconds + result.eval_seconds})
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", ndcg10=f"{score:.4f}")
+            if score > best_score:
+                best_score, since_best = score, 0
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_epoch, result.valid_ranks = epoch, valid_ranks
+            elif result.steps >= settings.min_steps:
+                since_best += 1
+                stop = since_best >= settings.patience
+        if parallel is not None:
+            stop = parallel.from_main(stop)
         if checkpoint is not None:
-            state = {"epoch": epoch, "stopped": stop, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": _rng_state(rng, generator), "best_score": best_score, "best_state": best_state,
-                     "since_best": since_best, **{name: getattr(result, name) for name in (
-                         "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")}}
-            atomic_write(checkpoint, lambda f: torch.save(state, f))
+            # Every rank's generators, gathered by all of them, for a data-parallel resume.
+            rank_rng = None if parallel is None else parallel.gather(_rng_state(rng, generator))
+            if main:
+                state = {"epoch": epoch, "stopped": stop, "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "rng": _rng_state(rng, generator),
+                         "best_score": best_score, "best_state": best_state, "since_best": since_best,
+                         **{name: getattr(result, name) for name in (
+                             "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")}}
+                if rank_rng is not None:
+                    state["rank_rng"] = rank_rng
+                atomic_write(checkpoint, lambda f: torch.save(state, f))
         if stop:
             result.stopped_by = "patience"
             break
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            if parallel is not None:
+                parallel.barrier()  # rank 0 has written the checkpoint: now the ranks stop
             raise InterruptedError(f"stopped after epoch {epoch} on request; resume from {checkpoint}")
+    if not main:
+        return result  # rank 0 tests the best epoch's weights
     model.load_state_dict(best_state)
     t0 = time.perf_counter()
     result.test_ranks = ranks_on(split.test_inputs, split.test_targets)

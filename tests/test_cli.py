@@ -25,6 +25,8 @@ USER_ERRORS = {
                          "--set", "train__epochs"], "--set takes KEY=VALUE"),
     "grid without methods": (["grid", "emkd-ablations", "--profile", "smoke", "--methods", "sasrec"],
                              "grid 'emkd-ablations' does not take --methods"),
+    "--address without ray": (["grid", "baselines", "--profile", "smoke", "--address", "auto"],
+                              "--address is the Ray cluster of --executor ray"),
 }
 
 
@@ -50,6 +52,14 @@ def test_user_errors_are_one_line_and_exit_2(case, env, capsys):
 def test_debug_raises_the_error_itself(env):
     with pytest.raises(ValueError, match="unknown method 'transformer'"):
         cli.main(["--debug", "run", "--profile", "smoke", "--dataset", "beauty", "--method", "transformer"])
+
+
+def test_executor_ray_without_ray_names_the_extra(env, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where Ray is not installed
+    monkeypatch.setattr(cli, "run_grid_ray", lambda *a, **k: pytest.fail("must not start"))
+    assert cli.main(["grid", "baselines", "--profile", "smoke", "--executor", "ray"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "emkd_lib: error: --executor ray needs Ray, an optional extra: pip install -e '.[scale]'"]
 
 
 def run_cli(args, env_dir):

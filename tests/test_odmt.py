@@ -317,3 +317,15 @@ def test_params_reject_bad_values():
     config = profile_config("cpu", "ml-100k-odmt", "sasrec-lf")
     assert isinstance(config.params, odmt.LateFusionParams)
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_item_spaces_are_stored_per_branch():
+    dataset = toy_dataset()
+    seed_everything(0)
+    model, recipe = build_with_features(toy_config(), dataset, synthetic_features())
+    arrays = recipe.analysis(model, None)
+    assert set(arrays) == {"analysis_items_id", "analysis_items_text", "analysis_items_image"}
+    tables = model.items(torch.arange(N_ITEMS + 1))
+    for m in model.branches:
+        np.testing.assert_allclose(arrays[f"analysis_items_{m}"].astype(np.float32), tables[m].detach().numpy(),
+                                   atol=1e-2, rtol=1e-2)

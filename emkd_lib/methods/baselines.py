@@ -55,6 +55,11 @@ def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None) -> t
     return F.cross_entropy(logits, targets[carries_loss] - 1)
 
 
+def next_item_units(windows: torch.Tensor) -> torch.Tensor:
+    """How many terms ``next_item_loss`` averages over: the non-padding inputs."""
+    return (windows[:, :-1] > 0).sum()
+
+
 def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: int,
                generator: torch.Generator | None = None, force_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking rule on a left-padded batch.
@@ -126,6 +131,7 @@ def build_next_item(config, dataset):
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
         analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1),
+        loss_units=next_item_units,
     )
 
 

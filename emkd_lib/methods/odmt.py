@@ -180,6 +180,14 @@ def ensemble_scores(model: MultiModalRecommender, ids: torch.Tensor) -> torch.Te
     return with_padding_column(scores)
 
 
+def item_space_arrays(model: MultiModalRecommender) -> dict[str, np.ndarray]:
+    """Every item's embedding in each user tower's item space, float16
+    (``analysis_items_<branch>``, rows = item ids), for the chapter's gallery
+    of nearest neighbours."""
+    model.eval()
+    return {f"analysis_items_{m}": t.float().cpu().numpy().astype(np.float16) for m, t in model.item_tables().items()}
+
+
 def branches_of(params: ODMTParams, has_image: bool) -> tuple[str, ...]:
     """The branches a run has: ID (unless "w/o ID"), text, image (if the dataset has images)."""
     return (("id",) if params.use_id else ()) + ("text",) + (("image",) if params.use_image and has_image else ())
@@ -215,6 +223,7 @@ def build_with_features(config, dataset, feature_set):
         score=ensemble_scores,
         eval_max_len=data.max_len - 1,
         on_epoch_start=on_epoch_start,
+        analysis=lambda model, split: item_space_arrays(model),
     )
 
 

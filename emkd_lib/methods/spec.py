@@ -30,6 +30,10 @@ class Recipe:
     runs, for methods with state across steps (ramp-ups, prototypes).
     ``analysis``: optional ``(model at its best epoch, split) -> arrays``
     stored with the result for the figures (``emkd_lib.analysis``).
+    ``loss_units``: optional, padded batch -> how many terms its "loss" is the
+    mean of (e.g. its loss-carrying positions). Only data-parallel training
+    reads it (``distributed``): it weighs each process's share of a batch by
+    it, so the averaged gradient is that of the whole batch's mean. None: rows.
     """
 
     make_examples: Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -38,6 +42,7 @@ class Recipe:
     eval_max_len: int
     on_epoch_start: Callable[[int], None] | None = None
     analysis: Callable[[nn.Module, object], dict[str, np.ndarray]] | None = None
+    loss_units: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

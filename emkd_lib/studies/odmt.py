@@ -66,3 +66,37 @@ def dataset_table(datasets=DATASETS) -> pd.DataFrame:
                      "Avg. u": s["avg_actions_per_user"], "Density": 1 - s["sparsity"],
                      "modalities": "ID, text, image" if name.startswith("ml-100k") else "ID, text"})
     return pd.DataFrame(rows).set_index("dataset")
+
+
+def gallery_queries(config, n: int = 4) -> list[int]:
+    """The chapter's gallery items: the ``n`` most frequent training targets
+    that have a poster (fixed by the data, the same for every run)."""
+    import numpy as np
+    from ..data import dataset_spec
+    from ..data.features import item_image_paths
+    from ..runs import run_data
+    dataset, split = run_data(config)
+    counts = np.bincount(np.concatenate([s[1:] for s in split.train]), minlength=dataset.n_items + 1)
+    spec = dataset_spec(config.dataset)
+    posters = item_image_paths(spec.features_from or config.dataset, dataset.n_items)
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if i > 0 and posters[i - 1] is not None]
+    return order[:n]
+
+
+def nearest_items(result, queries, k: int = 3) -> dict[str, dict[int, list[int]]]:
+    """For each branch item space a run stored (``analysis_items_<branch>``):
+    each query item's ``k`` nearest other items by cosine similarity."""
+    import numpy as np
+    out = {}
+    for name, table in result.ranks().items():
+        if not name.startswith("analysis_items_"):
+            continue
+        t = np.asarray(table, dtype=np.float32)
+        t = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
+        neighbours = {}
+        for q in queries:
+            sims = t @ t[q]
+            sims[[0, q]] = -np.inf
+            neighbours[q] = [int(i) for i in np.argsort(-sims, kind="stable")[:k]]
+        out[name.removeprefix("analysis_items_")] = neighbours
+    return out
