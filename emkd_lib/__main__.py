@@ -31,7 +31,7 @@ from .distributed import launch
 from .executors import EXECUTORS, GridOutcome, MissingExtra, import_ray, run_grid_ray
 from .process import configure_process
 from .profiles import profile_config
-from .runs import ensemble_run_or_load, execute, run_grid, stored
+from .runs import add_analysis, ensemble_run_or_load, execute, run_grid, stored
 from .store import StoreError, code_commit, load_result, scan
 from .studies import GRIDS
 
@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ddp", type=int, metavar="N",
                      help="train the one model over N processes (DistributedDataParallel; on cuda, one GPU each)")
     _add_data_options(run)
+
+    analyse = sub.add_parser("analyse", help="add the analysis arrays (figures' embeddings, clusters) to a "
+                                             "stored run, from its saved weights")
+    for name, kwargs in (("--profile", {"choices": PROFILES, "required": True}), ("--dataset", {"required": True}),
+                         ("--method", {"required": True}), ("--encoder", {}), ("--seed", {"type": int, "default": 0}),
+                         ("--set", {"nargs": "+", "metavar": "KEY=VALUE"})):
+        analyse.add_argument(name, **kwargs)
+    _add_data_options(analyse)
 
     grid = sub.add_parser("grid", help="run (or load) a named grid of configurations")
     grid.add_argument("name", choices=sorted(GRIDS))
@@ -183,6 +191,12 @@ def _command(args) -> int:
             print(f"emkd_lib: error: {failure.run} failed: {failure.error}", file=sys.stderr)
         if outcome.failures:
             return 1
+    elif args.command == "analyse":
+        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
+                                **_data_overrides(args), **_parse_sets(args.set))
+        result = add_analysis(config, settings)
+        names = sorted(n for n in result.ranks() if n.startswith("analysis_"))
+        print(f"{result.path.name}: {', '.join(names) if names else 'its method stores no analysis arrays'}")
     elif args.command == "ensemble":
         members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
         result = ensemble_run_or_load(members, device=args.device, settings=settings)

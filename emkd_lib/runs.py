@@ -15,7 +15,7 @@ from . import settings as settings_module
 from .config import RunConfig
 from .data import dataset_files, leave_one_out, load_dataset, subsample_users
 from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
-from .files import atomic_write
+from .files import atomic_write, file_sha256
 from .methods import build_method
 from .methods.baselines import ensemble_scores
 from .store import (code_commit, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
@@ -157,6 +157,38 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     # Not committed (.gitignore): the stored ranks are what the book reads.
     atomic_write(result.path.with_suffix(".pt"), lambda f: torch.save(model.state_dict(), f))
     checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def add_analysis(config: RunConfig, settings=None) -> RunResult:
+    """A stored run's analysis arrays (``Recipe.analysis``), computed from
+    its saved best-epoch weights (the ``.pt`` beside the record) when the run
+    was stored without them, and stored into its record (atomically, with
+    the commit that computed them and the weights' sha256 in
+    ``flags["analysis_added"]``). A run that has them, or whose method
+    stores none, is returned unchanged. The arrays are a deterministic
+    function of the weights and the data, so nothing is retrained."""
+    settings = _settings(settings)
+    result = stored(config, settings)
+    if result is None:
+        raise FileNotFoundError(f"no stored result for {config.label()} on {config.dataset}; run it first")
+    if any(name.startswith("analysis_") for name in result.ranks()):
+        return result
+    dataset, split = run_data(config, settings)
+    seed_everything(config.seed)
+    model, recipe = build_method(config, dataset)
+    if recipe.analysis is None:
+        return result
+    weights = result.path.with_suffix(".pt")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{result.path.name}: its weights {weights.name} are not on this machine "
+                                f"(they are not committed); retrain it to get its analysis arrays")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.eval()
+    result.arrays = {**result.ranks(), **recipe.analysis(model, split)}
+    result.flags = {**result.flags, "analysis_added": {"commit": code_commit(),
+                                                      "weights_sha256": file_sha256(weights)}}
+    store_result(result)
     return result
 
 

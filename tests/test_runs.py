@@ -207,3 +207,27 @@ def test_cpu_profile_waits_for_min_steps_before_patience_counts():
             assert (c.train.min_steps, c.train.patience) == (1500, 5)
             assert c.train.patience < c.train.epochs
     assert profile_config("smoke", "beauty", "sasrec").train.min_steps == 0
+
+
+def test_analysis_arrays_are_recomputed_bitwise_from_the_saved_weights(env):
+    config = tiny_config()
+    first = runs.run_or_load(config, device="cpu", progress=False)
+    original = {k: v for k, v in first.ranks().items() if k.startswith("analysis_")}
+    assert {"analysis_users", "analysis_embeddings", "analysis_target_embeddings"} <= set(original)
+    # a run stored before its method kept analysis arrays
+    first.arrays = {k: v for k, v in first.ranks().items() if not k.startswith("analysis_")}
+    store.store_result(first)
+    added = runs.add_analysis(config)
+    for name, array in original.items():
+        assert np.array_equal(added.ranks()[name], array), name
+    reloaded = runs.stored(config)
+    assert set(reloaded.ranks()) == set(original) | {"test_ranks", "valid_ranks"}
+    assert reloaded.flags["analysis_added"]["weights_sha256"] == store.file_sha256(first.path.with_suffix(".pt"))
+    np.testing.assert_array_equal(reloaded.test_ranks, first.test_ranks)
+    # without the weights: a clear error, and the stored result is untouched
+    first.arrays = {k: v for k, v in reloaded.ranks().items() if not k.startswith("analysis_")}
+    store.store_result(first)
+    first.path.with_suffix(".pt").unlink()
+    with pytest.raises(FileNotFoundError, match="not committed"):
+        runs.add_analysis(config)
+    assert runs.stored(config).test_metrics == first.test_metrics
