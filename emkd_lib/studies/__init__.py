@@ -11,4 +11,14 @@ GRIDS = {"baselines": baselines.baseline_grid, "emkd-ablations": emkd.ablation_g
          "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
          "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid}
 
-__all__ = ["GRIDS", "baselines", "emkd", "odmt", "s4rec"]
+# Which grids each chapter shows (the performance chapter's budget).
+CHAPTER_GRIDS = {
+    "01 baselines": ("baselines",),
+    "03 EMKD main results": ("emkd-main",),
+    "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
+    "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations"),
+    "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
+    "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity"),
+}
+
+__all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "s4rec"]

@@ -1,0 +1,116 @@
+"""The performance chapter's tables: what the study costs (from the store)
+and what the benchmarks measured (from their committed outputs)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..runs import results_for
+from .tables import method_label
+
+# One result line of benchmarks/train_throughput.py, e.g.
+# "sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches),
+#  52.1 GFLOP/s = 31.1% of peak"
+_LINE = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]:\s+(?P<rate>[\d.]+) sequences/s,\s+"
+                   r"(?P<epoch>[\d.]+) s/epoch .*?(?P<gflops>[\d.]+) GFLOP/s = (?P<share>[\d.]+)% of peak")
+_PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s")
+
+
+def _threads(machine: str) -> int:
+    m = re.search(r"threads (\d+)", machine or "")
+    return int(m.group(1)) if m else 1
+
+
+def study_budget(chapter_grids: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per chapter: its runs (distinct run keys over its grids), how many are
+    stored, their recorded training + evaluation hours and CPU-hours (wall
+    time x the run's torch threads), and the chapter's runs not stored yet."""
+    rows, seen = [], set()
+    for chapter, grids in chapter_grids.items():
+        runs = {}
+        for grid in grids:
+            for label, r in results_for(grid).items():
+                key = r.key if r is not None else ("missing", chapter, label)
+                runs.setdefault(key, r)
+        stored = [r for r in runs.values() if r is not None]
+        fresh = [r for r in stored if r.key not in seen]   # a run shared with an earlier chapter counts there
+        seen.update(r.key for r in stored)
+        wall = sum(r.train_seconds + r.eval_seconds for r in fresh)
+        cpu = sum((r.train_seconds + r.eval_seconds) * _threads(r.provenance.get("machine", "")) for r in fresh)
+        rows.append({"chapter": chapter, "runs": len(runs), "stored": len(stored),
+                     "hours (new runs)": wall / 3600, "CPU-hours (new runs)": cpu / 3600,
+                     "not stored yet": len(runs) - len(stored)})
+    table = pd.DataFrame(rows).set_index("chapter")
+    table.loc["total"] = table.sum(numeric_only=True)
+    return table
+
+
+def stored_throughput(results) -> pd.DataFrame:
+    """Per stored run: seconds per training epoch and training windows per
+    second, as recorded while the campaign ran (``--threads 1``, often
+    beside other runs on the same two cores: a floor, not a benchmark)."""
+    rows = []
+    for r in results:
+        epochs = max(len(r.history), 1)
+        examples = r.provenance.get("examples_per_epoch")
+        rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
+                     "threads": _threads(r.provenance.get("machine", "")), "epochs": epochs,
+                     "s / epoch": r.train_seconds / epochs,
+                     "windows / s": examples * epochs / r.train_seconds if examples and r.train_seconds else np.nan})
+    if not rows:
+        return pd.DataFrame({"status": ["nothing stored yet"]})
+    return pd.DataFrame(rows).set_index(["dataset", "method"]).sort_index()
+
+
+def benchmark_table(paths) -> pd.DataFrame:
+    """The result lines of committed ``train_throughput.py`` outputs
+    (``benchmarks/measured-*.txt``): per file and command, each method's
+    sequences/s, s/epoch, useful GFLOP/s and share of the measured fp32 peak.
+    The file's first line names its date, commit and machine."""
+    rows = []
+    for path in sorted(Path(p) for p in paths):
+        lines = path.read_text().splitlines()
+        header = lines[0].lstrip("# ").strip() if lines else ""
+        command, peak = "", np.nan
+        for line in lines:
+            if line.startswith("$ "):
+                command = line[2:].replace("python benchmarks/train_throughput.py", "").strip()
+            elif (m := _PEAK.search(line)):
+                peak = float(m.group("peak"))
+            elif (m := _LINE.match(line.strip())):
+                rows.append({"file": path.name, "options": command, "method": m.group("method"),
+                             "dataset": m.group("dataset"), "profile": m.group("profile"),
+                             "sequences / s": float(m.group("rate")), "s / epoch": float(m.group("epoch")),
+                             "GFLOP/s": float(m.group("gflops")), "% of fp32 peak": float(m.group("share")),
+                             "peak GFLOP/s": peak, "recorded": header})
+    if not rows:
+        return pd.DataFrame({"status": ["no benchmark output committed"]})
+    return pd.DataFrame(rows)
+
+
+# Issue targets: useful FLOP/s as a share of the measured fp32 peak.
+TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
+
+
+def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
+    """Per method with a target: the best share of peak any committed
+    benchmark output measured (cpu profile, the library's default options),
+    the target, and whether it is met."""
+    rows = []
+    if "method" not in benchmarks.columns:
+        return pd.DataFrame({"status": ["no benchmark output committed"]})
+    for method, target in targets.items():
+        part = benchmarks[(benchmarks["method"] == method) & (benchmarks["profile"] == "cpu")
+                          & ~benchmarks["options"].str.contains("--malloc-default", regex=False)]
+        if part.empty:
+            rows.append({"method": method, "target % of peak": target, "measured % of peak": np.nan,
+                         "met": "not measured"})
+            continue
+        best = part.loc[part["% of fp32 peak"].idxmax()]
+        rows.append({"method": method, "target % of peak": target, "measured % of peak": best["% of fp32 peak"],
+                     "s / epoch": best["s / epoch"], "measured in": best["file"],
+                     "met": "yes" if best["% of fp32 peak"] >= target else "no"})
+    return pd.DataFrame(rows).set_index("method")
