@@ -53,7 +53,9 @@ MAX_SCREENSHOT_HEIGHT = 16000
 # list of [kind, detail]. Kept in one script so a page costs one round trip.
 PAGE_CHECKS_JS = r"""
 const problems = [];
-const short = (s, n = 70) => { s = (s || '').replace(/\s+/g, ' ').trim(); return s.length > n ? s.slice(0, n) + '…' : s; };
+// Cut by code points: MathJax's text holds astral characters (math italic), and a
+// cut surrogate pair is a string the driver cannot hand back.
+const short = (s, n = 70) => { s = (s || '').replace(/\s+/g, ' ').trim(); const a = Array.from(s); return a.length > n ? a.slice(0, n).join('') + '…' : s; };
 const describe = (el) => {
   let d = el.tagName.toLowerCase();
   if (el.id) d += '#' + el.id;
