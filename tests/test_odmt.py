@@ -329,3 +329,31 @@ def test_item_spaces_are_stored_per_branch():
     for m in model.branches:
         np.testing.assert_allclose(arrays[f"analysis_items_{m}"].astype(np.float32), tables[m].detach().numpy(),
                                    atol=1e-2, rtol=1e-2)
+
+
+
+def test_fdsa_fuses_an_item_and_a_feature_stream_and_trains():
+    from emkd_lib.methods.odmt import build_fdsa_with_features
+    dataset = toy_dataset()
+    seed_everything(0)
+    config = toy_config("fdsa")
+    model, recipe = build_fdsa_with_features(config, dataset, synthetic_features())
+    windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
+    terms = recipe.loss(model, windows, None)
+    assert set(terms) == {"loss"} and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert model.feature_stream.blocks[0].qkv.weight.grad.abs().sum() > 0   # the feature stream learns
+    assert model.image_proj.weight.grad.abs().sum() > 0
+    # the feature of an item is a convex combination of its projected text and image vectors
+    items = torch.tensor([1, 2])
+    tables = model.item_embeddings(items)
+    f = model.features
+    text, image = model.text_proj(f.text_pooled[items]), model.image_proj(f.image_pooled[items])
+    w = torch.softmax(model.feature_attention(torch.stack([text, image], 1)), dim=1)
+    torch.testing.assert_close(tables["features"], (w * torch.stack([text, image], 1)).sum(1))
+    model.eval()
+    ids = torch.as_tensor(pad_left([s[:-1] for s in dataset.sequences[:2]], 7))
+    all_tables = model.item_tables()
+    h = model.fuse(torch.cat([model.item_stream(all_tables["fdsa"][ids], ids),
+                              model.feature_stream(all_tables["features"][ids], ids)], -1))[:, -1]
+    torch.testing.assert_close(recipe.score(model, ids)[:, 1:], h @ all_tables["fdsa"][1:].T)

@@ -1,7 +1,8 @@
 """ODMT (Ji et al., MM 2023): ID, text and image branches over one
 ID-aware multi-modal transformer, trained with a debiased in-batch loss and
 online distillation; and the multi-modal baselines it is measured against,
-SASRec+EF (early fusion) and SASRec+LF (late fusion), from the same parts.
+SASRec+EF (early fusion) and SASRec+LF (late fusion), from the same parts,
+and FDSA with content features (``models.multimodal.FDSARecommender``).
 
 One step, on a batch of training windows (B, T) (one window per user under
 ODMT's protocol, ``ml-100k-odmt`` / ``beauty-odmt``):
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import losses
-from ..models.multimodal import ItemFeatures, MultiModalRecommender
+from ..models.multimodal import FDSARecommender, ItemFeatures, MultiModalRecommender
 from ..typed import bound, check_fields
 from .baselines import with_padding_column
 from .spec import MethodSpec, Recipe
@@ -89,6 +90,20 @@ class EarlyFusionParams(ODMTParams):
 
     fusion: str = bound("early", choices=FUSIONS)
     item_tower: str = bound("separate", choices=("imt", "separate"))
+
+
+@dataclass(frozen=True)
+class FDSAParams:
+    """FDSA with content features: ``use_image`` adds the image vector to the
+    text vector in its feature stream (the paper's FDSA uses both, Sec. 4.4).
+    It trains on the same debiased in-batch loss as the others (its one
+    tower's loss: ``fusion`` is a constant, not a field)."""
+
+    use_image: bool = True
+    fusion = "late"
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 # Table 3's variants of ODMT, as params changes (the chapter's ablation grid).
@@ -227,6 +242,27 @@ def build_with_features(config, dataset, feature_set):
     )
 
 
+def build_fdsa(config, dataset):
+    from ..data.features import features_of  # the multimodal extra is needed only here
+    return build_fdsa_with_features(config, dataset, features_of(config.dataset, progress=True))
+
+
+def build_fdsa_with_features(config, dataset, feature_set):
+    """FDSA's model and recipe on given item features; the loss and scoring are ODMT's (one tower)."""
+    params, enc, data = config.params, config.encoder_config, config.data
+    features = feature_set if isinstance(feature_set, ItemFeatures) else \
+        ItemFeatures.from_feature_set(feature_set, dataset.n_items)
+    model = FDSARecommender(dataset.n_items, data.max_len, features, params.use_image, hidden=enc.hidden,
+                            n_blocks=enc.n_blocks, n_heads=enc.n_heads, dropout=enc.dropout)
+    log_pop = training_log_popularity([s[:-2] for s in dataset.sequences], dataset.n_items)
+    return model, Recipe(
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
+        loss=lambda model, windows, gen: odmt_loss(model, windows, params, log_pop, 0.0),
+        score=ensemble_scores,
+        eval_max_len=data.max_len - 1,
+    )
+
+
 def _defaults(profile: str, dataset: str) -> dict:
     # The batch of 128 is the protocol's (profiles._DATASET), for every method
     # of ODMT's tables; the IMT's two layers and heads are the params' defaults.
@@ -245,3 +281,6 @@ SPECS = {
                                          "embeddings into one SASRec"),
     )
 }
+SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasrec",), build=build_fdsa,
+                           profile_defaults=_defaults,
+                           description="FDSA: item and feature self-attention streams, with text and image features")

@@ -257,7 +257,31 @@ class UserTower(nn.Module):
         return self.ln_out(x)
 
 
-class MultiModalRecommender(nn.Module):
+class ItemTableCache:
+    """Evaluation scores every item, so every item's embeddings (``item_tables``)
+    are computed once per evaluation and dropped when the model trains again."""
+
+    _item_tables: dict | None = None
+
+    def train(self, mode: bool = True):
+        self._item_tables = None  # the cached evaluation tables go stale once weights move
+        return super().train(mode)
+
+    @torch.no_grad()
+    def item_tables(self, chunk: int = 512) -> dict[str, torch.Tensor]:
+        """``item_embeddings`` of every item (rows 0..n), cached while in eval mode."""
+        if self._item_tables is None or self.training:
+            device = next(self.parameters()).device
+            ids = torch.arange(self.n_items + 1, device=device)
+            parts = [self.item_embeddings(ids[i:i + chunk]) for i in range(0, len(ids), chunk)]
+            tables = {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
+            if self.training:
+                return tables
+            self._item_tables = tables
+        return self._item_tables
+
+
+class MultiModalRecommender(ItemTableCache, nn.Module):
     """The item tower, and one user tower per branch (late fusion and ODMT)
     or one over the branches' averaged item embeddings (early fusion)."""
 
@@ -270,11 +294,6 @@ class MultiModalRecommender(nn.Module):
                                id_mask, id_init)
         users = ("fused",) if early_fusion else branches
         self.users = nn.ModuleDict({m: UserTower(max_len, hidden, n_blocks, n_heads, dropout) for m in users})
-        self._item_tables: dict[str, torch.Tensor] | None = None
-
-    def train(self, mode: bool = True):
-        self._item_tables = None  # the cached evaluation tables go stale once weights move
-        return super().train(mode)
 
     def item_embeddings(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """{user tower: item embeddings (N, d)}: the branches', or their mean for early fusion."""
@@ -283,23 +302,53 @@ class MultiModalRecommender(nn.Module):
             return {"fused": torch.stack([tables[m] for m in self.branches]).mean(0)}
         return tables
 
-    @torch.no_grad()
-    def item_tables(self, chunk: int = 512) -> dict[str, torch.Tensor]:
-        """Every item's embeddings (rows 0..n), computed once per evaluation
-        (cached while the model stays in eval mode)."""
-        if self._item_tables is None or self.training:
-            device = next(self.parameters()).device
-            ids = torch.arange(self.n_items + 1, device=device)
-            parts = [self.item_embeddings(ids[i:i + chunk]) for i in range(0, len(ids), chunk)]
-            tables = {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
-            if self.training:
-                return tables
-            self._item_tables = tables
-        return self._item_tables
-
     def branch_states(self, ids: torch.Tensor, tables: dict[str, torch.Tensor], inverse: torch.Tensor | None = None
                       ) -> dict[str, torch.Tensor]:
         """{user tower: H (B, T, d)} of ``ids`` (B, T); ``tables`` rows are
         items, or distinct items indexed by ``inverse`` (B, T)."""
         index = ids if inverse is None else inverse
         return {m: tower(tables[m][index], ids) for m, tower in self.users.items()}
+
+
+class FDSARecommender(ItemTableCache, nn.Module):
+    """FDSA (Zhang et al., IJCAI 2019) with content features, as ODMT's
+    baseline: a self-attention stream over the items' ID embeddings and one
+    over their feature vectors (each item's text and image vectors,
+    projected and combined by vanilla attention, FDSA's feature
+    aggregation), the two last states concatenated and mapped to d, scored
+    against the ID embeddings. One user tower, named "fdsa"."""
+
+    def __init__(self, n_items: int, max_len: int, features: ItemFeatures, use_image: bool, hidden: int,
+                 n_blocks: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_items, self.features = n_items, features
+        self.use_image = use_image and features.has_image
+        self.id_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.text_proj = nn.Linear(features.text_pooled.shape[1], hidden)
+        if self.use_image:
+            self.image_proj = nn.Linear(features.image_pooled.shape[1], hidden)
+        self.feature_attention = nn.Linear(hidden, 1)
+        self.item_stream = UserTower(max_len, hidden, n_blocks, n_heads, dropout)
+        self.feature_stream = UserTower(max_len, hidden, n_blocks, n_heads, dropout)
+        self.fuse = nn.Linear(2 * hidden, hidden)
+        self.apply(_init_weights)
+
+    def item_embeddings(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"fdsa": ID embeddings (N, d), "features": aggregated feature vectors (N, d)}."""
+        f = self.features
+        if f.text_pooled.device != self.id_embedding.weight.device:
+            self.features = f = f.to(self.id_embedding.weight.device)
+        parts = [self.text_proj(f.text_pooled[items])]
+        if self.use_image:
+            image = self.image_proj(f.image_pooled[items])
+            parts.append(torch.where(f.image_present[items][:, None], image, torch.zeros_like(image)))
+        stacked = torch.stack(parts, 1)                                        # (N, F, d)
+        weights = torch.softmax(self.feature_attention(stacked), dim=1)        # vanilla attention over features
+        return {"fdsa": self.id_embedding(items), "features": (weights * stacked).sum(1)}
+
+    def branch_states(self, ids: torch.Tensor, tables: dict[str, torch.Tensor], inverse: torch.Tensor | None = None
+                      ) -> dict[str, torch.Tensor]:
+        index = ids if inverse is None else inverse
+        items = self.item_stream(tables["fdsa"][index], ids)
+        feats = self.feature_stream(tables["features"][index], ids)
+        return {"fdsa": self.fuse(torch.cat([items, feats], -1))}
