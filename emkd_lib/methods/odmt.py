@@ -208,16 +208,26 @@ def branches_of(params: ODMTParams, has_image: bool) -> tuple[str, ...]:
     return (("id",) if params.use_id else ()) + ("text",) + (("image",) if params.use_image and has_image else ())
 
 
-def build_multimodal(config, dataset):
-    from ..data.features import features_of  # the multimodal extra is needed only here
-    return build_with_features(config, dataset, features_of(config.dataset, progress=True))
+def on_item_features(builder):
+    """A spec's ``build``: the dataset's cached item features (the multimodal
+    extra is needed only here), then ``builder(config, dataset, features)``."""
+    def build(config, dataset):
+        from ..data.features import features_of
+        return builder(config, dataset, features_of(config.dataset, progress=True))
+    return build
+
+
+def _inputs(dataset, feature_set) -> tuple[ItemFeatures, torch.Tensor]:
+    """Item features as tensors (from a ``FeatureSet`` or as given) and Eq. 6's log popularity."""
+    features = feature_set if isinstance(feature_set, ItemFeatures) else \
+        ItemFeatures.from_feature_set(feature_set, dataset.n_items)
+    return features, training_log_popularity([s[:-2] for s in dataset.sequences], dataset.n_items)
 
 
 def build_with_features(config, dataset, feature_set):
     """The model and recipe on given item features (``FeatureSet`` or ``ItemFeatures``)."""
     params, enc, data = config.params, config.encoder_config, config.data
-    features = feature_set if isinstance(feature_set, ItemFeatures) else \
-        ItemFeatures.from_feature_set(feature_set, dataset.n_items)
+    features, log_pop = _inputs(dataset, feature_set)
     branches = branches_of(params, features.has_image)
     if params.id_init == "image" and "image" not in branches:
         raise ValueError(f"ODMTParams: id_init='image' on {config.dataset!r}, which has no image branch")
@@ -226,7 +236,6 @@ def build_with_features(config, dataset, feature_set):
         hidden=enc.hidden, n_blocks=enc.n_blocks, n_heads=enc.n_heads, dropout=enc.dropout,
         item_layers=params.item_layers, item_heads=params.item_heads, joint=params.item_tower == "imt",
         id_mask=params.id_mask, id_init=params.id_init)
-    log_pop = training_log_popularity([s[:-2] for s in dataset.sequences], dataset.n_items)
     schedule = {"weight": rampup_weight(0, params.rampup_epochs)}
 
     def on_epoch_start(epoch: int) -> None:   # the loop counts epochs from 1, Eq. 10 from 0
@@ -242,19 +251,12 @@ def build_with_features(config, dataset, feature_set):
     )
 
 
-def build_fdsa(config, dataset):
-    from ..data.features import features_of  # the multimodal extra is needed only here
-    return build_fdsa_with_features(config, dataset, features_of(config.dataset, progress=True))
-
-
 def build_fdsa_with_features(config, dataset, feature_set):
     """FDSA's model and recipe on given item features; the loss and scoring are ODMT's (one tower)."""
     params, enc, data = config.params, config.encoder_config, config.data
-    features = feature_set if isinstance(feature_set, ItemFeatures) else \
-        ItemFeatures.from_feature_set(feature_set, dataset.n_items)
+    features, log_pop = _inputs(dataset, feature_set)
     model = FDSARecommender(dataset.n_items, data.max_len, features, params.use_image, hidden=enc.hidden,
                             n_blocks=enc.n_blocks, n_heads=enc.n_heads, dropout=enc.dropout)
-    log_pop = training_log_popularity([s[:-2] for s in dataset.sequences], dataset.n_items)
     return model, Recipe(
         make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
         loss=lambda model, windows, gen: odmt_loss(model, windows, params, log_pop, 0.0),
@@ -270,7 +272,8 @@ def _defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {
-    name: MethodSpec(name=name, params_type=params_type, encoders=("sasrec",), build=build_multimodal,
+    name: MethodSpec(name=name, params_type=params_type, encoders=("sasrec",),
+                     build=on_item_features(build_with_features),
                      profile_defaults=_defaults, description=description)
     for name, params_type, description in (
         ("odmt", ODMTParams, "ODMT: ID/text/image branches over an ID-aware multi-modal transformer, "
@@ -281,6 +284,7 @@ SPECS = {
                                          "embeddings into one SASRec"),
     )
 }
-SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasrec",), build=build_fdsa,
+SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasrec",),
+                           build=on_item_features(build_fdsa_with_features),
                            profile_defaults=_defaults,
                            description="FDSA: item and feature self-attention streams, with text and image features")
