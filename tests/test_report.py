@@ -195,12 +195,8 @@ def test_verdict_within_ten_percent(ours, quoted, expected):
 
 
 def test_scorecard_sets_ours_beside_the_quoted_csv_and_counts_verdicts(tmp_path, monkeypatch):
-    pd = pytest.importorskip("pandas")
-    rows = [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.05),
-            ("toys", "SASRec", "NDCG@10", 0.04), ("toys", "EMKD", "NDCG@10", 0.04)]
-    pd.DataFrame([{"paper": "X", "table": 3, "dataset": d, "method": m, "metric": k, "value": v}
-                  for d, m, k, v in rows]).to_csv(tmp_path / "x.csv", index=False)
-    monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+    _papers_csv(tmp_path, monkeypatch, [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.05),
+                                        ("toys", "SASRec", "NDCG@10", 0.04), ("toys", "EMKD", "NDCG@10", 0.04)])
     good = fake_run([0] * 10 + [30] * 10, "sasrec")          # NDCG@10 = 0.5
     cells = reproduction_cells("X", 3, {("beauty", "SASRec"): [good, good], ("beauty", "EMKD"): None,
                                         ("toys", "SASRec"): good, ("toys", "EMKD"): []}, ("NDCG@10",))
@@ -252,13 +248,17 @@ def test_equal_time_table_reads_each_curve_at_the_shortest_total_time():
 
 # --- setting differences, the scorecard figure, narrative helpers ----------
 
-def _tiny_papers(tmp_path, monkeypatch):
+def _papers_csv(tmp_path, monkeypatch, rows, paper="X", table=3):
+    """A papers folder holding one tidy table of (dataset, method, metric, value) rows."""
     pd = pytest.importorskip("pandas")
-    rows = [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.0594),
-            ("toys", "EMKD", "NDCG@10", 0.0622)]
-    pd.DataFrame([{"paper": "X", "table": 3, "dataset": d, "method": m, "metric": k, "value": v}
-                  for d, m, k, v in rows]).to_csv(tmp_path / "x.csv", index=False)
+    pd.DataFrame([{"paper": paper, "table": table, "dataset": d, "method": m, "metric": k, "value": v}
+                  for d, m, k, v in rows]).to_csv(tmp_path / f"{paper.lower()}.csv", index=False)
     monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+
+
+def _tiny_papers(tmp_path, monkeypatch):
+    _papers_csv(tmp_path, monkeypatch, [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.0594),
+                                        ("toys", "EMKD", "NDCG@10", 0.0622)])
 
 
 def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
@@ -371,13 +371,10 @@ def test_ensemble_found_leaves_out_a_gain_over_a_zero_single_model():
 
 
 def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path, monkeypatch):
-    pd = pytest.importorskip("pandas")
     from emkd_lib.report import gain_found, gains_beside_paper
-    rows = [("arts", "ODMT", "NDCG@10", 0.0787), ("arts", "SASRec+LF", "NDCG@10", 0.0709),
-            ("stream", "ODMT", "NDCG@10", 0.0672), ("stream", "SASRec+LF", "NDCG@10", 0.0607)]
-    pd.DataFrame([{"paper": "ODMT", "table": 2, "dataset": d, "method": m, "metric": k, "value": v}
-                  for d, m, k, v in rows]).to_csv(tmp_path / "odmt.csv", index=False)
-    monkeypatch.setenv("EMKD_PAPERS_DIR", str(tmp_path))
+    _papers_csv(tmp_path, monkeypatch, [("arts", "ODMT", "NDCG@10", 0.0787), ("arts", "SASRec+LF", "NDCG@10", 0.0709),
+                                        ("stream", "ODMT", "NDCG@10", 0.0672), ("stream", "SASRec+LF", "NDCG@10", 0.0607)],
+                paper="ODMT", table=2)
     # rank 0 -> NDCG 1, rank 1 -> 1/log2(3): ODMT better on half the users
     runs = [fake_run([0] * 30 + [1] * 30, "odmt", dataset="ml-100k-odmt"),
             fake_run([1] * 60, "sasrec-lf", dataset="ml-100k-odmt")]
