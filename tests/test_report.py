@@ -257,8 +257,8 @@ def _papers_csv(tmp_path, monkeypatch, rows, paper="X", table=3):
 
 
 def _tiny_papers(tmp_path, monkeypatch):
-    _papers_csv(tmp_path, monkeypatch, [("beauty", "SASRec", "NDCG@10", 0.05), ("beauty", "EMKD", "NDCG@10", 0.0594),
-                                        ("toys", "EMKD", "NDCG@10", 0.0622)])
+    _papers_csv(tmp_path, monkeypatch, [("beauty", "SASRec", "NDCG@10", 0.05),
+                                        ("beauty", "EMKD", "NDCG@10", 0.0594), ("toys", "EMKD", "NDCG@10", 0.0622)])
 
 
 def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
@@ -372,9 +372,10 @@ def test_ensemble_found_leaves_out_a_gain_over_a_zero_single_model():
 
 def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path, monkeypatch):
     from emkd_lib.report import gain_found, gains_beside_paper
-    _papers_csv(tmp_path, monkeypatch, [("arts", "ODMT", "NDCG@10", 0.0787), ("arts", "SASRec+LF", "NDCG@10", 0.0709),
-                                        ("stream", "ODMT", "NDCG@10", 0.0672), ("stream", "SASRec+LF", "NDCG@10", 0.0607)],
-                paper="ODMT", table=2)
+    _papers_csv(tmp_path, monkeypatch, [("arts", "ODMT", "NDCG@10", 0.0787),
+                                        ("arts", "SASRec+LF", "NDCG@10", 0.0709),
+                                        ("stream", "ODMT", "NDCG@10", 0.0672),
+                                        ("stream", "SASRec+LF", "NDCG@10", 0.0607)], paper="ODMT", table=2)
     # rank 0 -> NDCG 1, rank 1 -> 1/log2(3): ODMT better on half the users
     runs = [fake_run([0] * 30 + [1] * 30, "odmt", dataset="ml-100k-odmt"),
             fake_run([1] * 60, "sasrec-lf", dataset="ml-100k-odmt")]
