@@ -391,3 +391,10 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     # nothing run: a status row, and a sentence saying so
     empty = gains_beside_paper([], "ODMT", 2, "Nope", "SASRec+LF", metrics=("NDCG@10",))
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
+
+
+def test_distinct_runs_keeps_each_stored_run_once_under_its_first_label():
+    from emkd_lib.report import distinct_runs
+    a, b = fake_run([0] * 5, "sasrec"), fake_run([1] * 5, "emkd")
+    out = distinct_runs({"K=128": a, "alpha=0.01": a, "alpha=0.1": b, "beta=1": None, "lam=1": a})
+    assert list(out) == ["K=128", "alpha=0.1", "beta=1"] and out["beta=1"] is None

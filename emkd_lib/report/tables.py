@@ -247,6 +247,21 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"
 
 
+def distinct_runs(runs: dict) -> dict:
+    """``label -> run`` with each stored run once, under its first label: in a
+    sweep, a value equal to the default is the same run (the same key) as the
+    reference, and comparing it with itself would count as a test. Runs not
+    stored yet (None) are kept."""
+    out, keys = {}, set()
+    for label, r in runs.items():
+        if r is not None and r.key in keys:
+            continue
+        out[label] = r
+        if r is not None:
+            keys.add(r.key)
+    return out
+
+
 def pending_line(runs: dict) -> str:
     """One line: how many of a grid's runs are stored, and which are not yet."""
     missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]
