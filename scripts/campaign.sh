@@ -24,10 +24,15 @@ else
 fi
 cache=${EMKD_CACHE_DIR:-$HOME/.cache/emkd-book}
 tree=$cache/campaign/$commit
-if [ ! -d "$tree" ]; then
-  mkdir -p "$cache/campaign"
-  git worktree add --detach "$tree" "$commit" >/dev/null
-fi
+mkdir -p "$cache/campaign"
+# Chains started together race to create the same worktree: one creates it
+# under the lock, the others find it.
+(
+  flock 9
+  if [ ! -d "$tree" ]; then
+    git worktree add --detach "$tree" "$commit" >/dev/null
+  fi
+) 9>"$cache/campaign/.lock"
 export PYTHONPATH=$tree EMKD_RESULTS_DIR=${EMKD_RESULTS_DIR:-$repo/results}
 cd "$tree"
 exec "$repo/.venv/bin/python" -m emkd_lib --threads "${THREADS:-1}" "$@"
