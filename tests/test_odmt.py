@@ -14,7 +14,8 @@ from emkd_lib.batching import pad_left
 from emkd_lib.config import RunConfig
 from emkd_lib.data import SequenceDataset, leave_one_out
 from emkd_lib.methods import odmt
-from emkd_lib.methods.odmt import (TABLE3_ABLATIONS, ODMTParams, build_with_features, in_batch_candidates,
+from emkd_lib.methods.odmt import (TABLE3_ABLATIONS, ODMTParams, build_single_input_with_features,
+                                   build_with_features, in_batch_candidates,
                                    rampup_weight, training_log_popularity)
 from emkd_lib.models.multimodal import ItemFeatures, ItemTower, id_position, imt_attention_mask
 from emkd_lib.profiles import profile_config
@@ -278,6 +279,73 @@ def test_distill_total_is_ce_plus_rampup_times_kl():
     ce = terms["ce_id"] + terms["ce_text"] + terms["ce_image"]
     kl = terms["kl_id"] + terms["kl_text"] + terms["kl_image"]
     torch.testing.assert_close(terms["loss"], ce + rampup_weight(5, 20) * kl)
+
+
+def test_independent_fusion_is_the_branches_ce_without_kl():
+    """Table 4's "None": the same branches and inference, the distillation weight 0."""
+    dataset = toy_dataset()
+    windows = None
+    totals = {}
+    for fusion in ("independent", "distill"):
+        seed_everything(0)
+        model, recipe = build_with_features(toy_config(fusion=fusion), dataset, synthetic_features())
+        model.eval()
+        if windows is None:
+            windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
+        recipe.on_epoch_start(30)                  # past the ramp-up: w = 1
+        terms = recipe.loss(model, windows, None)
+        totals[fusion] = terms
+    independent, distill = totals["independent"], totals["distill"]
+    assert not any(k.startswith("kl_") for k in independent)
+    torch.testing.assert_close(independent["loss"], independent["ce_id"] + independent["ce_text"]
+                               + independent["ce_image"])
+    for m in ("id", "text", "image"):              # same init, same batch: the same CE terms
+        torch.testing.assert_close(independent[f"ce_{m}"], distill[f"ce_{m}"])
+    assert distill["loss"] > independent["loss"] + 1e-6
+
+
+@pytest.mark.parametrize("input_type", ["id", "text", "image"])
+def test_single_input_has_one_branch_and_its_own_loss(input_type):
+    dataset = toy_dataset()
+    seed_everything(0)
+    config = toy_config("sasrec-single", input=input_type)
+    model, recipe = build_single_input_with_features(config, dataset, synthetic_features())
+    assert model.branches == (input_type,)
+    model.eval()
+    windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
+    terms = recipe.loss(model, windows, None)
+    rows, labels, targets, excluded = in_batch_candidates(windows)
+    tables = model.items(torch.arange(N_ITEMS + 1))[input_type]
+    states = model.users[input_type](tables[windows[:, :-1]], windows[:, :-1])[rows]
+    log_pop = odmt.training_log_popularity([s[:-2] for s in dataset.sequences], N_ITEMS)
+    logits = losses.debiased_in_batch_logits(states, tables[targets], log_pop[targets], excluded)
+    torch.testing.assert_close(terms["loss"], F.cross_entropy(logits, labels))
+    terms["loss"].backward()
+    used = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith(f"users.{input_type}") for n in used)
+    if input_type == "id":                         # the features never reach an ID-only model
+        assert not any("text" in n or "image" in n for n in used)
+
+
+def test_single_input_id_scores_do_not_depend_on_the_features():
+    dataset = toy_dataset()
+    ids = torch.as_tensor(pad_left([s[:-1] for s in dataset.sequences[:3]], 7))
+    scores = []
+    for seed in (0, 1):
+        seed_everything(0)
+        model, recipe = build_single_input_with_features(toy_config("sasrec-single", input="id"), dataset,
+                                                         synthetic_features(seed=seed))
+        model.eval()
+        scores.append(recipe.score(model, ids))
+    torch.testing.assert_close(scores[0], scores[1])
+
+
+def test_single_image_input_on_a_text_only_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="no images"):
+        build_single_input_with_features(toy_config("sasrec-single", input="image"), toy_dataset(),
+                                         synthetic_features(image=False))
+    with pytest.raises(ValueError, match="input"):
+        odmt.SingleInputParams(input="audio")
 
 
 def test_scores_are_the_mean_of_the_branch_scores():

@@ -398,3 +398,18 @@ def test_distinct_runs_keeps_each_stored_run_once_under_its_first_label():
     a, b = fake_run([0] * 5, "sasrec"), fake_run([1] * 5, "emkd")
     out = distinct_runs({"K=128": a, "alpha=0.01": a, "alpha=0.1": b, "beta=1": None, "lam=1": a})
     assert list(out) == ["K=128", "alpha=0.1", "beta=1"] and out["beta=1"] is None
+
+
+def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
+    from emkd_lib.report import curves_found
+
+    def run(losses, valid):
+        return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": v} for l, v in zip(losses, valid)])
+
+    runs = {"id": run([5.0, 3.0], [0.05, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
+    (line,) = curves_found(runs, "Figure 2")
+    assert "lowest final training loss is id's (3.000; text 4.000)" in line
+    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line and line.endswith("not the same run")
+    runs["text"] = run([5.0, 2.0], [0.05, 0.07])
+    assert curves_found(runs, "F")[0].endswith(": the same run")
+    assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]

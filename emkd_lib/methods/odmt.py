@@ -17,8 +17,9 @@ ODMT's protocol, ``ml-100k-odmt`` / ``beauty-odmt``):
 - ``fusion="distill"`` (ODMT): L_ce = sum over branches of Eq. 5 (Eq. 7-8),
   plus w(epoch) times Eq. 9's KL terms (Eq. 10); ``"late"`` (SASRec+LF and
   the "w/o online distillation" ablation): Eq. 5 on the branches' mean
-  logits; ``"early"`` (SASRec+EF): one user tower over the branches' mean
-  item embedding.
+  logits; ``"independent"`` (Table 4's "None": the distillation weight 0):
+  the branches' Eq. 5 terms alone, ensembled at inference; ``"early"``
+  (SASRec+EF): one user tower over the branches' mean item embedding.
 
 Inference scores every item: each branch's H at the last position against
 its item table, averaged over branches; no popularity correction (the
@@ -38,7 +39,7 @@ from ..typed import bound, check_fields
 from .baselines import with_padding_column
 from .spec import MethodSpec, Recipe
 
-FUSIONS = ("distill", "late", "early")
+FUSIONS = ("distill", "independent", "late", "early")
 ID_INITS = ("concat", "text", "image", "random")
 
 
@@ -100,6 +101,23 @@ class FDSAParams:
     tower's loss: ``fusion`` is a constant, not a field)."""
 
     use_image: bool = True
+    fusion = "late"
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class SingleInputParams:
+    """SASRec on one input type (ODMT Figure 2 (c)-(d)): items enter the user
+    tower as their ID embedding (random init: plain SASRec on the debiased
+    in-batch loss), or as their text or image features through one feature
+    transformer of ``item_layers`` layers (the "w/o IMT" tower with one
+    branch). One branch, so the loss is that branch's Eq. 5."""
+
+    input: str = bound("text", choices=("id", "text", "image"))
+    item_layers: int = bound(2, ge=1)
+    item_heads: int = bound(2, ge=1)
     fusion = "late"
 
     def __post_init__(self):
@@ -174,10 +192,10 @@ def odmt_loss(model: MultiModalRecommender, windows: torch.Tensor, params: ODMTP
     pop = log_pop.to(windows.device)[targets]
     logits = {m: losses.debiased_in_batch_logits(states[m][rows], tables[m][target_inverse], pop, excluded)
               for m in states}
-    if params.fusion == "distill":
+    if params.fusion in ("distill", "independent"):
         terms = {f"ce_{m}": losses.debiased_in_batch_loss(z, labels) for m, z in logits.items()}
         total = sum(terms.values())
-        if weight > 0 and len(logits) > 1:
+        if params.fusion == "distill" and weight > 0 and len(logits) > 1:
             kl = losses.odmt_distillation_loss(logits, params.temperature, params.detach_teacher)
             terms.update(kl)
             total = total + weight * sum(kl.values())
@@ -251,6 +269,25 @@ def build_with_features(config, dataset, feature_set):
     )
 
 
+def build_single_input_with_features(config, dataset, feature_set):
+    """One branch's model and recipe (``SingleInputParams``) on given item features."""
+    params, enc, data = config.params, config.encoder_config, config.data
+    features, log_pop = _inputs(dataset, feature_set)
+    if params.input == "image" and not features.has_image:
+        raise ValueError(f"SingleInputParams: input='image' on {config.dataset!r}, which has no images")
+    model = MultiModalRecommender(
+        dataset.n_items, data.max_len, features, (params.input,), early_fusion=False,
+        hidden=enc.hidden, n_blocks=enc.n_blocks, n_heads=enc.n_heads, dropout=enc.dropout,
+        item_layers=params.item_layers, item_heads=params.item_heads, joint=False, id_mask=True,
+        id_init="random")
+    return model, Recipe(
+        make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
+        loss=lambda model, windows, gen: odmt_loss(model, windows, params, log_pop, 0.0),
+        score=ensemble_scores,
+        eval_max_len=data.max_len - 1,
+    )
+
+
 def build_fdsa_with_features(config, dataset, feature_set):
     """FDSA's model and recipe on given item features; the loss and scoring are ODMT's (one tower)."""
     params, enc, data = config.params, config.encoder_config, config.data
@@ -288,3 +325,7 @@ SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasre
                            build=on_item_features(build_fdsa_with_features),
                            profile_defaults=_defaults,
                            description="FDSA: item and feature self-attention streams, with text and image features")
+SPECS["sasrec-single"] = MethodSpec(name="sasrec-single", params_type=SingleInputParams, encoders=("sasrec",),
+                                    build=on_item_features(build_single_input_with_features),
+                                    profile_defaults=_defaults,
+                                    description="SASRec on one input type (ID, text or image), ODMT Figure 2")

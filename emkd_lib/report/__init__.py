@@ -45,6 +45,7 @@ from .quoted import (
 from .sentences import (
     best_per_dataset,
     comparison_sentences,
+    curves_found,
     ensemble_found,
     ensemble_gain_sentences,
     found_section,
@@ -64,6 +65,7 @@ __all__ = [
     "gains_beside_paper",
     "best_per_dataset",
     "comparison_sentences",
+    "curves_found",
     "curves_frame",
     "distinct_runs",
     "emkd_setup_table",

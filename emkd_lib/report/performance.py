@@ -91,6 +91,48 @@ def benchmark_table(paths) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# One method's header and one part line of benchmarks/step_profile.py, e.g.
+# "emkd beauty [cpu]: batch 256 x 15 items, ..." and "  attention (LN, QKV, SDPA, proj)   108.7    7.6"
+_PROFILE_HEAD = re.compile(r"^(?P<method>\S+) (?P<dataset>\S+) \[(?P<profile>[^\]]+)\]: (?P<setup>.*)$")
+_PROFILE_PART = re.compile(r"^  (?P<part>\S.*?)\s+(?P<ms>[\d.]+)\s+(?P<share>[\d.]+)$")
+
+
+def step_profile_table(path) -> pd.DataFrame:
+    """A committed ``step_profile.py`` output as rows (method, part, ms per
+    step, % of the profiled step), parts in the script's order, the total
+    and the operator lines (indented deeper) left out."""
+    rows, current = [], None
+    for line in Path(path).read_text().splitlines():
+        if (m := _PROFILE_HEAD.match(line)):
+            current = m.groupdict()
+        elif current and (m := _PROFILE_PART.match(line)) and not m.group("part").startswith("total"):
+            rows.append({"method": current["method"], "dataset": current["dataset"], "profile": current["profile"],
+                         "part": m.group("part"), "ms / step": float(m.group("ms")),
+                         "% of step": float(m.group("share"))})
+    if not rows:
+        return pd.DataFrame({"status": [f"no step profile in {Path(path).name}"]})
+    return pd.DataFrame(rows)
+
+
+def operator_share(path, operator: str) -> pd.DataFrame:
+    """Per method of a ``step_profile.py --top-ops K`` output: the ms per
+    step that ``operator`` (e.g. "aten::bernoulli_", dropout's random masks)
+    takes in the parts where it is among the K largest, and its share of the
+    profiled step: a lower bound (it may hide below the K in other parts)."""
+    rows, current, total = {}, None, {}
+    op_line = re.compile(r"^      (?P<op>\S.*?)\s+(?P<ms>[\d.]+)$")
+    for line in Path(path).read_text().splitlines():
+        if (m := _PROFILE_HEAD.match(line)):
+            current = m.group("method")
+            rows.setdefault(current, 0.0)
+        elif current and (m := op_line.match(line)) and m.group("op") == operator:
+            rows[current] += float(m.group("ms"))
+        elif current and (m := _PROFILE_PART.match(line)) and m.group("part").startswith("total"):
+            total[current] = float(m.group("ms"))
+    return pd.DataFrame([{"method": k, "operator": operator, "ms / step (at least)": v,
+                          "% of step (at least)": 100 * v / total[k]} for k, v in rows.items() if k in total])
+
+
 # Issue targets: useful FLOP/s as a share of the measured fp32 peak.
 TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
 

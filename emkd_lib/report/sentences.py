@@ -163,3 +163,21 @@ def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: s
         lines.append(f"the paper reports {target} {quoted.min():+.1f}% to {quoted.max():+.1f}% over {reference} "
                      f"in {metric} on its {len(quoted)} datasets (quoted; other datasets than ours)")
     return lines
+
+
+def curves_found(runs: dict, what: str) -> list[str]:
+    """Lines for "What we found" from training curves (the ODMT chapter's
+    Figure 2 runs): ``runs`` a label -> stored run dict; which run ends with
+    the lowest training loss (last epoch) and which reaches the best
+    validation NDCG@10 (its best epoch), and whether they are the same."""
+    stored = {label: r for label, r in runs.items() if r is not None and r.history}
+    if len(stored) < 2:
+        return [f"{what}: not enough runs stored yet ({len(stored)})"]
+    loss = {label: r.history[-1]["loss"] for label, r in stored.items()}
+    valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
+    lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
+    same = "the same run" if lowest == best else "not the same run"
+    return [f"{what}: the lowest final training loss is {lowest}'s ({loss[lowest]:.3f}; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
+            + f"); the best validation NDCG@10 is {best}'s ({valid[best]:.4f}; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]

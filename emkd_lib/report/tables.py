@@ -77,6 +77,8 @@ def method_label(config) -> str:
              "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF", "fdsa": "FDSA", "s4rec": "S4Rec",
              "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": "DuoRec"}
     name = names.get(config.method, config.method)
+    if config.method == "sasrec-single":
+        name = f"SASRec ({config.params.input})"
     if config.encoder != config.spec.encoders[0]:
         name += f" ({names.get(config.encoder, config.encoder)})"
     return name

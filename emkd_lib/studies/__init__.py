@@ -9,7 +9,8 @@ GRIDS = {"baselines": baselines.baseline_grid, "emkd-ablations": emkd.ablation_g
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
          "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
-         "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid}
+         "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid,
+         "odmt-inputs": odmt.single_input_grid}
 
 # Which grids each chapter shows (the performance chapter's budget).
 CHAPTER_GRIDS = {
@@ -18,7 +19,7 @@ CHAPTER_GRIDS = {
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
     "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations"),
     "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
-    "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity"),
+    "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
 }
 
 __all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "s4rec"]

@@ -24,6 +24,8 @@ PAPER_TABLE2_COLUMNS = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "fdsa": "FDSA"
                         "sasrec-lf": "SASRec+LF", "odmt": "ODMT"}
 # Table 4: one of T and alpha changed at a time, the other at its default.
 TABLE4 = {"temperature": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "rampup_epochs": (10, 20, 30, 40, 50, 60)}
+# Figure 2's single inputs.
+INPUT_TYPES = ("id", "text", "image")
 
 
 def main_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> dict:
@@ -40,9 +42,22 @@ def ablation_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), rows=tup
 
 
 def sensitivity_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,)) -> dict:
-    """Table 4: ``(dataset, hyperparameter, value, seed) -> config``."""
-    return {(d, name, v, s): profile_config(profile, d, "odmt", seed=s, **{f"params__{name}": v})
+    """Table 4: ``(dataset, hyperparameter, value, seed) -> config``, and its
+    control "None" (the distillation weight 0: each branch on its own Eq. 5,
+    ensembled at inference) as ``(dataset, "fusion", "independent", seed)``."""
+    grid = {(d, name, v, s): profile_config(profile, d, "odmt", seed=s, **{f"params__{name}": v})
             for d in datasets for s in seeds for name, values in TABLE4.items() for v in values}
+    grid.update({(d, "fusion", "independent", s): profile_config(profile, d, "odmt", seed=s,
+                                                                 params__fusion="independent")
+                 for d in datasets for s in seeds})
+    return grid
+
+
+def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inputs=INPUT_TYPES) -> dict:
+    """Figure 2 (c)-(d): SASRec on one input type, ``(dataset, input, seed) ->
+    config``; image only where the dataset has posters."""
+    return {(d, i, s): profile_config(profile, d, "sasrec-single", seed=s, params__input=i)
+            for d in datasets for s in seeds for i in inputs if i != "image" or d.startswith("ml-100k")}
 
 
 def missing_extra() -> str | None:

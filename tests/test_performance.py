@@ -1,0 +1,84 @@
+"""The performance chapter's parsers read the benchmark scripts' own output."""
+from __future__ import annotations
+
+import pytest
+
+from emkd_lib.report import performance as perf
+
+PROFILE = """\
+# step_profile.py output, 2026-12-02, commit abc, test machine
+$ python benchmarks/step_profile.py --top-ops 2
+step profile on CPU x2 (torch threads 1); torch 2; threads 1
+
+emkd beauty [cpu]: batch 4 x 3 items, d=8, N=3 networks, M=2 views; mean of 2 step(s) after 1 warm-up step(s)
+  part                                 ms/step      %
+  attention (LN, QKV, SDPA, proj)         30.0   30.0
+      aten::bernoulli_                              10.0
+      aten::baddbmm                                  5.0
+  feed-forward (LN, FFN, GELU)            20.0   20.0
+      aten::bernoulli_                              12.5
+      aten::gelu                                     2.0
+  backward                                50.0   50.0
+      aten::bmm                                     40.0
+  total (profiled)                       100.0  100.0
+  wall, same steps unprofiled            140.0
+  backward by autograd node (largest 8; % of backward):
+      MmBackward                                    40.0   80.0
+
+sasrec beauty [cpu]: batch 4 x 3 items, d=8; mean of 2 step(s) after 1 warm-up step(s)
+  part                                 ms/step      %
+  output logits (scored positions)         6.0   60.0
+      aten::bmm                                      6.0
+  backward                                 4.0   40.0
+      aten::bernoulli_                               1.0
+  total (profiled)                        10.0  100.0
+"""
+
+THROUGHPUT = """\
+# train_throughput.py outputs, 2026-11-25, commit 409a5ac, test machine
+$ python benchmarks/train_throughput.py --dataset beauty --profile cpu --methods sasrec
+measured fp32 matmul peak: 100.0 GFLOP/s
+sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches), 52.1 GFLOP/s = 52.1% of peak
+$ python benchmarks/train_throughput.py --dataset beauty --profile cpu --methods sasrec --malloc-default
+sasrec    beauty [cpu]:     3000 sequences/s,     8.0 s/epoch (22512 training sequences, 88 batches), 60.0 GFLOP/s = 60.0% of peak
+"""
+
+
+@pytest.fixture
+def profile_file(tmp_path):
+    path = tmp_path / "profiled-test.txt"
+    path.write_text(PROFILE)
+    return path
+
+
+def test_step_profile_table_has_every_part_and_no_total_or_operator(profile_file):
+    table = perf.step_profile_table(profile_file)
+    emkd = table[table.method == "emkd"]
+    assert list(emkd.part) == ["attention (LN, QKV, SDPA, proj)", "feed-forward (LN, FFN, GELU)", "backward"]
+    assert list(emkd["ms / step"]) == [30.0, 20.0, 50.0] and emkd["% of step"].sum() == 100.0
+    assert list(table[table.method == "sasrec"].part) == ["output logits (scored positions)", "backward"]
+
+
+def test_operator_share_sums_the_operator_over_parts_against_the_total(profile_file):
+    share = perf.operator_share(profile_file, "aten::bernoulli_").set_index("method")
+    assert share.loc["emkd", "ms / step (at least)"] == 22.5
+    assert share.loc["emkd", "% of step (at least)"] == pytest.approx(22.5)
+    assert share.loc["sasrec", "% of step (at least)"] == pytest.approx(10.0)
+
+
+def test_a_file_without_a_profile_says_so(tmp_path):
+    path = tmp_path / "profiled-empty.txt"
+    path.write_text("# nothing\n")
+    assert "no step profile" in perf.step_profile_table(path)["status"][0]
+
+
+def test_benchmark_lines_and_targets_skip_the_malloc_default_runs(tmp_path):
+    path = tmp_path / "measured-test.txt"
+    path.write_text(THROUGHPUT)
+    lines = perf.benchmark_table([path])
+    assert len(lines) == 2 and lines["peak GFLOP/s"].iloc[0] == 100.0
+    assert lines["% of fp32 peak"].tolist() == [52.1, 60.0]
+    targets = perf.target_table(lines)
+    # the faster line was measured with --malloc-default, not the library's default options
+    assert targets.loc["sasrec", "measured % of peak"] == 52.1 and targets.loc["sasrec", "met"] == "yes"
+    assert targets.loc["emkd", "met"] == "not measured"
