@@ -75,3 +75,71 @@ def test_step_profile_smoke(scripts, capsys):
     assert abs(sum(emkd["parts_ms"].values()) - emkd["total_ms"]) < 1e-6
     # the labels are gone once the profile is done
     assert (losses.distillation_loss, emkd_method.cloze_mask, baselines.cloze_mask) == originals
+
+
+def _deterministic_cloze(ids, mask_prob, mask_token, n_items, generator=None, force_one=True):
+    """Every third position masked, the same in every call: both patterns see the same views."""
+    import torch
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    chosen = (ids > 0) & (positions % 3 == 1)
+    return torch.where(chosen, torch.full_like(ids, mask_token), ids), chosen
+
+
+def test_public_pattern_loss_equals_the_library_terms_on_the_same_views(monkeypatch):
+    """On full-length windows (no padding: the pattern's dense AP then averages
+    the same positions) and identical views, the public code's pattern and
+    the library's batched step compute the same EMKD terms."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    public = importlib.import_module("public_pattern")
+    monkeypatch.setattr(public, "cloze_mask", _deterministic_cloze)
+    monkeypatch.setattr(emkd_method, "cloze_mask", _deterministic_cloze)
+    config = public.profile_config("smoke", "beauty", "emkd")
+    model, batches, _ = public._batches(config, 64, 3)
+    ids = torch.cat(batches)
+    ids = ids[(ids > 0).all(1)][:16]
+    assert len(ids) >= 4
+    model.eval()                                   # no dropout: both sides are deterministic
+    ours = emkd_method.emkd_loss(model, ids, None, config.params)
+    theirs = public.public_pattern_loss(public.LoopEnsemble.same_architecture(model).eval(), ids, None,
+                                        config.params)
+    assert set(ours) == set(theirs) == {"loss", "mip", "ap", "icl", "ccl", "kd"}
+    for term in ours:
+        torch.testing.assert_close(theirs[term], ours[term], rtol=1e-4, atol=1e-5, msg=term)
+
+
+def test_public_pattern_smoke(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    public = importlib.import_module("public_pattern")
+    result = public.main(["--profile", "smoke", "--batches", "1", "--batch-size", "32", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "target: library >= 5x the pattern" in out and "peak RSS" in out
+    assert result["ratio"] > 0 and result["ours"]["sequences"] == result["public"]["sequences"] == 32
+
+
+def test_recbole_inter_file_has_one_row_per_interaction_in_order(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    peer = importlib.import_module("recbole_peer")
+    path = tmp_path / "x.inter"
+    peer.write_atomic_inter([[5, 3, 9], [2, 2]], path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "user_id:token\titem_id:token\ttimestamp:float"
+    assert lines[1:] == ["1\t5\t0", "1\t3\t1", "1\t9\t2", "2\t2\t0", "2\t2\t1"]
+
+
+def test_recbole_peer_without_its_venv_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    peer = importlib.import_module("recbole_peer")
+    with pytest.raises(SystemExit, match="no RecBole venv"):
+        peer.main(["--venv", str(tmp_path / "none")])
+
+
+def test_recbole_peer_smoke(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    peer = importlib.import_module("recbole_peer")
+    if not (peer.DEFAULT_VENV / "bin" / "python").exists():
+        pytest.skip("RecBole's venv is not installed (see benchmarks/recbole_peer.py)")
+    result = peer.main(["--batches", "1", "--batch-size", "32"])
+    assert result["ratio"] > 0 and result["recbole"]["targets"] == 32
+    assert "target positions/s" in capsys.readouterr().out
