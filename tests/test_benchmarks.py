@@ -143,3 +143,17 @@ def test_recbole_peer_smoke(monkeypatch, capsys):
     result = peer.main(["--batches", "1", "--batch-size", "32"])
     assert result["ratio"] > 0 and result["recbole"]["targets"] == 32
     assert "target positions/s" in capsys.readouterr().out
+
+
+def test_clustering_share_smoke(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    share = importlib.import_module("clustering_share")
+    from emkd_lib.methods import iclrec, s4rec
+    originals = (s4rec.sinkhorn, iclrec.kmeans)
+    results = share.main(["--profile", "smoke", "--batches", "2", "--threads", "1"])
+    s4, icl = results
+    assert s4["clustering_s"] > 0 and s4["epoch_start_s"] == 0       # Sinkhorn runs inside the steps
+    assert icl["epoch_start_s"] > 0 and icl["clustering_s"] >= icl["epoch_start_s"]
+    assert all(0 < r["share"] < 1 for r in results)
+    assert "% of the epoch" in capsys.readouterr().out
+    assert (s4rec.sinkhorn, iclrec.kmeans) == originals               # unwrapped afterwards

@@ -82,3 +82,31 @@ def test_benchmark_lines_and_targets_skip_the_malloc_default_runs(tmp_path):
     # the faster line was measured with --malloc-default, not the library's default options
     assert targets.loc["sasrec", "measured % of peak"] == 52.1 and targets.loc["sasrec", "met"] == "yes"
     assert targets.loc["emkd", "met"] == "not measured"
+
+
+COMPARED = """\
+# public_pattern.py and recbole_peer.py outputs, test machine
+$ python benchmarks/public_pattern.py --batch-size 64
+beauty [paper] d=256, N=3, M=8, T=15, batch 64; 192 sequences timed per side
+  library (batched, masked logits)      415.6 sequences/s,        2 s/epoch, peak RSS  0.40 GiB
+  public code's pattern                  48.8 sequences/s,       13 s/epoch, peak RSS 11.26 GiB
+  target: library >= 5x the pattern: 8.52x (met)
+  target: library peak RSS <= 4 GiB: 4.50 GiB (not met)
+$ python benchmarks/recbole_peer.py --batches 30
+  library             3186 target positions/s (    683 examples/s; 4.7 targets per example)
+  RecBole 1.2.1        698 target positions/s (    698 examples/s; 1.0 targets per example)
+  library / RecBole, target positions per second: 4.56x
+"""
+
+
+def test_comparison_tables_read_both_benchmarks(tmp_path):
+    path = tmp_path / "compared-test.txt"
+    path.write_text(COMPARED)
+    sides, targets = perf.comparison_tables(path)
+    assert list(sides.side) == ["library (batched, masked logits)", "public code's pattern", "library",
+                                "RecBole 1.2.1"]
+    assert sides["sequences/s"].iloc[1] == 48.8 and sides["peak RSS (GiB)"].iloc[1] == 11.26
+    assert sides["target positions/s"].iloc[3] == 698 and sides["peak RSS (GiB)"].isna().iloc[3]
+    assert list(targets.met) == ["met", "not met", ""]
+    assert list(targets.measured) == ["8.52x", "4.50 GiB", "4.56x"]
+    assert targets.benchmark.iloc[2] == "recbole_peer.py --batches 30"

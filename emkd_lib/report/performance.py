@@ -133,6 +133,36 @@ def operator_share(path, operator: str) -> pd.DataFrame:
                           "% of step (at least)": 100 * v / total[k]} for k, v in rows.items() if k in total])
 
 
+# The side-by-side lines of benchmarks/public_pattern.py and recbole_peer.py, e.g.
+# "  public code's pattern     48.8 sequences/s,   13 s/epoch, peak RSS  1.26 GiB",
+# "  RecBole 1.2.1     698 target positions/s (...)", and their target lines
+# "  target: library >= 5x the pattern: 8.52x (met)".
+_SIDE = re.compile(r"^  (?P<who>\S.*?)\s+(?P<rate>[\d.]+) (?P<unit>sequences/s|target positions/s)"
+                   r"(?:.*?peak RSS\s+(?P<rss>[\d.]+) GiB)?")
+_TARGET = re.compile(r"^  target: (?P<target>.+?): (?P<measured>[\d.]+x?(?: GiB)?) \((?P<met>met|not met)\)$")
+_RATIO = re.compile(r"^  (?P<what>library / .+?): (?P<ratio>[\d.]+)x$")
+
+
+def comparison_tables(path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A committed output of the side-by-side benchmarks as (sides, targets):
+    per command, each side's rate (and peak RSS where printed); each target
+    or ratio line with its measured figure and whether it is met."""
+    sides, targets, command = [], [], ""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("$ "):
+            command = line[2:].replace("python benchmarks/", "").strip()
+        elif (m := _TARGET.match(line)):
+            targets.append({"benchmark": command, "target": m.group("target"), "measured": m.group("measured"),
+                            "met": m.group("met")})
+        elif (m := _RATIO.match(line)):
+            targets.append({"benchmark": command, "target": m.group("what") + " (no target)",
+                            "measured": m.group("ratio") + "x", "met": ""})
+        elif (m := _SIDE.match(line)):
+            sides.append({"benchmark": command, "side": m.group("who"), m.group("unit"): float(m.group("rate")),
+                          "peak RSS (GiB)": float(m.group("rss")) if m.group("rss") else np.nan})
+    return pd.DataFrame(sides), pd.DataFrame(targets)
+
+
 # Issue targets: useful FLOP/s as a share of the measured fp32 peak.
 TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
 
