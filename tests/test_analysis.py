@@ -72,3 +72,36 @@ def test_each_method_stores_embeddings_of_the_sample_and_its_own_clusters(method
         direct = torch.cdist(reps, model.intents.centroids).argmin(1)
     assert np.array_equal(clusters, direct.numpy())
     assert clusters.min() >= 0 and clusters.max() < 4
+
+
+class _Stored:
+    """A stored run's stand-in: ``ranks()`` gives its arrays."""
+
+    def __init__(self, clusters):
+        self._arrays = {} if clusters is None else {"analysis_clusters": np.asarray(clusters)}
+
+    def ranks(self):
+        return self._arrays
+
+
+def test_head_rate_by_cluster_counts_each_clusters_head_users():
+    from emkd_lib.report import clusters as cl
+    head = np.array([True, False, False, True, True, False])
+    frame = cl.head_rate_by_cluster(_Stored([0, 0, 1, 1, 1, -1]), head).set_index("cluster")
+    assert frame.loc[0, "users"] == 2 and frame.loc[0, "head_rate"] == 0.5
+    assert frame.loc[1, "users"] == 3 and frame.loc[1, "head_rate"] == pytest.approx(2 / 3)
+    assert -1 not in frame.index                      # users without a cluster are left out
+
+
+def test_head_rates_gathers_the_clustered_methods_of_every_dataset():
+    from emkd_lib.report import clusters as cl
+    head = {"a": np.array([True, False]), "b": np.array([False, False])}
+    by_dataset = {"a": {"ICLRec": _Stored([0, 1]), "S4Rec": _Stored(None), "SASRec": _Stored([0, 0])},
+                  "b": {"S4Rec": _Stored([2, 2]), "ICLRec": None}}
+    rates = cl.head_rates(by_dataset, head)
+    assert sorted(zip(rates.dataset, rates.method, rates.cluster)) == [("a", "ICLRec", 0), ("a", "ICLRec", 1),
+                                                                       ("b", "S4Rec", 2)]
+    assert list(rates[rates.dataset == "a"].head_rate) == [1.0, 0.0]
+    assert not len(cl.head_rates({"a": {}}, head))
+    (line,) = cl.head_rate_spread({"a ICLRec": rates[rates.dataset == "a"]})
+    assert "median 0.50, interquartile range 0.25-0.75 over 2 clusters" in line

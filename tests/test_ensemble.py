@@ -15,6 +15,7 @@ from emkd_lib.methods.emkd import (EMKDParams, emkd_loss, emkd_loss_terms, ensem
 from emkd_lib.models.encoders import BERT4Rec, TransformerConfig
 from emkd_lib.models.ensemble import EnsembleBERT4Rec, average_logits
 from emkd_lib.profiles import profile_config
+from emkd_lib.typed import from_dict
 from emkd_lib.train import fit
 
 import helpers
@@ -308,7 +309,7 @@ def test_bad_emkd_params_are_clear_errors(params, message):
 
 
 def test_unknown_emkd_params_name_the_allowed_ones():
-    for make in (lambda: EMKDParams.from_params({"lambda": 0.1}),
+    for make in (lambda: from_dict(EMKDParams, {"lambda": 0.1}),
                  lambda: profile_config("cpu", "beauty", "emkd", params__lambda=0.1),
                  lambda: RunConfig.from_dict({"dataset": "beauty", "method": "emkd", "profile": "cpu",
                                               "params": {"lambda": 0.1}})):

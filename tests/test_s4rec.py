@@ -19,6 +19,7 @@ from emkd_lib.models.encoders import TransformerConfig
 from emkd_lib.models.layers import GradientReversal, Prototypes, grad_reverse
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit
+from emkd_lib.typed import from_dict
 
 import helpers
 from functools import partial
@@ -212,7 +213,7 @@ def test_a_zero_weight_removes_its_term_and_unknown_params_raise():
     with pytest.raises(ValueError, match="unknown key"):
         profile_config("smoke", "beauty", "s4rec", params__beta3=0.1)
     with pytest.raises(ValueError, match="unknown key"):
-        S4RecParams.from_params({"kappa": 1})
+        from_dict(S4RecParams, {"kappa": 1})
     with pytest.raises(ValueError, match="operators"):
         S4RecParams(operators="mask,shuffle")
     with pytest.raises(ValueError, match="tau1 must be > 0"):

@@ -25,7 +25,7 @@ from torch import nn
 from .. import losses
 from ..augment import CROP_FORMS, augment_batch
 from ..models.encoders import build_encoder
-from ..typed import bound, check_fields, from_dict
+from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_loss
 from .spec import MethodSpec, Recipe
 
@@ -48,10 +48,6 @@ class CL4SRecParams:
 
     def __post_init__(self):
         check_fields(self)
-
-    @classmethod
-    def from_params(cls, params) -> "CL4SRecParams":
-        return from_dict(cls, dict(params))
 
     def active_terms(self) -> set[str]:
         return {"cl"} if self.cl and self.lam > 0 else set()

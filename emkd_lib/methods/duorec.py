@@ -52,7 +52,7 @@ from .. import losses
 from ..augment import numpy_rng
 from ..batching import pad_left
 from ..models.encoders import build_encoder
-from ..typed import bound, check_fields, from_dict
+from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_loss
 from .spec import MethodSpec, Recipe
 
@@ -80,10 +80,6 @@ class DuoRecParams:
 
     def __post_init__(self):
         check_fields(self)
-
-    @classmethod
-    def from_params(cls, params) -> "DuoRecParams":
-        return from_dict(cls, dict(params))
 
     def active_terms(self) -> set[str]:
         terms = set()

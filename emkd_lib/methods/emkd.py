@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import losses
 from ..models.ensemble import EncoderEnsemble, EnsembleBERT4Rec, average_logits
-from ..typed import bound, check_fields, from_dict
+from ..typed import bound, check_fields
 from .baselines import cloze_mask, with_padding_column
 from .spec import MethodSpec, Recipe
 
@@ -75,11 +75,6 @@ class EMKDParams:
 
     def __post_init__(self):
         check_fields(self)
-
-    @classmethod
-    def from_params(cls, params) -> "EMKDParams":
-        """From a dict (or pairs); unknown names are an error naming the allowed ones."""
-        return from_dict(cls, dict(params))
 
     @property
     def softmax_temperature(self) -> float:

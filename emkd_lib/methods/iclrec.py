@@ -58,7 +58,7 @@ from ..batching import pad_left
 from ..clustering import kmeans
 from ..data.splits import leave_one_out
 from ..models.encoders import build_encoder
-from ..typed import bound, check_fields, from_dict
+from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_loss
 from .cl4srec import CL4SREC_OPERATORS, CL4SRecModel
 from .spec import MethodSpec, Recipe
@@ -103,10 +103,6 @@ class ICLRecParams:
 
     def __post_init__(self):
         check_fields(self)
-
-    @classmethod
-    def from_params(cls, params) -> "ICLRecParams":
-        return from_dict(cls, dict(params))
 
     def active_terms(self) -> set[str]:
         """The auxiliary terms switched on and weighted above zero (L_ICL is

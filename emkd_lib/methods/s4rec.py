@@ -52,7 +52,7 @@ from ..clustering import sinkhorn
 from ..data.splits import split_users_by_length
 from ..models.encoders import build_encoder
 from ..models.layers import Prototypes, grad_reverse
-from ..typed import bound, check_fields, from_dict
+from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_loss
 from .cl4srec import CL4SRecModel
 from .spec import MethodSpec, Recipe
@@ -110,10 +110,6 @@ class S4RecParams:
         if unknown or not self.operator_names:
             raise ValueError(f"S4RecParams: operators must be a comma-separated subset of {OPERATORS}, "
                              f"got {self.operators!r}")
-
-    @classmethod
-    def from_params(cls, params) -> "S4RecParams":
-        return from_dict(cls, dict(params))
 
     @property
     def operator_names(self) -> tuple[str, ...]:

@@ -55,6 +55,18 @@ def head_rate_by_cluster(result, head: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def head_rates(by_dataset: dict, head: dict, methods=("ICLRec", "S4Rec")) -> pd.DataFrame:
+    """Figure 3's boxplot data over datasets: ``head_rate_by_cluster`` of each
+    of ``methods`` (labels, as ``labelled`` gives them) with stored clusters,
+    with its dataset and method; ``by_dataset`` dataset -> labelled runs,
+    ``head`` dataset -> the head mask of its users. Empty if none has clusters."""
+    frames = [head_rate_by_cluster(r, head[d]).assign(dataset=d, method=label)
+              for d, runs in by_dataset.items() for label in methods
+              if has_clusters(r := runs.get(label))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["cluster", "users", "head_rate", "dataset", "method"])
+
+
 def has_clusters(result) -> bool:
     return result is not None and "analysis_clusters" in result.ranks()
 

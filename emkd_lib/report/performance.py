@@ -49,8 +49,8 @@ def study_budget(chapter_grids: dict[str, list[dict]]) -> pd.DataFrame:
 
 
 def stored_throughput(results) -> pd.DataFrame:
-    """Per stored run: seconds per training epoch and training windows per
-    second, as recorded while the campaign ran (``--threads 1``, often
+    """Per stored run: seconds per training epoch, the whole run's training
+    minutes and training windows per second, as recorded while the campaign ran (``--threads 1``, often
     beside other runs on the same two cores: a floor, not a benchmark)."""
     rows = []
     for r in results:
@@ -58,7 +58,7 @@ def stored_throughput(results) -> pd.DataFrame:
         examples = r.provenance.get("examples_per_epoch")
         rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
                      "threads": _threads(r.provenance.get("machine", "")), "epochs": epochs,
-                     "s / epoch": r.train_seconds / epochs,
+                     "s / epoch": r.train_seconds / epochs, "training (min)": r.train_seconds / 60,
                      "windows / s": examples * epochs / r.train_seconds if examples and r.train_seconds else np.nan})
     if not rows:
         return pd.DataFrame({"status": ["nothing stored yet"]})
