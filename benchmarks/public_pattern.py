@@ -208,8 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = ours["sequences_per_s"] / public["sequences_per_s"]
     print(f"  target: library >= {TARGET_RATIO:.0f}x the pattern: {ratio:.2f}x "
           f"({'met' if ratio >= TARGET_RATIO else 'not met'})")
-    print(f"  target: library peak RSS <= {TARGET_RSS_GIB:.0f} GiB: {ours['peak_rss_gib']:.2f} GiB "
-          f"({'met' if ours['peak_rss_gib'] <= TARGET_RSS_GIB else 'not met'})")
+    profile_batch = profile_config(args.profile, args.dataset, "emkd").train.batch_size
+    if ours["batch_size"] == profile_batch:
+        print(f"  target: library peak RSS <= {TARGET_RSS_GIB:.0f} GiB: {ours['peak_rss_gib']:.2f} GiB "
+              f"({'met' if ours['peak_rss_gib'] <= TARGET_RSS_GIB else 'not met'})")
+    else:   # the memory target is the profile's batch's; a smaller batch does not answer it
+        print(f"  (peak RSS at batch {ours['batch_size']}, not the profile's {profile_batch}: "
+              f"no answer to the {TARGET_RSS_GIB:.0f} GiB target)")
     return {"ours": ours, "public": public, "ratio": ratio}
 
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from emkd_lib.batching import pad_left
 from emkd_lib.methods.baselines import (appended_mask_scores, cloze_loss, cloze_mask, last_position_scores,
                                         next_item_loss)
-from emkd_lib.models.encoders import (ENCODER_CONFIGS, ENCODERS, CaserConfig, GRU4RecConfig, TransformerConfig,
-                                      build_encoder)
+from emkd_lib.models.encoders import (ENCODER_CONFIGS, ENCODERS, CaserConfig, GRU4RecConfig, NextItNetConfig,
+                                      TransformerConfig, build_encoder)
 
 N_ITEMS, MAX_LEN = 30, 12
 
@@ -15,7 +15,8 @@ N_ITEMS, MAX_LEN = 30, 12
 CONFIGS = {"sasrec": TransformerConfig(hidden=16, n_blocks=2, n_heads=2, dropout=0.0),
            "bert4rec": TransformerConfig(hidden=16, n_blocks=2, n_heads=2, dropout=0.0),
            "gru4rec": GRU4RecConfig(hidden=16, dropout=0.0),
-           "caser": CaserConfig(hidden=16, window=3, dropout=0.0)}
+           "caser": CaserConfig(hidden=16, window=3, dropout=0.0),
+           "nextitnet": NextItNetConfig(hidden=16, kernel_size=2, n_dilations=2, dropout=0.0)}
 
 
 def make(name, **kw):
@@ -44,7 +45,7 @@ def test_extra_left_padding_changes_nothing(name):
     torch.testing.assert_close(narrow, wide, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "caser"])
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "caser", "nextitnet"])
 def test_unidirectional_encoders_do_not_see_the_future(name):
     model = make(name)
     a = torch.tensor([[5, 6, 7, 8, 9]])
@@ -69,6 +70,26 @@ def test_caser_sees_only_its_window():
     b[0, 0] = 20  # outside the window of positions 3, 4, 5
     torch.testing.assert_close(model(a)[0, 3:], model(b)[0, 3:])
     assert not torch.allclose(model(a)[0, 2], model(b)[0, 2])
+
+
+def test_nextitnet_receptive_field_is_the_sum_of_its_dilations():
+    """Kernel 2, dilations r = 1, 2 with convolutions of dilation r and 2r: a
+    position sees (2 - 1) * (1 + 2 + 2 + 4) = 9 items back, and no further."""
+    model = make("nextitnet")
+    a = torch.arange(1, 13)[None]                  # 12 items, positions 0..11
+    for back, seen in ((9, True), (10, False)):
+        b = a.clone()
+        b[0, 11 - back] = 29
+        changed = not torch.allclose(model(a)[0, 11], model(b)[0, 11])
+        assert changed == seen, back
+
+
+def test_nextitnet_residual_blocks_follow_the_paper():
+    model = make("nextitnet")
+    assert model.dilations == [1, 2]
+    assert [(c1.dilation[0], c2.dilation[0]) for c1, c2 in model.convs] == [(1, 2), (2, 4)]
+    stacked = build_encoder("nextitnet", N_ITEMS, MAX_LEN, NextItNetConfig(n_dilations=3, n_stacks=2))
+    assert stacked.dilations == [1, 2, 4, 1, 2, 4]
 
 
 def test_next_item_loss_matches_direct_cross_entropy():

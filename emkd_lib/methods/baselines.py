@@ -161,7 +161,8 @@ SPECS = {
                      description=description)
     for name, description in (("sasrec", "SASRec: causal self-attention, next-item cross entropy"),
                               ("gru4rec", "GRU4Rec: a GRU, next-item cross entropy"),
-                              ("caser", "Caser: horizontal and vertical convolutions, next-item cross entropy"))
+                              ("caser", "Caser: horizontal and vertical convolutions, next-item cross entropy"),
+                              ("nextitnet", "NextItNet: dilated causal convolutions, next-item cross entropy"))
 }
 SPECS["bert4rec"] = MethodSpec(name="bert4rec", params_type=ClozeParams, encoders=("bert4rec",),
                                build=build_cloze, profile_defaults=_bert4rec_defaults,

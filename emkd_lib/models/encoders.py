@@ -1,4 +1,4 @@
-"""Sequence encoders: SASRec, BERT4Rec, GRU4Rec and Caser.
+"""Sequence encoders: SASRec, BERT4Rec, GRU4Rec, Caser and NextItNet.
 
 Every encoder maps a LEFT-padded batch of item ids ``(B, T)`` (0 = padding,
 the most recent item in the last column) to per-position hidden states
@@ -12,7 +12,8 @@ Scoring heads, as in each paper:
 - SASRec, GRU4Rec: dot product with the shared input item embedding.
 - BERT4Rec: a projection (Linear, GELU, LayerNorm) followed by the dot product
   with the shared input embedding plus an item bias.
-- Caser: a separate output embedding plus bias (Caser's W' and b').
+- Caser, NextItNet: a separate output embedding plus bias (Caser's W' and
+  b'; NextItNet's final softmax layer).
 """
 from __future__ import annotations
 
@@ -209,6 +210,60 @@ class Caser(nn.Module):
         return hidden @ self.output_embedding.weight[1:].T + self.output_bias
 
 
+class NextItNet(nn.Module):
+    """NextItNet (Yuan et al., 2019): stacked residual blocks of dilated causal
+    1-D convolutions over the item embeddings, every position predicting the
+    next item.
+
+    Each residual block is two causal convolutions of width ``kernel_size``,
+    the first with dilation r and the second with 2r, each followed by
+    LayerNorm and ReLU, added to the block's input (the paper's Figure 3(b));
+    r runs over 1, 2, 4, ... (``n_dilations`` of them), ``n_stacks`` times.
+    Positions that are left padding are zeroed after the embedding and after
+    every convolution, so that the amount of padding cannot reach a real position
+    through the receptive field (the receptive field is not cut otherwise:
+    a short window sees zeros where padding is, as in the paper's own left
+    padding). Departure: dropout on the embeddings (the paper has none), the
+    same rate as the other encoders here.
+    """
+
+    causal = True
+
+    def __init__(self, n_items: int, max_len: int, hidden: int = 64, kernel_size: int = 3, n_dilations: int = 3,
+                 n_stacks: int = 1, dropout: float = 0.2, n_extra_tokens: int = 0):
+        super().__init__()
+        self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
+        self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
+        self.drop = nn.Dropout(dropout)
+        self.dilations = [2 ** i for i in range(n_dilations)] * n_stacks
+        self.kernel_size = kernel_size
+        self.convs = nn.ModuleList(nn.ModuleList([nn.Conv1d(hidden, hidden, kernel_size, dilation=r),
+                                                  nn.Conv1d(hidden, hidden, kernel_size, dilation=2 * r)])
+                                   for r in self.dilations)
+        self.norms = nn.ModuleList(nn.ModuleList([nn.LayerNorm(hidden), nn.LayerNorm(hidden)])
+                                   for _ in self.dilations)
+        self.output_embedding = nn.Embedding(n_items + 1, hidden)
+        self.output_bias = nn.Parameter(torch.zeros(n_items))
+        self.apply(_init_weights)
+
+    def _causal_conv(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d): position t sees t, t - r, t - 2r, ... only."""
+        pad = (self.kernel_size - 1) * conv.dilation[0]
+        return conv(F.pad(x.transpose(1, 2), (pad, 0))).transpose(1, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        real = (ids > 0)[..., None].to(self.item_embedding.weight.dtype)
+        x = self.drop(self.item_embedding(ids)) * real
+        for (first, second), (ln1, ln2) in zip(self.convs, self.norms):
+            out = F.relu(ln1(self._causal_conv(first, x))) * real
+            out = F.relu(ln2(self._causal_conv(second, out)))
+            x = (x + out) * real
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.output_embedding.weight[1:].T + self.output_bias
+
+
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
@@ -258,9 +313,21 @@ class CaserConfig:
         check_fields(self)
 
 
-ENCODERS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec, "caser": Caser}
+@dataclass(frozen=True)
+class NextItNetConfig:
+    hidden: int = bound(64, ge=1)
+    kernel_size: int = bound(3, ge=2)
+    n_dilations: int = bound(3, ge=1)
+    n_stacks: int = bound(1, ge=1)
+    dropout: float = bound(0.2, ge=0, lt=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+ENCODERS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec, "caser": Caser, "nextitnet": NextItNet}
 ENCODER_CONFIGS = {"sasrec": TransformerConfig, "bert4rec": TransformerConfig, "gru4rec": GRU4RecConfig,
-                   "caser": CaserConfig}
+                   "caser": CaserConfig, "nextitnet": NextItNetConfig}
 
 
 def build_encoder(name: str, n_items: int, max_len: int, config=None, n_extra_tokens: int = 0) -> nn.Module:

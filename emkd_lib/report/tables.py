@@ -73,8 +73,8 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
 def method_label(config) -> str:
     """How a run's method is named in tables: ``EMKD`` on its own encoder,
     ``EMKD (SASRec)`` on another one, else the method's name."""
-    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser", "emkd": "EMKD",
-             "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF", "fdsa": "FDSA", "s4rec": "S4Rec",
+    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser",
+             "nextitnet": "NextItNet", "emkd": "EMKD", "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF", "fdsa": "FDSA", "s4rec": "S4Rec",
              "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": "DuoRec"}
     name = names.get(config.method, config.method)
     if config.method == "sasrec-single":

@@ -18,10 +18,10 @@ from ..profiles import profile_config
 
 # ml-100k-odmt has ID, text and posters; beauty-odmt ID and titles.
 DATASETS = ("ml-100k-odmt", "beauty-odmt")
-# Table 2's columns that the library has (UniSRec and NextItNet are not built).
-METHODS = ("gru4rec", "sasrec", "fdsa", "sasrec-ef", "sasrec-lf", "odmt")
-PAPER_TABLE2_COLUMNS = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "fdsa": "FDSA", "sasrec-ef": "SASRec+EF",
-                        "sasrec-lf": "SASRec+LF", "odmt": "ODMT"}
+# Table 2's columns that the library has (UniSRec, pre-trained on other domains, is not built).
+METHODS = ("gru4rec", "nextitnet", "sasrec", "fdsa", "sasrec-ef", "sasrec-lf", "odmt")
+PAPER_TABLE2_COLUMNS = {"gru4rec": "GRU4Rec", "nextitnet": "NextItNet", "sasrec": "SASRec", "fdsa": "FDSA",
+                        "sasrec-ef": "SASRec+EF", "sasrec-lf": "SASRec+LF", "odmt": "ODMT"}
 # Table 4: one of T and alpha changed at a time, the other at its default.
 TABLE4 = {"temperature": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "rampup_epochs": (10, 20, 30, 40, 50, 60)}
 # Figure 2's single inputs.
