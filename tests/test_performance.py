@@ -110,3 +110,18 @@ def test_comparison_tables_read_both_benchmarks(tmp_path):
     assert list(targets.met) == ["met", "not met", ""]
     assert list(targets.measured) == ["8.52x", "4.50 GiB", "4.56x"]
     assert targets.benchmark.iloc[2] == "recbole_peer.py --batches 30"
+
+
+def test_clustering_table_reads_each_methods_line(tmp_path):
+    path = tmp_path / "clustering-test.txt"
+    path.write_text("# header\n$ python benchmarks/clustering_share.py\n"
+                    "s4rec    beauty [cpu]:    207.4 s/epoch of training (86 batches, 20 timed), clustering    "
+                    "0.20 s/epoch =  0.10% of the epoch (Sinkhorn in every step)\n"
+                    "iclrec   beauty [cpu]:    119.3 s/epoch of training (172 batches, 20 timed), clustering   "
+                    "11.75 s/epoch =  8.97% of the epoch (K-means once per epoch (encoding + fit))\n")
+    table = perf.clustering_table(path).set_index("method")
+    assert table.loc["s4rec", "clustering s / epoch"] == 0.20 and table.loc["iclrec", "% of the epoch"] == 8.97
+    assert table.loc["iclrec", "clustering"] == "K-means once per epoch (encoding + fit)"
+    empty = tmp_path / "clustering-empty.txt"
+    empty.write_text("# nothing\n")
+    assert "no clustering line" in perf.clustering_table(empty)["status"][0]

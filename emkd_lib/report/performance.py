@@ -163,6 +163,25 @@ def comparison_tables(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(sides), pd.DataFrame(targets)
 
 
+# One line of benchmarks/clustering_share.py, e.g. "s4rec    beauty [cpu]:    207.4 s/epoch of
+# training (86 batches, 20 timed), clustering    0.20 s/epoch =  0.10% of the epoch (Sinkhorn in every step)"
+_CLUSTERING = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]:\s+(?P<train>[\d.]+) s/epoch "
+                         r"of training .*?clustering\s+(?P<clustering>[\d.]+) s/epoch =\s+(?P<share>[\d.]+)% "
+                         r"of the epoch \((?P<how>.+)\)$")
+
+
+def clustering_table(path) -> pd.DataFrame:
+    """A committed ``clustering_share.py`` output: per method, the epoch's
+    training seconds, its clustering seconds, their share and how it clusters."""
+    rows = [{"method": m.group("method"), "dataset": m.group("dataset"), "profile": m.group("profile"),
+             "training s / epoch": float(m.group("train")), "clustering s / epoch": float(m.group("clustering")),
+             "% of the epoch": float(m.group("share")), "clustering": m.group("how")}
+            for line in Path(path).read_text().splitlines() if (m := _CLUSTERING.match(line))]
+    if not rows:
+        return pd.DataFrame({"status": [f"no clustering line in {Path(path).name}"]})
+    return pd.DataFrame(rows)
+
+
 # Issue targets: useful FLOP/s as a share of the measured fp32 peak.
 TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
 
