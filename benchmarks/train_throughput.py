@@ -21,6 +21,11 @@ the other, on the same batches, and prints the batched ensemble's
   modules (``EnsembleBERT4Rec.network``) with N linear attribute heads;
 - ``both``, ``none``.
 
+``--autocast bf16`` also times each method with its loss's forward pass under
+``torch.autocast(..., dtype=torch.bfloat16)`` from the same initial weights
+(fp32 weights, gradients and optimizer) and prints the speed-up; the
+accuracy of bf16 training is not measured here (that needs full runs).
+
 EMKD on a next-item encoder (``emkd-sasrec``, ``emkd-gru4rec``,
 ``emkd-caser``) is already a loop (``EncoderEnsemble``); nothing to compare.
 
@@ -35,6 +40,7 @@ header says when the 1-minute load average says it is not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -322,6 +328,17 @@ def time_training(model, recipe, examples, timed_examples, train: TrainConfig, d
     return time.perf_counter() - t0
 
 
+def under_bf16_autocast(recipe, device: torch.device):
+    """``recipe`` with its loss's forward pass under bf16 autocast (weights,
+    gradients and Adam stay fp32; the backward runs outside the context, as
+    autocast asks), its terms returned in fp32."""
+    def loss(model, batch, generator):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            terms = recipe.loss(model, batch, generator)
+        return {name: value.float() for name, value in terms.items()}
+    return dataclasses.replace(recipe, loss=loss)
+
+
 def timed_batches_of(timed_examples, batch_size: int) -> list[np.ndarray]:
     """The batches ``train_one_epoch`` cuts from ``timed_examples`` under ``time_training``'s rng (seed 2)."""
     lengths = np.fromiter((len(e) for e in timed_examples), dtype=np.int64, count=len(timed_examples))
@@ -361,6 +378,16 @@ def benchmark_method(name: str, args, device: torch.device, peak: float, overrid
     report(label, seconds)
     result = {"method": label, "seconds": seconds, "sequences": len(timed_examples),
               "sequences_per_s": len(timed_examples) / seconds, "useful_flops": flops}
+
+    if args.autocast == "bf16":
+        torch.manual_seed(0)
+        fresh, fresh_recipe = build_method(config, dataset)   # the same initial weights as the fp32 run
+        bf16_seconds = time_training(fresh.to(device), under_bf16_autocast(fresh_recipe, device), examples,
+                                     timed_examples, config.train, device, warmup)
+        report(f"{label}[bf16]", bf16_seconds)
+        print(f"{'':12s} bf16 autocast speed-up over fp32 on the same batches: {seconds / bf16_seconds:.2f}x "
+              f"(share of the fp32 peak)")
+        result["bf16_seconds"] = bf16_seconds
 
     if isinstance(model, EnsembleBERT4Rec) and args.loop != "none":
         def compare(loop, batched_seconds, what):
@@ -412,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="EMKD's loop of separate networks (see above)")
     parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
                         metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
+    parser.add_argument("--autocast", default="none", choices=("none", "bf16"),
+                        help="bf16: also time each method with its loss's forward under bf16 autocast")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmuls")

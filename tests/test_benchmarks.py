@@ -34,7 +34,7 @@ def scripts(monkeypatch):
 def test_train_throughput_smoke(scripts, capsys):
     throughput, _ = scripts
     results = throughput.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "sasrec", "emkd",
-                               "--max-batches", "2", "--loop", "both", "--peak-size", "256", "--peak-repeats", "2",
+                               "--autocast", "bf16", "--max-batches", "2", "--loop", "both", "--peak-size", "256", "--peak-repeats", "2",
                                "--malloc-default"])
     out = capsys.readouterr().out
     assert "measured fp32 matmul peak" in out and "bf16: " in out and "cpu model" in out
@@ -43,6 +43,7 @@ def test_train_throughput_smoke(scripts, capsys):
     emkd = results[1]
     assert emkd["loop_same_seconds"] > 0 and emkd["loop_bert4rec_seconds"] > 0
     assert "batched ensemble speed-up" in out
+    assert out.count("bf16 autocast speed-up") == 2 and all(r["bf16_seconds"] > 0 for r in results)
 
 
 def test_forward_macs_counts_every_emkd_term(scripts):
@@ -157,3 +158,20 @@ def test_clustering_share_smoke(monkeypatch, capsys):
     assert all(0 < r["share"] < 1 for r in results)
     assert "% of the epoch" in capsys.readouterr().out
     assert (s4rec.sinkhorn, iclrec.kmeans) == originals               # unwrapped afterwards
+
+
+def test_bf16_autocast_keeps_the_loss_close_to_fp32(scripts):
+    import torch
+
+    throughput, _ = scripts
+    config = throughput.profile_config("smoke", "beauty", "sasrec")
+    dataset, split = throughput.run_data(config)
+    torch.manual_seed(0)
+    model, recipe = throughput.build_method(config, dataset)
+    model.eval()
+    from emkd_lib.batching import pad_left
+    batch = torch.as_tensor(pad_left(recipe.make_examples(split.train)[:32], config.data.max_len))
+    fp32 = recipe.loss(model, batch, None)["loss"]
+    bf16 = throughput.under_bf16_autocast(recipe, torch.device("cpu")).loss(model, batch, None)["loss"]
+    assert bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item() and bf16.item() != fp32.item()
