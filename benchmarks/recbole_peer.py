@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.recbole_side:
         print(json.dumps(recbole_side(args)))
         return {}
+    import torch
+
     from emkd_lib.data import load_dataset
     from emkd_lib.store import machine_name
-    import torch
 
     torch.set_num_threads(args.threads)
     python = args.venv / "bin" / "python"

@@ -22,9 +22,9 @@ the other, on the same batches, and prints the batched ensemble's
 - ``both``, ``none``.
 
 ``--autocast bf16`` also times each method with its loss's forward pass under
-``torch.autocast(..., dtype=torch.bfloat16)`` from the same initial weights
-(fp32 weights, gradients and optimizer) and prints the speed-up; the
-accuracy of bf16 training is not measured here (that needs full runs).
+bf16 autocast (``train.with_precision``, what ``train__precision=bf16`` trains
+with) from the same initial weights and prints the speed-up; the accuracy of
+bf16 training is not measured here (that needs full runs).
 
 EMKD on a next-item encoder (``emkd-sasrec``, ``emkd-gru4rec``,
 ``emkd-caser``) is already a loop (``EncoderEnsemble``); nothing to compare.
@@ -40,7 +40,6 @@ header says when the 1-minute load average says it is not.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -58,7 +57,7 @@ from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
 from emkd_lib.store import machine_name
-from emkd_lib.train import resolve_device, train_one_epoch
+from emkd_lib.train import resolve_device, train_one_epoch, with_precision
 
 WARMUP_BATCHES = 3
 COUNTED_METHODS = ("sasrec", "bert4rec", "gru4rec", "caser", "emkd")  # every term of forward_macs
@@ -328,17 +327,6 @@ def time_training(model, recipe, examples, timed_examples, train: TrainConfig, d
     return time.perf_counter() - t0
 
 
-def under_bf16_autocast(recipe, device: torch.device):
-    """``recipe`` with its loss's forward pass under bf16 autocast (weights,
-    gradients and Adam stay fp32; the backward runs outside the context, as
-    autocast asks), its terms returned in fp32."""
-    def loss(model, batch, generator):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            terms = recipe.loss(model, batch, generator)
-        return {name: value.float() for name, value in terms.items()}
-    return dataclasses.replace(recipe, loss=loss)
-
-
 def timed_batches_of(timed_examples, batch_size: int) -> list[np.ndarray]:
     """The batches ``train_one_epoch`` cuts from ``timed_examples`` under ``time_training``'s rng (seed 2)."""
     lengths = np.fromiter((len(e) for e in timed_examples), dtype=np.int64, count=len(timed_examples))
@@ -382,7 +370,7 @@ def benchmark_method(name: str, args, device: torch.device, peak: float, overrid
     if args.autocast == "bf16":
         torch.manual_seed(0)
         fresh, fresh_recipe = build_method(config, dataset)   # the same initial weights as the fp32 run
-        bf16_seconds = time_training(fresh.to(device), under_bf16_autocast(fresh_recipe, device), examples,
+        bf16_seconds = time_training(fresh.to(device), with_precision(fresh_recipe, "bf16", device), examples,
                                      timed_examples, config.train, device, warmup)
         report(f"{label}[bf16]", bf16_seconds)
         print(f"{'':12s} bf16 autocast speed-up over fp32 on the same batches: {seconds / bf16_seconds:.2f}x "

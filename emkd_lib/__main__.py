@@ -28,7 +28,7 @@ from . import settings as settings_module
 from .config import PROFILES
 from .data import register_dataset
 from .distributed import launch
-from .executors import EXECUTORS, GridOutcome, MissingExtra, import_ray, run_grid_ray
+from .executors import EXECUTORS, Failure, GridOutcome, MissingExtra, import_ray, run_grid_ray
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, run_grid, stored
@@ -184,7 +184,10 @@ def _command(args) -> int:
             outcome = run_grid_ray(_grid_configs(args), device=args.device, threads=args.threads,
                                    address=args.address, settings=settings)
         else:
-            outcome = GridOutcome(results=run_grid(_grid_configs(args), device=args.device, settings=settings))
+            results = run_grid(_grid_configs(args), device=args.device, settings=settings)
+            outcome = GridOutcome(results={label: r for label, r in results.items() if r is not None},
+                                  failures=[Failure(str(label), "being trained by another process (skipped)")
+                                            for label, r in results.items() if r is None])
         for label, result in outcome.results.items():
             print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
         for failure in outcome.failures:

@@ -38,6 +38,10 @@ class TrainConfig:
     grad_clip: float | None = bound(5.0, gt=0)
     patience: int = bound(5, ge=1)
     min_steps: int = bound(0, ge=0)
+    # "bf16": each loss's forward pass under bf16 autocast (weights, gradients
+    # and Adam stay fp32; evaluation stays fp32). A speed lever where the
+    # hardware has fast bf16 matmuls (benchmarks/train_throughput.py --autocast).
+    precision: str = bound("fp32", choices=("fp32", "bf16"))
 
     def __post_init__(self):
         check_fields(self)
@@ -91,6 +95,12 @@ class EvalConfig:
 
     def __post_init__(self):
         check_fields(self)
+
+
+# Options added to the configs after stored results existed: (part, field) ->
+# the value every earlier run was trained with. At that value the option is
+# left out of a run's identity (its key stays what it was).
+ADDED_OPTIONS = {("train", "precision"): "fp32"}
 
 
 @dataclass(frozen=True)
@@ -161,9 +171,15 @@ class RunConfig:
                    evaluation=from_dict(EvalConfig, d.get("evaluation")))
 
     def identity(self) -> dict:
-        """What reaches the model and the data: everything but the profile label."""
+        """What reaches the model and the data: everything but the profile
+        label, and the options added after results were stored while they are
+        at the value those results were trained with (``ADDED_OPTIONS``), so
+        that adding an option never changes the key of a stored run."""
         d = self.to_dict()
         del d["profile"]
+        for (part, name), old_value in ADDED_OPTIONS.items():
+            if d[part].get(name) == old_value:
+                del d[part][name]
         return d
 
     def replace(self, **changes) -> "RunConfig":

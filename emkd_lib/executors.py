@@ -29,7 +29,7 @@ from . import settings as settings_module
 from .config import RunConfig
 from .files import atomic_write_bytes
 from .process import configure_process
-from .runs import command_for, execute, key_of, stored
+from .runs import command_for, execute, grid_items, key_of, stored
 from .store import RunResult, load_result, result_path
 
 EXECUTORS = ("local", "ray")
@@ -65,10 +65,6 @@ def one_line(err: BaseException) -> str:
     err = getattr(err, "cause", None) or err
     message = err.args[0] if isinstance(err, KeyError) and err.args else err
     return f"{type(err).__name__}: {' '.join(str(message).split())}"
-
-
-def _items(configs) -> list[tuple[str, RunConfig]]:
-    return list(configs.items() if isinstance(configs, dict) else ((c.label(), c) for c in configs))
 
 
 def _name(config: RunConfig) -> str:
@@ -111,7 +107,7 @@ def run_grid_ray(configs, device: str | None = None, threads: int | None = None,
     ray = import_ray()
     from tqdm.auto import tqdm
     settings = settings or settings_module.current()
-    items = _items(configs)
+    items = grid_items(configs)
     outcome = GridOutcome(results={})
     todo = []
     for label, config in items:

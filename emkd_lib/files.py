@@ -1,7 +1,9 @@
-"""Atomic writes and cached file checksums: the only two ways the library
-touches files it did not just read."""
+"""Atomic writes, cached file checksums and advisory locks: the only ways
+the library touches files it did not just read."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -80,3 +82,26 @@ def cached_file_sha256s(paths, cache_file: Path | None) -> list[str]:
         except OSError:
             pass  # a read-only cache only costs time
     return digests
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path):
+    """Hold an exclusive advisory lock (``flock``) on ``path``, created if
+    needed, for the ``with`` block; ``LockHeld`` at once if another process
+    holds it. The kernel releases it when the process ends, however it ends,
+    so a killed process leaves no stale lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(str(path)) from None
+        yield
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ independently trained runs (EMKD Table 1)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import settings as settings_module
 from .config import RunConfig
 from .data import dataset_files, leave_one_out, load_dataset, subsample_users
 from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
-from .files import atomic_write, file_sha256
+from .files import LockHeld, atomic_write, exclusive_lock, file_sha256
 from .methods import build_method
 from .methods.baselines import ensemble_scores
 from .store import (code_commit, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
@@ -92,7 +93,7 @@ def run_or_load(config: RunConfig, device: str | None = None, progress: bool = T
     if settings.require_cached:
         raise FileNotFoundError(f"no stored result for {config.label()} on {config.dataset} and "
                                 f"EMKD_REQUIRE_CACHED=1; run it with: {command_for(config)}")
-    return execute(config, device=device, progress=progress, settings=settings, root=root)
+    return execute(config, device=device, progress=progress, settings=settings, root=root, reuse_stored=True)
 
 
 def checkpoint_path(key: str, settings, world_size: int | None = None) -> Path:
@@ -102,18 +103,50 @@ def checkpoint_path(key: str, settings, world_size: int | None = None) -> Path:
     return settings.checkpoint_dir / (f"{key}.pt" if world_size is None else f"{key}.ddp{world_size}.pt")
 
 
+class RunInProgress(RuntimeError):
+    """Another process is training the same run (its lock is held)."""
+
+
+def run_lock_path(key: str, settings) -> Path:
+    """The lock a process holds while it trains run ``key`` (one per key,
+    in the cache beside the checkpoints: the processes of one machine share it)."""
+    return settings.cache_dir / "locks" / f"{key}.lock"
+
+
 def execute(config: RunConfig, device: str | None = None, progress: bool = True, settings=None,
-            root: Path | None = None, stop_after_epoch: int | None = None, parallel=None) -> RunResult | None:
+            root: Path | None = None, stop_after_epoch: int | None = None, parallel=None,
+            reuse_stored: bool = False) -> RunResult | None:
     """Train ``config`` now (resuming from its checkpoint) and store its result.
 
-    With ``parallel`` this process is one rank of a data-parallel run
-    (``distributed.launch``): every rank seeds and builds the model as here,
-    so initial weights match; rank 0 alone stores, the others return None."""
+    The process holds the run's lock (``run_lock_path``) while it trains: a
+    second process asked for the same run raises ``RunInProgress`` instead
+    of training it too (two writers of one checkpoint). ``reuse_stored``:
+    return the stored result if it appeared while waiting for the lock's
+    check (another process finished it). With ``parallel`` this process is
+    one rank of a data-parallel run (``distributed.launch``): every rank
+    seeds and builds the model as here, so initial weights match; rank 0
+    alone locks and stores, the others return None."""
     settings = _settings(settings)
     code_commit()  # the code this run starts with, whatever is committed while it trains
-    device = resolve_device(device)
     dataset, split = run_data(config, settings)
     key = run_key(config, dataset.files)
+    if parallel is not None and not parallel.is_main:
+        return _train_and_store(config, device, progress, settings, root, stop_after_epoch, parallel,
+                                dataset, split, key)
+    try:
+        with exclusive_lock(run_lock_path(key, settings)):
+            if reuse_stored and parallel is None and (result := stored(config, settings, root)) is not None:
+                return result
+            return _train_and_store(config, device, progress, settings, root, stop_after_epoch, parallel,
+                                    dataset, split, key)
+    except LockHeld:
+        raise RunInProgress(f"{config.dataset}/{config.label()} is being trained by another process "
+                            f"(it holds {run_lock_path(key, settings)}); rerun when it has finished") from None
+
+
+def _train_and_store(config, device, progress, settings, root, stop_after_epoch, parallel, dataset, split,
+                     key) -> RunResult | None:
+    device = resolve_device(device)
     # Seeded before the model is built: the initial weights are the seed's.
     seed_everything(config.seed)
     model, recipe = build_method(config, dataset)
@@ -201,17 +234,29 @@ def popularity_test_ranks(config: RunConfig, settings=None) -> np.ndarray:
                             exclude_history=config.evaluation.history_exclusion == "all-but-target")
 
 
+def grid_items(configs) -> list[tuple[str, RunConfig]]:
+    """(label, config) pairs of a label -> config dict, or of a list, each
+    then labelled "dataset/label" (one grid may hold one label per dataset)."""
+    if isinstance(configs, dict):
+        return list(configs.items())
+    return [(f"{c.dataset}/{c.label()}", c) for c in configs]
+
+
 def run_grid(configs, device: str | None = None, progress: bool = True, settings=None) -> dict:
     """Run or load every config of ``configs`` (a label -> config dict, or a
-    list), with one progress bar over the grid; returns label -> result."""
+    list), with one progress bar over the grid; returns label -> result, or
+    None for a run another process is training (``RunInProgress``, skipped)."""
     from tqdm.auto import tqdm
-    items = configs.items() if isinstance(configs, dict) else ((c.label(), c) for c in configs)
-    items = list(items)
+    items = grid_items(configs)
     results = {}
     bar = tqdm(items, desc="runs", disable=not progress)
     for label, config in bar:
         bar.set_postfix_str(f"{config.dataset}/{config.label()}")
-        results[label] = run_or_load(config, device=device, progress=progress, settings=settings)
+        try:
+            results[label] = run_or_load(config, device=device, progress=progress, settings=settings)
+        except RunInProgress as busy:   # another process trains it; the rest of the grid goes on
+            tqdm.write(f"skipped: {busy}", file=sys.stderr)
+            results[label] = None
     return results
 
 

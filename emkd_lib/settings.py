@@ -7,7 +7,7 @@ a variable sees it at once and no module keeps global state.
 =========================  ==================================================
 ``EMKD_DATA_DIR``          where datasets live (explicit: must hold them)
 ``EMKD_RESULTS_DIR``       the result store (default ``<repo>/results``)
-``EMKD_CACHE_DIR``         checkpoints, checksum cache, feature caches
+``EMKD_CACHE_DIR``         checkpoints, run locks, checksum cache, feature caches
                            (default ``~/.cache/emkd-book``, outside the tree)
 ``EMKD_FIGURES_DIR``       where chapters save figures (default ``notebooks/figures``)
 ``EMKD_PAPERS_DIR``        the papers' result tables (read by ``paper_tables``)

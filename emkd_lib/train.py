@@ -14,6 +14,7 @@ differs call it, and without it nothing else changes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,24 @@ class FitResult:
     steps: int = 0
     stopped_by: str = ""          # "patience" or "epoch cap"
     resumed_from_epoch: int = 0   # 0: trained from the start
+
+
+def with_precision(recipe: Recipe, precision: str, device: torch.device) -> Recipe:
+    """``recipe`` whose loss runs its forward pass under ``precision``
+    ("fp32": unchanged; "bf16": ``torch.autocast`` with bfloat16, the terms
+    returned in fp32, the backward outside the context as autocast asks)."""
+    if precision == "fp32":
+        return recipe
+    if precision != "bf16":
+        raise ValueError(f"unknown precision {precision!r}; known: fp32, bf16")
+    loss = recipe.loss
+
+    def bf16_loss(model, ids, generator):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            terms = loss(model, ids, generator)
+        return {name: value.float() for name, value in terms.items()}
+
+    return dataclasses.replace(recipe, loss=bf16_loss)
 
 
 def train_step(model: nn.Module, recipe: Recipe, ids: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -160,10 +179,12 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
                                  fused=device.type in ("cpu", "cuda"))
     examples = recipe.make_examples(split.train)
     result = FitResult(examples_per_epoch=len(examples))
+    scored = recipe                                    # evaluation stays fp32
+    recipe = with_precision(recipe, settings.precision, device)
 
     def ranks_on(inputs, targets):
         model.eval()
-        return evaluate(lambda ids: recipe.score(model, ids), inputs, targets, max_len=recipe.eval_max_len,
+        return evaluate(lambda ids: scored.score(model, ids), inputs, targets, max_len=scored.eval_max_len,
                         device=device, exclude_history=exclude_history)
 
     best_score, best_state, since_best, start, stopped = -1.0, None, 0, 1, False

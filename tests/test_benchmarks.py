@@ -172,6 +172,6 @@ def test_bf16_autocast_keeps_the_loss_close_to_fp32(scripts):
     from emkd_lib.batching import pad_left
     batch = torch.as_tensor(pad_left(recipe.make_examples(split.train)[:32], config.data.max_len))
     fp32 = recipe.loss(model, batch, None)["loss"]
-    bf16 = throughput.under_bf16_autocast(recipe, torch.device("cpu")).loss(model, batch, None)["loss"]
+    bf16 = throughput.with_precision(recipe, "bf16", torch.device("cpu")).loss(model, batch, None)["loss"]
     assert bf16.dtype == torch.float32
     assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item() and bf16.item() != fp32.item()

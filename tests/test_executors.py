@@ -107,13 +107,13 @@ def test_a_ray_grid_stores_the_bits_of_a_local_one(cluster, env, capsys):
 def test_rerunning_a_grid_trains_only_what_is_missing(cluster, env):
     settings = store_at(env / "results")
     first = run_grid_ray([tiny(0)], device="cpu", progress=False, settings=settings)
-    assert first.trained == ["sasrec-smoke-seed0"] and not first.failures
+    assert first.trained == ["beauty/sasrec-smoke-seed0"] and not first.failures
     path = runs.path_of(tiny(0), settings)
     stamp = path.stat().st_mtime_ns
 
     second = run_grid_ray([tiny(0), tiny(1)], device="cpu", progress=False, settings=settings)
-    assert second.trained == ["sasrec-smoke-seed1"] and not second.failures
-    assert sorted(second.results) == ["sasrec-smoke-seed0", "sasrec-smoke-seed1"]
+    assert second.trained == ["beauty/sasrec-smoke-seed1"] and not second.failures
+    assert sorted(second.results) == ["beauty/sasrec-smoke-seed0", "beauty/sasrec-smoke-seed1"]
     assert path.stat().st_mtime_ns == stamp
 
     third = run_grid_ray([tiny(0), tiny(1)], device="cpu", progress=False, settings=settings)

@@ -231,3 +231,75 @@ def test_analysis_arrays_are_recomputed_bitwise_from_the_saved_weights(env):
     with pytest.raises(FileNotFoundError, match="not committed"):
         runs.add_analysis(config)
     assert runs.stored(config).test_metrics == first.test_metrics
+
+
+# ---- one process per run: the run lock ----------------------------------------
+
+def test_a_run_another_process_trains_is_refused_and_skipped_by_a_grid(env, monkeypatch):
+    import subprocess
+    import sys
+    from emkd_lib import settings as settings_module
+    from emkd_lib.files import exclusive_lock
+
+    config = tiny_config()
+    lock = runs.run_lock_path(runs.key_of(config), settings_module.current())
+    real_fit = runs.fit
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("must not train a run that is locked"))
+    with exclusive_lock(lock):
+        with pytest.raises(runs.RunInProgress, match=r"beauty/sasrec-smoke-seed0 is being trained by another"):
+            runs.run_or_load(config, device="cpu", progress=False)
+        assert runs.run_grid([config], device="cpu", progress=False) == {"beauty/sasrec-smoke-seed0": None}
+    # a process that holds the lock and dies leaves no stale lock behind
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emkd_lib.files import "
+                               "exclusive_lock; cm = exclusive_lock(sys.argv[1]); cm.__enter__(); "
+                               "print('held', flush=True); time.sleep(60)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(runs.RunInProgress):
+        runs.run_or_load(config, device="cpu", progress=False)
+    holder.kill()
+    holder.wait()
+    monkeypatch.setattr(runs, "fit", real_fit)
+    assert runs.run_or_load(config, device="cpu", progress=False).path.exists()
+
+
+def test_the_grid_command_reports_a_skipped_run_and_exits_1(env, monkeypatch, capsys):
+    from emkd_lib import __main__ as cli
+
+    def busy(config, **kwargs):
+        raise runs.RunInProgress(f"{config.dataset}/{config.label()} is being trained by another process")
+
+    monkeypatch.setattr(runs, "run_or_load", busy)
+    assert cli.main(["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "sasrec"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped: beauty/sasrec-smoke-seed0 is being trained by another process" in err
+    assert "beauty/sasrec-smoke-seed0 failed: being trained by another process (skipped)" in err
+
+
+# ---- precision --------------------------------------------------------------------
+
+def test_committed_results_keep_their_keys():
+    """Options added to the configs (``config.ADDED_OPTIONS``) leave every
+    stored run's key as it was: each committed record's key is recomputed from
+    its config and data checksums."""
+    records = [json.loads(p.read_text()) for p in (Path(__file__).parent.parent / "results").glob("*/*.json")
+               if not p.name.startswith("ensemble")]
+    if not records:
+        pytest.skip("no committed results in this checkout")
+    for record in records:
+        config = RunConfig.from_dict(record["config"])
+        assert store.run_key(config, record["provenance"]["data_sha256"]) == record["key"], record["key"]
+
+
+def test_bf16_precision_gets_its_own_key_and_trains(env):
+    fp32 = tiny_config()
+    bf16 = fp32.replace(train__precision="bf16")
+    assert "precision" not in fp32.identity()["train"] and bf16.identity()["train"]["precision"] == "bf16"
+    assert runs.key_of(bf16) != runs.key_of(fp32)
+    a = runs.run_or_load(fp32, device="cpu", progress=False)
+    b = runs.run_or_load(bf16, device="cpu", progress=False)
+    assert b.path != a.path and b.config.train.precision == "bf16"
+    assert b.history[0]["loss"] != a.history[0]["loss"]
+    assert abs(b.history[0]["loss"] - a.history[0]["loss"]) < 0.05 * a.history[0]["loss"]
+    with pytest.raises(ValueError, match="precision"):
+        fp32.replace(train__precision="fp16")
