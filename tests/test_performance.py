@@ -125,3 +125,40 @@ def test_clustering_table_reads_each_methods_line(tmp_path):
     empty = tmp_path / "clustering-empty.txt"
     empty.write_text("# nothing\n")
     assert "no clustering line" in perf.clustering_table(empty)["status"][0]
+
+
+def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_path):
+    idle = tmp_path / "measured-a.txt"
+    idle.write_text(THROUGHPUT)
+    loaded = tmp_path / "measured-b.txt"
+    loaded.write_text("# loaded\n$ python benchmarks/train_throughput.py --autocast bf16\n"
+                      "WARNING: 1-minute load average 3.81 > 1: other processes share this machine\n"
+                      "measured fp32 matmul peak: 50.0 GFLOP/s\n"
+                      "sasrec    beauty [cpu]:     591 sequences/s,    74.1 s/epoch (43793 training sequences, "
+                      "172 batches of 256; timed 20),   36.3 GFLOP/s = 72.6% of peak\n"
+                      "sasrec[bf16] beauty [cpu]:     1343 sequences/s,    32.6 s/epoch (43793 training sequences, "
+                      "172 batches of 256; timed 20),   59.6 GFLOP/s = 117.6% of peak\n"
+                      "             bf16 autocast speed-up over fp32 on the same batches: 2.27x (share of the "
+                      "fp32 peak)\n")
+    lines = perf.benchmark_table([idle, loaded])
+    assert lines["load"].isna().tolist() == [True, True, False, False]
+    assert perf.target_table(lines).loc["sasrec", "measured % of peak"] == 52.1   # not the loaded 72.6
+    speedups = perf.bf16_speedups([idle, loaded])
+    assert speedups[["method", "bf16 speed-up"]].values.tolist() == [["sasrec", 2.27]]
+
+
+def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path, profile_file):
+    import pandas as pd
+    idle = tmp_path / "measured-a.txt"
+    idle.write_text(THROUGHPUT)
+    budget = pd.DataFrame({"runs": [3], "stored": [1], "CPU-hours (new runs)": [2.5], "not stored yet": [2]},
+                          index=["total"])
+    none = pd.DataFrame({"status": ["nothing"]})
+    lines = perf.performance_found(perf.target_table(perf.benchmark_table([idle])), budget,
+                                   perf.step_profile_table(profile_file),
+                                   perf.operator_share(profile_file, "aten::bernoulli_"), none,
+                                   pd.DataFrame(columns=["target", "measured", "met"]), none)
+    assert lines[0] == "SASRec: best measured 52.1% of the fp32 peak against a target of 50% (met)"
+    assert "1 of 3 planned runs are stored; they cost 2.5 CPU-hours" in lines[1]
+    assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
+    assert "EMKD: dropout's random masks take at least 22% of a step" in lines
