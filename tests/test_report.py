@@ -413,3 +413,10 @@ def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     runs["text"] = run([5.0, 2.0], [0.05, 0.07])
     assert curves_found(runs, "F")[0].endswith(": the same run")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
+
+
+def test_a_bf16_run_is_labelled_apart_from_its_fp32_twin():
+    from emkd_lib.profiles import profile_config
+    config = profile_config("cpu", "beauty", "sasrec")
+    assert method_label(config) == "SASRec"
+    assert method_label(config.replace(train__precision="bf16")) == "SASRec (bf16)"

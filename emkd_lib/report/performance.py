@@ -237,11 +237,13 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
 _NAMES = {"emkd": "EMKD", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "s4rec": "S^4Rec", "iclrec": "ICLRec"}
 
 
-def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering) -> list[str]:
+def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
+                      precision=None) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
     (``target_table``, ``study_budget``, ``step_profile_table``,
     ``operator_share``, ``bf16_speedups``, ``comparison_tables``' targets,
-    ``clustering_table``); a table that says "status" adds nothing."""
+    ``clustering_table``, and ``significance_table`` of a bf16 run against
+    fp32); a table that says "status" adds nothing."""
     name = lambda m: _NAMES.get(m, m)  # noqa: E731
     lines = [f"{name(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak against a target of "
              f"{row['target % of peak']:.0f}% ({'met' if row['met'] == 'yes' else 'not met'})"
@@ -262,6 +264,11 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
         for _, row in bf16.iterrows():
             lines.append(f"{name(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
                          f"on the same batches ({row['file']})")
+    if precision is not None and len(precision):
+        for _, row in precision.iterrows():
+            lines.append(f"{row['dataset']}: {row['reference']} test NDCG@10 {row['reference NDCG@10']:.4f} against "
+                         f"{row['other']} (fp32, seed 0) {row['other NDCG@10']:.4f}, {row['change %']:+.1f}% "
+                         f"(paired Wilcoxon p = {row['p (Wilcoxon)']:.3g})")
     for _, row in compared_targets.iterrows():
         lines.append(f"{row['target']}: {row['measured']}" + (f" ({row['met']})" if row["met"] else ""))
     if "method" in clustering:

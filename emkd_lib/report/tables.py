@@ -79,6 +79,8 @@ def method_label(config) -> str:
     name = names.get(config.method, config.method)
     if config.method == "sasrec-single":
         name = f"SASRec ({config.params.input})"
+    if config.train.precision != "fp32":
+        name += f" ({config.train.precision})"
     if config.encoder != config.spec.encoders[0]:
         name += f" ({names.get(config.encoder, config.encoder)})"
     return name

@@ -4,7 +4,8 @@ from . import baselines, emkd, odmt, s4rec
 
 # name -> grid function; every grid takes (profile, datasets=..., seeds=...)
 # and, where it says so in its signature, methods=...
-GRIDS = {"baselines": baselines.baseline_grid, "emkd-ablations": emkd.ablation_grid,
+GRIDS = {"baselines": baselines.baseline_grid, "precision": baselines.precision_grid,
+         "emkd-ablations": emkd.ablation_grid,
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
@@ -20,6 +21,7 @@ CHAPTER_GRIDS = {
     "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations"),
     "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
     "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
+    "10 performance": ("precision",),
 }
 
 __all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "s4rec"]

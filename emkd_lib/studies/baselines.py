@@ -10,3 +10,11 @@ DATASETS = ("beauty", "toys", "ml-1m")
 def baseline_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> dict:
     """``(dataset, method, seed) -> config`` of each single model."""
     return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
+
+
+def precision_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec",)) -> dict:
+    """The bf16 check of the performance chapter: ``(dataset, method, seed) ->
+    config`` trained with ``train.precision="bf16"``, to set beside the same
+    method's fp32 seeds of ``baseline_grid``."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s, train__precision="bf16")
+            for d in datasets for m in methods for s in seeds}
