@@ -406,9 +406,10 @@ def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     def run(losses, valid):
         return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": v} for l, v in zip(losses, valid)])
 
-    runs = {"id": run([5.0, 3.0], [0.05, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
+    # id ran one epoch longer: its loss is compared at epoch 2, where text stopped
+    runs = {"id": run([5.0, 3.0, 1.0], [0.05, 0.04, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
     (line,) = curves_found(runs, "Figure 2")
-    assert "lowest final training loss is id's (3.000; text 4.000)" in line
+    assert "at epoch 2, the last that every run reached, the lowest training loss is id's (3.000; text 4.000)" in line
     assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line and line.endswith("not the same run")
     runs["text"] = run([5.0, 2.0], [0.05, 0.07])
     assert curves_found(runs, "F")[0].endswith(": the same run")

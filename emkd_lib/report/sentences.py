@@ -167,17 +167,20 @@ def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: s
 
 def curves_found(runs: dict, what: str) -> list[str]:
     """Lines for "What we found" from training curves (the ODMT chapter's
-    Figure 2 runs): ``runs`` a label -> stored run dict; which run ends with
-    the lowest training loss (last epoch) and which reaches the best
-    validation NDCG@10 (its best epoch), and whether they are the same."""
+    Figure 2 runs): ``runs`` a label -> stored run dict; which run has the
+    lowest training loss at the last epoch every run reached (runs stop at
+    different epochs, and a longer run's loss is lower for that alone), which
+    reaches the best validation NDCG@10 (its best epoch), and whether they
+    are the same run."""
     stored = {label: r for label, r in runs.items() if r is not None and r.history}
     if len(stored) < 2:
         return [f"{what}: not enough runs stored yet ({len(stored)})"]
-    loss = {label: r.history[-1]["loss"] for label, r in stored.items()}
+    common = min(len(r.history) for r in stored.values())
+    loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
     valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
     lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
     same = "the same run" if lowest == best else "not the same run"
-    return [f"{what}: the lowest final training loss is {lowest}'s ({loss[lowest]:.3f}; "
-            + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
+    return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
+            f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
             + f"); the best validation NDCG@10 is {best}'s ({valid[best]:.4f}; "
             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]
