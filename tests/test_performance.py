@@ -162,3 +162,14 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
     assert "1 of 3 planned runs are stored; they cost 2.5 CPU-hours" in lines[1]
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
     assert "EMKD: dropout's random masks take at least 22% of a step" in lines
+
+
+def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
+    path = tmp_path / "features-test.txt"
+    path.write_text("# header\n$ python -m emkd_lib.data.features ml-100k\n"
+                    "ml-100k: 1682 items in 95.4 s -> /tmp/c/features/ml-100k/3669 (12.3 MiB)\n"
+                    "  text_tokens: (1683, 32, 384) float16\n"
+                    "beauty: 12101 items in 301.0 s -> /tmp/c/features/beauty/ab12 (60.0 MiB)\n")
+    table = perf.feature_extraction_table(path)
+    assert table.loc["ml-100k", "items"] == 1682 and table.loc["beauty", "seconds"] == 301.0
+    assert table.loc["ml-100k", "cache (MiB)"] == 12.3 and len(table) == 2

@@ -234,16 +234,33 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+# The summary line of ``python -m emkd_lib.data.features``, e.g.
+# "ml-100k: 1682 items in 95.4 s -> /cache/features/ml-100k/36691ed1 (12.3 MiB)"
+_EXTRACTED = re.compile(r"^(?P<dataset>\S+): (?P<items>\d+) items in (?P<seconds>[\d.]+) s -> \S+ "
+                        r"\((?P<mib>[\d.]+) MiB\)$")
+
+
+def feature_extraction_table(path) -> pd.DataFrame:
+    """A committed output of the ODMT feature extractor run from an empty
+    cache: per dataset, its items, the extraction seconds and the cache's size."""
+    rows = [{"dataset": m.group("dataset"), "items": int(m.group("items")), "seconds": float(m.group("seconds")),
+             "cache (MiB)": float(m.group("mib"))}
+            for line in Path(path).read_text().splitlines() if (m := _EXTRACTED.match(line))]
+    if not rows:
+        return pd.DataFrame({"status": [f"no extraction line in {Path(path).name}"]})
+    return pd.DataFrame(rows).set_index("dataset")
+
+
 _NAMES = {"emkd": "EMKD", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "s4rec": "S^4Rec", "iclrec": "ICLRec"}
 
 
 def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
-                      precision=None) -> list[str]:
+                      precision=None, features=None) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
     (``target_table``, ``study_budget``, ``step_profile_table``,
     ``operator_share``, ``bf16_speedups``, ``comparison_tables``' targets,
-    ``clustering_table``, and ``significance_table`` of a bf16 run against
-    fp32); a table that says "status" adds nothing."""
+    ``clustering_table``, ``significance_table`` of a bf16 run against fp32,
+    ``feature_extraction_table``); a table that says "status" adds nothing."""
     name = lambda m: _NAMES.get(m, m)  # noqa: E731
     lines = [f"{name(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak against a target of "
              f"{row['target % of peak']:.0f}% ({'met' if row['met'] == 'yes' else 'not met'})"
@@ -276,4 +293,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
             lines.append(f"{name(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
                          f"{row['% of the epoch']:.2f}% of an epoch ({row['clustering s / epoch']:.2f} of "
                          f"{row['training s / epoch']:.0f} s of training)")
+    if features is not None and "seconds" in features:
+        for dataset, row in features.iterrows():
+            lines.append(f"ODMT's item features of {dataset}: {row['items']} items extracted in {row['seconds']:.0f} s "
+                         f"from an empty cache ({row['cache (MiB)']:.0f} MiB)")
     return lines
