@@ -421,3 +421,15 @@ def test_a_bf16_run_is_labelled_apart_from_its_fp32_twin():
     config = profile_config("cpu", "beauty", "sasrec")
     assert method_label(config) == "SASRec"
     assert method_label(config.replace(train__precision="bf16")) == "SASRec (bf16)"
+
+
+def test_control_found_pairs_a_run_with_its_control():
+    from emkd_lib.report import control_found
+    ranks_a = np.array([1, 1, 2, 30, 1] * 20)
+    ranks_b = np.array([2, 30, 30, 30, 1] * 20)
+    run, control = (types.SimpleNamespace(test_ranks=r) for r in (ranks_a, ranks_b))
+    (line,) = control_found(run, control, "distillation")
+    ndcg = lambda ranks: np.mean([1 / np.log2(r + 2) if r < 10 else 0 for r in ranks])  # 0-based ranks  # noqa: E731
+    assert line.startswith(f"distillation: NDCG@10 {ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} without it")
+    assert line.endswith("(significant)")
+    assert control_found(run, None, "distillation") == ["distillation: not both run yet"]

@@ -45,6 +45,7 @@ from .quoted import (
 from .sentences import (
     best_per_dataset,
     comparison_sentences,
+    control_found,
     curves_found,
     ensemble_found,
     ensemble_gain_sentences,
@@ -65,6 +66,7 @@ __all__ = [
     "gains_beside_paper",
     "best_per_dataset",
     "comparison_sentences",
+    "control_found",
     "curves_found",
     "curves_frame",
     "distinct_runs",
