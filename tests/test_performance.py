@@ -66,10 +66,13 @@ def test_operator_share_sums_the_operator_over_parts_against_the_total(profile_f
     assert share.loc["sasrec", "% of step (at least)"] == pytest.approx(10.0)
 
 
-def test_a_file_without_a_profile_says_so(tmp_path):
-    path = tmp_path / "profiled-empty.txt"
+@pytest.mark.parametrize("parse,message", [(perf.step_profile_table, "no step profile"),
+                                           (perf.clustering_table, "no clustering line"),
+                                           (perf.feature_extraction_table, "no extraction line")])
+def test_a_file_without_its_lines_says_so(tmp_path, parse, message):
+    path = tmp_path / "empty.txt"
     path.write_text("# nothing\n")
-    assert "no step profile" in perf.step_profile_table(path)["status"][0]
+    assert message in parse(path)["status"][0]
 
 
 def test_benchmark_lines_and_targets_skip_the_malloc_default_runs(tmp_path):
@@ -122,9 +125,6 @@ def test_clustering_table_reads_each_methods_line(tmp_path):
     table = perf.clustering_table(path).set_index("method")
     assert table.loc["s4rec", "clustering s / epoch"] == 0.20 and table.loc["iclrec", "% of the epoch"] == 8.97
     assert table.loc["iclrec", "clustering"] == "K-means once per epoch (encoding + fit)"
-    empty = tmp_path / "clustering-empty.txt"
-    empty.write_text("# nothing\n")
-    assert "no clustering line" in perf.clustering_table(empty)["status"][0]
 
 
 def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_path):
