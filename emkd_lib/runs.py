@@ -121,8 +121,8 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
     The process holds the run's lock (``run_lock_path``) while it trains: a
     second process asked for the same run raises ``RunInProgress`` instead
     of training it too (two writers of one checkpoint). ``reuse_stored``:
-    return the stored result if it appeared while waiting for the lock's
-    check (another process finished it). With ``parallel`` this process is
+    once the lock is held, return the stored result if another process
+    stored it after the caller looked (``run_or_load``). With ``parallel`` this process is
     one rank of a data-parallel run (``distributed.launch``): every rank
     seeds and builds the model as here, so initial weights match; rank 0
     alone locks and stores, the others return None."""
