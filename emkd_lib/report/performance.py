@@ -295,6 +295,6 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                          f"{row['training s / epoch']:.0f} s of training)")
     if features is not None and "seconds" in features:
         for dataset, row in features.iterrows():
-            lines.append(f"ODMT's item features of {dataset}: {row['items']} items extracted in {row['seconds']:.0f} s "
+            lines.append(f"ODMT's item features of {dataset}: {int(row['items'])} items extracted in {row['seconds']:.0f} s "
                          f"from an empty cache ({row['cache (MiB)']:.0f} MiB)")
     return lines
