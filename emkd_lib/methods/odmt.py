@@ -328,4 +328,5 @@ SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasre
 SPECS["sasrec-single"] = MethodSpec(name="sasrec-single", params_type=SingleInputParams, encoders=("sasrec",),
                                     build=on_item_features(build_single_input_with_features),
                                     profile_defaults=_defaults,
-                                    description="SASRec on one input type (ID, text or image), ODMT Figure 2")
+                                    description="SASRec on one input type (ID, text or image), ODMT Figure 2",
+                                    label=lambda params: f"SASRec ({params.input})")

@@ -55,6 +55,8 @@ class MethodSpec:
     ``profile_defaults``: ``(profile, dataset name) -> dict`` of its changes
     to the profile's generic settings, keyed like ``RunConfig.replace``
     (``params__tau``, ``train__epochs``, ``data__max_len``, ...).
+    ``label``: optional ``params -> str``, how tables name a run of it when
+    its params say more than the method's name (default: the report's name).
     """
 
     name: str
@@ -63,3 +65,4 @@ class MethodSpec:
     build: Callable
     profile_defaults: Callable[[str, str], dict]
     description: str = ""
+    label: Callable[[object], str] | None = None

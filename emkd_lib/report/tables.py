@@ -77,8 +77,8 @@ def method_label(config) -> str:
              "nextitnet": "NextItNet", "emkd": "EMKD", "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF", "fdsa": "FDSA", "s4rec": "S4Rec",
              "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": "DuoRec"}
     name = names.get(config.method, config.method)
-    if config.method == "sasrec-single":
-        name = f"SASRec ({config.params.input})"
+    if config.spec.label is not None:
+        name = config.spec.label(config.params)
     if config.train.precision != "fp32":
         name += f" ({config.train.precision})"
     if config.encoder != config.spec.encoders[0]:
