@@ -24,17 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import load_note, parse_override, time_training  # noqa: E402
+from train_throughput import load_note, parse_override, prepared, time_training  # noqa: E402
 
-from emkd_lib.batching import length_bucketed_batches  # noqa: E402
-from emkd_lib.methods import build_method, iclrec, s4rec  # noqa: E402
+from emkd_lib.methods import iclrec, s4rec  # noqa: E402
 from emkd_lib.process import configure_process  # noqa: E402
 from emkd_lib.profiles import profile_config  # noqa: E402
-from emkd_lib.runs import run_data  # noqa: E402
 from emkd_lib.store import machine_name  # noqa: E402
 from emkd_lib.train import resolve_device  # noqa: E402
 
@@ -63,13 +60,8 @@ def timed(module, name: str, seconds: list):
 
 def measure(method: str, args, device: torch.device, overrides: dict) -> dict:
     config = profile_config(args.profile, args.dataset, method, **overrides)
-    dataset, split = run_data(config)
-    torch.manual_seed(0)
-    model, recipe = build_method(config, dataset)
+    _, _, model, recipe, examples, batches = prepared(config)
     model.to(device)
-    examples = recipe.make_examples(split.train)
-    lengths = np.array([len(e) for e in examples])
-    batches = length_bucketed_batches(lengths, config.train.batch_size, shuffle=True, rng=np.random.default_rng(0))
     timed_batches = batches[:args.batches]
     timed_examples = [examples[i] for idx in timed_batches for i in idx]
     module, name = CLUSTERING[method]

@@ -40,21 +40,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import LoopEnsemble, load_note, parse_override  # noqa: E402
+from train_throughput import LoopEnsemble, load_note, parse_override, prepared  # noqa: E402
 
 from emkd_lib import losses  # noqa: E402
-from emkd_lib.batching import length_bucketed_batches, pad_left  # noqa: E402
-from emkd_lib.methods import build_method  # noqa: E402
+from emkd_lib.batching import pad_left  # noqa: E402
 from emkd_lib.methods.baselines import cloze_mask  # noqa: E402
 from emkd_lib.methods.emkd import combine_emkd_terms  # noqa: E402
 from emkd_lib.process import configure_process  # noqa: E402
 from emkd_lib.profiles import profile_config  # noqa: E402
-from emkd_lib.runs import run_data  # noqa: E402
 from emkd_lib.store import machine_name  # noqa: E402
 from emkd_lib.train import resolve_device  # noqa: E402
 
@@ -113,14 +110,12 @@ def public_pattern_loss(loop: LoopEnsemble, ids: torch.Tensor, generator, params
 
 
 def _batches(config, batch_size: int, n_batches: int):
-    dataset, split = run_data(config)
-    torch.manual_seed(0)
-    model, recipe = build_method(config, dataset)
-    examples = recipe.make_examples(split.train)
-    lengths = np.array([len(e) for e in examples])
-    order = length_bucketed_batches(lengths, batch_size, shuffle=True, rng=np.random.default_rng(0))
-    batches = [torch.as_tensor(pad_left([examples[i] for i in idx], config.data.max_len)) for idx in order]
-    return model, batches[:n_batches + 1], len(examples)     # the first batch warms up
+    """The model, the first ``n_batches + 1`` padded batches (the first warms
+    up) and the number of training examples, at ``batch_size``."""
+    _, _, model, _, examples, order = prepared(config.replace(train__batch_size=batch_size))
+    batches = [torch.as_tensor(pad_left([examples[i] for i in idx], config.data.max_len))
+               for idx in order[:n_batches + 1]]
+    return model, batches, len(examples)
 
 
 def measure(side: str, args) -> dict:

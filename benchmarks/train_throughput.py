@@ -334,18 +334,26 @@ def timed_batches_of(timed_examples, batch_size: int) -> list[np.ndarray]:
             length_bucketed_batches(lengths, batch_size, shuffle=True, rng=np.random.default_rng(2))]
 
 
+def prepared(config: RunConfig):
+    """What every benchmark times on: the run's data, its model built from
+    seed 0, its training examples and their length-bucketed batches (a fixed
+    shuffle), as ``(dataset, split, model, recipe, examples, batches)``."""
+    dataset, split = run_data(config)
+    torch.manual_seed(0)
+    model, recipe = build_method(config, dataset)
+    examples = recipe.make_examples(split.train)
+    lengths = np.array([len(e) for e in examples])
+    batches = length_bucketed_batches(lengths, config.train.batch_size, shuffle=True, rng=np.random.default_rng(0))
+    return dataset, split, model, recipe, examples, batches
+
+
 def benchmark_method(name: str, args, device: torch.device, peak: float, overrides: dict) -> dict:
     method, encoder = parse_method(name)
     config = profile_config(args.profile, args.dataset, method, encoder=encoder, **overrides)
-    dataset, split = run_data(config)
+    dataset, split, model, recipe, examples, batches = prepared(config)
     n_attributes = dataset.attributes.n_attributes if dataset.attributes else 0
-    torch.manual_seed(0)
-    model, recipe = build_method(config, dataset)
     model.to(device)
-    examples = recipe.make_examples(split.train)
-    lengths = np.array([len(e) for e in examples])
     batch_size = config.train.batch_size
-    batches = length_bucketed_batches(lengths, batch_size, shuffle=True, rng=np.random.default_rng(0))
     timed = batches[:args.max_batches] if args.max_batches else batches
     timed_examples = [examples[i] for idx in timed for i in idx]
     warmup = min(WARMUP_BATCHES, max(args.max_batches // 2, 1)) if args.max_batches else WARMUP_BATCHES
