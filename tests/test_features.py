@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from emkd_lib.data import features
+from emkd_lib.extras import MissingExtra
 
 FIXTURE = Path(__file__).parent / "fixtures" / "features"
 HAVE_EXTRA = all(importlib.util.find_spec(m) for m in
@@ -98,7 +99,7 @@ def test_missing_extra_is_one_clear_error(monkeypatch):
     try:
         with pytest.raises(ImportError, match=r"the 'multimodal' extra: pip install -e '\.\[multimodal\]'"):
             features.text_features(["a text"])
-        with pytest.raises(features.MissingExtraError, match="cannot import transformers"):
+        with pytest.raises(MissingExtra, match="cannot import transformers"):
             features.text_features(["a text"])
     finally:
         features._text_model.cache_clear()

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import settings as settings_module
+from ..extras import MissingExtra, require
 from ..files import atomic_write, atomic_write_bytes, cached_file_sha256, cached_file_sha256s
 from .fetch import resolve_dataset_dir
 from .registry import dataset_spec
@@ -78,15 +79,8 @@ IMAGE_SIZE = 224
 IMAGE_MEAN, IMAGE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)   # [-1, 1], see the module docstring
 
 
-class MissingExtraError(ImportError):
-    """A package of the ``multimodal`` extra is not installed."""
-
-
 def _import(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise MissingExtraError(f"{EXTRA_MESSAGE} (cannot import {name}: {err})") from None
+    return require(name, EXTRA_MESSAGE)
 
 
 _TORCHVISION_SCHEMAS: list = []
@@ -514,7 +508,7 @@ def main(argv=None) -> int:
         fs = extract_features(args.dataset, cache_dir=args.cache_dir,
                               options=ExtractionSettings(chunk_size=args.chunk_size))
         seconds = time.perf_counter() - started
-    except (MissingExtraError, FileNotFoundError, ValueError, KeyError) as err:
+    except (MissingExtra, FileNotFoundError, ValueError, KeyError) as err:
         print(f"emkd_lib.data.features: error: {err}", file=sys.stderr)
         return 2
     print(f"{fs.dataset}: {fs.n_items} items in {seconds:.1f} s -> {fs.directory} "

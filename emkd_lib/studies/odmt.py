@@ -63,10 +63,11 @@ def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inpu
 def missing_extra() -> str | None:
     """Why ODMT's runs cannot be trained here (the multimodal extra is not
     installed), or None. Stored results render without it."""
-    from ..data.features import EXTRA_MESSAGE, MissingExtraError, text_model_dir
+    from ..data.features import EXTRA_MESSAGE, text_model_dir
+    from ..extras import MissingExtra
     try:
         text_model_dir()
-    except MissingExtraError:
+    except MissingExtra:
         return EXTRA_MESSAGE
     return None
 
