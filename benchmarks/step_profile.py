@@ -41,6 +41,14 @@ clip, Adam), written out here so that its phases can be labelled.
     python benchmarks/step_profile.py                       # EMKD and SASRec, cpu profile, Beauty
     python benchmarks/step_profile.py --methods emkd --steps 10 --top-ops 3
     python benchmarks/step_profile.py --profile smoke --max-batches 2   # a seconds-long check
+    python benchmarks/step_profile.py --profile paper --methods emkd --memory --set train__batch_size=64
+
+With ``--memory`` one more step, on the epoch's heaviest batch, counts, through autograd's saved-tensor
+hooks, the bytes each part saves for the backward pass (held at the end of
+the forward pass), and the script prints them with the parameter,
+gradient and Adam state and the process's peak RSS, then one step under
+the profiler's memory view lists the operators that allocate the most:
+where a step's memory goes.
 
 On CUDA the times are host-side with a synchronisation after every phase;
 the per-part split of the forward pass is then launch time, not kernel time.
@@ -100,22 +108,40 @@ GATHER_OPS = ("aten::index", "aten::index_select", "aten::masked_select", "aten:
 
 # ---- labelling from the outside ------------------------------------------------------
 
-def _labelled(part: str, fn):
+class PartStack:
+    """The labelled parts open now, innermost last: the profiler sees them
+    as ranges, the memory count (``saved_for_backward``) reads them here."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    @contextlib.contextmanager
+    def part(self, part: str):
+        self.parts.append(part)
+        try:
+            with record_function(PREFIX + part):
+                yield
+        finally:
+            self.parts.pop()
+
+
+def _labelled(stack: PartStack, part: str, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with record_function(PREFIX + part):
+        with stack.part(part):
             return fn(*args, **kwargs)
     return wrapper
 
 
 class _Range:
-    """A record_function range opened in one hook and closed in another."""
+    """A labelled range opened in one hook and closed in another."""
 
-    def __init__(self):
-        self.open: list[record_function] = []
+    def __init__(self, stack: PartStack):
+        self.stack = stack
+        self.open: list = []
 
     def enter(self, part: str) -> None:
-        r = record_function(PREFIX + part)
+        r = self.stack.part(part)
         r.__enter__()
         self.open.append(r)
 
@@ -130,13 +156,14 @@ class _Range:
 
 
 @contextlib.contextmanager
-def labelled_parts(model: nn.Module):
-    """Label the parts of ``model``'s training step for the profiler; everything is undone on exit."""
+def labelled_parts(model: nn.Module, stack: PartStack):
+    """Label the parts of ``model``'s training step on ``stack`` (and for the
+    profiler); everything is undone on exit."""
     handles, patched, wrapped = [], [], []
 
     def patch(owner, name, part):
         patched.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, _labelled(part, getattr(owner, name)))
+        setattr(owner, name, _labelled(stack, part, getattr(owner, name)))
 
     for owner, name, part in ((emkd_method, "cloze_mask", "masking"), (baselines, "cloze_mask", "masking"),
                               (losses, "masked_item_prediction_loss", "ce"), (losses, "distillation_loss", "kd"),
@@ -147,17 +174,17 @@ def labelled_parts(model: nn.Module):
         patch(owner, name, part)
     for name, part in (("logits", "logits"), ("attribute_logits", "ap"), ("embed", "embedding")):
         if hasattr(model, name):
-            object.__setattr__(model, name, _labelled(part, getattr(model, name)))
+            object.__setattr__(model, name, _labelled(stack, part, getattr(model, name)))
             wrapped.append(name)
 
     def enclose(module, part):
-        rng = _Range()
+        rng = _Range(stack)
         handles.append(module.register_forward_pre_hook(lambda m, a: rng.enter(part)))
         handles.append(module.register_forward_hook(lambda m, a, o: rng.exit()))
 
     for module in model.modules():
         if hasattr(module, "ln_attn") and hasattr(module, "ln_ffn"):  # a transformer block
-            rng = _Range()
+            rng = _Range(stack)
             handles.append(module.ln_attn.register_forward_pre_hook(lambda m, a, rng=rng: rng.enter("attention")))
             handles.append(module.ln_ffn.register_forward_pre_hook(lambda m, a, rng=rng: rng.switch("ffn")))
             handles.append(module.register_forward_hook(lambda m, a, o, rng=rng: rng.exit()))
@@ -178,16 +205,20 @@ def labelled_parts(model: nn.Module):
 
 # ---- the step ----------------------------------------------------------------------------
 
-def train_step(model, recipe, batch, optimizer, train, generator, device) -> None:
-    """``train.train_one_epoch``'s body for one batch, its phases labelled."""
+def train_step(model, recipe, batch, optimizer, train, generator, device, stack: PartStack | None = None,
+               saved: contextlib.AbstractContextManager | None = None) -> None:
+    """``train.train_one_epoch``'s body for one batch, its phases labelled;
+    ``saved`` (``saved_for_backward``'s hooks) wraps the forward pass."""
+    stack = stack or PartStack()
+
     def phase(part):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return record_function(PREFIX + part)
+        return stack.part(part)
 
     with phase("batch"):
         ids = torch.from_numpy(pad_left(batch)).to(device)
-    with phase("forward_other"):
+    with phase("forward_other"), (saved or contextlib.nullcontext()):
         terms = recipe.loss(model, ids, generator)
     with phase("optimizer"):
         optimizer.zero_grad(set_to_none=True)
@@ -244,6 +275,70 @@ def attribute(events, n_steps: int, top_ops: int = 0):
     return dict(parts), dict(nodes), {p: dict(o) for p, o in ops.items()}
 
 
+# ---- memory ----------------------------------------------------------------------------------
+
+class SavedForBackward:
+    """Bytes autograd saves for the backward pass during one forward pass,
+    by the part that saved them: what is held at the end of the forward
+    pass, the bulk of a training step's peak memory. A storage saved twice
+    (or viewed by several saved tensors) counts once, in the first part."""
+
+    def __init__(self, stack: PartStack):
+        self.stack, self.bytes, self.seen = stack, defaultdict(int), set()
+
+    def pack(self, tensor: torch.Tensor):
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in self.seen and tensor.device.type != "meta":
+            self.seen.add(ptr)
+            self.bytes[self.stack.parts[-1] if self.stack.parts else "other"] += storage.nbytes()
+        return tensor
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
+
+
+def largest_allocations(events) -> dict[str, tuple[int, int]]:
+    """Operator -> (bytes it allocates itself, calls) over a
+    ``profile_memory`` profile, largest first: a step's big transients
+    (the scores over the catalogue and what the losses derive from them)
+    show as many calls of one size."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for event in events:
+        allocated = event.self_cpu_memory_usage
+        if allocated > 0 and not event.name.startswith(PREFIX):
+            totals[event.name][0] += allocated
+            totals[event.name][1] += 1
+    return {op: (b, n) for op, (b, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])}
+
+
+def state_bytes(model: nn.Module, optimizer) -> dict[str, int]:
+    """Parameters, their gradients and Adam's two moments, in bytes."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = sum(t.numel() * t.element_size() for state in optimizer.state.values()
+                  for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+    return {"parameters": params, "gradients": params, "Adam moments": moments}
+
+
+def peak_rss_bytes() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: KiB
+
+
+def print_memory(saved: SavedForBackward, state: dict[str, int], rss_before: int) -> None:
+    mib = 2 ** 20
+    total = sum(saved.bytes.values()) or 1
+    print(f"  saved for backward, by part (one step of the heaviest batch)    {'MiB':>9s} {'%':>6s}")
+    for part, label in PARTS.items():
+        if saved.bytes.get(part, 0) >= mib / 100:
+            print(f"  {label:40s} {saved.bytes[part] / mib:9.1f} {100 * saved.bytes[part] / total:6.1f}")
+    print(f"  {'total saved for backward':40s} {total / mib:9.1f} {100.0:6.1f}")
+    for name, size in state.items():
+        print(f"  {name:40s} {size / mib:9.1f}")
+    print(f"  {'peak RSS before the first step':40s} {rss_before / mib:9.1f}")
+    print(f"  {'peak RSS of this process':40s} {peak_rss_bytes() / mib:9.1f}")
+
+
 # ---- one method --------------------------------------------------------------------------------
 
 def profile_method(name: str, args, device: torch.device, overrides: dict) -> dict:
@@ -264,10 +359,13 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
     if args.max_batches:
         warmup = min(warmup, max(args.max_batches - 1, 0))
         steps = max(min(steps, args.max_batches - warmup), 1)
+    # the memory steps take the epoch's heaviest batch (most items): its peak is the epoch's
+    heaviest = [examples[i] for i in max(batches, key=lambda idx: int(lengths[idx].sum()))]
     needed = warmup + 2 * steps  # warm-up, the unprofiled steps, the profiled steps
     batches = [batches[i % len(batches)] for i in range(needed)]
     as_examples = [[examples[i] for i in idx] for idx in batches]
 
+    rss_before = peak_rss_bytes()   # torch, the data, the model and the batches
     for batch in as_examples[:warmup]:
         train_step(model, recipe, batch, optimizer, train, generator, device)
     t0 = time.perf_counter()
@@ -275,11 +373,20 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
         train_step(model, recipe, batch, optimizer, train, generator, device)
     wall_ms = (time.perf_counter() - t0) * 1000 / steps
 
-    with labelled_parts(model), profile(activities=[ProfilerActivity.CPU]) as prof:
+    stack = PartStack()
+    with labelled_parts(model, stack), profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in as_examples[warmup + steps:]:
             with record_function("step"):
-                train_step(model, recipe, batch, optimizer, train, generator, device)
+                train_step(model, recipe, batch, optimizer, train, generator, device, stack)
     parts, nodes, ops = attribute(prof.events(), steps, args.top_ops)
+    saved = allocations = None
+    if args.memory:   # one more step counting what its forward pass saves, one what each operator allocates
+        saved = SavedForBackward(stack)
+        with labelled_parts(model, stack):
+            train_step(model, recipe, heaviest, optimizer, train, generator, device, stack, saved.hooks())
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as memory_prof:
+            train_step(model, recipe, heaviest, optimizer, train, generator, device)
+        allocations = largest_allocations(memory_prof.events())
 
     shape = f"batch {train.batch_size} x {int(lengths.max())} items, d={config.encoder_config.hidden}"
     if method == "emkd":
@@ -300,8 +407,13 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
         print(f"  backward by autograd node (largest {args.nodes}; % of backward):")
         for node, ms in sorted(nodes.items(), key=lambda kv: -kv[1])[:args.nodes]:
             print(f"      {node[:40]:40s} {ms:9.1f} {100 * ms / backward:6.1f}")
+    if saved is not None:
+        print_memory(saved, state_bytes(model, optimizer), rss_before)
+        print(f"  operators by memory they allocate in one step (largest {args.nodes}; MiB in all, calls, MiB per call):")
+        for op, (total_bytes, calls) in list(allocations.items())[:args.nodes]:
+            print(f"      {op[:40]:40s} {total_bytes / 2**20:9.1f} {calls:6d} {total_bytes / 2**20 / calls:9.1f}")
     return {"method": config_label(config), "parts_ms": parts, "backward_nodes_ms": nodes,
-            "total_ms": total, "wall_ms": wall_ms}
+            "total_ms": total, "wall_ms": wall_ms, "saved_bytes": dict(saved.bytes) if saved else None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=int, default=8, help="autograd nodes listed under the backward")
     parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
                         metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
+    parser.add_argument("--memory", action="store_true",
+                        help="also count the bytes saved for backward by part, the state and the peak RSS")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--malloc-default", action="store_true",

@@ -78,6 +78,33 @@ def test_step_profile_smoke(scripts, capsys):
     assert (losses.distillation_loss, emkd_method.cloze_mask, baselines.cloze_mask) == originals
 
 
+def test_saved_for_backward_counts_each_saved_storage_once_in_its_part(scripts):
+    import torch
+    _, step_profile = scripts
+    stack = step_profile.PartStack()
+    saved = step_profile.SavedForBackward(stack)
+    x = torch.randn(8, 5, requires_grad=True)
+    w = torch.randn(3, 5, requires_grad=True)
+    with saved.hooks():
+        with stack.part("attention"):
+            y = torch.nn.functional.linear(x, w)          # saves x and w
+        with stack.part("ffn"):
+            z = (y * y).sum() + torch.nn.functional.linear(x, w).sum()   # y (saved twice by y * y), x, w again
+    z.backward()
+    assert saved.bytes == {"attention": (8 * 5 + 3 * 5) * 4, "ffn": 8 * 3 * 4}
+
+
+def test_step_profile_memory_reports_saved_bytes_state_and_peak(scripts, capsys):
+    _, step_profile = scripts
+    (emkd,) = step_profile.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "emkd",
+                                 "--max-batches", "2", "--malloc-default", "--memory"])
+    out = capsys.readouterr().out
+    for part in ("attention", "ffn", "logits", "kd"):
+        assert emkd["saved_bytes"].get(part, 0) > 0, part
+    assert "total saved for backward" in out and "peak RSS of this process" in out and "Adam moments" in out
+    assert "operators by memory they allocate in one step" in out
+
+
 def _deterministic_cloze(ids, mask_prob, mask_token, n_items, generator=None, force_one=True):
     """Every third position masked, the same in every call: both patterns see the same views."""
     import torch

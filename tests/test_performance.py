@@ -1,6 +1,7 @@
 """The performance chapter's parsers read the benchmark scripts' own output."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from emkd_lib.report import performance as perf
@@ -173,3 +174,98 @@ def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
     table = perf.feature_extraction_table(path)
     assert table.loc["ml-100k", "items"] == 1682 and table.loc["beauty", "seconds"] == 301.0
     assert table.loc["ml-100k", "cache (MiB)"] == 12.3 and len(table) == 2
+
+
+def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_and_dataset():
+    from types import SimpleNamespace as NS
+    config = lambda dataset, method: NS(dataset=dataset, method=method)  # noqa: E731
+    run = lambda key, seconds, threads=1: NS(key=key, train_seconds=seconds - 100, eval_seconds=100,  # noqa: E731
+                                            provenance={"machine": f"cpu x2, torch threads {threads}"})
+    chapters = {
+        "a": [("k1", config("beauty", "sasrec"), run("k1", 3600)),
+              ("k2", config("beauty", "sasrec"), run("k2", 7200, threads=2)),
+              ("k3", config("beauty", "sasrec"), None),
+              ("k4", config("toys", "sasrec"), None)],
+        "b": [("k1", config("beauty", "sasrec"), run("k1", 3600)),      # shared with a: counted there
+              ("k3", config("beauty", "sasrec"), None),                 # missing in a too: counted there
+              ("k5", config("beauty", "emkd"), run("k5", 1800)),
+              ("k6", config("beauty", "emkd"), None)],
+    }
+    table = perf.budget_table(chapters)
+    a, b, total = table.loc["a"], table.loc["b"], table.loc["total"]
+    assert (a["runs"], a["stored"], a["not stored yet"]) == (4, 2, 2)
+    assert a["hours (new runs)"] == pytest.approx(3.0) and a["CPU-hours (new runs)"] == pytest.approx(5.0)
+    # k3 at the median of beauty/sasrec's 1 and 4 CPU-hours; toys/sasrec has no stored neighbour
+    assert a["estimated CPU-hours to go"] == pytest.approx(2.5) and a["not priced"] == 1
+    assert (b["runs"], b["stored"], b["not stored yet"], b["not priced"]) == (2, 1, 1, 0)
+    assert b["estimated CPU-hours to go"] == pytest.approx(0.5)
+    assert (total["runs"], total["stored"], total["not stored yet"]) == (6, 3, 3)
+
+
+MEMORY = """# header
+emkd beauty [paper]: batch 64 x 15 items, d=256, N=3 networks, M=8 views; mean of 1 step(s) after 1 warm-up step(s)
+  part                                 ms/step      %
+  attention (LN, QKV, SDPA, proj)        108.7   40.0
+  total (profiled)                       271.7  100.0
+  saved for backward, by part (one step of the heaviest batch)          MiB      %
+  attention (LN, QKV, SDPA, proj)            600.0   60.0
+  output logits (scored positions)           400.0   40.0
+  total saved for backward                  1000.0  100.0
+  parameters                                  37.5
+  gradients                                   37.5
+  Adam moments                                75.0
+  peak RSS before the first step             900.0
+  peak RSS of this process                  3860.2
+  operators by memory they allocate in one step (largest 8; MiB in all, calls, MiB per call):
+      aten::_log_softmax                         660.4      4     165.1
+      aten::baddbmm                              330.2      2     165.1
+emkd beauty [paper]: batch 128 x 15 items, d=256, N=3 networks, M=8 views; mean of 1 step(s) after 1 warm-up step(s)
+  attention (LN, QKV, SDPA, proj)        200.0   50.0
+"""
+
+
+def test_memory_profile_table_reads_the_memory_block_and_the_step_table_skips_it(tmp_path):
+    path = tmp_path / "profiled-memory.txt"
+    path.write_text(MEMORY)
+    memory = perf.memory_profile_table(path)
+    assert memory["part"].tolist() == ["attention (LN, QKV, SDPA, proj)", "output logits (scored positions)",
+                                       "total saved for backward", "parameters", "gradients", "Adam moments",
+                                       "peak RSS before the first step", "peak RSS of this process"]
+    assert set(memory["batch"]) == {64} and memory["MiB"].iloc[-1] == 3860.2
+    assert memory["% of saved"].iloc[0] == 60.0 and np.isnan(memory["% of saved"].iloc[3])
+    steps = perf.step_profile_table(path)
+    assert steps["ms / step"].tolist() == [108.7, 200.0]   # no MiB read as ms
+
+
+def _memory_rows(malloc, batch, peak, saved):
+    base = {"method": "emkd", "profile": "paper", "malloc": malloc, "batch": batch, "% of saved": np.nan}
+    return [{**base, "part": "total saved for backward", "MiB": saved},
+            {**base, "part": "peak RSS of this process", "MiB": peak}]
+
+
+def test_memory_at_batch_extrapolates_on_the_line_through_the_two_largest_batches():
+    import pandas as pd
+    memory = pd.DataFrame(_memory_rows("kept", 64, 3072.0, 512.0) + _memory_rows("kept", 128, 5120.0, 1024.0)
+                          + _memory_rows("glibc default", 64, 1024.0, 512.0))
+    table = perf.memory_at_batch(memory, 256).set_index("malloc")
+    assert table.loc["kept", "peak RSS at 64 (GiB)"] == 3.0 and table.loc["kept", "saved at 128 (GiB)"] == 1.0
+    assert table.loc["kept", "peak RSS at 256, extrapolated (GiB)"] == 9.0   # 5 GiB + 2 GiB per 64 x 2
+    assert np.isnan(table.loc["glibc default", "peak RSS at 256, extrapolated (GiB)"])  # one batch: no line
+    lines = perf.performance_found(pd.DataFrame(columns=["met"]), pd.DataFrame(
+        {"runs": [1], "stored": [1], "CPU-hours (new runs)": [1.0], "not stored yet": [0]}, index=["total"]),
+        pd.DataFrame({"status": ["none"]}), pd.DataFrame(columns=["method"]), pd.DataFrame({"status": ["none"]}),
+        pd.DataFrame(columns=["target", "measured", "met"]), pd.DataFrame({"status": ["none"]}),
+        memory=table.reset_index())
+    assert ("EMKD [paper], freed memory kept: peak RSS 3.0 GiB at batch 64, 5.0 GiB at batch 128; on the line "
+            "through them 9.0 GiB at batch 256 (target 4 GiB: not met)") in lines
+    assert "EMKD [paper], freed memory glibc default: peak RSS 1.0 GiB at batch 64" in lines
+
+
+def test_memory_operators_reads_the_allocation_lines(tmp_path):
+    path = tmp_path / "profiled-memory.txt"
+    path.write_text("$ python benchmarks/step_profile.py --memory --malloc-default\n" + MEMORY)
+    ops = perf.memory_operators(path)
+    assert ops[["operator", "calls", "MiB per call"]].values.tolist() == [["aten::_log_softmax", 4, 165.1],
+                                                                         ["aten::baddbmm", 2, 165.1]]
+    assert set(ops["malloc"]) == {"glibc default"} and set(ops["batch"]) == {64}
+    assert perf.memory_profile_table(path)["part"].iloc[-1] == "peak RSS of this process"

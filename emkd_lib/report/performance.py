@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..runs import results_for
+from ..runs import key_of, results_for
 from .tables import method_label
 
 # One result line of benchmarks/train_throughput.py, e.g.
@@ -27,24 +27,45 @@ def _threads(machine: str) -> int:
 
 
 def study_budget(chapter_grids: dict[str, list[dict]]) -> pd.DataFrame:
-    """Per chapter: its runs (distinct run keys over its grids), how many are
-    stored, their recorded training + evaluation hours and CPU-hours (wall
-    time x the run's torch threads), and the chapter's runs not stored yet."""
+    """``budget_table`` of the store: every config of each chapter's grids,
+    with its run key and its stored run (or None)."""
+    return budget_table({chapter: [(key_of(config), config, result) for grid in grids
+                                   for config, result in zip(grid.values(), results_for(grid).values())]
+                         for chapter, grids in chapter_grids.items()})
+
+
+def _cpu_hours(result) -> float:
+    return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
+
+
+def budget_table(chapter_runs: dict[str, list[tuple]]) -> pd.DataFrame:
+    """Per chapter, from its ``(run key, config, stored run or None)``
+    triples: its runs (distinct keys), how many are stored, their recorded
+    training + evaluation hours and CPU-hours (wall time x the run's torch
+    threads), the runs not stored yet, and what those would cost: each
+    priced at the median CPU-hours of the stored runs of the same method on
+    the same dataset (the same method on another dataset does not say how
+    the dataset scales, so a run with no such neighbour stays unpriced and
+    is counted). A run shared by several chapters counts in the first."""
+    by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
+    hours: dict[tuple, list[float]] = {}
+    for config, result in by_key.values():
+        if result is not None:
+            hours.setdefault((config.dataset, config.method), []).append(_cpu_hours(result))
+    price = {group: float(np.median(h)) for group, h in hours.items()}
     rows, seen = [], set()
-    for chapter, grids in chapter_grids.items():
-        runs = {}
-        for grid in grids:
-            for label, r in results_for(grid).items():
-                key = r.key if r is not None else ("missing", chapter, label)
-                runs.setdefault(key, r)
-        stored = [r for r in runs.values() if r is not None]
-        fresh = [r for r in stored if r.key not in seen]   # a run shared with an earlier chapter counts there
-        seen.update(r.key for r in stored)
-        wall = sum(r.train_seconds + r.eval_seconds for r in fresh)
-        cpu = sum((r.train_seconds + r.eval_seconds) * _threads(r.provenance.get("machine", "")) for r in fresh)
-        rows.append({"chapter": chapter, "runs": len(runs), "stored": len(stored),
-                     "hours (new runs)": wall / 3600, "CPU-hours (new runs)": cpu / 3600,
-                     "not stored yet": len(runs) - len(stored)})
+    for chapter, runs in chapter_runs.items():
+        keys = list(dict.fromkeys(key for key, _, _ in runs))
+        fresh = [k for k in keys if k not in seen]   # counted in an earlier chapter: not again
+        seen.update(keys)
+        stored = [by_key[k][1] for k in fresh if by_key[k][1] is not None]
+        to_go = [price.get((by_key[k][0].dataset, by_key[k][0].method)) for k in fresh if by_key[k][1] is None]
+        rows.append({"chapter": chapter, "runs": len(fresh), "stored": len(stored),
+                     "hours (new runs)": sum(r.train_seconds + r.eval_seconds for r in stored) / 3600,
+                     "CPU-hours (new runs)": sum(map(_cpu_hours, stored)),
+                     "not stored yet": len(to_go),
+                     "estimated CPU-hours to go": sum(p for p in to_go if p is not None),
+                     "not priced": sum(p is None for p in to_go)})
     table = pd.DataFrame(rows).set_index("chapter")
     table.loc["total"] = table.sum(numeric_only=True)
     return table
@@ -129,12 +150,99 @@ def step_profile_table(path) -> pd.DataFrame:
     for line in Path(path).read_text().splitlines():
         if (m := _PROFILE_HEAD.match(line)):
             current = m.groupdict()
+        elif line.startswith(_MEMORY_HEAD):   # --memory's block: bytes, not ms
+            current = None
         elif current and (m := _PROFILE_PART.match(line)) and not m.group("part").startswith("total"):
             rows.append({"method": current["method"], "dataset": current["dataset"], "profile": current["profile"],
                          "part": m.group("part"), "ms / step": float(m.group("ms")),
                          "% of step": float(m.group("share"))})
     if not rows:
         return pd.DataFrame({"status": [f"no step profile in {Path(path).name}"]})
+    return pd.DataFrame(rows)
+
+
+_MEMORY_HEAD = "  saved for backward, by part"
+_MEMORY_LINE = re.compile(r"^  (?P<part>\S.*?)\s+(?P<mib>[\d.]+)(?:\s+(?P<share>[\d.]+))?$")
+
+
+def memory_profile_table(path) -> pd.DataFrame:
+    """The ``--memory`` blocks of a ``step_profile.py`` output as rows
+    (method, profile, malloc policy, batch, part, MiB, % of what the forward
+    pass saves): the parts, then the saved total, the parameter/gradient/Adam
+    state and the process's peak RSS (no share). The malloc policy is read
+    from the command line above each block: freed memory "kept" (the CLI's
+    default, ``process.keep_freed_cpu_memory``) or "glibc default"
+    (``--malloc-default``)."""
+    rows, current, inside, malloc = [], None, False, "kept"
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("$ "):
+            malloc = "glibc default" if "--malloc-default" in line else "kept"
+        elif (m := _PROFILE_HEAD.match(line)):
+            batch = re.search(r"batch (\d+)", m.group("setup"))
+            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
+                       "batch": int(batch.group(1)) if batch else None}
+            inside = False
+        elif line.startswith(_MEMORY_HEAD):
+            inside = current is not None
+        elif inside and (m := _MEMORY_LINE.match(line)):
+            share = m.group("share")
+            rows.append({**current, "part": m.group("part"), "MiB": float(m.group("mib")),
+                         "% of saved": float(share) if share else np.nan})
+            inside = m.group("part") != "peak RSS of this process"
+        else:
+            inside = False
+    if not rows:
+        return pd.DataFrame({"status": [f"no memory profile in {Path(path).name}"]})
+    return pd.DataFrame(rows)
+
+
+_ALLOCATIONS_HEAD = "  operators by memory they allocate in one step"
+_ALLOCATION = re.compile(r"^      (?P<op>\S.*?)\s+(?P<mib>[\d.]+)\s+(?P<calls>\d+)\s+(?P<per_call>[\d.]+)$")
+
+
+def memory_operators(path) -> pd.DataFrame:
+    """The operator lines under each ``--memory`` block of a
+    ``step_profile.py`` output: (method, profile, malloc policy, batch,
+    operator, MiB it allocates in one step, calls, MiB per call)."""
+    rows, current, inside, malloc = [], None, False, "kept"
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("$ "):
+            malloc = "glibc default" if "--malloc-default" in line else "kept"
+        elif (m := _PROFILE_HEAD.match(line)):
+            batch = re.search(r"batch (\d+)", m.group("setup"))
+            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
+                       "batch": int(batch.group(1)) if batch else None}
+            inside = False
+        elif line.startswith(_ALLOCATIONS_HEAD):
+            inside = current is not None
+        elif inside and (m := _ALLOCATION.match(line)):
+            rows.append({**current, "operator": m.group("op"), "MiB": float(m.group("mib")),
+                         "calls": int(m.group("calls")), "MiB per call": float(m.group("per_call"))})
+        else:
+            inside = False
+    return pd.DataFrame(rows)
+
+
+def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
+    """Per (method, profile, malloc policy) of ``memory_profile_table``: the
+    peak RSS and the bytes saved for backward at each measured batch size,
+    and both extrapolated to ``batch`` on the line through the two largest
+    measured batches (both grow with the batch; the step's fixed part, the
+    state and the process's own footprint, stays)."""
+    rows = []
+    if "part" not in memory:
+        return pd.DataFrame(rows)
+    for (method, profile, malloc), group in memory.groupby(["method", "profile", "malloc"], sort=False):
+        value = lambda part: group[group["part"] == part].set_index("batch")["MiB"].sort_index()  # noqa: E731
+        peak, saved = value("peak RSS of this process"), value("total saved for backward")
+        row = {"method": method, "profile": profile, "malloc": malloc}
+        for b in peak.index:
+            row[f"peak RSS at {b} (GiB)"] = peak[b] / 1024
+            row[f"saved at {b} (GiB)"] = saved.get(b, np.nan) / 1024
+        if len(peak) >= 2 and batch not in peak.index:
+            (b0, p0), (b1, p1) = list(peak.items())[-2:]
+            row[f"peak RSS at {batch}, extrapolated (GiB)"] = (p1 + (p1 - p0) * (batch - b1) / (b1 - b0)) / 1024
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -255,12 +363,13 @@ _NAMES = {"emkd": "EMKD", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "s4rec": "
 
 
 def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
-                      precision=None, features=None) -> list[str]:
+                      precision=None, features=None, memory=None, memory_target_gib: float = 4.0) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
     (``target_table``, ``study_budget``, ``step_profile_table``,
     ``operator_share``, ``bf16_speedups``, ``comparison_tables``' targets,
     ``clustering_table``, ``significance_table`` of a bf16 run against fp32,
-    ``feature_extraction_table``); a table that says "status" adds nothing."""
+    ``feature_extraction_table``, ``memory_at_batch``); a table that says
+    "status" adds nothing."""
     name = lambda m: _NAMES.get(m, m)  # noqa: E731
     lines = [f"{name(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak against a target of "
              f"{row['target % of peak']:.0f}% ({'met' if row['met'] == 'yes' else 'not met'})"
@@ -268,7 +377,10 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     total = budget.loc["total"]
     lines.append(f"{int(total['stored'])} of {int(total['runs'])} planned runs are stored; they cost "
                  f"{total['CPU-hours (new runs)']:.1f} CPU-hours against the goal of 24 for the whole book, with "
-                 f"{int(total['not stored yet'])} runs still to train")
+                 f"{int(total['not stored yet'])} runs still to train"
+                 + (f", which at the stored runs' rates would cost about {total['estimated CPU-hours to go']:.0f} "
+                    f"CPU-hours more ({int(total['not priced'])} of them not priced)"
+                    if "estimated CPU-hours to go" in total else ""))
     if "part" in parts:
         for method, part in parts.groupby("method"):
             top = part.nlargest(3, "% of step")
@@ -293,6 +405,17 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
             lines.append(f"{name(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
                          f"{row['% of the epoch']:.2f}% of an epoch ({row['clustering s / epoch']:.2f} of "
                          f"{row['training s / epoch']:.0f} s of training)")
+    if memory is not None and len(memory):
+        batch_of = lambda column: int(re.search(r"at (\d+)", column).group(1))  # noqa: E731
+        for _, row in memory.iterrows():
+            measured = ", ".join(f"{row[c]:.1f} GiB at batch {batch_of(c)}" for c in memory
+                                 if c.startswith("peak RSS at") and "extrapolated" not in c and pd.notna(row[c]))
+            line = f"{name(row['method'])} [{row['profile']}], freed memory {row['malloc']}: peak RSS {measured}"
+            for column in (c for c in memory if "extrapolated" in c and pd.notna(row[c])):
+                met = "met" if row[column] <= memory_target_gib else "not met"
+                line += (f"; on the line through them {row[column]:.1f} GiB at batch {batch_of(column)} "
+                         f"(target {memory_target_gib:g} GiB: {met})")
+            lines.append(line)
     if features is not None and "seconds" in features:
         for dataset, row in features.iterrows():
             lines.append(f"ODMT's item features of {dataset}: {int(row['items'])} items extracted in {row['seconds']:.0f} s "
