@@ -261,6 +261,14 @@ def test_memory_at_batch_extrapolates_on_the_line_through_the_two_largest_batche
     assert "EMKD [paper], freed memory glibc default: peak RSS 1.0 GiB at batch 64" in lines
 
 
+def test_memory_at_batch_names_the_parts_that_save_the_most(tmp_path):
+    path = tmp_path / "profiled-memory.txt"
+    path.write_text(MEMORY)
+    table = perf.memory_at_batch(perf.memory_profile_table(path), 256)
+    assert table["largest saved parts"].tolist() == [
+        "attention (LN, QKV, SDPA, proj) 60%, output logits (scored positions) 40%"]
+
+
 def test_memory_operators_reads_the_allocation_lines(tmp_path):
     path = tmp_path / "profiled-memory.txt"
     path.write_text("$ python benchmarks/step_profile.py --memory --malloc-default\n" + MEMORY)

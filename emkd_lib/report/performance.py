@@ -226,9 +226,10 @@ def memory_operators(path) -> pd.DataFrame:
 def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
     """Per (method, profile, malloc policy) of ``memory_profile_table``: the
     peak RSS and the bytes saved for backward at each measured batch size,
-    and both extrapolated to ``batch`` on the line through the two largest
-    measured batches (both grow with the batch; the step's fixed part, the
-    state and the process's own footprint, stays)."""
+    extrapolated to ``batch`` on the line through the two largest measured
+    batches (activations and transients grow with the batch; the state and
+    the process's own footprint stay), and the two parts that save the most
+    for backward at the largest batch."""
     rows = []
     if "part" not in memory:
         return pd.DataFrame(rows)
@@ -239,6 +240,11 @@ def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
         for b in peak.index:
             row[f"peak RSS at {b} (GiB)"] = peak[b] / 1024
             row[f"saved at {b} (GiB)"] = saved.get(b, np.nan) / 1024
+        parts = group[(group["batch"] == peak.index.max()) & group["% of saved"].notna()
+                      & (group["part"] != "total saved for backward")]
+        if len(parts):
+            top = parts.nlargest(2, "% of saved")
+            row["largest saved parts"] = ", ".join(f"{r['part']} {r['% of saved']:.0f}%" for _, r in top.iterrows())
         if len(peak) >= 2 and batch not in peak.index:
             (b0, p0), (b1, p1) = list(peak.items())[-2:]
             row[f"peak RSS at {batch}, extrapolated (GiB)"] = (p1 + (p1 - p0) * (batch - b1) / (b1 - b0)) / 1024
@@ -415,6 +421,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                 met = "met" if row[column] <= memory_target_gib else "not met"
                 line += (f"; on the line through them {row[column]:.1f} GiB at batch {batch_of(column)} "
                          f"(target {memory_target_gib:g} GiB: {met})")
+            if isinstance(row.get("largest saved parts"), str):
+                line += f"; of what the forward pass saves for the backward pass, {row['largest saved parts']}"
             lines.append(line)
     if features is not None and "seconds" in features:
         for dataset, row in features.iterrows():
