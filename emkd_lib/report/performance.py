@@ -163,64 +163,56 @@ def step_profile_table(path) -> pd.DataFrame:
 
 _MEMORY_HEAD = "  saved for backward, by part"
 _MEMORY_LINE = re.compile(r"^  (?P<part>\S.*?)\s+(?P<mib>[\d.]+)(?:\s+(?P<share>[\d.]+))?$")
+_ALLOCATIONS_HEAD = "  operators by memory they allocate in one step"
+_ALLOCATION = re.compile(r"^      (?P<op>\S.*?)\s+(?P<mib>[\d.]+)\s+(?P<calls>\d+)\s+(?P<per_call>[\d.]+)$")
+
+
+def _block_matches(path, head: str, pattern: re.Pattern, last: str | None = None):
+    """(context, match) for each line of ``pattern`` in the blocks that
+    ``head`` opens in a ``step_profile.py --memory`` output, up to the first
+    line that does not match (or the one whose first group is ``last``).
+    The context names the method, profile, batch and malloc policy, read
+    from the command line above the block: freed memory "kept" (the CLI's
+    default, ``process.keep_freed_cpu_memory``) or "glibc default"
+    (``--malloc-default``)."""
+    current, inside, malloc = None, False, "kept"
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("$ "):
+            malloc = "glibc default" if "--malloc-default" in line else "kept"
+        elif (m := _PROFILE_HEAD.match(line)):
+            batch = re.search(r"batch (\d+)", m.group("setup"))
+            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
+                       "batch": int(batch.group(1)) if batch else None}
+            inside = False
+        elif line.startswith(head):
+            inside = current is not None
+        elif inside and (m := pattern.match(line)):
+            yield current, m
+            inside = m.group(1) != last
+        else:
+            inside = False
 
 
 def memory_profile_table(path) -> pd.DataFrame:
     """The ``--memory`` blocks of a ``step_profile.py`` output as rows
     (method, profile, malloc policy, batch, part, MiB, % of what the forward
     pass saves): the parts, then the saved total, the parameter/gradient/Adam
-    state and the process's peak RSS (no share). The malloc policy is read
-    from the command line above each block: freed memory "kept" (the CLI's
-    default, ``process.keep_freed_cpu_memory``) or "glibc default"
-    (``--malloc-default``)."""
-    rows, current, inside, malloc = [], None, False, "kept"
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("$ "):
-            malloc = "glibc default" if "--malloc-default" in line else "kept"
-        elif (m := _PROFILE_HEAD.match(line)):
-            batch = re.search(r"batch (\d+)", m.group("setup"))
-            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
-                       "batch": int(batch.group(1)) if batch else None}
-            inside = False
-        elif line.startswith(_MEMORY_HEAD):
-            inside = current is not None
-        elif inside and (m := _MEMORY_LINE.match(line)):
-            share = m.group("share")
-            rows.append({**current, "part": m.group("part"), "MiB": float(m.group("mib")),
-                         "% of saved": float(share) if share else np.nan})
-            inside = m.group("part") != "peak RSS of this process"
-        else:
-            inside = False
+    state and the process's peak RSS (no share)."""
+    rows = [{**context, "part": m.group("part"), "MiB": float(m.group("mib")),
+             "% of saved": float(m.group("share")) if m.group("share") else np.nan}
+            for context, m in _block_matches(path, _MEMORY_HEAD, _MEMORY_LINE, last="peak RSS of this process")]
     if not rows:
         return pd.DataFrame({"status": [f"no memory profile in {Path(path).name}"]})
     return pd.DataFrame(rows)
-
-
-_ALLOCATIONS_HEAD = "  operators by memory they allocate in one step"
-_ALLOCATION = re.compile(r"^      (?P<op>\S.*?)\s+(?P<mib>[\d.]+)\s+(?P<calls>\d+)\s+(?P<per_call>[\d.]+)$")
 
 
 def memory_operators(path) -> pd.DataFrame:
     """The operator lines under each ``--memory`` block of a
     ``step_profile.py`` output: (method, profile, malloc policy, batch,
     operator, MiB it allocates in one step, calls, MiB per call)."""
-    rows, current, inside, malloc = [], None, False, "kept"
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("$ "):
-            malloc = "glibc default" if "--malloc-default" in line else "kept"
-        elif (m := _PROFILE_HEAD.match(line)):
-            batch = re.search(r"batch (\d+)", m.group("setup"))
-            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
-                       "batch": int(batch.group(1)) if batch else None}
-            inside = False
-        elif line.startswith(_ALLOCATIONS_HEAD):
-            inside = current is not None
-        elif inside and (m := _ALLOCATION.match(line)):
-            rows.append({**current, "operator": m.group("op"), "MiB": float(m.group("mib")),
-                         "calls": int(m.group("calls")), "MiB per call": float(m.group("per_call"))})
-        else:
-            inside = False
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**context, "operator": m.group("op"), "MiB": float(m.group("mib")),
+                          "calls": int(m.group("calls")), "MiB per call": float(m.group("per_call"))}
+                         for context, m in _block_matches(path, _ALLOCATIONS_HEAD, _ALLOCATION)])
 
 
 def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
