@@ -192,3 +192,21 @@ def test_the_fair_rule_gives_every_method_of_a_dataset_the_same_windows():
         assert configs[0].data.windows == "tail"
     assert (profile_config("cpu", "beauty", "sasrec").data.max_len,
             profile_config("cpu", "ml-1m", "sasrec").data.window_step) == (15, 10)
+
+
+def test_the_bf16_emkd_grids_share_one_bf16_reference_and_leave_table3_and_the_paper_profile_fp32():
+    from emkd_lib.studies.baselines import precision_grid
+    from emkd_lib.studies.emkd import (BUDGET_PRECISION, ablation_grid, encoder_grid, fidelity_grid, main_grid,
+                                       sensitivity_grid)
+    assert BUDGET_PRECISION["cpu"] == "bf16"
+    budget = [*ablation_grid("cpu").values(), *fidelity_grid("cpu").values(), *sensitivity_grid("cpu").values()]
+    assert {c.train.precision for c in budget} == {"bf16"}
+    # Table 3, Figure 4 (compared with the baseline chapter's fp32 runs) and the paper profile stay fp32
+    kept = [*main_grid("cpu").values(), *encoder_grid("cpu").values(), *ablation_grid("paper").values(),
+            *fidelity_grid("paper").values()]
+    assert {c.train.precision for c in kept} == {"fp32"}
+    reference = run_key(ablation_grid("cpu")[("beauty", "EMKD", 0)], FILES)
+    assert run_key(fidelity_grid("cpu")[("beauty", "printed equations (default)", 0)], FILES) == reference
+    assert run_key(precision_grid("cpu")[("beauty", "emkd", 0)], FILES) == reference
+    # apart from the precision, the reference is Table 3's EMKD run
+    assert ablation_grid("cpu")[("beauty", "EMKD", 0)].replace(train__precision="fp32") == main_grid("cpu")[("beauty", 0)]

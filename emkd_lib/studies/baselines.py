@@ -12,9 +12,10 @@ def baseline_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) 
     return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
 
 
-def precision_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec",)) -> dict:
+def precision_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "emkd")) -> dict:
     """The bf16 check of the performance chapter: ``(dataset, method, seed) ->
     config`` trained with ``train.precision="bf16"``, to set beside the same
-    method's fp32 seeds of ``baseline_grid``."""
+    method's fp32 run (SASRec's seeds of ``baseline_grid``, EMKD's of Table 3).
+    EMKD's is also the reference row of the EMKD grids trained in bf16."""
     return {(d, m, s): profile_config(profile, d, m, seed=s, train__precision="bf16")
             for d in datasets for m in methods for s in seeds}
