@@ -42,6 +42,11 @@ class TrainConfig:
     # and Adam stay fp32; evaluation stays fp32). A speed lever where the
     # hardware has fast bf16 matmuls (benchmarks/train_throughput.py --autocast).
     precision: str = bound("fp32", choices=("fp32", "bf16"))
+    # Recompute each transformer block's activations in the backward pass
+    # instead of keeping them (models.encoders.run_blocks): the same numbers,
+    # a fraction of the memory, about one more forward pass of time. For the
+    # paper profile on a small machine.
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         check_fields(self)
@@ -100,7 +105,7 @@ class EvalConfig:
 # Options added to the configs after stored results existed: (part, field) ->
 # the value every earlier run was trained with. At that value the option is
 # left out of a run's identity (its key stays what it was).
-ADDED_OPTIONS = {("train", "precision"): "fp32"}
+ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False}
 
 
 @dataclass(frozen=True)

@@ -422,3 +422,53 @@ def test_the_emkd_defaults_are_the_printed_equations_and_the_code_set_switches_e
         diff = [k for part in ("params", "train") for k, v in vars(getattr(c, part)).items()
                 if v != getattr(getattr(base, part), k)]
         assert len(diff) == 1
+
+
+def _two_steps(make_model, checkpointed: bool):
+    """Parameters, the global RNG state and the bytes saved for backward
+    after two Adam steps of a cross-entropy loss on fixed ids."""
+    from emkd_lib.models.encoders import checkpoint_transformer_blocks
+    torch.manual_seed(0)
+    model = make_model().train()
+    if checkpointed:
+        checkpoint_transformer_blocks(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ids = torch.randint(1, 41, (4, 8), generator=torch.Generator().manual_seed(1))
+    ids[0, :3] = 0
+    saved = []
+    for _ in range(2):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            logits = model.logits(model(ids))
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 40), (ids.flatten() % 40).repeat(
+                logits.numel() // (40 * ids.numel())))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return [p.detach().clone() for p in model.parameters()], torch.get_rng_state(), sum(saved)
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda: EnsembleBERT4Rec(3, 40, 8, hidden=16, n_blocks=2, n_heads=2, dropout=0.3, output_layer="linear",
+                             scale_embeddings=False),
+    lambda: __import__("emkd_lib.models.encoders", fromlist=["SASRec"]).SASRec(40, 8, 16, 2, 2, 0.3)],
+    ids=["emkd-ensemble", "sasrec"])
+def test_activation_checkpointing_trains_bit_identically_and_saves_less(make_model):
+    plain, plain_rng, plain_saved = _two_steps(make_model, checkpointed=False)
+    ckpt, ckpt_rng, ckpt_saved = _two_steps(make_model, checkpointed=True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, ckpt))  # dropout replayed: the same masks
+    assert torch.equal(plain_rng, ckpt_rng)                     # and the generator left where it was
+    assert ckpt_saved < plain_saved / 2                          # the blocks' activations are not kept
+
+
+def test_activation_checkpointing_is_a_config_option_that_needs_transformer_blocks():
+    from emkd_lib.models.encoders import GRU4Rec, checkpoint_transformer_blocks
+    config = profile_config("smoke", "beauty", "emkd", train__activation_checkpointing=True)
+    assert config.identity()["train"]["activation_checkpointing"] is True
+    assert "activation_checkpointing" not in profile_config("smoke", "beauty", "emkd").identity()["train"]
+    model, _ = build_method(config, helpers.successor_dataset(n_attributes=3))
+    assert model.checkpoint_blocks
+    with pytest.raises(ValueError, match="activation_checkpointing: GRU4Rec has no transformer blocks"):
+        checkpoint_transformer_blocks(GRU4Rec(40, 8))
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        profile_config("smoke", "beauty", "emkd", train__activation_checkpointing="yes")

@@ -3,6 +3,7 @@
 Adding a method touches its own module and the one line below that merges
 its specs into ``METHODS``.
 """
+from ..models.encoders import checkpoint_transformer_blocks
 from . import baselines, cl4srec, duorec, emkd, iclrec, odmt, s4rec
 from .spec import LossTerms, MethodSpec, Recipe
 
@@ -20,7 +21,10 @@ def method_spec(name: str) -> MethodSpec:
 
 def build_method(config, dataset):
     """``(model, Recipe)`` of a run config on a dataset."""
-    return method_spec(config.method).build(config, dataset)
+    model, recipe = method_spec(config.method).build(config, dataset)
+    if config.train.activation_checkpointing:
+        checkpoint_transformer_blocks(model)
+    return model, recipe
 
 
 __all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_spec"]

@@ -66,6 +66,38 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.ffn_out(self.drop(self.activation(self.ffn_in(self.ln_ffn(x))))))
 
 
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, checkpointed: bool = False
+               ) -> torch.Tensor:
+    """``x`` through each transformer block in turn.
+
+    ``checkpointed`` (while autograd records): a block keeps only its input for
+    the backward pass and recomputes its activations there
+    (``torch.utils.checkpoint``, non-reentrant). The recomputation replays the
+    random state, so dropout draws the same masks: outputs, gradients and the
+    generator's state after the step are bit-identical, at the price of a second
+    forward pass of the blocks. It trades time for the memory of the blocks'
+    activations, the largest share of what a transformer step saves.
+    """
+    for block in blocks:
+        if checkpointed and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, mask, use_reentrant=False)
+        else:
+            x = block(x, mask)
+    return x
+
+
+def checkpoint_transformer_blocks(model: nn.Module) -> nn.Module:
+    """Switch on ``run_blocks``' checkpointing in every transformer encoder of
+    ``model`` (``TrainConfig.activation_checkpointing``); a model without one
+    is an error rather than a silent no-op."""
+    encoders = [m for m in model.modules() if hasattr(m, "checkpoint_blocks")]
+    if not encoders:
+        raise ValueError(f"activation_checkpointing: {type(model).__name__} has no transformer blocks to checkpoint")
+    for encoder in encoders:
+        encoder.checkpoint_blocks = True
+    return model
+
+
 def attention_mask(ids: torch.Tensor, causal: bool) -> torch.Tensor:
     """Boolean mask (B, 1, T, T), True = may attend.
 
@@ -93,15 +125,14 @@ class _TransformerEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_blocks))
         self.ln_out = nn.LayerNorm(hidden)
+        self.checkpoint_blocks = False   # run_blocks
         self.apply(_init_weights)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         pos = positions_from_right(ids.shape[1], self.max_len, ids.device)
         x = self.item_embedding(ids) * math.sqrt(self.hidden) + self.position_embedding(pos)
         x = self.drop(x)
-        mask = attention_mask(ids, self.causal)
-        for block in self.blocks:
-            x = block(x, mask)
+        x = run_blocks(self.blocks, x, attention_mask(ids, self.causal), self.checkpoint_blocks)
         return self.ln_out(x)
 
 

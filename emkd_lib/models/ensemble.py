@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import BERT4Rec, attention_mask, build_encoder, positions_from_right
+from .encoders import BERT4Rec, attention_mask, build_encoder, positions_from_right, run_blocks
 
 
 def average_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -133,6 +133,7 @@ class EnsembleBERT4Rec(nn.Module):
         self.blocks = nn.ModuleList(StackedTransformerBlock(N, hidden, n_heads, dropout)
                                     for _ in range(n_blocks))
         self.ln_out = StackedLayerNorm(N, hidden)
+        self.checkpoint_blocks = False   # encoders.run_blocks
         if output_layer not in ("linear", "bert4rec"):
             raise ValueError(f"output_layer must be 'linear' or 'bert4rec', got {output_layer!r}")
         self.output_layer, self.scale_embeddings = output_layer, scale_embeddings
@@ -234,9 +235,7 @@ class EnsembleBERT4Rec(nn.Module):
         N = self.n_networks
         x = self.drop(self.embed(ids))
         mask = attention_mask(ids, causal=False).repeat(N, 1, 1, 1)  # (N * B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.ln_out(x)
+        return self.ln_out(run_blocks(self.blocks, x, mask, self.checkpoint_blocks))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Eq. 5 output layer: ``(N, ..., d) -> (N, ..., n_items)``, column j = item j + 1.
