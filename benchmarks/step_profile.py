@@ -93,6 +93,7 @@ PARTS = {
     "logits": "output logits (scored positions)",
     "ce": "item cross entropy",
     "kd": "KD softmaxes (mutual KL)",
+    "item_losses": "logits + item CE + KD (chunked)",
     "ap": "AP (attribute logits + BCE)",
     "contrastive": "contrastive (ICL + CCL)",
     "forward_other": "other forward (final LN, glue)",
@@ -167,12 +168,14 @@ def labelled_parts(model: nn.Module, stack: PartStack):
 
     for owner, name, part in ((emkd_method, "cloze_mask", "masking"), (baselines, "cloze_mask", "masking"),
                               (losses, "masked_item_prediction_loss", "ce"), (losses, "distillation_loss", "kd"),
+                              (losses, "chunked_item_losses", "item_losses"),
                               (losses, "attribute_prediction_loss", "ap"),
                               (losses, "intra_network_contrastive_loss", "contrastive"),
                               (losses, "cross_network_contrastive_loss", "contrastive"),
                               (torch.nn.functional, "cross_entropy", "ce")):
         patch(owner, name, part)
-    for name, part in (("logits", "logits"), ("attribute_logits", "ap"), ("embed", "embedding")):
+    for name, part in (("logits", "logits"), ("output_parts", "logits"), ("attribute_logits", "ap"),
+                       ("embed", "embedding")):
         if hasattr(model, name):
             object.__setattr__(model, name, _labelled(stack, part, getattr(model, name)))
             wrapped.append(name)

@@ -105,7 +105,8 @@ class EvalConfig:
 # Options added to the configs after stored results existed: (part, field) ->
 # the value every earlier run was trained with. At that value the option is
 # left out of a run's identity (its key stays what it was).
-ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False}
+ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False,
+                 ("params", "output_chunk"): None}
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class RunConfig:
         d = self.to_dict()
         del d["profile"]
         for (part, name), old_value in ADDED_OPTIONS.items():
-            if d[part].get(name) == old_value:
+            if name in d[part] and d[part][name] == old_value:
                 del d[part][name]
         return d
 

@@ -220,6 +220,97 @@ class _MutualKL(torch.autograd.Function):
         return g, None, None, None
 
 
+def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                        weights: torch.Tensor | None, temperature: float, detach_teacher: bool = False,
+                        with_kd: bool = True, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5-7 and Eq. 16-18 fused with the output layer, ``chunk`` positions
+    at a time: ``(masked_item_prediction_loss(z, targets, weights),
+    distillation_loss(z, temperature, detach_teacher, weights=weights))`` for
+    the logits ``z = projected @ weight^T + bias`` (Eq. 5), never holding
+    the (N, P, V) logits: each chunk's are formed, used and freed, and formed
+    again in the backward pass. Memory: a few (N, chunk, V) tensors instead
+    of some five (N, P, V) ones kept from the forward to the backward pass.
+
+    ``projected`` (N, P, d), ``weight`` (N, V, d), ``bias`` (N, V), ``targets``
+    (P,) column indices, ``weights`` (P,) (default 1/P). ``with_kd=False``
+    returns a zero KD. The same values as the unfused losses up to the order
+    of the floating-point sums (tests/test_losses.py); computed in fp32 with
+    autocast off (at least fp32). The symmetric KD variant is half the ordered sum, as in
+    ``distillation_loss``.
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    weights = _position_weights(weights, projected.shape[1], projected if projected.dtype == torch.float64
+                                else projected.float())
+    return _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
+                                    bool(detach_teacher), bool(with_kd), chunk)
+
+
+class _ChunkedItemLosses(torch.autograd.Function):
+    """``chunked_item_losses``' forward and hand-written backward.
+
+    The gradient with respect to a chunk's logits is the sum of
+        MIP: w_p (softmax(z_p) - onehot(target_p))   per network,
+        KD:  ``_MutualKL``'s gradient (student side, and teacher side unless detached),
+    after which the output layer's gradients are two batched matmuls.
+    """
+
+    @staticmethod
+    def _logits(projected, weight, bias, chunk):
+        return torch.baddbmm(bias[:, None, :], projected[:, chunk], weight.transpose(1, 2))
+
+    @staticmethod
+    def forward(ctx, projected, weight, bias, targets, weights, temperature, detach_teacher, with_kd, chunk):
+        ctx.dtypes = (projected.dtype, weight.dtype, bias.dtype)
+        with torch.autocast(projected.device.type, enabled=False):
+            projected, weight, bias = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+                                       for t in (projected, weight, bias))
+            N, P, _ = projected.shape
+            mip, kd = projected.new_zeros(()), projected.new_zeros(())
+            for start in range(0, P, chunk):
+                rows = slice(start, start + chunk)
+                z = _ChunkedItemLosses._logits(projected, weight, bias, rows)       # (N, c, V)
+                w = weights[rows]
+                ce = F.cross_entropy(z.flatten(0, 1), targets[rows].repeat(N), reduction="none")
+                mip = mip + (ce.view(N, -1) * w).sum()
+                if with_kd:
+                    log_q = F.log_softmax(z / temperature, dim=-1)
+                    f = torch.add(-log_q.sum(0), log_q, alpha=N)
+                    kd = kd + (torch.linalg.vecdot(log_q.exp_(), f) * w).sum()
+        ctx.save_for_backward(projected, weight, bias, targets, weights)
+        ctx.temperature, ctx.detach_teacher, ctx.with_kd, ctx.chunk = temperature, detach_teacher, with_kd, chunk
+        return mip, kd
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_mip, grad_kd):
+        projected, weight, bias, targets, weights = ctx.saved_tensors
+        T, N, P = ctx.temperature, projected.shape[0], projected.shape[1]
+        grad_projected = torch.empty_like(projected)
+        grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
+        with torch.autocast(projected.device.type, enabled=False):
+            for start in range(0, P, ctx.chunk):
+                rows = slice(start, start + ctx.chunk)
+                z = _ChunkedItemLosses._logits(projected, weight, bias, rows)
+                w = weights[rows]
+                g = torch.softmax(z, dim=-1)
+                g[:, torch.arange(z.shape[1], device=z.device), targets[rows]] -= 1.0
+                g *= (grad_mip * w)[None, :, None]
+                if ctx.with_kd:
+                    log_q = F.log_softmax(z / T, dim=-1)
+                    f = torch.add(-log_q.sum(0), log_q, alpha=N)
+                    q = log_q.exp_()
+                    g_kd = torch.add(-q.sum(0), q, alpha=N)                   # student side
+                    if not ctx.detach_teacher:
+                        g_kd += q * (f - torch.linalg.vecdot(q, f)[..., None])  # teacher side
+                    g += g_kd * (grad_kd * w / T)[None, :, None]
+                grad_projected[:, rows] = torch.bmm(g, weight)
+                grad_weight.baddbmm_(g.transpose(1, 2), projected[:, rows])
+                grad_bias += g.sum(1)
+        grads = (g.to(dtype) for g, dtype in zip((grad_projected, grad_weight, grad_bias), ctx.dtypes))
+        return *grads, None, None, None, None, None, None
+
+
 # ---- S^4Rec (online clustering, cluster-aware self-distillation) and CL4SRec ----
 #
 # Equation numbers are S^4Rec's. Shapes: B sequences, K prototypes, d the

@@ -472,3 +472,31 @@ def test_activation_checkpointing_is_a_config_option_that_needs_transformer_bloc
         checkpoint_transformer_blocks(GRU4Rec(40, 8))
     with pytest.raises(ValueError, match="activation_checkpointing"):
         profile_config("smoke", "beauty", "emkd", train__activation_checkpointing="yes")
+
+
+@pytest.mark.parametrize("output_layer", ["linear", "bert4rec"])
+def test_emkd_with_a_chunked_output_gives_the_same_terms_and_gradients(output_layer):
+    """``EMKDParams.output_chunk`` changes how the logits are held, not the
+    loss: every term and every parameter's gradient as without it."""
+    dataset = helpers.successor_dataset(n_attributes=3)
+    config = profile_config("smoke", "beauty", "emkd", params__output_layer=output_layer,
+                            params__scale_embeddings=output_layer == "bert4rec")
+    ids = torch.tensor(pad_left([s[:6] for s in dataset.sequences[:8]], 6))
+    results = []
+    for chunk in (None, 7):
+        torch.manual_seed(0)
+        model, _ = build_method(config.replace(params__output_chunk=chunk), dataset)
+        params = config.replace(params__output_chunk=chunk).params
+        terms = emkd_loss_terms(model, ids, torch.Generator().manual_seed(3), params)
+        loss = sum(terms.values())
+        results.append((terms, torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)))
+    (plain, plain_grads), (chunked, chunked_grads) = results
+    assert plain.keys() == chunked.keys() and {"mip", "kd"} <= plain.keys()
+    for name in plain:
+        torch.testing.assert_close(chunked[name], plain[name])
+    for a, b in zip(chunked_grads, plain_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert "output_chunk" not in config.identity()["params"]
+    assert config.replace(params__output_chunk=7).identity()["params"]["output_chunk"] == 7

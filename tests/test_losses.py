@@ -226,3 +226,45 @@ def test_distillation_of_identical_networks_is_zero():
     assert losses.distillation_loss(logits, 1.0).abs() < 1e-12
     assert math.isclose(losses.distillation_loss(rand(N, P, V), 1.0).item(),
                         kd_direct(rand(N, P, V), 1.0).item(), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, P, 64])
+@pytest.mark.parametrize("detach", [False, True])
+def test_chunked_item_losses_equal_the_unfused_mip_and_kd_in_value_and_gradient(chunk, detach):
+    """Eq. 5-7 + 16-18 fused with the output layer, any chunking: the same
+    numbers and gradients as the logits, MIP and KD formed separately."""
+    d, T = 4, 0.7
+    projected, weight, bias = rand(N, P, d, seed=1, grad=True), rand(N, V, d, seed=2, grad=True), rand(N, V, seed=3,
+                                                                                                   grad=True)
+    targets = torch.tensor([0, 3, 6, 3, 1])
+    weights = torch.linspace(0.1, 0.5, P, dtype=torch.float64)
+    logits = torch.baddbmm(bias[:, None, :], projected, weight.transpose(1, 2))
+    expected_mip = losses.masked_item_prediction_loss(logits, targets, weights)
+    expected_kd = kd_direct(logits, T, detach, False, weights)
+    mip, kd = losses.chunked_item_losses(projected, weight, bias, targets, weights, T, detach_teacher=detach,
+                                         chunk=chunk)
+    torch.testing.assert_close(mip, expected_mip)
+    torch.testing.assert_close(kd, expected_kd)
+    inputs = (projected, weight, bias)
+    for a, b in zip(torch.autograd.grad(0.3 * mip + 2.0 * kd, inputs),
+                    torch.autograd.grad(0.3 * expected_mip + 2.0 * expected_kd, inputs)):
+        torch.testing.assert_close(a, b)
+    mip_only, no_kd = losses.chunked_item_losses(projected, weight, bias, targets, None, T, with_kd=False,
+                                                 chunk=chunk)
+    assert no_kd.item() == 0.0
+    expected_mip = losses.masked_item_prediction_loss(
+        torch.baddbmm(bias[:, None, :], projected, weight.transpose(1, 2)), targets)
+    torch.testing.assert_close(mip_only, expected_mip)
+    torch.testing.assert_close(torch.autograd.grad(mip_only, projected)[0],
+                               torch.autograd.grad(expected_mip, projected)[0])
+
+
+def test_chunked_item_losses_keep_no_logits_for_the_backward_pass():
+    projected, weight, bias = rand(N, 40, 4, grad=True), rand(N, 500, 4, grad=True), rand(N, 500, grad=True)
+    targets = torch.arange(40)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        losses.chunked_item_losses(projected, weight, bias, targets, None, 1.0, chunk=8)
+    assert max(saved) < N * 40 * 500 / 4   # nothing the size of the (N, P, V) logits is kept
+    with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+        losses.chunked_item_losses(projected, weight, bias, targets, None, 1.0, chunk=0)

@@ -72,6 +72,11 @@ class EMKDParams:
     output_layer: str = bound("linear", choices=("linear", "bert4rec"))
     scale_embeddings: bool = False
     mask_prob: float = bound(0.15, gt=0, lt=1)
+    # Positions per chunk of the output layer fused with MIP and KD
+    # (losses.chunked_item_losses): the (N, P, V) logits are never held, for
+    # the paper profile's memory; None forms them at once. The same losses up
+    # to the order of floating-point sums, so it is part of a run's identity.
+    output_chunk: int | None = bound(None, ge=1)
 
     def __post_init__(self):
         check_fields(self)
@@ -157,12 +162,22 @@ def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_a
     # public code's per-view CrossEntropyLoss / batchmean KL.
     view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[predict_at]
     weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
-    logits = model.logits(hidden[:, B:][:, predict_at])                  # (N, P, n_items)
-    terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
-    if "kd" in active:
-        code = params.kd_symmetric_detached_teacher
-        terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
-                                               symmetric=code, weights=weights)
+    code = params.kd_symmetric_detached_teacher
+    if params.output_chunk is None:
+        logits = model.logits(hidden[:, B:][:, predict_at])              # (N, P, n_items)
+        terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
+        if "kd" in active:
+            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
+                                                   symmetric=code, weights=weights)
+    else:
+        if not hasattr(model, "output_parts"):
+            raise ValueError(f"output_chunk needs EMKD's BERT4Rec ensemble, not {type(model).__name__}")
+        projected, weight, bias = model.output_parts(hidden[:, B:][:, predict_at])
+        terms["mip"], kd = losses.chunked_item_losses(projected, weight, bias, targets, weights,
+                                                      params.softmax_temperature, detach_teacher=code,
+                                                      with_kd="kd" in active, chunk=params.output_chunk)
+        if "kd" in active:
+            terms["kd"] = 0.5 * kd if code else kd
 
     if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
         attribute_targets = model.item_attributes[ids[ap_at]].to(hidden.dtype)

@@ -251,6 +251,15 @@ class EnsembleBERT4Rec(nn.Module):
                             items.transpose(1, 2))
         return out.view(N, *middle, self.n_items)
 
+    def output_parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``logits`` as its pieces, for losses that form the logits
+        themselves (``losses.chunked_item_losses``): ``(projected (N, P, d),
+        weight (N, n_items, d), bias (N, n_items))`` with
+        ``logits = projected @ weight^T + bias``."""
+        if self.output_layer == "linear":
+            return hidden, self.output.weight, self.output.bias
+        return self.head(hidden), self.item_embedding.weight[:, 1:self.n_items + 1], self.output_bias
+
     def attribute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Eq. 8 before the sigmoid: ``(N, ..., d) -> (N, ..., n_attributes)``."""
         if self.attribute_head is None:
