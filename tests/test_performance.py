@@ -277,3 +277,25 @@ def test_memory_operators_reads_the_allocation_lines(tmp_path):
                                                                          ["aten::baddbmm", 2, 165.1]]
     assert set(ops["malloc"]) == {"glibc default"} and set(ops["batch"]) == {64}
     assert perf.memory_profile_table(path)["part"].iloc[-1] == "peak RSS of this process"
+
+
+def test_memory_options_separate_the_rows_and_a_measured_target_batch_gets_its_verdict(tmp_path):
+    import pandas as pd
+    path = tmp_path / "memory-options.txt"
+    at_256 = MEMORY.split("emkd beauty [paper]: batch 128")[0].replace("batch 64 x", "batch 256 x")
+    path.write_text("$ python benchmarks/step_profile.py --memory --set train__batch_size=64\n" + MEMORY
+                    + "$ python benchmarks/step_profile.py --memory --set train__batch_size=256 "
+                      "--set train__activation_checkpointing=true --set params__output_chunk=1024\n" + at_256)
+    memory = perf.memory_profile_table(path)
+    assert list(dict.fromkeys(memory["options"])) == ["none", "activation_checkpointing, output_chunk=1024"]
+    table = perf.memory_at_batch(memory, 256)
+    assert table["options"].tolist() == ["none", "activation_checkpointing, output_chunk=1024"]
+    assert table["at target batch"].tolist() == ["", "measured"]
+    assert table["peak RSS at target batch (GiB)"].iloc[1] == pytest.approx(3860.2 / 1024)
+    lines = perf.performance_found(pd.DataFrame(columns=["met"]), pd.DataFrame(
+        {"runs": [1], "stored": [1], "CPU-hours (new runs)": [1.0], "not stored yet": [0]}, index=["total"]),
+        pd.DataFrame({"status": ["none"]}), pd.DataFrame(columns=["method"]), pd.DataFrame({"status": ["none"]}),
+        pd.DataFrame(columns=["target", "measured", "met"]), pd.DataFrame({"status": ["none"]}), memory=table)
+    assert any(line.startswith("EMKD [paper] with activation_checkpointing, output_chunk=1024, freed memory kept: "
+                               "peak RSS 3.8 GiB at batch 256 (measured at batch 256; target 4 GiB: met)")
+               for line in lines), lines

@@ -167,22 +167,34 @@ _ALLOCATIONS_HEAD = "  operators by memory they allocate in one step"
 _ALLOCATION = re.compile(r"^      (?P<op>\S.*?)\s+(?P<mib>[\d.]+)\s+(?P<calls>\d+)\s+(?P<per_call>[\d.]+)$")
 
 
+def _memory_options(command: str) -> str:
+    """The ``--set`` options of a command line other than the batch size,
+    without their config part: ``activation_checkpointing, output_chunk=1024``."""
+    options = []
+    for name, value in re.findall(r"--set\s+(?:\w+?__)?(\w+)=(\S+)", command):
+        if name != "batch_size":
+            options.append(name if value.lower() == "true" else f"{name}={value}")
+    return ", ".join(options) or "none"
+
+
 def _block_matches(path, head: str, pattern: re.Pattern, last: str | None = None):
     """(context, match) for each line of ``pattern`` in the blocks that
     ``head`` opens in a ``step_profile.py --memory`` output, up to the first
     line that does not match (or the one whose first group is ``last``).
-    The context names the method, profile, batch and malloc policy, read
-    from the command line above the block: freed memory "kept" (the CLI's
-    default, ``process.keep_freed_cpu_memory``) or "glibc default"
-    (``--malloc-default``)."""
-    current, inside, malloc = None, False, "kept"
+    The context names the method, profile, batch, memory options and malloc
+    policy, read from the command line above the block: the ``--set``
+    options other than the batch size ("none" without), and freed memory
+    "kept" (the CLI's default, ``process.keep_freed_cpu_memory``) or "glibc
+    default" (``--malloc-default``)."""
+    current, inside, malloc, options = None, False, "kept", "none"
     for line in Path(path).read_text().splitlines():
         if line.startswith("$ "):
             malloc = "glibc default" if "--malloc-default" in line else "kept"
+            options = _memory_options(line)
         elif (m := _PROFILE_HEAD.match(line)):
             batch = re.search(r"batch (\d+)", m.group("setup"))
-            current = {"method": m.group("method"), "profile": m.group("profile"), "malloc": malloc,
-                       "batch": int(batch.group(1)) if batch else None}
+            current = {"method": m.group("method"), "profile": m.group("profile"), "options": options,
+                       "malloc": malloc, "batch": int(batch.group(1)) if batch else None}
             inside = False
         elif line.startswith(head):
             inside = current is not None
@@ -216,19 +228,22 @@ def memory_operators(path) -> pd.DataFrame:
 
 
 def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
-    """Per (method, profile, malloc policy) of ``memory_profile_table``: the
-    peak RSS and the bytes saved for backward at each measured batch size,
-    extrapolated to ``batch`` on the line through the two largest measured
-    batches (activations and transients grow with the batch; the state and
-    the process's own footprint stay), and the two parts that save the most
-    for backward at the largest batch."""
+    """Per (method, profile, memory options, malloc policy) of
+    ``memory_profile_table``: the peak RSS and the bytes saved for backward
+    at each measured batch size; the peak at ``batch``, measured, or else
+    extrapolated on the line through the two largest measured batches
+    (activations and transients grow with the batch; the state and the
+    process's own footprint stay); and the two parts that save the most for
+    backward at the largest batch."""
     rows = []
     if "part" not in memory:
         return pd.DataFrame(rows)
-    for (method, profile, malloc), group in memory.groupby(["method", "profile", "malloc"], sort=False):
+    memory = memory if "options" in memory else memory.assign(options="none")
+    for (method, profile, options, malloc), group in memory.groupby(["method", "profile", "options", "malloc"],
+                                                                    sort=False):
         value = lambda part: group[group["part"] == part].set_index("batch")["MiB"].sort_index()  # noqa: E731
         peak, saved = value("peak RSS of this process"), value("total saved for backward")
-        row = {"method": method, "profile": profile, "malloc": malloc}
+        row = {"method": method, "profile": profile, "options": options, "malloc": malloc}
         for b in peak.index:
             row[f"peak RSS at {b} (GiB)"] = peak[b] / 1024
             row[f"saved at {b} (GiB)"] = saved.get(b, np.nan) / 1024
@@ -241,6 +256,13 @@ def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
             (b0, p0), (b1, p1) = list(peak.items())[-2:]
             row[f"peak RSS at {batch}, extrapolated (GiB)"] = (p1 + (p1 - p0) * (batch - b1) / (b1 - b0)) / 1024
         rows.append(row)
+    if rows:
+        for row in rows:  # in the given order: the measured peak at ``batch`` where there is one
+            row["target batch"] = batch
+            row["peak RSS at target batch (GiB)"] = row.get(f"peak RSS at {batch} (GiB)",
+                                                            row.get(f"peak RSS at {batch}, extrapolated (GiB)", np.nan))
+            row["at target batch"] = ("measured" if f"peak RSS at {batch} (GiB)" in row
+                                      else "extrapolated" if f"peak RSS at {batch}, extrapolated (GiB)" in row else "")
     return pd.DataFrame(rows)
 
 
@@ -407,12 +429,20 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
         batch_of = lambda column: int(re.search(r"at (\d+)", column).group(1))  # noqa: E731
         for _, row in memory.iterrows():
             measured = ", ".join(f"{row[c]:.1f} GiB at batch {batch_of(c)}" for c in memory
-                                 if c.startswith("peak RSS at") and "extrapolated" not in c and pd.notna(row[c]))
-            line = f"{name(row['method'])} [{row['profile']}], freed memory {row['malloc']}: peak RSS {measured}"
+                                 if c.startswith("peak RSS at") and "extrapolated" not in c and "target" not in c
+                                 and pd.notna(row[c]))
+            options = row.get("options", "none")
+            with_options = "" if options in ("none", None) or pd.isna(options) else f" with {options}"
+            line = (f"{name(row['method'])} [{row['profile']}]{with_options}, freed memory {row['malloc']}: "
+                    f"peak RSS {measured}")
             for column in (c for c in memory if "extrapolated" in c and pd.notna(row[c])):
                 met = "met" if row[column] <= memory_target_gib else "not met"
                 line += (f"; on the line through them {row[column]:.1f} GiB at batch {batch_of(column)} "
                          f"(target {memory_target_gib:g} GiB: {met})")
+            if row.get("at target batch") == "measured":
+                peak = row["peak RSS at target batch (GiB)"]
+                line += (f" (measured at batch {int(row['target batch'])}; target {memory_target_gib:g} GiB: "
+                         f"{'met' if peak <= memory_target_gib else 'not met'})")
             if isinstance(row.get("largest saved parts"), str):
                 line += f"; of what the forward pass saves for the backward pass, {row['largest saved parts']}"
             lines.append(line)
