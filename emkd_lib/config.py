@@ -47,9 +47,17 @@ class TrainConfig:
     # a fraction of the memory, about one more forward pass of time. For the
     # paper profile on a small machine.
     activation_checkpointing: bool = False
+    # With activation_checkpointing: the encoder runs this many sequences at
+    # a time, each chunk recomputed whole in the backward pass
+    # (models.encoders.encode_by_rows), so one chunk's activations are live
+    # instead of one block's for the whole batch. Dropout then draws its
+    # masks chunk by chunk: deterministic, but not the unchunked numbers.
+    checkpoint_rows: int | None = bound(None, ge=1)
 
     def __post_init__(self):
         check_fields(self)
+        if self.checkpoint_rows is not None and not self.activation_checkpointing:
+            raise ValueError("TrainConfig: checkpoint_rows needs activation_checkpointing=True")
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class EvalConfig:
 # the value every earlier run was trained with. At that value the option is
 # left out of a run's identity (its key stays what it was).
 ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False,
-                 ("params", "output_chunk"): None}
+                 ("train", "checkpoint_rows"): None, ("params", "output_chunk"): None}
 
 
 @dataclass(frozen=True)

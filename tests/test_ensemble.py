@@ -500,3 +500,37 @@ def test_emkd_with_a_chunked_output_gives_the_same_terms_and_gradients(output_la
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert "output_chunk" not in config.identity()["params"]
     assert config.replace(params__output_chunk=7).identity()["params"]["output_chunk"] == 7
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda dropout: EnsembleBERT4Rec(3, 40, 8, hidden=16, n_blocks=2, n_heads=2, dropout=dropout,
+                                     output_layer="linear", scale_embeddings=False),
+    lambda dropout: __import__("emkd_lib.models.encoders", fromlist=["SASRec"]).SASRec(40, 8, 16, 2, 2, dropout)],
+    ids=["emkd-ensemble", "sasrec"])
+def test_checkpointing_by_rows_computes_the_same_function_and_is_deterministic(make_model):
+    from emkd_lib.models.encoders import checkpoint_transformer_blocks
+
+    def step(dropout, rows):
+        torch.manual_seed(0)
+        model = make_model(dropout).train()
+        if rows:
+            checkpoint_transformer_blocks(model, rows=rows)
+        ids = torch.randint(1, 41, (7, 8), generator=torch.Generator().manual_seed(1))
+        ids[0, :3] = 0
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            hidden = model(ids)
+        grads = torch.autograd.grad(hidden.pow(2).sum(), list(model.parameters()), allow_unused=True)
+        return hidden.detach(), [g for g in grads if g is not None], sum(saved)
+
+    plain, plain_grads, plain_saved = step(0.0, None)
+    chunked, chunked_grads, chunked_saved = step(0.0, 3)   # 7 sequences: chunks of 3, 3 and 1
+    torch.testing.assert_close(chunked, plain)           # without dropout: the same function
+    for a, b in zip(chunked_grads, plain_grads):
+        torch.testing.assert_close(a, b)
+    assert chunked_saved < plain_saved / 4
+    first, second = step(0.3, 3), step(0.3, 3)
+    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+    with pytest.raises(ValueError, match="checkpoint_rows needs activation_checkpointing=True"):
+        TrainConfig(checkpoint_rows=4)

@@ -299,3 +299,11 @@ def test_memory_options_separate_the_rows_and_a_measured_target_batch_gets_its_v
     assert any(line.startswith("EMKD [paper] with activation_checkpointing, output_chunk=1024, freed memory kept: "
                                "peak RSS 3.8 GiB at batch 256 (measured at batch 256; target 4 GiB: met)")
                for line in lines), lines
+
+
+def test_memory_profiles_joins_the_files_that_hold_a_memory_block(tmp_path):
+    (tmp_path / "memory-a.txt").write_text(MEMORY)
+    (tmp_path / "memory-b.txt").write_text("# nothing measured\n")
+    joined = perf.memory_profiles(sorted(tmp_path.glob("memory-*.txt")))
+    assert set(joined["file"]) == {"memory-a.txt"} and len(joined) == len(perf.memory_profile_table(tmp_path / "memory-a.txt"))
+    assert perf.memory_profiles([tmp_path / "memory-b.txt"]) is None

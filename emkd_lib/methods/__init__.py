@@ -23,7 +23,7 @@ def build_method(config, dataset):
     """``(model, Recipe)`` of a run config on a dataset."""
     model, recipe = method_spec(config.method).build(config, dataset)
     if config.train.activation_checkpointing:
-        checkpoint_transformer_blocks(model)
+        checkpoint_transformer_blocks(model, config.train.checkpoint_rows)
     return model, recipe
 
 

@@ -86,15 +86,29 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, check
     return x
 
 
-def checkpoint_transformer_blocks(model: nn.Module) -> nn.Module:
+def encode_by_rows(encode, ids: torch.Tensor, rows: int | None, dim: int) -> torch.Tensor:
+    """``encode(ids)``; with ``rows`` (while autograd records), ``encode`` on
+    ``rows`` sequences at a time, each chunk checkpointed whole and its
+    outputs joined along ``dim``. Sequences do not see each other in an
+    encoder, so only the chunk's activations are ever live, in the forward
+    pass and when the backward pass recomputes it; dropout draws its masks
+    chunk by chunk, so the numbers are not those of one pass over the batch."""
+    if rows is None or not torch.is_grad_enabled():
+        return encode(ids)
+    return torch.cat([torch.utils.checkpoint.checkpoint(encode, part, use_reentrant=False)
+                      for part in ids.split(rows)], dim=dim)
+
+
+def checkpoint_transformer_blocks(model: nn.Module, rows: int | None = None) -> nn.Module:
     """Switch on ``run_blocks``' checkpointing in every transformer encoder of
-    ``model`` (``TrainConfig.activation_checkpointing``); a model without one
-    is an error rather than a silent no-op."""
+    ``model`` (``TrainConfig.activation_checkpointing``), or, with ``rows``,
+    ``encode_by_rows``' (``TrainConfig.checkpoint_rows``); a model without a
+    transformer encoder is an error rather than a silent no-op."""
     encoders = [m for m in model.modules() if hasattr(m, "checkpoint_blocks")]
     if not encoders:
         raise ValueError(f"activation_checkpointing: {type(model).__name__} has no transformer blocks to checkpoint")
     for encoder in encoders:
-        encoder.checkpoint_blocks = True
+        encoder.checkpoint_blocks, encoder.checkpoint_rows = rows is None, rows
     return model
 
 
@@ -125,10 +139,13 @@ class _TransformerEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_blocks))
         self.ln_out = nn.LayerNorm(hidden)
-        self.checkpoint_blocks = False   # run_blocks
+        self.checkpoint_blocks, self.checkpoint_rows = False, None   # checkpoint_transformer_blocks
         self.apply(_init_weights)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return encode_by_rows(self._encode, ids, self.checkpoint_rows, dim=0)
+
+    def _encode(self, ids: torch.Tensor) -> torch.Tensor:
         pos = positions_from_right(ids.shape[1], self.max_len, ids.device)
         x = self.item_embedding(ids) * math.sqrt(self.hidden) + self.position_embedding(pos)
         x = self.drop(x)

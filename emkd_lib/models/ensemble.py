@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import BERT4Rec, attention_mask, build_encoder, positions_from_right, run_blocks
+from .encoders import BERT4Rec, attention_mask, build_encoder, encode_by_rows, positions_from_right, run_blocks
 
 
 def average_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ class EnsembleBERT4Rec(nn.Module):
         self.blocks = nn.ModuleList(StackedTransformerBlock(N, hidden, n_heads, dropout)
                                     for _ in range(n_blocks))
         self.ln_out = StackedLayerNorm(N, hidden)
-        self.checkpoint_blocks = False   # encoders.run_blocks
+        self.checkpoint_blocks, self.checkpoint_rows = False, None   # encoders.checkpoint_transformer_blocks
         if output_layer not in ("linear", "bert4rec"):
             raise ValueError(f"output_layer must be 'linear' or 'bert4rec', got {output_layer!r}")
         self.output_layer, self.scale_embeddings = output_layer, scale_embeddings
@@ -232,6 +232,9 @@ class EnsembleBERT4Rec(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Eq. 2: hidden states ``H^n`` of every network, ``(N, B, T, d)``."""
+        return encode_by_rows(self._encode, ids, self.checkpoint_rows, dim=1)
+
+    def _encode(self, ids: torch.Tensor) -> torch.Tensor:
         N = self.n_networks
         x = self.drop(self.embed(ids))
         mask = attention_mask(ids, causal=False).repeat(N, 1, 1, 1)  # (N * B, 1, T, T)

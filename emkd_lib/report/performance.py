@@ -218,6 +218,14 @@ def memory_profile_table(path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def memory_profiles(paths) -> pd.DataFrame | None:
+    """``memory_profile_table`` of several outputs in one frame, with the
+    file each row comes from; None when none holds a memory block."""
+    tables = [memory_profile_table(p).assign(file=Path(p).name) for p in paths]
+    tables = [t for t in tables if "part" in t]
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
 def memory_operators(path) -> pd.DataFrame:
     """The operator lines under each ``--memory`` block of a
     ``step_profile.py`` output: (method, profile, malloc policy, batch,
