@@ -240,8 +240,8 @@ def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: tor
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-    weights = _position_weights(weights, projected.shape[1], projected if projected.dtype == torch.float64
-                                else projected.float())
+    dtype = torch.float64 if projected.dtype == torch.float64 else torch.float32
+    weights = _position_weights(weights, projected.shape[1], projected.new_empty(0, dtype=dtype))
     return _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
                                     bool(detach_teacher), bool(with_kd), chunk)
 
