@@ -200,11 +200,7 @@ class _MutualKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, weights, temperature, detach_teacher):
-        N = logits.shape[0]
-        log_q = F.log_softmax(logits / temperature, dim=-1)
-        f = torch.add(-log_q.sum(0), log_q, alpha=N)
-        q = log_q.exp_()                                        # log_q is not needed any more
-        kl = torch.linalg.vecdot(q, f)                          # (N, P)
+        q, f, kl = _mutual_kl_parts(logits, temperature)
         ctx.save_for_backward(q, f, kl, weights)
         ctx.temperature, ctx.detach_teacher = temperature, detach_teacher
         return (kl * weights).sum()
@@ -213,11 +209,25 @@ class _MutualKL(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         q, f, kl, weights = ctx.saved_tensors
-        g = torch.add(-q.sum(0), q, alpha=q.shape[0])           # student side
-        if not ctx.detach_teacher:
-            g += q * (f - kl[..., None])                        # teacher side
+        g = _mutual_kl_logit_gradient(q, f, kl, ctx.detach_teacher)
         g *= (grad * weights / ctx.temperature)[:, None]
         return g, None, None, None
+
+
+def _mutual_kl_parts(logits: torch.Tensor, temperature: float):
+    """``_MutualKL``'s forward on (N, P, V) logits: q, f and KL_y (N, P)."""
+    log_q = F.log_softmax(logits / temperature, dim=-1)
+    f = torch.add(-log_q.sum(0), log_q, alpha=logits.shape[0])
+    q = log_q.exp_()                                            # log_q is not needed any more
+    return q, f, torch.linalg.vecdot(q, f)
+
+
+def _mutual_kl_logit_gradient(q, f, kl, detach_teacher: bool) -> torch.Tensor:
+    """``_MutualKL``'s gradient by the logits, before the 1/T and position weights."""
+    g = torch.add(-q.sum(0), q, alpha=q.shape[0])               # student side
+    if not detach_teacher:
+        g += q * (f - kl[..., None])                            # teacher side
+    return g
 
 
 def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
@@ -274,9 +284,7 @@ class _ChunkedItemLosses(torch.autograd.Function):
                 ce = F.cross_entropy(z.flatten(0, 1), targets[rows].repeat(N), reduction="none")
                 mip = mip + (ce.view(N, -1) * w).sum()
                 if with_kd:
-                    log_q = F.log_softmax(z / temperature, dim=-1)
-                    f = torch.add(-log_q.sum(0), log_q, alpha=N)
-                    kd = kd + (torch.linalg.vecdot(log_q.exp_(), f) * w).sum()
+                    kd = kd + (_mutual_kl_parts(z, temperature)[2] * w).sum()
         ctx.save_for_backward(projected, weight, bias, targets, weights)
         ctx.temperature, ctx.detach_teacher, ctx.with_kd, ctx.chunk = temperature, detach_teacher, with_kd, chunk
         return mip, kd
@@ -285,7 +293,7 @@ class _ChunkedItemLosses(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_mip, grad_kd):
         projected, weight, bias, targets, weights = ctx.saved_tensors
-        T, N, P = ctx.temperature, projected.shape[0], projected.shape[1]
+        T, P = ctx.temperature, projected.shape[1]
         grad_projected = torch.empty_like(projected)
         grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
         with torch.autocast(projected.device.type, enabled=False):
@@ -297,12 +305,7 @@ class _ChunkedItemLosses(torch.autograd.Function):
                 g[:, torch.arange(z.shape[1], device=z.device), targets[rows]] -= 1.0
                 g *= (grad_mip * w)[None, :, None]
                 if ctx.with_kd:
-                    log_q = F.log_softmax(z / T, dim=-1)
-                    f = torch.add(-log_q.sum(0), log_q, alpha=N)
-                    q = log_q.exp_()
-                    g_kd = torch.add(-q.sum(0), q, alpha=N)                   # student side
-                    if not ctx.detach_teacher:
-                        g_kd += q * (f - torch.linalg.vecdot(q, f)[..., None])  # teacher side
+                    g_kd = _mutual_kl_logit_gradient(*_mutual_kl_parts(z, T), ctx.detach_teacher)
                     g += g_kd * (grad_kd * w / T)[None, :, None]
                 grad_projected[:, rows] = torch.bmm(g, weight)
                 grad_weight.baddbmm_(g.transpose(1, 2), projected[:, rows])

@@ -263,14 +263,11 @@ def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
         if len(peak) >= 2 and batch not in peak.index:
             (b0, p0), (b1, p1) = list(peak.items())[-2:]
             row[f"peak RSS at {batch}, extrapolated (GiB)"] = (p1 + (p1 - p0) * (batch - b1) / (b1 - b0)) / 1024
+        measured, extrapolated = f"peak RSS at {batch} (GiB)", f"peak RSS at {batch}, extrapolated (GiB)"
+        row["target batch"] = batch   # the measured peak there where there is one
+        row["peak RSS at target batch (GiB)"] = row.get(measured, row.get(extrapolated, np.nan))
+        row["at target batch"] = "measured" if measured in row else "extrapolated" if extrapolated in row else ""
         rows.append(row)
-    if rows:
-        for row in rows:  # in the given order: the measured peak at ``batch`` where there is one
-            row["target batch"] = batch
-            row["peak RSS at target batch (GiB)"] = row.get(f"peak RSS at {batch} (GiB)",
-                                                            row.get(f"peak RSS at {batch}, extrapolated (GiB)", np.nan))
-            row["at target batch"] = ("measured" if f"peak RSS at {batch} (GiB)" in row
-                                      else "extrapolated" if f"peak RSS at {batch}, extrapolated (GiB)" in row else "")
     return pd.DataFrame(rows)
 
 
