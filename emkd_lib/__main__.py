@@ -5,6 +5,7 @@
     python -m emkd_lib grid baselines --profile cpu --datasets beauty toys --seeds 0 1
     python -m emkd_lib --threads 1 grid emkd-encoders --profile cpu --shard 0/2   # and 1/2 in a second process
     python -m emkd_lib grid baselines --profile cpu --executor ray --address auto  # on a Ray cluster
+    python -m emkd_lib grid s4rec-ablations --profile cpu --plan   # what is stored, in training, left to run
     python -m emkd_lib run --profile paper --dataset ml-1m --method emkd --device cuda --ddp 4  # one model, 4 GPUs
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib data add mydata --sequences my.txt [--attributes my_attrs.json]
@@ -32,7 +33,7 @@ from .executors import EXECUTORS, Failure, GridOutcome, import_ray, run_grid_ray
 from .extras import MissingExtra
 from .process import configure_process
 from .profiles import profile_config
-from .runs import add_analysis, ensemble_run_or_load, execute, run_grid, stored
+from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
 from .store import StoreError, code_commit, load_result, scan
 from .studies import GRIDS
 
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local: one run after another here; ray: one Ray task per missing run")
     grid.add_argument("--address", help="with --executor ray: the Ray cluster (default: $RAY_ADDRESS, else a "
                                         "new one on this machine)")
+    grid.add_argument("--plan", action="store_true",
+                      help="train nothing: list each run as stored, checkpointed (how far) or not started, "
+                           "with the CPU-hours left at the median of the stored runs of its method and dataset")
     _add_data_options(grid)
 
     ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
@@ -149,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _grid_configs(args) -> list:
+    return [config for _, config in _grid_items(args)]
+
+
+def _grid_items(args) -> list[tuple]:
+    """``(grid key, config)`` of the grid's runs that this shard takes."""
     fn = GRIDS[args.name]
     accepted = inspect.signature(fn).parameters
     kwargs = {"seeds": tuple(args.seeds)}
@@ -160,8 +169,50 @@ def _grid_configs(args) -> list:
         kwargs["methods"] = tuple(args.methods)
     shard, n_shards = _parse_shard(args.shard)
     overrides = _data_overrides(args)
-    configs = list(fn(args.profile, **kwargs).values())
-    return [c.replace(**overrides) if overrides else c for c in configs][shard::n_shards]
+    items = list(fn(args.profile, **kwargs).items())
+    return [(key, c.replace(**overrides) if overrides else c) for key, c in items][shard::n_shards]
+
+
+def _print_plan(keys, rows: list[dict], settings) -> None:
+    """``grid --plan``: one line per run (its grid key; a run that two keys
+    share, e.g. a sensitivity grid's default, is counted once), then the count and the CPU-hours
+    left (a checkpointed run's CPU-hours so far, at the campaign's one thread, are
+    taken off its price; a run whose method and dataset have no stored run is
+    not priced)."""
+    from .report.performance import run_prices
+    prices = run_prices(load_result(path) for path in scan(settings.results_dir)[0]
+                        if not path.name.startswith("ensemble"))
+    left, unpriced, first = 0.0, 0, {}
+    for key, row in zip(keys, rows):
+        config, status = row["config"], row["status"]
+        name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+        if row["key"] in first:
+            print(f"{'same run':<13} {name}  (as {first[row['key']]})")
+            continue
+        first[row["key"]] = name
+        price = prices.get((config.dataset, config.method))
+        if status == "stored":
+            result = row["result"]
+            detail = f"test NDCG@10 {result.test_metrics['NDCG@10']:.4f} ({result.train_seconds:.0f} s)"
+        elif status == "checkpointed":
+            p = row["progress"]
+            detail = (f"epoch {p['epoch']}, best {p['best_epoch']} (valid NDCG@10 {p['best_valid_ndcg10']:.4f}), "
+                      f"{p['seconds'] / 3600:.1f} h so far, saved {row['saved']}")
+            if price is not None:
+                price = max(price - p["seconds"] / 3600, 0.0)
+        else:
+            detail = ""
+        if status != "stored":
+            if price is None:
+                unpriced += 1
+            else:
+                left += price
+                detail += f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
+        print(f"{status:<13} {name}{'  ' + detail if detail else ''}")
+    distinct = list({row["key"]: row for row in rows}.values())
+    counts = {s: sum(r["status"] == s for r in distinct) for s in ("stored", "checkpointed", "not started")}
+    print(f"{len(distinct)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f"; about {left:.1f} CPU-hours left" + (f" ({unpriced} not priced)" if unpriced else ""))
 
 
 def _command(args) -> int:
@@ -177,6 +228,9 @@ def _command(args) -> int:
         elif result is None:
             result = execute(config, device=args.device, settings=settings)
         print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
+    elif args.command == "grid" and args.plan:
+        keys, configs = zip(*_grid_items(args))
+        _print_plan(keys, grid_progress(configs, settings), settings)
     elif args.command == "grid":
         if args.address is not None and args.executor != "ray":
             raise UsageError("--address is the Ray cluster of --executor ray")

@@ -21,7 +21,7 @@ from .methods import build_method
 from .methods.baselines import ensemble_scores
 from .store import (code_commit, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
                     read_sidecar, result_path, run_key, store_result, write_record)
-from .train import fit, resolve_device, seed_everything
+from .train import checkpoint_summary, fit, resolve_device, seed_everything
 
 
 def _settings(settings):
@@ -361,6 +361,26 @@ def results_for(grid: dict, train_missing: bool = False, device: str | None = No
     if train_missing:
         return {label: run_or_load(config, device=device) for label, config in grid.items()}
     return {label: stored(config) for label, config in grid.items()}
+
+
+def grid_progress(configs, settings=None) -> list[dict]:
+    """Where each run of a grid stands, without training or locking
+    anything (``grid --plan``): each run's ``key`` and ``config``; ``status`` is "stored" (with ``result``),
+    "checkpointed" (with the checkpoint's ``checkpoint_summary`` and
+    ``saved``, its modification time: a recent one is a run in training) or
+    "not started"."""
+    settings = _settings(settings)
+    rows = []
+    for config in configs:
+        key = key_of(config, settings)
+        row = {"key": key, "config": config, "status": "not started"}
+        if (result := stored(config, settings, allow_dirty=True)) is not None:
+            row.update(status="stored", result=result)
+        elif (checkpoint := checkpoint_path(key, settings)).exists():
+            row.update(status="checkpointed", progress=checkpoint_summary(checkpoint),
+                       saved=time.strftime("%Y-%m-%d %H:%M", time.localtime(checkpoint.stat().st_mtime)))
+        rows.append(row)
+    return rows
 
 
 def ensembles_for(grid: dict, runs: dict, seeds, train_missing: bool = False, device: str | None = None) -> dict:

@@ -149,6 +149,15 @@ def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Gener
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
+def checkpoint_summary(checkpoint: str | Path) -> dict:
+    """How far the run of a ``fit`` checkpoint has come: its last epoch, its
+    best epoch and validation NDCG@10 so far, its training + evaluation
+    seconds, and whether it has stopped. Memory-mapped: the weights are not read."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    return {"epoch": state["epoch"], "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_score"],
+            "seconds": state["train_seconds"] + state["eval_seconds"], "stopped": state["stopped"]}
+
+
 def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: TrainConfig, seed: int,
         device: str | torch.device | None = None, progress: bool = True, checkpoint: Path | None = None,
         exclude_history: bool = True, stop_after_epoch: int | None = None, parallel=None) -> FitResult:

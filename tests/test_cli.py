@@ -145,3 +145,45 @@ def test_the_command_in_a_runs_provenance_rebuilds_its_exact_config():
         rebuilt = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
                                  **_data_overrides(args), **_parse_sets(args.set))
         assert rebuilt == config, command_for(config)
+
+
+def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is_left(env, capsys):
+    """Two stored GRU4Rec runs (2 and 4 CPU-hours) price a third, checkpointed
+    after half an hour, at their median less that half hour; a method with
+    no stored run is not priced; nothing is trained."""
+    import torch
+    from emkd_lib import settings as settings_module
+    from emkd_lib.runs import checkpoint_path, key_of, path_of
+
+    settings = settings_module.current()
+    for seed, hours in ((0, 2.0), (1, 4.0)):
+        config = profile_config("smoke", "beauty", "gru4rec", seed=seed)
+        store.store_result(store.RunResult(
+            config=config, key=key_of(config), valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": 0.25},
+            history=[], best_epoch=1, n_params=1, train_seconds=hours * 3600, eval_seconds=0.0,
+            peak_memory_mb=1.0, provenance={"commit": "abc", "machine": "test, torch threads 1"},
+            flags={"dirty": False, "below_popularity": False}, path=path_of(config),
+            arrays={"test_ranks": np.zeros(3, dtype=int)}))
+    checkpoint = checkpoint_path(key_of(profile_config("smoke", "beauty", "gru4rec", seed=2)), settings)
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"epoch": 7, "best_epoch": 5, "best_score": 0.0312, "train_seconds": 1500.0, "eval_seconds": 300.0,
+                "stopped": False}, checkpoint)
+    assert cli.main(["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
+                     "sasrec", "--seeds", "0", "2", "--plan"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("stored        beauty gru4rec 0  test NDCG@10 0.2500")
+    assert lines[1] == ("checkpointed  beauty gru4rec 2  epoch 7, best 5 (valid NDCG@10 0.0312), 0.5 h so far, "
+                        f"saved {lines[1].split('saved ')[1].split(';')[0]}; about 2.5 CPU-h left")
+    assert lines[2] == "not started   beauty sasrec 0" and lines[3] == "not started   beauty sasrec 2"
+    assert lines[4] == "4 runs: 1 stored, 1 checkpointed, 2 not started; about 2.5 CPU-hours left (2 not priced)"
+    assert not (env / "cache" / "locks").exists()   # nothing was trained, no lock taken
+
+
+def test_grid_plan_counts_a_run_two_grid_keys_share_once(env, capsys):
+    assert cli.main(["grid", "emkd-sensitivity", "--profile", "smoke", "--datasets", "beauty", "--plan"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    shared = [line for line in lines if line.startswith("same run")]
+    assert shared and all("(as beauty " in line for line in shared)
+    listed = len(lines) - 1 - len(shared)
+    assert lines[-1] == f"{listed} runs: 0 stored, 0 checkpointed, {listed} not started; about 0.0 CPU-hours left " \
+                        f"({listed} not priced)"

@@ -38,6 +38,16 @@ def _cpu_hours(result) -> float:
     return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
 
 
+def run_prices(results) -> dict[tuple[str, str], float]:
+    """``(dataset, method) -> median CPU-hours`` of the stored runs
+    ``results``: the price of a run not trained yet (``budget_table``,
+    ``grid --plan``)."""
+    hours: dict[tuple, list[float]] = {}
+    for result in results:
+        hours.setdefault((result.config.dataset, result.config.method), []).append(_cpu_hours(result))
+    return {group: float(np.median(h)) for group, h in hours.items()}
+
+
 def budget_table(chapter_runs: dict[str, list[tuple]]) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
@@ -48,11 +58,7 @@ def budget_table(chapter_runs: dict[str, list[tuple]]) -> pd.DataFrame:
     the dataset scales, so a run with no such neighbour stays unpriced and
     is counted). A run shared by several chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
-    hours: dict[tuple, list[float]] = {}
-    for config, result in by_key.values():
-        if result is not None:
-            hours.setdefault((config.dataset, config.method), []).append(_cpu_hours(result))
-    price = {group: float(np.median(h)) for group, h in hours.items()}
+    price = run_prices(result for _, result in by_key.values() if result is not None)
     rows, seen = [], set()
     for chapter, runs in chapter_runs.items():
         keys = list(dict.fromkeys(key for key, _, _ in runs))
