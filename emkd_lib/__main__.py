@@ -180,8 +180,8 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
     taken off its price; a run whose method and dataset have no stored run is
     not priced)."""
     from .report.performance import run_prices
-    prices = run_prices(load_result(path) for path in scan(settings.results_dir)[0]
-                        if not path.name.startswith("ensemble"))
+    stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
+    prices = run_prices((result.config, result) for result in stored_runs)
     left, unpriced, first = 0.0, 0, {}
     for key, row in zip(keys, rows):
         config, status = row["config"], row["status"]

@@ -38,13 +38,13 @@ def _cpu_hours(result) -> float:
     return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
 
 
-def run_prices(results) -> dict[tuple[str, str], float]:
-    """``(dataset, method) -> median CPU-hours`` of the stored runs
-    ``results``: the price of a run not trained yet (``budget_table``,
-    ``grid --plan``)."""
+def run_prices(runs) -> dict[tuple[str, str], float]:
+    """``(dataset, method) -> median CPU-hours`` of the stored runs, given
+    as ``(config, result)`` pairs: the price of a run not trained yet
+    (``budget_table``, ``grid --plan``)."""
     hours: dict[tuple, list[float]] = {}
-    for result in results:
-        hours.setdefault((result.config.dataset, result.config.method), []).append(_cpu_hours(result))
+    for config, result in runs:
+        hours.setdefault((config.dataset, config.method), []).append(_cpu_hours(result))
     return {group: float(np.median(h)) for group, h in hours.items()}
 
 
@@ -58,7 +58,7 @@ def budget_table(chapter_runs: dict[str, list[tuple]]) -> pd.DataFrame:
     the dataset scales, so a run with no such neighbour stays unpriced and
     is counted). A run shared by several chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
-    price = run_prices(result for _, result in by_key.values() if result is not None)
+    price = run_prices((config, result) for config, result in by_key.values() if result is not None)
     rows, seen = [], set()
     for chapter, runs in chapter_runs.items():
         keys = list(dict.fromkeys(key for key, _, _ in runs))
