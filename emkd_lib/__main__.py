@@ -24,6 +24,7 @@ import argparse
 import inspect
 import json
 import sys
+from pathlib import Path
 
 from . import settings as settings_module
 from .config import PROFILES
@@ -178,10 +179,13 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
     share, e.g. a sensitivity grid's default, is counted once), then the count and the CPU-hours
     left (a checkpointed run's CPU-hours so far, at the campaign's one thread, are
     taken off its price; a run whose method and dataset have no stored run is
-    not priced)."""
-    from .report.performance import run_prices
+    not priced; a bf16 run with only fp32 neighbours at their median over
+    the bf16 speed-up measured in ``benchmarks/``)."""
+    from .report.performance import latest_bf16_speedups, price_of, run_prices
     stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
-    prices = run_prices((result.config, result) for result in stored_runs)
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    prices = run_prices(((result.config, result) for result in stored_runs),
+                        latest_bf16_speedups(sorted(benchmarks.glob("measured-*.txt"))))
     left, unpriced, first = 0.0, 0, {}
     for key, row in zip(keys, rows):
         config, status = row["config"], row["status"]
@@ -190,7 +194,7 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
             print(f"{'same run':<13} {name}  (as {first[row['key']]})")
             continue
         first[row["key"]] = name
-        price = prices.get((config.dataset, config.method))
+        price = price_of(prices, config)
         if status == "stored":
             result = row["result"]
             detail = f"test NDCG@10 {result.test_metrics['NDCG@10']:.4f} ({result.train_seconds:.0f} s)"

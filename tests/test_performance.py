@@ -146,6 +146,10 @@ def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_
     assert perf.target_table(lines).loc["sasrec", "measured % of peak"] == 52.1   # not the loaded 72.6
     speedups = perf.bf16_speedups([idle, loaded])
     assert speedups[["method", "bf16 speed-up"]].values.tolist() == [["sasrec", 2.27]]
+    newer = tmp_path / "measured-c.txt"
+    newer.write_text(loaded.read_text().replace("2.27x", "1.90x"))
+    assert perf.latest_bf16_speedups([newer, idle, loaded]) == {"sasrec": 1.90}
+    assert perf.latest_bf16_speedups([idle]) == {}
 
 
 def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path, profile_file):
@@ -178,7 +182,8 @@ def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
 
 def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_and_dataset():
     from types import SimpleNamespace as NS
-    config = lambda dataset, method: NS(dataset=dataset, method=method)  # noqa: E731
+    config = lambda dataset, method, precision="fp32": NS(  # noqa: E731
+        dataset=dataset, method=method, train=NS(precision=precision))
     run = lambda key, seconds, threads=1: NS(key=key, train_seconds=seconds - 100, eval_seconds=100,  # noqa: E731
                                             provenance={"machine": f"cpu x2, torch threads {threads}"})
     chapters = {
@@ -200,6 +205,18 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     assert (b["runs"], b["stored"], b["not stored yet"], b["not priced"]) == (2, 1, 1, 0)
     assert b["estimated CPU-hours to go"] == pytest.approx(0.5)
     assert (total["runs"], total["stored"], total["not stored yet"]) == (6, 3, 3)
+
+    # bf16 runs: with a bf16 neighbour at its median; without one at the fp32
+    # median over the measured speed-up, or at the fp32 median where none is measured
+    chapters = {"c": [("k1", config("beauty", "sasrec"), run("k1", 3600)),
+                      ("k2", config("beauty", "sasrec", "bf16"), None),
+                      ("k3", config("beauty", "emkd"), run("k3", 7200)),
+                      ("k4", config("beauty", "emkd", "bf16"), None),
+                      ("k5", config("beauty", "gru4rec"), run("k5", 1800)),
+                      ("k6", config("beauty", "gru4rec", "bf16"), run("k6", 900)),
+                      ("k7", config("beauty", "gru4rec", "bf16"), None)]}
+    c = perf.budget_table(chapters, bf16_speedup={"emkd": 1.6}).loc["c"]
+    assert c["estimated CPU-hours to go"] == pytest.approx(1.0 + 2.0 / 1.6 + 0.25) and c["not priced"] == 0
 
 
 MEMORY = """# header

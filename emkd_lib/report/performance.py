@@ -26,46 +26,72 @@ def _threads(machine: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def study_budget(chapter_grids: dict[str, list[dict]]) -> pd.DataFrame:
+def study_budget(chapter_grids: dict[str, list[dict]], bf16_speedup: dict[str, float] | None = None
+                 ) -> pd.DataFrame:
     """``budget_table`` of the store: every config of each chapter's grids,
     with its run key and its stored run (or None)."""
     return budget_table({chapter: [(key_of(config), config, result) for grid in grids
                                    for config, result in zip(grid.values(), results_for(grid).values())]
-                         for chapter, grids in chapter_grids.items()})
+                         for chapter, grids in chapter_grids.items()}, bf16_speedup)
 
 
 def _cpu_hours(result) -> float:
     return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
 
 
-def run_prices(runs) -> dict[tuple[str, str], float]:
-    """``(dataset, method) -> median CPU-hours`` of the stored runs, given
-    as ``(config, result)`` pairs: the price of a run not trained yet
-    (``budget_table``, ``grid --plan``)."""
+def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[tuple[str, str, str], float]:
+    """``(dataset, method, precision) -> median CPU-hours`` of the stored
+    runs, given as ``(config, result)`` pairs: the price of a run not
+    trained yet (``budget_table``, ``grid --plan``; look it up with
+    ``price_of``). Where a method and dataset have fp32 runs stored but no
+    bf16 run, a bf16 run is priced at the fp32 median over the method's
+    measured bf16 speed-up (``bf16_speedup``: method -> factor), or at the
+    fp32 median itself (an upper bound) where none was measured."""
     hours: dict[tuple, list[float]] = {}
     for config, result in runs:
-        hours.setdefault((config.dataset, config.method), []).append(_cpu_hours(result))
-    return {group: float(np.median(h)) for group, h in hours.items()}
+        hours.setdefault((config.dataset, config.method, config.train.precision), []).append(_cpu_hours(result))
+    price = {group: float(np.median(h)) for group, h in hours.items()}
+    for (dataset, method, precision), fp32 in list(price.items()):
+        if precision == "fp32":
+            price.setdefault((dataset, method, "bf16"), fp32 / (bf16_speedup or {}).get(method, 1.0))
+    return price
 
 
-def budget_table(chapter_runs: dict[str, list[tuple]]) -> pd.DataFrame:
+def price_of(prices: dict, config) -> float | None:
+    """The ``run_prices`` price of ``config``, or None where nothing stored prices it."""
+    return prices.get((config.dataset, config.method, config.train.precision))
+
+
+def latest_bf16_speedups(paths) -> dict[str, float]:
+    """method -> its bf16 speed-up in the newest of the ``bf16_speedups`` files."""
+    table = bf16_speedups(paths)
+    if "bf16 speed-up" not in table:
+        return {}
+    return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
+
+
+def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, float] | None = None
+                 ) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
     training + evaluation hours and CPU-hours (wall time x the run's torch
     threads), the runs not stored yet, and what those would cost: each
     priced at the median CPU-hours of the stored runs of the same method on
-    the same dataset (the same method on another dataset does not say how
-    the dataset scales, so a run with no such neighbour stays unpriced and
-    is counted). A run shared by several chapters counts in the first."""
+    the same dataset at the same precision (``run_prices``: a bf16 run with
+    only fp32 neighbours at their median over ``bf16_speedup``; the same
+    method on another dataset does not say how the dataset scales, so a run
+    with no such neighbour stays unpriced and is counted). A run shared by
+    several chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
-    price = run_prices((config, result) for config, result in by_key.values() if result is not None)
+    price = run_prices(((config, result) for config, result in by_key.values() if result is not None),
+                       bf16_speedup)
     rows, seen = [], set()
     for chapter, runs in chapter_runs.items():
         keys = list(dict.fromkeys(key for key, _, _ in runs))
         fresh = [k for k in keys if k not in seen]   # counted in an earlier chapter: not again
         seen.update(keys)
         stored = [by_key[k][1] for k in fresh if by_key[k][1] is not None]
-        to_go = [price.get((by_key[k][0].dataset, by_key[k][0].method)) for k in fresh if by_key[k][1] is None]
+        to_go = [price_of(price, by_key[k][0]) for k in fresh if by_key[k][1] is None]
         rows.append({"chapter": chapter, "runs": len(fresh), "stored": len(stored),
                      "hours (new runs)": sum(r.train_seconds + r.eval_seconds for r in stored) / 3600,
                      "CPU-hours (new runs)": sum(map(_cpu_hours, stored)),
