@@ -433,3 +433,24 @@ def test_control_found_pairs_a_run_with_its_control():
     assert line.startswith(f"distillation: NDCG@10 {ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} without it")
     assert line.endswith("(significant)")
     assert control_found(run, None, "distillation") == ["distillation: not both run yet"]
+
+
+def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
+    import pandas as pd
+    from emkd_lib.report import sweep_found
+    table = pd.DataFrame({"NDCG@10": [0.0800, 0.0760, 0.0840, 0.0900, None, None],
+                          "status": ["best epoch 5/9", "best epoch 4/8", "best epoch 6/9", "best epoch 7/9",
+                                     "not run", "not run"]},
+                         index=["temperature=0.3", "temperature=0.1", "temperature = 0.5", "rampup_epochs=10",
+                                "rampup_epochs=30", "dropout=0.2"])
+    lines = sweep_found(table, "temperature=0.3", {"temperature": 0.3, "rampup_epochs": 20, "dropout": 0.1},
+                        "Table 4")
+    assert lines == [
+        "Table 4, temperature over 3 values: test NDCG@10 from 0.0760 (temperature = 0.1) to 0.0840 "
+        "(temperature = 0.5), a spread of 10.0% of the default's 0.0800 (temperature = 0.3)",
+        "Table 4, rampup_epochs over 2 values: test NDCG@10 from 0.0800 (rampup_epochs = 20) to 0.0900 "
+        "(rampup_epochs = 10), a spread of 12.5% of the default's 0.0800 (rampup_epochs = 20)",
+        "Table 4: only the default run yet for dropout (0.1)"]
+    table.loc["temperature=0.3", "status"] = "not run"
+    assert sweep_found(table, "temperature=0.3", {"temperature": 0.3}, "Table 4") == [
+        "Table 4: the default has not been run"]

@@ -53,6 +53,7 @@ from .sentences import (
     gain_found,
     ratio_summary,
     reference_found,
+    sweep_found,
 )
 from ..runs import ensembles_for, results_for
 
@@ -90,6 +91,7 @@ __all__ = [
     "quoted_statistics",
     "ratio_summary",
     "reference_found",
+    "sweep_found",
     "relative_change",
     "reproduction_cells",
     "results_for",

@@ -197,3 +197,36 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     verdict = "significant" if t["p_wilcoxon"] < alpha else "not significant"
     return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} without it, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
+
+
+def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, metric: str = "NDCG@10"
+                ) -> list[str]:
+    """Lines for "What we found" on a one-parameter-at-a-time sweep: per
+    swept parameter (``defaults``: name -> its default value), the lowest
+    and highest test ``metric`` over its values, the default's included
+    (the ``reference`` row of an ``ablation_table`` whose other rows are
+    labelled ``name=value`` or ``name = value``; every sweep shares it),
+    how many values are run, and the spread in percent of the default's
+    value; one line names the parameters with only the default run."""
+    run = table["status"] != "not run"
+    if reference not in table.index or not run.get(reference, False):
+        return [f"{what}: the default has not been run"]
+    base = float(table.loc[reference, metric])
+    lines, only_default = [], []
+    for name, default in defaults.items():
+        points = {str(default): base}
+        for label, row in table[run].iterrows():
+            key, _, value = label.partition("=")
+            if key.strip() == name:
+                points[value.strip()] = float(row[metric])
+        if len(points) < 2:
+            only_default.append(f"{name} ({default})")
+            continue
+        low, high = min(points, key=points.get), max(points, key=points.get)
+        lines.append(f"{what}, {name} over {len(points)} values: test {metric} from {points[low]:.4f} "
+                     f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), a spread of "
+                     f"{100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f} "
+                     f"({name} = {default})")
+    if only_default:
+        lines.append(f"{what}: only the default run yet for {', '.join(only_default)}")
+    return lines

@@ -53,6 +53,13 @@ def sensitivity_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,)) -> di
     return grid
 
 
+def sensitivity_defaults(profile: str, dataset: str) -> dict:
+    """Table 4's parameter -> its value in the profile's ODMT: the run every
+    sweep shares (the full ODMT), labelled ``name=value`` under the first."""
+    params = profile_config(profile, dataset, "odmt").params
+    return {name: getattr(params, name) for name in TABLE4}
+
+
 def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inputs=INPUT_TYPES) -> dict:
     """Figure 2 (c)-(d): SASRec on one input type, ``(dataset, input, seed) ->
     config``; image only where the dataset has posters."""

@@ -39,6 +39,13 @@ def ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(TAB
             for d in datasets for s in seeds for row in rows}
 
 
+def sensitivity_defaults(profile: str, dataset: str = "beauty") -> dict:
+    """Each swept param -> its value in the profile's S^4Rec: the run every
+    sweep of Figures 5 and 6 shares (Table 3's full model)."""
+    params = profile_config(profile, dataset, "s4rec").params
+    return {name: getattr(params, name) for name in SENSITIVITY}
+
+
 def sensitivity_grid(profile: str, dataset: str = "beauty", seeds=(0,), datasets=None,
                      epochs: int | None = None) -> dict:
     """Figures 5 and 6: ``(dataset, hyperparameter, value, seed) -> config``,
