@@ -425,3 +425,13 @@ def test_fdsa_fuses_an_item_and_a_feature_stream_and_trains():
     h = model.fuse(torch.cat([model.item_stream(all_tables["fdsa"][ids], ids),
                               model.feature_stream(all_tables["features"][ids], ids)], -1))[:, -1]
     torch.testing.assert_close(recipe.score(model, ids)[:, 1:], h @ all_tables["fdsa"][1:].T)
+
+
+def test_table4_defaults_are_points_of_both_sweeps_and_the_full_odmt():
+    from emkd_lib.studies.odmt import TABLE4, sensitivity_defaults, sensitivity_grid
+    defaults = sensitivity_defaults("cpu", "ml-100k-odmt")
+    grid = sensitivity_grid("cpu")
+    full = profile_config("cpu", "ml-100k-odmt", "odmt")
+    assert set(defaults) == set(TABLE4)
+    for name, value in defaults.items():
+        assert value in TABLE4[name] and grid[("ml-100k-odmt", name, value, 0)] == full

@@ -94,3 +94,17 @@ def test_the_grids_are_registered_for_the_command_line():
         rebuilt = profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
                                  **_data_overrides(a), **_parse_sets(a.set))
         assert rebuilt == config, command_for(config)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_each_sweeps_default_is_a_point_of_its_sweep_and_the_full_models_run(profile):
+    """The sensitivity chapter pairs every point against the run at the
+    defaults: that run must be in each sweep and be Table 3's full model."""
+    from emkd_lib.studies.s4rec import SENSITIVITY, sensitivity_defaults, sensitivity_grid
+    defaults = sensitivity_defaults(profile)
+    grid = sensitivity_grid(profile)
+    full = profile_config(profile, "beauty", "s4rec")
+    assert set(defaults) == set(SENSITIVITY)
+    for name, value in defaults.items():
+        assert value in SENSITIVITY[name]
+        assert grid[("beauty", name, value, 0)] == full
