@@ -175,12 +175,13 @@ def _grid_items(args) -> list[tuple]:
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:
-    """``grid --plan``: one line per run (its grid key; a run that two keys
-    share, e.g. a sensitivity grid's default, is counted once), then the count and the CPU-hours
-    left (a checkpointed run's CPU-hours so far, at the campaign's one thread, are
-    taken off its price; a run whose method and dataset have no stored run is
-    not priced; a bf16 run with only fp32 neighbours at their median over
-    the bf16 speed-up measured in ``benchmarks/``)."""
+    """``grid --plan``: one line per run (named by its grid key; a run that
+    two keys share, e.g. a sensitivity grid's default, is counted once),
+    then the counts and the CPU-hours left: each run at ``run_prices``'
+    price (a bf16 run with only fp32 neighbours at their median over the
+    bf16 speed-up measured in ``benchmarks/``), less, for a checkpointed
+    run, its hours so far (a campaign trains on one thread); a run whose
+    method and dataset have no stored run is not priced."""
     from .report.performance import latest_bf16_speedups, price_of, run_prices
     stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"

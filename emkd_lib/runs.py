@@ -365,7 +365,8 @@ def results_for(grid: dict, train_missing: bool = False, device: str | None = No
 
 def grid_progress(configs, settings=None) -> list[dict]:
     """Where each run of a grid stands, without training or locking
-    anything (``grid --plan``): each run's ``key`` and ``config``; ``status`` is "stored" (with ``result``),
+    anything (``grid --plan``): per config a dict of its run ``key``, the
+    ``config`` and its ``status``: "stored" (with ``result``),
     "checkpointed" (with the checkpoint's ``checkpoint_summary`` and
     ``saved``, its modification time: a recent one is a run in training) or
     "not started"."""
