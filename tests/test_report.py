@@ -451,6 +451,9 @@ def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
         "Table 4, rampup_epochs over 2 values: test NDCG@10 from 0.0800 (rampup_epochs = 20) to 0.0900 "
         "(rampup_epochs = 10), a spread of 12.5% of the default's 0.0800 (rampup_epochs = 20)",
         "Table 4: only the default run yet for dropout (0.1)"]
+    assert sweep_found(table.drop(["temperature=0.1", "temperature = 0.5"]).assign(**{"NDCG@10": 0.08}),
+                       "temperature=0.3", {"rampup_epochs": 20}, "Table 4") == [
+        "Table 4, rampup_epochs over 2 values: test NDCG@10 0.0800 at every value"]
     table.loc["temperature=0.3", "status"] = "not run"
     assert sweep_found(table, "temperature=0.3", {"temperature": 0.3}, "Table 4") == [
         "Table 4: the default has not been run"]

@@ -223,6 +223,9 @@ def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, 
             only_default.append(f"{name} ({default})")
             continue
         low, high = min(points, key=points.get), max(points, key=points.get)
+        if points[low] == points[high]:
+            lines.append(f"{what}, {name} over {len(points)} values: test {metric} {base:.4f} at every value")
+            continue
         lines.append(f"{what}, {name} over {len(points)} values: test {metric} from {points[low]:.4f} "
                      f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), a spread of "
                      f"{100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f} "
