@@ -457,3 +457,18 @@ def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
     table.loc["temperature=0.3", "status"] = "not run"
     assert sweep_found(table, "temperature=0.3", {"temperature": 0.3}, "Table 4") == [
         "Table 4: the default has not been run"]
+
+
+def test_ablation_gaps_found_sets_our_changes_beside_the_papers():
+    import pandas as pd
+    from emkd_lib.report import ablation_gaps_found
+    beside = pd.DataFrame({"paper's row": ["a", "b", "c", "full"], "ours NDCG@20": [0.0450, 0.0550, np.nan, 0.0500],
+                           "quoted (X Table 3)": [0.0300, 0.0360, 0.0390, 0.0400], "ratio": [1.5, 1.5, np.nan, 1.25]},
+                          index=["a", "b", "c", "full"])
+    assert ablation_gaps_found(beside, "full", "Table 3") == [
+        "Table 3: against the full model, the paper's 2 rows change NDCG@20 by -25.0% to -10.0% (quoted), "
+        "ours by -10.0% to +10.0%"]
+    assert ablation_gaps_found(beside.assign(**{"ours NDCG@20": np.nan}), "full", "T") == [
+        "T: the full model has not been run"]
+    assert ablation_gaps_found(beside.assign(**{"ours NDCG@20": [np.nan, np.nan, np.nan, 0.05]}), "full", "T") == [
+        "T: no ablation row run yet"]

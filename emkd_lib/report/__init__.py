@@ -43,6 +43,7 @@ from .quoted import (
     verdict,
 )
 from .sentences import (
+    ablation_gaps_found,
     best_per_dataset,
     comparison_sentences,
     control_found,
@@ -58,6 +59,7 @@ from .sentences import (
 from ..runs import ensembles_for, results_for
 
 __all__ = [
+    "ablation_gaps_found",
     "METRICS",
     "SETTINGS_COMPARED",
     "VERDICTS",

@@ -233,3 +233,23 @@ def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, 
     if only_default:
         lines.append(f"{what}: only the default run yet for {', '.join(only_default)}")
     return lines
+
+
+def ablation_gaps_found(beside: pd.DataFrame, reference: str, what: str) -> list[str]:
+    """A line for "What we found" on a ``beside_paper_rows`` table of an
+    ablation: how far the paper's rows lie from its full model (``reference``
+    row, quoted) and how far ours lie from ours, each as the range of
+    relative changes in percent over the rows we have run."""
+    ours_column = next(c for c in beside.columns if c.startswith("ours "))
+    quoted_column = next(c for c in beside.columns if c.startswith("quoted "))
+    if reference not in beside.index or not np.isfinite(beside.loc[reference, ours_column]):
+        return [f"{what}: the full model has not been run"]
+    rows = beside.drop(reference)
+    rows = rows[np.isfinite(rows[ours_column].astype(float)) & np.isfinite(rows[quoted_column].astype(float))]
+    if rows.empty:
+        return [f"{what}: no ablation row run yet"]
+    ours = 100 * (rows[ours_column] / beside.loc[reference, ours_column] - 1)
+    paper = 100 * (rows[quoted_column] / beside.loc[reference, quoted_column] - 1)
+    metric = ours_column.removeprefix("ours ")
+    return [f"{what}: against the full model, the paper's {len(rows)} rows change {metric} by {paper.min():+.1f}% "
+            f"to {paper.max():+.1f}% (quoted), ours by {ours.min():+.1f}% to {ours.max():+.1f}%"]
