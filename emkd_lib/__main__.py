@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "new one on this machine)")
     grid.add_argument("--plan", action="store_true",
                       help="train nothing: list each run as stored, checkpointed (how far) or not started, "
-                           "with the CPU-hours left at the median of the stored runs of its method and dataset")
+                           "with the CPU-hours left at the median of the stored runs of its method, dataset and "
+                           "precision")
     _add_data_options(grid)
 
     ens = sub.add_parser("ensemble", help="evaluate stored runs of several seeds as one ensemble")
