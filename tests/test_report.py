@@ -433,6 +433,8 @@ def test_control_found_pairs_a_run_with_its_control():
     assert line.startswith(f"distillation: NDCG@10 {ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} without it")
     assert line.endswith("(significant)")
     assert control_found(run, None, "distillation") == ["distillation: not both run yet"]
+    (line,) = control_found(run, control, "SR only", control_is="for SASRec")
+    assert f"{ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} for SASRec, " in line
 
 
 def test_sweep_found_reads_each_parameters_range_with_the_shared_default():

@@ -186,16 +186,18 @@ def curves_found(runs: dict, what: str) -> list[str]:
             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]
 
 
-def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float = 0.01) -> list[str]:
+def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float = 0.01,
+                  control_is: str = "without it") -> list[str]:
     """A line for "What we found": ``run`` against its ``control`` (e.g. ODMT
     against the same branches without distillation, Table 4's "None"), paired
-    over the test users; "not run yet" while either is missing."""
+    over the test users; ``control_is`` names the control after its value;
+    "not run yet" while either is missing."""
     from ..evaluation import paired_test
     if run is None or control is None:
         return [f"{what}: not both run yet"]
     t = paired_test(run.test_ranks, control.test_ranks, metric)
     verdict = "significant" if t["p_wilcoxon"] < alpha else "not significant"
-    return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} without it, "
+    return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
 
 
