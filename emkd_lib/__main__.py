@@ -176,49 +176,14 @@ def _grid_items(args) -> list[tuple]:
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:
-    """``grid --plan``: one line per run (named by its grid key; a run that
-    two keys share, e.g. a sensitivity grid's default, is counted once),
-    then the counts and the CPU-hours left: each run at ``run_prices``'
-    price (a bf16 run with only fp32 neighbours at their median over the
-    bf16 speed-up measured in ``benchmarks/``), less, for a checkpointed
-    run, its hours so far (a campaign trains on one thread); a run whose
-    method and dataset have no stored run is not priced."""
-    from .report.performance import latest_bf16_speedups, price_of, run_prices
+    """``grid --plan``: ``report.performance.plan_lines`` of the grid, priced
+    from every stored run and the bf16 speed-ups measured in ``benchmarks/``."""
+    from .report.performance import latest_bf16_speedups, plan_lines, run_prices
     stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
     prices = run_prices(((result.config, result) for result in stored_runs),
                         latest_bf16_speedups(sorted(benchmarks.glob("measured-*.txt"))))
-    left, unpriced, first = 0.0, 0, {}
-    for key, row in zip(keys, rows):
-        config, status = row["config"], row["status"]
-        name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
-        if row["key"] in first:
-            print(f"{'same run':<13} {name}  (as {first[row['key']]})")
-            continue
-        first[row["key"]] = name
-        price = price_of(prices, config)
-        if status == "stored":
-            result = row["result"]
-            detail = f"test NDCG@10 {result.test_metrics['NDCG@10']:.4f} ({result.train_seconds:.0f} s)"
-        elif status == "checkpointed":
-            p = row["progress"]
-            detail = (f"epoch {p['epoch']}, best {p['best_epoch']} (valid NDCG@10 {p['best_valid_ndcg10']:.4f}), "
-                      f"{p['seconds'] / 3600:.1f} h so far, saved {row['saved']}")
-            if price is not None:
-                price = max(price - p["seconds"] / 3600, 0.0)
-        else:
-            detail = ""
-        if status != "stored":
-            if price is None:
-                unpriced += 1
-            else:
-                left += price
-                detail += f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
-        print(f"{status:<13} {name}{'  ' + detail if detail else ''}")
-    distinct = list({row["key"]: row for row in rows}.values())
-    counts = {s: sum(r["status"] == s for r in distinct) for s in ("stored", "checkpointed", "not started")}
-    print(f"{len(distinct)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; about {left:.1f} CPU-hours left" + (f" ({unpriced} not priced)" if unpriced else ""))
+    print("\n".join(plan_lines(keys, rows, prices)))
 
 
 def _command(args) -> int:

@@ -70,6 +70,47 @@ def latest_bf16_speedups(paths) -> dict[str, float]:
     return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
 
 
+def plan_lines(keys, rows: list[dict], prices: dict) -> list[str]:
+    """``grid --plan``'s lines: one per run of ``runs.grid_progress`` rows
+    (named by its grid key ``keys``; a run that two keys share, e.g. a
+    sensitivity grid's default, is counted once), then the counts and the
+    CPU-hours left: each run at its ``run_prices`` price, less, for a
+    checkpointed run, its hours so far (a campaign trains on one thread); a
+    run whose method and dataset have no stored run is not priced."""
+    lines, left, unpriced, first = [], 0.0, 0, {}
+    for key, row in zip(keys, rows):
+        config, status = row["config"], row["status"]
+        name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+        if row["key"] in first:
+            lines.append(f"{'same run':<13} {name}  (as {first[row['key']]})")
+            continue
+        first[row["key"]] = name
+        price = price_of(prices, config)
+        if status == "stored":
+            result = row["result"]
+            detail = f"test NDCG@10 {result.test_metrics['NDCG@10']:.4f} ({result.train_seconds:.0f} s)"
+        elif status == "checkpointed":
+            p = row["progress"]
+            detail = (f"epoch {p['epoch']}, best {p['best_epoch']} (valid NDCG@10 {p['best_valid_ndcg10']:.4f}), "
+                      f"{p['seconds'] / 3600:.1f} h so far, saved {row['saved']}")
+            if price is not None:
+                price = max(price - p["seconds"] / 3600, 0.0)
+        else:
+            detail = ""
+        if status != "stored":
+            if price is None:
+                unpriced += 1
+            else:
+                left += price
+                detail += f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
+        lines.append(f"{status:<13} {name}{'  ' + detail if detail else ''}")
+    distinct = list({row["key"]: row for row in rows}.values())
+    counts = {s: sum(r["status"] == s for r in distinct) for s in ("stored", "checkpointed", "not started")}
+    lines.append(f"{len(distinct)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                 + f"; about {left:.1f} CPU-hours left" + (f" ({unpriced} not priced)" if unpriced else ""))
+    return lines
+
+
 def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, float] | None = None
                  ) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
