@@ -44,7 +44,7 @@ class Table:
     (NaN-only columns already dropped).
     """
 
-    def __init__(self, data: pd.DataFrame, styler: Styler, digits: int, caption: str | None,
+    def __init__(self, data: pd.DataFrame, styler: Styler, digits: int | None, caption: str | None,
                  collapsed: str | None = None):
         self.data, self.styler, self.digits, self.caption = data, styler, digits, caption
         self.collapsed = collapsed
@@ -125,7 +125,16 @@ def best_cells(df: pd.DataFrame, axis: str, subset=None, lower_is_better=()) -> 
     return out
 
 
-def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None, *, bold: str | None = None,
+def float_text(x: float, digits: int | None) -> str:
+    """A float cell's text: ``digits`` decimals, or with ``digits=None`` the
+    shortest form that keeps its value (settings such as dropout 0.2 or a
+    learning rate 0.001, which a fixed number of decimals would round away)."""
+    if digits is None:
+        return f"{x:g}"
+    return f"{x:.{digits}f}"
+
+
+def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None = None, *, bold: str | None = None,
                  bold_subset=None, lower_is_better=(), cell_style=None, collapsed: str | None = None) -> Table:
     """A table ready for a book page.
 
@@ -134,9 +143,10 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None, 
     df : pandas.DataFrame
         The table; its index is shown only when it carries information (a
         default 0, 1, 2, ... index is hidden).
-    digits : int
-        Decimals for floating-point cells; integers and text are left as
-        they are, missing values show as an en dash.
+    digits : int or None
+        Decimals for floating-point cells (None: each as written, for
+        tables of settings); integers and text are left as they are,
+        missing values show as an en dash.
     caption : str, optional
         Shown above the table.
     bold : {"row", "column"}, optional
@@ -168,7 +178,7 @@ def render_table(df: pd.DataFrame, digits: int = 4, caption: str | None = None, 
     styler = Styler(df, uuid=hashlib.sha1(content.encode()).hexdigest()[:10],
                     cell_ids=False, caption=caption)
     floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    styler = styler.format(lambda x: "–" if pd.isna(x) else f"{x:.{digits}f}", subset=floats)
+    styler = styler.format(lambda x: "–" if pd.isna(x) else float_text(x, digits), subset=floats)
     # Non-float columns can still hold NaN (object columns, e.g. a label left empty).
     others = [c for c in df.columns if c not in floats]
     if others:

@@ -105,3 +105,15 @@ def test_cell_style_colours_verdicts_and_collapsed_wraps_in_details():
     assert folded.to_html().startswith('<details class="emkd-collapsed"><summary>Provenance &lt;3 runs&gt;</summary>')
     assert folded.to_html().rstrip().endswith("</details>")
     assert repr(folded) == repr(render_table(df))
+
+
+def test_settings_keep_their_values_with_digits_none():
+    # digits=0 once rendered dropout 0.2 and 0.5 both as "0": settings need their own form.
+    settings = pd.DataFrame({"dropout": [0.2, 0.5], "lr": [0.001, 0.0005], "batch_size": [256, 512]},
+                            index=pd.Index(["SASRec", "S4Rec"], name="method"))
+    t = render_table(settings, digits=None)
+    html = t.to_html()
+    for text in (">0.2<", ">0.5<", ">0.001<", ">0.0005<", ">256<", ">512<"):
+        assert text in html
+    assert "0.2" in repr(t) and "0.0005" in repr(t) and "0.200" not in repr(t)
+    assert ">0<" in render_table(settings, digits=0).to_html()  # what the fix replaces

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .. import settings as settings_module
 from ..evaluation import paired_test
+from ..render import float_text
 from ..store import RunResult
 
 
@@ -171,8 +172,9 @@ def save_figure(fig, name: str) -> Path:
     return path
 
 
-def format_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """Fixed-width text of a table, stable across runs (for nbval checks)."""
+def format_table(df: pd.DataFrame, digits: int | None = 4) -> str:
+    """Fixed-width text of a table, stable across runs (for nbval checks);
+    ``digits`` as in ``render.render_table`` (None: floats as written)."""
     # to_string's na_rep does not reach pandas' nullable (extension) columns, e.g. Int64 counts.
     nullable = [i for i, dtype in enumerate(df.dtypes) if isinstance(dtype, pd.api.extensions.ExtensionDtype)
                 and not isinstance(dtype, pd.CategoricalDtype) and df.iloc[:, i].isna().any()]
@@ -181,7 +183,7 @@ def format_table(df: pd.DataFrame, digits: int = 4) -> str:
         for i in nullable:
             column = df.iloc[:, i]
             df.isetitem(i, column.astype(object).where(column.notna(), "-"))
-    return df.to_string(na_rep="-", float_format=lambda x: f"{x:.{digits}f}" if np.isfinite(x) else "-")
+    return df.to_string(na_rep="-", float_format=lambda x: float_text(x, digits) if np.isfinite(x) else "-")
 
 
 def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10") -> pd.DataFrame:
