@@ -108,3 +108,22 @@ def test_each_sweeps_default_is_a_point_of_its_sweep_and_the_full_models_run(pro
     for name, value in defaults.items():
         assert value in SENSITIVITY[name]
         assert grid[("beauty", name, value, 0)] == full
+
+
+def test_duorecs_control_is_duorec_without_its_contrastive_terms():
+    """The control differs from the profile's DuoRec only by the two
+    contrastive weights, so that DuoRec against it isolates those terms; its
+    loss is the next-item loss alone, and the CLI rebuilds it from its command."""
+    from emkd_lib.__main__ import _data_overrides, _parse_sets, build_parser
+    from emkd_lib.runs import command_for
+    from emkd_lib.studies.s4rec import duorec_control_grid
+    assert GRIDS["s4rec-controls"] is duorec_control_grid
+    grid = duorec_control_grid("cpu", datasets=("beauty", "toys"), seeds=(0, 1))
+    assert set(grid) == {(d, s) for d in ("beauty", "toys") for s in (0, 1)}
+    for (dataset, seed), config in grid.items():
+        duorec = profile_config("cpu", dataset, "duorec", seed=seed)
+        assert config.params.active_terms() == set() and duorec.params.active_terms() == {"scl"}
+        assert config == duorec.replace(params__lam=0.0, params__lam_sem=0.0) != duorec
+        a = build_parser().parse_args(shlex.split(command_for(config))[3:])
+        assert profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
+                              **_data_overrides(a), **_parse_sets(a.set)) == config

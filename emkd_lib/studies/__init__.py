@@ -9,6 +9,7 @@ GRIDS = {"baselines": baselines.baseline_grid, "precision": baselines.precision_
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
+         "s4rec-controls": s4rec.duorec_control_grid,
          "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
          "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid,
          "odmt-inputs": odmt.single_input_grid}
@@ -18,7 +19,7 @@ CHAPTER_GRIDS = {
     "01 baselines": ("baselines",),
     "03 EMKD main results": ("emkd-main",),
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
-    "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations"),
+    "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls"),
     "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
     "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
     "10 performance": ("precision",),

@@ -39,6 +39,16 @@ def ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(TAB
             for d in datasets for s in seeds for row in rows}
 
 
+def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
+    """DuoRec's control: ``(dataset, seed) -> config`` of the profile's DuoRec
+    with both contrastive weights at zero (``lam``, ``lam_sem``), i.e. SASRec's
+    next-item loss in DuoRec's training settings (its dropout 0.5, not
+    SASRec's 0.2). DuoRec against it measures what the contrastive terms
+    add, apart from the settings that come with them."""
+    return {(d, s): profile_config(profile, d, "duorec", seed=s, params__lam=0.0, params__lam_sem=0.0)
+            for d in datasets for s in seeds}
+
+
 def sensitivity_defaults(profile: str, dataset: str = "beauty") -> dict:
     """Each swept param -> its value in the profile's S^4Rec: the run every
     sweep of Figures 5 and 6 shares (Table 3's full model)."""
