@@ -141,6 +141,35 @@ def test_stopping_table_flags_runs_still_improving_at_the_cap():
     assert stopping_table({"x": None}).empty
 
 
+def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
+    """DuoRec on Beauty climbed for 118 epochs until a noisy step ended it by
+    patience: its best rose 15.6% in the run's last quarter. A run that has
+    peaked gains nothing there, and both were stopped by patience."""
+    from emkd_lib.report import still_rising_found
+    from emkd_lib.report.tables import STILL_RISING_PERCENT, late_gain
+
+    def with_curve(values, stopped_by="patience"):
+        run = fake_run([0] * 10, history_len=len(values), best=int(np.argmax(values)) + 1, stopped_by=stopped_by)
+        run.history = [{"epoch": e + 1, "valid_ndcg10": v} for e, v in enumerate(values)]
+        return run
+
+    rising = [0.02 + 0.001 * e for e in range(38)] + [0.05, 0.05]  # 40 evaluations, a last step down
+    peaked = [0.03, 0.05, 0.06, 0.061, 0.06, 0.059, 0.06, 0.058]   # best at 4 of 8
+    # hand-checked: 40 evaluations, the first 30 have best 0.049; all have best 0.057
+    assert late_gain(with_curve(rising).history) == pytest.approx(100 * (0.057 / 0.049 - 1))
+    assert late_gain(with_curve(peaked).history) == 0.0
+    assert np.isnan(late_gain(with_curve([0.1, 0.2, 0.3]).history))
+    table = stopping_table({"rising": with_curve(rising), "peaked": with_curve(peaked)})
+    assert table.loc["rising", "best's rise, last quarter %"] > STILL_RISING_PERCENT
+    assert table["still rising"].tolist() == [True, False]
+    assert table["still improving at the cap"].tolist() == [False, False]
+    (line,) = still_rising_found(table)
+    assert line.startswith("1 of 2 runs were still rising") and "rising (stopped by patience at epoch 40" in line
+    assert "peaked" not in line
+    assert still_rising_found(table.loc[["peaked"]]) == [
+        "no run of the 1 was still rising when it stopped (each ended on a plateau)"]
+
+
 def test_method_label_names_emkd_by_its_encoder():
     assert method_label(profile_config("cpu", "beauty", "emkd")) == "EMKD"
     assert method_label(profile_config("cpu", "beauty", "emkd", encoder="sasrec")) == "EMKD (SASRec)"

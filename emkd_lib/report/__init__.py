@@ -25,6 +25,7 @@ from .tables import (
     setup_table,
     significance_table,
     significant_changes,
+    still_rising_found,
     stopping_table,
 )
 from .quoted import (
@@ -106,6 +107,7 @@ __all__ = [
     "setup_table",
     "significance_table",
     "significant_changes",
+    "still_rising_found",
     "stopping_table",
     "verdict",
 ]

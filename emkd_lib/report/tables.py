@@ -99,23 +99,63 @@ def provenance_table(results: dict | list) -> pd.DataFrame:
     } for label, r in items if r is not None])
 
 
+# A run whose best validation NDCG@10 rose by more than this (percent) in
+# the last quarter of its evaluations was still climbing when it stopped
+# (at the cap, or by patience on a noisy step): its number is a lower bound.
+# On a curve that has peaked, the last quarter adds little or nothing.
+STILL_RISING_PERCENT = 5.0
+LATE_GAIN_COLUMN = "best's rise, last quarter %"
+
+
+def late_gain(history: list[dict]) -> float:
+    """How much the best validation NDCG@10 rose in the last quarter of a
+    run's evaluations, in percent: the best of all against the best of the
+    first three quarters (NaN with fewer than four evaluations)."""
+    values = np.array([h["valid_ndcg10"] for h in history if "valid_ndcg10" in h], dtype=float)
+    if len(values) < 4:
+        return float("nan")
+    head = len(values) - int(np.ceil(len(values) / 4))
+    return relative_change(float(values.max()), float(values[:head].max()))
+
+
 def stopping_table(results: dict) -> pd.DataFrame:
     """Per run: epochs run, best epoch, what stopped it (patience or the
     epoch cap) and whether the best epoch sits at the cap (still improving
-    when stopped), and its validation NDCG@10 against the popularity floor."""
+    when stopped), the rise of its best over the last quarter of the run
+    (``late_gain``; "still rising" above ``STILL_RISING_PERCENT``), and its
+    validation NDCG@10 against the popularity floor."""
     rows = []
     for label, r in results.items():
         if r is None:
             continue
         at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
+        gain = late_gain(r.history)
         rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
                      "epochs run": len(r.history), "best epoch": r.best_epoch,
                      "stopped by": r.flags.get("stopped_by", "?"),
                      "still improving at the cap": at_cap,
+                     LATE_GAIN_COLUMN: gain, "still rising": bool(gain > STILL_RISING_PERCENT),
                      "valid NDCG@10": r.valid_metrics["NDCG@10"],
                      "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan),
                      "below popularity": bool(r.flags.get("below_popularity", False))})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def still_rising_found(stops: pd.DataFrame) -> list[str]:
+    """A line for "What we found" from a ``stopping_table``: the runs that
+    ended still rising (best at the cap, or a best that rose more than
+    ``STILL_RISING_PERCENT`` in the run's last quarter), which are not
+    converged however they were stopped."""
+    if stops.empty:
+        return []
+    rising = stops[stops["still rising"] | stops["still improving at the cap"]]
+    if rising.empty:
+        return [f"no run of the {len(stops)} was still rising when it stopped (each ended on a plateau)"]
+    named = ", ".join(f"{label} (stopped by {row['stopped by']} at epoch {row['epochs run']}; its best validation "
+                      f"NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
+                      for label, row in rising.iterrows())
+    return [f"{len(rising)} of {len(stops)} runs were still rising when they stopped (not converged: their "
+            f"numbers are lower bounds): {named}"]
 
 
 def curves_frame(results: list[RunResult]) -> pd.DataFrame:
