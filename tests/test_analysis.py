@@ -1,5 +1,6 @@
 """The arrays stored for the S^4Rec figures, and alignment/uniformity against brute force."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,3 +106,39 @@ def test_head_rates_gathers_the_clustered_methods_of_every_dataset():
     assert not len(cl.head_rates({"a": {}}, head))
     (line,) = cl.head_rate_spread({"a ICLRec": rates[rates.dataset == "a"]})
     assert "median 0.50, interquartile range 0.25-0.75 over 2 clusters" in line
+
+
+class _Ranked:
+    def __init__(self, ranks):
+        self.test_ranks = np.asarray(ranks)
+
+
+def test_head_tail_found_states_each_groups_change_and_paired_test():
+    from emkd_lib.report import clusters as cl
+    head = np.arange(40) < 10
+    reference = _Ranked(np.where(head, 0, 100))      # head: NDCG@20 1; tail: 0
+    other = _Ranked(np.where(head, 1, 0))            # head: 1 / log2(3); tail: 1
+    head_line, tail_line = cl.head_tail_found({"S4Rec": reference, "ICLRec": other}, head, "S4Rec", "ICLRec", "d")
+    # Ten equal positive differences: the exact two-sided Wilcoxon p is 2 / 2^10.
+    assert head_line == ("d head users (10): S4Rec NDCG@20 1.0000 against ICLRec 0.6309 "
+                         "(+58.5%, p = 0.002: higher, significant at p < 0.01, as the paper's Figure 4 reports)")
+    assert tail_line.startswith("d tail users (30): S4Rec NDCG@20 0.0000 against ICLRec 1.0000 (-100.0%")
+    assert tail_line.endswith("lower, significant at p < 0.01, unlike the paper's Figure 4)")
+    same = cl.head_tail_found({"S4Rec": reference, "ICLRec": reference}, head, "S4Rec", "ICLRec", "d")
+    tail = "no significant difference at p < 0.01, where the paper's Figure 4 reports a gain)"
+    assert same[0].endswith(f"(+0.0%, p = 1: {tail}")
+    assert same[1].endswith(f"(no relative change: zero base, p = 1: {tail}")
+    assert cl.head_tail_found({"S4Rec": reference}, head, "S4Rec", "ICLRec", "d") == [
+        "d: S4Rec against ICLRec by head and tail: not both run yet"]
+
+
+def test_head_rate_compactness_compares_interquartile_ranges():
+    from emkd_lib.report import clusters as cl
+    wide = pd.DataFrame({"head_rate": [0.1, 0.2, 0.3, 0.4, 0.5]})      # IQR 0.2
+    narrow = pd.DataFrame({"head_rate": [0.2, 0.2, 0.25, 0.3, 0.3]})   # IQR 0.1
+    (line,) = cl.head_rate_compactness({"S4Rec": narrow, "ICLRec": wide}, "S4Rec", "ICLRec", "d")
+    assert line == ("d: S4Rec's interquartile range of cluster head rates is narrower than ICLRec's "
+                    "(0.10 against 0.20), as the paper's Figure 3 reports")
+    (line,) = cl.head_rate_compactness({"S4Rec": wide, "ICLRec": narrow}, "S4Rec", "ICLRec", "d")
+    assert "is wider than ICLRec's (0.20 against 0.10), unlike the paper's Figure 3" in line
+    assert cl.head_rate_compactness({"S4Rec": wide}, "S4Rec", "ICLRec", "d") == []
