@@ -43,15 +43,25 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
     for d in datasets:
         if not isinstance(d, str):
             raise ValueError(f"parameter 'datasets' must hold dataset names, got {d!r}")
-        dataset_spec(d, settings_module.current().data_dir)  # raises, listing the known ones
+        try:
+            dataset_spec(d, settings_module.current().data_dir)
+        except KeyError as unknown:  # its message lists the known datasets
+            raise ValueError(f"parameter 'datasets': {unknown.args[0]}") from None
         if allowed_datasets is not None and d not in allowed_datasets:
             raise ValueError(f"parameter 'datasets': this chapter runs on {list(allowed_datasets)}, not {d!r}")
-    seeds = _as_list("seeds", seeds)
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"parameter 'seeds' must hold non-negative ints, got {s!r}")
+    seeds = seed_list("seeds", seeds)
     if not isinstance(device, str):
         raise ValueError(f"parameter 'device' must be a string such as 'cpu' or 'cuda', got {device!r}")
     if not isinstance(train_missing, bool):
         raise ValueError(f"parameter 'train_missing' must be True or False, got {train_missing!r}")
-    return ChapterParameters(profile, tuple(datasets), tuple(seeds), device, train_missing)
+    return ChapterParameters(profile, tuple(datasets), seeds, device, train_missing)
+
+
+def seed_list(name: str, value) -> tuple[int, ...]:
+    """A chapter's list of seeds parameter ``name`` (such as ``spread_seeds``),
+    checked: non-negative ints; one int becomes a list of one."""
+    seeds = _as_list(name, value)
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"parameter {name!r} must hold non-negative ints, got {s!r}")
+    return tuple(seeds)
