@@ -82,6 +82,8 @@ def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std()
     assert mean_differences_over_seeds(table, "EMKD") == [
         f"far minus EMKD, means over seeds: {-np.mean(emkd):+.4f} (more than one pooled seed std, {pooled_far:.4f})",
         f"near minus EMKD, means over seeds: +0.0000 (within one pooled seed std, {np.std(emkd, ddof=1):.4f})"]
+    assert mean_differences_over_seeds(table, "one seed") == [
+        "one seed has fewer than two seeds stored: no comparison of means over seeds yet"]
 
 
 def test_significance_table_with_a_reference_compares_it_with_every_other_method():

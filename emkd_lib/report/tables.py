@@ -58,8 +58,11 @@ def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "varia
 def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str]:
     """For each row of a ``per_seed_table`` with two or more seeds, a line
     with its mean minus the ``reference`` row's mean and whether that
-    exceeds one pooled seed std, sqrt((std_row^2 + std_ref^2) / 2)."""
+    exceeds one pooled seed std, sqrt((std_row^2 + std_ref^2) / 2); one line
+    saying so when the reference itself has fewer than two seeds."""
     ref = table.loc[reference]
+    if not np.isfinite(ref["std"]):
+        return [f"{reference} has fewer than two seeds stored: no comparison of means over seeds yet"]
     lines = []
     for label, row in table.iterrows():
         if label == reference or not np.isfinite(row["std"]):
