@@ -435,3 +435,20 @@ def test_table4_defaults_are_points_of_both_sweeps_and_the_full_odmt():
     assert set(defaults) == set(TABLE4)
     for name, value in defaults.items():
         assert value in TABLE4[name] and grid[("ml-100k-odmt", name, value, 0)] == full
+
+
+def test_rampup_found_places_the_selected_epoch_against_the_rampup():
+    from types import SimpleNamespace
+    from emkd_lib.studies.odmt import rampup_found
+
+    def result(method, best, stop, **params):
+        return SimpleNamespace(config=SimpleNamespace(method=method, dataset="d", seed=0, params=ODMTParams(**params)),
+                               best_epoch=best, history=[{}] * stop)
+
+    after, during = rampup_found([result("odmt", 60, 80), result("odmt", 17, 22)])
+    assert after == "d / ODMT / seed 0 (alpha = 20): its selected epoch 60 came 40 epochs after the distillation weight reached 1"
+    # epoch 17 of the loop is Eq. 10's epoch 16: w = exp(-5 (1 - 16/20)^2) = exp(-0.2)
+    assert during == ("d / ODMT / seed 0 (alpha = 20): its selected epoch 17 was trained with the distillation weight "
+                      f"still ramping up (w = {math.exp(-0.2):.2f} in that epoch); the run stopped at epoch 22, 2 epochs "
+                      "after the weight reached 1: it describes ODMT before its distillation reached full weight")
+    assert rampup_found([result("odmt", 5, 10, fusion="independent"), result("odmt", 5, 10, rampup_epochs=0)]) == []

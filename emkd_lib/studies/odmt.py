@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..data import load_dataset
 from ..data.stats import dataset_statistics
-from ..methods.odmt import TABLE3_ABLATIONS
+from ..methods.odmt import TABLE3_ABLATIONS, rampup_weight
 from ..profiles import profile_config
 
 # ml-100k-odmt has ID, text and posters; beauty-odmt ID and titles.
@@ -123,3 +123,29 @@ def nearest_items(result, queries, k: int = 3) -> dict[str, dict[int, list[int]]
             neighbours[q] = [int(i) for i in np.argsort(-sims, kind="stable")[:k]]
         out[name.removeprefix("analysis_items_")] = neighbours
     return out
+
+
+def rampup_found(results) -> list[str]:
+    """Lines for "What we found": for each ODMT run trained with online
+    distillation and a ramp-up, where its selected epoch and its stop lie
+    against the ramp-up (Eq. 10). Early stopping counts patience from the
+    best epoch, not from the end of the ramp-up, so on a dataset with many
+    steps per epoch the selected model may have been trained while the
+    distillation weight was still below one: then the run describes ODMT
+    before its distillation reached full weight, and the line says so."""
+    lines = []
+    for r in results:
+        params = r.config.params
+        if r.config.method != "odmt" or params.fusion != "distill" or params.rampup_epochs == 0:
+            continue
+        alpha, best, stop = params.rampup_epochs, r.best_epoch, len(r.history)
+        where = f"{r.config.dataset} / ODMT / seed {r.config.seed} (alpha = {alpha})"
+        if best > alpha:
+            lines.append(f"{where}: its selected epoch {best} came {best - alpha} epochs after the distillation "
+                         f"weight reached 1")
+        else:   # the loop counts epochs from 1, Eq. 10 from 0
+            lines.append(f"{where}: its selected epoch {best} was trained with the distillation weight still "
+                         f"ramping up (w = {rampup_weight(best - 1, alpha):.2f} in that epoch); the run stopped at "
+                         f"epoch {stop}, {max(stop - alpha, 0)} epochs after the weight reached 1: it describes "
+                         f"ODMT before its distillation reached full weight")
+    return lines
