@@ -60,6 +60,20 @@ def sensitivity_defaults(profile: str, dataset: str) -> dict:
     return {name: getattr(params, name) for name in TABLE4}
 
 
+# A check of the main table's early stopping: ODMT with twice the patience,
+# on the dataset whose selected epoch fell inside the ramp-up (rampup_found).
+PATIENCE_CHECK = {"train__patience": 10}
+
+
+def patience_check_grid(profile: str, datasets=("beauty-odmt",), seeds=(0,)) -> dict:
+    """``(dataset, "patience 10", seed) -> config``: the profile's ODMT with
+    ``PATIENCE_CHECK``'s patience, paired in the chapter against Table 2's
+    run to show whether the main run stopped before ODMT had converged."""
+    label = "patience {}".format(PATIENCE_CHECK["train__patience"])
+    return {(d, label, s): profile_config(profile, d, "odmt", seed=s, **PATIENCE_CHECK)
+            for d in datasets for s in seeds}
+
+
 def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inputs=INPUT_TYPES) -> dict:
     """Figure 2 (c)-(d): SASRec on one input type, ``(dataset, input, seed) ->
     config``; image only where the dataset has posters."""
