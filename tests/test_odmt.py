@@ -452,3 +452,12 @@ def test_rampup_found_places_the_selected_epoch_against_the_rampup():
                       f"still ramping up (w = {math.exp(-0.2):.2f} in that epoch); the run stopped at epoch 22, 2 epochs "
                       "after the weight reached 1: it describes ODMT before its distillation reached full weight")
     assert rampup_found([result("odmt", 5, 10, fusion="independent"), result("odmt", 5, 10, rampup_epochs=0)]) == []
+
+
+def test_patience_check_is_the_main_odmt_run_with_only_its_patience_changed():
+    from emkd_lib.studies.odmt import main_grid, patience_check_grid
+    ((key, check),) = patience_check_grid("cpu").items()
+    main = main_grid("cpu", datasets=("beauty-odmt",), methods=("odmt",))[("beauty-odmt", "odmt", 0)]
+    assert key == ("beauty-odmt", "patience 10", 0)
+    assert check.train.patience == 10 and main.train.patience == 5
+    assert check.replace(train__patience=5) == main
