@@ -14,7 +14,7 @@ from ..analysis import alignment, uniformity
 from ..data.splits import split_users_by_length
 from ..evaluation import metrics_from_ranks, paired_test
 from ..runs import run_data
-from .tables import method_label
+from .tables import method_label, relative_change
 
 HEAD_FRACTION = 0.2
 
@@ -25,11 +25,20 @@ def head_users(config, head_fraction: float = HEAD_FRACTION) -> np.ndarray:
     return split_users_by_length(split.train, head_fraction)
 
 
+def head_tail_tests(a, b, head: np.ndarray, metric: str = "NDCG@20") -> dict:
+    """``group -> paired_test`` of run ``a`` against run ``b`` over the users
+    of each group ("head": ``head`` true, "tail": the rest)."""
+    return {group: paired_test(a.test_ranks[mask], b.test_ranks[mask], metric)
+            for group, mask in (("head", head), ("tail", ~head))}
+
+
 def head_tail_table(runs: dict, head: np.ndarray, reference: str, other: str,
                     metrics=("HR@5", "HR@20", "NDCG@5", "NDCG@20")) -> pd.DataFrame:
     """Figure 4: test metrics of head and of tail users for each labelled run
     (``label -> result``, one dataset), and the paired test of ``reference``
     against ``other`` inside each group (NDCG@20)."""
+    both = runs.get(reference) is not None and runs.get(other) is not None
+    tests = head_tail_tests(runs[reference], runs[other], head) if both else {}
     rows = []
     for group, mask in (("head", head), ("tail", ~head)):
         for label, r in runs.items():
@@ -37,9 +46,8 @@ def head_tail_table(runs: dict, head: np.ndarray, reference: str, other: str,
                 continue
             rows.append({"group": group, "method": label, "users": int(mask.sum()),
                          **{m: v for m, v in metrics_from_ranks(r.test_ranks[mask]).items() if m in metrics}})
-        if runs.get(reference) is not None and runs.get(other) is not None:
-            t = paired_test(runs[reference].test_ranks[mask], runs[other].test_ranks[mask], "NDCG@20")
-            rows[-1][f"p {reference} vs {other} (NDCG@20)"] = t["p_wilcoxon"]
+        if group in tests:
+            rows[-1][f"p {reference} vs {other} (NDCG@20)"] = tests[group]["p_wilcoxon"]
     if not rows:
         return pd.DataFrame({"status": ["nothing run yet"]})
     return pd.DataFrame(rows).set_index(["group", "method"])
@@ -155,9 +163,9 @@ def head_tail_found(runs: dict, head: np.ndarray, reference: str, other: str, da
     if a is None or b is None:
         return [f"{dataset}: {reference} against {other} by head and tail: not both run yet"]
     lines = []
-    for group, mask in (("head", head), ("tail", ~head)):
-        t = paired_test(a.test_ranks[mask], b.test_ranks[mask], metric)
-        change = f"{t['mean_a'] / t['mean_b'] - 1:+.1%}" if t["mean_b"] > 0 else "no relative change: zero base"
+    for group, t in head_tail_tests(a, b, head, metric).items():
+        change = (f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%" if t["mean_b"] > 0
+                  else "no relative change: zero base")
         if t["p_wilcoxon"] >= level:
             verdict = f"no significant difference at p < {level:g}, where the paper's Figure 4 reports a gain"
         elif t["mean_a"] > t["mean_b"]:
