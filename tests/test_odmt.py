@@ -461,3 +461,35 @@ def test_patience_check_is_the_main_odmt_run_with_only_its_patience_changed():
     assert key == ("beauty-odmt", "patience 10", 0)
     assert check.train.patience == 10 and main.train.patience == 5
     assert check.replace(train__patience=5) == main
+
+
+def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_table_2():
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.odmt import with_patience_checks
+    dataset = toy_dataset(n_users=40)
+    split = leave_one_out(dataset.sequences)
+    fitted = {}
+    for patience in (1, 4):
+        # min_steps 0: stop on patience alone; lr high enough that validation does not rise every epoch
+        config = toy_config().replace(train__epochs=10, train__batch_size=16, train__patience=patience,
+                                      train__lr=5e-2, train__min_steps=0)
+        seed_everything(0)
+        model, recipe = build_with_features(config, dataset, synthetic_features())
+        fitted[patience] = fit(model, recipe, split, config.train, seed=0, progress=False)
+    short, long = fitted[1], fitted[4]
+    assert len(short.history) < len(long.history)
+    assert [h["valid_ndcg10"] for h in long.history[:len(short.history)]] == [h["valid_ndcg10"] for h in short.history]
+    assert [h["loss"] for h in long.history[:len(short.history)]] == [h["loss"] for h in short.history]
+
+    def stored(f):
+        return SimpleNamespace(history=f.history, best_epoch=f.best_epoch)
+    main, check = stored(short), stored(long)
+    runs = {("d", "odmt", 0): main, ("d", "sasrec", 0): "untouched"}
+    out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): check})
+    assert out[("d", "odmt", 0)] is check and out[("d", "sasrec", 0)] == "untouched" and runs[("d", "odmt", 0)] is main
+    assert f"selects epoch {long.best_epoch}" in line
+    # a check that did not repeat the main run's epochs is refused, and said so
+    other = SimpleNamespace(history=[{**h, "loss": h["loss"] + 1} for h in long.history], best_epoch=long.best_epoch)
+    out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): other})
+    assert out[("d", "odmt", 0)] is main and "does not repeat" in line

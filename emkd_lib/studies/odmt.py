@@ -74,6 +74,36 @@ def patience_check_grid(profile: str, datasets=("beauty-odmt",), seeds=(0,)) -> 
             for d in datasets for s in seeds}
 
 
+def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
+    """Table 2's runs (``(dataset, method, seed) -> result``) with each ODMT
+    run replaced by its stored patience check (``patience_check_grid``'s
+    results), and a line naming each replacement.
+
+    The check is the same run trained on: patience does not touch training, so
+    its epochs repeat the main run's exactly and its selected epoch is the one
+    the main run would have chosen had its patience not ended it during the
+    ramp-up. That is verified, not assumed: a check whose first epochs do not
+    repeat the main run's (validation NDCG@10 and loss, bit for bit) is not
+    used, and the line says why."""
+    out, lines = dict(runs), []
+    for (dataset, label, seed), check in checks.items():
+        main = runs.get((dataset, "odmt", seed))
+        if check is None or main is None:
+            continue
+        shared = [(h["valid_ndcg10"], h["loss"]) for h in main.history]
+        repeated = [(h["valid_ndcg10"], h["loss"]) for h in check.history[:len(shared)]]
+        what = f"{dataset} / ODMT / seed {seed}"
+        if repeated != shared:
+            lines.append(f"{what}: the run with {label} does not repeat the main run's epochs, so Table 2 keeps the "
+                         f"main run (stopped at epoch {len(main.history)})")
+            continue
+        out[(dataset, "odmt", seed)] = check
+        lines.append(f"{what}: Table 2 uses the run with {label}, which repeats the main run's {len(shared)} epochs "
+                     f"and selects epoch {check.best_epoch} (stopped at {len(check.history)}) instead of "
+                     f"epoch {main.best_epoch}")
+    return out, lines
+
+
 def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inputs=INPUT_TYPES) -> dict:
     """Figure 2 (c)-(d): SASRec on one input type, ``(dataset, input, seed) ->
     config``; image only where the dataset has posters."""
