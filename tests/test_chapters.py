@@ -22,3 +22,33 @@ def test_no_code_cell_shows_its_input(path):
     shown = [i for i, cell in enumerate(cells) if cell["cell_type"] == "code"
              and not set(cell["metadata"].get("tags", [])) & (SHOWN | HIDDEN)]
     assert not shown, f"{path.name}: code cells {shown} show their input; tag them remove-input or hide-input"
+
+
+def _default_parameters(name: str) -> dict:
+    """The values a chapter's "parameters" cell assigns (literals only)."""
+    import ast
+    cells = json.loads((NOTEBOOKS[0].parent / f"{name}.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)}
+
+
+@pytest.mark.parametrize("chapter,module", [("03_emkd_main_results", "emkd"), ("08_odmt_multimodal", "odmt")])
+def test_the_budgets_seed_spread_is_the_chapters(chapter, module):
+    """The performance chapter prices each chapter's runs from ``CHAPTER_GRIDS``:
+    its spread grid must be the spread the chapter shows by default."""
+    import importlib
+
+    from emkd_lib.studies import CHAPTER_GRIDS, GRIDS
+    study = importlib.import_module(f"emkd_lib.studies.{module}")
+    assert tuple(_default_parameters(chapter)["spread_seeds"]) == study.SPREAD_SEEDS
+    assert GRIDS[f"{module}-spread"] is study.spread_grid
+    assert any(f"{module}-spread" in grids for grids in CHAPTER_GRIDS.values())
+
+
+def test_odmt_spread_grid_is_table_2_with_three_seeds_on_the_first_dataset():
+    from emkd_lib.studies import odmt
+    spread = odmt.spread_grid("cpu")
+    assert {(d, s) for d, m, s in spread} == {("ml-100k-odmt", s) for s in (0, 1, 2)}
+    assert spread[("ml-100k-odmt", "odmt", 0)] == odmt.main_grid("cpu")[("ml-100k-odmt", "odmt", 0)]
+    assert len(spread) == 3 * len(odmt.METHODS)

@@ -8,20 +8,22 @@ GRIDS = {"baselines": baselines.baseline_grid, "precision": baselines.precision_
          "emkd-ablations": emkd.ablation_grid,
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
+         "emkd-spread": emkd.spread_grid,
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
          "s4rec-controls": s4rec.duorec_control_grid,
          "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
          "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid,
-         "odmt-inputs": odmt.single_input_grid}
+         "odmt-inputs": odmt.single_input_grid, "odmt-spread": odmt.spread_grid,
+         "odmt-patience": odmt.patience_check_grid}
 
 # Which grids each chapter shows (the performance chapter's budget).
 CHAPTER_GRIDS = {
     "01 baselines": ("baselines",),
-    "03 EMKD main results": ("emkd-main",),
+    "03 EMKD main results": ("emkd-main", "emkd-spread"),
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
     "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls"),
     "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
-    "08 ODMT": ("odmt-main", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
+    "08 ODMT": ("odmt-main", "odmt-spread", "odmt-patience", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
     "10 performance": ("precision",),
 }
 

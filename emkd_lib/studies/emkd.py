@@ -75,6 +75,18 @@ def main_grid(profile: str, datasets=("beauty", "toys", "ml-1m"), seeds=(0,)) ->
     return {(d, s): emkd_variant(profile, d, s) for d in datasets for s in seeds}
 
 
+# The seed spread (chapter 03): EMKD and SASRec with these seeds on Beauty.
+SPREAD_SEEDS = (0, 1, 2)
+
+
+def spread_grid(profile: str, datasets=("beauty",), seeds=SPREAD_SEEDS) -> dict:
+    """Table 3's seed spread: ``(dataset, method, seed) -> config`` of EMKD and
+    of SASRec, the single model it is compared with first."""
+    from .baselines import baseline_grid
+    return {**baseline_grid(profile, datasets, seeds, ("sasrec",)),
+            **{(d, "emkd", s): c for (d, s), c in main_grid(profile, datasets, seeds).items()}}
+
+
 def ablation_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(ABLATIONS)) -> dict:
     """Table 4: ``(dataset, row, seed) -> config``, under ``BUDGET_PRECISION``."""
     return {(d, row, s): _at_budget_precision(profile, emkd_variant(profile, d, s, **ABLATIONS[row]))

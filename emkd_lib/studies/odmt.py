@@ -33,6 +33,16 @@ def main_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) -> d
     return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
 
 
+# The seed spread (chapter 08): every method of Table 2 with these seeds on
+# the first dataset.
+SPREAD_SEEDS = (0, 1, 2)
+
+
+def spread_grid(profile: str, datasets=DATASETS[:1], seeds=SPREAD_SEEDS, methods=METHODS) -> dict:
+    """Table 2's seed spread: ``main_grid`` with ``SPREAD_SEEDS``."""
+    return main_grid(profile, datasets=datasets, seeds=seeds, methods=methods)
+
+
 def ablation_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), rows=tuple(TABLE3_ABLATIONS)) -> dict:
     """Table 3: ``(dataset, row, seed) -> config``, each row's params change
     (``odmt.TABLE3_ABLATIONS``) on the profile's ODMT."""
