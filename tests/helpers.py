@@ -21,3 +21,23 @@ def successor_dataset(n_users=120, n_items=20, length=8, seed=0, variable_length
                                     indices=(np.nonzero(table)[1] + 1).astype(np.int64), n_attributes=n_attributes)
     return SequenceDataset(name="successor", user_ids=np.arange(n_users), sequences=seqs, n_items=n_items,
                            attributes=attributes, source="synthetic")
+
+
+def dataset_available(name: str) -> bool:
+    """Whether a run would find ``name`` without downloading: the library's
+    own resolution ($EMKD_DATA_DIR, else the default places)."""
+    from emkd_lib import settings
+    from emkd_lib.data.fetch import resolve_dataset_dir
+    from emkd_lib.data.registry import dataset_spec
+    try:
+        resolve_dataset_dir(dataset_spec(name), settings.current().data_dir, download=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def needs_dataset(name: str):
+    """Skip a test that reads ``name`` where it is not available offline
+    (a clone outside the work tree with no $EMKD_DATA_DIR)."""
+    import pytest
+    return pytest.mark.skipif(not dataset_available(name), reason=f"dataset {name!r} is not available offline")

