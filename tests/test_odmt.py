@@ -456,7 +456,8 @@ def test_rampup_found_places_the_selected_epoch_against_the_rampup():
 
 def test_patience_check_is_the_main_odmt_run_with_only_its_patience_changed():
     from emkd_lib.studies.odmt import main_grid, patience_check_grid
-    ((key, check),) = patience_check_grid("cpu").items()
+    assert patience_check_grid("cpu", datasets=("ml-100k-odmt",)) == {}   # a chapter passes its own datasets
+    ((key, check),) = patience_check_grid("cpu", datasets=("ml-100k-odmt", "beauty-odmt")).items()
     main = main_grid("cpu", datasets=("beauty-odmt",), methods=("odmt",))[("beauty-odmt", "odmt", 0)]
     assert key == ("beauty-odmt", "patience 10", 0)
     assert check.train.patience == 10 and main.train.patience == 5
@@ -483,13 +484,14 @@ def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_ta
     assert [h["loss"] for h in long.history[:len(short.history)]] == [h["loss"] for h in short.history]
 
     def stored(f):
-        return SimpleNamespace(history=f.history, best_epoch=f.best_epoch)
+        return SimpleNamespace(config=config, history=f.history, best_epoch=f.best_epoch)
     main, check = stored(short), stored(long)
     runs = {("d", "odmt", 0): main, ("d", "sasrec", 0): "untouched"}
     out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): check})
     assert out[("d", "odmt", 0)] is check and out[("d", "sasrec", 0)] == "untouched" and runs[("d", "odmt", 0)] is main
-    assert f"selects epoch {long.best_epoch}" in line
+    assert line.startswith("d / ODMT / seed 0: ") and f"selects epoch {long.best_epoch}" in line
     # a check that did not repeat the main run's epochs is refused, and said so
-    other = SimpleNamespace(history=[{**h, "loss": h["loss"] + 1} for h in long.history], best_epoch=long.best_epoch)
+    other = SimpleNamespace(config=config, history=[{**h, "loss": h["loss"] + 1} for h in long.history],
+                            best_epoch=long.best_epoch)
     out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): other})
     assert out[("d", "odmt", 0)] is main and "does not repeat" in line

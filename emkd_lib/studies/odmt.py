@@ -15,6 +15,7 @@ from ..data import load_dataset
 from ..data.stats import dataset_statistics
 from ..methods.odmt import TABLE3_ABLATIONS, rampup_weight
 from ..profiles import profile_config
+from ..report.tables import method_label
 
 # ml-100k-odmt has ID, text and posters; beauty-odmt ID and titles.
 DATASETS = ("ml-100k-odmt", "beauty-odmt")
@@ -73,21 +74,25 @@ def sensitivity_defaults(profile: str, dataset: str) -> dict:
 # A check of the main table's early stopping: ODMT with twice the patience,
 # on the dataset whose selected epoch fell inside the ramp-up (rampup_found).
 PATIENCE_CHECK = {"train__patience": 10}
+PATIENCE_CHECK_DATASETS = ("beauty-odmt",)
 
 
-def patience_check_grid(profile: str, datasets=("beauty-odmt",), seeds=(0,)) -> dict:
+def patience_check_grid(profile: str, datasets=PATIENCE_CHECK_DATASETS, seeds=(0,)) -> dict:
     """``(dataset, "patience 10", seed) -> config``: the profile's ODMT with
     ``PATIENCE_CHECK``'s patience, paired in the chapter against Table 2's
-    run to show whether the main run stopped before ODMT had converged."""
+    run to show whether the main run stopped before ODMT had converged; only
+    the ``datasets`` among ``PATIENCE_CHECK_DATASETS``, so a chapter passes
+    its own dataset list."""
     label = "patience {}".format(PATIENCE_CHECK["train__patience"])
     return {(d, label, s): profile_config(profile, d, "odmt", seed=s, **PATIENCE_CHECK)
-            for d in datasets for s in seeds}
+            for d in datasets if d in PATIENCE_CHECK_DATASETS for s in seeds}
 
 
 def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
-    """Table 2's runs (``(dataset, method, seed) -> result``) with each ODMT
-    run replaced by its stored patience check (``patience_check_grid``'s
-    results), and a line naming each replacement.
+    """Table 2's runs (``(dataset, method, seed) -> result``) with each run
+    that has a stored patience check (``patience_check_grid``'s results: the
+    same dataset, method and seed) replaced by it, and a line naming each
+    replacement.
 
     The check is the same run trained on: patience does not touch training, so
     its epochs repeat the main run's exactly and its selected epoch is the one
@@ -97,17 +102,20 @@ def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
     used, and the line says why."""
     out, lines = dict(runs), []
     for (dataset, label, seed), check in checks.items():
-        main = runs.get((dataset, "odmt", seed))
-        if check is None or main is None:
+        if check is None:
+            continue
+        method = check.config.method
+        main = runs.get((dataset, method, seed))
+        if main is None:
             continue
         shared = [(h["valid_ndcg10"], h["loss"]) for h in main.history]
         repeated = [(h["valid_ndcg10"], h["loss"]) for h in check.history[:len(shared)]]
-        what = f"{dataset} / ODMT / seed {seed}"
+        what = f"{dataset} / {method_label(check.config)} / seed {seed}"
         if repeated != shared:
             lines.append(f"{what}: the run with {label} does not repeat the main run's epochs, so Table 2 keeps the "
                          f"main run (stopped at epoch {len(main.history)})")
             continue
-        out[(dataset, "odmt", seed)] = check
+        out[(dataset, method, seed)] = check
         lines.append(f"{what}: Table 2 uses the run with {label}, which repeats the main run's {len(shared)} epochs "
                      f"and selects epoch {check.best_epoch} (stopped at {len(check.history)}) instead of "
                      f"epoch {main.best_epoch}")
