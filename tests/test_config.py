@@ -210,3 +210,14 @@ def test_the_bf16_emkd_grids_share_one_bf16_reference_and_leave_table3_and_the_p
     assert run_key(precision_grid("cpu")[("beauty", "emkd", 0)], FILES) == reference
     # apart from the precision, the reference is Table 3's EMKD run
     assert ablation_grid("cpu")[("beauty", "EMKD", 0)].replace(train__precision="fp32") == main_grid("cpu")[("beauty", 0)]
+
+
+def test_every_registered_method_names_itself_for_the_book():
+    """Tables and the performance chapter name methods from their specs; a
+    new method without a display name would appear as its registry key."""
+    from emkd_lib.methods import METHODS
+    from emkd_lib.report.tables import method_label
+    for name, spec in METHODS.items():
+        assert spec.display_name or spec.label, name
+    assert method_label(profile_config("cpu", "beauty", "emkd", encoder="sasrec")) == "EMKD (SASRec)"
+    assert method_label(profile_config("cpu", "beauty", "sasrec-lf")) == "SASRec+LF"

@@ -157,13 +157,14 @@ def _bert4rec_defaults(profile: str, dataset: str) -> dict:
 
 SPECS = {
     name: MethodSpec(name=name, params_type=NextItemParams, encoders=(name,), build=build_next_item,
-                     profile_defaults=_no_defaults,
-                     description=description)
-    for name, description in (("sasrec", "SASRec: causal self-attention, next-item cross entropy"),
-                              ("gru4rec", "GRU4Rec: a GRU, next-item cross entropy"),
-                              ("caser", "Caser: horizontal and vertical convolutions, next-item cross entropy"),
-                              ("nextitnet", "NextItNet: dilated causal convolutions, next-item cross entropy"))
+                     profile_defaults=_no_defaults, display_name=display_name,
+                     description=f"{display_name}: {description}")
+    for name, display_name, description in (
+        ("sasrec", "SASRec", "causal self-attention, next-item cross entropy"),
+        ("gru4rec", "GRU4Rec", "a GRU, next-item cross entropy"),
+        ("caser", "Caser", "horizontal and vertical convolutions, next-item cross entropy"),
+        ("nextitnet", "NextItNet", "dilated causal convolutions, next-item cross entropy"))
 }
 SPECS["bert4rec"] = MethodSpec(name="bert4rec", params_type=ClozeParams, encoders=("bert4rec",),
-                               build=build_cloze, profile_defaults=_bert4rec_defaults,
+                               build=build_cloze, profile_defaults=_bert4rec_defaults, display_name="BERT4Rec",
                                description="BERT4Rec: bidirectional self-attention, cloze objective")

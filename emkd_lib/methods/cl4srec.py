@@ -128,5 +128,5 @@ def cl4srec_profile_defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {"cl4srec": MethodSpec(name="cl4srec", params_type=CL4SRecParams, encoders=("sasrec",),
-                               build=build_cl4srec, profile_defaults=cl4srec_profile_defaults,
+                               build=build_cl4srec, profile_defaults=cl4srec_profile_defaults, display_name="CL4SRec",
                                description="CL4SRec: SASRec with contrastive learning between augmented views")}

@@ -239,5 +239,5 @@ def duorec_profile_defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {"duorec": MethodSpec(name="duorec", params_type=DuoRecParams, encoders=("sasrec",), build=build_duorec,
-                              profile_defaults=duorec_profile_defaults,
+                              profile_defaults=duorec_profile_defaults, display_name="DuoRec",
                               description="DuoRec: SASRec with dropout and same-target contrastive regularisation")}

@@ -290,5 +290,5 @@ def emkd_profile_defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {"emkd": MethodSpec(name="emkd", params_type=EMKDParams, encoders=("bert4rec", "sasrec", "gru4rec", "caser"),
-                            build=build_emkd, profile_defaults=emkd_profile_defaults,
+                            build=build_emkd, profile_defaults=emkd_profile_defaults, display_name="EMKD",
                             description="EMKD: ensemble of networks with contrastive knowledge distillation")}

@@ -300,5 +300,5 @@ def iclrec_profile_defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {"iclrec": MethodSpec(name="iclrec", params_type=ICLRecParams, encoders=("sasrec",),
-                              build=build_iclrec, profile_defaults=iclrec_profile_defaults,
+                              build=build_iclrec, profile_defaults=iclrec_profile_defaults, display_name="ICLRec",
                               description="ICLRec: SASRec with sequence and intent (K-means) contrastive learning")}

@@ -311,19 +311,20 @@ def _defaults(profile: str, dataset: str) -> dict:
 SPECS = {
     name: MethodSpec(name=name, params_type=params_type, encoders=("sasrec",),
                      build=on_item_features(build_with_features),
-                     profile_defaults=_defaults, description=description)
-    for name, params_type, description in (
-        ("odmt", ODMTParams, "ODMT: ID/text/image branches over an ID-aware multi-modal transformer, "
-                             "debiased in-batch loss, online distillation"),
-        ("sasrec-lf", LateFusionParams, "SASRec+LF: per-modality feature transformers, a SASRec per branch, "
-                                        "loss on the averaged logits"),
-        ("sasrec-ef", EarlyFusionParams, "SASRec+EF: per-modality feature transformers, averaged item "
-                                         "embeddings into one SASRec"),
+                     profile_defaults=_defaults, display_name=display_name,
+                     description=f"{display_name}: {description}")
+    for name, display_name, params_type, description in (
+        ("odmt", "ODMT", ODMTParams, "ID/text/image branches over an ID-aware multi-modal transformer, "
+                                     "debiased in-batch loss, online distillation"),
+        ("sasrec-lf", "SASRec+LF", LateFusionParams, "per-modality feature transformers, a SASRec per branch, "
+                                                     "loss on the averaged logits"),
+        ("sasrec-ef", "SASRec+EF", EarlyFusionParams, "per-modality feature transformers, averaged item "
+                                                      "embeddings into one SASRec"),
     )
 }
 SPECS["fdsa"] = MethodSpec(name="fdsa", params_type=FDSAParams, encoders=("sasrec",),
                            build=on_item_features(build_fdsa_with_features),
-                           profile_defaults=_defaults,
+                           profile_defaults=_defaults, display_name="FDSA",
                            description="FDSA: item and feature self-attention streams, with text and image features")
 SPECS["sasrec-single"] = MethodSpec(name="sasrec-single", params_type=SingleInputParams, encoders=("sasrec",),
                                     build=on_item_features(build_single_input_with_features),

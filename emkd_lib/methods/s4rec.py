@@ -275,6 +275,6 @@ def s4rec_profile_defaults(profile: str, dataset: str) -> dict:
 
 
 SPECS = {"s4rec": MethodSpec(name="s4rec", params_type=S4RecParams, encoders=("sasrec",), build=build_s4rec,
-                             profile_defaults=s4rec_profile_defaults,
+                             profile_defaults=s4rec_profile_defaults, display_name="S4Rec",
                              description="S^4Rec: online clustering, cluster-aware self-distillation, "
                                          "head/tail adversary (SASRec)")}

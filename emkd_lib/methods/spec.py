@@ -55,8 +55,9 @@ class MethodSpec:
     ``profile_defaults``: ``(profile, dataset name) -> dict`` of its changes
     to the profile's generic settings, keyed like ``RunConfig.replace``
     (``params__tau``, ``train__epochs``, ``data__max_len``, ...).
+    ``display_name``: how the book names it (``"SASRec"``); default ``name``.
     ``label``: optional ``params -> str``, how tables name a run of it when
-    its params say more than the method's name (default: the report's name).
+    its params say more than ``display_name``.
     """
 
     name: str
@@ -65,4 +66,10 @@ class MethodSpec:
     build: Callable
     profile_defaults: Callable[[str, str], dict]
     description: str = ""
+    display_name: str = ""
     label: Callable[[object], str] | None = None
+
+    @property
+    def title(self) -> str:
+        """The name the book prints: ``display_name``, else ``name``."""
+        return self.display_name or self.name

@@ -457,9 +457,6 @@ def feature_extraction_table(path) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("dataset")
 
 
-_NAMES = {"emkd": "EMKD", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "s4rec": "S^4Rec", "iclrec": "ICLRec"}
-
-
 def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
                       precision=None, features=None, memory=None, memory_target_gib: float = 4.0) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
@@ -468,7 +465,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     ``clustering_table``, ``significance_table`` of a bf16 run against fp32,
     ``feature_extraction_table``, ``memory_at_batch``); a table that says
     "status" adds nothing."""
-    name = lambda m: _NAMES.get(m, m)  # noqa: E731
+    from ..methods import method_spec
+    name = lambda m: method_spec(m).title  # noqa: E731
     lines = [f"{name(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak against a target of "
              f"{row['target % of peak']:.0f}% ({'met' if row['met'] == 'yes' else 'not met'})"
              for m, row in targets.iterrows() if row.get("met") in ("yes", "no")]

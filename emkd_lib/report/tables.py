@@ -77,16 +77,14 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
 def method_label(config) -> str:
     """How a run's method is named in tables: ``EMKD`` on its own encoder,
     ``EMKD (SASRec)`` on another one, else the method's name."""
-    names = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser",
-             "nextitnet": "NextItNet", "emkd": "EMKD", "odmt": "ODMT", "sasrec-lf": "SASRec+LF", "sasrec-ef": "SASRec+EF", "fdsa": "FDSA", "s4rec": "S4Rec",
-             "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": "DuoRec"}
-    name = names.get(config.method, config.method)
+    from ..methods import method_spec
+    name = config.spec.title
     if config.spec.label is not None:
         name = config.spec.label(config.params)
     if config.train.precision != "fp32":
         name += f" ({config.train.precision})"
     if config.encoder != config.spec.encoders[0]:
-        name += f" ({names.get(config.encoder, config.encoder)})"
+        name += f" ({method_spec(config.encoder).title})"
     return name
 
 
