@@ -26,6 +26,11 @@ peak RSS at most 4 GiB):
     python benchmarks/public_pattern.py --batch-size 64       # the pattern at 256 needs > 13 GiB
     python benchmarks/public_pattern.py --profile smoke --batches 2   # a seconds-long check
 
+``--set train__precision=bf16`` runs the library's step as a bf16 run trains
+(the run's recipe under ``train.with_precision``: the loss's forward under
+bf16 autocast, fp32 weights); the public code's pattern stays fp32, as the
+public code trains.
+
 Not a copy of the public code: its model differs in ways the chapter lists
 (output layer, masking, KD); what is compared is the computation pattern on
 one and the same model, so the ratio is the cost of the pattern.
@@ -53,7 +58,7 @@ from emkd_lib.methods.emkd import combine_emkd_terms  # noqa: E402
 from emkd_lib.process import configure_process  # noqa: E402
 from emkd_lib.profiles import profile_config  # noqa: E402
 from emkd_lib.store import machine_name  # noqa: E402
-from emkd_lib.train import resolve_device  # noqa: E402
+from emkd_lib.train import resolve_device, with_precision  # noqa: E402
 
 TARGET_RATIO, TARGET_RSS_GIB = 5.0, 4.0
 
@@ -112,10 +117,10 @@ def public_pattern_loss(loop: LoopEnsemble, ids: torch.Tensor, generator, params
 def _batches(config, batch_size: int, n_batches: int):
     """The model, the first ``n_batches + 1`` padded batches (the first warms
     up) and the number of training examples, at ``batch_size``."""
-    _, _, model, _, examples, order = prepared(config.replace(train__batch_size=batch_size))
+    _, _, model, recipe, examples, order = prepared(config.replace(train__batch_size=batch_size))
     batches = [torch.as_tensor(pad_left([examples[i] for i in idx], config.data.max_len))
                for idx in order[:n_batches + 1]]
-    return model, batches, len(examples)
+    return model, recipe, batches, len(examples)
 
 
 def measure(side: str, args) -> dict:
@@ -125,18 +130,18 @@ def measure(side: str, args) -> dict:
     device = resolve_device(args.device)
     config = profile_config(args.profile, args.dataset, "emkd", **dict(args.overrides))
     config = config.replace(train__batch_size=args.batch_size or config.train.batch_size)
-    model, batches, n_examples = _batches(config, config.train.batch_size, args.batches)
+    model, recipe, batches, n_examples = _batches(config, config.train.batch_size, args.batches)
     params = config.params
     if side == "public":
         model = LoopEnsemble.same_architecture(model)
 
         def loss(ids, gen):
             return public_pattern_loss(model, ids, gen, params)
-    else:
-        from emkd_lib.methods.emkd import emkd_loss
+    else:   # the run's own loss (emkd_loss), at the run's precision
+        run_loss = with_precision(recipe, config.train.precision, device).loss
 
         def loss(ids, gen):
-            return emkd_loss(model, ids, gen, params)
+            return run_loss(model, ids, gen)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=device.type in ("cpu", "cuda"))
     generator = torch.Generator(device=device).manual_seed(0)
@@ -155,6 +160,7 @@ def measure(side: str, args) -> dict:
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return {"side": side, "seconds": seconds, "sequences": sequences, "sequences_per_s": sequences / seconds,
             "peak_rss_gib": rss_gib, "batch_size": config.train.batch_size, "n_examples": n_examples,
+            "precision": config.train.precision if side == "ours" else "fp32",
             "setup": f"d={config.encoder_config.hidden}, N={params.n_networks}, M={params.n_views}, "
                      f"T={config.data.max_len}, batch {config.train.batch_size}"}
 
@@ -197,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
         results[side] = json.loads(done.stdout.strip().splitlines()[-1])
     ours, public = results["ours"], results["public"]
     print(f"{args.dataset} [{args.profile}] {ours['setup']}; {ours['sequences']} sequences timed per side")
-    for label, r in (("library (batched, masked logits)", ours), ("public code's pattern", public)):
+    library = "library (batched, masked logits)" + (f", {ours['precision']}" if ours["precision"] != "fp32" else "")
+    for label, r in ((library, ours), ("public code's pattern", public)):
         print(f"  {label:34s} {r['sequences_per_s']:8.1f} sequences/s, "
               f"{r['n_examples'] / r['sequences_per_s']:8.0f} s/epoch, peak RSS {r['peak_rss_gib']:5.2f} GiB")
     ratio = ours["sequences_per_s"] / public["sequences_per_s"]
