@@ -124,7 +124,7 @@ def test_public_pattern_loss_equals_the_library_terms_on_the_same_views(monkeypa
     monkeypatch.setattr(public, "cloze_mask", _deterministic_cloze)
     monkeypatch.setattr(emkd_method, "cloze_mask", _deterministic_cloze)
     config = public.profile_config("smoke", "beauty", "emkd")
-    model, batches, _ = public._batches(config, 64, 3)
+    model, _, batches, _ = public._batches(config, 64, 3)
     ids = torch.cat(batches)
     ids = ids[(ids > 0).all(1)][:16]
     assert len(ids) >= 4
@@ -144,6 +144,25 @@ def test_public_pattern_smoke(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "target: library >= 5x the pattern" in out and "not the profile's" in out
     assert result["ratio"] > 0 and result["ours"]["sequences"] == result["public"]["sequences"] == 32
+
+
+def test_public_pattern_times_the_library_at_the_runs_precision(capsys, monkeypatch):
+    """``--set train__precision=bf16``: the library's step runs under bf16
+    autocast as a bf16 run trains (its terms come back fp32); the pattern stays fp32."""
+    import torch
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    public = importlib.import_module("public_pattern")
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, inputs: seen.append(torch.is_autocast_enabled("cpu")))
+    args = public.build_parser().parse_args(["--profile", "smoke", "--batches", "1", "--batch-size", "16",
+                                             "--threads", "1", "--set", "train__precision=bf16"])
+    try:
+        assert public.measure("ours", args)["precision"] == "bf16" and seen and all(seen)
+        seen.clear()
+        assert public.measure("public", args)["precision"] == "fp32" and seen and not any(seen)
+    finally:
+        hook.remove()
 
 
 def test_recbole_inter_file_has_one_row_per_interaction_in_order(tmp_path, monkeypatch):
