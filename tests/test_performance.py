@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from emkd_lib.report import performance as perf
@@ -106,7 +107,7 @@ $ python benchmarks/recbole_peer.py --batches 30
 def test_comparison_tables_read_both_benchmarks(tmp_path):
     path = tmp_path / "compared-test.txt"
     path.write_text(COMPARED)
-    sides, targets = perf.comparison_tables(path)
+    sides, targets = perf.comparison_tables([path])
     assert list(sides.side) == ["library (batched, masked logits)", "public code's pattern", "library",
                                 "RecBole 1.2.1"]
     assert sides["sequences/s"].iloc[1] == 48.8 and sides["peak RSS (GiB)"].iloc[1] == 11.26
@@ -114,6 +115,13 @@ def test_comparison_tables_read_both_benchmarks(tmp_path):
     assert list(targets.met) == ["met", "not met", ""]
     assert list(targets.measured) == ["8.52x", "4.50 GiB", "4.56x"]
     assert targets.benchmark.iloc[2] == "recbole_peer.py --batches 30"
+    later = tmp_path / "compared-test2.txt"
+    command = "$ python benchmarks/public_pattern.py --batch-size 64"
+    later.write_text(COMPARED.replace("8.52x (met)", "2.23x (not met)").replace(command, command + "  # a comment"))
+    both = perf.comparison_tables([later, path])[1]
+    assert list(both.file) == ["compared-test.txt"] * 3 + ["compared-test2.txt"] * 3
+    assert list(both.measured) == ["8.52x", "4.50 GiB", "4.56x", "2.23x", "4.50 GiB", "4.56x"]
+    assert both.benchmark.iloc[3] == "public_pattern.py --batch-size 64"
 
 
 def test_clustering_table_reads_each_methods_line(tmp_path):
@@ -324,3 +332,33 @@ def test_memory_profiles_joins_the_files_that_hold_a_memory_block(tmp_path):
     joined = perf.memory_profiles(sorted(tmp_path.glob("memory-*.txt")))
     assert set(joined["file"]) == {"memory-a.txt"} and len(joined) == len(perf.memory_profile_table(tmp_path / "memory-a.txt"))
     assert perf.memory_profiles([tmp_path / "memory-b.txt"]) is None
+
+
+def test_target_table_shows_bf16_autocast_beside_fp32_and_says_which_met_the_target(tmp_path):
+    path = tmp_path / "measured-bf16.txt"
+    path.write_text("# idle\n$ python benchmarks/train_throughput.py --autocast bf16\n"
+                    "measured fp32 matmul peak: 100.0 GFLOP/s; bf16: 400.0 GFLOP/s (faster than fp32)\n"
+                    "sasrec    beauty [cpu]:     591 sequences/s,    74.1 s/epoch (43793 training sequences, "
+                    "172 batches of 256; timed 20),   30.0 GFLOP/s = 30.0% of peak\n"
+                    "sasrec[bf16] beauty [cpu]:     1343 sequences/s,    32.6 s/epoch (43793 training sequences, "
+                    "172 batches of 256; timed 20),   60.0 GFLOP/s = 60.0% of peak\n"
+                    "emkd    beauty [cpu]:     100 sequences/s,    400.0 s/epoch (43793 training sequences, "
+                    "172 batches of 256; timed 20),   10.0 GFLOP/s = 10.0% of peak\n"
+                    "emkd[bf16] beauty [cpu]:     120 sequences/s,    300.0 s/epoch (43793 training sequences, "
+                    "172 batches of 256; timed 20),   12.0 GFLOP/s = 12.0% of peak\n")
+    lines = perf.benchmark_table([path])
+    assert lines["bf16 peak GFLOP/s"].tolist() == [400.0] * 4
+    targets = perf.target_table(lines)
+    assert targets.loc["sasrec", "measured % of peak"] == 30.0 and targets.loc["sasrec", "met"] == "with bf16 autocast"
+    assert targets.loc["sasrec", "bf16 autocast % of fp32 peak"] == 60.0
+    assert targets.loc["sasrec", "bf16 autocast % of bf16 peak"] == pytest.approx(15.0)
+    assert targets.loc["emkd", "met"] == "no" and targets.loc["bert4rec", "met"] == "not measured"
+    none = pd.DataFrame({"status": ["nothing"]})
+    budget = pd.DataFrame({"runs": [3], "stored": [1], "CPU-hours (new runs)": [2.5], "not stored yet": [2]},
+                          index=["total"])
+    found = perf.performance_found(targets, budget, none, pd.DataFrame(), none,
+                                   pd.DataFrame(columns=["target", "measured", "met"]), none)
+    assert found[0] == ("SASRec: best measured 30.0% of the fp32 peak (60.0% with bf16 autocast) against a target "
+                        "of 50% (met only with bf16 autocast)")
+    assert found[1].startswith("EMKD: best measured 10.0% of the fp32 peak (12.0% with bf16 autocast)")
+
