@@ -190,9 +190,11 @@ def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
 
 def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_and_dataset():
     from types import SimpleNamespace as NS
-    config = lambda dataset, method, precision="fp32": NS(  # noqa: E731
-        dataset=dataset, method=method, train=NS(precision=precision))
+    config = lambda dataset, method, precision="fp32", epochs=200, max_users=None, encoder="e": NS(  # noqa: E731
+        dataset=dataset, method=method, encoder=encoder, train=NS(precision=precision, epochs=epochs),
+        data=NS(max_users=max_users))
     run = lambda key, seconds, threads=1: NS(key=key, train_seconds=seconds - 100, eval_seconds=100,  # noqa: E731
+                                            history=[{}] * 10,
                                             provenance={"machine": f"cpu x2, torch threads {threads}"})
     chapters = {
         "a": [("k1", config("beauty", "sasrec"), run("k1", 3600)),
@@ -225,6 +227,15 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
                       ("k7", config("beauty", "gru4rec", "bf16"), None)]}
     c = perf.budget_table(chapters, bf16_speedup={"emkd": 1.6}).loc["c"]
     assert c["estimated CPU-hours to go"] == pytest.approx(1.0 + 2.0 / 1.6 + 0.25) and c["not priced"] == 0
+
+    # a sweep capped at 2 epochs costs 2 of its neighbours' 10 epochs; another
+    # encoder or user sample has no neighbour, so it is not priced
+    chapters = {"d": [("k1", config("beauty", "emkd"), run("k1", 3600)),
+                      ("k2", config("beauty", "emkd", epochs=2), None),
+                      ("k3", config("beauty", "emkd", encoder="other"), None),
+                      ("k4", config("beauty", "emkd", max_users=3000), None)]}
+    d = perf.budget_table(chapters).loc["d"]
+    assert d["estimated CPU-hours to go"] == pytest.approx(0.2) and d["not priced"] == 2
 
 
 MEMORY = """# header

@@ -39,27 +39,44 @@ def _cpu_hours(result) -> float:
     return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
 
 
-def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[tuple[str, str, str], float]:
-    """``(dataset, method, precision) -> median CPU-hours`` of the stored
-    runs, given as ``(config, result)`` pairs: the price of a run not
-    trained yet (``budget_table``, ``grid --plan``; look it up with
-    ``price_of``). Where a method and dataset have fp32 runs stored but no
-    bf16 run, a bf16 run is priced at the fp32 median over the method's
-    measured bf16 speed-up (``bf16_speedup``: method -> factor), or at the
-    fp32 median itself (an upper bound) where none was measured."""
-    hours: dict[tuple, list[float]] = {}
+def _price_group(config) -> tuple:
+    """What a stored run must share with a run to price it: what sets the cost
+    of an epoch, bar the method's own parameters."""
+    return (config.dataset, config.method, config.encoder, config.train.precision, config.data.max_users)
+
+
+def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[tuple, tuple[float, float]]:
+    """``_price_group -> (median CPU-hours per epoch, median epochs run)`` of
+    the stored runs, given as ``(config, result)`` pairs: the price of a run
+    not trained yet (``budget_table``, ``grid --plan``; look it up with
+    ``price_of``, which caps the epochs at the run's own cap). Where a group
+    has fp32 runs stored but no bf16 run, its bf16 runs are priced at the fp32
+    rate over the method's measured bf16 speed-up (``bf16_speedup``: method
+    -> factor), or at the fp32 rate itself (an upper bound) where none was
+    measured."""
+    rates: dict[tuple, list[float]] = {}
+    epochs: dict[tuple, list[int]] = {}
     for config, result in runs:
-        hours.setdefault((config.dataset, config.method, config.train.precision), []).append(_cpu_hours(result))
-    price = {group: float(np.median(h)) for group, h in hours.items()}
-    for (dataset, method, precision), fp32 in list(price.items()):
-        if precision == "fp32":
-            price.setdefault((dataset, method, "bf16"), fp32 / (bf16_speedup or {}).get(method, 1.0))
+        n = max(len(result.history), 1)
+        rates.setdefault(_price_group(config), []).append(_cpu_hours(result) / n)
+        epochs.setdefault(_price_group(config), []).append(n)
+    price = {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
+    for group, (rate, n) in list(price.items()):
+        if group[3] == "fp32":
+            bf16 = (*group[:3], "bf16", *group[4:])
+            price.setdefault(bf16, (rate / (bf16_speedup or {}).get(group[1], 1.0), n))
     return price
 
 
 def price_of(prices: dict, config) -> float | None:
-    """The ``run_prices`` price of ``config``, or None where nothing stored prices it."""
-    return prices.get((config.dataset, config.method, config.train.precision))
+    """The CPU-hours ``run_prices`` expects ``config`` to cost: its group's
+    rate per epoch times the group's median epochs, at most ``config``'s
+    epoch cap (a short sweep costs its few epochs); None where nothing
+    stored prices it."""
+    if (found := prices.get(_price_group(config))) is None:
+        return None
+    rate, epochs = found
+    return rate * min(epochs, config.train.epochs)
 
 
 def latest_bf16_speedups(paths) -> dict[str, float]:
@@ -117,11 +134,13 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
     triples: its runs (distinct keys), how many are stored, their recorded
     training + evaluation hours and CPU-hours (wall time x the run's torch
     threads), the runs not stored yet, and what those would cost: each
-    priced at the median CPU-hours of the stored runs of the same method on
-    the same dataset at the same precision (``run_prices``: a bf16 run with
-    only fp32 neighbours at their median over ``bf16_speedup``; the same
-    method on another dataset does not say how the dataset scales, so a run
-    with no such neighbour stays unpriced and is counted). A run shared by
+    priced from the stored runs of the same method and encoder on the same
+    dataset (and user sample) at the same precision (``run_prices``: their
+    median CPU-hours per epoch times their median epochs, at most the run's
+    cap; a bf16 run with only fp32 neighbours at their rate over
+    ``bf16_speedup``; the same method on another dataset does not say how
+    the dataset scales, so a run with no such neighbour stays unpriced and
+    is counted). A run shared by
     several chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
     price = run_prices(((config, result) for config, result in by_key.values() if result is not None),
