@@ -52,3 +52,15 @@ def test_odmt_spread_grid_is_table_2_with_three_seeds_on_the_first_dataset():
     assert {(d, s) for d, m, s in spread} == {("ml-100k-odmt", s) for s in (0, 1, 2)}
     assert spread[("ml-100k-odmt", "odmt", 0)] == odmt.main_grid("cpu")[("ml-100k-odmt", "odmt", 0)]
     assert len(spread) == 3 * len(odmt.METHODS)
+
+
+def test_the_budgets_ensemble_grid_is_chapter_02s():
+    """Chapter 02 trains its singles and ensemble members from the registered
+    ``ensembles`` grid, so the budget prices what the chapter shows."""
+    from emkd_lib.studies import CHAPTER_GRIDS, GRIDS, baselines
+    defaults = _default_parameters("02_ensemble_motivation")
+    assert tuple(defaults["methods"]) == baselines.ENSEMBLE_METHODS
+    assert tuple(defaults["datasets"]) == baselines.DATASETS
+    assert tuple(sorted(set(defaults["single_seeds"]) | set(defaults["ensemble_seeds"]))) == baselines.ENSEMBLE_SEEDS
+    assert CHAPTER_GRIDS["02 ensemble motivation"] == ("ensembles",)
+    assert GRIDS["ensembles"]("cpu")[("toys", "caser", 2)] == GRIDS["baselines"]("cpu", seeds=(2,))[("toys", "caser", 2)]

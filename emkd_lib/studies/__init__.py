@@ -4,7 +4,8 @@ from . import baselines, emkd, odmt, s4rec
 
 # name -> grid function; every grid takes (profile, datasets=..., seeds=...)
 # and, where it says so in its signature, methods=...
-GRIDS = {"baselines": baselines.baseline_grid, "precision": baselines.precision_grid,
+GRIDS = {"baselines": baselines.baseline_grid, "ensembles": baselines.ensemble_grid,
+         "precision": baselines.precision_grid,
          "emkd-ablations": emkd.ablation_grid,
          "emkd-sensitivity": emkd.sensitivity_grid, "emkd-encoders": emkd.encoder_grid,
          "emkd-depth": emkd.depth_grid, "emkd-main": emkd.main_grid, "emkd-fidelity": emkd.fidelity_grid,
@@ -19,6 +20,7 @@ GRIDS = {"baselines": baselines.baseline_grid, "precision": baselines.precision_
 # Which grids each chapter shows (the performance chapter's budget).
 CHAPTER_GRIDS = {
     "01 baselines": ("baselines",),
+    "02 ensemble motivation": ("ensembles",),
     "03 EMKD main results": ("emkd-main", "emkd-spread"),
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
     "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls"),

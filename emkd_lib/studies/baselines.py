@@ -12,6 +12,19 @@ def baseline_grid(profile: str, datasets=DATASETS, seeds=(0,), methods=METHODS) 
     return {(d, m, s): profile_config(profile, d, m, seed=s) for d in datasets for m in methods for s in seeds}
 
 
+# EMKD Table 1 (chapter 02): each method with several seeds; the ensembles
+# average the stored members' logits, which costs an evaluation, not training.
+ENSEMBLE_METHODS = ("gru4rec", "caser", "sasrec")
+ENSEMBLE_SEEDS = (0, 1, 2)
+
+
+def ensemble_grid(profile: str, datasets=DATASETS, seeds=ENSEMBLE_SEEDS, methods=ENSEMBLE_METHODS) -> dict:
+    """``(dataset, method, seed) -> config``: Table 1's single models, the
+    members of its two-model ensembles among them (``baseline_grid`` with
+    the chapter's seeds and methods)."""
+    return baseline_grid(profile, datasets, seeds, methods)
+
+
 def precision_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "emkd")) -> dict:
     """The bf16 check of the performance chapter: ``(dataset, method, seed) ->
     config`` trained with ``train.precision="bf16"``, to set beside the same
