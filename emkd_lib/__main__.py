@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("name", choices=sorted(GRIDS))
     grid.add_argument("--profile", choices=PROFILES, required=True)
     grid.add_argument("--datasets", nargs="+")
-    grid.add_argument("--seeds", nargs="+", type=int, default=[0])
+    grid.add_argument("--seeds", nargs="+", type=int,
+                      help="default: the grid's own (seed 0, or the seeds of a chapter's seed spread)")
     grid.add_argument("--methods", nargs="+", help="only for grids that take methods")
     grid.add_argument("--device", default="auto")
     grid.add_argument("--shard", default="0/1", metavar="I/K",
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "new one on this machine)")
     grid.add_argument("--plan", action="store_true",
                       help="train nothing: list each run as stored, checkpointed (how far) or not started, "
-                           "with the CPU-hours left at the median of the stored runs of its method, dataset and "
+                           "with the CPU-hours left, priced from the stored runs of its method, dataset and "
                            "precision")
     _add_data_options(grid)
 
@@ -162,7 +163,9 @@ def _grid_items(args) -> list[tuple]:
     """``(grid key, config)`` of the grid's runs that this shard takes."""
     fn = GRIDS[args.name]
     accepted = inspect.signature(fn).parameters
-    kwargs = {"seeds": tuple(args.seeds)}
+    kwargs = {}
+    if args.seeds:
+        kwargs["seeds"] = tuple(args.seeds)
     if args.datasets:
         kwargs["datasets"] = tuple(args.datasets)
     if args.methods:

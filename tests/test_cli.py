@@ -191,3 +191,14 @@ def test_grid_plan_counts_a_run_two_grid_keys_share_once(env, capsys):
     listed = len(lines) - 1 - len(shared)
     assert lines[-1] == f"{listed} runs: 0 stored, 0 checkpointed, {listed} not started; about 0.0 CPU-hours left " \
                         f"({listed} not priced)"
+
+
+def test_a_grid_without_seeds_runs_its_own_seeds(env):
+    """``grid emkd-spread`` trains the chapter's seed spread, not seed 0 alone;
+    ``--seeds`` still chooses."""
+    from emkd_lib.studies import GRIDS
+    args = cli.build_parser().parse_args(["grid", "emkd-spread", "--profile", "cpu"])
+    assert [key for key, _ in cli._grid_items(args)] == list(GRIDS["emkd-spread"]("cpu"))
+    assert {key[-1] for key, _ in cli._grid_items(args)} == {0, 1, 2}
+    args = cli.build_parser().parse_args(["grid", "emkd-spread", "--profile", "cpu", "--seeds", "1"])
+    assert {key[-1] for key, _ in cli._grid_items(args)} == {1}
