@@ -294,6 +294,26 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"
 
 
+def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:
+    """EMKD Table 5's question, is it the parameters: per stored ensemble
+    (``label -> (parameter count, run or None)``), its test NDCG@10 against
+    the best stored single model of any size (``singles``, the same form),
+    with the change and a paired Wilcoxon test over test users."""
+    stored = {label: (n, r) for label, (n, r) in singles.items() if r is not None}
+    if not stored:
+        return [f"{where}: no single model stored yet"]
+    best, (best_n, best_run) = max(stored.items(), key=lambda kv: kv[1][1].test_metrics["NDCG@10"])
+    lines = []
+    for label, (n, run) in ensembles.items():
+        if run is None:
+            continue
+        t = paired_test(run.test_ranks, best_run.test_ranks, "NDCG@10")
+        lines.append(f"{where}: {label} ({n:,} parameters) NDCG@10 {t['mean_a']:.4f}, "
+                     f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against the best single model, {best} "
+                     f"({best_n:,} parameters, {t['mean_b']:.4f}; paired Wilcoxon p = {t['p_wilcoxon']:.2g})")
+    return lines
+
+
 def distinct_runs(runs: dict) -> dict:
     """``label -> run`` with each stored run once, under its first label: in a
     sweep, a value equal to the default is the same run (the same key) as the
