@@ -23,17 +23,27 @@ def successor_dataset(n_users=120, n_items=20, length=8, seed=0, variable_length
                            attributes=attributes, source="synthetic")
 
 
-def dataset_available(name: str) -> bool:
-    """Whether a run would find ``name`` without downloading: the library's
-    own resolution ($EMKD_DATA_DIR, else the default places)."""
+def offline_folder(name: str):
+    """Where a run would find ``name`` without downloading (the library's own
+    resolution: $EMKD_DATA_DIR, else the default places), or None."""
     from emkd_lib import settings
     from emkd_lib.data.fetch import resolve_dataset_dir
     from emkd_lib.data.registry import dataset_spec
     try:
-        resolve_dataset_dir(dataset_spec(name), settings.current().data_dir, download=False)
+        return resolve_dataset_dir(dataset_spec(name), settings.current().data_dir, download=False)
     except FileNotFoundError:
-        return False
-    return True
+        return None
+
+
+def dataset_available(name: str) -> bool:
+    return offline_folder(name) is not None
+
+
+def offline_data_root():
+    """The data directory holding the offline Beauty files (what a test's
+    subprocess gets as $EMKD_DATA_DIR), or None where there is none."""
+    folder = offline_folder("beauty")
+    return None if folder is None else folder.parent
 
 
 def needs_dataset(name: str):

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from emkd_lib import settings
-from emkd_lib.data import BUNDLED, dataset_files, dataset_spec, download_dataset, load_dataset, resolve_dataset_dir
+from emkd_lib.data import BUNDLED, dataset_files, download_dataset, load_dataset, resolve_dataset_dir
 from emkd_lib.data import fetch
 from emkd_lib.data.registry import user_spec
 from emkd_lib.files import file_sha256
 from emkd_lib.settings import REPO_ROOT
+from helpers import offline_folder
 
 BEAUTY = BUNDLED["beauty"]
 SEQ, ATTR = BEAUTY.sequence_file, BEAUTY.attribute_file
@@ -32,10 +33,10 @@ def _checksum_cache_in_tmp(tmp_path, monkeypatch):
 
 def mirror_folder(name: str) -> Path:
     """The real mirror's folder of ``name`` ($EMKD_DATA_DIR or the default places), else skip."""
-    try:
-        return resolve_dataset_dir(dataset_spec(name), settings.current().data_dir, download=False)
-    except FileNotFoundError:
+    folder = offline_folder(name)
+    if folder is None:
         pytest.skip(f"offline mirror for {name} not available")
+    return folder
 
 
 @pytest.fixture

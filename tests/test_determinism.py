@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from emkd_lib import store
+from helpers import offline_data_root
 
-DATA_DIR = Path("/work/shared/data")
+DATA_DIR = offline_data_root()
 REPO = Path(__file__).resolve().parent.parent
 TIMING = {"train_seconds", "eval_seconds", "wall_seconds"}
 
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "beauty").is_dir(),
-                                reason=f"the Beauty dataset is not available offline at {DATA_DIR}")
+pytestmark = pytest.mark.skipif(DATA_DIR is None,
+                                reason="the Beauty dataset is not available offline ($EMKD_DATA_DIR or the default places)")
 
 
 def environment(results: Path, cache: Path) -> dict:

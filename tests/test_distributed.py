@@ -16,12 +16,13 @@ from emkd_lib import distributed, runs
 from emkd_lib import settings as settings_module
 from emkd_lib.methods import build_method
 from emkd_lib.profiles import profile_config
+from helpers import offline_data_root
 
-DATA_DIR = Path("/work/shared/data")
+DATA_DIR = offline_data_root()
 TIMING = {"train_seconds", "eval_seconds", "wall_seconds"}
 
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "beauty").is_dir() or not torch.distributed.is_gloo_available(),
-                                reason=f"needs the Beauty dataset offline at {DATA_DIR} and torch with gloo")
+pytestmark = pytest.mark.skipif(DATA_DIR is None or not torch.distributed.is_gloo_available(),
+                                reason="needs the Beauty dataset offline ($EMKD_DATA_DIR or the default places) and torch with gloo")
 
 
 @pytest.fixture

@@ -16,12 +16,13 @@ from emkd_lib import settings as settings_module  # noqa: E402
 from emkd_lib.data import register_dataset  # noqa: E402
 from emkd_lib.executors import run_grid_ray  # noqa: E402
 from emkd_lib.profiles import profile_config  # noqa: E402
+from helpers import offline_data_root  # noqa: E402
 
-DATA_DIR = Path("/work/shared/data")
+DATA_DIR = offline_data_root()
 TIMING = {"train_seconds", "eval_seconds", "wall_seconds"}
 
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "beauty").is_dir(),
-                                reason=f"the Beauty dataset is not available offline at {DATA_DIR}")
+pytestmark = pytest.mark.skipif(DATA_DIR is None,
+                                reason="the Beauty dataset is not available offline ($EMKD_DATA_DIR or the default places)")
 
 
 @pytest.fixture(scope="module")
