@@ -17,6 +17,9 @@ PY        := $(VENV)/bin/python
 PAPERMILL := $(VENV)/bin/papermill
 JB        := $(VENV)/bin/jupyter-book
 PYTEST    := PY=$(PY) scripts/pytest.sh
+# Notebook kernels import emkd_lib from this checkout, also where .venv is
+# shared with another checkout (its editable install points there).
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 
 # The install stamp is named after a hash of pyproject.toml: a changed pyproject
 # reinstalls, an unchanged one (whatever its mtime) reuses the venv as it is.
