@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,14 +40,22 @@ def _cpu_hours(result) -> float:
     return (result.train_seconds + result.eval_seconds) * _threads(result.provenance.get("machine", "")) / 3600
 
 
-def _price_group(config) -> tuple:
+class PriceGroup(NamedTuple):
     """What a stored run must share with a run to price it: what sets the cost
     of an epoch, bar the method's own parameters."""
-    return (config.dataset, config.method, config.encoder, config.train.precision, config.data.max_users)
+    dataset: str
+    method: str
+    encoder: str
+    precision: str
+    max_users: int | None
 
 
-def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[tuple, tuple[float, float]]:
-    """``_price_group -> (median CPU-hours per epoch, median epochs run)`` of
+def _price_group(config) -> PriceGroup:
+    return PriceGroup(config.dataset, config.method, config.encoder, config.train.precision, config.data.max_users)
+
+
+def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[PriceGroup, tuple[float, float]]:
+    """``PriceGroup -> (median CPU-hours per epoch, median epochs run)`` of
     the stored runs, given as ``(config, result)`` pairs: the price of a run
     not trained yet (``budget_table``, ``grid --plan``; look it up with
     ``price_of``, which caps the epochs at the run's own cap). Where a group
@@ -62,9 +71,8 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[tuple
         epochs.setdefault(_price_group(config), []).append(n)
     price = {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
     for group, (rate, n) in list(price.items()):
-        if group[3] == "fp32":
-            bf16 = (*group[:3], "bf16", *group[4:])
-            price.setdefault(bf16, (rate / (bf16_speedup or {}).get(group[1], 1.0), n))
+        if group.precision == "fp32":
+            price.setdefault(group._replace(precision="bf16"), (rate / (bf16_speedup or {}).get(group.method, 1.0), n))
     return price
 
 
