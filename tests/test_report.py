@@ -447,6 +447,15 @@ def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
 
 
+def test_progress_at_epoch_reads_the_validation_curve_at_that_epoch():
+    from emkd_lib.report import progress_at_epoch
+    run = types.SimpleNamespace(history=[{"valid_ndcg10": v} for v in (0.01, 0.03, 0.04, 0.05, 0.045)])
+    assert progress_at_epoch(run, 2, "S4Rec") == (
+        "S4Rec: after 2 epochs its validation NDCG@10 was 0.0300, 60% of its best (0.0500, epoch 4 of 5)")
+    assert progress_at_epoch(run, 6, "S4Rec") == "S4Rec: it stopped at epoch 5, before epoch 6"
+    assert progress_at_epoch(None, 2, "S4Rec") == "S4Rec: not run yet"
+
+
 def test_a_bf16_run_is_labelled_apart_from_its_fp32_twin():
     from emkd_lib.profiles import profile_config
     config = profile_config("cpu", "beauty", "sasrec")

@@ -23,6 +23,12 @@ def tiny_dataset():
                            source="synthetic")
 
 
+def _capped(config, profile):
+    from emkd_lib.studies.s4rec import SENSITIVITY_EPOCHS
+    epochs = SENSITIVITY_EPOCHS.get(profile)
+    return config.replace(train__epochs=epochs) if epochs else config
+
+
 def all_grids(profile):
     return {"main": main_grid(profile), "ablations": ablation_grid(profile), "sensitivity": sensitivity_grid(profile)}
 
@@ -46,10 +52,11 @@ def test_grid_sizes_and_labels(profile):
     ablations = grids["ablations"]
     assert len({repr(c.to_dict()) for c in ablations.values()}) == 6
     assert ablations[("beauty", "S4Rec", 0)] == profile_config(profile, "beauty", "s4rec")
-    # sensitivity: defaults coincide with the full model (one run), the rest differ
+    # sensitivity: defaults coincide with the full model (one run; capped at the
+    # profile's sensitivity epochs where it has them), the rest differ
     sens = grids["sensitivity"]
     assert len({repr(c.to_dict()) for c in sens.values()}) == 1 + 5 + 3 * 4
-    default = profile_config(profile, "beauty", "s4rec")
+    default = _capped(profile_config(profile, "beauty", "s4rec"), profile)
     for name, value in (("alpha", 0.01), ("beta1", 0.1), ("beta2", 0.1), ("lam", 1.0)):
         assert sens[("beauty", name, value, 0)] == default
         assert getattr(sens[("beauty", name, 0.0, 0)].params, name) == 0.0
@@ -103,11 +110,24 @@ def test_each_sweeps_default_is_a_point_of_its_sweep_and_the_full_models_run(pro
     from emkd_lib.studies.s4rec import SENSITIVITY, sensitivity_defaults, sensitivity_grid
     defaults = sensitivity_defaults(profile)
     grid = sensitivity_grid(profile)
-    full = profile_config(profile, "beauty", "s4rec")
+    full = _capped(profile_config(profile, "beauty", "s4rec"), profile)
     assert set(defaults) == set(SENSITIVITY)
     for name, value in defaults.items():
         assert value in SENSITIVITY[name]
         assert grid[("beauty", name, value, 0)] == full
+
+
+def test_only_the_cpu_sensitivity_sweep_is_capped_and_only_in_epochs():
+    """Figures 5-6 in the cpu profile: every point, the default included, is
+    the converged config with the epoch cap changed and nothing else; smoke
+    and paper train every point as Table 3 does."""
+    from emkd_lib.studies.s4rec import SENSITIVITY_EPOCHS
+    assert SENSITIVITY_EPOCHS["cpu"] < profile_config("cpu", "beauty", "s4rec").train.epochs
+    for profile in PROFILES:
+        for (d, name, value, seed), config in sensitivity_grid(profile).items():
+            uncapped = profile_config(profile, d, "s4rec", seed=seed, **{f"params__{name}": value})
+            assert config == _capped(uncapped, profile)
+            assert config.train.epochs == SENSITIVITY_EPOCHS.get(profile, uncapped.train.epochs)
 
 
 def test_duorecs_control_is_duorec_without_its_contrastive_terms():

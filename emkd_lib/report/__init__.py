@@ -54,6 +54,7 @@ from .sentences import (
     ensemble_gain_sentences,
     found_section,
     gain_found,
+    progress_at_epoch,
     ratio_summary,
     reference_found,
     sweep_found,
@@ -61,6 +62,7 @@ from .sentences import (
 from ..runs import ensembles_for, results_for
 
 __all__ = [
+    "progress_at_epoch",
     "ablation_gaps_found",
     "METRICS",
     "SETTINGS_COMPARED",

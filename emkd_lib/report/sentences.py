@@ -186,6 +186,21 @@ def curves_found(runs: dict, what: str) -> list[str]:
             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]
 
 
+def progress_at_epoch(run, epochs: int, what: str) -> str:
+    """How far a converged ``run`` had got after ``epochs`` epochs: its
+    validation NDCG@10 then against its best and the epoch of that best. The
+    sentence that sizes a sweep trained for a fixed, short budget of epochs
+    against the converged run at the same settings."""
+    if run is None or not run.history:
+        return f"{what}: not run yet"
+    values = [h["valid_ndcg10"] for h in run.history]
+    if epochs > len(values):
+        return f"{what}: it stopped at epoch {len(values)}, before epoch {epochs}"
+    at, best = values[epochs - 1], max(values)
+    return (f"{what}: after {epochs} epochs its validation NDCG@10 was {at:.4f}, {at / best:.0%} of its best "
+            f"({best:.4f}, epoch {values.index(best) + 1} of {len(values)})")
+
+
 def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float = 0.01,
                   control_is: str = "without it") -> list[str]:
     """A line for "What we found": ``run`` against its ``control`` (e.g. ODMT
