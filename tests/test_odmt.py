@@ -441,17 +441,20 @@ def test_rampup_found_places_the_selected_epoch_against_the_rampup():
     from types import SimpleNamespace
     from emkd_lib.studies.odmt import rampup_found
 
-    def result(method, best, stop, **params):
-        return SimpleNamespace(config=SimpleNamespace(method=method, dataset="d", seed=0, params=ODMTParams(**params)),
-                               best_epoch=best, history=[{}] * stop)
+    def result(best, stop, method="odmt", **params):
+        config = profile_config("cpu", "ml-100k-odmt", method, **{f"params__{k}": v for k, v in params.items()})
+        return SimpleNamespace(config=config, best_epoch=best, history=[{}] * stop)
 
-    after, during = rampup_found([result("odmt", 60, 80), result("odmt", 17, 22)])
-    assert after == "d / ODMT / seed 0 (alpha = 20): its selected epoch 60 came 40 epochs after the distillation weight reached 1"
+    after, during = rampup_found([result(60, 80), result(17, 22)])
+    where = "ml-100k-odmt / ODMT / seed 0 (alpha = 20)"
+    assert after == f"{where}: its selected epoch 60 came 40 epochs after the distillation weight reached 1"
     # epoch 17 of the loop is Eq. 10's epoch 16: w = exp(-5 (1 - 16/20)^2) = exp(-0.2)
-    assert during == ("d / ODMT / seed 0 (alpha = 20): its selected epoch 17 was trained with the distillation weight "
+    assert during == (f"{where}: its selected epoch 17 was trained with the distillation weight "
                       f"still ramping up (w = {math.exp(-0.2):.2f} in that epoch); the run stopped at epoch 22, 2 epochs "
                       "after the weight reached 1: it describes ODMT before its distillation reached full weight")
-    assert rampup_found([result("odmt", 5, 10, fusion="independent"), result("odmt", 5, 10, rampup_epochs=0)]) == []
+    # no distillation, no ramp-up, or a baseline whose params derive from ODMT's: no line
+    assert rampup_found([result(5, 10, fusion="independent"), result(5, 10, rampup_epochs=0),
+                         result(5, 10, method="sasrec-lf")]) == []
 
 
 def test_patience_check_is_the_main_odmt_run_with_only_its_patience_changed():

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..data import load_dataset
 from ..data.stats import dataset_statistics
-from ..methods.odmt import TABLE3_ABLATIONS, rampup_weight
+from ..methods.odmt import TABLE3_ABLATIONS, ODMTParams, rampup_weight
 from ..profiles import profile_config
 from ..report.tables import method_label
 
@@ -198,10 +198,10 @@ def rampup_found(results) -> list[str]:
     lines = []
     for r in results:
         params = r.config.params
-        if r.config.method != "odmt" or params.fusion != "distill" or params.rampup_epochs == 0:
+        if not isinstance(params, ODMTParams) or params.fusion != "distill" or params.rampup_epochs == 0:
             continue
         alpha, best, stop = params.rampup_epochs, r.best_epoch, len(r.history)
-        where = f"{r.config.dataset} / ODMT / seed {r.config.seed} (alpha = {alpha})"
+        where = f"{r.config.dataset} / {method_label(r.config)} / seed {r.config.seed} (alpha = {alpha})"
         if best > alpha:
             lines.append(f"{where}: its selected epoch {best} came {best - alpha} epochs after the distillation "
                          f"weight reached 1")
