@@ -238,6 +238,33 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     assert d["estimated CPU-hours to go"] == pytest.approx(0.2) and d["not priced"] == 2
 
 
+
+def test_step_seconds_by_machine_takes_the_median_per_cpu_and_the_ratio_reads_it():
+    from types import SimpleNamespace as NS
+
+    from emkd_lib.profiles import profile_config
+    sasrec, emkd = profile_config("cpu", "beauty", "sasrec"), profile_config("cpu", "beauty", "emkd")
+
+    def run(config, seconds, steps, cpu, threads=1):
+        return NS(config=config, train_seconds=seconds, history=[{"steps": steps // 2}, {"steps": steps}],
+                  provenance={"machine": f"{cpu} x2 (torch threads {threads})"})
+
+    runs = [run(sasrec, 100, 100, "Zen"), run(sasrec, 300, 100, "Zen"), run(sasrec, 100, 50, "Xeon"),
+            run(emkd, 600, 100, "Zen"), run(emkd, 1800, 100, "Xeon"),
+            run(emkd, 50, 100, "Xeon", threads=2),                     # two threads: not a campaign step
+            NS(config=emkd, train_seconds=1.0, history=[{}], provenance={"machine": "Xeon x2 (torch threads 1)"})]
+    table = perf.step_seconds_by_machine(runs)
+    assert table.loc[("beauty", "SASRec", "all"), "Zen (s / step)"] == pytest.approx(2.0)      # median of 1 and 3
+    assert table.loc[("beauty", "SASRec", "all"), "Zen (runs)"] == 2
+    assert table.loc[("beauty", "SASRec", "all"), "Xeon (s / step)"] == pytest.approx(2.0)
+    assert table.loc[("beauty", "EMKD", "all"), "Xeon (s / step)"] == pytest.approx(18.0)
+    assert table.loc[("beauty", "EMKD", "all"), "Xeon (runs)"] == 1
+    (line,) = perf.machine_ratio_found(table)
+    assert line.startswith("a campaign step on the Xeon took, against the Zen: beauty / EMKD 3.00x, "
+                           "beauty / SASRec 1.00x")
+    one_cpu = perf.step_seconds_by_machine(runs[:2])
+    assert perf.machine_ratio_found(one_cpu) == ["step cost by machine: the stored runs come from one CPU only"]
+
 MEMORY = """# header
 emkd beauty [paper]: batch 64 x 15 items, d=256, N=3 networks, M=8 views; mean of 1 step(s) after 1 warm-up step(s)
   part                                 ms/step      %

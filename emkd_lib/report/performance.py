@@ -188,6 +188,54 @@ def stored_throughput(results) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "method"]).sort_index()
 
 
+def _cpu_model(machine: str) -> str:
+    """The CPU of a run's provenance ``machine`` ("AMD EPYC x2 (torch threads 1)" -> "AMD EPYC")."""
+    return re.sub(r" x\d+.*$", "", machine or "?")
+
+
+def step_seconds_by_machine(results) -> pd.DataFrame:
+    """Median training seconds per optimizer step of the stored ``results``,
+    per (dataset, method, user sample) and CPU model (columns), with the
+    number of runs behind each median: the machines lent to the campaign
+    differ from day to day, and a method's step does not cost the same on
+    each. Runs whose history does not count steps are left out. Like
+    ``stored_throughput``, campaign figures (one thread, often beside
+    another run), not benchmarks."""
+    rows = []
+    for r in results:
+        steps = r.history[-1].get("steps") if r.history else None
+        if not steps or _threads(r.provenance.get("machine", "")) != 1:
+            continue
+        rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
+                     "users": r.config.data.max_users or "all", "cpu": _cpu_model(r.provenance.get("machine", "")),
+                     "s / step": r.train_seconds / steps})
+    if not rows:
+        return pd.DataFrame({"status": ["nothing stored yet"]})
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index=["dataset", "method", "users"], columns="cpu", values="s / step",
+                              aggfunc=["median", "count"])
+    table.columns = [f"{cpu} (s / step)" if stat == "median" else f"{cpu} (runs)" for stat, cpu in table.columns]
+    return table[sorted(table.columns)]
+
+
+def machine_ratio_found(table: pd.DataFrame) -> list[str]:
+    """A line for "What we found": of the two CPUs with the most runs in a
+    ``step_seconds_by_machine`` table, how many times as long each method's
+    step took on the first (by name) as on the second, for every method
+    measured on both, largest first."""
+    counts = {c[: -len(" (runs)")]: table[c].sum() for c in table if c.endswith(" (runs)")}
+    if len(counts) < 2:
+        return ["step cost by machine: the stored runs come from one CPU only"]
+    first, second = sorted(sorted(counts, key=counts.get, reverse=True)[:2])
+    ratios = (table[f"{first} (s / step)"] / table[f"{second} (s / step)"]).dropna().sort_values(ascending=False)
+    if ratios.empty:
+        return [f"step cost by machine: no method ran on both the {first} and the {second} yet"]
+    parts = ", ".join(f"{' / '.join(map(str, label[:2]))}{'' if label[2] == 'all' else f' ({label[2]} users)'} "
+                      f"{ratio:.2f}x" for label, ratio in ratios.items())
+    return [f"a campaign step on the {first} took, against the {second}: {parts} (median seconds per step, "
+            f"one thread, most beside another run)"]
+
+
 def benchmark_table(paths) -> pd.DataFrame:
     """The result lines of committed ``train_throughput.py`` outputs
     (``benchmarks/measured-*.txt``): per file and command, each method's
