@@ -4,6 +4,7 @@ independently trained runs (EMKD Table 1)."""
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -144,6 +145,17 @@ def execute(config: RunConfig, device: str | None = None, progress: bool = True,
                             f"(it holds {run_lock_path(key, settings)}); rerun when it has finished") from None
 
 
+def _process_seconds(before) -> dict:
+    """CPU seconds this process spent in user and in kernel mode since
+    ``before`` (a ``getrusage``), i.e. while it trained this run (since its
+    resume, for a resumed run): a large kernel share means page faults, e.g.
+    glibc's malloc returning every large tensor to the system
+    (``process.keep_freed_cpu_memory``), which makes the run's recorded
+    seconds no measure of the method."""
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user": round(after.ru_utime - before.ru_utime, 3), "system": round(after.ru_stime - before.ru_stime, 3)}
+
+
 def _train_and_store(config, device, progress, settings, root, stop_after_epoch, parallel, dataset, split,
                      key) -> RunResult | None:
     device = resolve_device(device)
@@ -154,6 +166,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
         torch.cuda.reset_peak_memory_stats(device)
     checkpoint = checkpoint_path(key, settings, None if parallel is None else parallel.world_size)
     exclude = config.evaluation.history_exclusion == "all-but-target"
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
                  checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch,
                  parallel=parallel)
@@ -166,7 +179,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     if recipe.analysis is not None:
         arrays.update(recipe.analysis(model, split))
     prov = dict(provenance(device, dataset.source, dataset.files, fitted.examples_per_epoch),
-                command=command_for(config))
+                command=command_for(config), process_seconds=_process_seconds(cpu_before))
     if parallel is not None:
         # Same config, same key; but not the same computation as one process
         # (see distributed), so the record says how it was trained.

@@ -265,6 +265,24 @@ def test_step_seconds_by_machine_takes_the_median_per_cpu_and_the_ratio_reads_it
     one_cpu = perf.step_seconds_by_machine(runs[:2])
     assert perf.machine_ratio_found(one_cpu) == ["step cost by machine: the stored runs come from one CPU only"]
 
+
+def test_stored_throughput_reads_epochs_windows_and_the_kernel_share():
+    from types import SimpleNamespace as NS
+
+    from emkd_lib.profiles import profile_config
+    config = profile_config("cpu", "beauty", "sasrec")
+    recorded = NS(config=config, history=[{}] * 4, train_seconds=200.0,
+                  provenance={"machine": "Zen x2 (torch threads 1)", "examples_per_epoch": 1000,
+                              "process_seconds": {"user": 150.0, "system": 50.0}})
+    older = NS(config=config.replace(seed=1), history=[{}] * 2, train_seconds=100.0,
+               provenance={"machine": "Zen x2 (torch threads 2)", "examples_per_epoch": 1000})
+    table = perf.stored_throughput([recorded, older]).reset_index()
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first["epochs"], first["s / epoch"], first["windows / s"]) == (4, 50.0, 20.0)
+    assert first["kernel % of CPU"] == pytest.approx(25.0)
+    assert second["threads"] == 2 and np.isnan(second["kernel % of CPU"])
+
+
 MEMORY = """# header
 emkd beauty [paper]: batch 64 x 15 items, d=256, N=3 networks, M=8 views; mean of 1 step(s) after 1 warm-up step(s)
   part                                 ms/step      %

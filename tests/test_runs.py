@@ -76,6 +76,9 @@ def test_run_or_load_stores_then_loads_without_training(env, monkeypatch):
     record = json.loads(path.read_text())
     for key in ("commit", "machine", "torch", "date", "data_source"):
         assert record["provenance"][key]
+    # the CPU time of the training, split into user and kernel mode
+    cpu = record["provenance"]["process_seconds"]
+    assert set(cpu) == {"user", "system"} and min(cpu.values()) >= 0 and sum(cpu.values()) > 0
     assert record["config"] == config.to_dict()
     assert record["key"] == first.key == runs.key_of(config)
     assert record["sidecar_sha256"] == store.file_sha256(path.with_suffix(".npz"))

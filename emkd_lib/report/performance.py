@@ -171,10 +171,20 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
     return table
 
 
+def _kernel_percent(result) -> float:
+    """The share of the run's process CPU time spent in the kernel (NaN
+    where its provenance predates ``process_seconds``)."""
+    cpu = result.provenance.get("process_seconds")
+    total = sum(cpu.values()) if cpu else 0.0
+    return 100 * cpu["system"] / total if total else np.nan
+
+
 def stored_throughput(results) -> pd.DataFrame:
     """Per stored run: seconds per training epoch, the whole run's training
     minutes and training windows per second, as recorded while the campaign ran (``--threads 1``, often
-    beside other runs on the same two cores: a floor, not a benchmark)."""
+    beside other runs on the same two cores: a floor, not a benchmark), and
+    the share of its CPU time spent in the kernel where recorded (page
+    faults: glibc's malloc policy, ``process.keep_freed_cpu_memory``)."""
     rows = []
     for r in results:
         epochs = max(len(r.history), 1)
@@ -182,7 +192,8 @@ def stored_throughput(results) -> pd.DataFrame:
         rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
                      "threads": _threads(r.provenance.get("machine", "")), "epochs": epochs,
                      "s / epoch": r.train_seconds / epochs, "training (min)": r.train_seconds / 60,
-                     "windows / s": examples * epochs / r.train_seconds if examples and r.train_seconds else np.nan})
+                     "windows / s": examples * epochs / r.train_seconds if examples and r.train_seconds else np.nan,
+                     "kernel % of CPU": _kernel_percent(r)})
     if not rows:
         return pd.DataFrame({"status": ["nothing stored yet"]})
     return pd.DataFrame(rows).set_index(["dataset", "method"]).sort_index()
