@@ -31,8 +31,12 @@ def _settings(settings):
 
 def run_data(config: RunConfig, settings=None):
     """The dataset a run trains on (its fixed subsample, if any) and its leave-one-out split."""
-    d = config.data
-    dataset = load_dataset(config.dataset, on_short=d.on_short, remap_ids=d.remap_ids,
+    return dataset_and_split(config.dataset, config.data, settings)
+
+
+def dataset_and_split(name: str, d, settings=None):
+    """``run_data`` from a dataset name and a ``DataConfig`` alone."""
+    dataset = load_dataset(name, on_short=d.on_short, remap_ids=d.remap_ids,
                            allow_modified=d.allow_modified, settings=_settings(settings))
     if d.max_users:
         # The same users for every seed: the subsample belongs to the data, so

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from emkd_lib.report import performance as perf
+from helpers import needs_dataset
 
 PROFILE = """\
 # step_profile.py output, 2026-12-02, commit abc, test machine
@@ -173,6 +174,12 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
                                    pd.DataFrame(columns=["target", "measured", "met"]), none)
     assert lines[0] == "SASRec: best measured 52.1% of the fp32 peak against a target of 50% (met)"
     assert "1 of 3 planned runs are stored; they cost 2.5 CPU-hours" in lines[1]
+    priced = budget.assign(**{"estimated CPU-hours to go": [7.0], "of which by proxy": [4.0], "not priced": [1]})
+    line = perf.performance_found(perf.target_table(perf.benchmark_table([idle])), priced,
+                                  perf.step_profile_table(profile_file),
+                                  perf.operator_share(profile_file, "aten::bernoulli_"), none,
+                                  pd.DataFrame(columns=["target", "measured", "met"]), none)[1]
+    assert line.endswith("would cost about 7 CPU-hours more (4 of them priced by proxy, 1 run not priced)")
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
     assert "EMKD: dropout's random masks take at least 22% of a step" in lines
 
@@ -238,6 +245,50 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     assert d["estimated CPU-hours to go"] == pytest.approx(0.2) and d["not priced"] == 2
 
 
+
+def test_a_run_without_neighbours_is_priced_by_proxy_from_its_training_tokens():
+    """A group with nothing stored takes the same method, encoder and
+    precision elsewhere, per training token; another method does not price it."""
+    from types import SimpleNamespace as NS
+    config = lambda dataset, method, epochs=200: NS(  # noqa: E731
+        dataset=dataset, method=method, encoder="e", train=NS(precision="fp32", epochs=epochs),
+        data=NS(max_users=None))
+    run = lambda seconds, epochs=10: NS(train_seconds=seconds, eval_seconds=0.0, history=[{}] * epochs,  # noqa: E731
+                                        provenance={"machine": "cpu x2, torch threads 1"})
+    tokens = {"beauty": 1000, "toys": 3000, "ml-1m": 8000}
+    count = lambda c: tokens[c.dataset]  # noqa: E731
+    chapters = {"a": [("k1", config("beauty", "sasrec"), run(3600)),          # 0.1 CPU-h per epoch, 10 epochs
+                      ("k2", config("toys", "sasrec"), run(3 * 3600)),        # 0.3 per epoch: the same per token
+                      ("k3", config("ml-1m", "sasrec"), None),                # by proxy: 0.8 per epoch x 10
+                      ("k4", config("ml-1m", "sasrec", epochs=2), None),      # capped: 0.8 x 2
+                      ("k5", config("ml-1m", "emkd"), None)]}                 # no emkd anywhere: not priced
+    with_proxy = perf.budget_table(chapters, tokens=count).loc["a"]
+    assert with_proxy["estimated CPU-hours to go"] == pytest.approx(8.0 + 1.6)
+    assert with_proxy["of which by proxy"] == pytest.approx(9.6) and with_proxy["not priced"] == 1
+    without = perf.budget_table(chapters).loc["a"]
+    assert without["estimated CPU-hours to go"] == 0 and without["not priced"] == 3
+    assert "of which by proxy" not in without
+    # grid --plan says which prices are proxies
+    rows = [{"key": k, "config": c, "status": "stored" if r else "not started",
+             "result": r and NS(test_metrics={"NDCG@10": 0.05}, train_seconds=r.train_seconds)}
+            for k, c, r in chapters["a"]]
+    prices = perf.run_prices([(c, r) for _, c, r in chapters["a"] if r is not None])
+    lines = perf.plan_lines([k for k, _, _ in chapters["a"]], rows, prices,
+                            perf.token_prices([(c, r) for _, c, r in chapters["a"] if r is not None], count), count)
+    assert lines[2] == "not started   k3  about 8.0 CPU-h left (by proxy: training tokens)"
+    assert lines[4] == "not started   k5" and lines[-1].endswith("about 9.6 CPU-hours left (1 not priced)")
+
+@needs_dataset("beauty")
+def test_training_tokens_are_the_items_of_the_windows_a_run_trains_on():
+    from emkd_lib.methods import build_method
+    from emkd_lib.profiles import profile_config
+    from emkd_lib.runs import run_data
+    config = profile_config("cpu", "beauty", "sasrec", data__max_users=200)
+    dataset, split = run_data(config)
+    _, recipe = build_method(config, dataset)
+    assert perf.training_tokens(config) == sum(len(w) for w in recipe.make_examples(split.train)) > 200
+    # a longer window cuts more items from the same users
+    assert perf.training_tokens(config.replace(data__max_len=30)) > perf.training_tokens(config)
 
 def test_step_seconds_by_machine_takes_the_median_per_cpu_and_the_ratio_reads_it():
     from types import SimpleNamespace as NS

@@ -2,6 +2,7 @@
 and what the benchmarks measured (from their committed outputs)."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -27,13 +28,13 @@ def _threads(machine: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def study_budget(chapter_grids: dict[str, list[dict]], bf16_speedup: dict[str, float] | None = None
-                 ) -> pd.DataFrame:
+def study_budget(chapter_grids: dict[str, list[dict]], bf16_speedup: dict[str, float] | None = None,
+                 tokens=None) -> pd.DataFrame:
     """``budget_table`` of the store: every config of each chapter's grids,
     with its run key and its stored run (or None)."""
     return budget_table({chapter: [(key_of(config), config, result) for grid in grids
                                    for config, result in zip(grid.values(), results_for(grid).values())]
-                         for chapter, grids in chapter_grids.items()}, bf16_speedup)
+                         for chapter, grids in chapter_grids.items()}, bf16_speedup, tokens)
 
 
 def _cpu_hours(result) -> float:
@@ -76,15 +77,56 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     return price
 
 
-def price_of(prices: dict, config) -> float | None:
+def training_tokens(config) -> int:
+    """Items in one epoch's training windows of ``config`` (its dataset, user
+    sample and window rule): the work of an epoch, to first order."""
+    return _training_tokens(config.dataset, config.data)
+
+
+@functools.lru_cache(maxsize=None)
+def _training_tokens(dataset: str, data) -> int:
+    from ..runs import dataset_and_split
+    _, split = dataset_and_split(dataset, data)
+    return int(sum(len(window) for window in data.examples(split.train, window=data.max_len)))
+
+
+def token_prices(runs, tokens=training_tokens) -> dict[tuple, tuple[float, float]]:
+    """``(method, encoder, precision) -> (median CPU-hours per epoch per
+    training token, median epochs run)`` of the stored ``(config, result)``
+    pairs, over every dataset and user sample: the proxy price of a run whose
+    own ``PriceGroup`` has nothing stored (``price_of``). It assumes an
+    epoch's cost grows with its training tokens (``tokens``), which ignores
+    what grows faster with the window length (attention) or with the
+    catalogue (the output layer), so it is a first-order estimate."""
+    rates: dict[tuple, list[float]] = {}
+    epochs: dict[tuple, list[int]] = {}
+    for config, result in runs:
+        n = max(len(result.history), 1)
+        group = (config.method, config.encoder, config.train.precision)
+        rates.setdefault(group, []).append(_cpu_hours(result) / n / tokens(config))
+        epochs.setdefault(group, []).append(n)
+    return {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
+
+
+def price_of(prices: dict, config, by_tokens: dict | None = None, tokens=training_tokens) -> float | None:
     """The CPU-hours ``run_prices`` expects ``config`` to cost: its group's
     rate per epoch times the group's median epochs, at most ``config``'s
-    epoch cap (a short sweep costs its few epochs); None where nothing
-    stored prices it."""
-    if (found := prices.get(_price_group(config))) is None:
-        return None
-    rate, epochs = found
-    return rate * min(epochs, config.train.epochs)
+    epoch cap (a short sweep costs its few epochs). Where its group has
+    nothing stored, the same method, encoder and precision elsewhere
+    (``by_tokens``, from ``token_prices``) price it by its training tokens;
+    None where neither does."""
+    if (found := prices.get(_price_group(config))) is not None:
+        rate, epochs = found
+        return rate * min(epochs, config.train.epochs)
+    if by_tokens and (found := by_tokens.get((config.method, config.encoder, config.train.precision))) is not None:
+        rate, epochs = found
+        return rate * tokens(config) * min(epochs, config.train.epochs)
+    return None
+
+
+def is_proxy_priced(prices: dict, config) -> bool:
+    """Whether ``price_of`` prices ``config`` by proxy (no stored run of its own group)."""
+    return _price_group(config) not in prices
 
 
 def latest_bf16_speedups(paths) -> dict[str, float]:
@@ -95,13 +137,15 @@ def latest_bf16_speedups(paths) -> dict[str, float]:
     return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
 
 
-def plan_lines(keys, rows: list[dict], prices: dict) -> list[str]:
+def plan_lines(keys, rows: list[dict], prices: dict, by_tokens: dict | None = None,
+               tokens=training_tokens) -> list[str]:
     """``grid --plan``'s lines: one per run of ``runs.grid_progress`` rows
     (named by its grid key ``keys``; a run that two keys share, e.g. a
     sensitivity grid's default, is counted once), then the counts and the
-    CPU-hours left: each run at its ``run_prices`` price, less, for a
-    checkpointed run, its hours so far (a campaign trains on one thread); a
-    run whose method and dataset have no stored run is not priced."""
+    CPU-hours left: each run at its ``price_of`` price (by proxy from
+    ``by_tokens`` where its own group has nothing stored, said so on its
+    line), less, for a checkpointed run, its hours so far (a campaign trains
+    on one thread); a run that nothing prices is counted as not priced."""
     lines, left, unpriced, first = [], 0.0, 0, {}
     for key, row in zip(keys, rows):
         config, status = row["config"], row["status"]
@@ -110,7 +154,8 @@ def plan_lines(keys, rows: list[dict], prices: dict) -> list[str]:
             lines.append(f"{'same run':<13} {name}  (as {first[row['key']]})")
             continue
         first[row["key"]] = name
-        price = price_of(prices, config)
+        price = price_of(prices, config, by_tokens, tokens)
+        proxy = price is not None and is_proxy_priced(prices, config)
         if status == "stored":
             result = row["result"]
             detail = f"test NDCG@10 {result.test_metrics['NDCG@10']:.4f} ({result.train_seconds:.0f} s)"
@@ -127,7 +172,8 @@ def plan_lines(keys, rows: list[dict], prices: dict) -> list[str]:
                 unpriced += 1
             else:
                 left += price
-                detail += f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
+                detail += (f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
+                           + (" (by proxy: training tokens)" if proxy else ""))
         lines.append(f"{status:<13} {name}{'  ' + detail if detail else ''}")
     distinct = list({row["key"]: row for row in rows}.values())
     counts = {s: sum(r["status"] == s for r in distinct) for s in ("stored", "checkpointed", "not started")}
@@ -136,8 +182,8 @@ def plan_lines(keys, rows: list[dict], prices: dict) -> list[str]:
     return lines
 
 
-def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, float] | None = None
-                 ) -> pd.DataFrame:
+def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, float] | None = None,
+                 tokens=None) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
     training + evaluation hours and CPU-hours (wall time x the run's torch
@@ -146,26 +192,33 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
     dataset (and user sample) at the same precision (``run_prices``: their
     median CPU-hours per epoch times their median epochs, at most the run's
     cap; a bf16 run with only fp32 neighbours at their rate over
-    ``bf16_speedup``; the same method on another dataset does not say how
-    the dataset scales, so a run with no such neighbour stays unpriced and
-    is counted). A run shared by
-    several chapters counts in the first."""
+    ``bf16_speedup``). With ``tokens`` (``training_tokens``), a run with no
+    such neighbour is priced by proxy, from the same method, encoder and
+    precision on other data scaled by its training tokens
+    (``token_prices``), and those CPU-hours are also shown apart; a run
+    that neither prices is counted as not priced. A run shared by several
+    chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
-    price = run_prices(((config, result) for config, result in by_key.values() if result is not None),
-                       bf16_speedup)
+    stored_pairs = [(config, result) for config, result in by_key.values() if result is not None]
+    price = run_prices(stored_pairs, bf16_speedup)
+    by_tokens = token_prices(stored_pairs, tokens) if tokens else None
     rows, seen = [], set()
     for chapter, runs in chapter_runs.items():
         keys = list(dict.fromkeys(key for key, _, _ in runs))
         fresh = [k for k in keys if k not in seen]   # counted in an earlier chapter: not again
         seen.update(keys)
         stored = [by_key[k][1] for k in fresh if by_key[k][1] is not None]
-        to_go = [price_of(price, by_key[k][0]) for k in fresh if by_key[k][1] is None]
-        rows.append({"chapter": chapter, "runs": len(fresh), "stored": len(stored),
-                     "hours (new runs)": sum(r.train_seconds + r.eval_seconds for r in stored) / 3600,
-                     "CPU-hours (new runs)": sum(map(_cpu_hours, stored)),
-                     "not stored yet": len(to_go),
-                     "estimated CPU-hours to go": sum(p for p in to_go if p is not None),
-                     "not priced": sum(p is None for p in to_go)})
+        missing = [by_key[k][0] for k in fresh if by_key[k][1] is None]
+        to_go = [price_of(price, config, by_tokens, tokens) for config in missing]
+        proxied = [p for p, config in zip(to_go, missing) if p is not None and is_proxy_priced(price, config)]
+        row = {"chapter": chapter, "runs": len(fresh), "stored": len(stored),
+               "hours (new runs)": sum(r.train_seconds + r.eval_seconds for r in stored) / 3600,
+               "CPU-hours (new runs)": sum(map(_cpu_hours, stored)),
+               "not stored yet": len(to_go),
+               "estimated CPU-hours to go": sum(p for p in to_go if p is not None)}
+        if tokens:
+            row["of which by proxy"] = sum(proxied)
+        rows.append({**row, "not priced": sum(p is None for p in to_go)})
     table = pd.DataFrame(rows).set_index("chapter")
     table.loc["total"] = table.sum(numeric_only=True)
     return table
@@ -579,7 +632,10 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                  f"{total['CPU-hours (new runs)']:.1f} CPU-hours against the goal of 24 for the whole book, with "
                  f"{int(total['not stored yet'])} runs still to train"
                  + (f", which at the stored runs' rates would cost about {total['estimated CPU-hours to go']:.0f} "
-                    f"CPU-hours more ({int(total['not priced'])} of them not priced)"
+                    f"CPU-hours more ("
+                    + (f"{total['of which by proxy']:.0f} of them priced by proxy, " if "of which by proxy" in total
+                       else "")
+                    + f"{int(total['not priced'])} run{'s' * (int(total['not priced']) != 1)} not priced)"
                     if "estimated CPU-hours to go" in total else ""))
     if "part" in parts:
         for method, part in parts.groupby("method"):
