@@ -21,6 +21,12 @@ the other, on the same batches, and prints the batched ensemble's
   modules (``EnsembleBERT4Rec.network``) with N linear attribute heads;
 - ``both``, ``none``.
 
+``--compile`` also times each method's model under ``torch.compile``
+(inductor, with ``fallback_random`` so that dropout draws the same random
+stream as eager) against eager again, each from the same initial weights and
+each after one untimed pass over the timed batches (the compiled one's
+compiles each of their shapes), and prints the speed-up.
+
 ``--autocast bf16`` also times each method with its loss's forward pass under
 bf16 autocast (``train.with_precision``, what ``train__precision=bf16`` trains
 with) from the same initial weights and prints the speed-up; the accuracy of
@@ -385,6 +391,23 @@ def benchmark_method(name: str, args, device: torch.device, peak: float, overrid
               f"(share of the fp32 peak)")
         result["bf16_seconds"] = bf16_seconds
 
+    if args.compile:
+        # Each side from the same initial weights gets one untimed pass over the timed batches, then a timed
+        # one: the compiled model's first pass compiles every batch shape (length buckets), and the eager
+        # side is warmed as long, so that neither timing holds a cold start.
+        timed_pass = {}
+        for side in ("eager", "compiled"):
+            torch.manual_seed(0)
+            fresh, _ = build_method(config, dataset)
+            fresh = fresh.to(device) if side == "eager" else torch.compile(fresh.to(device))
+            first = time_training(fresh, recipe, examples, timed_examples, config.train, device, warmup)
+            timed_pass[side] = time_training(fresh, recipe, examples, timed_examples, config.train, device, warmup)
+            report(f"{label}[{side}]", timed_pass[side])
+            if side == "compiled":
+                print(f"{'':12s} torch.compile speed-up over eager on the same batches, both after one pass, the "
+                      f"compiling one (it took {first:.0f} s): {timed_pass['eager'] / timed_pass['compiled']:.2f}x")
+        result["compiled_seconds"] = timed_pass["compiled"]
+
     if isinstance(model, EnsembleBERT4Rec) and args.loop != "none":
         def compare(loop, batched_seconds, what):
             loop_seconds = time_training(loop, recipe, examples, timed_examples, config.train, device, warmup)
@@ -437,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
     parser.add_argument("--autocast", default="none", choices=("none", "bf16"),
                         help="bf16: also time each method with its loss's forward under bf16 autocast")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each method's model under torch.compile (inductor; dropout draws "
+                             "eager's random stream), after one pass that compiles it")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmuls")
@@ -452,6 +478,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in args.methods:
         parse_method(name)  # fail before measuring anything
     device = resolve_device(args.device)
+    if args.compile:
+        import torch._inductor.config as inductor_config
+        inductor_config.fallback_random = True
     torch.manual_seed(0)
     peak = print_machine(device, args.peak_size, args.peak_repeats)
     overrides = dict(args.overrides)

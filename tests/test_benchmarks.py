@@ -46,6 +46,14 @@ def test_train_throughput_smoke(scripts, capsys):
     assert out.count("bf16 autocast speed-up") == 2 and all(r["bf16_seconds"] > 0 for r in results)
 
 
+def test_train_throughput_times_the_compiled_model_from_the_same_weights(scripts, capsys):
+    throughput, _ = scripts
+    (result,) = throughput.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "sasrec", "--compile",
+                                 "--max-batches", "2", "--loop", "none", "--peak-size", "256", "--peak-repeats", "2"])
+    out = capsys.readouterr().out
+    assert "sasrec[compiled] beauty [smoke]:" in out
+    assert "torch.compile speed-up over eager on the same batches" in out and result["compiled_seconds"] > 0
+
 def test_forward_macs_counts_every_emkd_term(scripts):
     import numpy as np
 

@@ -290,6 +290,33 @@ def test_training_tokens_are_the_items_of_the_windows_a_run_trains_on():
     # a longer window cuts more items from the same users
     assert perf.training_tokens(config.replace(data__max_len=30)) > perf.training_tokens(config)
 
+def test_compile_speedups_read_each_methods_line_and_the_load(tmp_path):
+    path = tmp_path / "measured-c.txt"
+    path.write_text("""# header
+$ python benchmarks/train_throughput.py --methods sasrec emkd --compile
+WARNING: 1-minute load average 2.50 > 1: other processes share this machine
+measured fp32 matmul peak: 100.0 GFLOP/s
+sasrec    beauty [cpu]:     2000 sequences/s,    10.0 s/epoch (100 training sequences, 2 batches), 30.0 GFLOP/s = 30.0% of peak
+sasrec[compiled] beauty [cpu]:     2100 sequences/s,     9.5 s/epoch (100 training sequences, 2 batches), 31.5 GFLOP/s = 31.5% of peak
+             torch.compile speed-up over eager on the same batches, both after one pass, the compiling one (it took 48 s): 1.05x
+emkd      beauty [cpu]:      300 sequences/s,    80.0 s/epoch (100 training sequences, 2 batches), 20.0 GFLOP/s = 20.0% of peak
+emkd[compiled] beauty [cpu]:      290 sequences/s,    82.0 s/epoch (100 training sequences, 2 batches), 19.4 GFLOP/s = 19.4% of peak
+             torch.compile speed-up over eager on the same batches, both after one pass, the compiling one (it took 61 s): 0.97x
+""")
+    table = perf.compile_speedups([path])
+    assert list(table["method"]) == ["sasrec", "emkd"]
+    assert list(table["compile speed-up"]) == [1.05, 0.97] and list(table["compiling pass (s)"]) == [48.0, 61.0]
+    assert list(table["load"]) == [2.5, 2.5]
+    # the compiled lines are not the method's own: no target counts them
+    assert "sasrec[compiled]" in set(perf.benchmark_table([path])["method"])
+    assert list(perf.compile_speedups([]).columns) == ["status"]
+    (line,) = perf.compile_found(table)
+    assert line == ("torch.compile against eager on the same batches: SASRec 1.05x, EMKD 0.97x (measured-c.txt, "
+                    "load 2.5): none reaches 1.2x, so the core trains eagerly")
+    faster = table.assign(**{"compile speed-up": [1.25, 0.97]})
+    assert perf.compile_found(faster)[0].endswith("): worth keeping for SASRec")
+    assert perf.compile_found(perf.compile_speedups([])) == []
+
 def test_step_seconds_by_machine_takes_the_median_per_cpu_and_the_ratio_reads_it():
     from types import SimpleNamespace as NS
 

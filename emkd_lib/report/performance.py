@@ -350,6 +350,55 @@ def bf16_speedups(paths) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no bf16 measurement"]})
 
 
+_COMPILED = re.compile(r"torch.compile speed-up over eager on the same batches, both after one pass, the "
+                       r"compiling one \(it took (?P<compile>[\d.]+) s\): (?P<speedup>[\d.]+)x")
+
+
+def compile_speedups(paths) -> pd.DataFrame:
+    """Per method of committed ``train_throughput.py --compile`` outputs: the
+    ``torch.compile`` speed-up over eager on the same batches (after the
+    compiling pass), the seconds that pass took, and the machine's load."""
+    table = benchmark_table(paths)
+    rows = []
+    for path in sorted(Path(p) for p in paths):
+        method = None
+        for line in Path(path).read_text().splitlines():
+            if (m := _LINE.match(line.strip())):
+                method = m.group("method").removesuffix("[compiled]").removesuffix("[eager]")
+            elif method and (m := _COMPILED.search(line)):
+                load = table[(table["file"] == Path(path).name) & (table["method"] == method)]["load"]
+                rows.append({"file": Path(path).name, "method": method, "compile speed-up": float(m.group("speedup")),
+                             "compiling pass (s)": float(m.group("compile")),
+                             "load": float(load.iloc[0]) if len(load) else np.nan})
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no torch.compile measurement"]})
+
+
+# The speed-up below which torch.compile is not worth a second training path:
+# its float rounding differs from the eager runs of the book (a new run key),
+# and every run start and resume pays its compiling pass.
+COMPILE_WORTH = 1.2
+
+
+def compile_found(compiled: pd.DataFrame) -> list[str]:
+    """A line for "What we found" per ``compile_speedups`` file: each method's
+    speed-up and whether any reaches ``COMPILE_WORTH``."""
+    from ..methods import method_spec
+    if "method" not in compiled:
+        return []
+    method_name = lambda m: method_spec(m).title  # noqa: E731
+    lines = []
+    for file, rows in compiled.groupby("file", sort=True):
+        load = rows["load"].max()
+        speedups = ", ".join(f"{method_name(m)} {x:.2f}x" for m, x in zip(rows["method"], rows["compile speed-up"]))
+        verdict = ("worth keeping for " + ", ".join(method_name(m) for m in rows["method"][rows["compile speed-up"]
+                                                                                          >= COMPILE_WORTH])
+                   if (rows["compile speed-up"] >= COMPILE_WORTH).any() else
+                   f"none reaches {COMPILE_WORTH:.1f}x, so the core trains eagerly")
+        lines.append(f"torch.compile against eager on the same batches: {speedups} ({file}"
+                     + (f", load {load:.1f}" if pd.notna(load) else "") + f"): {verdict}")
+    return lines
+
+
 # One method's header and one part line of benchmarks/step_profile.py, e.g.
 # "emkd beauty [cpu]: batch 256 x 15 items, ..." and "  attention (LN, QKV, SDPA, proj)   108.7    7.6"
 _PROFILE_HEAD = re.compile(r"^(?P<method>\S+) (?P<dataset>\S+) \[(?P<profile>[^\]]+)\]: (?P<setup>.*)$")
