@@ -23,6 +23,12 @@ _PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s(?:; bf1
 _LOAD = re.compile(r"WARNING: 1-minute load average (?P<load>[\d.]+) > 1")
 
 
+def _title(method: str) -> str:
+    """How the chapter names a method (its spec's title)."""
+    from ..methods import method_spec
+    return method_spec(method).title
+
+
 def _threads(machine: str) -> int:
     m = re.search(r"threads (\d+)", machine or "")
     return int(m.group(1)) if m else 1
@@ -64,13 +70,7 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     rate over the method's measured bf16 speed-up (``bf16_speedup``: method
     -> factor), or at the fp32 rate itself (an upper bound) where none was
     measured."""
-    rates: dict[tuple, list[float]] = {}
-    epochs: dict[tuple, list[int]] = {}
-    for config, result in runs:
-        n = max(len(result.history), 1)
-        rates.setdefault(_price_group(config), []).append(_cpu_hours(result) / n)
-        epochs.setdefault(_price_group(config), []).append(n)
-    price = {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
+    price = _median_rates(runs, _price_group, lambda config: 1.0)
     for group, (rate, n) in list(price.items()):
         if group.precision == "fp32":
             price.setdefault(group._replace(precision="bf16"), (rate / (bf16_speedup or {}).get(group.method, 1.0), n))
@@ -98,13 +98,22 @@ def token_prices(runs, tokens=training_tokens) -> dict[tuple, tuple[float, float
     epoch's cost grows with its training tokens (``tokens``), which ignores
     what grows faster with the window length (attention) or with the
     catalogue (the output layer), so it is a first-order estimate."""
+    return _median_rates(runs, _proxy_group, tokens)
+
+
+def _proxy_group(config) -> tuple:
+    return config.method, config.encoder, config.train.precision
+
+
+def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
+    """``group -> (median CPU-hours per epoch per ``per(config)``, median
+    epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``."""
     rates: dict[tuple, list[float]] = {}
     epochs: dict[tuple, list[int]] = {}
     for config, result in runs:
         n = max(len(result.history), 1)
-        group = (config.method, config.encoder, config.train.precision)
-        rates.setdefault(group, []).append(_cpu_hours(result) / n / tokens(config))
-        epochs.setdefault(group, []).append(n)
+        rates.setdefault(group_of(config), []).append(_cpu_hours(result) / n / per(config))
+        epochs.setdefault(group_of(config), []).append(n)
     return {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
 
 
@@ -118,7 +127,7 @@ def price_of(prices: dict, config, by_tokens: dict | None = None, tokens=trainin
     if (found := prices.get(_price_group(config))) is not None:
         rate, epochs = found
         return rate * min(epochs, config.train.epochs)
-    if by_tokens and (found := by_tokens.get((config.method, config.encoder, config.train.precision))) is not None:
+    if by_tokens and (found := by_tokens.get(_proxy_group(config))) is not None:
         rate, epochs = found
         return rate * tokens(config) * min(epochs, config.train.epochs)
     return None
@@ -382,15 +391,13 @@ COMPILE_WORTH = 1.2
 def compile_found(compiled: pd.DataFrame) -> list[str]:
     """A line for "What we found" per ``compile_speedups`` file: each method's
     speed-up and whether any reaches ``COMPILE_WORTH``."""
-    from ..methods import method_spec
     if "method" not in compiled:
         return []
-    method_name = lambda m: method_spec(m).title  # noqa: E731
     lines = []
     for file, rows in compiled.groupby("file", sort=True):
         load = rows["load"].max()
-        speedups = ", ".join(f"{method_name(m)} {x:.2f}x" for m, x in zip(rows["method"], rows["compile speed-up"]))
-        verdict = ("worth keeping for " + ", ".join(method_name(m) for m in rows["method"][rows["compile speed-up"]
+        speedups = ", ".join(f"{_title(m)} {x:.2f}x" for m, x in zip(rows["method"], rows["compile speed-up"]))
+        verdict = ("worth keeping for " + ", ".join(_title(m) for m in rows["method"][rows["compile speed-up"]
                                                                                           >= COMPILE_WORTH])
                    if (rows["compile speed-up"] >= COMPILE_WORTH).any() else
                    f"none reaches {COMPILE_WORTH:.1f}x, so the core trains eagerly")
@@ -668,9 +675,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     ``clustering_table``, ``significance_table`` of a bf16 run against fp32,
     ``feature_extraction_table``, ``memory_at_batch``); a table that says
     "status" adds nothing."""
-    from ..methods import method_spec
-    name = lambda m: method_spec(m).title  # noqa: E731
-    lines = [f"{name(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak"
+    lines = [f"{_title(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak"
              + (f" ({row['bf16 autocast % of fp32 peak']:.1f}% with bf16 autocast)"
                 if pd.notna(row.get("bf16 autocast % of fp32 peak", np.nan)) else "")
              + f" against a target of {row['target % of peak']:.0f}% ("
@@ -689,14 +694,14 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     if "part" in parts:
         for method, part in parts.groupby("method"):
             top = part.nlargest(3, "% of step")
-            lines.append(f"{name(method)}: the largest parts of a step are "
+            lines.append(f"{_title(method)}: the largest parts of a step are "
                          + ", ".join(f"{r['part']} ({r['% of step']:.0f}%)" for _, r in top.iterrows()))
     for _, row in dropout.iterrows():
-        lines.append(f"{name(row['method'])}: dropout's random masks take at least "
+        lines.append(f"{_title(row['method'])}: dropout's random masks take at least "
                      f"{row['% of step (at least)']:.0f}% of a step")
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
-            lines.append(f"{name(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
+            lines.append(f"{_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
                          f"on the same batches ({row['file']})")
     if precision is not None and len(precision):
         for _, row in precision.iterrows():
@@ -708,7 +713,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                      + (f" ({row['benchmark']}, {row['file']})" if "file" in row else ""))
     if "method" in clustering:
         for _, row in clustering.iterrows():
-            lines.append(f"{name(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
+            lines.append(f"{_title(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
                          f"{row['% of the epoch']:.2f}% of an epoch ({row['clustering s / epoch']:.2f} of "
                          f"{row['training s / epoch']:.0f} s of training)")
     if memory is not None and len(memory):
@@ -719,7 +724,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                                  and pd.notna(row[c]))
             options = row.get("options", "none")
             with_options = "" if options in ("none", None) or pd.isna(options) else f" with {options}"
-            line = (f"{name(row['method'])} [{row['profile']}]{with_options}, freed memory {row['malloc']}: "
+            line = (f"{_title(row['method'])} [{row['profile']}]{with_options}, freed memory {row['malloc']}: "
                     f"peak RSS {measured}")
             for column in (c for c in memory if "extrapolated" in c and pd.notna(row[c])):
                 met = "met" if row[column] <= memory_target_gib else "not met"
