@@ -194,6 +194,15 @@ def test_the_fair_rule_gives_every_method_of_a_dataset_the_same_windows():
             profile_config("cpu", "ml-1m", "sasrec").data.window_step) == (15, 10)
 
 
+def test_ml1m_in_the_cpu_profile_is_one_user_sample_for_every_method_and_the_paper_profile_keeps_all_users():
+    from emkd_lib.methods import METHODS
+    from emkd_lib.profiles import ML1M_CPU_USERS
+    samples = {profile_config("cpu", "ml-1m", m, seed=s).data.max_users for m in METHODS for s in (0, 1)}
+    assert samples == {ML1M_CPU_USERS} and ML1M_CPU_USERS < 6040
+    assert {profile_config("paper", "ml-1m", m).data.max_users for m in METHODS} == {None}
+    assert profile_config("cpu", "beauty", "emkd").data.max_users is None
+
+
 def test_the_bf16_emkd_grids_share_one_bf16_reference_and_leave_table3_and_the_paper_profile_fp32():
     from emkd_lib.studies.baselines import precision_grid
     from emkd_lib.studies.emkd import (BUDGET_PRECISION, ablation_grid, encoder_grid, fidelity_grid, main_grid,

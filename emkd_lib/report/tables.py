@@ -353,7 +353,7 @@ def setup_table(grid: dict) -> pd.DataFrame:
 
 
 def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
-    """EMKD's configuration per dataset under each profile (d, blocks, heads, length, dropout, windows, N, M, ...)."""
+    """EMKD's configuration per dataset under each profile (d, blocks, heads, length, dropout, windows, users, N, M, ...)."""
     from ..studies.emkd import emkd_variant
     rows = []
     for dataset in datasets:
@@ -362,6 +362,7 @@ def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
             e, p, t, d = c.encoder_config, c.params, c.train, c.data
             rows.append({"dataset": dataset, "profile": profile, "d": e.hidden, "blocks": e.n_blocks,
                          "heads": e.n_heads, "max len": d.max_len, "dropout": e.dropout, "window step": d.step,
+                         "users": d.max_users or "all",
                          "batch": t.batch_size, "epochs (cap)": t.epochs, "N": p.n_networks, "M": p.n_views,
                          "tau": p.tau, "lambda": p.lam, "mu": p.mu})
     return pd.DataFrame(rows).drop_duplicates().set_index(["dataset", "profile"])
