@@ -344,18 +344,25 @@ def benchmark_table(paths) -> pd.DataFrame:
 _BF16 = re.compile(r"bf16 autocast speed-up over fp32 on the same batches: (?P<speedup>[\d.]+)x")
 
 
+def _speedup_lines(paths, pattern: re.Pattern):
+    """``(file name, method, match)`` for each line of committed
+    ``train_throughput.py`` outputs that ``pattern`` matches, with the method
+    of the result line above it (its ``[bf16]``/``[compiled]``/``[eager]``
+    tag removed)."""
+    for path in sorted(Path(p) for p in paths):
+        method = None
+        for line in path.read_text().splitlines():
+            if (m := _LINE.match(line.strip())):
+                method = re.sub(r"\[(bf16|compiled|eager)\]$", "", m.group("method"))
+            elif method and (m := pattern.search(line)):
+                yield path.name, method, m
+
+
 def bf16_speedups(paths) -> pd.DataFrame:
     """Per method of committed ``train_throughput.py --autocast bf16``
     outputs: its bf16 autocast speed-up over fp32 on the same batches."""
-    rows = []
-    for path in sorted(Path(p) for p in paths):
-        method = None
-        for line in Path(path).read_text().splitlines():
-            if (m := _LINE.match(line.strip())):
-                method = m.group("method")
-            elif method and (m := _BF16.search(line)):
-                rows.append({"file": Path(path).name, "method": method.removesuffix("[bf16]"),
-                             "bf16 speed-up": float(m.group("speedup"))})
+    rows = [{"file": name, "method": method, "bf16 speed-up": float(m.group("speedup"))}
+            for name, method, m in _speedup_lines(paths, _BF16)]
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no bf16 measurement"]})
 
 
@@ -369,16 +376,11 @@ def compile_speedups(paths) -> pd.DataFrame:
     compiling pass), the seconds that pass took, and the machine's load."""
     table = benchmark_table(paths)
     rows = []
-    for path in sorted(Path(p) for p in paths):
-        method = None
-        for line in Path(path).read_text().splitlines():
-            if (m := _LINE.match(line.strip())):
-                method = m.group("method").removesuffix("[compiled]").removesuffix("[eager]")
-            elif method and (m := _COMPILED.search(line)):
-                load = table[(table["file"] == Path(path).name) & (table["method"] == method)]["load"]
-                rows.append({"file": Path(path).name, "method": method, "compile speed-up": float(m.group("speedup")),
-                             "compiling pass (s)": float(m.group("compile")),
-                             "load": float(load.iloc[0]) if len(load) else np.nan})
+    for name, method, m in _speedup_lines(paths, _COMPILED):
+        load = table[(table["file"] == name) & (table["method"] == method)]["load"]
+        rows.append({"file": name, "method": method, "compile speed-up": float(m.group("speedup")),
+                     "compiling pass (s)": float(m.group("compile")),
+                     "load": float(load.iloc[0]) if len(load) else np.nan})
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no torch.compile measurement"]})
 
 
