@@ -167,3 +167,20 @@ def test_an_encoder_given_another_encoders_config_is_a_clear_error():
 def test_bad_encoder_configs_are_clear_errors(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(**kwargs)
+
+
+def test_dropout_keeps_each_entry_with_probability_1_minus_p_scaled_and_backpropagates_through_its_mask():
+    from emkd_lib.models.layers import Dropout
+    torch.manual_seed(0)
+    drop, x = Dropout(0.2), torch.full((400, 500), 3.0, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    # kept entries carry x / (1 - p); the share kept is 0.8 within 4 standard errors of 200,000 draws
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 3.0 / 0.8))
+    assert abs(kept.float().mean().item() - 0.8) < 4 * (0.8 * 0.2 / kept.numel()) ** 0.5
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.8)
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.2)(x.detach()), y.detach())  # the same seed draws the same mask
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
+    assert isinstance(drop, torch.nn.Dropout)  # same module interface, no parameters, same state dict

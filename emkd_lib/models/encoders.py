@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..typed import bound, check_fields
+from .layers import Dropout
 
 
 def positions_from_right(width: int, max_len: int, device) -> torch.Tensor:
@@ -54,7 +55,7 @@ class TransformerBlock(nn.Module):
         self.ln_ffn = nn.LayerNorm(hidden)
         self.ffn_in = nn.Linear(hidden, 4 * hidden)
         self.ffn_out = nn.Linear(4 * hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         B, T, d = x.shape
@@ -136,7 +137,7 @@ class _TransformerEncoder(nn.Module):
         self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
         self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_blocks))
         self.ln_out = nn.LayerNorm(hidden)
         self.checkpoint_blocks, self.checkpoint_rows = False, None   # checkpoint_transformer_blocks
@@ -195,7 +196,7 @@ class GRU4Rec(nn.Module):
         super().__init__()
         self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
         self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=n_layers, batch_first=True)
         self.apply(_init_weights)
 
@@ -237,7 +238,7 @@ class Caser(nn.Module):
             nn.Conv1d(hidden, n_horizontal, kernel_size=h) for h in range(1, window + 1))
         self.vertical = nn.Parameter(torch.randn(n_vertical, window) / math.sqrt(window))
         self.fc = nn.Linear(n_horizontal * window + n_vertical * hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.output_embedding = nn.Embedding(n_items + 1, hidden)
         self.output_bias = nn.Parameter(torch.zeros(n_items))
         self.apply(_init_weights)
@@ -282,7 +283,7 @@ class NextItNet(nn.Module):
         super().__init__()
         self.n_items, self.max_len, self.hidden = n_items, max_len, hidden
         self.item_embedding = nn.Embedding(n_items + 1 + n_extra_tokens, hidden, padding_idx=0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.dilations = [2 ** i for i in range(n_dilations)] * n_stacks
         self.kernel_size = kernel_size
         self.convs = nn.ModuleList(nn.ModuleList([nn.Conv1d(hidden, hidden, kernel_size, dilation=r),

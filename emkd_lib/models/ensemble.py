@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import BERT4Rec, attention_mask, build_encoder, encode_by_rows, positions_from_right, run_blocks
+from .layers import Dropout
 
 
 def average_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,7 @@ class StackedTransformerBlock(nn.Module):
         self.ln_ffn = StackedLayerNorm(n, hidden)
         self.ffn_in = StackedLinear(n, hidden, 4 * hidden)
         self.ffn_out = StackedLinear(n, 4 * hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """``attn_mask``: (N * B, 1, T, T), network-major like the ``(N * B)`` view."""
@@ -129,7 +130,7 @@ class EnsembleBERT4Rec(nn.Module):
         self.n_blocks, self.n_heads, self.dropout = n_blocks, n_heads, dropout
         self.item_embedding = StackedEmbedding(N, n_items + 2, hidden)  # + padding and [mask]
         self.position_embedding = StackedEmbedding(N, max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(StackedTransformerBlock(N, hidden, n_heads, dropout)
                                     for _ in range(n_blocks))
         self.ln_out = StackedLayerNorm(N, hidden)

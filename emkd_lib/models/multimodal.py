@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .encoders import TransformerBlock, _init_weights, attention_mask, positions_from_right
+from .layers import Dropout
 
 MODALITIES = ("id", "text", "image")
 
@@ -145,7 +146,7 @@ class ItemTower(nn.Module):
             init = self._id_init_table(id_init)
             self.id_embedding = nn.Embedding(n_items + 1, init.shape[1], padding_idx=0)
             self.id_proj = nn.Linear(init.shape[1], hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
         def stack():
             return nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_layers))
@@ -243,7 +244,7 @@ class UserTower(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.position_embedding = nn.Embedding(max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, n_heads, dropout) for _ in range(n_blocks))
         self.ln_out = nn.LayerNorm(hidden)
         self.apply(_init_weights)
