@@ -173,7 +173,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
                  checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch,
-                 parallel=parallel)
+                 parallel=parallel, epoch_stamp={"commit": code_commit()})
     if parallel is not None and not parallel.is_main:
         return None
     floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,
@@ -198,7 +198,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
                "resumed_from_epoch": fitted.resumed_from_epoch,
                "popularity_valid_ndcg10": floor_ndcg,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
-               "dirty": prov["commit"].endswith("+dirty")},
+               "dirty": prov["commit"].endswith("+dirty"),
+               "trained_by_commits": trained_by_commits(fitted.history)},
         path=result_path(config, key, root or settings.results_dir),
         arrays=arrays,
     )
@@ -208,6 +209,16 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     atomic_write(result.path.with_suffix(".pt"), lambda f: torch.save(model.state_dict(), f))
     checkpoint.unlink(missing_ok=True)
     return result
+
+
+def trained_by_commits(history: list[dict]) -> list[str]:
+    """The code commits that trained a run's epochs, in the order they
+    first trained one: one for a run trained at one commit; more for a run
+    resumed from its checkpoint by later code, whose record then cannot be
+    replayed from one commit (changes such as the CPU dropout masks of
+    ``models.layers.Dropout`` alter the random draws). Epochs checkpointed
+    before commits were stamped count as "unrecorded"."""
+    return list(dict.fromkeys(row.get("commit", "unrecorded") for row in history))
 
 
 def add_analysis(config: RunConfig, settings=None) -> RunResult:

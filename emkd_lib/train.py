@@ -160,7 +160,8 @@ def checkpoint_summary(checkpoint: str | Path) -> dict:
 
 def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: TrainConfig, seed: int,
         device: str | torch.device | None = None, progress: bool = True, checkpoint: Path | None = None,
-        exclude_history: bool = True, stop_after_epoch: int | None = None, parallel=None) -> FitResult:
+        exclude_history: bool = True, stop_after_epoch: int | None = None, parallel=None,
+        epoch_stamp: dict | None = None) -> FitResult:
     """Train with early stopping on validation NDCG@10 and test the best epoch.
 
     The caller seeds (``seed_everything``) before building ``model``; ``seed``
@@ -169,6 +170,8 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
     history, early-stopping state) and, if present at the start, training
     resumes from it. ``stop_after_epoch`` ends the process's training early
     with the checkpoint in place, as a kill would (tests use it).
+    ``epoch_stamp`` is added to each epoch's history row (the caller's code
+    commit: a run resumed by other code says which epochs that trained).
 
     With ``parallel`` this process is one rank of a data-parallel run
     (``distributed``): every rank trains its share of each batch; rank 0
@@ -238,7 +241,8 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
             score = metrics_from_ranks(valid_ranks)[SELECTION_METRIC]
             result.history.append({"epoch": epoch, **terms, "valid_ndcg10": score, "steps": result.steps,
                                    "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
-                                   "wall_seconds": result.train_seconds + result.eval_seconds})
+                                   "wall_seconds": result.train_seconds + result.eval_seconds,
+                                   **(epoch_stamp or {})})
             bar.set_postfix(loss=f"{terms['loss']:.4f}", ndcg10=f"{score:.4f}")
             if score > best_score:
                 best_score, since_best = score, 0

@@ -101,6 +101,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
     whole_results, whole_cache = tmp_path / "whole" / "results", tmp_path / "whole" / "cache"
     third = last_json_line(python(["-c", RUN, method], whole_results, whole_cache))
     assert third["flags"]["resumed_from_epoch"] == 0 and third["key"] == second["key"]
+    # resumed by the same code: one commit trained every epoch, as in the uninterrupted run
+    assert len(second["flags"]["trained_by_commits"]) == 1
+    assert second["flags"]["trained_by_commits"] == third["flags"]["trained_by_commits"]
     assert not any((whole_cache / "checkpoints").glob("*.pt"))
 
     (resumed, resumed_arrays), (whole, whole_arrays) = only_record(resumed_results), only_record(whole_results)

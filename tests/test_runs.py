@@ -306,3 +306,9 @@ def test_bf16_precision_gets_its_own_key_and_trains(env):
     assert abs(b.history[0]["loss"] - a.history[0]["loss"]) < 0.05 * a.history[0]["loss"]
     with pytest.raises(ValueError, match="precision"):
         fp32.replace(train__precision="fp16")
+
+
+def test_trained_by_commits_lists_each_commit_that_trained_an_epoch_in_first_use_order():
+    history = [{"epoch": 1}, {"epoch": 2, "commit": "a"}, {"epoch": 3, "commit": "b"}, {"epoch": 4, "commit": "a"}]
+    assert runs.trained_by_commits(history) == ["unrecorded", "a", "b"]
+    assert runs.trained_by_commits(history[1:2]) == ["a"]
