@@ -529,3 +529,13 @@ def test_parameters_found_sets_each_ensemble_beside_the_best_single_model():
     assert line.startswith(f"Table 5: EMKD x2 (2,000 parameters) NDCG@10 {1 / np.log2(3):.4f}, {change:+.1f}% against "
                            "the best single model, sasrec (4 blocks) (900 parameters, 1.0000; paired Wilcoxon p = ")
     assert parameters_found(ensembles, {"x": (1, None)}, "Table 5") == ["Table 5: no single model stored yet"]
+
+
+def test_provenance_table_names_the_earlier_commits_of_a_run_resumed_by_other_code():
+    from emkd_lib.report import provenance_table
+    same, resumed, old = fake_run([0, 1]), fake_run([0, 1], seed=1), fake_run([0, 1], seed=2)
+    same.flags = {**same.flags, "trained_by_commits": ["abc"]}
+    resumed.flags = {**resumed.flags, "trained_by_commits": ["unrecorded", "abc"]}
+    table = provenance_table([same, resumed, old]).set_index("seed")
+    assert table.loc[0, "commit"] == "abc" and table.loc[2, "commit"] == "abc"   # old records: no flag
+    assert table.loc[1, "commit"] == "abc (resumed; earlier epochs: unrecorded)"

@@ -88,14 +88,23 @@ def method_label(config) -> str:
     return name
 
 
+def _commit_cell(result) -> str:
+    """The full commit that stored a run, and, for a run resumed by other
+    code than started it, the commits of its earlier epochs."""
+    commit = result.provenance["commit"]
+    earlier = [c for c in result.flags.get("trained_by_commits", []) if c != commit]
+    return f"{commit} (resumed; earlier epochs: {', '.join(earlier)})" if earlier else commit
+
+
 def provenance_table(results: dict | list) -> pd.DataFrame:
-    """Where each number comes from: run key, full commit (``+dirty`` shown),
-    machine, date, cost; ``results`` a label -> run dict (or a list)."""
+    """Where each number comes from: run key, full commit (``+dirty`` shown;
+    with a run's earlier commits if it was resumed by other code), machine,
+    date, cost; ``results`` a label -> run dict (or a list)."""
     items = results.items() if isinstance(results, dict) else ((method_label(r.config), r) for r in results)
     return pd.DataFrame([{
         "run": label if isinstance(label, str) else " / ".join(map(str, label)), "seed": r.config.seed,
         "key": r.key, "epochs (best)": f"{len(r.history)} ({r.best_epoch})",
-        "training (s)": round(r.train_seconds), "commit": r.provenance["commit"], "machine": r.provenance["machine"],
+        "training (s)": round(r.train_seconds), "commit": _commit_cell(r), "machine": r.provenance["machine"],
         "date": r.provenance["date"],
     } for label, r in items if r is not None])
 
