@@ -534,6 +534,8 @@ def test_parameters_found_sets_each_ensemble_beside_the_best_single_model():
 def test_provenance_table_names_the_earlier_commits_of_a_run_resumed_by_other_code():
     from emkd_lib.report import provenance_table
     same, resumed, old = fake_run([0, 1]), fake_run([0, 1], seed=1), fake_run([0, 1], seed=2)
+    for run in (same, resumed, old):
+        run.provenance = {**run.provenance, "machine": "cpu x2", "date": "2026-12-03"}
     same.flags = {**same.flags, "trained_by_commits": ["abc"]}
     resumed.flags = {**resumed.flags, "trained_by_commits": ["unrecorded", "abc"]}
     table = provenance_table([same, resumed, old]).set_index("seed")
