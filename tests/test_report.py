@@ -541,3 +541,13 @@ def test_provenance_table_names_the_earlier_commits_of_a_run_resumed_by_other_co
     table = provenance_table([same, resumed, old]).set_index("seed")
     assert table.loc[0, "commit"] == "abc" and table.loc[2, "commit"] == "abc"   # old records: no flag
     assert table.loc[1, "commit"] == "abc (resumed; earlier epochs: unrecorded)"
+
+
+def test_setup_table_shows_a_setting_that_is_none_in_some_configs_and_hides_method_settings_that_agree():
+    from emkd_lib.report import setup_table
+    grid = {1: profile_config("cpu", "beauty", "sasrec"), 2: profile_config("cpu", "beauty", "gru4rec"),
+            3: profile_config("cpu", "toys", "sasrec", data__max_users=500, train__grad_clip=None)}
+    table = setup_table(grid)
+    assert list(table["max_users"]) == ["all", "all", 500]      # None is "all users", not a missing value
+    assert list(table["grad_clip"]) == [5.0, 5.0, "off"]
+    assert "n_layers" not in table   # GRU4Rec's own setting, the same wherever it exists

@@ -347,17 +347,25 @@ def pending_line(runs: dict) -> str:
     return f"{len(runs) - len(missing)} of {len(runs)} runs stored; not yet run under this core: {shown}"
 
 
+# What a None setting means, where it is not "not applicable".
+_NONE_MEANS = {"max_users": "all", "grad_clip": "off", "window_step": "default"}
+
+
 def setup_table(grid: dict) -> pd.DataFrame:
-    """One row per (dataset, method) of a grid: the settings that differ between its configs."""
+    """One row per (dataset, method) of a grid: the settings that differ
+    between the configs that have them ("-" where a method has no such
+    setting; a method's own settings only where they differ)."""
     rows = {}
     for config in grid.values():
         flat = {"dataset": config.dataset, "method": method_label(config)}
         for part in ("encoder_config", "params", "train", "data"):
             for k, v in vars(getattr(config, part)).items():
-                flat[f"{k}"] = v
+                flat[f"{k}"] = _NONE_MEANS.get(k, v) if v is None else v
         rows.setdefault((config.dataset, flat["method"]), flat)
     df = pd.DataFrame(list(rows.values()))
-    varying = [c for c in df.columns if c in ("dataset", "method") or df[c].astype(str).nunique() > 1]
+    # compared as the config's own values, among the configs that have the key
+    values = {c: {repr(flat[c]) for flat in rows.values() if c in flat} for c in df.columns}
+    varying = [c for c in df.columns if c in ("dataset", "method") or len(values[c]) > 1]
     return df[varying].set_index(["dataset", "method"])
 
 
