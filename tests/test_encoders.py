@@ -183,4 +183,5 @@ def test_dropout_keeps_each_entry_with_probability_1_minus_p_scaled_and_backprop
     torch.manual_seed(0)
     assert torch.equal(Dropout(0.2)(x.detach()), y.detach())  # the same seed draws the same mask
     assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
     assert isinstance(drop, torch.nn.Dropout)  # same module interface, no parameters, same state dict

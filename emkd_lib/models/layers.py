@@ -28,15 +28,15 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` (same parameters, same expectation, same inverted
     scaling) whose masks, on the CPU, come from one uniform draw compared
     with ``p``. PyTorch's CPU dropout draws a Bernoulli mask element by
-    element, which took an eighth of an EMKD step (the dropout of the
-    feed-forward's 4d-wide hidden layer in 2 x 3 x 2 blocks); the uniform
-    draw trains an EMKD step about 10% faster on this machine
-    (``benchmarks/``). The masks are the same in distribution, not in value,
-    so a run trained with one and resumed with the other is a different run.
-    Elsewhere (CUDA's fused kernel) it is ``nn.Dropout``."""
+    element, which took an eighth of an EMKD step (most of it in the
+    feed-forward's 4d-wide hidden layer); with the uniform draw an EMKD step
+    ran 12-18% faster (``benchmarks/measured-2026-12-03-cpu-dropout.txt``).
+    The masks are the same in distribution, not in value, so a run trained
+    with one and resumed with the other is a different run. Elsewhere
+    (CUDA's fused kernel), and for p = 1 or in place, it is ``nn.Dropout``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+        if not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu" or self.inplace:
             return super().forward(x)
         return _UniformMaskDropout.apply(x, self.p)
 
