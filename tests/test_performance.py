@@ -496,3 +496,28 @@ def test_target_table_shows_bf16_autocast_beside_fp32_and_says_which_met_the_tar
                         "of 50% (met only with bf16 autocast)")
     assert found[1].startswith("EMKD: best measured 10.0% of the fp32 peak (12.0% with bf16 autocast)")
 
+
+
+def test_benchmark_lines_with_a_share_under_ten_percent_or_a_lower_bound_are_read_and_ab_speedups_pairs_them(tmp_path):
+    path = tmp_path / "measured-ab.txt"
+    line = ("{m} beauty [cpu]: {r} sequences/s,   80.0 s/epoch (100 training sequences, 2 batches),"
+            " {g} GFLOP/s = {s}% of peak")
+    blocks = []
+    for code, emkd, s4rec in (("old: nn.Dropout", 150, 290), ("new: layers.Dropout", 180, 330),
+                              ("old: nn.Dropout", 160, 310), ("new: layers.Dropout", 190, 340)):
+        blocks += [f"$ python benchmarks/train_throughput.py --methods emkd s4rec  # {code}",
+                   "WARNING: 1-minute load average 3.00 > 1: other processes share this machine",
+                   line.format(m="emkd", r=emkd, g="17.4", s=" 9.1"),        # printed as "=  9.1%"
+                   line.format(m="s4rec", r=s4rec, g=">=  21.4", s=">=13.8")]  # a lower bound
+    path.write_text("# header\n" + "\n".join(blocks) + "\n")
+    table = perf.benchmark_table([path])
+    assert list(table["method"]) == ["emkd", "s4rec"] * 4
+    assert list(table["% of fp32 peak"][:2]) == [9.1, 13.8]
+    ab = perf.ab_speedups(path, "nn.Dropout", "layers.Dropout").set_index("method")
+    assert ab.loc["emkd", "before (sequences / s)"] == "150, 160" and ab.loc["emkd", "after (sequences / s)"] == "180, 190"
+    assert ab.loc["emkd", "speed-up (medians)"] == pytest.approx(185 / 155)
+    assert ab.loc["s4rec", "speed-up (medians)"] == pytest.approx(335 / 300)
+    (found,) = perf.ab_found(ab.reset_index(), "uniform dropout masks")
+    assert found == "uniform dropout masks: EMKD 1.19x, S4Rec 1.12x (alternated under a load of 3.0; measured-ab.txt)"
+    assert list(perf.ab_speedups(path, "nn.Dropout", "absent").columns) == ["status"]
+    assert perf.ab_found(perf.ab_speedups(path, "nn.Dropout", "absent"), "x") == []

@@ -17,7 +17,7 @@ from .tables import method_label
 # "sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches),
 #  52.1 GFLOP/s = 31.1% of peak"
 _LINE = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]:\s+(?P<rate>[\d.]+) sequences/s,\s+"
-                   r"(?P<epoch>[\d.]+) s/epoch .*?(?P<gflops>[\d.]+) GFLOP/s = (?P<share>[\d.]+)% of peak")
+                   r"(?P<epoch>[\d.]+) s/epoch .*?(?P<gflops>[\d.]+) GFLOP/s =\s*(?:>=\s*)?(?P<share>[\d.]+)% of peak")
 _PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s(?:; bf16: (?P<bf16>[\d.]+) GFLOP/s)?")
 # The script's warning when other processes shared the machine.
 _LOAD = re.compile(r"WARNING: 1-minute load average (?P<load>[\d.]+) > 1")
@@ -382,6 +382,39 @@ def compile_speedups(paths) -> pd.DataFrame:
                      "compiling pass (s)": float(m.group("compile")),
                      "load": float(load.iloc[0]) if len(load) else np.nan})
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no torch.compile measurement"]})
+
+
+def ab_speedups(path, before: str, after: str) -> pd.DataFrame:
+    """One ``train_throughput.py`` output whose commands alternate two
+    versions of the code, told apart by ``before`` and ``after`` in their
+    command lines (``benchmark_table``'s options): per method, the
+    sequences/s of each run of either, and the ratio of their medians."""
+    table = benchmark_table([path])
+    if "options" not in table:
+        return pd.DataFrame({"status": [f"no benchmark output at {path}"]})
+    rows = []
+    for method, runs in table.groupby("method", sort=False):
+        rates = {side: runs[runs["options"].str.contains(marker, regex=False)]["sequences / s"]
+                 for side, marker in (("before", before), ("after", after))}
+        if rates["before"].empty or rates["after"].empty:
+            continue
+        rows.append({"method": method, "before (sequences / s)": ", ".join(f"{r:.0f}" for r in rates["before"]),
+                     "after (sequences / s)": ", ".join(f"{r:.0f}" for r in rates["after"]),
+                     "speed-up (medians)": rates["after"].median() / rates["before"].median(),
+                     "load": runs["load"].max(), "file": Path(path).name})
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"status": [f"no {before!r} / {after!r} pairs in {path}"]})
+
+
+def ab_found(speedups: pd.DataFrame, change: str) -> list[str]:
+    """A "What we found" line for an ``ab_speedups`` table: ``change`` and
+    the speed-up it brought each method."""
+    if "method" not in speedups:
+        return []
+    loaded = speedups["load"].max() > 1
+    return [f"{change}: " + ", ".join(f"{_title(r['method'])} {r['speed-up (medians)']:.2f}x"
+                                      for _, r in speedups.iterrows())
+            + (f" (alternated under a load of {speedups['load'].max():.1f}; {speedups['file'].iloc[0]})"
+               if loaded else f" ({speedups['file'].iloc[0]})")]
 
 
 # The speed-up below which torch.compile is not worth a second training path:
