@@ -206,9 +206,24 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     store_result(result)
     # The best epoch's weights, for ensembles of independently trained models.
     # Not committed (.gitignore): the stored ranks are what the book reads.
-    atomic_write(result.path.with_suffix(".pt"), lambda f: torch.save(model.state_dict(), f))
+    for path in weights_paths(result.path, settings):
+        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     checkpoint.unlink(missing_ok=True)
     return result
+
+
+def weights_paths(record: Path, settings) -> tuple[Path, Path]:
+    """Where the weights of the run stored at ``record`` are written: beside
+    the record, and under ``settings.weights_dir`` (which outlives the work
+    tree)."""
+    beside = record.with_suffix(".pt")
+    return beside, settings.weights_dir / record.parent.name / beside.name
+
+
+def stored_weights(record: Path, settings) -> Path | None:
+    """The saved best-epoch weights of the run stored at ``record``, beside
+    it or in the weights cache; None when neither holds them."""
+    return next((path for path in weights_paths(record, settings) if path.is_file()), None)
 
 
 def trained_by_commits(history: list[dict]) -> list[str]:
@@ -240,10 +255,10 @@ def add_analysis(config: RunConfig, settings=None) -> RunResult:
     model, recipe = build_method(config, dataset)
     if recipe.analysis is None:
         return result
-    weights = result.path.with_suffix(".pt")
-    if not weights.is_file():
-        raise FileNotFoundError(f"{result.path.name}: its weights {weights.name} are not on this machine "
-                                f"(they are not committed); retrain it to get its analysis arrays")
+    weights = stored_weights(result.path, settings)
+    if weights is None:
+        raise FileNotFoundError(f"{result.path.name}: its weights are neither beside it nor under "
+                                f"{settings.weights_dir} (they are not committed); retrain it to get its analysis arrays")
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     result.arrays = {**result.ranks(), **recipe.analysis(model, split)}
@@ -357,10 +372,10 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None, se
     dataset, split = run_data(members[0], settings)
     models, recipe = [], None
     for config, key in zip(members, keys):
-        weights = result_path(config, key, settings.results_dir).with_suffix(".pt")
-        if not weights.exists():
-            raise FileNotFoundError(f"ensemble member {config.label()} has no stored weights at {weights}; "
-                                    f"train it with: {command_for(config)} --force")
+        weights = stored_weights(result_path(config, key, settings.results_dir), settings)
+        if weights is None:
+            raise FileNotFoundError(f"ensemble member {config.label()} has no stored weights (beside its record "
+                                    f"or under {settings.weights_dir}); train it with: {command_for(config)} --force")
         model, recipe = build_method(config, dataset)
         model.load_state_dict(torch.load(weights, map_location=device))
         models.append(model.to(device).eval())

@@ -40,6 +40,14 @@ class Settings:
     def checkpoint_dir(self) -> Path:
         return self.cache_dir / "checkpoints"
 
+    @property
+    def weights_dir(self) -> Path:
+        """Where a stored run's best-epoch weights are kept outside the work
+        tree (``<dataset folder>/<record name>.pt``): the work tree is laid
+        anew between sessions, the cache survives, and an ensemble needs its
+        members' weights."""
+        return self.cache_dir / "weights"
+
 
 def _flag(env, name: str, default: str) -> bool:
     return env.get(name, default) == "1"

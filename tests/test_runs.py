@@ -126,6 +126,12 @@ def test_ensemble_of_stored_runs_averages_their_logits(env, monkeypatch):
     for config in members:
         runs.run_or_load(config, device="cpu", progress=False)
     assert runs.stored_ensemble(members) is None
+    # The weights are also kept in the cache, which outlives a work tree laid
+    # anew: a member whose weights are gone from beside its record still counts.
+    beside = runs.path_of(members[0]).with_suffix(".pt")
+    kept = env / "cache" / "weights" / "beauty" / beside.name
+    assert kept.read_bytes() == beside.read_bytes()
+    beside.unlink()
     result = runs.ensemble_run_or_load(members, device="cpu")
 
     dataset = load_dataset("beauty")
@@ -133,7 +139,7 @@ def test_ensemble_of_stored_runs_averages_their_logits(env, monkeypatch):
     models = []
     for config in members:
         model, recipe = build_method(config, dataset)
-        model.load_state_dict(torch.load(runs.path_of(config).with_suffix(".pt")))
+        model.load_state_dict(torch.load(runs.stored_weights(runs.path_of(config), runs.settings_module.current())))
         models.append(model.eval())
     mean_logits = lambda ids: sum(recipe.score(m, ids) for m in models) / 2
     ranks = evaluate(mean_logits, split.test_inputs, split.test_targets, max_len=recipe.eval_max_len)
@@ -231,6 +237,12 @@ def test_analysis_arrays_are_recomputed_bitwise_from_the_saved_weights(env):
     first.arrays = {k: v for k, v in reloaded.ranks().items() if not k.startswith("analysis_")}
     store.store_result(first)
     first.path.with_suffix(".pt").unlink()
+    added = runs.add_analysis(config)   # from the copy in the weights cache
+    for name, array in original.items():
+        assert np.array_equal(added.ranks()[name], array), name
+    first.arrays = {k: v for k, v in reloaded.ranks().items() if not k.startswith("analysis_")}
+    store.store_result(first)
+    (env / "cache" / "weights" / "beauty" / first.path.with_suffix(".pt").name).unlink()
     with pytest.raises(FileNotFoundError, match="not committed"):
         runs.add_analysis(config)
     assert runs.stored(config).test_metrics == first.test_metrics
