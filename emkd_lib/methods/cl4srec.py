@@ -79,6 +79,21 @@ class CL4SRecModel(nn.Module):
         return self.encoder.logits(hidden)
 
 
+def forward_with_views(model: CL4SRecModel, inputs: torch.Tensor, generator, params
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views of each left-padded input (B, T) (crop / mask /
+    reorder, ``params``' rates), stacked under the inputs as one left-padded
+    batch (3B, W) and run through SASRec in one forward pass: returns the
+    batch and its hidden states (3B, W, d). Rows 0..B-1 are the inputs."""
+    view1, view2 = augment_batch(inputs, generator, CL4SREC_OPERATORS, model.max_len,
+                                 mask_token=model.mask_token, gamma=params.mask_gamma,
+                                 crop_delta=params.crop_delta, crop_form=params.crop_form,
+                                 reorder_delta=params.reorder_delta)
+    width = max(inputs.shape[1], view1.shape[1])
+    batch = torch.cat([F.pad(t, (width - t.shape[1], 0)) for t in (inputs, view1, view2)])
+    return batch, model(batch)
+
+
 def cl4srec_loss(model: CL4SRecModel, windows: torch.Tensor, generator, params: CL4SRecParams
                  ) -> dict[str, torch.Tensor]:
     """{"loss", "sr", "cl"} of one batch of windows (B, T); "cl" only when active."""
@@ -87,14 +102,8 @@ def cl4srec_loss(model: CL4SRecModel, windows: torch.Tensor, generator, params: 
         return {"loss": sr, "sr": sr}
     inputs, targets = windows[:, :-1], windows[:, 1:]
     B = inputs.shape[0]
-    view1, view2 = augment_batch(inputs, generator, CL4SREC_OPERATORS, model.max_len,
-                                 mask_token=model.mask_token, gamma=params.mask_gamma,
-                                 crop_delta=params.crop_delta, crop_form=params.crop_form,
-                                 reorder_delta=params.reorder_delta)
-    width = max(inputs.shape[1], view1.shape[1])
-    batch = torch.cat([F.pad(t, (width - t.shape[1], 0)) for t in (inputs, view1, view2)])
-    hidden = model(batch)
-    h0 = hidden[:B, width - inputs.shape[1]:]
+    batch, hidden = forward_with_views(model, inputs, generator, params)
+    h0 = hidden[:B, batch.shape[1] - inputs.shape[1]:]
     carries = inputs > 0
     sr = F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)
     z = hidden[B:, -1]

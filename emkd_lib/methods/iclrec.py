@@ -53,14 +53,14 @@ from torch import nn
 
 from .. import losses
 from ..analysis import analysis_arrays
-from ..augment import CROP_FORMS, augment_batch
+from ..augment import CROP_FORMS
 from ..batching import pad_left
 from ..clustering import kmeans
 from ..data.splits import leave_one_out
 from ..models.encoders import build_encoder
 from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_loss
-from .cl4srec import CL4SREC_OPERATORS, CL4SRecModel
+from .cl4srec import CL4SRecModel, forward_with_views
 from .spec import MethodSpec, Recipe
 
 TERMS = ("scl", "icl")
@@ -200,14 +200,8 @@ def iclrec_loss(model: CL4SRecModel, windows: torch.Tensor, generator, params: I
         return {"loss": sr, "sr": sr}
     inputs, targets = windows[:, :-1], windows[:, 1:]
     B = inputs.shape[0]
-    view1, view2 = augment_batch(inputs, generator, CL4SREC_OPERATORS, model.max_len,
-                                 mask_token=model.mask_token, gamma=params.mask_gamma,
-                                 crop_delta=params.crop_delta, crop_form=params.crop_form,
-                                 reorder_delta=params.reorder_delta)
-    width = max(inputs.shape[1], view1.shape[1])
-    batch = torch.cat([F.pad(t, (width - t.shape[1], 0)) for t in (inputs, view1, view2)])
-    hidden = model(batch)                                              # (3B, W, d)
-    h0 = hidden[:B, width - inputs.shape[1]:]
+    batch, hidden = forward_with_views(model, inputs, generator, params)   # (3B, W), (3B, W, d)
+    h0 = hidden[:B, batch.shape[1] - inputs.shape[1]:]
     carries = inputs > 0
     terms = {"sr": F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)}
     if "scl" in active:
