@@ -308,6 +308,10 @@ def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
     assert setting_differences(None, paper) == ""
     sasrec = profile_config("cpu", "beauty", "sasrec")
     assert "M " not in setting_differences(sasrec, profile_config("paper", "beauty", "sasrec"))  # no views
+    # a user sample and a window length are settings too
+    sample = profile_config("cpu", "beauty", "sasrec", data__max_users=100, data__max_len=7)
+    text = setting_differences(sample, sasrec)
+    assert "users 100 (paper: all)" in text and f"length 7 (paper: {sasrec.data.max_len})" in text
 
 
 def test_scorecard_carries_the_setting_column_from_stored_or_planned_configs(tmp_path, monkeypatch):

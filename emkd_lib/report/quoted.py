@@ -79,11 +79,14 @@ SETTINGS_COMPARED = (
     ("d", lambda c: getattr(c.encoder_config, "hidden", None)),
     ("epochs cap", lambda c: c.train.epochs),
     ("M", lambda c: getattr(c.params, "n_views", None)),
+    ("length", lambda c: c.data.max_len),
+    ("users", lambda c: c.data.max_users or "all"),
 )
 
 
 def setting_differences(config, reference) -> str:
-    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M) in
+    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M,
+    maximum length, user sample) in
     which ``config`` differs from ``reference`` (the paper's setting), as
     ``"profile cpu; d 64 (paper: 256)"``; ``"none"`` when
     they agree, ``""`` when either config is missing."""

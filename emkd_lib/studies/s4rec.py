@@ -23,7 +23,7 @@ DATASETS = ("beauty", "sports", "toys", "ml-1m")
 METHODS = ("sasrec", "cl4srec", "iclrec", "duorec", "s4rec")
 # The paper's Table 2 column of each method (None: not in the table).
 PAPER_TABLE2_COLUMNS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "iclrec": "ICLRec", "duorec": None,
-                        "s4rec": "Ours"}
+                        "s4rec": "S4Rec"}
 # Figure 5: the number of prototypes K; Figure 6: each loss weight of Eq. 18,
 # the others at their defaults (the paper's best combination, Sec. 5.5).
 FIGURE5_K = (16, 32, 64, 128, 256, 512)

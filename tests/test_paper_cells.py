@@ -1,0 +1,53 @@
+"""report.paper_cells: every cell the scorecard fills is a cell the papers
+print. Against an empty store every cell is "not run yet", so the only way a
+quoted value can be missing is a label of ours that the paper's CSV does not
+have (S^4Rec's Table 2 once named S^4Rec "Ours", which matched nothing)."""
+import pytest
+
+import helpers
+from emkd_lib import paper_tables
+from emkd_lib.report import paper_cells as cells
+from emkd_lib.report.quoted import scorecard
+
+try:
+    paper_tables.tables_dir()
+    HAVE_TABLES = True
+except FileNotFoundError:
+    HAVE_TABLES = False
+
+pytestmark = [pytest.mark.skipif(not HAVE_TABLES, reason="no ../shared/papers/tables"),
+              *[helpers.needs_dataset(d) for d in ("beauty", "sports", "toys", "ml-1m")]]
+
+
+@pytest.fixture
+def empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMKD_REQUIRE_CACHED", "1")   # nothing may train or evaluate
+
+
+def _frames():
+    table4, table5 = cells.emkd_table4_and_5_cells("cpu", "paper", "beauty", 0)
+    return {("EMKD", 1): cells.emkd_table1_cells("cpu", "paper", ("beauty", "toys", "ml-1m"), (0, 1, 2), (1, 2)),
+            ("EMKD", 3): cells.emkd_table3_cells("cpu", "paper", ("beauty", "toys", "ml-1m"), 0),
+            ("EMKD", 4): table4, ("EMKD", 5): table5,
+            ("S4Rec", 2): cells.s4rec_table2_cells("cpu", "paper", ("beauty", "sports", "toys", "ml-1m"), 0),
+            ("S4Rec", 3): cells.s4rec_table3_cells("cpu", "paper", "beauty", 0)}
+
+
+def test_every_scorecard_cell_has_its_quoted_value(empty_store):
+    for (paper, table), frame in _frames().items():
+        assert len(frame) and set(frame["paper"]) == {paper} and set(frame["table"]) == {table}
+        card = scorecard(frame)
+        missing = card[card["quoted"].isna()]
+        assert missing.empty, f"{paper} Table {table}: no quoted value for {list(missing.index)}"
+        assert set(card["verdict"]) == {"not run yet"}
+
+
+def test_s4rec_table2_covers_the_papers_methods_that_the_library_has(empty_store):
+    frame = cells.s4rec_table2_cells("cpu", "paper", ("beauty",), 0)
+    assert set(frame["method"]) == {"SASRec", "CL4SRec", "ICLRec", "S4Rec"}   # DuoRec is not in the table
+    assert set(frame["metric"]) == {"HR@5", "HR@20", "NDCG@5", "NDCG@20"}
+    # the cpu profile's ML-1M user sample is a setting the paper's does not have
+    ml = cells.s4rec_table2_cells("cpu", "paper", ("ml-1m",), 0)
+    assert ml["setting differs"].str.contains("users").all()
