@@ -26,6 +26,7 @@ from emkd_lib.data import (
     dataset_statistics,
     download_dataset,
     head_items,
+    head_tail_statistics,
     item_popularity,
     leave_one_out,
     load_dataset,
@@ -597,6 +598,22 @@ def test_popularity_head_and_user_rates():
     rates = user_head_rate(seqs, is_head)
     np.testing.assert_allclose(rates, [2 / 3, 3 / 4, 1 / 3])
     assert np.isnan(user_head_rate(arrs([]), is_head)[0])
+
+
+def test_head_tail_statistics_reads_both_splits_off_the_training_part():
+    # training parts (leave-one-out keeps all but the last two items):
+    # [1, 2], [2, 2, 3, 3], [2, 4], [5, 1, 2]
+    ds = SequenceDataset("hand", np.arange(4), arrs([1, 2, 9, 9], [2, 2, 3, 3, 9, 9], [2, 4, 9, 9],
+                                                      [5, 1, 2, 9, 9]), n_items=9, attributes=None, source="")
+    row, rates = head_tail_statistics(ds, head_fraction=0.25)
+    # 25% of 9 items rounds to 2: item 2 (5 interactions), then 1 and 3 tie (2 each): the smaller id, 1
+    assert row["head items"] == 2
+    assert row["share of training interactions on head items"] == pytest.approx(7 / 11)
+    np.testing.assert_allclose(rates, [1.0, 2 / 4, 1 / 2, 2 / 3])
+    assert row["median user head rate"] == pytest.approx(np.median([1.0, 0.5, 0.5, 2 / 3]))
+    # 25% of 4 users is 1: the longest training part, user 1 (4 items)
+    assert row["head users"] == 1 and row["min training length of a head user"] == 4
+    assert row["median training length of a tail user"] == 2.0
 
 
 def test_split_users_by_length():

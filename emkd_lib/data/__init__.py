@@ -10,11 +10,12 @@ from .parsers import (parse_attribute_file, parse_items_csv, parse_sequence_file
                       sparse_id_bound)
 from .registry import BUNDLED, DatasetSpec, dataset_spec, read_registry, register_dataset
 from .splits import LeaveOneOutSplit, leave_one_out, repeat_target_users, split_users_by_length, subsample_users
-from .stats import dataset_statistics, head_items, item_popularity, user_head_rate
+from .stats import dataset_statistics, head_items, head_tail_statistics, item_popularity, user_head_rate
 
 __all__ = [
     "BUNDLED", "DatasetSpec", "ItemAttributes", "LeaveOneOutSplit", "SequenceDataset", "convert_ml1m",
-    "dataset_files", "dataset_spec", "dataset_statistics", "download_dataset", "head_items", "item_popularity", "leave_one_out",
+    "dataset_files", "dataset_spec", "dataset_statistics", "download_dataset", "head_items", "head_tail_statistics",
+    "item_popularity", "leave_one_out",
     "load_dataset", "parse_attribute_file", "parse_items_csv", "parse_sequence_file", "parse_udata_file",
     "read_registry", "register_dataset", "remap_dense", "repeat_target_users", "resolve_dataset_dir",
     "sparse_id_bound", "split_users_by_length", "subsample_users", "user_head_rate",

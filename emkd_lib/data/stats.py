@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .containers import SequenceDataset
-from .splits import _top_count
-
+from .splits import _top_count, leave_one_out, split_users_by_length
 
 
 def dataset_statistics(ds: SequenceDataset) -> dict:
@@ -61,3 +60,23 @@ def user_head_rate(sequences: list[np.ndarray], is_head: np.ndarray) -> np.ndarr
     return np.array(
         [is_head[s].mean() if len(s) else np.nan for s in sequences], dtype=np.float64
     )
+
+
+def head_tail_statistics(ds: SequenceDataset, head_fraction: float = 0.2) -> tuple[dict, np.ndarray]:
+    """The two head/tail splits of one dataset's training sequences (the
+    leave-one-out training part): popular items (``head_items``) and long
+    users (``split_users_by_length``, the split S^4Rec's adversary and
+    chapter 06 use). Returns a table row and each user's head rate
+    (``user_head_rate``)."""
+    train = leave_one_out(ds.sequences).train
+    is_head = head_items(item_popularity(train, ds.n_items), head_fraction)
+    rates = user_head_rate(train, is_head)
+    head_users = split_users_by_length(train, head_fraction)
+    lengths = np.array([len(s) for s in train])
+    row = {"head items": int(is_head.sum()),
+           "share of training interactions on head items": float(is_head[np.concatenate(train)].mean()),
+           "median user head rate": float(np.nanmedian(rates)),
+           "head users": int(head_users.sum()),
+           "min training length of a head user": int(lengths[head_users].min()),
+           "median training length of a tail user": float(np.median(lengths[~head_users]))}
+    return row, rates
