@@ -126,6 +126,27 @@ def test_depth_grid_changes_only_the_number_of_blocks():
         assert config == base.replace(encoder_config__n_blocks=blocks)
 
 
+def test_table5_singles_joins_the_baselines_depth_to_the_depth_grid_in_table_order():
+    from emkd_lib.studies.emkd import table5_singles
+    singles = table5_singles("cpu", "beauty", 0)
+    assert list(singles) == [(m, b) for m in ("sasrec", "bert4rec") for b in (1, 2, 3, 4)]
+    for (method, blocks), config in singles.items():
+        assert config == profile_config("cpu", "beauty", method).replace(encoder_config__n_blocks=blocks)
+    # the profile's own depth is the baseline chapter's run itself (same key)
+    assert singles[("sasrec", 2)] == profile_config("cpu", "beauty", "sasrec", seed=0)
+    assert list(table5_singles("smoke", "beauty", 0, depths=False)) == [
+        ("sasrec", profile_config("smoke", "beauty", "sasrec").encoder_config.n_blocks),
+        ("bert4rec", profile_config("smoke", "beauty", "bert4rec").encoder_config.n_blocks)]
+
+
+def test_size_table_shows_parameters_and_ndcg_or_nan():
+    from emkd_lib.report import size_table
+    table = size_table({"a": (10, fake_run([1, 2], best=1)), "b": (20, None)})
+    assert table.loc["a", "parameters"] == 10 and table.loc["a", "test NDCG@10"] == pytest.approx(
+        fake_run([1, 2], best=1).test_metrics["NDCG@10"])
+    assert np.isnan(table.loc["b", "test NDCG@10"]) and table.loc["b", "parameters"] == 20
+
+
 def test_stopping_table_flags_runs_still_improving_at_the_cap():
     good = [0] * 10
     runs = {"capped, best at the cap": fake_run(good, history_len=20, best=20),

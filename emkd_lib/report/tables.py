@@ -392,6 +392,14 @@ def parameter_count(config, dataset) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def size_table(sized: dict) -> pd.DataFrame:
+    """EMKD Table 5's view: ``label -> (parameter count, run or None)`` as
+    rows of parameters and test NDCG@10 (NaN: not run)."""
+    rows = [{"model": label, "parameters": n, "test NDCG@10": r.test_metrics["NDCG@10"] if r else np.nan}
+            for label, (n, r) in sized.items()]
+    return pd.DataFrame(rows).set_index("model")
+
+
 # --- Conclusions in words, computed from the stored numbers -----------------
 
 def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFrame:

@@ -135,6 +135,23 @@ def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec"
             for d in datasets for s in seeds for m in methods for b in blocks}
 
 
+def table5_singles(profile: str, dataset: str = "beauty", seed: int = 0, depths: bool = True) -> dict:
+    """Table 5's single models, ``(method, blocks) -> config``: SASRec, then
+    BERT4Rec, each by depth; the profile's own depth is the baseline
+    chapter's run, the others ``depth_grid``'s (left out with ``depths=False``,
+    as the smoke run does)."""
+    configs = {(m, c.encoder_config.n_blocks): c
+               for (d, m, b, s), c in (depth_grid(profile, (dataset,), (seed,)) if depths else {}).items()}
+    for method in ("sasrec", "bert4rec"):
+        own = profile_config(profile, dataset, method, seed=seed)
+        configs[(method, own.encoder_config.n_blocks)] = own
+    return dict(sorted(configs.items(), key=lambda kv: (kv[0][0] != "sasrec", kv[0][1])))
+
+
+# Table 5's ensembles: EMKD with N networks, each the Table 4 row it is.
+TABLE5_ENSEMBLE_ROWS = {1: "single encoder", 2: "EMKD x2", 3: "EMKD"}
+
+
 def fidelity_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(FIDELITY)) -> dict:
     """Chapter 03's departures from the paper, one switched at a time:
     ``(dataset, row, seed) -> config``."""
