@@ -15,46 +15,51 @@
 # whose members are not all stored yet is evaluated by a later pass or by
 # chapter 02 itself.
 set -uo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-plan=
-if [ "${1:-}" = "--plan" ]; then plan=1; shift; fi
-queue=${1:?usage: scripts/queue.sh [--plan] A|B}
-profile=${PROFILE:-cpu}
+# The whole script is one function, parsed before it runs: a queue that runs for
+# hours is not disturbed when the checkout's copy of this file is edited.
+main() {
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  plan=
+  if [ "${1:-}" = "--plan" ]; then plan=1; shift; fi
+  queue=${1:?usage: scripts/queue.sh [--plan] A|B}
+  profile=${PROFILE:-cpu}
 
-ensembles() {   # Table 1's ensembles of seeds 1 and 2 on one dataset
-  for method in gru4rec caser sasrec; do
-    echo "ensemble --profile $profile --dataset $1 --method $method --seeds 1 2"
-  done
+  ensembles() {   # Table 1's ensembles of seeds 1 and 2 on one dataset
+    for method in gru4rec caser sasrec; do
+      echo "ensemble --profile $profile --dataset $1 --method $method --seeds 1 2"
+    done
+  }
+
+  case $queue in
+    A) steps=("grid emkd-ablations"            # Table 4
+              "grid emkd-main --datasets toys"  # Table 3
+              "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
+              "grid emkd-sensitivity"           # Figure 3
+              "grid emkd-fidelity"              # chapter 03's departures
+              "grid emkd-encoders"              # Figure 4
+              "grid emkd-main --datasets ml-1m") ;;
+    B) steps=("grid s4rec-main --datasets toys"   # S^4Rec Table 2
+              "grid s4rec-main --datasets sports"
+              "grid s4rec-main --datasets ml-1m"
+              "grid ensembles --datasets toys"    # EMKD Table 1
+              "$(ensembles toys)"
+              "grid baselines --datasets ml-1m"   # EMKD Table 3
+              "grid ensembles --datasets ml-1m"
+              "$(ensembles ml-1m)") ;;
+    *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
+  esac
+
+  while IFS= read -r step; do
+    [ -n "$step" ] || continue
+    case $step in grid*) step="$step --profile $profile" ;; esac
+    if [ -n "$plan" ]; then
+      case $step in grid*) echo "== $step"; "$repo/.venv/bin/python" -m emkd_lib $step --plan | tail -n 1 ;;
+                    *) echo "== $step" ;; esac
+      continue
+    fi
+    echo "== $(date -u +%FT%TZ) $step"
+    # shellcheck disable=SC2086  # a step is words
+    "$repo/scripts/campaign.sh" $step || echo "== step failed (exit $?): $step"
+  done < <(printf '%s\n' "${steps[@]}")
 }
-
-case $queue in
-  A) steps=("grid emkd-ablations"            # Table 4
-            "grid emkd-main --datasets toys"  # Table 3
-            "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
-            "grid emkd-sensitivity"           # Figure 3
-            "grid emkd-fidelity"              # chapter 03's departures
-            "grid emkd-encoders"              # Figure 4
-            "grid emkd-main --datasets ml-1m") ;;
-  B) steps=("grid s4rec-main --datasets toys"   # S^4Rec Table 2
-            "grid s4rec-main --datasets sports"
-            "grid s4rec-main --datasets ml-1m"
-            "grid ensembles --datasets toys"    # EMKD Table 1
-            "$(ensembles toys)"
-            "grid baselines --datasets ml-1m"   # EMKD Table 3
-            "grid ensembles --datasets ml-1m"
-            "$(ensembles ml-1m)") ;;
-  *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
-esac
-
-while IFS= read -r step; do
-  [ -n "$step" ] || continue
-  case $step in grid*) step="$step --profile $profile" ;; esac
-  if [ -n "$plan" ]; then
-    case $step in grid*) echo "== $step"; "$repo/.venv/bin/python" -m emkd_lib $step --plan | tail -n 1 ;;
-                  *) echo "== $step" ;; esac
-    continue
-  fi
-  echo "== $(date -u +%FT%TZ) $step"
-  # shellcheck disable=SC2086  # a step is words
-  "$repo/scripts/campaign.sh" $step || echo "== step failed (exit $?): $step"
-done < <(printf '%s\n' "${steps[@]}")
+main "$@"; exit $?
