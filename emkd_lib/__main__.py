@@ -181,13 +181,13 @@ def _grid_items(args) -> list[tuple]:
 def _print_plan(keys, rows: list[dict], settings) -> None:
     """``grid --plan``: ``report.performance.plan_lines`` of the grid, priced
     from every stored run and the bf16 speed-ups measured in ``benchmarks/``,
-    by proxy (training tokens) where a run's own group has nothing stored."""
-    from .report.performance import latest_bf16_speedups, plan_lines, run_prices, token_prices
+    by proxy (an epoch's matmul work) where a run's own group has nothing stored."""
+    from .report.performance import latest_bf16_speedups, plan_lines, run_prices, work_prices
     stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
     pairs = [(result.config, result) for result in stored_runs]
     prices = run_prices(pairs, latest_bf16_speedups(sorted(benchmarks.glob("measured-*.txt"))))
-    print("\n".join(plan_lines(keys, rows, prices, token_prices(pairs))))
+    print("\n".join(plan_lines(keys, rows, prices, work_prices(pairs))))
 
 
 def _command(args) -> int:

@@ -12,6 +12,7 @@ from emkd_lib import losses, settings
 from emkd_lib.data import dataset_spec, resolve_dataset_dir
 from emkd_lib.methods import baselines
 from emkd_lib.methods import emkd as emkd_method
+from emkd_lib.profiles import profile_config
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -54,17 +55,17 @@ def test_train_throughput_times_the_compiled_model_from_the_same_weights(scripts
     assert "sasrec[compiled] beauty [smoke]:" in out
     assert "torch.compile speed-up over eager on the same batches" in out and result["compiled_seconds"] > 0
 
-def test_forward_macs_counts_every_emkd_term(scripts):
+def test_forward_macs_counts_every_emkd_term():
     import numpy as np
 
-    throughput, _ = scripts
-    config = throughput.profile_config("cpu", "beauty", "emkd")
+    from emkd_lib.flops import forward_macs
+    config = profile_config("cpu", "beauty", "emkd")
     lengths = np.full(256, 15)
-    full = throughput.forward_macs(config, 12101, 637, lengths)
-    no_extras = throughput.forward_macs(config.replace(params__ap=False, params__icl=False, params__ccl=False),
-                                        12101, 637, lengths)
+    full = forward_macs(config, 12101, 637, lengths)
+    no_extras = forward_macs(config.replace(params__ap=False, params__icl=False, params__ccl=False),
+                             12101, 637, lengths)
     assert full > no_extras > 0
-    b4r = throughput.forward_macs(config.replace(params__output_layer="bert4rec"), 12101, 637, lengths)
+    b4r = forward_macs(config.replace(params__output_layer="bert4rec"), 12101, 637, lengths)
     assert b4r > full  # the projection head's d^2 per scored position
 
 

@@ -246,23 +246,23 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
 
 
 
-def test_a_run_without_neighbours_is_priced_by_proxy_from_its_training_tokens():
+def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
     """A group with nothing stored takes the same method, encoder and
-    precision elsewhere, per training token; another method does not price it."""
+    precision elsewhere, per unit of an epoch's work; another method does not price it."""
     from types import SimpleNamespace as NS
     config = lambda dataset, method, epochs=200: NS(  # noqa: E731
         dataset=dataset, method=method, encoder="e", train=NS(precision="fp32", epochs=epochs),
         data=NS(max_users=None))
     run = lambda seconds, epochs=10: NS(train_seconds=seconds, eval_seconds=0.0, history=[{}] * epochs,  # noqa: E731
                                         provenance={"machine": "cpu x2, torch threads 1"})
-    tokens = {"beauty": 1000, "toys": 3000, "ml-1m": 8000}
-    count = lambda c: tokens[c.dataset]  # noqa: E731
+    work = {"beauty": 1000, "toys": 3000, "ml-1m": 8000}
+    count = lambda c: work[c.dataset]  # noqa: E731
     chapters = {"a": [("k1", config("beauty", "sasrec"), run(3600)),          # 0.1 CPU-h per epoch, 10 epochs
-                      ("k2", config("toys", "sasrec"), run(3 * 3600)),        # 0.3 per epoch: the same per token
+                      ("k2", config("toys", "sasrec"), run(3 * 3600)),        # 0.3 per epoch: the same per unit of work
                       ("k3", config("ml-1m", "sasrec"), None),                # by proxy: 0.8 per epoch x 10
                       ("k4", config("ml-1m", "sasrec", epochs=2), None),      # capped: 0.8 x 2
                       ("k5", config("ml-1m", "emkd"), None)]}                 # no emkd anywhere: not priced
-    with_proxy = perf.budget_table(chapters, tokens=count).loc["a"]
+    with_proxy = perf.budget_table(chapters, work=count).loc["a"]
     assert with_proxy["estimated CPU-hours to go"] == pytest.approx(8.0 + 1.6)
     assert with_proxy["of which by proxy"] == pytest.approx(9.6) and with_proxy["not priced"] == 1
     without = perf.budget_table(chapters).loc["a"]
@@ -274,21 +274,32 @@ def test_a_run_without_neighbours_is_priced_by_proxy_from_its_training_tokens():
             for k, c, r in chapters["a"]]
     prices = perf.run_prices([(c, r) for _, c, r in chapters["a"] if r is not None])
     lines = perf.plan_lines([k for k, _, _ in chapters["a"]], rows, prices,
-                            perf.token_prices([(c, r) for _, c, r in chapters["a"] if r is not None], count), count)
-    assert lines[2] == "not started   k3  about 8.0 CPU-h left (by proxy: training tokens)"
+                            perf.work_prices([(c, r) for _, c, r in chapters["a"] if r is not None], count), count)
+    assert lines[2] == "not started   k3  about 8.0 CPU-h left (by proxy: matmul work)"
     assert lines[4] == "not started   k5" and lines[-1].endswith("about 9.6 CPU-hours left (1 not priced)")
 
 @needs_dataset("beauty")
-def test_training_tokens_are_the_items_of_the_windows_a_run_trains_on():
+def test_epoch_work_sums_forward_macs_over_the_batches_a_run_trains_on():
+    from emkd_lib.flops import forward_macs
     from emkd_lib.methods import build_method
     from emkd_lib.profiles import profile_config
     from emkd_lib.runs import run_data
     config = profile_config("cpu", "beauty", "sasrec", data__max_users=200)
     dataset, split = run_data(config)
     _, recipe = build_method(config, dataset)
-    assert perf.training_tokens(config) == sum(len(w) for w in recipe.make_examples(split.train)) > 200
-    # a longer window cuts more items from the same users
-    assert perf.training_tokens(config.replace(data__max_len=30)) > perf.training_tokens(config)
+    lengths = np.array([len(w) for w in recipe.make_examples(split.train)])
+    size = config.train.batch_size
+    n_attributes = dataset.attributes.n_attributes
+    expected = sum(forward_macs(config, dataset.n_items, n_attributes, lengths[i:i + size])
+                   for i in range(0, len(lengths), size))
+    assert perf.epoch_work(config) == pytest.approx(expected) and expected > 0
+    # next-item scoring: every input position against the whole catalogue, so
+    # the output layer alone is d x items per scored position
+    scored = int((lengths - 1).sum())
+    assert perf.epoch_work(config) > scored * config.encoder_config.hidden * dataset.n_items
+    # longer windows cut more items from the same users: more work
+    assert perf.epoch_work(config.replace(data__max_len=30)) > perf.epoch_work(config)
+
 
 def test_compile_speedups_read_each_methods_line_and_the_load(tmp_path):
     path = tmp_path / "measured-c.txt"

@@ -35,12 +35,12 @@ def _threads(machine: str) -> int:
 
 
 def study_budget(chapter_grids: dict[str, list[dict]], bf16_speedup: dict[str, float] | None = None,
-                 tokens=None) -> pd.DataFrame:
+                 work=None) -> pd.DataFrame:
     """``budget_table`` of the store: every config of each chapter's grids,
     with its run key and its stored run (or None)."""
     return budget_table({chapter: [(key_of(config), config, result) for grid in grids
                                    for config, result in zip(grid.values(), results_for(grid).values())]
-                         for chapter, grids in chapter_grids.items()}, bf16_speedup, tokens)
+                         for chapter, grids in chapter_grids.items()}, bf16_speedup, work)
 
 
 def _cpu_hours(result) -> float:
@@ -77,28 +77,66 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     return price
 
 
-def training_tokens(config) -> int:
-    """Items in one epoch's training windows of ``config`` (its dataset, user
-    sample and window rule): the work of an epoch, to first order."""
-    return _training_tokens(config.dataset, config.data)
+@functools.lru_cache(maxsize=None)
+def _training_windows(dataset: str, data) -> list:
+    from ..runs import dataset_and_split
+    _, split = dataset_and_split(dataset, data)
+    return data.examples(split.train, window=data.max_len)
+
+
+def epoch_work(config) -> float | None:
+    """The useful forward multiply-accumulates of one epoch of ``config``
+    (``flops.forward_macs`` over its training windows, in batches of its
+    batch size): the unit of the proxy price (``work_prices``). Unlike the
+    windows' items alone it grows with the catalogue (every scored position
+    is scored against every item) and with the window length (attention):
+    an ML-1M window scores 3,416 items, a Beauty one 12,101. None for an
+    encoder ``flops`` does not count (the ODMT chapter's)."""
+    try:
+        return _epoch_work(config)
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=None)
-def _training_tokens(dataset: str, data) -> int:
+def _epoch_work(config) -> float:
+    from ..flops import forward_macs
     from ..runs import dataset_and_split
-    _, split = dataset_and_split(dataset, data)
-    return int(sum(len(window) for window in data.examples(split.train, window=data.max_len)))
+    dataset, _ = dataset_and_split(config.dataset, config.data)
+    n_attributes = dataset.attributes.n_attributes if dataset.attributes is not None else 0
+    lengths = np.array([len(w) for w in _training_windows(config.dataset, config.data)])
+    size = config.train.batch_size
+    return float(sum(forward_macs(config, dataset.n_items, n_attributes, lengths[i:i + size])
+                     for i in range(0, len(lengths), size)))
 
 
-def token_prices(runs, tokens=training_tokens) -> dict[tuple, tuple[float, float]]:
-    """``(method, encoder, precision) -> (median CPU-hours per epoch per
-    training token, median epochs run)`` of the stored ``(config, result)``
+def work_prices(runs, work=epoch_work) -> dict[tuple, tuple[float, float]]:
+    """``(method, encoder, precision) -> (median CPU-hours per epoch per unit
+    of ``work``, median epochs run)`` of the stored ``(config, result)``
     pairs, over every dataset and user sample: the proxy price of a run whose
     own ``PriceGroup`` has nothing stored (``price_of``). It assumes an
-    epoch's cost grows with its training tokens (``tokens``), which ignores
-    what grows faster with the window length (attention) or with the
-    catalogue (the output layer), so it is a first-order estimate."""
-    return _median_rates(runs, _proxy_group, tokens)
+    epoch's cost grows with its useful matmul work (``epoch_work``), which
+    leaves out what does not scale with it (per-operator overhead at small
+    batches, a GRU's steps in time), so it is a first-order estimate.
+
+    Computed per group when ``price_of`` first asks for it: an epoch's work
+    needs its dataset's windows, so only the groups a plan prices by proxy
+    pay for them."""
+    return _LazyRates(runs, work)
+
+
+class _LazyRates:
+    """``work_prices``' mapping: ``get(group)`` computes a group's rate on first use."""
+
+    def __init__(self, runs, work):
+        self._runs, self._work, self._rates = list(runs), work, {}
+
+    def get(self, group, default=None):
+        if group not in self._rates:
+            pairs = [(c, r) for c, r in self._runs if _proxy_group(c) == group]
+            self._rates[group] = _median_rates(pairs, _proxy_group, self._work).get(group)
+        found = self._rates[group]
+        return default if found is None else found
 
 
 def _proxy_group(config) -> tuple:
@@ -107,29 +145,33 @@ def _proxy_group(config) -> tuple:
 
 def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
     """``group -> (median CPU-hours per epoch per ``per(config)``, median
-    epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``."""
+    epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``
+    (a config whose ``per`` is None or 0 is left out)."""
     rates: dict[tuple, list[float]] = {}
     epochs: dict[tuple, list[int]] = {}
     for config, result in runs:
+        if not (unit := per(config)):   # work that cannot be counted prices nothing
+            continue
         n = max(len(result.history), 1)
-        rates.setdefault(group_of(config), []).append(_cpu_hours(result) / n / per(config))
+        rates.setdefault(group_of(config), []).append(_cpu_hours(result) / n / unit)
         epochs.setdefault(group_of(config), []).append(n)
     return {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
 
 
-def price_of(prices: dict, config, by_tokens: dict | None = None, tokens=training_tokens) -> float | None:
+def price_of(prices: dict, config, by_work: dict | None = None, work=epoch_work) -> float | None:
     """The CPU-hours ``run_prices`` expects ``config`` to cost: its group's
     rate per epoch times the group's median epochs, at most ``config``'s
     epoch cap (a short sweep costs its few epochs). Where its group has
     nothing stored, the same method, encoder and precision elsewhere
-    (``by_tokens``, from ``token_prices``) price it by its training tokens;
+    (``by_work``, from ``work_prices``) price it by its epoch's work;
     None where neither does."""
     if (found := prices.get(_price_group(config))) is not None:
         rate, epochs = found
         return rate * min(epochs, config.train.epochs)
-    if by_tokens and (found := by_tokens.get(_proxy_group(config))) is not None:
+    if by_work and (found := by_work.get(_proxy_group(config))) is not None:
         rate, epochs = found
-        return rate * tokens(config) * min(epochs, config.train.epochs)
+        unit = work(config)
+        return None if unit is None else rate * unit * min(epochs, config.train.epochs)
     return None
 
 
@@ -146,13 +188,13 @@ def latest_bf16_speedups(paths) -> dict[str, float]:
     return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
 
 
-def plan_lines(keys, rows: list[dict], prices: dict, by_tokens: dict | None = None,
-               tokens=training_tokens) -> list[str]:
+def plan_lines(keys, rows: list[dict], prices: dict, by_work: dict | None = None,
+               work=epoch_work) -> list[str]:
     """``grid --plan``'s lines: one per run of ``runs.grid_progress`` rows
     (named by its grid key ``keys``; a run that two keys share, e.g. a
     sensitivity grid's default, is counted once), then the counts and the
     CPU-hours left: each run at its ``price_of`` price (by proxy from
-    ``by_tokens`` where its own group has nothing stored, said so on its
+    ``by_work`` where its own group has nothing stored, said so on its
     line), less, for a checkpointed run, its hours so far (a campaign trains
     on one thread); a run that nothing prices is counted as not priced."""
     lines, left, unpriced, first = [], 0.0, 0, {}
@@ -163,7 +205,7 @@ def plan_lines(keys, rows: list[dict], prices: dict, by_tokens: dict | None = No
             lines.append(f"{'same run':<13} {name}  (as {first[row['key']]})")
             continue
         first[row["key"]] = name
-        price = price_of(prices, config, by_tokens, tokens)
+        price = price_of(prices, config, by_work, work)
         proxy = price is not None and is_proxy_priced(prices, config)
         if status == "stored":
             result = row["result"]
@@ -182,7 +224,7 @@ def plan_lines(keys, rows: list[dict], prices: dict, by_tokens: dict | None = No
             else:
                 left += price
                 detail += (f"{'; ' if detail else ''}about {price:.1f} CPU-h left"
-                           + (" (by proxy: training tokens)" if proxy else ""))
+                           + (" (by proxy: matmul work)" if proxy else ""))
         lines.append(f"{status:<13} {name}{'  ' + detail if detail else ''}")
     distinct = list({row["key"]: row for row in rows}.values())
     counts = {s: sum(r["status"] == s for r in distinct) for s in ("stored", "checkpointed", "not started")}
@@ -192,7 +234,7 @@ def plan_lines(keys, rows: list[dict], prices: dict, by_tokens: dict | None = No
 
 
 def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, float] | None = None,
-                 tokens=None) -> pd.DataFrame:
+                 work=None) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
     training + evaluation hours and CPU-hours (wall time x the run's torch
@@ -201,16 +243,16 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
     dataset (and user sample) at the same precision (``run_prices``: their
     median CPU-hours per epoch times their median epochs, at most the run's
     cap; a bf16 run with only fp32 neighbours at their rate over
-    ``bf16_speedup``). With ``tokens`` (``training_tokens``), a run with no
+    ``bf16_speedup``). With ``work`` (``epoch_work``), a run with no
     such neighbour is priced by proxy, from the same method, encoder and
-    precision on other data scaled by its training tokens
-    (``token_prices``), and those CPU-hours are also shown apart; a run
+    precision on other data scaled by its epoch's matmul work
+    (``work_prices``), and those CPU-hours are also shown apart; a run
     that neither prices is counted as not priced. A run shared by several
     chapters counts in the first."""
     by_key = {key: (config, result) for runs in chapter_runs.values() for key, config, result in runs}
     stored_pairs = [(config, result) for config, result in by_key.values() if result is not None]
     price = run_prices(stored_pairs, bf16_speedup)
-    by_tokens = token_prices(stored_pairs, tokens) if tokens else None
+    by_work = work_prices(stored_pairs, work) if work else None
     rows, seen = [], set()
     for chapter, runs in chapter_runs.items():
         keys = list(dict.fromkeys(key for key, _, _ in runs))
@@ -218,14 +260,14 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
         seen.update(keys)
         stored = [by_key[k][1] for k in fresh if by_key[k][1] is not None]
         missing = [by_key[k][0] for k in fresh if by_key[k][1] is None]
-        to_go = [price_of(price, config, by_tokens, tokens) for config in missing]
+        to_go = [price_of(price, config, by_work, work) for config in missing]
         proxied = [p for p, config in zip(to_go, missing) if p is not None and is_proxy_priced(price, config)]
         row = {"chapter": chapter, "runs": len(fresh), "stored": len(stored),
                "hours (new runs)": sum(r.train_seconds + r.eval_seconds for r in stored) / 3600,
                "CPU-hours (new runs)": sum(map(_cpu_hours, stored)),
                "not stored yet": len(to_go),
                "estimated CPU-hours to go": sum(p for p in to_go if p is not None)}
-        if tokens:
+        if work:
             row["of which by proxy"] = sum(proxied)
         rows.append({**row, "not priced": sum(p is None for p in to_go)})
     table = pd.DataFrame(rows).set_index("chapter")
