@@ -110,7 +110,7 @@ def _epoch_work(config) -> float:
                      for i in range(0, len(lengths), size)))
 
 
-def work_prices(runs, work=epoch_work) -> dict[tuple, tuple[float, float]]:
+def work_prices(runs, work=epoch_work) -> "_LazyRates":
     """``(method, encoder, precision) -> (median CPU-hours per epoch per unit
     of ``work``, median epochs run)`` of the stored ``(config, result)``
     pairs, over every dataset and user sample: the proxy price of a run whose
