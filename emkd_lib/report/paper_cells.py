@@ -22,7 +22,7 @@ S4REC_METRICS = ("HR@5", "HR@20", "NDCG@5", "NDCG@20")
 # EMKD Table 5 as chapter 04 builds it: single models at the paper's depths,
 # and the ensembles of Table 4 under the paper's names.
 TABLE5_DEPTHS = {"sasrec": "SASRec", "bert4rec": "BERT4Rec"}
-TABLE5_ENSEMBLES = {"EMKD x2": "EMKD(x2)", "EMKD": "EMKD(x3)"}
+TABLE5_ENSEMBLES = {emkd_study.TABLE5_ENSEMBLE_ROWS[n]: f"EMKD(x{n})" for n in (2, 3)}
 
 
 def emkd_table1_cells(profile: str, reference_profile: str, datasets, single_seeds, ensemble_seeds
