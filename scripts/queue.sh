@@ -7,6 +7,9 @@
 #   nohup setsid scripts/queue.sh A > ~/.cache/emkd-book/logs/queueA.log 2>&1 &
 #   nohup setsid scripts/queue.sh B > ~/.cache/emkd-book/logs/queueB.log 2>&1 &
 #   scripts/queue.sh --plan A      # what the queue would run, with prices
+# Within a queue the shorter runs come first: a session can end without its
+# checkpoints surviving (the machine is not always handed back), and a run
+# that finishes inside one session is never lost.
 # Queue A holds the EMKD runs: one holds about 10 GB of memory, so two at once
 # would not fit a 24 GiB machine. Queue B holds the single-model and
 # S^4Rec-family runs. Each step runs through scripts/campaign.sh (a pinned,
@@ -31,14 +34,16 @@ main() {
   }
 
   case $queue in
-    A) steps=("grid emkd-ablations"            # Table 4
+    A) steps=("grid emkd-sensitivity"           # Figure 3
+              "grid emkd-ablations"             # Table 4
               "grid emkd-main --datasets toys"  # Table 3
               "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
-              "grid emkd-sensitivity"           # Figure 3
               "grid emkd-fidelity"              # chapter 03's departures
               "grid emkd-encoders"              # Figure 4
               "grid emkd-main --datasets ml-1m") ;;
-    B) steps=("grid s4rec-main --datasets toys"   # S^4Rec Table 2
+    B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
+              "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
+              "grid s4rec-main --datasets toys"
               "grid s4rec-main --datasets sports"
               "grid s4rec-main --datasets ml-1m"
               "grid ensembles --datasets toys"    # EMKD Table 1
