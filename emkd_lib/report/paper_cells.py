@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..profiles import profile_config
 from ..runs import ensembles_for, results_for
 from ..studies import baselines as baseline_study
 from ..studies import emkd as emkd_study
@@ -71,14 +70,15 @@ def emkd_table4_and_5_cells(profile: str, reference_profile: str, dataset: str, 
     keys = {(dataset, row, seed): (dataset, emkd_study.PAPER_TABLE4_ROWS[row]) for row in emkd_study.ABLATIONS}
     table4 = reproduction_cells("EMKD", 4, {keys[k]: runs[k] for k in keys}, ("NDCG@10",),
                                 {keys[k]: grid[k] for k in keys}, {keys[k]: reference[k] for k in keys})
-    ours, configs, references = {}, {}, {}
-    for method, paper_name in TABLE5_DEPTHS.items():
-        for blocks in (2, 4):
-            key = (dataset, f"{paper_name}-{blocks} Layers")
-            configs[key] = profile_config(profile, dataset, method, seed=seed, encoder_config__n_blocks=blocks)
-            references[key] = profile_config(reference_profile, dataset, method, seed=seed,
-                                             encoder_config__n_blocks=blocks)
-            ours[key] = results_for({key: configs[key]})[key]
+    # The paper's depths by number (a profile's own depth may be another).
+    singles = emkd_study.depth_grid(profile, (dataset,), (seed,), tuple(TABLE5_DEPTHS), blocks=(2, 4))
+    reference_singles = emkd_study.depth_grid(reference_profile, (dataset,), (seed,), tuple(TABLE5_DEPTHS),
+                                              blocks=(2, 4))
+    single_runs = results_for(singles)
+    keys = {k: (dataset, f"{TABLE5_DEPTHS[k[1]]}-{k[2]} Layers") for k in singles}
+    ours = {keys[k]: single_runs[k] for k in singles}
+    configs = {keys[k]: singles[k] for k in singles}
+    references = {keys[k]: reference_singles[k] for k in singles}
     for row, paper_name in TABLE5_ENSEMBLES.items():
         key, ours_key = (dataset, paper_name), (dataset, row, seed)
         ours[key], configs[key], references[key] = runs[ours_key], grid[ours_key], reference[ours_key]
