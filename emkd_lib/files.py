@@ -34,6 +34,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` hold ``source``'s bytes, atomically: a hard link where
+    both lie on one filesystem (no second write, no second copy on disk),
+    else a copy through ``atomic_write``. Replacing ``source`` later (by a
+    rename, as ``atomic_write`` does) leaves ``path`` with the old bytes."""
+    source, path = Path(source), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(path, source.read_bytes())
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

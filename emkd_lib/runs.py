@@ -17,7 +17,7 @@ from . import settings as settings_module
 from .config import RunConfig
 from .data import dataset_files, leave_one_out, load_dataset, subsample_users
 from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
-from .files import LockHeld, atomic_write, exclusive_lock, file_sha256
+from .files import LockHeld, atomic_link_or_copy, atomic_write, exclusive_lock, file_sha256
 from .methods import build_method
 from .methods.baselines import ensemble_scores
 from .store import (code_commit, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
@@ -206,8 +206,9 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     store_result(result)
     # The best epoch's weights, for ensembles of independently trained models.
     # Not committed (.gitignore): the stored ranks are what the book reads.
-    for path in weights_paths(result.path, settings):
-        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+    beside, kept = weights_paths(result.path, settings)
+    atomic_write(beside, lambda f: torch.save(model.state_dict(), f))
+    atomic_link_or_copy(beside, kept)
     checkpoint.unlink(missing_ok=True)
     return result
 

@@ -92,3 +92,21 @@ def test_stored_does_not_serve_an_altered_sidecar(env):
     path.with_suffix(".npz").write_bytes(b"not an npz")
     with pytest.raises(store.StoreError, match="does not match the recorded sha256"):
         runs.stored(config)
+
+
+def test_link_or_copy_shares_bytes_and_survives_the_source_being_replaced(tmp_path, monkeypatch):
+    from emkd_lib import files
+    source, kept = tmp_path / "run.pt", tmp_path / "cache" / "run.pt"
+    files.atomic_write_bytes(source, b"best epoch")
+    files.atomic_link_or_copy(source, kept)
+    assert kept.read_bytes() == b"best epoch"
+    assert kept.stat().st_ino == source.stat().st_ino   # one filesystem: a link, not a second write
+    files.atomic_write_bytes(source, b"retrained")        # replaced by a rename, as the store writes
+    assert kept.read_bytes() == b"best epoch"
+    # Across filesystems os.link fails; the bytes are copied instead.
+    def no_link(*args):
+        raise OSError(18, "Invalid cross-device link")
+    monkeypatch.setattr(files.os, "link", no_link)
+    files.atomic_link_or_copy(source, kept)
+    assert kept.read_bytes() == b"retrained" and kept.stat().st_ino != source.stat().st_ino
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["run.pt"]   # no temporary left behind
