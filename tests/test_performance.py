@@ -280,25 +280,32 @@ def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
 
 @needs_dataset("beauty")
 def test_epoch_work_sums_forward_macs_over_the_batches_a_run_trains_on():
+    from emkd_lib.batching import length_bucketed_batches
     from emkd_lib.flops import forward_macs
     from emkd_lib.methods import build_method
     from emkd_lib.profiles import profile_config
     from emkd_lib.runs import run_data
-    config = profile_config("cpu", "beauty", "sasrec", data__max_users=200)
+    config = profile_config("cpu", "beauty", "sasrec", data__max_users=1000)   # several batches
     dataset, split = run_data(config)
     _, recipe = build_method(config, dataset)
     lengths = np.array([len(w) for w in recipe.make_examples(split.train)])
-    size = config.train.batch_size
     n_attributes = dataset.attributes.n_attributes
-    expected = sum(forward_macs(config, dataset.n_items, n_attributes, lengths[i:i + size])
-                   for i in range(0, len(lengths), size))
-    assert perf.epoch_work(config) == pytest.approx(expected) and expected > 0
+    # the batches as the trainer draws them (shuffled length buckets)
+    batches = length_bucketed_batches(lengths, config.train.batch_size, shuffle=True, rng=np.random.default_rng(3))
+    expected = sum(forward_macs(config, dataset.n_items, n_attributes, lengths[b]) for b in batches)
+    assert perf.epoch_work(config) == pytest.approx(expected, rel=1e-12) and expected > 0
+    # consecutive windows in store order would pad short windows to long ones' width
+    consecutive = sum(forward_macs(config, dataset.n_items, n_attributes, lengths[i:i + config.train.batch_size])
+                      for i in range(0, len(lengths), config.train.batch_size))
+    assert consecutive > expected
     # next-item scoring: every input position against the whole catalogue, so
     # the output layer alone is d x items per scored position
     scored = int((lengths - 1).sum())
     assert perf.epoch_work(config) > scored * config.encoder_config.hidden * dataset.n_items
-    # longer windows cut more items from the same users: more work
-    assert perf.epoch_work(config.replace(data__max_len=30)) > perf.epoch_work(config)
+    # longer windows: more work per token (attention spans the window)
+    longer = config.replace(data__max_len=30)
+    longer_tokens = sum(len(w) for w in build_method(longer, dataset)[1].make_examples(run_data(longer)[1].train))
+    assert perf.epoch_work(longer) / longer_tokens > perf.epoch_work(config) / lengths.sum()
 
 
 def test_compile_speedups_read_each_methods_line_and_the_load(tmp_path):

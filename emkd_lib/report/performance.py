@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..batching import length_bucketed_batches
 from ..runs import key_of, results_for
 from .tables import method_label
 
@@ -86,8 +87,8 @@ def _training_windows(dataset: str, data) -> list:
 
 def epoch_work(config) -> float | None:
     """The useful forward multiply-accumulates of one epoch of ``config``
-    (``flops.forward_macs`` over its training windows, in batches of its
-    batch size): the unit of the proxy price (``work_prices``). Unlike the
+    (``flops.forward_macs`` over its training windows, in the trainer's
+    length-bucketed batches): the unit of the proxy price (``work_prices``). Unlike the
     windows' items alone it grows with the catalogue (every scored position
     is scored against every item) and with the window length (attention):
     an ML-1M window scores 3,416 items, a Beauty one 12,101. None for an
@@ -105,9 +106,10 @@ def _epoch_work(config) -> float:
     dataset, _ = dataset_and_split(config.dataset, config.data)
     n_attributes = dataset.attributes.n_attributes if dataset.attributes is not None else 0
     lengths = np.array([len(w) for w in _training_windows(config.dataset, config.data)])
-    size = config.train.batch_size
-    return float(sum(forward_macs(config, dataset.n_items, n_attributes, lengths[i:i + size])
-                     for i in range(0, len(lengths), size)))
+    # The trainer's batches are chunks of the windows sorted by length (their
+    # order and ties shuffle, their lengths do not), so this is its epoch exactly.
+    return float(sum(forward_macs(config, dataset.n_items, n_attributes, lengths[batch])
+                     for batch in length_bucketed_batches(lengths, config.train.batch_size)))
 
 
 def work_prices(runs, work=epoch_work) -> "_LazyRates":
