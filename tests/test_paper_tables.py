@@ -105,3 +105,19 @@ def test_beside_quoted_rejects_a_label_the_table_does_not_have():
                           "paper": "EMKD", "table": 3}])
     with pytest.raises(KeyError, match="check method_map"):
         beside_quoted(ours, {})
+
+
+@needs_tables
+def test_quoted_sweep_reads_the_swept_value_and_none_from_odmt_table4_labels():
+    from emkd_lib.report import quoted_sweep
+    sweep = quoted_sweep("ODMT", 4, "T")
+    rows = paper_tables.quoted_table("ODMT", 4)
+    assert len(sweep) == rows["method"].str.startswith("T=").sum() > 0
+    one = sweep[(sweep["method"] == "T=0.3 (alpha=50)") & (sweep["dataset"] == "stream") & (sweep["metric"] == "NDCG@10")]
+    assert one["x"].tolist() == [0.3]
+    assert sweep.loc[sweep["method"].str.startswith("T=None"), "x"].isna().all()
+    assert sweep["x"].notna().sum() > 0 and not sweep["method"].str.startswith("alpha=").any()
+    alpha = quoted_sweep("ODMT", 4, "alpha")
+    assert set(alpha["x"].dropna()) >= {10.0, 20.0}
+    with pytest.raises(KeyError, match="no row labelled 'beta=...'"):
+        quoted_sweep("ODMT", 4, "beta")

@@ -576,3 +576,22 @@ def test_setup_table_shows_a_setting_that_is_none_in_some_configs_and_hides_meth
     assert list(table["max_users"]) == ["all", "all", 500]      # None is "all users", not a missing value
     assert list(table["grad_clip"]) == [5.0, 5.0, "off"]
     assert "n_layers" not in table   # GRU4Rec's own setting, the same wherever it exists
+
+
+def test_sweep_points_keep_one_hyperparameter_sorted_by_value_and_skip_missing_runs():
+    from emkd_lib.report import sweep_points
+    run = lambda ndcg, hr: types.SimpleNamespace(test_metrics={"NDCG@10": ndcg, "HR@10": hr, "NDCG@20": ndcg * 2})
+    runs = {("beauty", "tau", 1.0, 0): run(0.3, 0.5), ("beauty", "tau", 0.1, 0): run(0.1, 0.2),
+            ("beauty", "mu", 0.01, 0): run(0.9, 0.9), ("beauty", "tau", 0.3, 0): None}
+    assert sweep_points(runs, "tau") == [(0.1, 0.1, 0.2), (1.0, 0.3, 0.5)]
+    assert sweep_points(runs, "tau", metrics=("NDCG@20",)) == [(0.1, 0.2), (1.0, 0.6)]
+    assert sweep_points(runs, "lam") == []
+
+
+
+def test_figure4_grid_is_the_encoder_grid_except_in_smoke():
+    from emkd_lib.studies.emkd import encoder_grid, figure4_grid
+    assert figure4_grid("cpu", "beauty", 0) == encoder_grid("cpu", ("beauty",), (0,))
+    smoke = figure4_grid("smoke", "beauty", 0)
+    assert sorted(smoke) == [("beauty", "sasrec", 1, 0), ("beauty", "sasrec", 2, 0)]
+    assert {(c.train.epochs, c.data.max_users) for c in smoke.values()} == {(1, 100)}

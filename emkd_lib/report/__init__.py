@@ -29,6 +29,7 @@ from .tables import (
     significant_changes,
     still_rising_found,
     stopping_table,
+    sweep_points,
 )
 from .quoted import (
     SETTINGS_COMPARED,
@@ -37,6 +38,7 @@ from .quoted import (
     beside_paper_rows,
     gains_beside_paper,
     quoted_claim,
+    quoted_sweep,
     quoted_statistics,
     reproduction_cells,
     scorecard,

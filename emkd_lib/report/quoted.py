@@ -1,6 +1,7 @@
 """The papers' numbers beside ours: quoted cells, ratios, verdicts, the reproduction scorecard and its figure."""
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,19 @@ def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_la
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def quoted_sweep(paper: str, table: int, name: str) -> pd.DataFrame:
+    """One hyperparameter's sweep in a quoted table whose rows are labelled
+    ``"<name>=<value> (<the others>)"`` (ODMT's Table 4, e.g.
+    ``"T=0.3 (alpha=50)"``): the rows of ``name`` with ``x``, the swept value
+    as a float, NaN for ``"<name>=None"`` (the run without the component)."""
+    rows = quoted_table(paper, table)
+    rows = rows[rows["method"].str.startswith(f"{name}=")]
+    if rows.empty:
+        raise KeyError(f"{paper} Table {table} has no row labelled '{name}=...'")
+    x = rows["method"].str.extract(rf"^{re.escape(name)}=([^ ]+)")[0]
+    return rows.assign(x=pd.to_numeric(x.where(x != "None"), errors="raise"))
 
 
 def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits: int = 4) -> str:

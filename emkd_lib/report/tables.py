@@ -338,6 +338,15 @@ def distinct_runs(runs: dict) -> dict:
     return out
 
 
+def sweep_points(runs: dict, name: str, metrics=("NDCG@10", "HR@10")) -> list[tuple]:
+    """One hyperparameter's stored points of a sweep, for a figure:
+    ``(value, *metrics)`` sorted by value, from ``runs`` keyed
+    ``(dataset, name, value, seed)`` as the studies' sensitivity grids key
+    them; runs not stored yet are left out."""
+    return sorted((v, *(r.test_metrics[m] for m in metrics)) for (d, n, v, s), r in runs.items()
+                  if n == name and r is not None)
+
+
 def pending_line(runs: dict) -> str:
     """One line: how many of a grid's runs are stored, and which are not yet."""
     missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]

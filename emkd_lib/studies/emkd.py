@@ -127,6 +127,17 @@ def encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=NEXT_IT
     return grid
 
 
+def figure4_grid(profile: str, dataset: str = "beauty", seed: int = 0) -> dict:
+    """Figure 4's runs as chapter 04 shows them: ``encoder_grid``, except
+    in the smoke profile, where EMKD on a next-item encoder (every position
+    of every view scored against the catalogue) is cut to SASRec, N = 1 and
+    2, 100 users and one epoch, to keep the smoke chapter fast."""
+    if profile != "smoke":
+        return encoder_grid(profile, (dataset,), (seed,))
+    return {k: c.replace(train__epochs=1) for k, c in
+            encoder_grid(profile, (dataset,), (seed,), methods=("sasrec",), networks=(1, 2), max_users=100).items()}
+
+
 def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "bert4rec"),
                blocks=(3, 4, 1)) -> dict:
     """Table 5's single models at other depths than the profile's (whose
