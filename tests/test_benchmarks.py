@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emkd_lib import losses, settings
@@ -230,3 +231,19 @@ def test_bf16_autocast_keeps_the_loss_close_to_fp32(scripts):
     bf16 = throughput.with_precision(recipe, "bf16", torch.device("cpu")).loss(model, batch, None)["loss"]
     assert bf16.dtype == torch.float32
     assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item() and bf16.item() != fp32.item()
+
+
+def test_forward_macs_counts_by_the_methods_spec_and_the_encoders_config():
+    from emkd_lib.flops import cloze_macs, emkd_macs, encoder_macs, forward_macs, next_item_macs
+    from emkd_lib.methods import method_spec
+    from emkd_lib.models.encoders import NextItNetConfig, is_cloze
+    assert [m for m in ("sasrec", "bert4rec", "gru4rec", "caser", "nextitnet") if is_cloze(m)] == ["bert4rec"]
+    assert method_spec("bert4rec").forward_macs is cloze_macs and method_spec("emkd").forward_macs is emkd_macs
+    assert method_spec("cl4srec").forward_macs is next_item_macs   # its extra view: a lower bound
+    lengths = np.array([3, 5, 8])
+    sasrec = profile_config("smoke", "beauty", "sasrec")
+    d = sasrec.encoder_config.hidden
+    # next-item: 13 input tokens (a window's last item is its target), each scored against 100 items
+    assert forward_macs(sasrec, 100, 0, lengths) == encoder_macs(sasrec.encoder_config, 13, 7) + 13 * d * 100
+    with pytest.raises(ValueError, match="NextItNetConfig encoder is not counted"):
+        encoder_macs(NextItNetConfig(), 13, 7)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import analysis_arrays
+from ..flops import cloze_macs
 from ..models.encoders import build_encoder
 from ..models.ensemble import average_logits
 from ..typed import bound, check_fields
@@ -167,4 +168,5 @@ SPECS = {
 }
 SPECS["bert4rec"] = MethodSpec(name="bert4rec", params_type=ClozeParams, encoders=("bert4rec",),
                                build=build_cloze, profile_defaults=_bert4rec_defaults, display_name="BERT4Rec",
+                               forward_macs=cloze_macs,
                                description="BERT4Rec: bidirectional self-attention, cloze objective")

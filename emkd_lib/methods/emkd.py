@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..flops import emkd_macs
+from ..models.encoders import is_cloze
 from ..models.ensemble import EncoderEnsemble, EnsembleBERT4Rec, average_logits
 from ..typed import bound, check_fields
 from .baselines import cloze_mask, with_padding_column
@@ -232,7 +234,7 @@ def build_emkd(config, dataset):
     attributes = dataset.attributes
     if params.ap and attributes is not None and attributes.n_attributes > 0:
         multi_hot = torch.from_numpy(attributes.multi_hot(dtype=np.bool_))
-    if config.encoder == "bert4rec":
+    if is_cloze(config.encoder):
         model = EnsembleBERT4Rec(params.n_networks, dataset.n_items, data.max_len, item_attributes=multi_hot,
                                  output_layer=params.output_layer, scale_embeddings=params.scale_embeddings,
                                  **dataclasses.asdict(config.encoder_config))
@@ -291,4 +293,5 @@ def emkd_profile_defaults(profile: str, dataset: str) -> dict:
 
 SPECS = {"emkd": MethodSpec(name="emkd", params_type=EMKDParams, encoders=("bert4rec", "sasrec", "gru4rec", "caser"),
                             build=build_emkd, profile_defaults=emkd_profile_defaults, display_name="EMKD",
+                            forward_macs=emkd_macs,
                             description="EMKD: ensemble of networks with contrastive knowledge distillation")}

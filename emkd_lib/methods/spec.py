@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..flops import next_item_macs
+
 # A batch's loss: named, unweighted terms for the history, plus "loss", the
 # weighted total that is minimised. Terms switched off are absent.
 LossTerms = dict[str, torch.Tensor]
@@ -58,6 +60,10 @@ class MethodSpec:
     ``display_name``: how the book names it (``"SASRec"``); default ``name``.
     ``label``: optional ``params -> str``, how tables name a run of it when
     its params say more than ``display_name``.
+    ``forward_macs``: ``(RunConfig, n_items, n_attributes, window lengths)
+    -> useful forward multiply-accumulates of a batch`` (``emkd_lib.flops``);
+    the default counts its encoder and next-item scoring, a lower bound for
+    a method with terms of its own.
     """
 
     name: str
@@ -68,6 +74,7 @@ class MethodSpec:
     description: str = ""
     display_name: str = ""
     label: Callable[[object], str] | None = None
+    forward_macs: Callable = next_item_macs
 
     @property
     def title(self) -> str:

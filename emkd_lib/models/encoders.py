@@ -158,6 +158,7 @@ class SASRec(_TransformerEncoder):
     """SASRec (Kang & McAuley, 2018): causal self-attention over the sequence."""
 
     causal = True
+    cloze = False
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.item_embedding.weight[1:self.n_items + 1].T
@@ -170,6 +171,7 @@ class BERT4Rec(_TransformerEncoder):
     """
 
     causal = False
+    cloze = True   # trained by scoring masked positions, not the next item
 
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, n_blocks: int = 2,
                  n_heads: int = 1, dropout: float = 0.2):
@@ -188,6 +190,8 @@ class BERT4Rec(_TransformerEncoder):
 
 class GRU4Rec(nn.Module):
     """GRU4Rec (Hidasi et al., 2016) with full-softmax cross entropy."""
+
+    cloze = False
 
     causal = True
 
@@ -226,6 +230,8 @@ class Caser(nn.Module):
     weighted sums of the window's rows. Departure from the paper: no user
     embedding, so the model is user-agnostic like every other encoder here.
     """
+
+    cloze = False
 
     causal = True
 
@@ -275,6 +281,8 @@ class NextItNet(nn.Module):
     padding). Departure: dropout on the embeddings (the paper has none), the
     same rate as the other encoders here.
     """
+
+    cloze = False
 
     causal = True
 
@@ -388,3 +396,9 @@ def build_encoder(name: str, n_items: int, max_len: int, config=None, n_extra_to
         raise TypeError(f"encoder {name!r} takes a {ENCODER_CONFIGS[name].__name__}, got {type(config).__name__}")
     extra = {"n_extra_tokens": n_extra_tokens} if n_extra_tokens else {}
     return ENCODERS[name](n_items=n_items, max_len=max_len, **asdict(config), **extra)
+
+
+def is_cloze(encoder: str) -> bool:
+    """Whether ``encoder`` trains by cloze (items scored at [mask] positions,
+    BERT4Rec) rather than by predicting the next item at every position."""
+    return ENCODERS[encoder].cloze
