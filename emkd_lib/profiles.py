@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .config import PROFILES, RunConfig
 from .methods import method_spec
+from .models.encoders import ENCODER_CONFIGS, TransformerConfig
 
 # (max_len, step) of each dataset's training windows: EMKD's Section 5 and
 # public code (Beauty 15 / 1, Toys 20 / 1, ML-1M 40 / 10); datasets the
@@ -69,7 +70,7 @@ def _generic(profile: str, dataset: str, encoder: str) -> dict:
     changes.update({"data__windows": "tail", "data__window_step": step})
     if profile != "smoke":  # smoke keeps its short windows of 20
         changes["data__max_len"] = max_len
-    if encoder in ("sasrec", "bert4rec"):
+    if ENCODER_CONFIGS[encoder] is TransformerConfig:
         changes.update(_TRANSFORMER.get(profile, {}))
     changes.update(_DATASET.get(profile, {}).get(dataset, {}))
     return changes

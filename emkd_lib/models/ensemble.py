@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import BERT4Rec, attention_mask, build_encoder, encode_by_rows, positions_from_right, run_blocks
+from .encoders import (BERT4Rec, attention_mask, build_encoder, encode_by_rows, is_cloze, positions_from_right,
+                       run_blocks)
 from .layers import Dropout
 
 
@@ -286,7 +287,7 @@ class EncoderEnsemble(nn.Module):
     def __init__(self, encoder: str, n_networks: int, n_items: int, max_len: int, config=None,
                  item_attributes: torch.Tensor | None = None):
         super().__init__()
-        if encoder == "bert4rec":
+        if is_cloze(encoder):
             raise ValueError("EMKD on BERT4Rec is EnsembleBERT4Rec; EncoderEnsemble is for next-item encoders")
         if n_networks < 1:
             raise ValueError(f"n_networks must be >= 1, got {n_networks}")
