@@ -43,12 +43,12 @@ main() {
               "grid emkd-main --datasets ml-1m") ;;
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
+              "grid baselines --datasets ml-1m"
               "grid s4rec-main --datasets toys"
               "grid s4rec-main --datasets sports"
               "grid s4rec-main --datasets ml-1m"
               "grid ensembles --datasets toys"    # EMKD Table 1
               "$(ensembles toys)"
-              "grid baselines --datasets ml-1m"   # EMKD Table 3
               "grid ensembles --datasets ml-1m"
               "$(ensembles ml-1m)") ;;
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
