@@ -27,8 +27,11 @@ main() {
   queue=${1:?usage: scripts/queue.sh [--plan] A|B}
   profile=${PROFILE:-cpu}
 
-  ensembles() {   # Table 1's ensembles of seeds 1 and 2 on one dataset
+  # Table 1 on one dataset: each method's seeds 0-2, then at once the ensemble
+  # of seeds 1 and 2, while their weights (not committed) are still on this machine.
+  ensembles() {
     for method in gru4rec caser sasrec; do
+      echo "grid ensembles --datasets $1 --methods $method"
       echo "ensemble --profile $profile --dataset $1 --method $method --seeds 1 2"
     done
   }
@@ -44,13 +47,11 @@ main() {
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
               "grid baselines --datasets ml-1m"
-              "grid s4rec-main --datasets toys"
+              "$(ensembles toys)"                 # EMKD Table 1
+              "$(ensembles ml-1m)"
+              "grid s4rec-main --datasets toys"   # ICLRec, DuoRec: 2-3 hours each
               "grid s4rec-main --datasets sports"
-              "grid s4rec-main --datasets ml-1m"
-              "grid ensembles --datasets toys"    # EMKD Table 1
-              "$(ensembles toys)"
-              "grid ensembles --datasets ml-1m"
-              "$(ensembles ml-1m)") ;;
+              "grid s4rec-main --datasets ml-1m") ;;
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
   esac
 
