@@ -37,13 +37,13 @@ main() {
   }
 
   case $queue in
-    A) steps=("grid emkd-sensitivity"           # Figure 3
-              "grid emkd-ablations"             # Table 4
+    A) steps=("grid emkd-sensitivity"           # Figure 3 (5 epochs a point)
               "grid emkd-main --datasets toys"  # Table 3
               "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
+              "grid emkd-ablations"             # Table 4
               "grid emkd-fidelity"              # chapter 03's departures
-              "grid emkd-encoders"              # Figure 4
-              "grid emkd-main --datasets ml-1m") ;;
+              "grid emkd-main --datasets ml-1m"
+              "grid emkd-encoders") ;;          # Figure 4 (fp32, the longest runs)
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
               "grid baselines --datasets ml-1m"

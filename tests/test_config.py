@@ -203,22 +203,28 @@ def test_ml1m_in_the_cpu_profile_is_one_user_sample_for_every_method_and_the_pap
     assert profile_config("cpu", "beauty", "emkd").data.max_users is None
 
 
-def test_the_bf16_emkd_grids_share_one_bf16_reference_and_leave_table3_and_the_paper_profile_fp32():
+def test_the_bf16_emkd_grids_share_one_bf16_reference_and_leave_figure4_and_the_paper_profile_fp32():
     from emkd_lib.studies.baselines import precision_grid
-    from emkd_lib.studies.emkd import (BUDGET_PRECISION, ablation_grid, encoder_grid, fidelity_grid, main_grid,
-                                       sensitivity_grid)
+    from emkd_lib.studies.emkd import (BUDGET_PRECISION, ablation_grid, emkd_variant, encoder_grid, fidelity_grid,
+                                       main_grid, sensitivity_grid, spread_grid)
     assert BUDGET_PRECISION["cpu"] == "bf16"
-    budget = [*ablation_grid("cpu").values(), *fidelity_grid("cpu").values(), *sensitivity_grid("cpu").values()]
+    budget = [*main_grid("cpu").values(), *ablation_grid("cpu").values(), *fidelity_grid("cpu").values(),
+              *sensitivity_grid("cpu").values(), *(c for (d, m, s), c in spread_grid("cpu").items() if m == "emkd")]
     assert {c.train.precision for c in budget} == {"bf16"}
-    # Table 3, Figure 4 (compared with the baseline chapter's fp32 runs) and the paper profile stay fp32
-    kept = [*main_grid("cpu").values(), *encoder_grid("cpu").values(), *ablation_grid("paper").values(),
-            *fidelity_grid("paper").values()]
+    # Figure 4 (compared with the baseline chapter's fp32 runs), the single models and the paper profile stay fp32
+    kept = [*encoder_grid("cpu").values(), *main_grid("paper").values(), *ablation_grid("paper").values(),
+            *fidelity_grid("paper").values(), *(c for (d, m, s), c in spread_grid("cpu").items() if m == "sasrec")]
     assert {c.train.precision for c in kept} == {"fp32"}
-    reference = run_key(ablation_grid("cpu")[("beauty", "EMKD", 0)], FILES)
+    # one bf16 EMKD run is Table 3's, Table 4's reference, the fidelity default and the precision check's
+    reference = run_key(main_grid("cpu")[("beauty", 0)], FILES)
+    assert run_key(ablation_grid("cpu")[("beauty", "EMKD", 0)], FILES) == reference
     assert run_key(fidelity_grid("cpu")[("beauty", "printed equations (default)", 0)], FILES) == reference
-    assert run_key(precision_grid("cpu")[("beauty", "emkd", 0)], FILES) == reference
-    # apart from the precision, the reference is Table 3's EMKD run
-    assert ablation_grid("cpu")[("beauty", "EMKD", 0)].replace(train__precision="fp32") == main_grid("cpu")[("beauty", 0)]
+    checks = precision_grid("cpu")
+    assert run_key(checks[("beauty", "emkd", "bf16", 0)], FILES) == reference
+    # which it sets beside the same EMKD in fp32, and SASRec in both
+    assert checks[("beauty", "emkd", "fp32", 0)] == emkd_variant("cpu", "beauty", 0)
+    assert checks[("beauty", "emkd", "fp32", 0)].replace(train__precision="bf16") == main_grid("cpu")[("beauty", 0)]
+    assert {(m, p) for (d, m, p, s) in checks} == {(m, p) for m in ("sasrec", "emkd") for p in ("fp32", "bf16")}
 
 
 def test_every_registered_method_names_itself_for_the_book():

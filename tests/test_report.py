@@ -481,11 +481,19 @@ def test_progress_at_epoch_reads_the_validation_curve_at_that_epoch():
     assert progress_at_epoch(None, 2, "S4Rec") == "S4Rec: not run yet"
 
 
-def test_a_bf16_run_is_labelled_apart_from_its_fp32_twin():
+def test_a_bf16_run_is_labelled_apart_from_its_fp32_twin_only_where_asked():
     from emkd_lib.profiles import profile_config
+    from emkd_lib.report import performance
     config = profile_config("cpu", "beauty", "sasrec")
-    assert method_label(config) == "SASRec"
-    assert method_label(config.replace(train__precision="bf16")) == "SASRec (bf16)"
+    bf16 = config.replace(train__precision="bf16")
+    assert method_label(config) == method_label(bf16) == "SASRec"   # a table of methods: the paper's names
+    assert method_label(config, with_precision=True) == "SASRec"
+    assert method_label(bf16, with_precision=True) == "SASRec (bf16)"
+    # the performance tables hold both precisions of a method: they name them apart
+    run = lambda c: types.SimpleNamespace(config=c, history=[{"steps": 10}], train_seconds=5.0, provenance={
+        "machine": "AMD EPYC x2 (torch threads 1)", "examples_per_epoch": 100})
+    table = performance.stored_throughput([run(config), run(bf16)])
+    assert sorted(table.index.get_level_values("method")) == ["SASRec", "SASRec (bf16)"]
 
 
 def test_control_found_pairs_a_run_with_its_control():

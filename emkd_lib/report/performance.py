@@ -295,7 +295,7 @@ def stored_throughput(results) -> pd.DataFrame:
     for r in results:
         epochs = max(len(r.history), 1)
         examples = r.provenance.get("examples_per_epoch")
-        rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
+        rows.append({"dataset": r.config.dataset, "method": method_label(r.config, with_precision=True),
                      "threads": _threads(r.provenance.get("machine", "")), "epochs": epochs,
                      "s / epoch": r.train_seconds / epochs, "training (min)": r.train_seconds / 60,
                      "windows / s": examples * epochs / r.train_seconds if examples and r.train_seconds else np.nan,
@@ -323,7 +323,7 @@ def step_seconds_by_machine(results) -> pd.DataFrame:
         steps = r.history[-1].get("steps") if r.history else None
         if not steps or _threads(r.provenance.get("machine", "")) != 1:
             continue
-        rows.append({"dataset": r.config.dataset, "method": method_label(r.config),
+        rows.append({"dataset": r.config.dataset, "method": method_label(r.config, with_precision=True),
                      "users": r.config.data.max_users or "all", "cpu": _cpu_model(r.provenance.get("machine", "")),
                      "s / step": r.train_seconds / steps})
     if not rows:

@@ -74,14 +74,17 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
     return lines
 
 
-def method_label(config) -> str:
+def method_label(config, with_precision: bool = False) -> str:
     """How a run's method is named in tables: ``EMKD`` on its own encoder,
-    ``EMKD (SASRec)`` on another one, else the method's name."""
+    ``EMKD (SASRec)`` on another one, else the method's name. The precision
+    is a setting like the others (setup tables show it); ``with_precision``
+    names it too where one table holds the same method in two precisions,
+    ``EMKD (bf16)``."""
     from ..methods import method_spec
     name = config.spec.title
     if config.spec.label is not None:
         name = config.spec.label(config.params)
-    if config.train.precision != "fp32":
+    if with_precision and config.train.precision != "fp32":
         name += f" ({config.train.precision})"
     if config.encoder != config.spec.encoders[0]:
         name += f" ({method_spec(config.encoder).title})"
@@ -185,15 +188,17 @@ def relative_change(value: float, reference: float) -> float:
 
 
 def significance_table(results: list[RunResult], metric: str = "NDCG@10",
-                       reference: str | None = None) -> pd.DataFrame:
+                       reference: str | None = None, with_precision: bool = False) -> pd.DataFrame:
     """Per dataset: the best method (or ``reference``) against each other
-    method, paired over test users.
+    method, paired over test users; ``with_precision`` names a bf16 run
+    apart from its fp32 twin (``method_label``).
 
     Only seed-0 runs are paired (the same users, the same seed).
     """
     rows = []
     for dataset in dict.fromkeys(r.config.dataset for r in results):
-        runs = {method_label(r.config): r for r in results if r.config.dataset == dataset and r.config.seed == 0}
+        runs = {method_label(r.config, with_precision): r for r in results
+                if r.config.dataset == dataset and r.config.seed == 0}
         if reference is not None and reference not in runs:
             continue
         best = reference or max(runs, key=lambda m: runs[m].test_metrics[metric])
@@ -379,18 +384,19 @@ def setup_table(grid: dict) -> pd.DataFrame:
 
 
 def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
-    """EMKD's configuration per dataset under each profile (d, blocks, heads, length, dropout, windows, users, N, M, ...)."""
-    from ..studies.emkd import emkd_variant
+    """The configuration of Table 3's EMKD run per dataset under each profile
+    (d, blocks, heads, length, dropout, windows, users, N, M, ..., precision)."""
+    from ..studies.emkd import main_grid
     rows = []
     for dataset in datasets:
         for profile in profiles:
-            c = emkd_variant(profile, dataset)
+            c = main_grid(profile, (dataset,))[(dataset, 0)]
             e, p, t, d = c.encoder_config, c.params, c.train, c.data
             rows.append({"dataset": dataset, "profile": profile, "d": e.hidden, "blocks": e.n_blocks,
                          "heads": e.n_heads, "max len": d.max_len, "dropout": e.dropout, "window step": d.step,
                          "users": d.max_users or "all",
                          "batch": t.batch_size, "epochs (cap)": t.epochs, "N": p.n_networks, "M": p.n_views,
-                         "tau": p.tau, "lambda": p.lam, "mu": p.mu})
+                         "tau": p.tau, "lambda": p.lam, "mu": p.mu, "precision": t.precision})
     return pd.DataFrame(rows).drop_duplicates().set_index(["dataset", "profile"])
 
 
