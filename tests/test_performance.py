@@ -539,3 +539,12 @@ def test_benchmark_lines_with_a_share_under_ten_percent_or_a_lower_bound_are_rea
     assert found == "uniform dropout masks: EMKD 1.19x, S4Rec 1.12x (alternated under a load of 3.0; measured-ab.txt)"
     assert list(perf.ab_speedups(path, "nn.Dropout", "absent").columns) == ["status"]
     assert perf.ab_found(perf.ab_speedups(path, "nn.Dropout", "absent"), "x") == []
+
+
+def test_a_benchmarked_method_on_another_encoder_is_named_as_the_tables_name_it():
+    from emkd_lib.profiles import profile_config
+    from emkd_lib.report import method_label
+    assert perf._title("emkd-gru4rec") == method_label(profile_config("cpu", "beauty", "emkd", encoder="gru4rec"))
+    assert perf._title("sasrec-ef") == "SASRec+EF" and perf._title("emkd") == "EMKD"
+    with pytest.raises(ValueError, match="unknown method 'nope-x'"):
+        perf._title("nope-x")
