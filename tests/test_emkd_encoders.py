@@ -14,7 +14,7 @@ from emkd_lib.methods.emkd import (EMKDParams, combine_emkd_terms, emkd_next_ite
 from emkd_lib.models.encoders import CaserConfig, GRU4RecConfig, TransformerConfig, build_encoder
 from emkd_lib.models.ensemble import EncoderEnsemble
 from emkd_lib.profiles import profile_config
-from emkd_lib.studies.emkd import ENCODER_SWEEP_USERS, encoder_grid
+from emkd_lib.studies.emkd import BUDGET_PRECISION, ENCODER_SWEEP_USERS, encoder_grid
 from emkd_lib.train import fit
 
 import helpers
@@ -133,8 +133,10 @@ def test_profile_and_grid_take_the_encoders_own_settings():
     configs = list(grid.values())
     assert len(configs) == 12
     encoders = ("sasrec", "gru4rec", "caser")
-    assert configs[:3] == [profile_config("cpu", "beauty", e, data__max_users=ENCODER_SWEEP_USERS["cpu"])
-                           for e in encoders]  # N = 1: the encoder alone, on the same users
+    # N = 1: the encoder alone, on the same users, at the same precision as the EMKD points
+    assert configs[:3] == [profile_config("cpu", "beauty", e, data__max_users=ENCODER_SWEEP_USERS["cpu"],
+                                          train__precision=BUDGET_PRECISION["cpu"]) for e in encoders]
+    assert {c.train.precision for c in configs} == {BUDGET_PRECISION["cpu"]}
     assert [(c.method, c.encoder, c.params.n_networks) for c in configs[3:]] == \
         [("emkd", e, n) for n in (2, 3, 4) for e in encoders]
     assert list(grid) == [("beauty", e, n, 0) for n in (1, 2, 3, 4) for e in encoders]

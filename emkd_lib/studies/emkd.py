@@ -7,10 +7,10 @@ hurts least (book/emkd.md says how): Figure 3 gives every point
 ``SENSITIVITY_EPOCHS`` of Table 4's epochs on the full data; Figure 4 runs on
 a fixed subsample of ``ENCODER_SWEEP_USERS`` users (the same users in every
 run), each encoder alone trained on the same users as its reference. Every
-EMKD run on BERT4Rec (Table 3 and its seed spread, Table 4, Figure 3, the
-fidelity table) trains under ``BUDGET_PRECISION``; Figure 4 stays in fp32
-like the single models it is set beside. The paper profile changes none of
-these.
+EMKD run (Table 3 and its seed spread, Table 4, Figure 3, the fidelity
+table, Figure 4 with its encoders alone) trains under ``BUDGET_PRECISION``;
+the single models of the baseline chapters stay fp32. The paper profile
+changes none of these.
 """
 from __future__ import annotations
 
@@ -112,9 +112,10 @@ def sensitivity_grid(profile: str, datasets=("beauty",), seeds=(0,), epochs: int
 def encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=NEXT_ITEM_ENCODERS,
                  networks=(1, 2, 3, 4), max_users: int | None = None) -> dict:
     """Figure 4: ``(dataset, encoder, N, seed) -> config`` on ``max_users``
-    users (default ``ENCODER_SWEEP_USERS``); N = 1 is the encoder trained
-    alone (its baseline config), N > 1 EMKD with N networks of it. Ordered by
-    N, so a grid cut short has compared every encoder at the smaller N."""
+    users (default ``ENCODER_SWEEP_USERS``), under ``BUDGET_PRECISION``;
+    N = 1 is the encoder trained alone (its baseline config), N > 1 EMKD with
+    N networks of it. Ordered by N, so a grid cut short has compared every
+    encoder at the smaller N."""
     max_users = max_users or ENCODER_SWEEP_USERS.get(profile)
     users = {"data__max_users": max_users} if max_users else {}
     grid = {}
@@ -123,9 +124,10 @@ def encoder_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=NEXT_IT
             for n in networks:
                 for m in methods:
                     if n == 1:
-                        grid[(d, m, n, s)] = profile_config(profile, d, m, seed=s, **users)
+                        config = profile_config(profile, d, m, seed=s, **users)
                     else:
-                        grid[(d, m, n, s)] = emkd_variant(profile, d, s, encoder=m, n_networks=n).replace(**users)
+                        config = emkd_variant(profile, d, s, encoder=m, n_networks=n).replace(**users)
+                    grid[(d, m, n, s)] = _at_budget_precision(profile, config)
     return grid
 
 
