@@ -200,9 +200,9 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     config = lambda dataset, method, precision="fp32", epochs=200, max_users=None, encoder="e": NS(  # noqa: E731
         dataset=dataset, method=method, encoder=encoder, train=NS(precision=precision, epochs=epochs),
         data=NS(max_users=max_users))
-    run = lambda key, seconds, threads=1: NS(key=key, train_seconds=seconds - 100, eval_seconds=100,  # noqa: E731
-                                            history=[{}] * 10,
-                                            provenance={"machine": f"cpu x2, torch threads {threads}"})
+    run = lambda key, seconds, threads=1, epochs=10, stopped_by="patience": NS(  # noqa: E731
+        key=key, train_seconds=seconds - 100, eval_seconds=100, history=[{}] * epochs,
+        flags={"stopped_by": stopped_by}, provenance={"machine": f"cpu x2, torch threads {threads}"})
     chapters = {
         "a": [("k1", config("beauty", "sasrec"), run("k1", 3600)),
               ("k2", config("beauty", "sasrec"), run("k2", 7200, threads=2)),
@@ -244,6 +244,15 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     d = perf.budget_table(chapters).loc["d"]
     assert d["estimated CPU-hours to go"] == pytest.approx(0.2) and d["not priced"] == 2
 
+    # runs a short cap ended (a sweep's 2 epochs) price an epoch, not how many
+    # a converged run needs: the group's run that early stopping ended says that
+    chapters = {"e": [("k1", config("beauty", "emkd"), run("k1", 3600)),
+                      ("k2", config("beauty", "emkd", epochs=2), run("k2", 720, epochs=2, stopped_by="epoch cap")),
+                      ("k3", config("beauty", "emkd", epochs=2), run("k3", 720, epochs=2, stopped_by="epoch cap")),
+                      ("k4", config("beauty", "emkd"), None)]}
+    # 0.1 CPU-hours an epoch (all three), 10 epochs (k1's; the median of all three would say 2)
+    assert perf.budget_table(chapters).loc["e", "estimated CPU-hours to go"] == pytest.approx(1.0)
+
 
 
 def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
@@ -254,6 +263,7 @@ def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
         dataset=dataset, method=method, encoder="e", train=NS(precision="fp32", epochs=epochs),
         data=NS(max_users=None))
     run = lambda seconds, epochs=10: NS(train_seconds=seconds, eval_seconds=0.0, history=[{}] * epochs,  # noqa: E731
+                                        flags={"stopped_by": "patience"},
                                         provenance={"machine": "cpu x2, torch threads 1"})
     work = {"beauty": 1000, "toys": 3000, "ml-1m": 8000}
     count = lambda c: work[c.dataset]  # noqa: E731

@@ -154,16 +154,23 @@ def _proxy_group(config) -> tuple:
 def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
     """``group -> (median CPU-hours per epoch per ``per(config)``, median
     epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``
-    (a config whose ``per`` is None or 0 is left out)."""
+    (a config whose ``per`` is None or 0 is left out). The epochs are those
+    of the group's runs that early stopping ended, where it has any: a run
+    ended by a short epoch cap (a sensitivity sweep's few epochs) says how
+    long an epoch takes, not how many a converged run needs."""
     rates: dict[tuple, list[float]] = {}
     epochs: dict[tuple, list[int]] = {}
+    converged: dict[tuple, list[int]] = {}
     for config, result in runs:
         if not (unit := per(config)):   # work that cannot be counted prices nothing
             continue
-        n = max(len(result.history), 1)
-        rates.setdefault(group_of(config), []).append(_cpu_hours(result) / n / unit)
-        epochs.setdefault(group_of(config), []).append(n)
-    return {group: (float(np.median(rates[group])), float(np.median(epochs[group]))) for group in rates}
+        group, n = group_of(config), max(len(result.history), 1)
+        rates.setdefault(group, []).append(_cpu_hours(result) / n / unit)
+        epochs.setdefault(group, []).append(n)
+        if result.flags.get("stopped_by") == "patience":
+            converged.setdefault(group, []).append(n)
+    return {group: (float(np.median(rates[group])), float(np.median(converged.get(group) or epochs[group])))
+            for group in rates}
 
 
 def price_of(prices: dict, config, by_work: dict | None = None, work=epoch_work) -> float | None:
