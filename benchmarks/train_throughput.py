@@ -57,8 +57,7 @@ from torch import nn
 from emkd_lib.batching import length_bucketed_batches
 from emkd_lib.config import RunConfig, TrainConfig
 from emkd_lib.flops import forward_macs
-from emkd_lib.methods import build_method, method_spec
-from emkd_lib.models.encoders import ENCODERS
+from emkd_lib.methods import build_method, parse_method
 from emkd_lib.models.ensemble import EnsembleBERT4Rec
 from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
@@ -71,20 +70,6 @@ COUNTED_METHODS = ("sasrec", "bert4rec", "gru4rec", "caser", "emkd")  # every te
 
 
 # ---- the method names on the command line ------------------------------------
-
-def parse_method(name: str) -> tuple[str, str | None]:
-    """``"emkd"`` -> ("emkd", None: its own encoder); ``"emkd-sasrec"`` ->
-    ("emkd", "sasrec"), the form of ``RunConfig.label``."""
-    try:
-        method_spec(name)
-        return name, None
-    except ValueError:
-        method, _, encoder = name.rpartition("-")
-        if method and encoder in ENCODERS:
-            method_spec(method)  # an unknown method is an error naming the known ones
-            return method, encoder
-        raise
-
 
 def parse_override(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` keyed like ``RunConfig.replace`` (``params__n_views=4``);

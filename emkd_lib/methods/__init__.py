@@ -19,6 +19,21 @@ def method_spec(name: str) -> MethodSpec:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
 
 
+def parse_method(name: str) -> tuple[str, str | None]:
+    """``"emkd"`` -> ("emkd", None: its own encoder); ``"emkd-sasrec"`` ->
+    ("emkd", "sasrec"), the form of ``RunConfig.label`` (benchmark outputs
+    name methods so). An unknown name lists the known methods."""
+    from ..models.encoders import ENCODERS
+    if name in METHODS:
+        return name, None
+    method, _, encoder = name.rpartition("-")
+    if method and encoder in ENCODERS:
+        method_spec(method)  # an unknown method is an error naming the known ones
+        return method, encoder
+    method_spec(name)
+    raise AssertionError("unreachable")
+
+
 def build_method(config, dataset):
     """``(model, Recipe)`` of a run config on a dataset."""
     model, recipe = method_spec(config.method).build(config, dataset)
@@ -27,4 +42,4 @@ def build_method(config, dataset):
     return model, recipe
 
 
-__all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_spec"]
+__all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_spec", "parse_method"]

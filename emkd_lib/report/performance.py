@@ -28,12 +28,10 @@ def _title(method: str) -> str:
     """How the chapter names a benchmark's method: its spec's title, and for
     ``<method>-<encoder>`` (a method on another encoder, as the benchmarks
     name it) ``"EMKD (SASRec)"``, as ``tables.method_label`` does."""
-    from ..methods import METHODS, method_spec
-    if method not in METHODS:
-        base, _, encoder = method.rpartition("-")
-        if base in METHODS and encoder in METHODS:
-            return f"{method_spec(base).title} ({method_spec(encoder).title})"
-    return method_spec(method).title
+    from ..methods import method_spec, parse_method
+    base, encoder = parse_method(method)
+    title = method_spec(base).title
+    return f"{title} ({method_spec(encoder).title})" if encoder else title
 
 
 def _threads(machine: str) -> int:
