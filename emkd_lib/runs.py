@@ -164,7 +164,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
                      key) -> RunResult | None:
     device = resolve_device(device)
     # Seeded before the model is built: the initial weights are the seed's.
-    seed_everything(config.seed)
+    seed_everything(config.seed, device)
     model, recipe = build_method(config, dataset)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

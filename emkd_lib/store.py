@@ -156,7 +156,12 @@ def scan(root: Path) -> tuple[list[Path], list[str]]:
 def code_commit() -> str:
     """The checkout's commit, ``+dirty`` when ``emkd_lib`` has uncommitted
     changes; read once per process, on first use, so a run records the code
-    it started with even if a commit lands while it trains."""
+    it started with even if a commit lands while it trains.
+
+    A copy of a checkout without its ``.git`` (what a GPU machine is sent)
+    records ``EMKD_CODE_COMMIT`` as its commit, suffixed ``+copy``: the copy
+    cannot check itself against it, so the record says it was taken on trust
+    (``scripts/device_check.sh`` sets it from a clean tree)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -164,7 +169,8 @@ def code_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        told = os.environ.get("EMKD_CODE_COMMIT", "").strip()
+        return f"{told}+copy" if told else "unknown"
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,16 +36,26 @@ from .methods import Recipe
 SELECTION_METRIC = "NDCG@10"
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
     """Seed every generator a run draws from: Python, NumPy's global one and
     torch's (CPU and every CUDA device), and make cuDNN pick deterministic
     kernels. Called before the model is built, so initial weights are the
-    seed's too."""
+    seed's too.
+
+    On ``device`` CUDA it also asks for PyTorch's deterministic kernels: the
+    embedding backward and ``index_add_`` otherwise accumulate with atomics in
+    whatever order the threads arrive, so two runs of one seed differ in the
+    last bits and then in their ranks. cuBLAS needs its fixed workspace for
+    that, set before its first use (a kernel with no deterministic version
+    warns rather than stops the run)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+    if device is not None and torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -1,60 +1,139 @@
 #!/usr/bin/env bash
-# The GPU checks of the performance issue, as one prepared command for a lent
-# device machine (the `device` tool; a session has about 15 minutes of it):
-#   1. the CUDA path is deterministic: a smoke EMKD run twice, per-user ranks compared bitwise;
-#   2. the DDP path on CUDA: the same smoke run with --ddp 1;
-#   3. the paper-profile EMKD step and epoch throughput (benchmarks/*.py --device cuda);
-#   4. what of the paper profile fits the time left: SASRec, then EMKD on Beauty, stored like any result.
+# One lease of a GPU machine, as one command: the CUDA and DDP paths, the
+# paper-profile benchmarks, and the paper-profile runs that fit the time left.
+#
 # Before the call, here (the data mirror beside the checkout does not travel):
-#   mkdir -p .device-data && cp -r ../shared/data/beauty .device-data/ && grep -qx '/.device-data/' .git/info/exclude || echo /.device-data/ >> .git/info/exclude
-# The call: run(command="bash scripts/device_check.sh", carry=[".device-data"], timeout_s=590)
-# Afterwards, here: copy what came back under results/ into the store and commit it (json + npz).
-# On a machine without CUDA it runs the same steps on the CPU with tiny budgets (DEVICE=cpu BUDGET_S=60), to check the script.
-set -uo pipefail
-DEVICE=${DEVICE:-cuda}
-BUDGET_S=${BUDGET_S:-540}          # wall seconds for the whole script; step 4 gets what is left
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-scratch=$(mktemp -d)               # what need not come back ($OUT takes at most 8 files)
-start=$(date +%s)
-left() { echo $(( BUDGET_S - ($(date +%s) - start) )); }
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD EMKD_DATA_DIR=${EMKD_DATA_DIR:-$PWD/.device-data}
-export EMKD_RESULTS_DIR=$OUT/results EMKD_CACHE_DIR=${EMKD_CACHE_DIR:-/tmp/emkd-cache}
+#   mkdir -p .device-data && cp -r ../shared/data/beauty .device-data/
+#   grep -qx '/.device-data/' .git/info/exclude || echo /.device-data/ >> .git/info/exclude
+# The call, from a clean, committed tree (the copy has no .git; the commit is told):
+#   run(command="EMKD_CODE_COMMIT=<sha> bash scripts/device_check.sh", carry=[".device-data"], timeout_s=600)
+# Afterwards, here: `scripts/device_unpack.sh <files_at>` puts the stored runs into
+# results/ and the benchmark outputs under benchmarks/.
+#
+# Environment: OUT (where the outputs go; default ./device-out), EMKD_DATA_DIR
+# (default ./.device-data: the datasets copied into the checkout, since only
+# the checkout travels), DEVICE_BUDGET_S (seconds this script may take in all,
+# default 540), DEVICE_PROFILE (default paper; smoke tries the script itself
+# on any machine in a minute), PY (default python3).
+#
+# Phases, each bounded by `timeout` so that one failure costs only its own time:
+#   1. the machine and an import of the library;
+#   2. benchmarks on an otherwise idle GPU (train_throughput, step_profile,
+#      public_pattern at the profile's settings);
+#   3. checks, small runs in fresh processes: a seed gives bit-identical ranks
+#      on CUDA (SASRec and EMKD twice each); one model under DDP on CUDA
+#      (NCCL, one rank);
+#   4. the profile's runs on Beauty (SASRec, BERT4Rec, EMKD), side by side on
+#      the one GPU until the budget ends; a run that finishes is stored like
+#      any result, one that does not leaves its per-epoch history.
+# Everything comes back in at most 8 files under $OUT (the device tool's limit).
+set -u
+START=$(date +%s)
+OUT=${OUT:-$PWD/device-out}
 PY=${PY:-python3}
-log=$OUT/device-check.txt
-say() { echo "== $*" | tee -a "$log"; }
+PROFILE=${DEVICE_PROFILE:-paper}
+BUDGET=${DEVICE_BUDGET_S:-540}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export EMKD_DATA_DIR=${EMKD_DATA_DIR:-$PWD/.device-data}
+export EMKD_RESULTS_DIR=/tmp/emkd-device/store
+export EMKD_CACHE_DIR=/tmp/emkd-device/cache
+WORK=/tmp/emkd-device
+mkdir -p "$OUT" "$WORK/logs" "$EMKD_RESULTS_DIR" "$EMKD_CACHE_DIR"
+elapsed() { echo $(($(date +%s) - START)); }
+left() { echo $((BUDGET - $(elapsed))); }
+say() { echo "== [$(elapsed) s] $*"; }
+# Progress bars as lines, without the per-batch bar.
+bars() { tr '\r' '\n' | grep -v '^batches' | grep -v '^\s*$'; }
 
-say "machine: $(nproc) cores; $($PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")')"
-smoke=(run --profile smoke --dataset beauty --method emkd --seed 0 --device "$DEVICE")
+say "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -3
+lscpu 2>/dev/null | grep -E '^(Model name|CPU\(s\))' | head -2
+echo "commit: ${EMKD_CODE_COMMIT:-unset}"
+$PY - <<'EOF' || { echo "FATAL: the library does not import here"; exit 3; }
+import numpy, torch
+import emkd_lib
+from emkd_lib.store import code_commit
+print(f"torch {torch.__version__}, numpy {numpy.__version__}, cuda {torch.cuda.is_available()}, "
+      f"devices {torch.cuda.device_count()}, recorded commit {code_commit()}")
+EOF
+DEV=cpu; $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && DEV=cuda
+BATCHES=30; [ "$PROFILE" = smoke ] && BATCHES=3
+PEAK=8192; [ $DEV = cpu ] && PEAK=1024   # the peak matmul: seconds on a GPU, minutes at 8192 on a CPU
 
-say "1. determinism on $DEVICE: the same smoke EMKD run twice, ranks compared bitwise"
-EMKD_RESULTS_DIR=$scratch/det-a $PY -m emkd_lib "${smoke[@]}" 2>&1 | tail -2 | tee -a "$log"
-EMKD_RESULTS_DIR=$scratch/det-b $PY -m emkd_lib "${smoke[@]}" 2>&1 | tail -2 | tee -a "$log"
-$PY - "$scratch/det-a" "$scratch/det-b" <<'EOF' 2>&1 | tee -a "$log"
-import sys
+say "benchmarks ($PROFILE profile, $DEV)"
+timeout 150 $PY benchmarks/train_throughput.py --dataset beauty --profile "$PROFILE" --device $DEV \
+    --methods sasrec bert4rec emkd --max-batches $BATCHES --autocast bf16 --loop same --peak-size $PEAK \
+    > "$OUT/throughput.txt" 2>&1; echo "train_throughput rc=$?"; tail -n 30 "$OUT/throughput.txt"
+timeout 90 $PY benchmarks/step_profile.py --dataset beauty --profile "$PROFILE" --device $DEV --methods emkd sasrec \
+    --max-batches 10 --memory > "$OUT/step_profile.txt" 2>&1; echo "step_profile rc=$?"; tail -n 40 "$OUT/step_profile.txt"
+timeout 90 $PY benchmarks/public_pattern.py --dataset beauty --profile "$PROFILE" --device $DEV --batches 5 \
+    > "$OUT/public_pattern.txt" 2>&1; echo "public_pattern rc=$?"; tail -n 15 "$OUT/public_pattern.txt"
+
+say "checks (smoke profile, fresh processes)"
+check_run() {  # name method extra-args...
+    local name=$1 method=$2; shift 2
+    EMKD_RESULTS_DIR=$WORK/check-$name EMKD_CACHE_DIR=$WORK/check-cache-$name timeout 150 \
+        $PY -m emkd_lib --threads 2 run --profile smoke --dataset beauty --method "$method" --device $DEV "$@" \
+        > "$WORK/logs/check-$name.log" 2>&1
+    echo "check $name rc=$?"
+}
+for m in sasrec emkd; do check_run "$m-a" $m & check_run "$m-b" $m & done
+[ $DEV = cuda ] && { check_run emkd-ddp1 emkd --ddp 1 & }
+wait
+$PY - "$WORK" > "$OUT/checks.txt" 2>&1 <<'EOF'
+import json, sys
 from pathlib import Path
 import numpy as np
-a, b = (sorted(Path(d).rglob("*.npz")) for d in sys.argv[1:])
-same = bool(a) and len(a) == len(b) and all(np.array_equal(np.load(x)[k], np.load(y)[k])
-                                            for x, y in zip(a, b) for k in np.load(x).files)
-print(f"bit-identical ranks over {len(a)} result(s): {same}")
+work = Path(sys.argv[1])
+def ranks(name):
+    npz = sorted((work / f"check-{name}").rglob("*.npz"))
+    if not npz:
+        return None, None
+    record = json.loads(npz[0].with_suffix(".json").read_text())
+    return np.load(npz[0]), record
+for method in ("sasrec", "emkd"):
+    (a, ra), (b, rb) = ranks(f"{method}-a"), ranks(f"{method}-b")
+    if a is None or b is None:
+        print(f"{method}: a run failed, no comparison"); continue
+    same = all(np.array_equal(a[k], b[k]) for k in ("test_ranks", "valid_ranks"))
+    print(f"{method} twice, seed 0, on {ra['provenance'].get('machine')}: ranks bit-identical {same}; "
+          f"test NDCG@10 {ra['test_metrics']['NDCG@10']!r} and {rb['test_metrics']['NDCG@10']!r}")
+d, rd = ranks("emkd-ddp1")
+if d is not None:
+    a, ra = ranks("emkd-a")
+    print(f"emkd --ddp 1 (NCCL): test NDCG@10 {rd['test_metrics']['NDCG@10']!r}, world size "
+          f"{rd['provenance'].get('ddp_world_size')}; one process {ra['test_metrics']['NDCG@10']!r}")
 EOF
+cat "$OUT/checks.txt"
+grep -h -i -E "warn|error" "$WORK"/logs/check-*.log | sort | uniq -c | head -20
 
-say "2. DDP on $DEVICE: the smoke run with --ddp 1"
-EMKD_RESULTS_DIR=$scratch/ddp timeout 120 $PY -m emkd_lib "${smoke[@]}" --ddp 1 --force 2>&1 | tail -2 | tee -a "$log"
-
-say "3. paper-profile throughput on $DEVICE"
-batches=$([ "$DEVICE" = cpu ] && echo 2 || echo 30)
-timeout 150 $PY benchmarks/train_throughput.py --profile paper --methods sasrec emkd --device "$DEVICE" \
-  --max-batches "$batches" --loop none 2>&1 | tee "$OUT/throughput-paper-$DEVICE.txt" | tail -8 | tee -a "$log"
-timeout 120 $PY benchmarks/step_profile.py --profile paper --methods emkd --device "$DEVICE" --warmup 2 --steps 3 \
-  2>&1 | tee "$OUT/profile-paper-$DEVICE.txt" | tail -4 | tee -a "$log"
-
-say "4. paper-profile runs in the $(left) s left, stored under results/ (a run cut short leaves its checkpoint, not a result)"
-for method in sasrec emkd; do
-  [ "$(left)" -gt 30 ] || break
-  timeout "$(( $(left) - 15 ))" $PY -m emkd_lib run --profile paper --dataset beauty --method "$method" --seed 0 \
-    --device "$DEVICE" 2>&1 | tail -3 | tee -a "$log"
+RUN_S=$(( $(left) - 30 ))
+say "runs ($PROFILE profile on Beauty, side by side, $RUN_S s)"
+[ "$RUN_S" -gt 20 ] || { echo "no time left for runs"; RUN_S=0; }
+for m in sasrec bert4rec emkd; do
+    [ "$RUN_S" -gt 0 ] || break
+    ( timeout $RUN_S $PY -m emkd_lib --threads 4 run --profile "$PROFILE" --dataset beauty --method $m --device $DEV \
+        2>&1 | bars > "$WORK/logs/run-$m.log"; echo "run $m finished at $(elapsed) s" ) &
 done
-find "$OUT/results" -name '*.pt' -delete 2>/dev/null   # the weights stay behind: 8 files come back
-say "done in $(( $(date +%s) - start )) s; results: $(find "$OUT/results" -name '*.json' 2>/dev/null | wc -l)"
+wait
+for m in sasrec bert4rec emkd; do echo "-- $m"; tail -n 4 "$WORK/logs/run-$m.log"; done
+
+say "packing"
+$PY - "$EMKD_CACHE_DIR" "$WORK/logs/unfinished.json" <<'EOF'
+import json, sys
+from pathlib import Path
+import torch
+unfinished = {}
+for ckpt in Path(sys.argv[1]).rglob("*.pt"):
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as err:  # a checkpoint cut off mid-write
+        unfinished[ckpt.stem] = {"error": str(err)}; continue
+    unfinished[ckpt.stem] = {k: state.get(k) for k in ("epoch", "best_epoch", "best_score", "since_best",
+                                                      "train_seconds", "eval_seconds", "steps", "history")}
+Path(sys.argv[2]).write_text(json.dumps(unfinished, indent=1, default=float))
+print(f"{len(unfinished)} unfinished runs' histories")
+EOF
+tar -czf "$OUT/store.tar.gz" --exclude="*.pt" -C "$WORK" store logs 2>&1
+ls -la "$OUT"
+say "done"

@@ -116,3 +116,20 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
     assert "loss" in loss_terms and (method != "emkd" or {"mip", "ap", "icl", "ccl", "kd"} <= set(loss_terms))
     for r, w in zip(resumed["history"], whole["history"]):
         assert {k: r[k] for k in loss_terms} == {k: w[k] for k in loss_terms}
+
+
+def test_seeding_for_cuda_asks_for_deterministic_kernels_and_leaves_the_cpu_path_alone(monkeypatch):
+    import torch
+    from emkd_lib.train import seed_everything
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        seed_everything(0, torch.device("cpu"))
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        seed_everything(0, torch.device("cuda"))   # a device, not a GPU: nothing is allocated
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

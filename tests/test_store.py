@@ -110,3 +110,13 @@ def test_link_or_copy_shares_bytes_and_survives_the_source_being_replaced(tmp_pa
     files.atomic_link_or_copy(source, kept)
     assert kept.read_bytes() == b"retrained" and kept.stat().st_ino != source.stat().st_ino
     assert sorted(p.name for p in kept.parent.iterdir()) == ["run.pt"]   # no temporary left behind
+
+
+def test_a_copy_without_git_records_the_commit_it_was_told_marked_as_a_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "REPO_ROOT", tmp_path)   # no .git here: git rev-parse fails
+    monkeypatch.delenv("EMKD_CODE_COMMIT", raising=False)
+    assert store.code_commit.__wrapped__() == "unknown"
+    monkeypatch.setenv("EMKD_CODE_COMMIT", "0123abc")
+    commit = store.code_commit.__wrapped__()
+    assert commit == "0123abc+copy"
+    assert not commit.endswith("+dirty")
