@@ -5,6 +5,9 @@
 # Before the call, here (the data mirror beside the checkout does not travel):
 #   mkdir -p .device-data && cp -r ../shared/data/beauty .device-data/
 #   grep -qx '/.device-data/' .git/info/exclude || echo /.device-data/ >> .git/info/exclude
+# What travels is limited to 64 MiB, and the committed results alone are near that: move
+# aside the results folders no queued run reads until `git ls-files -z | xargs -0 du -cb | tail -1`
+# (plus .device-data) is under it, e.g. `mv results/*-odmt ../device-hold/`, and back after the call.
 # The call, from a clean, committed tree (the copy has no .git; the commit is told):
 #   run(command="EMKD_CODE_COMMIT=<sha> bash scripts/device_check.sh", carry=[".device-data"], timeout_s=600)
 # Afterwards, here: `scripts/device_unpack.sh <files_at>` puts the stored runs into

@@ -596,6 +596,18 @@ def test_sweep_points_keep_one_hyperparameter_sorted_by_value_and_skip_missing_r
     assert sweep_points(runs, "lam") == []
 
 
+def test_sweep_rows_name_each_point_once_and_share_the_default():
+    from emkd_lib.report import sweep_rows
+    default = types.SimpleNamespace(lam=0.01, tau=0.3)
+    runs = {("beauty", "lam", 0.01, 0): "D", ("beauty", "lam", 0.1, 0): "L",
+            ("beauty", "tau", 0.3, 0): "D", ("beauty", "tau", 1.0, 0): None}
+    assert sweep_rows(runs, default, {"lam": "lambda", "tau": "tau"}) == {
+        "default": "D", "lambda = 0.1": "L", "tau = 1.0": None}
+    # The default is stored once, under whichever sweep trained it.
+    runs[("beauty", "lam", 0.01, 0)] = None
+    assert sweep_rows(runs, default, {"lam": "lambda", "tau": "tau"})["default"] == "D"
+    assert sweep_rows({}, default, {})["default"] is None
+
 
 def test_figure4_grid_is_the_encoder_grid_except_in_smoke():
     from emkd_lib.studies.emkd import encoder_grid, figure4_grid

@@ -30,6 +30,7 @@ from .tables import (
     still_rising_found,
     stopping_table,
     sweep_points,
+    sweep_rows,
 )
 from .quoted import (
     SETTINGS_COMPARED,

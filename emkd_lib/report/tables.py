@@ -352,6 +352,20 @@ def sweep_points(runs: dict, name: str, metrics=("NDCG@10", "HR@10")) -> list[tu
                   if n == name and r is not None)
 
 
+def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
+    """A one-at-a-time sweep's stored runs as rows for ``ablation_table``:
+    ``"default"`` (the point where the swept parameter has its default value,
+    which every sweep shares; taken from the first sweep that has it) and
+    ``"<label> = <value>"`` for each other point. ``runs`` is keyed
+    ``(dataset, name, value, seed)`` as the studies' sensitivity grids key
+    them, ``default`` holds each name's default as an attribute, ``labels``
+    maps a name to its printed label."""
+    at_default = [r for (d, n, v, s), r in runs.items() if v == getattr(default, n)]
+    rows = {"default": next((r for r in at_default if r is not None), at_default[0] if at_default else None)}
+    rows.update({f"{labels[n]} = {v}": r for (d, n, v, s), r in runs.items() if v != getattr(default, n)})
+    return rows
+
+
 def pending_line(runs: dict) -> str:
     """One line: how many of a grid's runs are stored, and which are not yet."""
     missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]
