@@ -185,6 +185,13 @@ def distillation_loss(logits: torch.Tensor, temperature: float, detach_teacher: 
     return 0.5 * loss if symmetric else loss
 
 
+# Positions per chunk of ``_MutualKL``: a multiple of 32 keeps every chunk a
+# whole number of the widest SIMD vectors (32 bf16 lanes under AVX-512), so no
+# element meets a vector loop's scalar tail that it would not meet unchunked,
+# and the chunked values are bitwise the unchunked ones (tests/test_losses.py).
+KD_CHUNK_POSITIONS = 32
+
+
 class _MutualKL(torch.autograd.Function):
     """sum_p w_p sum_{x != y} KL(q^y_p || q^x_p) with a hand-written gradient.
 
@@ -195,23 +202,44 @@ class _MutualKL(torch.autograd.Function):
     and, differentiating (with Q = sum_x q^x), for the logits z^n of network n
         as student: (1/T) sum_{y != n} (q^n - q^y) = (1/T) (N q^n - Q),
         as teacher: (1/T) q^n * (f^n - <q^n, f^n>)   (absent when detached).
+    The forward pass goes ``rows`` positions at a time and forms each chunk's
+    gradient while its q and f are still in cache, keeping only that gradient
+    (one (N, P, V) tensor instead of q and f): twice as fast on CPU as the
+    whole-tensor passes, with the same values bit for bit. The backward pass
+    scales it by the incoming gradient, the weights and 1/T.
     Checked against autograd through a loop over pairs in tests/test_losses.py.
     """
 
     @staticmethod
-    def forward(ctx, logits, weights, temperature, detach_teacher):
-        q, f, kl = _mutual_kl_parts(logits, temperature)
-        ctx.save_for_backward(q, f, kl, weights)
-        ctx.temperature, ctx.detach_teacher = temperature, detach_teacher
+    def forward(ctx, logits, weights, temperature, detach_teacher, rows=KD_CHUNK_POSITIONS):
+        N, P, V = logits.shape
+        kl = gradient = None
+        for start in range(0, P, rows):
+            chunk = slice(start, start + rows)
+            q, f, kl_chunk = _mutual_kl_parts(logits[:, chunk], temperature)
+            g = _mutual_kl_logit_gradient(q, f, kl_chunk, detach_teacher) if ctx.needs_input_grad[0] else None
+            if kl is None:
+                kl = kl_chunk.new_empty((N, P))
+                gradient = None if g is None else g.new_empty((N, P, V))
+            kl[:, chunk] = kl_chunk
+            if g is not None:
+                gradient[:, chunk] = g
+        if kl is None:  # no positions
+            kl = logits.new_zeros((N, P))
+        ctx.save_for_backward(gradient, weights)
+        ctx.temperature = temperature
         return (kl * weights).sum()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, f, kl, weights = ctx.saved_tensors
-        g = _mutual_kl_logit_gradient(q, f, kl, ctx.detach_teacher)
+        g, weights = ctx.saved_tensors
+        if g is None:  # no positions
+            return None, None, None, None, None
+        # In place: no second (N, P, V) tensor. A second backward pass (retain_graph)
+        # is refused by autograd's version check of the saved tensor.
         g *= (grad * weights / ctx.temperature)[:, None]
-        return g, None, None, None
+        return g, None, None, None, None
 
 
 def _mutual_kl_parts(logits: torch.Tensor, temperature: float):

@@ -214,6 +214,46 @@ def test_distillation_matches_eq_16_18_values_and_gradients(T, detach, symmetric
         torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(expected, logits)[0])
 
 
+def test_distillation_over_several_chunks_of_positions_matches_eq_16_18():
+    rows = losses.KD_CHUNK_POSITIONS
+    logits = rand(3, 2 * rows + 11, 7, grad=True)        # two whole chunks and a partial one
+    weights = torch.linspace(0.1, 0.5, logits.shape[1], dtype=torch.float64)
+    for detach in (False, True):
+        got = losses.distillation_loss(logits, 0.7, detach_teacher=detach, weights=weights)
+        expected = kd_direct(logits, 0.7, detach, weights=weights)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(expected, logits)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("detach", [False, True])
+def test_distillation_in_chunks_is_bitwise_the_whole_tensor_computation(dtype, detach):
+    # Shapes whose element counts leave scalar tails in the vector loops (101 items,
+    # 75 positions): the chunking must not move an element into or out of a tail.
+    generator = torch.Generator().manual_seed(3)
+    base = (torch.randn(3, 75, 101, generator=generator) * 3).to(dtype)
+    weights = torch.rand(75, generator=generator).to(dtype)
+    results = []
+    for rows in (losses.KD_CHUNK_POSITIONS, 10**9):   # chunked; one chunk (the whole tensor)
+        logits = base.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = losses._MutualKL.apply(logits, weights, 0.5, detach, rows)
+        loss.backward()
+        results.append((loss.detach(), logits.grad))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    assert torch.equal(loss_a, loss_b) and torch.equal(grad_a, grad_b)
+
+
+def test_distillation_refuses_a_second_backward_pass_over_its_consumed_gradient():
+    logits = rand(2, 5, 4, grad=True)
+    loss = losses.distillation_loss(logits, 1.0)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    empty = rand(2, 0, 4, grad=True)
+    assert losses.distillation_loss(empty, 1.0).item() == 0.0
+
+
 def test_detaching_the_teacher_changes_the_gradient():
     logits = rand(2, P, V, grad=True)
     free = torch.autograd.grad(losses.distillation_loss(logits, 1.0), logits)[0]
