@@ -308,3 +308,13 @@ def test_chunked_item_losses_keep_no_logits_for_the_backward_pass():
     assert max(saved) < N * 40 * 500 / 4   # nothing the size of the (N, P, V) logits is kept
     with pytest.raises(ValueError, match="chunk must be an int >= 1"):
         losses.chunked_item_losses(projected, weight, bias, targets, None, 1.0, chunk=0)
+
+
+def test_cpu_autocast_upcasts_the_item_cross_entropy_but_not_the_distillation_softmaxes():
+    # What the book says of the bf16 EMKD runs (book/emkd.md, chapter 10).
+    logits = rand(3, 40, 9).to(torch.bfloat16)
+    targets = torch.arange(40) % 9
+    with torch.autocast("cpu", torch.bfloat16):
+        assert losses.masked_item_prediction_loss(logits, targets).dtype == torch.float32
+        q, f, kl = losses._mutual_kl_parts(logits, 1.0)
+    assert q.dtype == f.dtype == kl.dtype == torch.bfloat16
