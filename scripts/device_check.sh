@@ -17,7 +17,8 @@
 # (default ./.device-data: the datasets copied into the checkout, since only
 # the checkout travels), DEVICE_BUDGET_S (seconds this script may take in all,
 # default 540), DEVICE_PROFILE (default paper; smoke tries the script itself
-# on any machine in a minute), PY (default python3).
+# on any machine in a minute), DEVICE_GRID and DEVICE_SHARDS (phase 4), PY
+# (default python3); DEVICE_GRID_PROFILE (default cpu) the grid's profile.
 #
 # Phases, each bounded by `timeout` so that one failure costs only its own time:
 #   1. the machine and an import of the library;
@@ -118,16 +119,35 @@ for m in sasrec bert4rec emkd; do
     ( timeout $RUN_S $PY -m emkd_lib --threads 4 run --profile "$PROFILE" --dataset beauty --method $m --device $DEV \
         2>&1 | bars > "$WORK/logs/run-$m.log"; echo "run $m finished at $(elapsed) s" ) &
 done
+# DEVICE_GRID (e.g. "emkd-fidelity --datasets beauty"): also a campaign grid of the
+# cpu profile, its missing runs shared by DEVICE_SHARDS processes on the same GPU
+# (the store keys runs by config and data, not machine; each run's provenance
+# names the GPU). A run the budget cuts short is lost with the machine.
+if [ -n "${DEVICE_GRID:-}" ] && [ "$RUN_S" -gt 0 ]; then
+    K=${DEVICE_SHARDS:-4}
+    # The grid sees the committed results (what travelled), so it trains only what is missing.
+    mkdir -p "$WORK/grid-store"; cp -r results/. "$WORK/grid-store/" 2>/dev/null; touch "$WORK/grid-marker"
+    for i in $(seq 0 $((K - 1))); do
+        ( EMKD_RESULTS_DIR=$WORK/grid-store timeout $RUN_S $PY -m emkd_lib --threads 2 grid $DEVICE_GRID --profile ${DEVICE_GRID_PROFILE:-cpu} --device $DEV --shard $i/$K \
+            2>&1 | bars > "$WORK/logs/grid-$i.log"; echo "grid shard $i/$K finished at $(elapsed) s" ) &
+    done
+fi
 wait
 for m in sasrec bert4rec emkd; do echo "-- $m"; tail -n 4 "$WORK/logs/run-$m.log"; done
+for f in "$WORK"/logs/grid-*.log; do [ -f "$f" ] && { echo "-- $f"; tail -n 3 "$f"; }; done
+[ -f "$WORK/grid-marker" ] && (cd "$WORK/grid-store" && find . -newer ../grid-marker \( -name '*.json' -o -name '*.npz' \) \
+    -exec cp --parents {} "$EMKD_RESULTS_DIR/" \;)
 
 say "packing"
-$PY - "$EMKD_CACHE_DIR" "$WORK/logs/unfinished.json" <<'EOF'
+$PY - "$EMKD_CACHE_DIR" "$WORK/logs/unfinished.json" "$EMKD_RESULTS_DIR" <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
 unfinished = {}
-for ckpt in Path(sys.argv[1]).rglob("*.pt"):
+stored = {p.stem.rsplit("-", 1)[-1] for p in Path(sys.argv[3]).rglob("*.json")}
+for ckpt in (Path(sys.argv[1]) / "checkpoints").rglob("*.pt"):
+    if ckpt.stem.split(".")[0] in stored:   # <key>.pt or <key>.ddpN.pt of a run that finished
+        continue
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
     except Exception as err:  # a checkpoint cut off mid-write
