@@ -252,6 +252,11 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
                       ("k4", config("beauty", "emkd"), None)]}
     # 0.1 CPU-hours an epoch (all three), 10 epochs (k1's; the median of all three would say 2)
     assert perf.budget_table(chapters).loc["e", "estimated CPU-hours to go"] == pytest.approx(1.0)
+    # a run that the group's own (largest) cap ended ran its full length: its epochs count too
+    chapters["e"][0] = ("k1", config("beauty", "emkd", epochs=30), run("k1", 10800, epochs=30, stopped_by="epoch cap"))
+    chapters["e"][3] = ("k4", config("beauty", "emkd", epochs=30), None)
+    # (0.1 + 0.1 + 0.1) CPU-hours an epoch, 30 epochs (k1's; without it the median of all would say 2)
+    assert perf.budget_table(chapters).loc["e", "estimated CPU-hours to go"] == pytest.approx(3.0)
 
 
 

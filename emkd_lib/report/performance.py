@@ -153,19 +153,23 @@ def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
     """``group -> (median CPU-hours per epoch per ``per(config)``, median
     epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``
     (a config whose ``per`` is None or 0 is left out). The epochs are those
-    of the group's runs that early stopping ended, where it has any: a run
-    ended by a short epoch cap (a sensitivity sweep's few epochs) says how
+    of the group's runs that were not cut short, where it has any: ended by
+    early stopping, or by the largest epoch cap of the group's configs. A
+    run ended by a shorter cap (a sensitivity sweep's few epochs) says how
     long an epoch takes, not how many a converged run needs."""
+    runs = [(config, result) for config, result in runs if per(config)]  # uncountable work prices nothing
+    top_cap: dict[tuple, int] = {}
+    for config, _ in runs:
+        group = group_of(config)
+        top_cap[group] = max(top_cap.get(group, 0), config.train.epochs)
     rates: dict[tuple, list[float]] = {}
     epochs: dict[tuple, list[int]] = {}
     converged: dict[tuple, list[int]] = {}
     for config, result in runs:
-        if not (unit := per(config)):   # work that cannot be counted prices nothing
-            continue
         group, n = group_of(config), max(len(result.history), 1)
-        rates.setdefault(group, []).append(_cpu_hours(result) / n / unit)
+        rates.setdefault(group, []).append(_cpu_hours(result) / n / per(config))
         epochs.setdefault(group, []).append(n)
-        if result.flags.get("stopped_by") == "patience":
+        if result.flags.get("stopped_by") == "patience" or config.train.epochs >= top_cap[group]:
             converged.setdefault(group, []).append(n)
     return {group: (float(np.median(rates[group])), float(np.median(converged.get(group) or epochs[group])))
             for group in rates}
