@@ -40,6 +40,8 @@ SENSITIVITY = {
     "tau": (0.1, 0.3, 1.0),
     "n_views": (1, 2, 4),
 }
+# Figure 3's names for them.
+SENSITIVITY_LABELS = {"lam": "lambda", "mu": "mu", "tau": "tau", "n_views": "M"}
 SENSITIVITY_EPOCHS = {"cpu": 5}
 # Chapter 03's fidelity table: the paper's printed equations (the default),
 # the public code's choices all at once, and each alone; plus the head our
