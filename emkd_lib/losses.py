@@ -206,9 +206,9 @@ class _MutualKL(torch.autograd.Function):
         as teacher: (1/T) q^n * (f^n - <q^n, f^n>)   (absent when detached).
     The forward pass goes ``rows`` positions at a time and forms each chunk's
     gradient while its q and f are still in cache, keeping only that gradient
-    (one (N, P, V) tensor instead of q and f): twice as fast on CPU as the
-    whole-tensor passes, with the same values bit for bit. The backward pass
-    scales it by the incoming gradient, the weights and 1/T.
+    (one (N, P, V) tensor instead of q and f); the values are bit for bit
+    those of the whole-tensor passes. The backward pass scales it by the
+    incoming gradient, the weights and 1/T.
     Checked against autograd through a loop over pairs in tests/test_losses.py.
     """
 

@@ -361,7 +361,7 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
     them, ``default`` holds each name's default as an attribute, ``labels``
     maps a name to its printed label."""
     at_default = [r for (d, n, v, s), r in runs.items() if v == getattr(default, n)]
-    rows = {"default": next((r for r in at_default if r is not None), at_default[0] if at_default else None)}
+    rows = {"default": next((r for r in at_default if r is not None), None)}
     rows.update({f"{labels[n]} = {v}": r for (d, n, v, s), r in runs.items() if v != getattr(default, n)})
     return rows
 
