@@ -24,14 +24,10 @@ def parse_method(name: str) -> tuple[str, str | None]:
     ("emkd", "sasrec"), the form of ``RunConfig.label`` (benchmark outputs
     name methods so). An unknown name lists the known methods."""
     from ..models.encoders import ENCODERS
-    if name in METHODS:
-        return name, None
     method, _, encoder = name.rpartition("-")
-    if method and encoder in ENCODERS:
-        method_spec(method)  # an unknown method is an error naming the known ones
-        return method, encoder
-    method_spec(name)
-    raise AssertionError("unreachable")
+    if name not in METHODS and method and encoder in ENCODERS:
+        return method_spec(method).name, encoder   # an unknown method is an error naming the known ones
+    return method_spec(name).name, None
 
 
 def build_method(config, dataset):

@@ -157,17 +157,18 @@ def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
     early stopping, or by the largest epoch cap of the group's configs. A
     run ended by a shorter cap (a sensitivity sweep's few epochs) says how
     long an epoch takes, not how many a converged run needs."""
-    runs = [(config, result) for config, result in runs if per(config)]  # uncountable work prices nothing
+    # ``per`` once a run (an epoch's work is counted from its batches); uncountable work prices nothing.
+    runs = [(config, result, unit) for config, result in runs if (unit := per(config))]
     top_cap: dict[tuple, int] = {}
-    for config, _ in runs:
+    for config, _, _ in runs:
         group = group_of(config)
         top_cap[group] = max(top_cap.get(group, 0), config.train.epochs)
     rates: dict[tuple, list[float]] = {}
     epochs: dict[tuple, list[int]] = {}
     converged: dict[tuple, list[int]] = {}
-    for config, result in runs:
+    for config, result, unit in runs:
         group, n = group_of(config), max(len(result.history), 1)
-        rates.setdefault(group, []).append(_cpu_hours(result) / n / per(config))
+        rates.setdefault(group, []).append(_cpu_hours(result) / n / unit)
         epochs.setdefault(group, []).append(n)
         if result.flags.get("stopped_by") == "patience" or config.train.epochs >= top_cap[group]:
             converged.setdefault(group, []).append(n)
