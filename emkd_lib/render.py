@@ -21,17 +21,26 @@ import pandas as pd
 from IPython.display import Markdown
 from pandas.io.formats.style import Styler
 
-# Small type and wrapping headers keep a dozen metric columns inside the
-# book's text width; long cells (method names) may still wrap.
+# The class of a cell holding a token too long to fit a column (LONG_TOKEN
+# characters without a space: a commit, a run key), which may break anywhere.
+BREAKABLE = "emkd-breakable"
+LONG_TOKEN = 16
+# Labels up to this many characters never break at a hyphen.
+SHORT_LABEL = 8
+
+# Small type and headers wrapping between words keep a dozen metric columns
+# inside the book's text width. Lines break between words only (the book's
+# custom.css says so for every table): a header split inside a word reads as a
+# typo, so a table that does not fit needs shorter labels or fewer columns.
 TABLE_STYLES = [
     {"selector": "", "props": "font-size: 0.8em; border-collapse: collapse; max-width: 100%;"},
-    {"selector": "th", "props": "white-space: normal; overflow-wrap: anywhere; max-width: 9em;"
+    {"selector": "th", "props": "white-space: normal; max-width: 9em;"
                                 " text-align: center; vertical-align: bottom; padding: 0.2em 0.4em;"},
-    # A long unbroken cell (a commit hash, a run key) may break rather than widen the table past the page.
     # Row labels (variant names, "code: <switch> = <value>") read better wide and left-aligned than in 9em.
     {"selector": "th.row_heading", "props": "max-width: 20em; text-align: left; vertical-align: top;"},
-    {"selector": "td", "props": "text-align: right; padding: 0.2em 0.4em; font-variant-numeric: tabular-nums;"
-                                " overflow-wrap: anywhere;"},
+    {"selector": "td", "props": "text-align: right; padding: 0.2em 0.4em; font-variant-numeric: tabular-nums;"},
+    # A commit hash or a run key has no word to break at: it may break anywhere rather than widen the table.
+    {"selector": f"td.{BREAKABLE}", "props": "overflow-wrap: anywhere;"},
     {"selector": "caption", "props": "caption-side: top; text-align: left; font-style: italic;"},
 ]
 
@@ -145,7 +154,9 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
         default 0, 1, 2, ... index is hidden).
     digits : int or None
         Decimals for floating-point cells (None: each as written, for
-        tables of settings); integers and text are left as they are,
+        tables of settings), except where the column's label says what it
+        holds: a change in percent, a p-value or a ratio (``_column_text``);
+        integers and text are left as they are, booleans read yes/no,
         missing values show as an en dash.
     caption : str, optional
         Shown above the table.
@@ -178,13 +189,27 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
     styler = Styler(df, uuid=hashlib.sha1(content.encode()).hexdigest()[:10],
                     cell_ids=False, caption=caption)
     floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    styler = styler.format(lambda x: "–" if pd.isna(x) else float_text(x, digits), subset=floats)
+    for c in floats:
+        values = df[c].dropna()
+        # a column of whole numbers (a median length, a count read as float) reads without decimals
+        whole = digits is not None and len(values) > 0 and bool(np.isfinite(values).all()) and bool(
+            (values == values.round()).all())
+        text = (lambda x: f"{x:,.0f}") if whole else _column_text(c, digits)
+        styler = styler.format(lambda x, text=text: "–" if pd.isna(x) else text(x), subset=[c])
     # Non-float columns can still hold NaN (object columns, e.g. a label left empty).
     others = [c for c in df.columns if c not in floats]
     if others:
-        styler = styler.format(lambda x: "–" if _is_missing(x) else x, subset=others)
+        styler = styler.format(_other_text, subset=others)
+        long_tokens = pd.DataFrame("", index=df.index, columns=df.columns)
+        for c in others:
+            long_tokens[c] = [BREAKABLE if _has_long_token(x) else "" for x in df[c]]
+        if (long_tokens != "").to_numpy().any():
+            styler = styler.set_td_classes(long_tokens)
     if isinstance(df.index, pd.RangeIndex):
         styler = styler.hide(axis="index")
+    # A short label ("ml-1m", "ml-100k") stays on one line: its hyphens do not break.
+    for axis in ("index", "columns"):
+        styler = styler.format_index(_unbroken_label, axis=axis)
     styles = pd.DataFrame("", index=df.index, columns=df.columns)
     if bold is not None:
         styles = styles.mask(best_cells(df, bold, bold_subset, lower_is_better), BOLD)
@@ -198,6 +223,56 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
         styler = styler.apply(lambda _: styles, axis=None)
     styler = styler.set_table_styles(TABLE_STYLES).set_table_attributes('class="emkd-table"')
     return Table(df, styler, digits, caption, collapsed)
+
+
+def _p_value_text(p: float) -> str:
+    # The Styler writes cell text into the HTML unescaped.
+    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _column_text(column, digits: int | None):
+    """How a float column's cells read on the page: by what the column holds,
+    judged from its label (the last level of a MultiIndex column): a change in
+    percent ("... %") to one decimal, a p-value ("p (...)", "p vs ...") as
+    three decimals or "<0.001", a ratio ("ratio ...") to two decimals,
+    seconds ("... (s)") as whole seconds, any other to ``digits`` (a whole
+    number of 100 or more, a count, without decimals). Settings tables (``digits=None``) keep every value as written."""
+    label = str(column[-1] if isinstance(column, tuple) else column)
+    if digits is None:
+        return lambda x: float_text(x, None)
+    if label.endswith("%"):
+        return lambda x: f"{x:.1f}"
+    if label == "p" or label.startswith(("p (", "p vs ")):
+        return _p_value_text
+    if label.startswith("ratio"):
+        return lambda x: f"{x:.2f}"
+    if label.endswith("(s)") or "(s," in label or "seconds" in label:
+        return lambda x: f"{x:,.0f}"
+    # a count among averages (users 22363 beside actions per user 8.9) reads as the whole number it is
+    return lambda x: f"{x:,.0f}" if abs(x) >= 100 and float(x).is_integer() else float_text(x, digits)
+
+
+def _other_text(x) -> str:
+    """A non-float cell's text on the page: an en dash for a missing value,
+    yes/no for a boolean (True/False reads as code), a count of 10,000 or
+    more with thousands separators (parameters, users, actions)."""
+    if _is_missing(x):
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)) and abs(x) >= 10_000:
+        return f"{x:,}"
+    return x
+
+
+def _unbroken_label(label):
+    if isinstance(label, str) and len(label) <= SHORT_LABEL and "-" in label:
+        return label.replace("-", "\u2011")   # the non-breaking hyphen
+    return label
+
+
+def _has_long_token(x) -> bool:
+    return isinstance(x, str) and any(len(token) > LONG_TOKEN for token in x.split())
 
 
 def _is_missing(x) -> bool:

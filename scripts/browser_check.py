@@ -10,7 +10,10 @@ in headless Debian chromium through Selenium and /usr/bin/chromedriver, at a
 
 - error outputs: notebook cells with stderr or error outputs, or traceback
   text ("Traceback (most recent call last)") anywhere on the page;
-- images that did not load (``naturalWidth == 0``);
+- images that did not load (``naturalWidth == 0``), and figures shown so
+  much smaller than drawn that their text is too small to read (below
+  ``MIN_FIGURE_SCALE`` of their pixel width: a wide multi-panel figure
+  squeezed into the text column);
 - math: MathJax not loaded on a page with math, math left untypeset (raw
   ``\\(``, ``\\[`` or ``$$`` in the text), or MathJax's own error boxes;
 - width: the page wider than the window (``scrollWidth > clientWidth`` of the
@@ -48,10 +51,13 @@ NOT_PAGES = {"_static", "_sources", "_images", "_downloads"}
 BENIGN_CONSOLE = ("favicon.ico", "Got invalid theme mode")
 # Full-page screenshots of very long pages are capped (Chrome's limit is 16384 px).
 MAX_SCREENSHOT_HEIGHT = 16000
+# The smallest share of its own pixel width a figure may be shown at (see PAGE_CHECKS_JS).
+MIN_FIGURE_SCALE = 0.7
 
 # Runs in the page once it has loaded (and MathJax has finished); returns a
 # list of [kind, detail]. Kept in one script so a page costs one round trip.
 PAGE_CHECKS_JS = r"""
+const MIN_FIGURE_SCALE = %MIN_FIGURE_SCALE%;
 const problems = [];
 // Cut by code points: MathJax's text holds astral characters (math italic), and a
 // cut surrogate pair is a string the driver cannot hand back.
@@ -85,6 +91,18 @@ if (main.innerText.includes('Traceback (most recent call last)')) {
 for (const img of document.images) {
   if (!img.complete || img.naturalWidth === 0) {
     problems.push(['image not loaded', img.getAttribute('src') + ' in ' + describe(img)]);
+  }
+}
+
+// A figure output scaled down to fit the text column shrinks its text with it: matplotlib's
+// 10 pt labels at 100 dpi are 14 px, and below MIN_FIGURE_SCALE of that they are too small to read.
+for (const img of main.querySelectorAll('.cell_output img')) {
+  if (!img.complete || img.naturalWidth === 0 || !visible(img)) continue;
+  const scale = img.getBoundingClientRect().width / img.naturalWidth;
+  if (scale < MIN_FIGURE_SCALE) {
+    problems.push(['small figure', describe(img) + ': ' + img.naturalWidth + ' px wide, shown at ' +
+                   Math.round(100 * scale) + '% (its 10 pt text at ' + (10 * scale).toFixed(1) + ' pt): ' +
+                   'fewer panels a row, or a narrower figure']);
   }
 }
 
@@ -216,7 +234,8 @@ def check_page(driver, url: str) -> list[tuple[str, str, str]]:
     severity is "problem" (fails the check) or "warning" (reported only)."""
     driver.get(url)
     mathjax = driver.execute_async_script(WAIT_FOR_MATHJAX_JS)
-    found = [(p[0], p[1], p[2] if len(p) > 2 else "problem") for p in driver.execute_script(PAGE_CHECKS_JS)]
+    found = [(p[0], p[1], p[2] if len(p) > 2 else "problem") for p in driver.execute_script(
+        PAGE_CHECKS_JS.replace("%MIN_FIGURE_SCALE%", str(MIN_FIGURE_SCALE)))]
     if mathjax.startswith("error"):
         found.append(("math", f"MathJax failed: {mathjax}", "problem"))
     # Console errors are reported but do not fail the check: the theme logs

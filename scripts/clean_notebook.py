@@ -23,6 +23,9 @@ What it does to each notebook:
   input notebook's ids); the injected-parameters cell gets the id
   ``injected-parameters``; any other cell without a usable id gets
   ``cell-<index>``;
+- tags: the parameters cell is also tagged ``hide-input`` and papermill's
+  injected-parameters cell ``remove-cell`` (``BOOK_TAGS``: how the book
+  shows them);
 - execution counts: renumbered 1, 2, ... over the executed code cells, in
   order (what a top-to-bottom run gives anyway);
 - outputs: removes tqdm progress bars and TqdmWarning/IProgress lines from
@@ -44,6 +47,10 @@ import sys
 from pathlib import Path
 
 VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime")
+# How the book shows papermill's cells: the chapter's parameters folded
+# under a toggle (a reader rerunning it looks them up), papermill's copy of
+# the values it was run with not at all (the defaults above say the same).
+BOOK_TAGS = {"parameters": "hide-input", "injected-parameters": "remove-cell"}
 KEPT_PAPERMILL_METADATA = ("parameters", "default_parameters")
 VALID_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # tqdm: "name:  40%|████      | 2/5 [00:00<00:01,  2.33it/s]" and its warning
@@ -151,7 +158,11 @@ def clean_notebook(nb: dict, replacements) -> dict:
         cmeta = cell.setdefault("metadata", {})
         for key in VOLATILE_CELL_METADATA:
             cmeta.pop(key, None)
-        if "injected-parameters" in cmeta.get("tags", []):
+        tags = cmeta.get("tags", [])
+        for tag, shown_as in BOOK_TAGS.items():
+            if tag in tags and shown_as not in tags:
+                cmeta["tags"] = tags = [*tags, shown_as]
+        if "injected-parameters" in tags:
             cell_id = "injected-parameters"
         else:
             cell_id = cell.get("id")

@@ -93,6 +93,13 @@ def test_cell_ids_are_stable_and_unique(tmp_path):
     assert ids == ["d45d0c46", "0b66d8a3", "injected-parameters", "cell-3"]
 
 
+def test_the_book_folds_the_parameters_and_drops_papermills_copy_of_them(tmp_path):
+    _, path = write(tmp_path)
+    clean_notebook.clean_file(path)
+    tags = [c["metadata"].get("tags") for c in json.loads(path.read_text())["cells"]]
+    assert tags == [[], ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], None]
+
+
 def test_second_clean_is_byte_identical(tmp_path):
     _, path = write(tmp_path)
     clean_notebook.clean_file(path)

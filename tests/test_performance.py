@@ -563,3 +563,12 @@ def test_a_benchmarked_method_on_another_encoder_is_named_as_the_tables_name_it(
     assert perf._title("sasrec-ef") == "SASRec+EF" and perf._title("emkd") == "EMKD"
     with pytest.raises(ValueError, match="unknown method 'nope-x'"):
         perf._title("nope-x")
+
+
+def test_benchmark_notes_set_quoted_commands_as_code(tmp_path):
+    from emkd_lib.report.performance import benchmark_notes
+    path = tmp_path / "compared.txt"
+    path.write_text("# outputs, 2026-12-02, under load\n$ python benchmarks/x.py --side ours\nlines\n"
+                    "# python benchmarks/public_pattern.py --side ours --batches 3 --threads 1 (the library) was stopped.\n")
+    assert benchmark_notes(path) == ("outputs, 2026-12-02, under load. `python benchmarks/public_pattern.py --side ours "
+                                     "--batches 3 --threads 1` (the library) was stopped.")

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -33,8 +35,30 @@ def test_default_index_hidden_named_index_kept_caption_shown():
 
 def test_fits_the_page_and_is_deterministic():
     html = render_table(table()).to_html()
-    assert "font-size" in html and "white-space: normal" in html and "overflow-wrap: anywhere" in html
+    assert "font-size" in html and "white-space: normal" in html
     assert html == render_table(table()).to_html()
+
+
+def test_breaks_lines_inside_a_word_only_for_tokens_too_long_for_a_column():
+    from emkd_lib.render import BREAKABLE
+    df = pd.DataFrame({"run": ["beauty / sasrec", "toys / emkd"],
+                       "commit": ["1369968b0b4a8f41b1d0f6b4c1b2cf2ab3a1e2d7+dirty", "short"]})
+    html = render_table(df).to_html()
+    # the one cell with a 40-character token, and no other, may break anywhere
+    assert html.count(f'class="data row0 col1 {BREAKABLE}"') == 1 and html.count(BREAKABLE) == 2  # cell + rule
+    assert "td.emkd-breakable" in html and "overflow-wrap: anywhere" in html
+    plain = render_table(table()).to_html()
+    td_rule = re.search(r" td \{([^}]*)\}", plain).group(1)   # the rule of every other cell
+    assert "text-align: right" in td_rule and "overflow-wrap" not in td_rule
+
+
+def test_booleans_read_as_yes_and_no_on_the_page_and_as_data_in_the_text():
+    df = pd.DataFrame({"run": ["a", "b"], "still rising": [True, False]})
+    shown = render_table(df)
+    assert ">yes</td>" in shown.to_html() and ">no</td>" in shown.to_html() and "True" not in shown.to_html()
+    assert "True" in repr(shown) and "False" in repr(shown)
+    counts = render_table(pd.DataFrame({"parameters": [1234567, 256], "name": ["a", "b"]})).to_html()
+    assert ">1,234,567</td>" in counts and ">256</td>" in counts
 
 
 def test_multiindex_columns_render():
@@ -76,7 +100,7 @@ def test_sentence_is_markdown_with_its_text_as_plain_text():
 def test_nullable_integer_counts_show_missing_as_a_dash():
     df = pd.DataFrame({"users": pd.array([22363, None], dtype="Int64")}, index=["beauty", "ml-100k"])
     html = render_table(df).to_html()
-    assert ">22363<" in html and "–" in html and "&lt;NA&gt;" not in html
+    assert ">22,363<" in html and "–" in html and "&lt;NA&gt;" not in html
     assert "<NA>" not in repr(render_table(df))
 
 
@@ -117,3 +141,46 @@ def test_settings_keep_their_values_with_digits_none():
         assert text in html
     assert "0.2" in repr(t) and "0.0005" in repr(t) and "0.200" not in repr(t)
     assert ">0<" in render_table(settings, digits=0).to_html()  # what the fix replaces
+
+
+def test_panel_grid_fits_the_text_column_in_rows_of_at_most_the_given_columns():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+    from emkd_lib.report import TEXT_WIDTH_IN, panel_grid
+    fig, axes = panel_grid(5, columns=2, panel_height=2.0)
+    assert len(axes) == 5 and len(fig.axes) == 5                  # the sixth cell is removed
+    assert tuple(fig.get_size_inches()) == (TEXT_WIDTH_IN, 6.0)   # three rows of two
+    left = {round(ax.get_position().x0, 3) for ax in axes}
+    assert len(left) == 2
+    plt.close(fig)
+    fig, axes = panel_grid(1)
+    assert len(axes) == 1 and fig.get_size_inches()[0] == TEXT_WIDTH_IN
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one panel"):
+        panel_grid(0)
+
+
+def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
+    df = pd.DataFrame({"NDCG@10": [0.03817, 0.04791], "change %": [10.52114, -20.1213],
+                       "p (Wilcoxon)": [0.00031, 0.41492], "ratio": [1.80751, 0.96694]})
+    html = render_table(df, digits=4).to_html()
+    for shown in ("0.0382", "10.5", "-20.1", "&lt;0.001", "0.415", "1.81", "0.97"):
+        assert f">{shown}</td>" in html, shown
+    assert "10.5211" not in html and "0.0003" not in html
+    assert "10.5211" in repr(render_table(df, digits=4))   # the text nbval compares keeps its digits
+    counts = pd.DataFrame({"value": [22363.0, 8.876, 100.5], "training (s)": [3351.3863, 12.0, 0.4]})
+    html = render_table(counts, digits=3).to_html()
+    for shown in ("22,363", "8.876", "100.500", "3,351", "12", "0"):
+        assert f">{shown}</td>" in html, shown
+
+
+def test_whole_number_columns_drop_decimals_and_short_hyphenated_labels_stay_on_one_line():
+    df = pd.DataFrame({"median length": [4.0, 68.0], "NDCG@10": [0.5, 0.25]}, index=["beauty", "ml-100k"])
+    html = render_table(df, digits=3).to_html()
+    assert ">4</td>" in html and ">68</td>" in html and ">0.500</td>" in html
+    assert "ml\u2011100k" in html and "ml-100k" not in html                  # a non-breaking hyphen
+    assert "ml-100k" in repr(render_table(df, digits=3))                    # the text form is untouched
+    long_label = "code: positives-in-one-logsumexp"
+    assert long_label in render_table(pd.DataFrame({"x": [1.5]}, index=[long_label])).to_html()

@@ -36,7 +36,7 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     table = ablation_table(runs, reference="EMKD")
     assert table.loc["w/o KD", "NDCG@10"] == 0.0
     assert table.loc["w/o KD", "NDCG@10 change %"] == pytest.approx(-100.0)
-    assert table.loc["w/o KD", "p vs EMKD"] < 1e-10
+    assert table.loc["w/o KD", "p"] < 1e-10
     assert table.loc["w/o ICL", "NDCG@10 change %"] == pytest.approx(0.0)
     assert table.loc["x4", "status"] == "not run"
     assert table.loc["EMKD", "status"] == "best epoch 10/20 (cap)"
@@ -71,11 +71,11 @@ def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std()
             "near": {0: fake_run([1] * 10), 1: fake_run([0] * 10, seed=1), 2: fake_run([2] * 10, seed=2)},
             "one seed": {0: fake_run([0] * 10), 1: None, 2: None}}
     table = per_seed_table(runs)
-    assert list(table.columns) == ["seeds run", "seed 0", "seed 1", "seed 2", "mean", "std"]
+    assert list(table.columns) == ["seeds", "seed 0", "seed 1", "seed 2", "mean", "std"]
     emkd = [ndcg[0], ndcg[1], ndcg[2]]
     assert table.loc["EMKD", "mean"] == pytest.approx(np.mean(emkd))
     assert table.loc["EMKD", "std"] == pytest.approx(np.std(emkd, ddof=1))
-    assert table.loc["far", "seeds run"] == [0, 1] and np.isnan(table.loc["far", "seed 2"])
+    assert table.loc["far", "seeds"] == 2 and np.isnan(table.loc["far", "seed 2"])
     assert table.loc["far", "std"] == 0.0
     assert np.isnan(table.loc["one seed", "std"])
     pooled_far = np.sqrt(np.var(emkd, ddof=1) / 2)
@@ -156,12 +156,23 @@ def test_stopping_table_flags_runs_still_improving_at_the_cap():
             "not run": None}
     table = stopping_table(runs)
     assert list(table.index) == ["capped, best at the cap", "capped, best earlier", "patience", "beauty / x / 1"]
-    assert table["still improving at the cap"].tolist() == [True, False, False, False]
-    assert table.loc["capped, best at the cap", "epochs run"] == 20
+    assert table["best at the cap"].tolist() == [True, False, False, False]
+    assert table.loc["capped, best at the cap", "epochs"] == 20
     assert table.loc["patience", "best epoch"] == 7 and table.loc["patience", "stopped by"] == "patience"
     assert table.loc["patience", "popularity valid NDCG@10"] == 0.01
-    assert not table["below popularity"].any()
     assert stopping_table({"x": None}).empty
+
+
+def test_stopping_table_shows_a_grid_key_as_row_levels_with_the_method_under_its_name():
+    runs = {("beauty", "sasrec", 0): fake_run([0] * 4, method="sasrec", stopped_by="patience"),
+            ("toys", "gru4rec", 1): fake_run([0] * 4, method="gru4rec", dataset="toys", seed=1),
+            ("toys", "bert4rec", 0): None}
+    table = stopping_table(runs)
+    assert list(table.index) == [("beauty", "SASRec", 0), ("toys", "GRU4Rec", 1)]
+    assert table.loc[("toys", "GRU4Rec", 1), "stopped by"] == "epoch cap"
+    one_seed = stopping_table({("beauty", "sasrec", 0): runs[("beauty", "sasrec", 0)],
+                               ("beauty", "bert4rec", 0): fake_run([0] * 4, method="bert4rec")})
+    assert list(one_seed.index) == ["SASRec", "BERT4Rec"]   # the same dataset and seed in every row: not shown
 
 
 def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
@@ -169,7 +180,7 @@ def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
     patience: its best rose 15.6% in the run's last quarter. A run that has
     peaked gains nothing there, and both were stopped by patience."""
     from emkd_lib.report import still_rising_found
-    from emkd_lib.report.tables import STILL_RISING_PERCENT, late_gain
+    from emkd_lib.report.tables import LATE_GAIN_COLUMN, STILL_RISING_PERCENT, late_gain
 
     def with_curve(values, stopped_by="patience"):
         run = fake_run([0] * 10, history_len=len(values), best=int(np.argmax(values)) + 1, stopped_by=stopped_by)
@@ -183,9 +194,9 @@ def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
     assert late_gain(with_curve(peaked).history) == 0.0
     assert np.isnan(late_gain(with_curve([0.1, 0.2, 0.3]).history))
     table = stopping_table({"rising": with_curve(rising), "peaked": with_curve(peaked)})
-    assert table.loc["rising", "best's rise, last quarter %"] > STILL_RISING_PERCENT
+    assert table.loc["rising", LATE_GAIN_COLUMN] > STILL_RISING_PERCENT
     assert table["still rising"].tolist() == [True, False]
-    assert table["still improving at the cap"].tolist() == [False, False]
+    assert table["best at the cap"].tolist() == [False, False]
     (line,) = still_rising_found(table)
     assert line.startswith("1 of 2 runs were still rising") and "rising (stopped by patience at epoch 40" in line
     assert "peaked" not in line
@@ -466,9 +477,9 @@ def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     runs = {"id": run([5.0, 3.0, 1.0], [0.05, 0.04, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
     (line,) = curves_found(runs, "Figure 2")
     assert "at epoch 2, the last that every run reached, the lowest training loss is id's (3.000; text 4.000)" in line
-    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line and line.endswith("not the same run")
+    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line and line.endswith("the lowest loss does not make the best model")
     runs["text"] = run([5.0, 2.0], [0.05, 0.07])
-    assert curves_found(runs, "F")[0].endswith(": the same run")
+    assert curves_found(runs, "F")[0].endswith(": one run has both")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
 
 
@@ -615,3 +626,33 @@ def test_figure4_grid_is_the_encoder_grid_except_in_smoke():
     smoke = figure4_grid("smoke", "beauty", 0)
     assert sorted(smoke) == [("beauty", "sasrec", 1, 0), ("beauty", "sasrec", 2, 0)]
     assert {(c.train.epochs, c.data.max_users) for c in smoke.values()} == {(1, 100)}
+
+
+def test_setup_tables_show_each_setting_once_by_what_it_depends_on():
+    from emkd_lib.report import setup_tables
+    grid = {(d, m): profile_config("cpu", d, m, **({"data__max_users": 500} if d == "toys" else {}),
+                                   **({"train__grad_clip": 1.0} if (d, m) == ("toys", "sasrec") else {}))
+            for d in ("beauty", "toys") for m in ("sasrec", "bert4rec")}
+    parts = setup_tables(grid)
+    per_dataset = parts["settings per dataset (every method)"]
+    assert list(per_dataset.index) == ["beauty", "toys"] and list(per_dataset["users"]) == ["all", 500]
+    assert list(per_dataset["max length"]) == [15, 20]               # readable labels
+    per_method = parts["settings per method (every dataset)"]
+    assert list(per_method.index) == ["SASRec", "BERT4Rec"] and list(per_method["heads"]) == [1, 2]
+    both = parts["settings per dataset and method"]
+    assert list(both.columns) == ["grad clip"] and both.loc[("toys", "SASRec"), "grad clip"] == 1.0
+    shown = [c for df in parts.values() for c in df.columns]
+    assert len(shown) == len(set(shown)), "no setting is shown twice"
+
+
+def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
+    from emkd_lib.report import pending_line
+    run = object()
+    assert pending_line({("beauty", "emkd"): run}) == "the one run is stored"
+    assert pending_line({"a": run, "b": object()}) == "all 2 runs are stored"
+    line = pending_line({("beauty", "emkd"): run, ("toys", "emkd"): None, ("ml-1m", "gru4rec", 2): None,
+                         "w/o AP": None})
+    assert line == "1 of 4 runs are stored; still to train: toys / EMKD, ml-1m / GRU4Rec / 2, w/o AP"
+    shared = types.SimpleNamespace(key="default")
+    assert pending_line({("tau", 0.3): shared, ("mu", 0.001): types.SimpleNamespace(key="default"),
+                         ("tau", 1.0): types.SimpleNamespace(key="other")}) == "all 2 runs are stored"

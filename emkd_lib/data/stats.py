@@ -8,6 +8,11 @@ from .containers import SequenceDataset
 from .splits import _top_count, leave_one_out, split_users_by_length
 
 
+# How the book names each statistic of ``dataset_statistics``.
+STATISTIC_LABELS = {"avg_actions_per_user": "actions per user", "avg_actions_per_item": "actions per item",
+                    "avg_attributes_per_item": "attributes per item"}
+
+
 def dataset_statistics(ds: SequenceDataset) -> dict:
     """The usual dataset table row: users, items, actions, averages, sparsity, attributes."""
     users, items = len(ds.sequences), ds.n_items

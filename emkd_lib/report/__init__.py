@@ -1,6 +1,6 @@
 """How the chapters show results: ``tables`` (our own numbers), ``quoted``
 (the papers' numbers beside ours, the scorecard), ``sentences`` (conclusions
-in words, computed). ``results_for`` and ``ensembles_for`` (from ``runs``) load
+in words, computed), ``figures`` (sized for the page). ``results_for`` and ``ensembles_for`` (from ``runs``) load
 a chapter's grid."""
 
 from .tables import (
@@ -21,9 +21,9 @@ from .tables import (
     per_seed_table,
     provenance_table,
     relative_change,
-    save_figure,
     seed_spread_table,
     setup_table,
+    setup_tables,
     significance_table,
     size_table,
     significant_changes,
@@ -32,6 +32,7 @@ from .tables import (
     sweep_points,
     sweep_rows,
 )
+from .figures import TEXT_WIDTH_IN, panel_grid, save_figure
 from .quoted import (
     SETTINGS_COMPARED,
     VERDICTS,
@@ -107,12 +108,15 @@ __all__ = [
     "reproduction_cells",
     "results_for",
     "save_figure",
+    "panel_grid",
+    "TEXT_WIDTH_IN",
     "scorecard",
     "scorecard_figure",
     "scorecard_summary",
     "seed_spread_table",
     "setting_differences",
     "setup_table",
+    "setup_tables",
     "size_table",
     "significance_table",
     "significant_changes",

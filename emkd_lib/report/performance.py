@@ -805,7 +805,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                          f"(paired Wilcoxon p = {row['p (Wilcoxon)']:.3g})")
     for _, row in compared_targets.iterrows():
         lines.append(f"{row['target']}: {row['measured']}" + (f" ({row['met']})" if row["met"] else "")
-                     + (f" ({row['benchmark']}, {row['file']})" if "file" in row else ""))
+                     + (f" (`{row['benchmark']}`, {row['file']})" if "file" in row else ""))
     if "method" in clustering:
         for _, row in clustering.iterrows():
             lines.append(f"{_title(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
@@ -837,3 +837,15 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
             lines.append(f"ODMT's item features of {dataset}: {int(row['items'])} items extracted in {row['seconds']:.0f} s "
                          f"from an empty cache ({row['cache (MiB)']:.0f} MiB)")
     return lines
+
+
+# "python benchmarks/x.py --side ours --batches 3": a command with its options
+_COMMAND = re.compile(r"python benchmarks/\S+(?: --?[\w-]+(?: (?!--)[\w.=/:-]+)?)*")
+
+
+def benchmark_notes(path: Path) -> str:
+    """A benchmark output's notes (its ``# `` lines) as one paragraph of
+    Markdown, each ending in a full stop, the commands they quote as code
+    (as prose, Markdown would set their ``--`` as dashes)."""
+    notes = [line[2:].strip() for line in Path(path).read_text().splitlines() if line.startswith("# ")]
+    return " ".join(_COMMAND.sub(lambda m: f"`{m.group(0)}`", note).rstrip(".") + "." for note in notes)

@@ -179,7 +179,8 @@ def curves_found(runs: dict, what: str) -> list[str]:
     loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
     valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
     lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
-    same = "the same run" if lowest == best else "not the same run"
+    same = ("one run has both" if lowest == best
+            else "the lowest loss does not make the best model")
     return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
             f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
             + f"); the best validation NDCG@10 is {best}'s ({valid[best]:.4f}; "

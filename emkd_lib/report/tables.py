@@ -1,12 +1,9 @@
-"""Tables and figures of the chapters' own results: metrics, seeds, stopping, significance, ablations, setups, provenance, time."""
+"""Tables of the chapters' own results: metrics, seeds, stopping, significance, ablations, setups, provenance, time."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import settings as settings_module
 from ..evaluation import paired_test
 from ..render import float_text
 from ..store import RunResult
@@ -41,14 +38,14 @@ def seed_spread_table(results: list[RunResult], metric: str = "NDCG@10") -> pd.D
 
 def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "variant") -> pd.DataFrame:
     """One row per label of ``runs[label][seed]`` (a run or ``None``): the
-    seeds run, ``metric`` of each seed (NaN where not run), and mean and
+    number of seeds run, ``metric`` of each seed (NaN where not run), and mean and
     sample std over the seeds run (std needs two). ``seed_spread_table`` gives
     the same summary grouped by (dataset, method), without the seeds."""
     seeds = sorted({s for by_seed in runs.values() for s in by_seed})
     rows = []
     for label, by_seed in runs.items():
         values = pd.Series({s: r.test_metrics[metric] for s, r in by_seed.items() if r is not None}, dtype=float)
-        rows.append({index_name: label, "seeds run": list(values.index),
+        rows.append({index_name: label, "seeds": len(values),
                      **{f"seed {s}": values.get(s, np.nan) for s in seeds},
                      "mean": values.mean() if len(values) else np.nan,
                      "std": values.std(ddof=1) if len(values) > 1 else np.nan})
@@ -117,7 +114,8 @@ def provenance_table(results: dict | list) -> pd.DataFrame:
 # (at the cap, or by patience on a noisy step): its number is a lower bound.
 # On a curve that has peaked, the last quarter adds little or nothing.
 STILL_RISING_PERCENT = 5.0
-LATE_GAIN_COLUMN = "best's rise, last quarter %"
+LATE_GAIN_COLUMN = "rise, last quarter %"
+AT_CAP_COLUMN = "best at the cap"
 
 
 def late_gain(history: list[dict]) -> float:
@@ -136,22 +134,37 @@ def stopping_table(results: dict) -> pd.DataFrame:
     epoch cap) and whether the best epoch sits at the cap (still improving
     when stopped), the rise of its best over the last quarter of the run
     (``late_gain``; "still rising" above ``STILL_RISING_PERCENT``), and its
-    validation NDCG@10 against the popularity floor."""
-    rows = []
+    validation NDCG@10 against the popularity floor. Rows are labelled by
+    ``results``' keys: a grid's tuple keys as index levels (the method under
+    its name; a part the same in every row left out), others as they are."""
+    rows, labels = [], []
     for label, r in results.items():
         if r is None:
             continue
         at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
         gain = late_gain(r.history)
-        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
-                     "epochs run": len(r.history), "best epoch": r.best_epoch,
+        # a grid's key (dataset, method, seed, ...) as row levels, the method under its name
+        labels.append(tuple(method_label(r.config) if part == r.config.method else part for part in label)
+                      if isinstance(label, tuple) else label)
+        rows.append({"epochs": len(r.history), "best epoch": r.best_epoch,
                      "stopped by": r.flags.get("stopped_by", "?"),
-                     "still improving at the cap": at_cap,
+                     AT_CAP_COLUMN: at_cap,
                      LATE_GAIN_COLUMN: gain, "still rising": bool(gain > STILL_RISING_PERCENT),
                      "valid NDCG@10": r.valid_metrics["NDCG@10"],
-                     "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan),
-                     "below popularity": bool(r.flags.get("below_popularity", False))})
-    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+                     # a run below the most-popular ranking shows as a smaller number beside it
+                     "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan)})
+    if not rows:
+        return pd.DataFrame()
+    tuples = all(isinstance(label, tuple) for label in labels) and len({len(label) for label in labels}) == 1
+    index = (pd.MultiIndex.from_tuples(labels) if tuples
+             else pd.Index([label if isinstance(label, str) else " / ".join(map(str, label)) for label in labels],
+                           name="run"))
+    if tuples and len(rows) > 1:
+        # a key part the same in every row (the one seed, the one dataset) only widens the table
+        constant = [i for i in range(index.nlevels) if index.get_level_values(i).nunique() == 1]
+        if 0 < len(constant) < index.nlevels:
+            index = index.droplevel(constant)
+    return pd.DataFrame(rows, index=index)
 
 
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
@@ -161,10 +174,10 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
     converged however they were stopped."""
     if stops.empty:
         return []
-    rising = stops[stops["still rising"] | stops["still improving at the cap"]]
+    rising = stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
     if rising.empty:
         return [f"no run of the {len(stops)} was still rising when it stopped (each ended on a plateau)"]
-    named = ", ".join(f"{label} (stopped by {row['stopped by']} at epoch {row['epochs run']}; its best validation "
+    named = ", ".join(f"{label if isinstance(label, str) else ' / '.join(map(str, label))} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best validation "
                       f"NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
                       for label, row in rising.iterrows())
     return [f"{len(rising)} of {len(stops)} runs were still rising when they stopped (not converged: their "
@@ -214,19 +227,6 @@ def significance_table(results: list[RunResult], metric: str = "NDCG@10",
     return pd.DataFrame(rows)
 
 
-def save_figure(fig, name: str) -> Path:
-    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path.
-
-    ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
-    folder, so it never touches the committed ones).
-    """
-    folder = settings_module.current().figures_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
-
-
 def format_table(df: pd.DataFrame, digits: int | None = 4) -> str:
     """Fixed-width text of a table, stable across runs (for nbval checks);
     ``digits`` as in ``render.render_table`` (None: floats as written)."""
@@ -268,9 +268,12 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
 
 def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> pd.DataFrame:
     """One row per labelled run (``None`` = not run): its test metrics, the
-    relative change of NDCG@10 against the ``reference`` row, and a paired
-    Wilcoxon test over users against it."""
+    relative change of NDCG@10 against the ``reference`` row, and the p of a
+    paired Wilcoxon test over users against it (column "p": the reference is
+    the row without one, named in the chapter's text)."""
     ref = runs.get(reference)
+    # the change and the test are of NDCG@10: shown beside them when ``metrics`` lacks it
+    metrics = (*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)))
     rows = []
     for label, r in runs.items():
         row = {"variant": label}
@@ -283,11 +286,11 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
         if ref is not None and label != reference:
             t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
             row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])
-            row["p vs " + reference] = t["p_wilcoxon"]
+            row["p"] = t["p_wilcoxon"]
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     # Column order must not depend on whether the first row was run.
-    order = [*metrics, "status", "NDCG@10 change %", "p vs " + reference]
+    order = [*metrics, "status", "NDCG@10 change %", "p"]
     return table[[c for c in order if c in table.columns]]
 
 
@@ -297,7 +300,7 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     conclusion is read off the table instead of written by hand."""
     if reference not in table.index or table.loc[reference, "status"] == "not run":
         return f"no comparison: {reference} has not been run"
-    p = pd.to_numeric(table.get(f"p vs {reference}", pd.Series(dtype=float)), errors="coerce")
+    p = pd.to_numeric(table.get("p", pd.Series(dtype=float)), errors="coerce")
     tested = int(p.notna().sum())
     if tested == 0:
         return f"no comparison: no other row has been run beside {reference}"
@@ -367,12 +370,23 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
 
 
 def pending_line(runs: dict) -> str:
-    """One line: how many of a grid's runs are stored, and which are not yet."""
-    missing = [label if isinstance(label, str) else "/".join(map(str, label)) for label, r in runs.items() if r is None]
+    """One line: how many of a grid's runs are stored, and which are still
+    to train (a grid key's method under its name: "toys / EMKD")."""
+    missing = [_run_name(label) for label, r in runs.items() if r is None]
+    # a run under two labels (a sweep's default point, shared by every sweep) counts once
+    stored = len({getattr(r, "key", id(r)) for r in runs.values() if r is not None})
     if not missing:
-        return f"all {len(runs)} runs stored"
+        return "the one run is stored" if stored == 1 else f"all {stored} runs are stored"
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return f"{len(runs) - len(missing)} of {len(runs)} runs stored; not yet run under this core: {shown}"
+    return f"{stored} of {stored + len(missing)} runs are stored; still to train: {shown}"
+
+
+def _run_name(label) -> str:
+    from ..methods import METHODS
+    if isinstance(label, str):
+        return label
+    return " / ".join(METHODS[part].title if isinstance(part, str) and part in METHODS else str(part)
+                      for part in label)
 
 
 # What a None setting means, where it is not "not applicable".
@@ -395,6 +409,32 @@ def setup_table(grid: dict) -> pd.DataFrame:
     values = {c: {repr(flat[c]) for flat in rows.values() if c in flat} for c in df.columns}
     varying = [c for c in df.columns if c in ("dataset", "method") or len(values[c]) > 1]
     return df[varying].set_index(["dataset", "method"])
+
+
+# Settings as a reader names them; other settings drop their underscores.
+SETTING_LABELS = {"max_users": "users", "n_heads": "heads", "n_blocks": "blocks", "n_layers": "layers",
+                  "max_len": "max length", "lam": "lambda"}
+
+
+def setup_tables(grid: dict) -> dict[str, pd.DataFrame]:
+    """``setup_table`` split so that each setting is shown once: those that
+    depend only on the dataset (a row per dataset), those that depend only on
+    the method (a row per method), and any that depend on both (a row per
+    dataset and method), each under its caption, with readable labels
+    (``SETTING_LABELS``). Empty parts, and rows of methods without any of
+    the last part's settings, are left out."""
+    table = setup_table(grid)
+    if table.empty:
+        return {}
+    same_within = lambda level, c: (table[c].map(repr).groupby(level=level).nunique() == 1).all()
+    by_dataset = [c for c in table.columns if same_within("dataset", c)]
+    by_method = [c for c in table.columns if c not in by_dataset and same_within("method", c)]
+    rest = [c for c in table.columns if c not in by_dataset and c not in by_method]
+    label = lambda df: df.rename(columns=lambda c: SETTING_LABELS.get(c, c.replace("_", " ")))
+    parts = {"settings per dataset (every method)": table[by_dataset].groupby(level="dataset", sort=False).first(),
+             "settings per method (every dataset)": table[by_method].groupby(level="method", sort=False).first(),
+             "settings per dataset and method": table[rest].dropna(how="all")}
+    return {caption: label(df) for caption, df in parts.items() if len(df.columns)}
 
 
 def emkd_setup_table(datasets, profiles) -> pd.DataFrame:

@@ -23,8 +23,8 @@ CHAPTER_GRIDS = {
     "02 ensemble motivation": ("ensembles",),
     "03 EMKD main results": ("emkd-main", "emkd-spread"),
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
-    "05 S^4Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls"),
-    "07 S^4Rec sensitivity": ("s4rec-sensitivity",),
+    "05 S⁴Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls"),
+    "07 S⁴Rec sensitivity": ("s4rec-sensitivity",),
     "08 ODMT": ("odmt-main", "odmt-spread", "odmt-patience", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
     "10 performance": ("precision",),
 }

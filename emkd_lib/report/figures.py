@@ -1,0 +1,50 @@
+"""Figures sized for the book's page.
+
+The text column is about 670 px wide and Jupyter draws figures at 100 dpi, so
+a figure wider than ``TEXT_WIDTH_IN`` inches is scaled down to fit, and its
+text with it: five 3-inch panels side by side show 10 pt labels at 4 pt.
+``panel_grid`` lays panels out in rows of at most ``columns`` within the
+text width instead (the browser check, ``scripts/browser_check.py``, reports a
+figure shown below 70% of its size).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .. import settings as settings_module
+
+TEXT_WIDTH_IN = 6.6
+
+
+def panel_grid(n: int, columns: int = 2, panel_height: float = 2.6, width: float = TEXT_WIDTH_IN,
+               **subplots_kw):
+    """A figure of ``n`` panels in rows of at most ``columns``, ``width``
+    inches wide (the text column by default), each row ``panel_height``
+    inches tall. Returns ``(fig, axes)`` with ``axes`` a flat list of ``n``
+    axes in reading order; the unused cells of the last row are removed.
+    Extra keyword arguments go to ``plt.subplots`` (``sharey=True``, ...)."""
+    import matplotlib.pyplot as plt
+    if n < 1:
+        raise ValueError(f"a figure needs at least one panel, not {n}")
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(width, panel_height * rows), squeeze=False,
+                             layout="constrained", **subplots_kw)
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save a figure beside the notebooks (PNG, 150 dpi) and return its path.
+
+    ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
+    folder, so it never touches the committed ones).
+    """
+    folder = settings_module.current().figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
