@@ -4,6 +4,7 @@ Ranks are 0-based (rank 0 = first place, NDCG = 1 / log2(rank + 2))."""
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from emkd_lib.evaluation import metrics_from_ranks
@@ -656,3 +657,28 @@ def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
     shared = types.SimpleNamespace(key="default")
     assert pending_line({("tau", 0.3): shared, ("mu", 0.001): types.SimpleNamespace(key="default"),
                          ("tau", 1.0): types.SimpleNamespace(key="other")}) == "all 2 runs are stored"
+
+
+def test_settings_apart_says_each_differing_setting_once_with_where_it_holds():
+    from emkd_lib.report import settings_apart
+    index = pd.MultiIndex.from_tuples([("beauty", "SASRec", "NDCG@10"), ("beauty", "EMKD", "NDCG@10"),
+                                       ("toys", "SASRec", "NDCG@10"), ("ml-1m", "SASRec", "NDCG@10"),
+                                       ("ml-1m", "EMKD", "NDCG@10")], names=["dataset", "method", "metric"])
+    part = pd.DataFrame({"ours": [0.1, 0.2, 0.3, 0.4, 0.5],
+                         "setting differs": ["d 64", "d 64", "d 64", "d 64; users 2000", ""]}, index=index)
+    table, lines = settings_apart(part)
+    assert list(table.columns) == ["ours"] and len(table) == 5
+    assert lines == ["beauty, toys: d 64", "ml-1m (SASRec): d 64; users 2000", "ml-1m (EMKD): the paper’s settings"]
+    assert settings_apart(part.drop(columns="setting differs"))[1] == []
+
+
+def test_quoted_claim_table_holds_the_quoted_csv_cells_in_the_order_asked():
+    from emkd_lib.paper_tables import quoted_table
+    from emkd_lib.report import quoted_claim_table
+    table = quoted_claim_table("EMKD", 3, ["EMKD", "SASRec", "No Such Method"], "NDCG@10", ["toys", "beauty", "nowhere"])
+    assert list(table.index) == ["EMKD", "SASRec"] and list(table.columns) == ["toys", "beauty"]
+    q = quoted_table("EMKD", 3)
+    for method in table.index:
+        for dataset in table.columns:
+            (value,) = q[(q["method"] == method) & (q["dataset"] == dataset) & (q["metric"] == "NDCG@10")]["value"]
+            assert table.loc[method, dataset] == value

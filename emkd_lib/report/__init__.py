@@ -40,6 +40,7 @@ from .quoted import (
     beside_paper_rows,
     gains_beside_paper,
     quoted_claim,
+    quoted_claim_table,
     quoted_sweep,
     quoted_statistics,
     reproduction_cells,
@@ -47,6 +48,7 @@ from .quoted import (
     scorecard_figure,
     scorecard_summary,
     setting_differences,
+    settings_apart,
     verdict,
 )
 from .sentences import (
@@ -100,6 +102,7 @@ __all__ = [
     "per_seed_table",
     "provenance_table",
     "quoted_claim",
+    "quoted_claim_table",
     "quoted_statistics",
     "ratio_summary",
     "reference_found",
@@ -115,6 +118,7 @@ __all__ = [
     "scorecard_summary",
     "seed_spread_table",
     "setting_differences",
+    "settings_apart",
     "setup_table",
     "setup_tables",
     "size_table",

@@ -125,6 +125,24 @@ def reproduction_cells(paper: str, table: int, ours: dict, metrics, configs: dic
     return pd.DataFrame(rows, columns=columns + (["setting differs"] if reference is not None else []))
 
 
+def settings_apart(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A scorecard table (one paper table's rows) without its "setting
+    differs" column, and that column said once per distinct value: a line
+    naming the datasets (and, where a dataset's rows differ, the methods) it
+    holds for. Repeated on every row it would take half the table's width."""
+    if "setting differs" not in part:
+        return part, []
+    lines = []
+    for setting, rows in part.groupby("setting differs", sort=False):
+        datasets = list(dict.fromkeys(rows.index.get_level_values("dataset")))
+        everywhere = all((part.xs(d, level="dataset")["setting differs"] == setting).all() for d in datasets)
+        where = (", ".join(datasets) if everywhere
+                 else "; ".join(f"{d} ({', '.join(dict.fromkeys(rows.xs(d, level='dataset').index.get_level_values('method')))})"
+                                for d in datasets))
+        lines.append(f"{where}: {setting or 'the paper’s settings'}")
+    return part.drop(columns="setting differs"), lines
+
+
 def scorecard(cells: pd.DataFrame, tolerance: float = 0.10) -> pd.DataFrame:
     """Ours beside the quoted value of each cell (``paper_tables.beside_quoted``),
     their ratio and a ``verdict`` per row, indexed by (source, dataset, method, metric)."""
@@ -247,6 +265,21 @@ def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits:
     if len(methods) == 1:
         return f"{paper} reports {metric} of {_join(parts)} for {methods[0]} ({source})."
     return f"{paper} reports {metric} {'; '.join(parts)} ({source})."
+
+
+def quoted_claim_table(paper: str, table: int, methods, metric: str, datasets) -> pd.DataFrame:
+    """What a paper's table reports for ``methods`` on ``datasets``, as a
+    small table read from the quoted CSVs: a row per method (the paper's
+    names, in the order given), a column per dataset, NaN where the paper
+    reports nothing; ``quoted_claim`` says the same in one sentence."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    datasets = list(datasets)
+    q = quoted_table(paper, table)
+    q = q[(q["metric"] == metric) & q["method"].isin(methods) & q["dataset"].isin(datasets)]
+    out = q.pivot_table(index="method", columns="dataset", values="value", aggfunc="first")
+    out = out.reindex(index=methods, columns=datasets)
+    out.index.name, out.columns.name = "method", None
+    return out.dropna(how="all").dropna(axis=1, how="all")
 
 
 def gains_beside_paper(results, paper: str, table: int, target: str, reference: str,
