@@ -134,18 +134,14 @@ def stopping_table(results: dict) -> pd.DataFrame:
     epoch cap) and whether the best epoch sits at the cap (still improving
     when stopped), the rise of its best over the last quarter of the run
     (``late_gain``; "still rising" above ``STILL_RISING_PERCENT``), and its
-    validation NDCG@10 against the popularity floor. Rows are labelled by
-    ``results``' keys: a grid's tuple keys as index levels (the method under
-    its name; a part the same in every row left out), others as they are."""
-    rows, labels = [], []
+    validation NDCG@10 against the popularity floor; rows labelled by
+    ``run_index``."""
+    rows = []
     for label, r in results.items():
         if r is None:
             continue
         at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
         gain = late_gain(r.history)
-        # a grid's key (dataset, method, seed, ...) as row levels, the method under its name
-        labels.append(tuple(method_label(r.config) if part == r.config.method else part for part in label)
-                      if isinstance(label, tuple) else label)
         rows.append({"epochs": len(r.history), "best epoch": r.best_epoch,
                      "stopped by": r.flags.get("stopped_by", "?"),
                      AT_CAP_COLUMN: at_cap,
@@ -155,16 +151,25 @@ def stopping_table(results: dict) -> pd.DataFrame:
                      "popularity valid NDCG@10": r.flags.get("popularity_valid_ndcg10", np.nan)})
     if not rows:
         return pd.DataFrame()
-    tuples = all(isinstance(label, tuple) for label in labels) and len({len(label) for label in labels}) == 1
-    index = (pd.MultiIndex.from_tuples(labels) if tuples
-             else pd.Index([label if isinstance(label, str) else " / ".join(map(str, label)) for label in labels],
-                           name="run"))
-    if tuples and len(rows) > 1:
-        # a key part the same in every row (the one seed, the one dataset) only widens the table
-        constant = [i for i in range(index.nlevels) if index.get_level_values(i).nunique() == 1]
-        if 0 < len(constant) < index.nlevels:
-            index = index.droplevel(constant)
-    return pd.DataFrame(rows, index=index)
+    return pd.DataFrame(rows, index=run_index({label: r for label, r in results.items() if r is not None}))
+
+
+def run_index(runs: dict) -> pd.Index:
+    """Row labels for a table of ``runs`` (label -> run): a grid's tuple keys
+    (dataset, method, seed, ...) as index levels with the method under its
+    name, a level the same in every row left out (the one seed, the one
+    dataset: it only widens the table); other labels as they are."""
+    labels = [tuple(method_label(r.config) if part == r.config.method else part for part in label)
+              if isinstance(label, tuple) else label for label, r in runs.items()]
+    if not (labels and all(isinstance(label, tuple) for label in labels)
+            and len({len(label) for label in labels}) == 1):
+        return pd.Index([label if isinstance(label, str) else " / ".join(map(str, label)) for label in labels],
+                        name="run")
+    index = pd.MultiIndex.from_tuples(labels)
+    constant = [i for i in range(index.nlevels) if index.get_level_values(i).nunique() == 1]
+    if len(labels) > 1 and 0 < len(constant) < index.nlevels:
+        index = index.droplevel(constant)
+    return index
 
 
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
@@ -476,8 +481,8 @@ def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFram
     table): per run, the best validation NDCG@10 reached within ``seconds`` of
     training (default: the shortest total training time among the runs, so
     every run is compared at a time all of them reached), beside its best and
-    its total training time. EMKD's step costs several single models', and
-    this is what that cost buys."""
+    its total training time (rows labelled by ``run_index``). EMKD's step
+    costs several single models', and this is what that cost buys."""
     runs = {label: r for label, r in results.items() if r is not None}
     if not runs:
         return pd.DataFrame({"status": ["no runs stored yet"]})
@@ -487,11 +492,10 @@ def equal_time_table(results: dict, seconds: float | None = None) -> pd.DataFram
     for label, r in runs.items():
         elapsed = np.cumsum([h["train_seconds"] for h in r.history])
         within = [h["valid_ndcg10"] for h, t in zip(r.history, elapsed) if t <= budget]
-        rows.append({"run": label if isinstance(label, str) else " / ".join(map(str, label)),
-                     f"valid NDCG@10 within {budget:.0f} s": max(within) if within else np.nan,
+        rows.append({f"valid NDCG@10 within {budget:.0f} s": max(within) if within else np.nan,
                      "best valid NDCG@10": max(h["valid_ndcg10"] for h in r.history),
                      "training (s, total)": totals[label]})
-    return pd.DataFrame(rows).set_index("run")
+    return pd.DataFrame(rows, index=run_index(runs))
 
 
 # --- Narrative: what the paper claims, what we found ------------------------
