@@ -56,7 +56,7 @@ def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
     ens = types.SimpleNamespace(members=[b.config, c.config], test_ranks=np.zeros(100, dtype=int),
                                 test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
     table = ensemble_gain_table({("beauty", "sasrec"): [a, b, c]}, {("beauty", "sasrec"): ens})
-    row = table.loc[("beauty", "sasrec")]
+    row = table.loc[("beauty", "SASRec")]
     single = [0.5, 1 / np.log2(3), 0.0]
     assert row["single NDCG@10 (mean)"] == pytest.approx(np.mean(single))
     assert row["single std"] == pytest.approx(np.std(single, ddof=1))
@@ -243,10 +243,10 @@ def test_ensemble_gain_sentences_name_the_gain_and_the_test():
                                 {("beauty", "sasrec"): ens, ("toys", "sasrec"): None})
     lines = ensemble_gain_sentences(gains).split("\n")
     single = (1 / np.log2(3) + 0.0) / 2  # rank 1 and rank 10 (outside the top 10)
-    assert lines[0].startswith(f"- sasrec on beauty: the ensemble of two is {100 * (1 / single - 1):+.1f}% NDCG@10"
+    assert lines[0].startswith(f"- SASRec on beauty: the ensemble of two is {100 * (1 / single - 1):+.1f}% NDCG@10"
                                f" over the mean single model (1.0000 vs {single:.4f}); against its better member p = ")
     assert lines[0].endswith(", significant at 0.01")
-    assert lines[1] == "- sasrec on toys: not run yet"
+    assert lines[1] == "- SASRec on toys: not run yet"
     assert lines[2] == "- in all: 1 of 1 ensembles differ from their better member at p < 0.01"
 
 

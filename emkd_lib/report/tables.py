@@ -251,13 +251,14 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
 
     ``singles[(dataset, method)]`` lists the stored single runs (any seeds),
     ``ensembles[(dataset, method)]`` is the ensemble of two of them (or None).
-    The paired test compares the ensemble with its better member over users.
+    Rows are (dataset, the method's name). The paired test compares the
+    ensemble with its better member over users.
     """
     rows = []
     for key, runs in singles.items():
         ens = ensembles.get(key)
         values = [r.test_metrics[metric] for r in runs]
-        row = {"dataset": key[0], "method": key[1], "seeds": len(runs),
+        row = {"dataset": key[0], "method": _method_title(key[1]), "seeds": len(runs),
                f"single {metric} (mean)": np.mean(values) if values else np.nan,
                "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
                f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
@@ -387,11 +388,13 @@ def pending_line(runs: dict) -> str:
 
 
 def _run_name(label) -> str:
+    return label if isinstance(label, str) else " / ".join(map(_method_title, label))
+
+
+def _method_title(part) -> str:
+    """A registered method's name as the book writes it ("sasrec" -> "SASRec"); anything else as it is."""
     from ..methods import METHODS
-    if isinstance(label, str):
-        return label
-    return " / ".join(METHODS[part].title if isinstance(part, str) and part in METHODS else str(part)
-                      for part in label)
+    return METHODS[part].title if isinstance(part, str) and part in METHODS else str(part)
 
 
 # What a None setting means, where it is not "not applicable".
