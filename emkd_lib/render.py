@@ -29,9 +29,9 @@ LONG_TOKEN = 16
 SHORT_LABEL = 8
 
 # Small type and headers wrapping between words keep a dozen metric columns
-# inside the book's text width. Lines break between words only (the book's
-# custom.css says so for every table): a header split inside a word reads as a
-# typo, so a table that does not fit needs shorter labels or fewer columns.
+# inside the book's text width. Lines break between words only: a header split
+# inside a word reads as a typo, so a table that does not fit needs shorter
+# labels or fewer columns (the browser check reports one wider than its box).
 TABLE_STYLES = [
     {"selector": "", "props": "font-size: 0.8em; border-collapse: collapse; max-width: 100%;"},
     {"selector": "th", "props": "white-space: normal; max-width: 9em;"
@@ -236,7 +236,8 @@ def _column_text(column, digits: int | None):
     percent ("... %") to one decimal, a p-value ("p (...)", "p vs ...") as
     three decimals or "<0.001", a ratio ("ratio ...") to two decimals,
     seconds ("... (s)") as whole seconds, any other to ``digits`` (a whole
-    number of 100 or more, a count, without decimals). Settings tables (``digits=None``) keep every value as written."""
+    number of 100 or more, a count, without decimals). Settings tables
+    (``digits=None``) keep every value as written."""
     label = str(column[-1] if isinstance(column, tuple) else column)
     if digits is None:
         return lambda x: float_text(x, None)

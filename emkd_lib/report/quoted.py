@@ -136,9 +136,9 @@ def settings_apart(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for setting, rows in part.groupby("setting differs", sort=False):
         datasets = list(dict.fromkeys(rows.index.get_level_values("dataset")))
         everywhere = all((part.xs(d, level="dataset")["setting differs"] == setting).all() for d in datasets)
-        where = (", ".join(datasets) if everywhere
-                 else "; ".join(f"{d} ({', '.join(dict.fromkeys(rows.xs(d, level='dataset').index.get_level_values('method')))})"
-                                for d in datasets))
+        methods = {d: ", ".join(dict.fromkeys(rows.xs(d, level="dataset").index.get_level_values("method")))
+                   for d in datasets}
+        where = ", ".join(datasets) if everywhere else "; ".join(f"{d} ({methods[d]})" for d in datasets)
         lines.append(f"{where}: {setting or 'the paper’s settings'}")
     return part.drop(columns="setting differs"), lines
 

@@ -163,8 +163,7 @@ def run_index(runs: dict) -> pd.Index:
               if isinstance(label, tuple) else label for label, r in runs.items()]
     if not (labels and all(isinstance(label, tuple) for label in labels)
             and len({len(label) for label in labels}) == 1):
-        return pd.Index([label if isinstance(label, str) else " / ".join(map(str, label)) for label in labels],
-                        name="run")
+        return pd.Index([_run_name(label) for label in labels], name="run")
     index = pd.MultiIndex.from_tuples(labels)
     constant = [i for i in range(index.nlevels) if index.get_level_values(i).nunique() == 1]
     if len(labels) > 1 and 0 < len(constant) < index.nlevels:
@@ -182,8 +181,8 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
     rising = stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
     if rising.empty:
         return [f"no run of the {len(stops)} was still rising when it stopped (each ended on a plateau)"]
-    named = ", ".join(f"{label if isinstance(label, str) else ' / '.join(map(str, label))} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best validation "
-                      f"NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
+    named = ", ".join(f"{_run_name(label)} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best "
+                      f"validation NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
                       for label, row in rising.iterrows())
     return [f"{len(rising)} of {len(stops)} runs were still rising when they stopped (not converged: their "
             f"numbers are lower bounds): {named}"]
