@@ -682,3 +682,12 @@ def test_quoted_claim_table_holds_the_quoted_csv_cells_in_the_order_asked():
         for dataset in table.columns:
             (value,) = q[(q["method"] == method) & (q["dataset"] == dataset) & (q["metric"] == "NDCG@10")]["value"]
             assert table.loc[method, dataset] == value
+
+
+def test_sweep_rows_take_the_defaults_as_a_mapping_too():
+    from emkd_lib.report import sweep_rows
+    runs = {("beauty", "alpha", 0.1, 0): "default run", ("beauty", "alpha", 1.0, 0): "alpha 1",
+            ("beauty", "lam", 0.1, 0): "default run", ("beauty", "lam", 0.0, 0): None}
+    rows = sweep_rows(runs, {"alpha": 0.1, "lam": 0.1}, {"alpha": "α", "lam": "λ"})
+    assert rows == {"default": "default run", "α = 1.0": "alpha 1", "λ = 0.0": None}
+    assert rows == sweep_rows(runs, types.SimpleNamespace(alpha=0.1, lam=0.1), {"alpha": "α", "lam": "λ"})

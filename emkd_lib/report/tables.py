@@ -366,11 +366,12 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
     which every sweep shares; taken from the first sweep that has it) and
     ``"<label> = <value>"`` for each other point. ``runs`` is keyed
     ``(dataset, name, value, seed)`` as the studies' sensitivity grids key
-    them, ``default`` holds each name's default as an attribute, ``labels``
-    maps a name to its printed label."""
-    at_default = [r for (d, n, v, s), r in runs.items() if v == getattr(default, n)]
+    them, ``default`` holds each name's default (as an attribute, or a
+    mapping name -> value), ``labels`` maps a name to its printed label."""
+    value_of = default.get if isinstance(default, dict) else (lambda n: getattr(default, n))
+    at_default = [r for (d, n, v, s), r in runs.items() if v == value_of(n)]
     rows = {"default": next((r for r in at_default if r is not None), None)}
-    rows.update({f"{labels[n]} = {v}": r for (d, n, v, s), r in runs.items() if v != getattr(default, n)})
+    rows.update({f"{labels[n]} = {v}": r for (d, n, v, s), r in runs.items() if v != value_of(n)})
     return rows
 
 
