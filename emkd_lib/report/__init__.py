@@ -6,6 +6,7 @@ a chapter's grid."""
 from .tables import (
     METRICS,
     ablation_table,
+    constant_levels,
     curves_frame,
     distinct_runs,
     emkd_setup_table,
@@ -82,6 +83,7 @@ __all__ = [
     "comparison_sentences",
     "control_found",
     "curves_found",
+    "constant_levels",
     "curves_frame",
     "distinct_runs",
     "emkd_setup_table",

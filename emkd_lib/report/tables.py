@@ -165,10 +165,18 @@ def run_index(runs: dict) -> pd.Index:
             and len({len(label) for label in labels}) == 1):
         return pd.Index([_run_name(label) for label in labels], name="run")
     index = pd.MultiIndex.from_tuples(labels)
+    constant = constant_levels(index)
+    return index.droplevel(constant) if constant else index
+
+
+def constant_levels(index: pd.Index) -> list[int]:
+    """The levels of a MultiIndex of several rows that hold one value in
+    every row (the one seed, the one dataset: shown, they only widen a
+    table), keeping at least one level; none for a flat or one-row index."""
+    if index.nlevels < 2 or len(index) < 2:
+        return []
     constant = [i for i in range(index.nlevels) if index.get_level_values(i).nunique() == 1]
-    if len(labels) > 1 and 0 < len(constant) < index.nlevels:
-        index = index.droplevel(constant)
-    return index
+    return constant if len(constant) < index.nlevels else []
 
 
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
