@@ -7,6 +7,9 @@
 #   nohup setsid scripts/queue.sh A > ~/.cache/emkd-book/logs/queueA.log 2>&1 &
 #   nohup setsid scripts/queue.sh B > ~/.cache/emkd-book/logs/queueB.log 2>&1 &
 #   scripts/queue.sh --plan A      # what the queue would run, with prices
+# Each queue also starts scripts/mirror_results.sh (one per machine): finished
+# results are copied to ~/.cache as they land; a later session restores them
+# with scripts/mirror_results.sh --restore.
 # Within a queue the shorter runs come first: a session can end without its
 # checkpoints surviving (the machine is not always handed back), and a run
 # that finishes inside one session is never lost.
@@ -55,6 +58,8 @@ main() {
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
   esac
 
+  # results that land after the session's last commit survive in ~/.cache
+  [ -n "$plan" ] || { "$repo/scripts/mirror_results.sh" & }
   while IFS= read -r step; do
     [ -n "$step" ] || continue
     case $step in grid*) step="$step --profile $profile" ;; esac

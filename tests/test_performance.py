@@ -222,6 +222,9 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     assert (b["runs"], b["stored"], b["not stored yet"], b["not priced"]) == (2, 1, 1, 0)
     assert b["estimated CPU-hours to go"] == pytest.approx(0.5)
     assert (total["runs"], total["stored"], total["not stored yet"]) == (6, 3, 3)
+    # Every stored run on one thread: the wall hours equal the CPU-hours and are not shown twice.
+    one_thread = perf.budget_table({"b": chapters["b"]})
+    assert "hours (new runs)" not in one_thread and one_thread.loc["b", "CPU-hours (new runs)"] == pytest.approx(1.5)
 
     # bf16 runs: with a bf16 neighbour at its median; without one at the fp32
     # median over the measured speed-up, or at the fp32 median where none is measured

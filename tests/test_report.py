@@ -461,13 +461,6 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
 
 
-def test_distinct_runs_keeps_each_stored_run_once_under_its_first_label():
-    from emkd_lib.report import distinct_runs
-    a, b = fake_run([0] * 5, "sasrec"), fake_run([1] * 5, "emkd")
-    out = distinct_runs({"K=128": a, "alpha=0.01": a, "alpha=0.1": b, "beta=1": None, "lam=1": a})
-    assert list(out) == ["K=128", "alpha=0.1", "beta=1"] and out["beta=1"] is None
-
-
 def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     from emkd_lib.report import curves_found
 
@@ -691,3 +684,7 @@ def test_sweep_rows_take_the_defaults_as_a_mapping_too():
     rows = sweep_rows(runs, {"alpha": 0.1, "lam": 0.1}, {"alpha": "α", "lam": "λ"})
     assert rows == {"default": "default run", "α = 1.0": "alpha 1", "λ = 0.0": None}
     assert rows == sweep_rows(runs, types.SimpleNamespace(alpha=0.1, lam=0.1), {"alpha": "α", "lam": "λ"})
+    # A control that is not one of the swept parameters (ODMT's "fusion = independent") is a row of its own.
+    runs[("beauty", "fusion", "independent", 0)] = "control"
+    assert sweep_rows(runs, {"alpha": 0.1, "lam": 0.1}, {"alpha": "α", "lam": "λ", "fusion": "fusion"}) == \
+        {**rows, "fusion = independent": "control"}

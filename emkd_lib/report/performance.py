@@ -255,8 +255,8 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
                  work=None) -> pd.DataFrame:
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
-    training + evaluation hours and CPU-hours (wall time x the run's torch
-    threads), the runs not stored yet, and what those would cost: each
+    training + evaluation CPU-hours (wall time x the run's torch threads;
+    the wall hours too where some run used more than one thread), the runs not stored yet, and what those would cost: each
     priced from the stored runs of the same method and encoder on the same
     dataset (and user sample) at the same precision (``run_prices``: their
     median CPU-hours per epoch times their median epochs, at most the run's
@@ -290,6 +290,9 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
         rows.append({**row, "not priced": sum(p is None for p in to_go)})
     table = pd.DataFrame(rows).set_index("chapter")
     table.loc["total"] = table.sum(numeric_only=True)
+    if np.allclose(table["hours (new runs)"], table["CPU-hours (new runs)"]):
+        # every stored run used one thread: the wall hours would repeat the CPU-hours
+        table = table.drop(columns="hours (new runs)")
     return table
 
 

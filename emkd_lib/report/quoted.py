@@ -135,7 +135,7 @@ def settings_apart(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     lines = []
     for setting, rows in part.groupby("setting differs", sort=False):
         datasets = list(dict.fromkeys(rows.index.get_level_values("dataset")))
-        everywhere = all((part.xs(d, level="dataset")["setting differs"] == setting).all() for d in datasets)
+        everywhere = part.loc[part.index.get_level_values("dataset").isin(datasets), "setting differs"].eq(setting).all()
         methods = {d: ", ".join(dict.fromkeys(rows.xs(d, level="dataset").index.get_level_values("method")))
                    for d in datasets}
         where = ", ".join(datasets) if everywhere else "; ".join(f"{d} ({methods[d]})" for d in datasets)
@@ -247,18 +247,15 @@ def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits:
     first. A cell the paper does not report is left out; none at all gives
     a sentence saying so."""
     methods = [methods] if isinstance(methods, str) else list(methods)
-    q = quoted_table(paper, table)
-    q = q[q["metric"] == metric]
+    reported = quoted_claim_table(paper, table, methods, metric, datasets)
     parts = []
-    for dataset in datasets:
-        rows = q[(q["dataset"] == dataset) & q["method"].isin(methods)]
-        if rows.empty:
-            continue
+    for dataset in reported.columns:
+        values = reported[dataset].dropna()
         if len(methods) == 1:
-            parts.append(f"{rows['value'].iloc[0]:.{digits}f} on {dataset}")
+            parts.append(f"{values.iloc[0]:.{digits}f} on {dataset}")
         else:
-            rows = rows.sort_values("value", ascending=False)
-            parts.append(f"on {dataset} " + ", ".join(f"{v:.{digits}f} ({m})" for m, v in zip(rows["method"], rows["value"])))
+            values = values.sort_values(ascending=False, kind="stable")
+            parts.append(f"on {dataset} " + ", ".join(f"{v:.{digits}f} ({m})" for m, v in values.items()))
     source = f"quoted, {paper} Table {table}"
     if not parts:
         return f"{paper} Table {table} reports no {metric} for {_join(methods)} on {_join(list(datasets))}."

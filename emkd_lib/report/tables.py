@@ -344,21 +344,6 @@ def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:
     return lines
 
 
-def distinct_runs(runs: dict) -> dict:
-    """``label -> run`` with each stored run once, under its first label: in a
-    sweep, a value equal to the default is the same run (the same key) as the
-    reference, and comparing it with itself would count as a test. Runs not
-    stored yet (None) are kept."""
-    out, keys = {}, set()
-    for label, r in runs.items():
-        if r is not None and r.key in keys:
-            continue
-        out[label] = r
-        if r is not None:
-            keys.add(r.key)
-    return out
-
-
 def sweep_points(runs: dict, name: str, metrics=("NDCG@10", "HR@10")) -> list[tuple]:
     """One hyperparameter's stored points of a sweep, for a figure:
     ``(value, *metrics)`` sorted by value, from ``runs`` keyed
@@ -375,8 +360,10 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
     ``"<label> = <value>"`` for each other point. ``runs`` is keyed
     ``(dataset, name, value, seed)`` as the studies' sensitivity grids key
     them, ``default`` holds each name's default (as an attribute, or a
-    mapping name -> value), ``labels`` maps a name to its printed label."""
-    value_of = default.get if isinstance(default, dict) else (lambda n: getattr(default, n))
+    mapping name -> value), ``labels`` maps a name to its printed label. A
+    name without a default (a control, ODMT's ``"fusion = independent"``) is
+    a row of its own."""
+    value_of = default.get if isinstance(default, dict) else (lambda n: getattr(default, n, None))
     at_default = [r for (d, n, v, s), r in runs.items() if v == value_of(n)]
     rows = {"default": next((r for r in at_default if r is not None), None)}
     rows.update({f"{labels[n]} = {v}": r for (d, n, v, s), r in runs.items() if v != value_of(n)})

@@ -14,6 +14,7 @@ changes none of these.
 """
 from __future__ import annotations
 
+from ..methods import method_spec
 from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 
@@ -163,6 +164,16 @@ def table5_singles(profile: str, dataset: str = "beauty", seed: int = 0, depths:
         own = profile_config(profile, dataset, method, seed=seed)
         configs[(method, own.encoder_config.n_blocks)] = own
     return dict(sorted(configs.items(), key=lambda kv: (kv[0][0] != "sasrec", kv[0][1])))
+
+
+def blocks_label(blocks: int) -> str:
+    """``"1 block"``, ``"3 blocks"``: a depth as Table 5's rows name it."""
+    return f"{blocks} block{'s' * (blocks > 1)}"
+
+
+def depth_label(method: str, blocks: int) -> str:
+    """Table 5's single-model row, ``"SASRec (3 blocks)"``."""
+    return f"{method_spec(method).title} ({blocks_label(blocks)})"
 
 
 # Table 5's ensembles: EMKD with N networks, each the Table 4 row it is.

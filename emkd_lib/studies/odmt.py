@@ -25,6 +25,10 @@ PAPER_TABLE2_COLUMNS = {"gru4rec": "GRU4Rec", "nextitnet": "NextItNet", "sasrec"
                         "sasrec-ef": "SASRec+EF", "sasrec-lf": "SASRec+LF", "odmt": "ODMT"}
 # Table 4: one of T and alpha changed at a time, the other at its default.
 TABLE4 = {"temperature": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "rampup_epochs": (10, 20, 30, 40, 50, 60)}
+# Each swept parameter under the paper's symbol, and the control "fusion =
+# independent" (Table 4's "None"); the quoted CSV labels its rows "T=..." and "alpha=...".
+SENSITIVITY_LABELS = {"temperature": "T", "rampup_epochs": "α", "fusion": "fusion"}
+TABLE4_QUOTED_NAMES = {"temperature": "T", "rampup_epochs": "alpha"}
 # Figure 2's single inputs.
 INPUT_TYPES = ("id", "text", "image")
 
@@ -66,7 +70,7 @@ def sensitivity_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,)) -> di
 
 def sensitivity_defaults(profile: str, dataset: str) -> dict:
     """Table 4's parameter -> its value in the profile's ODMT: the run every
-    sweep shares (the full ODMT), labelled ``name=value`` under the first."""
+    sweep shares (the full ODMT), the row "default" of ``report.sweep_rows``."""
     params = profile_config(profile, dataset, "odmt").params
     return {name: getattr(params, name) for name in TABLE4}
 
