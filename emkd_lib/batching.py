@@ -55,6 +55,29 @@ def length_bucketed_batches(
     return batches
 
 
+# How an epoch's training windows are cut into batches: "length-buckets"
+# (length_bucketed_batches: no compute on padding, but every batch holds
+# windows of nearly one length) or "shuffled" (a random permutation cut into
+# chunks, as the public code of every paper here and RecBole draw them: a
+# batch mixes lengths, so its in-batch negatives, its Sinkhorn balance and
+# its head/tail labels do too).
+BATCH_ORDERS = ("length-buckets", "shuffled")
+
+
+def training_batches(lengths: np.ndarray, batch_size: int, order: str, rng: np.random.Generator
+                     ) -> list[np.ndarray]:
+    """One epoch's batches of example indices, in ``order`` (``BATCH_ORDERS``);
+    every example once, in chunks of ``batch_size`` (the last may be smaller)."""
+    if order == "length-buckets":
+        return length_bucketed_batches(lengths, batch_size, shuffle=True, rng=rng)
+    if order != "shuffled":
+        raise ValueError(f"batch order must be one of {BATCH_ORDERS}, got {order!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order_ = rng.permutation(len(lengths))
+    return [order_[i:i + batch_size] for i in range(0, len(order_), batch_size)]
+
+
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

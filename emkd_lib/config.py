@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .batching import BATCH_ORDERS
 from .models.encoders import ENCODER_CONFIGS
 from .typed import bound, check_fields, from_dict
 
@@ -53,6 +54,10 @@ class TrainConfig:
     # instead of one block's for the whole batch. Dropout then draws its
     # masks chunk by chunk: deterministic, but not the unchunked numbers.
     checkpoint_rows: int | None = bound(None, ge=1)
+    # How an epoch is cut into batches (batching.BATCH_ORDERS): length
+    # buckets spend nothing on padding; "shuffled" mixes lengths in a batch,
+    # as the papers' public code does (in-batch negatives of every length).
+    batch_order: str = bound("length-buckets", choices=BATCH_ORDERS)
 
     def __post_init__(self):
         check_fields(self)
@@ -114,7 +119,8 @@ class EvalConfig:
 # the value every earlier run was trained with. At that value the option is
 # left out of a run's identity (its key stays what it was).
 ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False,
-                 ("train", "checkpoint_rows"): None, ("params", "output_chunk"): None}
+                 ("train", "checkpoint_rows"): None, ("params", "output_chunk"): None,
+                 ("train", "batch_order"): "length-buckets"}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .batching import length_bucketed_batches, pad_left
+from .batching import pad_left, training_batches
 from .config import TrainConfig
 from .data import LeaveOneOutSplit
 from .evaluation import evaluate, metrics_from_ranks
@@ -123,7 +123,7 @@ def train_one_epoch(model: nn.Module, recipe: Recipe, examples: list[np.ndarray]
     trains its share of every batch and the terms are those of whole batches."""
     model.train()
     lengths = np.fromiter((len(e) for e in examples), dtype=np.int64, count=len(examples))
-    batches = length_bucketed_batches(lengths, settings.batch_size, shuffle=True, rng=rng)
+    batches = training_batches(lengths, settings.batch_size, settings.batch_order, rng)
     totals: dict[str, torch.Tensor] = {}
     for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
         if parallel is None:

@@ -142,3 +142,24 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     (line,) = cl.head_rate_compactness({"S4Rec": wide, "ICLRec": narrow}, "S4Rec", "ICLRec", "d")
     assert "is wider than ICLRec's (0.20 against 0.10), unlike the paper's Figure 3" in line
     assert cl.head_rate_compactness({"S4Rec": wide}, "S4Rec", "ICLRec", "d") == []
+
+
+def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
+    """Eight tail users with 3 training items and two head users with 9: in
+    length buckets of two every batch is of one length and one group; shuffled,
+    the batches are one permutation of the windows cut in order."""
+    from types import SimpleNamespace
+    from emkd_lib.report import clusters as cl
+    train = [np.arange(1, 4)] * 8 + [np.arange(1, 10)] * 2
+    monkeypatch.setattr(cl, "run_data", lambda config: (None, SimpleNamespace(train=train)))
+    config = RunConfig(dataset="beauty", method="s4rec", profile="smoke", data=DataConfig(max_len=20),
+                       train=TrainConfig(batch_size=2), params=S4RecParams(head_fraction=0.2))
+    table = cl.batch_composition(config)
+    assert list(table.index) == ["length-buckets", "shuffled"] and (table["per epoch"] == 5).all()
+    assert table.loc["length-buckets"].to_dict() == {"per epoch": 5, "one length %": 100.0,
+                                                      "head users only %": 20.0, "tail users only %": 80.0}
+    pairs = np.random.default_rng(0).permutation(10).reshape(5, 2)
+    head_count = (pairs >= 8).sum(1)                  # the windows of users 8 and 9 are the head's
+    assert table.loc["shuffled", "head users only %"] == 100 * np.mean(head_count == 2)
+    assert table.loc["shuffled", "tail users only %"] == 100 * np.mean(head_count == 0)
+    assert table.loc["shuffled", "one length %"] == 100 * np.mean(head_count != 1)

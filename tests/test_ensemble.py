@@ -416,6 +416,7 @@ def test_the_emkd_defaults_are_the_printed_equations_and_the_code_set_switches_e
     base = grid[("beauty", "printed equations (default)", 0)]
     code = grid[("beauty", "public code (all its choices)", 0)]
     assert code.params.contrastive_denominator == "negatives-and-self" and code.train.grad_clip is None
+    assert (base.train.batch_order, code.train.batch_order) == ("length-buckets", "shuffled")
     singles = [c for (d, row, s), c in grid.items() if row.startswith("code: ")]
     assert len(singles) == len(EMKD_CODE)
     for c in singles:  # each differs from the default in exactly one field

@@ -181,6 +181,23 @@ def test_contrastive_loss_with_a_single_sequence_is_finite():
         assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_contrastive_loss_of_a_batch_of_one_has_its_documented_value():
+    """With no in-batch negative: the printed ratio and standard InfoNCE contrast nothing (0, no
+    gradient); the public code's e^0 self term leaves -p/tau per positive, or -logsumexp_m p/tau."""
+    positive = torch.tensor([[0.5], [-0.2]], requires_grad=True)     # (M=2, B=1)
+    negative = torch.tensor([[0.9]])                                 # (B, B): only the anchor itself
+    f = losses.contrastive_loss_from_similarities
+    for denominator in ("negatives", "positive-and-negatives"):
+        for one in (False, True):
+            loss = f(positive, negative, 0.5, one, denominator)
+            (grad,) = torch.autograd.grad(loss, positive)
+            assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0, (denominator, one)
+    per_positive = f(positive, negative, 0.5, False, "negatives-and-self")
+    torch.testing.assert_close(per_positive, torch.tensor(-(0.5 - 0.2) / 0.5 / 2))
+    one_logsumexp = f(positive, negative, 0.5, True, "negatives-and-self")
+    torch.testing.assert_close(one_logsumexp, -torch.log(torch.exp(torch.tensor(1.0)) + torch.exp(torch.tensor(-0.4))))
+
+
 # ---- knowledge distillation -------------------------------------------------
 
 def kd_direct(logits, T, detach_teacher=False, symmetric=False, weights=None):

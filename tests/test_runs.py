@@ -320,6 +320,18 @@ def test_bf16_precision_gets_its_own_key_and_trains(env):
         fp32.replace(train__precision="fp16")
 
 
+def test_shuffled_batches_get_their_own_key_and_train(env):
+    default = tiny_config()
+    shuffled = default.replace(train__batch_order="shuffled")
+    assert "batch_order" not in default.identity()["train"] and runs.key_of(shuffled) != runs.key_of(default)
+    a = runs.run_or_load(default, device="cpu", progress=False)
+    b = runs.run_or_load(shuffled, device="cpu", progress=False)
+    assert b.path != a.path and b.config.train.batch_order == "shuffled"
+    assert b.history[0]["loss"] != a.history[0]["loss"]   # the same examples, other batches
+    with pytest.raises(ValueError, match="batch_order"):
+        default.replace(train__batch_order="sorted")
+
+
 def test_trained_by_commits_lists_each_commit_that_trained_an_epoch_in_first_use_order():
     history = [{"epoch": 1}, {"epoch": 2, "commit": "a"}, {"epoch": 3, "commit": "b"}, {"epoch": 4, "commit": "a"}]
     assert runs.trained_by_commits(history) == ["unrecorded", "a", "b"]

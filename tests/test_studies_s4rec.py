@@ -147,3 +147,21 @@ def test_duorecs_control_is_duorec_without_its_contrastive_terms():
         a = build_parser().parse_args(shlex.split(command_for(config))[3:])
         assert profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
                               **_data_overrides(a), **_parse_sets(a.set)) == config
+
+
+def test_the_batch_order_check_is_table_2s_run_with_shuffled_batches():
+    """Each check run differs from its Table 2 run only in the batch order,
+    has its own key, and the CLI rebuilds it from its recorded command."""
+    from emkd_lib.__main__ import _data_overrides, _parse_sets, build_parser
+    from emkd_lib.runs import command_for
+    from emkd_lib.studies.s4rec import batch_order_grid, main_grid
+    assert GRIDS["s4rec-batch-order"] is batch_order_grid
+    grid = batch_order_grid("cpu")
+    assert set(grid) == {("beauty", "s4rec", 0), ("beauty", "iclrec", 0)}
+    table2 = main_grid("cpu", datasets=("beauty",))
+    for key, config in grid.items():
+        assert table2[key].train.batch_order == "length-buckets" and config.train.batch_order == "shuffled"
+        assert config == table2[key].replace(train__batch_order="shuffled")
+        a = build_parser().parse_args(shlex.split(command_for(config))[3:])
+        assert profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
+                              **_data_overrides(a), **_parse_sets(a.set)) == config

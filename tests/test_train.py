@@ -162,3 +162,23 @@ def test_a_run_killed_after_its_stopping_epoch_resumes_to_the_same_stop(tmp_path
     resumed = fit_constant(train, checkpoint=checkpoint)
     assert len(resumed.history) == len(whole.history)
     assert resumed.stopped_by == "patience"
+
+
+def test_training_batches_hold_every_example_once_in_either_order():
+    from emkd_lib.batching import training_batches
+    lengths = np.array([1, 5, 2, 5, 3, 1, 4, 2, 5, 3])
+    for order in ("length-buckets", "shuffled"):
+        batches = training_batches(lengths, 4, order, np.random.default_rng(0))
+        assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+        assert sorted(len(b) for b in batches) == [2, 4, 4]
+    # length buckets: consecutive runs of the windows sorted by length, so no two batches' lengths interleave
+    spans = sorted((lengths[b].min(), lengths[b].max()) for b in training_batches(lengths, 4, "length-buckets",
+                                                                                  np.random.default_rng(0)))
+    assert all(high <= low for (_, high), (low, _) in zip(spans, spans[1:]))
+    # shuffled: one random permutation of the examples, cut in order
+    shuffled = training_batches(lengths, 4, "shuffled", np.random.default_rng(7))
+    assert np.array_equal(np.concatenate(shuffled), np.random.default_rng(7).permutation(10))
+    with pytest.raises(ValueError, match="batch order must be one of"):
+        training_batches(lengths, 4, "sorted", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="batch_order"):
+        TrainConfig(batch_order="random")

@@ -47,7 +47,10 @@ class EMKDParams:
     pair once, symmetric, teacher detached), ``force_a_masked_position=False``
     (a view in which no position was drawn stays unmasked, as in the code),
     ``shared_initialisation`` (every network's transformer blocks start from
-    the same weights, as in the code).
+    the same weights, as in the code); with them ``EMKD_CODE`` sets the
+    code's training choices: no gradient clipping, and batches drawn at
+    random rather than by length (``TrainConfig.batch_order``), so a batch's
+    in-batch negatives have every length.
 
     Architecture (BERT4Rec encoder): ``output_layer="linear"`` is Eq. 5 as
     printed (and the code's separate ``Linear(d, |V|)``), ``"bert4rec"``
@@ -108,7 +111,7 @@ class EMKDParams:
 EMKD_CODE = {"params__positives_in_one_logsumexp": True, "params__contrastive_denominator": "negatives-and-self",
              "params__ap_at_masked_positions_of_last_view": True, "params__kd_symmetric_detached_teacher": True,
              "params__force_a_masked_position": False, "params__shared_initialisation": True,
-             "train__grad_clip": None}
+             "train__grad_clip": None, "train__batch_order": "shuffled"}
 
 
 def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,

@@ -70,7 +70,8 @@ class S4RecParams:
     ``tau1``, ``tau2``, ``tau3`` (the paper picks each from {0.1, 1.0}): 0.1;
     Sinkhorn ``epsilon`` 0.05 and 3 iterations (SwAV's); GRL ``gamma`` 1.0;
     ``head_fraction`` 0.2 (head = the 20% longest histories); mask ``gamma``
-    0.5 and ``insert_rate`` 0.4 (CoSeRec's). Crop ``crop_delta`` 0.8 and
+    0.5 and ``insert_rate`` 0.4 (the paper gives neither; CoSeRec's code
+    defaults to 0.7 and 0.4, its Beauty script sets the insert rate 0.5). Crop ``crop_delta`` 0.8 and
     reorder ``reorder_delta`` 0.2 are printed (Sec. 3.2; crop REMOVES 0.8 of
     the sequence, see ``augment``).
 

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import alignment, uniformity
+from ..batching import BATCH_ORDERS, training_batches
 from ..data.splits import split_users_by_length
 from ..evaluation import metrics_from_ranks, paired_test
+from ..methods.s4rec import label_windows
 from ..runs import run_data
 from .tables import method_label, relative_change
 
@@ -23,6 +25,28 @@ def head_users(config, head_fraction: float = HEAD_FRACTION) -> np.ndarray:
     """Bool per user of ``config``'s dataset (its subsample, if any): a head user?"""
     _, split = run_data(config)
     return split_users_by_length(split.train, head_fraction)
+
+
+def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFrame:
+    """What one epoch's training batches of ``config`` (an S^4Rec run: its
+    windows, batch size and head fraction) hold under each batch order
+    (``batching.BATCH_ORDERS``, one draw with ``seed``): the share of batches
+    whose windows are all of one length, all of head users, all of tail
+    users. Sinkhorn balances a batch, the adversary learns head/tail from a
+    batch, the contrastive terms draw their negatives from a batch."""
+    _, split = run_data(config)
+    windows = label_windows(split.train, config.data, config.params.head_fraction)
+    lengths = np.array([len(w) for w in windows])
+    head = np.array([w[-1] < 0 for w in windows])
+    rows = []
+    for order in orders:
+        batches = training_batches(lengths, config.train.batch_size, order, np.random.default_rng(seed))
+        head_share = np.array([head[b].mean() for b in batches])
+        rows.append({"batches": order, "per epoch": len(batches),
+                     "one length %": 100 * np.mean([lengths[b].min() == lengths[b].max() for b in batches]),
+                     "head users only %": 100 * np.mean(head_share == 1),
+                     "tail users only %": 100 * np.mean(head_share == 0)})
+    return pd.DataFrame(rows).set_index("batches")
 
 
 def head_tail_tests(a, b, head: np.ndarray, metric: str = "NDCG@20") -> dict:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..batching import length_bucketed_batches
+from ..batching import training_batches
 from ..runs import key_of, results_for
 from .tables import method_label
 
@@ -110,10 +110,12 @@ def _epoch_work(config) -> float:
     dataset, _ = dataset_and_split(config.dataset, config.data)
     n_attributes = dataset.attributes.n_attributes if dataset.attributes is not None else 0
     lengths = np.array([len(w) for w in _training_windows(config.dataset, config.data)])
-    # The trainer's batches are chunks of the windows sorted by length (their
-    # order and ties shuffle, their lengths do not), so this is its epoch exactly.
-    return float(sum(forward_macs(config, dataset.n_items, n_attributes, lengths[batch])
-                     for batch in length_bucketed_batches(lengths, config.train.batch_size)))
+    # Length buckets: chunks of the windows sorted by length (their order and
+    # ties shuffle, their lengths do not), so this is the trainer's epoch
+    # exactly; shuffled batches: one draw of them, which the others match to
+    # within a batch's padding.
+    batches = training_batches(lengths, config.train.batch_size, config.train.batch_order, np.random.default_rng(0))
+    return float(sum(forward_macs(config, dataset.n_items, n_attributes, lengths[batch]) for batch in batches))
 
 
 def work_prices(runs, work=epoch_work) -> "_LazyRates":

@@ -61,6 +61,21 @@ def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
             for d in datasets for s in seeds}
 
 
+# The methods whose training the batch order reaches most: S^4Rec (in-batch
+# negatives, Sinkhorn's equal split of each batch over the prototypes, the
+# head/tail labels the adversary sees per batch) and ICLRec, its baseline.
+BATCH_ORDER_METHODS = ("s4rec", "iclrec")
+
+
+def batch_order_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=BATCH_ORDER_METHODS) -> dict:
+    """The book's batches hold windows of one length (``TrainConfig.batch_order``,
+    "length-buckets", a speed lever); the public code of ICLRec and CoSeRec,
+    on which S^4Rec builds, draws them at random. ``(dataset, method, seed) ->
+    config`` of each method with shuffled batches, against Table 2's run."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s, train__batch_order="shuffled")
+            for d in datasets for s in seeds for m in methods}
+
+
 def sensitivity_defaults(profile: str, dataset: str = "beauty") -> dict:
     """Each swept param -> its value in the profile's S^4Rec: the run every
     sweep of Figures 5 and 6 shares (Table 3's full model, trained for
