@@ -59,6 +59,35 @@ def test_terms_and_switch():
     assert CL4SRecParams(lam=0.0).active_terms() == set()
 
 
+def test_the_contrastive_term_is_nt_xent_written_out_on_the_two_views():
+    """``cl`` from separate forward passes of the two views (replayed from the
+    same generator): for each of the 2B anchors, -log of its other view's
+    e^{sim / tau} over the e^{sim / tau} of the 2B - 1 others, sim the dot
+    product of last-position states (normalised when ``normalise``)."""
+    from emkd_lib.augment import augment_batch
+    from emkd_lib.methods.cl4srec import CL4SREC_OPERATORS
+    model, recipe = build()
+    model.eval()
+    windows = torch.from_numpy(pad_left(recipe.make_examples([s[:-2] for s in dataset().sequences])))
+    inputs = windows[:, :-1]
+    for params in (CL4SRecParams(), CL4SRecParams(tau=0.5, normalise=True)):
+        cl = cl4srec_loss(model, windows, torch.Generator().manual_seed(4), params)["cl"].item()
+        views = augment_batch(inputs, torch.Generator().manual_seed(4), CL4SREC_OPERATORS, model.max_len,
+                              mask_token=model.mask_token, gamma=params.mask_gamma, crop_delta=params.crop_delta,
+                              crop_form=params.crop_form, reorder_delta=params.reorder_delta)
+        with torch.no_grad():
+            z = torch.cat([model(v)[:, -1] for v in views])                    # (2B, d): view 1, then view 2
+        if params.normalise:
+            z = torch.nn.functional.normalize(z, dim=-1)
+        n = len(inputs)
+        total = 0.0
+        for a in range(2 * n):
+            other_view = (a + n) % (2 * n)
+            below = sum(math.exp(float(z[a] @ z[b]) / params.tau) for b in range(2 * n) if b != a)
+            total += -math.log(math.exp(float(z[a] @ z[other_view]) / params.tau) / below)
+        assert cl == pytest.approx(total / (2 * n), rel=1e-4)
+
+
 def test_params_and_profiles():
     with pytest.raises(ValueError, match="unknown key"):
         profile_config("smoke", "beauty", "cl4srec", params__gamma=0.5)

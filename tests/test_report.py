@@ -103,9 +103,18 @@ def test_ablation_grid_rows_switch_exactly_their_terms():
     reference = profile_config("cpu", "beauty", "emkd", train__precision="bf16")
     assert configs[0] == reference  # the reference row is the main run, trained in bf16 like every row
     base = reference.params
+    # What each row's name says it removes or changes, written out here rather than read from ABLATIONS.
+    networks = {"single encoder": 1, "EMKD x2": 2, "EMKD x4": 4}
+    removed = {"single encoder": {"ccl", "kd"}, "independent training": {"icl", "ccl", "kd"}, "w/o KD": {"kd"},
+               "w/o CCL": {"ccl"}, "w/o ICL": {"icl"}, "w/o AP": {"ap"}}
+    everything = base.active_terms(base.n_networks, has_attributes=True)
+    assert everything == {"mip", "ap", "icl", "ccl", "kd"}
     for (_, row, _), config in grid.items():
-        changed = {k: v for k, v in vars(config.params).items() if getattr(base, k) != v}
-        assert changed == ABLATIONS[row]
+        p = config.params
+        assert p.n_networks == networks.get(row, 3), row
+        assert p.active_terms(p.n_networks, has_attributes=True) == everything - removed.get(row, set()), row
+        changed = {k for k, v in vars(p).items() if getattr(base, k) != v}
+        assert changed <= {"n_networks", "icl", "ccl", "kd", "ap"}, row
         assert (config.encoder_config, config.train, config.data) == (reference.encoder_config, reference.train,
                                                                         reference.data)
 

@@ -188,9 +188,64 @@ def test_sr_term_is_the_next_item_loss_of_the_baseline():
     terms = s4rec_loss(model, ids, torch.Generator().manual_seed(0), S4RecParams(n_prototypes=8))
     torch.testing.assert_close(terms["sr"], next_item_loss(model, ids.abs()))
     assert set(terms) == {"loss", "sr", "clust", "scl", "csd", "adv"}
-    params = S4RecParams(n_prototypes=8)
-    total = sum(params.weight(k) * v for k, v in terms.items() if k != "loss")
-    torch.testing.assert_close(terms["loss"], total)
+
+
+def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
+    """Eq. 6-18 on one batch, each term written out user by user from
+    separate forward passes of the original and of the two views (replayed
+    from the same generator), with distinct weights so that each one must
+    reach its own term."""
+    from emkd_lib.augment import augment_batch
+    from emkd_lib.clustering import sinkhorn
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    torch.manual_seed(0)
+    params = S4RecParams(n_prototypes=8, alpha=0.2, beta1=0.3, beta2=0.5, lam=0.7, tau1=0.4, tau2=0.6, tau3=0.8)
+    model, recipe = build_method(config(alpha=0.2, beta1=0.3, beta2=0.5, lam=0.7, tau1=0.4, tau2=0.6, tau3=0.8),
+                                 dataset)
+    model.eval()
+    ids = labelled_batch(recipe, split)
+    terms = {k: v.detach() for k, v in s4rec_loss(model, ids, torch.Generator().manual_seed(3), params).items()}
+
+    windows, head = ids.abs(), ids[:, -1] < 0
+    inputs = windows[:, :-1]
+    pool = inputs[inputs > 0].numpy()
+    views = augment_batch(inputs, torch.Generator().manual_seed(3), params.operator_names, model.max_len,
+                          mask_token=model.mask_token, gamma=params.mask_gamma, crop_delta=params.crop_delta,
+                          crop_form=params.crop_form, reorder_delta=params.reorder_delta, pool=pool,
+                          insert_rate=params.insert_rate)
+    with torch.no_grad():
+        z0, z1, z2 = (F.normalize(model(x)[:, -1], dim=-1) for x in (inputs, *views))   # Eq. 6, one pass each
+        mu = F.normalize(model.prototypes.weight, dim=-1)
+        logits = model.head_tail(z0)                   # GRL is the identity forward
+    n = len(ids)
+    h = (z0 @ mu.T).argmax(1)
+
+    q = sinkhorn(z0 @ mu.T, params.sinkhorn_epsilon, params.sinkhorn_iters)
+    clust = -sum(float((q[u] * torch.log_softmax(z0[u] @ mu.T / 0.4, 0)).sum()) for u in range(n)) / n
+
+    def scl(a, p):   # Eq. 13-14: -log(e^{a_u p_u / tau2} / (sum_{v != u} e^{a_u p_v / tau2} + sum_{k != h(u)} e^{a_u mu_k / tau2}))
+        total = 0.0
+        for u in range(n):
+            below = sum(math.exp(float(a[u] @ p[v]) / 0.6) for v in range(n) if v != u)
+            below += sum(math.exp(float(a[u] @ mu[k]) / 0.6) for k in range(len(mu)) if k != h[u])
+            total += -math.log(math.exp(float(a[u] @ p[u]) / 0.6) / below)
+        return total / n
+
+    def csd(z):      # Eq. 15-16: KL(softmax(mu_h(u) / tau3) || softmax(z_u / tau3)) over the features
+        total = 0.0
+        for u in range(n):
+            t, s_ = torch.softmax(mu[h[u]] / 0.8, 0), torch.softmax(z[u] / 0.8, 0)
+            total += float((t * (t.log() - s_.log())).sum())
+        return total / n
+
+    adv = -sum(float(torch.log_softmax(logits[u], 0)[int(head[u])]) for u in range(n)) / n
+    sr = float(next_item_loss(model, windows).detach())
+    expected = {"sr": sr, "clust": clust, "scl": scl(z1, z2) + scl(z0, z1), "csd": csd(z1) + csd(z2), "adv": adv}
+    for name, value in expected.items():
+        assert float(terms[name]) == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    total = sr + 0.2 * clust + 0.3 * expected["scl"] + 0.5 * expected["csd"] + 0.7 * adv
+    assert float(terms["loss"]) == pytest.approx(total, rel=1e-4)
 
 
 @pytest.mark.parametrize("row, absent", [
