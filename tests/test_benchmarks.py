@@ -233,6 +233,28 @@ def test_bf16_autocast_keeps_the_loss_close_to_fp32(scripts):
     assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item() and bf16.item() != fp32.item()
 
 
+def test_macs_counts_equal_hand_computed_values():
+    """Each counter on a config small enough to count by hand (the sums are in the comments)."""
+    from emkd_lib.flops import emkd_macs, encoder_macs
+    from emkd_lib.models.encoders import CaserConfig, GRU4RecConfig, TransformerConfig
+    # 2 blocks x 3 tokens x (12 x 4^2 + 2 x width 2 x 4) = 6 x 208
+    assert encoder_macs(TransformerConfig(hidden=4, n_blocks=2), tokens=3, width=2) == 1248
+    # 2 layers x 3 tokens x 6 x 4^2
+    assert encoder_macs(GRU4RecConfig(hidden=4, n_layers=2), tokens=3, width=2) == 576
+    # 1 token: horizontal (1 + 2) x d 2 x 3 filters = 18, vertical L 2 x d 2 x 1 = 4, dense (3 x 2 + 1 x 2) x 2 = 16
+    assert encoder_macs(CaserConfig(hidden=2, window=2, n_horizontal=3, n_vertical=1), tokens=1, width=2) == 38
+    # EMKD on BERT4Rec, N = 2 networks, M = 2 views, d = 4, 10 items, 3 attributes, windows of 2 and 4 items:
+    # encoder 1 block x 6 tokens x (192 + 2 x 4 x 4) = 1344, run N (M + 1) = 6 times: 8064;
+    # masked positions max(0.5 x 2, 1) + max(0.5 x 4, 1) = 3, scored N M x 3 x 4 x 10 = 480;
+    # AP at the 6 tokens of each network: 2 x 6 x 4 x 3 = 144;
+    # ICL per network 2 x (M B + B^2 = 8) x (width 4 x d 4) = 256; CCL per ordered pair of networks 2 x 1 x 8 x 16 = 256
+    config = profile_config("smoke", "beauty", "emkd").replace(
+        encoder_config__hidden=4, encoder_config__n_blocks=1, params__n_networks=2, params__n_views=2,
+        params__mask_prob=0.5)
+    assert config.encoder == "bert4rec" and config.params.output_layer == "linear"
+    assert emkd_macs(config, 10, 3, np.array([2, 4])) == 8064 + 480 + 144 + 256 + 256
+
+
 def test_forward_macs_counts_by_the_methods_spec_and_the_encoders_config():
     from emkd_lib.flops import cloze_macs, emkd_macs, encoder_macs, forward_macs, next_item_macs
     from emkd_lib.methods import method_spec

