@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers
-from emkd_lib.analysis import (SAMPLE_SIZE, alignment, item_table, last_position_states, sample_users,
+from emkd_lib.analysis import (SAMPLE_SIZE, alignment, last_position_states, sample_users,
                                uniformity)
 from emkd_lib.batching import pad_left
 from emkd_lib.config import DataConfig, RunConfig, TrainConfig
@@ -51,10 +51,15 @@ def test_each_method_stores_embeddings_of_the_sample_and_its_own_clusters(method
     fit(model, recipe, split, config.train, seed=0, progress=False)
     arrays = recipe.analysis(model, split)
     inputs = [s[-9:] for s in split.test_inputs]
+    model.eval()
+    with torch.no_grad():   # each sampled user alone through the model: its last position's state
+        sampled = torch.cat([model(torch.from_numpy(pad_left([inputs[u]])))[:, -1] for u in arrays["analysis_users"]])
+    np.testing.assert_allclose(arrays["analysis_embeddings"].astype(np.float32),
+                               F.normalize(sampled, dim=-1).numpy(), atol=2e-3)
     states = last_position_states(model, inputs, 9)
-    expected = F.normalize(states, dim=-1)[torch.from_numpy(arrays["analysis_users"])]
-    np.testing.assert_allclose(arrays["analysis_embeddings"].astype(np.float32), expected.numpy(), atol=2e-3)
-    items = F.normalize(item_table(model)[torch.from_numpy(split.test_targets[arrays["analysis_users"]])], dim=-1)
+    encoder = getattr(model, "encoder", model)
+    targets = split.test_targets[arrays["analysis_users"]]
+    items = F.normalize(encoder.item_embedding.weight[torch.from_numpy(targets)], dim=-1)
     np.testing.assert_allclose(arrays["analysis_target_embeddings"].astype(np.float32), items.detach().numpy(),
                                atol=2e-3)
     if method == "sasrec":

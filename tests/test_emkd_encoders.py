@@ -1,4 +1,6 @@
 """EMKD with GRU4Rec, Caser or SASRec as its parallel networks (Figure 4)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,44 @@ def test_item_terms_are_next_item_losses_on_the_views(encoder):
     torch.testing.assert_close(terms["mip"], mip, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(terms["kd"], kd, atol=1e-6, rtol=1e-4)
     assert ((views != inputs.repeat(M, 1)) & (inputs.repeat(M, 1) == 0)).sum() == 0  # padding is never masked
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_contrastive_and_attribute_terms_are_eq_8_to_15_on_each_networks_own_passes(encoder):
+    """ICL, CCL (Eq. 12-15 as printed: only the in-batch negatives below each
+    positive) and AP (Eq. 8-11) written out user by user from each network's
+    separate passes over the original inputs and the replayed masked views."""
+    model, w, M, tau = tiny(encoder, n=2), windows(), 2, 0.5
+    params = EMKDParams(n_networks=2, n_views=M, tau=tau, mask_prob=0.3)
+    terms = emkd_next_item_loss_terms(model, w, torch.Generator().manual_seed(5), params)
+    inputs = w[:, :-1]
+    views, _ = cloze_mask(inputs.repeat(M, 1), 0.3, N_ITEMS + 1, N_ITEMS, torch.Generator().manual_seed(5))
+    real, B = inputs > 0, inputs.shape[0]
+    with torch.no_grad():
+        # each network's hidden matrices, padding rows zeroed, flattened: (B, T d)
+        orig = [(net(inputs) * real[..., None]).flatten(1) for net in model.networks]
+        view = [[(net(views[m * B:(m + 1) * B]) * real[..., None]).flatten(1) for m in range(M)]
+                for net in model.networks]
+        hidden = torch.stack([net(inputs) for net in model.networks])
+        attribute_logits = model.attribute_logits(hidden[:, real])
+
+    def cos(a, b):
+        return float(F.cosine_similarity(a, b, dim=0))
+
+    def printed(anchor, positives, bank):   # mean over u and m of -log(e^{g(a_u, p_mu)/tau} / sum_{k != u} e^{g(a_u, b_k)/tau})
+        total = 0.0
+        for u in range(B):
+            below = sum(math.exp(cos(anchor[u], bank[k]) / tau) for k in range(B) if k != u)
+            total += sum(-math.log(math.exp(cos(anchor[u], p[u]) / tau) / below) for p in positives)
+        return total / (B * M)
+
+    icl = sum(printed(orig[n], view[n], orig[n]) for n in range(2))
+    ccl = sum(printed(orig[x], view[y], orig[y]) for x in range(2) for y in range(2) if x != y)
+    targets = model.item_attributes[inputs[real]].float()
+    ap = sum(float(F.binary_cross_entropy_with_logits(attribute_logits[n], targets)) for n in range(2))
+    assert terms["icl"].item() == pytest.approx(icl, rel=1e-4)
+    assert terms["ccl"].item() == pytest.approx(ccl, rel=1e-4)
+    assert terms["ap"].item() == pytest.approx(ap, rel=1e-5)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
