@@ -58,9 +58,9 @@ def length_bucketed_batches(
 # How an epoch's training windows are cut into batches: "length-buckets"
 # (length_bucketed_batches: no compute on padding, but every batch holds
 # windows of nearly one length) or "shuffled" (a random permutation cut into
-# chunks, as the public code of every paper here and RecBole draw them: a
-# batch mixes lengths, so its in-batch negatives, its Sinkhorn balance and
-# its head/tail labels do too).
+# chunks, as the public code of EMKD, ICLRec and CoSeRec, and RecBole, draw
+# them: a batch mixes lengths, so its in-batch negatives, its Sinkhorn
+# balance and its head/tail labels do too).
 BATCH_ORDERS = ("length-buckets", "shuffled")
 
 
@@ -74,8 +74,8 @@ def training_batches(lengths: np.ndarray, batch_size: int, order: str, rng: np.r
         raise ValueError(f"batch order must be one of {BATCH_ORDERS}, got {order!r}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order_ = rng.permutation(len(lengths))
-    return [order_[i:i + batch_size] for i in range(0, len(order_), batch_size)]
+    permutation = rng.permutation(len(lengths))
+    return [permutation[i:i + batch_size] for i in range(0, len(permutation), batch_size)]
 
 
 def _positive_int(name: str, value) -> None:

@@ -92,7 +92,7 @@ def _training_windows(dataset: str, data) -> list:
 def epoch_work(config) -> float | None:
     """The useful forward multiply-accumulates of one epoch of ``config``
     (``flops.forward_macs`` over its training windows, in the trainer's
-    length-bucketed batches): the unit of the proxy price (``work_prices``). Unlike the
+    batches of its ``batch_order``): the unit of the proxy price (``work_prices``). Unlike the
     windows' items alone it grows with the catalogue (every scored position
     is scored against every item) and with the window length (attention):
     an ML-1M window scores 3,416 items, a Beauty one 12,101. None for an
@@ -258,7 +258,8 @@ def budget_table(chapter_runs: dict[str, list[tuple]], bf16_speedup: dict[str, f
     """Per chapter, from its ``(run key, config, stored run or None)``
     triples: its runs (distinct keys), how many are stored, their recorded
     training + evaluation CPU-hours (wall time x the run's torch threads;
-    the wall hours too where some run used more than one thread), the runs not stored yet, and what those would cost: each
+    the wall hours too where some run used more than one thread), the runs
+    not stored yet, and what those would cost: each
     priced from the stored runs of the same method and encoder on the same
     dataset (and user sample) at the same precision (``run_prices``: their
     median CPU-hours per epoch times their median epochs, at most the run's
