@@ -31,8 +31,10 @@ What it does to each notebook:
 - outputs: removes tqdm progress bars and TqdmWarning/IProgress lines from
   stderr streams (dropping a stream left empty); in text outputs replaces the
   virtual environment's path by ``<venv>``, the repository's path by
-  ``<repo>`` (its parent, e.g. ``../shared``, becomes ``<repo>/..``) and the
-  home folder by ``~``.
+  ``<repo>``, its sibling ``../shared`` (the shared data and papers) by
+  ``<repo>/../shared`` and the home folder by ``~``. Other paths beside the
+  checkout stay as they are: a clone in /tmp must not turn ``/tmp/cache``
+  into ``<repo>/../cache`` where the working checkout leaves it alone.
 
 Cleaning is idempotent: a cleaned notebook cleaned again is byte-identical.
 The file is written as Jupyter writes it (JSON, indent 1, sorted keys).
@@ -89,7 +91,7 @@ def path_replacements(notebook: Path) -> list[tuple[str, str]]:
     if root is not None:
         venvs.append(root / ".venv")
         pairs[str(root)] = "<repo>"
-        pairs[str(root.parent)] = "<repo>/.."
+        pairs[str(root.parent / "shared")] = "<repo>/../shared"
     for venv in venvs:
         pairs[str(venv)] = "<venv>"
         pairs[str(venv.resolve())] = "<venv>"

@@ -48,7 +48,8 @@ def executed_notebook(root: Path) -> dict:
                  {"output_type": "stream", "name": "stderr", "text": ["UserWarning: something real\n"]},
                  {"output_type": "stream", "name": "stdout",
                   "text": [f"{{'beauty': '{root.parent}/shared/data/beauty/Beauty.txt'}}\n",
-                           f"results in {root}/results\n"]},
+                           f"results in {root}/results\n",
+                           f"features cached in {root.parent}/featcache\n"]},
                  {"output_type": "execute_result", "execution_count": 7, "metadata": {},
                   "data": {"text/plain": [f"PosixPath('{root}/notebooks')"]}},
              ]},
@@ -82,6 +83,8 @@ def test_volatile_fields_are_gone_and_content_stays(tmp_path):
     assert "".join(outputs[0]["text"]) == "UserWarning: something real\n"
     assert "<repo>/../shared/data/beauty/Beauty.txt" in "".join(outputs[1]["text"])
     assert "<repo>/results" in "".join(outputs[1]["text"])
+    # a path beside the checkout that is not ../shared reads the same wherever the checkout lies
+    assert f"features cached in {root.parent}/featcache" in "".join(outputs[1]["text"])
     assert outputs[2]["execution_count"] == 3
     assert outputs[2]["data"]["text/plain"] == ["PosixPath('<repo>/notebooks')"]
 
