@@ -10,6 +10,7 @@
     python -m emkd_lib ensemble --profile cpu --dataset beauty --method sasrec --seeds 1 2
     python -m emkd_lib data add mydata --sequences my.txt [--attributes my_attrs.json]
     python -m emkd_lib list
+    python -m emkd_lib compare results/ /tmp/other-store/   # the same runs, bit-identical?
 
 ``grid --executor ray`` trains the missing runs as Ray tasks and exits 1 if
 any failed (each is reported; rerunning trains only what is still missing).
@@ -35,7 +36,7 @@ from .extras import MissingExtra
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
-from .store import StoreError, code_commit, load_result, scan
+from .store import StoreError, code_commit, compare_stores, load_result, scan
 from .studies import GRIDS
 
 
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--data-dir", help="where the registry lives (default: $EMKD_DATA_DIR)")
 
     sub.add_parser("list", help="list stored results (and the ones that cannot be served)")
+
+    compare = sub.add_parser("compare", help="are the runs stored under two stores bit-identical? "
+                                             "(exit 1 if any differs or none is in both)")
+    compare.add_argument("stores", nargs=2, metavar="STORE", help="a results folder (<dataset>/<run>.json)")
     return parser
 
 
@@ -255,6 +260,16 @@ def _command(args) -> int:
                   f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s){flags}")
         for problem in problems:
             print(f"unreadable: {problem}")
+    elif args.command == "compare":
+        rows, only = compare_stores(*args.stores)
+        for row in rows:
+            verdict = "bit-identical" if row["identical"] else "DIFFERS in " + ", ".join(row["different arrays"])
+            print(f"{row['run']}: {verdict}; test NDCG@10 {row['test NDCG@10 (a)']!r} and {row['test NDCG@10 (b)']!r}")
+        for line in only:
+            print(line)
+        same = sum(row["identical"] for row in rows)
+        print(f"{same} of {len(rows)} runs stored in both are bit-identical")
+        return 0 if rows and same == len(rows) else 1
     return 0
 
 

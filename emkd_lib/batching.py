@@ -26,6 +26,11 @@ def pad_left(seqs: list[np.ndarray], length: int | None = None) -> np.ndarray:
     return out
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+
 def length_bucketed_batches(
     lengths: np.ndarray,
     batch_size: int,
@@ -39,8 +44,7 @@ def length_bucketed_batches(
     permuted too, so every epoch sees different batches in a different order
     while each batch stays tight.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    _check_batch_size(batch_size)
     lengths = np.asarray(lengths)
     if shuffle:
         if rng is None:
@@ -72,8 +76,7 @@ def training_batches(lengths: np.ndarray, batch_size: int, order: str, rng: np.r
         return length_bucketed_batches(lengths, batch_size, shuffle=True, rng=rng)
     if order != "shuffled":
         raise ValueError(f"batch order must be one of {BATCH_ORDERS}, got {order!r}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    _check_batch_size(batch_size)
     permutation = rng.permutation(len(lengths))
     return [permutation[i:i + batch_size] for i in range(0, len(permutation), batch_size)]
 

@@ -84,30 +84,14 @@ check_run() {  # name method extra-args...
 for m in sasrec emkd; do check_run "$m-a" $m & check_run "$m-b" $m & done
 [ $DEV = cuda ] && { check_run emkd-ddp1 emkd --ddp 1 & }
 wait
-$PY - "$WORK" > "$OUT/checks.txt" 2>&1 <<'EOF'
-import json, sys
-from pathlib import Path
-import numpy as np
-work = Path(sys.argv[1])
-def ranks(name):
-    npz = sorted((work / f"check-{name}").rglob("*.npz"))
-    if not npz:
-        return None, None
-    record = json.loads(npz[0].with_suffix(".json").read_text())
-    return np.load(npz[0]), record
-for method in ("sasrec", "emkd"):
-    (a, ra), (b, rb) = ranks(f"{method}-a"), ranks(f"{method}-b")
-    if a is None or b is None:
-        print(f"{method}: a run failed, no comparison"); continue
-    same = all(np.array_equal(a[k], b[k]) for k in ("test_ranks", "valid_ranks"))
-    print(f"{method} twice, seed 0, on {ra['provenance'].get('machine')}: ranks bit-identical {same}; "
-          f"test NDCG@10 {ra['test_metrics']['NDCG@10']!r} and {rb['test_metrics']['NDCG@10']!r}")
-d, rd = ranks("emkd-ddp1")
-if d is not None:
-    a, ra = ranks("emkd-a")
-    print(f"emkd --ddp 1 (NCCL): test NDCG@10 {rd['test_metrics']['NDCG@10']!r}, world size "
-          f"{rd['provenance'].get('ddp_world_size')}; one process {ra['test_metrics']['NDCG@10']!r}")
-EOF
+{ for m in sasrec emkd; do
+    echo "-- $m twice, seed 0, fresh processes on $DEV"
+    $PY -m emkd_lib compare "$WORK/check-$m-a" "$WORK/check-$m-b"
+  done
+  if [ -d "$WORK/check-emkd-ddp1" ]; then
+    echo "-- emkd --ddp 1 (NCCL) against one process"
+    $PY -m emkd_lib compare "$WORK/check-emkd-ddp1" "$WORK/check-emkd-a"
+  fi; } > "$OUT/checks.txt" 2>&1
 cat "$OUT/checks.txt"
 grep -h -i -E "warn|error" "$WORK"/logs/check-*.log | sort | uniq -c | head -20
 

@@ -133,6 +133,36 @@ def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
     assert lines[-1].startswith("unreadable: result file") and "broken.json" in lines[-1]
 
 
+def test_compare_names_each_run_whose_arrays_are_not_bit_identical(tmp_path, capsys):
+    """Two stores with runs 0 and 1 in common: run 0 identical, run 1's test
+    ranks one apart in one user (its NDCG@10 the same to print); run 2 in
+    one store only. Exit 1 while any differs; 0 once they all agree."""
+    def put(root, seed, test_ranks):
+        config = profile_config("smoke", "beauty", "sasrec", seed=seed)
+        store.store_result(store.RunResult(
+            config=config, key=f"{seed:016d}", valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": 0.2},
+            history=[], best_epoch=1, n_params=1, train_seconds=3.0, eval_seconds=1.0, peak_memory_mb=1.0,
+            provenance={"commit": "abc"}, flags={"dirty": False, "below_popularity": False},
+            path=store.result_path(config, f"{seed:016d}", root),
+            arrays={"test_ranks": np.asarray(test_ranks), "valid_ranks": np.zeros(3, dtype=int)}))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        put(root, 0, [0, 1, 2])
+    put(a, 1, [0, 1, 2])
+    put(b, 1, [0, 1, 3])
+    put(a, 2, [0, 0, 0])
+    assert cli.main(["compare", str(a), str(b)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("beauty/sasrec-smoke-seed0") and ": bit-identical;" in lines[0]
+    assert lines[1].startswith("beauty/sasrec-smoke-seed1") and "DIFFERS in test_ranks;" in lines[1]
+    assert lines[2].startswith("beauty/sasrec-smoke-seed2") and f"(only in {a})" in lines[2]
+    assert lines[3] == "1 of 2 runs stored in both are bit-identical"
+    put(b, 1, [0, 1, 2])
+    assert cli.main(["compare", str(a), str(b)]) == 0
+    assert cli.main(["compare", str(a), str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"store {tmp_path / 'none'} is not a folder")
+
+
 def test_the_command_in_a_runs_provenance_rebuilds_its_exact_config():
     import shlex
 

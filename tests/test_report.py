@@ -9,7 +9,7 @@ import pytest
 
 from emkd_lib.evaluation import metrics_from_ranks
 from emkd_lib.profiles import profile_config
-from emkd_lib.report import (ablation_table, ensemble_gain_table, mean_differences_over_seeds, method_label,
+from emkd_lib.report import (ablation_table, ensemble_gain_table, grouped_ablation_table, mean_differences_over_seeds, method_label,
                              per_seed_table, significance_table, significant_changes, stopping_table)
 from emkd_lib.store import RunResult
 from emkd_lib.studies.emkd import ABLATIONS, ablation_grid, depth_grid
@@ -48,6 +48,23 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
         "no comparison: EMKD has not been run"
     assert significant_changes(ablation_table({"EMKD": fake_run(good), "x2": None}, "EMKD"), "EMKD") == \
         "no comparison: no other row has been run beside EMKD"
+
+
+def test_grouped_ablation_table_pairs_each_group_against_its_own_reference():
+    rng = np.random.default_rng(1)
+    good = rng.integers(1, 5, 300)
+    groups = {"S4Rec": {"length buckets": fake_run(good), "shuffled": fake_run(good + 20)},
+              "ICLRec": {"length buckets": fake_run(good + 3), "shuffled": fake_run(good)},
+              "DuoRec": {"length buckets": None, "shuffled": fake_run(good)}}
+    table = grouped_ablation_table(groups, reference="length buckets")
+    assert table.index.names == ["method", "variant"]
+    assert table.loc[("S4Rec", "shuffled"), "NDCG@10 change %"] == pytest.approx(-100.0)
+    assert table.loc[("S4Rec", "shuffled"), "p"] < 1e-10
+    assert table.loc[("ICLRec", "shuffled"), "NDCG@10 change %"] > 0     # its own reference, not S4Rec's
+    assert table.loc[("ICLRec", "shuffled"), "p"] < 1e-10
+    assert table.loc[("DuoRec", "length buckets"), "status"] == "not run"
+    assert np.isnan(table.loc[("DuoRec", "shuffled"), "p"])   # no reference stored: no test
+    assert grouped_ablation_table({}, "length buckets").empty
 
 
 def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():

@@ -6,6 +6,7 @@ a chapter's grid."""
 from .tables import (
     METRICS,
     ablation_table,
+    grouped_ablation_table,
     constant_levels,
     curves_frame,
     emkd_setup_table,
@@ -75,6 +76,7 @@ __all__ = [
     "SETTINGS_COMPARED",
     "VERDICTS",
     "ablation_table",
+    "grouped_ablation_table",
     "beside_paper",
     "beside_paper_rows",
     "gains_beside_paper",

@@ -307,6 +307,17 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
     return table[[c for c in order if c in table.columns]]
 
 
+def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG@10"),
+                           level: str = "method") -> pd.DataFrame:
+    """The ``ablation_table`` of each group (``group label -> {row label -> run}``,
+    each group with its own ``reference`` row), stacked under an outer index
+    level ``level``: one table for a control that several methods share."""
+    if not groups:
+        return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=[level, "variant"]))
+    return pd.concat({group: ablation_table(runs, reference, metrics) for group, runs in groups.items()},
+                     names=[level])
+
+
 def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
     """One line naming the rows of an ``ablation_table`` whose paired test
     against ``reference`` has p < ``alpha``, with their change, so a chapter's

@@ -13,6 +13,7 @@ point to convergence.
 """
 from __future__ import annotations
 
+from ..methods import method_spec
 from ..methods.s4rec import TABLE3_ABLATIONS
 from ..profiles import profile_config
 
@@ -74,6 +75,13 @@ def batch_order_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=BAT
     config`` of each method with shuffled batches, against Table 2's run."""
     return {(d, m, s): profile_config(profile, d, m, seed=s, train__batch_order="shuffled")
             for d in datasets for s in seeds for m in methods}
+
+
+def batch_order_pairs(batch_runs: dict, table2_runs: dict) -> dict:
+    """``method title -> {"length buckets": Table 2's run, "shuffled": its
+    batch-order run}`` (``None`` where not stored), for ``grouped_ablation_table``."""
+    return {method_spec(m).title: {"length buckets": table2_runs.get((d, m, s)), "shuffled": run}
+            for (d, m, s), run in batch_runs.items()}
 
 
 def sensitivity_defaults(profile: str, dataset: str = "beauty") -> dict:
