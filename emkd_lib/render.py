@@ -234,7 +234,8 @@ def _column_text(column, digits: int | None):
     """How a float column's cells read on the page: by what the column holds,
     judged from its label (the last level of a MultiIndex column): a change in
     percent ("... %") to one decimal, a p-value ("p (...)", "p vs ...") as
-    three decimals or "<0.001", a ratio ("ratio ...") to two decimals,
+    three decimals or "<0.001", a ratio ("ratio ...") to three decimals (a
+    verdict's 10% tolerance must be readable off it: 0.897 is below),
     seconds ("... (s)") as whole seconds, any other to ``digits`` (a whole
     number of 100 or more, a count, without decimals). Settings tables
     (``digits=None``) keep every value as written."""
@@ -246,7 +247,7 @@ def _column_text(column, digits: int | None):
     if label == "p" or label.startswith(("p (", "p vs ")):
         return _p_value_text
     if label.startswith("ratio"):
-        return lambda x: f"{x:.2f}"
+        return lambda x: f"{x:.3f}"
     if label.endswith("(s)") or "(s," in label or "seconds" in label:
         return lambda x: f"{x:,.0f}"
     # a count among averages (users 22363 beside actions per user 8.9) reads as the whole number it is
@@ -255,13 +256,14 @@ def _column_text(column, digits: int | None):
 
 def _other_text(x) -> str:
     """A non-float cell's text on the page: an en dash for a missing value,
-    yes/no for a boolean (True/False reads as code), a count of 10,000 or
-    more with thousands separators (parameters, users, actions)."""
+    yes/no for a boolean (True/False reads as code), a count of 1,000 or
+    more with thousands separators (parameters, users, seconds), as a
+    whole-valued float column shows them."""
     if _is_missing(x):
         return "–"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)) and abs(x) >= 10_000:
+    if isinstance(x, (int, np.integer)) and abs(x) >= 1_000:
         return f"{x:,}"
     return x
 

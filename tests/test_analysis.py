@@ -137,6 +137,21 @@ def test_head_tail_found_states_each_groups_change_and_paired_test():
         "d: S4Rec against ICLRec by head and tail: not both run yet"]
 
 
+def test_head_tail_gap_found_says_for_which_methods_tail_users_score_lower():
+    from emkd_lib.report import clusters as cl
+    head = np.arange(40) < 10
+    tail_worse = _Ranked(np.where(head, 0, 100))     # head NDCG@20 1, tail 0
+    tail_better = _Ranked(np.where(head, 1, 0))      # head 1 / log2(3), tail 1
+    (line,) = cl.head_tail_gap_found({"SASRec": tail_worse, "S4Rec": tail_better, "ICLRec": None}, head, "d")
+    assert line == ("d: tail users score lower than head users for SASRec only "
+                    "(NDCG@20, tail against head: SASRec 0.0000 against 1.0000, S4Rec 1.0000 against 0.6309)")
+    (line,) = cl.head_tail_gap_found({"SASRec": tail_worse}, head, "d")
+    assert line.startswith("d: tail users score lower than head users for every method, as the paper's premise")
+    (line,) = cl.head_tail_gap_found({"S4Rec": tail_better}, head, "d")
+    assert line.startswith("d: tail users score lower than head users for no method, against the paper's premise")
+    assert cl.head_tail_gap_found({"S4Rec": None}, head, "d") == ["d: head against tail users: nothing run yet"]
+
+
 def test_head_rate_compactness_compares_interquartile_ranges():
     from emkd_lib.report import clusters as cl
     wide = pd.DataFrame({"head_rate": [0.1, 0.2, 0.3, 0.4, 0.5]})      # IQR 0.2
@@ -162,9 +177,20 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
     table = cl.batch_composition(config)
     assert list(table.index) == ["length-buckets", "shuffled"] and (table["per epoch"] == 5).all()
     assert table.loc["length-buckets"].to_dict() == {"per epoch": 5, "one length %": 100.0,
-                                                      "head users only %": 20.0, "tail users only %": 80.0}
+                                                      "head users only %": 20.0, "tail users only %": 80.0,
+                                                      "rows beside their user's other window %": 0.0}
     pairs = np.random.default_rng(0).permutation(10).reshape(5, 2)
     head_count = (pairs >= 8).sum(1)                  # the windows of users 8 and 9 are the head's
     assert table.loc["shuffled", "head users only %"] == 100 * np.mean(head_count == 2)
     assert table.loc["shuffled", "tail users only %"] == 100 * np.mean(head_count == 0)
     assert table.loc["shuffled", "one length %"] == 100 * np.mean(head_count != 1)
+    # Windows of 4 cut from the end every item: each head user now gives 6 windows, all of one length.
+    from emkd_lib.batching import training_batches
+    config = config.replace(data__max_len=4, data__windows="tail")
+    table = cl.batch_composition(config)
+    users, lengths = [*range(8), *[8] * 6, *[9] * 6], [3] * 8 + [4] * 12
+    for order in ("length-buckets", "shuffled"):
+        batches = training_batches(np.array(lengths), 2, order, np.random.default_rng(0))
+        beside = sum(1 for b in batches for i in b if sum(users[j] == users[i] for j in b) > 1)
+        assert table.loc[order, "rows beside their user's other window %"] == 100 * beside / 20
+    assert table.loc["length-buckets", "rows beside their user's other window %"] > 0

@@ -166,7 +166,7 @@ def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
     df = pd.DataFrame({"NDCG@10": [0.03817, 0.04791], "change %": [10.52114, -20.1213],
                        "p (Wilcoxon)": [0.00031, 0.41492], "ratio": [1.80751, 0.96694]})
     html = render_table(df, digits=4).to_html()
-    for shown in ("0.0382", "10.5", "-20.1", "&lt;0.001", "0.415", "1.81", "0.97"):
+    for shown in ("0.0382", "10.5", "-20.1", "&lt;0.001", "0.415", "1.808", "0.967"):
         assert f">{shown}</td>" in html, shown
     assert "10.5211" not in html and "0.0003" not in html
     assert "10.5211" in repr(render_table(df, digits=4))   # the text nbval compares keeps its digits
@@ -174,6 +174,14 @@ def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
     html = render_table(counts, digits=3).to_html()
     for shown in ("22,363", "8.876", "100.500", "3,351", "12", "0"):
         assert f">{shown}</td>" in html, shown
+
+
+def test_counts_in_int_and_whole_float_columns_share_thousands_separators():
+    df = pd.DataFrame({"training (s)": [2688, 999], "peak (MB)": [5575.0, 812.0], "epochs": [12, 7]})
+    html = render_table(df, digits=3).to_html()
+    for shown in ("2,688", "5,575", "999", "812", "12"):
+        assert f">{shown}</td>" in html, shown
+    assert ">2688<" not in html
 
 
 def test_whole_number_columns_drop_decimals_and_short_hyphenated_labels_stay_on_one_line():

@@ -607,6 +607,24 @@ def test_provenance_table_names_the_earlier_commits_of_a_run_resumed_by_other_co
     assert table.loc[1, "commit"] == "abc (resumed; earlier epochs: unrecorded)"
 
 
+def test_provenance_table_lists_a_run_that_backs_several_rows_once_with_all_its_labels():
+    from emkd_lib.report import provenance_table
+    shared, other = fake_run([0, 1]), fake_run([0, 1], seed=1)
+    for run in (shared, other):
+        run.provenance = {**run.provenance, "machine": "cpu x2", "date": "2026-12-03"}
+    other.key = "other"
+    table = provenance_table({"Table 4 / EMKD": shared, ("beauty", "emkd", 1): other, "Figure 3 / default": shared,
+                              "Table 4 / w/o AP": None})
+    assert list(table["run"]) == ["Table 4 / EMKD; Figure 3 / default", "beauty / emkd / 1"]
+    assert list(table["key"]) == [shared.key, "other"]
+    from emkd_lib.report import labelled_runs
+    pairs = [*labelled_runs("Table 3", {("beauty", "emkd", 0): shared, ("beauty", "emkd", 1): other,
+                                        ("beauty", "emkd", 2): None}),
+             *labelled_runs("Table 4", {"w/o KD": other}, lambda row, run: row)]
+    assert pairs == [("Table 3 / beauty / EMKD", shared), ("Table 3 / beauty / EMKD", other), ("Table 4 / w/o KD", other)]
+    assert list(provenance_table(pairs)["run"]) == ["Table 3 / beauty / EMKD", "Table 3 / beauty / EMKD; Table 4 / w/o KD"]
+
+
 def test_setup_table_shows_a_setting_that_is_none_in_some_configs_and_hides_method_settings_that_agree():
     from emkd_lib.report import setup_table
     grid = {1: profile_config("cpu", "beauty", "sasrec"), 2: profile_config("cpu", "beauty", "gru4rec"),

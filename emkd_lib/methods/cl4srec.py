@@ -10,9 +10,12 @@ other sequences as negatives (dot products over ``tau``, the ICLRec code's
 originals, as in S^4Rec.
 
 Defaults: the ICLRec code's CL4SRec settings, ``tau`` 1.0, weight 0.1, crop
-keeping 20% (``crop_delta`` 0.8 removed; CL4SRec's crop keeps ONE contiguous
-block: ``crop_form="contiguous"``), mask 0.7, reorder 0.2; the mask is a token
-of its own (the ICLRec code writes its padding id 0).
+keeping about 20% (``crop_delta`` 0.8 removed; CL4SRec's crop keeps ONE
+contiguous block: ``crop_form="contiguous"``), mask 0.7, reorder 0.2, the two
+views' operators drawn independently (both may be the same); the mask is a
+token of its own (the ICLRec code writes its padding id 0). The CL4SRec of
+the DuoRec code differs: it keeps 60% on crop, masks 30%, reorders 60% and
+always draws two different operators.
 """
 from __future__ import annotations
 

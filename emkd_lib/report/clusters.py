@@ -32,20 +32,30 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
     windows, batch size and head fraction) hold under each batch order
     (``batching.BATCH_ORDERS``, one draw with ``seed``): the share of batches
     whose windows are all of one length, all of head users, all of tail
-    users. Sinkhorn balances a batch, the adversary learns head/tail from a
-    batch, the contrastive terms draw their negatives from a batch."""
+    users, and the share of rows whose batch holds another window of the
+    same user. Sinkhorn balances a batch, the adversary learns head/tail from a
+    batch, the contrastive terms draw their negatives from a batch, where
+    another window of the same user is a false negative (the public codes
+    train one example per user and have none)."""
     _, split = run_data(config)
     windows = label_windows(split.train, config.data, config.params.head_fraction)
+    per_user = [len(config.data.examples([seq], window=config.data.max_len)) for seq in split.train]
+    users = np.repeat(np.arange(len(per_user)), per_user)   # label_windows keeps the users' order
     lengths = np.array([len(w) for w in windows])
     head = np.array([w[-1] < 0 for w in windows])
     rows = []
     for order in orders:
         batches = training_batches(lengths, config.train.batch_size, order, np.random.default_rng(seed))
         head_share = np.array([head[b].mean() for b in batches])
+        shared = 0
+        for b in batches:
+            _, inverse, counts = np.unique(users[b], return_inverse=True, return_counts=True)
+            shared += int((counts[inverse] > 1).sum())
         rows.append({"batches": order, "per epoch": len(batches),
                      "one length %": 100 * np.mean([lengths[b].min() == lengths[b].max() for b in batches]),
                      "head users only %": 100 * np.mean(head_share == 1),
-                     "tail users only %": 100 * np.mean(head_share == 0)})
+                     "tail users only %": 100 * np.mean(head_share == 0),
+                     "rows beside their user's other window %": 100 * shared / len(lengths)})
     return pd.DataFrame(rows).set_index("batches")
 
 
@@ -199,6 +209,30 @@ def head_tail_found(runs: dict, head: np.ndarray, reference: str, other: str, da
         lines.append(f"{dataset} {group} users ({t['n']:,}): {reference} {metric} {t['mean_a']:.4f} against "
                      f"{other} {t['mean_b']:.4f} ({change}, p = {t['p_wilcoxon']:.2g}: {verdict})")
     return lines
+
+
+def head_tail_gap_found(runs: dict, head: np.ndarray, dataset: str, metric: str = "NDCG@20") -> list[str]:
+    """A line for "What we found": each stored run's ``metric`` over its head
+    users against its tail users. The paper's premise is that tail users
+    are served worse; the line says, method by method, whether ours are.
+    Means only: head and tail are different users, so no paired test
+    applies, and the groups differ in more than history length."""
+    gaps = []
+    for label, run in runs.items():
+        if run is None:
+            continue
+        head_mean = metrics_from_ranks(run.test_ranks[head])[metric]
+        tail_mean = metrics_from_ranks(run.test_ranks[~head])[metric]
+        gaps.append((label, head_mean, tail_mean))
+    if not gaps:
+        return [f"{dataset}: head against tail users: nothing run yet"]
+    worse = [label for label, h, t in gaps if t < h]
+    verdict = ("tail users score lower than head users for every method, as the paper's premise has it"
+               if len(worse) == len(gaps) else
+               "tail users score lower than head users for no method, against the paper's premise" if not worse else
+               f"tail users score lower than head users for {', '.join(worse)} only")
+    values = ", ".join(f"{label} {t:.4f} against {h:.4f}" for label, h, t in gaps)
+    return [f"{dataset}: {verdict} ({metric}, tail against head: {values})"]
 
 
 def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str) -> list[str]:

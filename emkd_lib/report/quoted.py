@@ -56,6 +56,25 @@ def quoted_statistics(stats: pd.DataFrame, tables) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": ["no quoted statistics for these datasets"]})
 
 
+def statistics_apart(beside: pd.DataFrame, tolerance: float = 0.05) -> str:
+    """One line naming the rows of a ``quoted_statistics`` table whose ratio
+    to the quoted value is more than ``tolerance`` (relative) from 1, with
+    both values, so that the text under the table is read off it."""
+    if "ratio" not in beside:
+        return "no quoted statistics to compare"
+    far = beside[(beside["ratio"] - 1).abs() > tolerance]
+    if far.empty:
+        return f"all {len(beside)} statistics are within {tolerance:.0%} of the quoted values"
+
+    def value(x: float) -> str:
+        return f"{x:,.0f}" if float(x).is_integer() else f"{x:.3g}"
+
+    parts = [f"{row.dataset} {row.statistic} ({row.source}: {value(row.quoted)} quoted, {value(row.ours)} ours)"
+             for row in far.itertuples()]
+    return (f"{len(far)} of {len(beside)} statistics are more than {tolerance:.0%} from the quoted value: "
+            + "; ".join(parts))
+
+
 VERDICTS = ("reproduced", "below the paper", "above the paper", "not run yet", "not in the paper")
 
 

@@ -96,17 +96,38 @@ def _commit_cell(result) -> str:
     return f"{commit} (resumed; earlier epochs: {', '.join(earlier)})" if earlier else commit
 
 
+def labelled_runs(section: str, runs: dict, name=None) -> list[tuple[str, object]]:
+    """``("section / name", run)`` of each stored run of a grid's results,
+    for ``provenance_table``; ``name(key, run)`` names the row the run backs
+    (default: its dataset and its method as the tables name it; the seed
+    has its own column). An empty ``section`` labels by the name alone."""
+    name = name or (lambda key, run: f"{run.config.dataset} / {method_label(run.config)}")
+    prefix = f"{section} / " if section else ""
+    return [(prefix + name(key, run), run) for key, run in runs.items() if run is not None]
+
+
 def provenance_table(results: dict | list) -> pd.DataFrame:
     """Where each number comes from: run key, full commit (``+dirty`` shown;
     with a run's earlier commits if it was resumed by other code), machine,
-    date, cost; ``results`` a label -> run dict (or a list)."""
-    items = results.items() if isinstance(results, dict) else ((method_label(r.config), r) for r in results)
-    return pd.DataFrame([{
-        "run": label if isinstance(label, str) else " / ".join(map(str, label)), "seed": r.config.seed,
-        "key": r.key, "epochs (best)": f"{len(r.history)} ({r.best_epoch})",
-        "training (s)": round(r.train_seconds), "commit": _commit_cell(r), "machine": r.provenance["machine"],
-        "date": r.provenance["date"],
-    } for label, r in items if r is not None])
+    date, cost; ``results`` a label -> run dict, a list of ``(label, run)``
+    (``labelled_runs``) or a list of runs. A run that backs several rows of
+    a chapter (a shared reference) is one row, its labels joined by "; "."""
+    if isinstance(results, dict):
+        items = results.items()
+    else:
+        items = [item if isinstance(item, tuple) else (method_label(item.config), item) for item in results]
+    rows: dict[str, dict] = {}
+    for label, r in items:
+        if r is None:
+            continue
+        label = label if isinstance(label, str) else " / ".join(map(str, label))
+        if r.key in rows:
+            rows[r.key]["run"] += f"; {label}"
+            continue
+        rows[r.key] = {"run": label, "seed": r.config.seed, "key": r.key,
+                       "epochs (best)": f"{len(r.history)} ({r.best_epoch})", "training (s)": round(r.train_seconds),
+                       "commit": _commit_cell(r), "machine": r.provenance["machine"], "date": r.provenance["date"]}
+    return pd.DataFrame(list(rows.values()))
 
 
 # A run whose best validation NDCG@10 rose by more than this (percent) in
