@@ -157,7 +157,7 @@ def test_the_batch_order_check_is_table_2s_run_with_shuffled_batches():
     from emkd_lib.studies.s4rec import batch_order_grid, main_grid
     assert GRIDS["s4rec-batch-order"] is batch_order_grid
     grid = batch_order_grid("cpu")
-    assert set(grid) == {("beauty", "s4rec", 0), ("beauty", "iclrec", 0)}
+    assert set(grid) == {("beauty", "s4rec", 0), ("beauty", "iclrec", 0), ("beauty", "sasrec", 0)}
     table2 = main_grid("cpu", datasets=("beauty",))
     for key, config in grid.items():
         assert table2[key].train.batch_order == "length-buckets" and config.train.batch_order == "shuffled"

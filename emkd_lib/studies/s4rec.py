@@ -65,7 +65,8 @@ def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
 # The methods whose training the batch order reaches most: S^4Rec (in-batch
 # negatives, Sinkhorn's equal split of each batch over the prototypes, the
 # head/tail labels the adversary sees per batch) and ICLRec, its baseline.
-BATCH_ORDER_METHODS = ("s4rec", "iclrec")
+# SASRec last: it has no batch-level term, so it tells whether the order moves the backbone itself.
+BATCH_ORDER_METHODS = ("s4rec", "iclrec", "sasrec")
 
 
 def batch_order_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=BATCH_ORDER_METHODS) -> dict:
