@@ -98,8 +98,10 @@ def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std()
     assert np.isnan(table.loc["one seed", "std"])
     pooled_far = np.sqrt(np.var(emkd, ddof=1) / 2)
     assert mean_differences_over_seeds(table, "EMKD") == [
-        f"far minus EMKD, means over seeds: {-np.mean(emkd):+.4f} (more than one pooled seed std, {pooled_far:.4f})",
-        f"near minus EMKD, means over seeds: +0.0000 (within one pooled seed std, {np.std(emkd, ddof=1):.4f})"]
+        f"far's mean over 2 seeds is {np.mean(emkd):.4f} below EMKD's (0.0000 against {np.mean(emkd):.4f}), more than "
+        f"one pooled seed standard deviation ({pooled_far:.4f})",
+        f"near's mean over 3 seeds is equal to EMKD's ({np.mean(emkd):.4f} against {np.mean(emkd):.4f}), within one "
+        f"pooled seed standard deviation ({np.std(emkd, ddof=1):.4f})"]
     assert mean_differences_over_seeds(table, "one seed") == [
         "one seed has fewer than two seeds stored: no comparison of means over seeds yet"]
 

@@ -66,8 +66,10 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
             continue
         difference = row["mean"] - ref["mean"]
         pooled_std = np.sqrt((row["std"] ** 2 + ref["std"] ** 2) / 2)
-        lines.append(f"{label} minus {reference}, means over seeds: {difference:+.4f}"
-                     f" ({'within' if abs(difference) <= pooled_std else 'more than'} one pooled seed std, {pooled_std:.4f})")
+        side = "equal to" if difference == 0 else f"{abs(difference):.4f} {'above' if difference > 0 else 'below'}"
+        lines.append(f"{label}'s mean over {int(row['seeds'])} seeds is {side} {reference}'s ({row['mean']:.4f} against "
+                     f"{ref['mean']:.4f}), {'within' if abs(difference) <= pooled_std else 'more than'} one pooled "
+                     f"seed standard deviation ({pooled_std:.4f})")
     return lines
 
 
