@@ -178,7 +178,8 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
     assert list(table.index) == ["length-buckets", "shuffled"] and (table["per epoch"] == 5).all()
     assert table.loc["length-buckets"].to_dict() == {"per epoch": 5, "one length %": 100.0,
                                                       "head users only %": 20.0, "tail users only %": 80.0,
-                                                      "rows beside their user's other window %": 0.0}
+                                                      "rows beside their user's other window %": 0.0,
+                                                      "tail users' share of the next-item loss %": 80.0}
     pairs = np.random.default_rng(0).permutation(10).reshape(5, 2)
     head_count = (pairs >= 8).sum(1)                  # the windows of users 8 and 9 are the head's
     assert table.loc["shuffled", "head users only %"] == 100 * np.mean(head_count == 2)
@@ -193,4 +194,8 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
         batches = training_batches(np.array(lengths), 2, order, np.random.default_rng(0))
         beside = sum(1 for b in batches for i in b if sum(users[j] == users[i] for j in b) > 1)
         assert table.loc[order, "rows beside their user's other window %"] == 100 * beside / 20
+        # each batch's mean over its predicted positions (a window of n items predicts n - 1)
+        tail_share = np.mean([sum(lengths[i] - 1 for i in b if users[i] < 8) / sum(lengths[i] - 1 for i in b)
+                              for b in batches])
+        assert table.loc[order, "tail users' share of the next-item loss %"] == pytest.approx(100 * tail_share)
     assert table.loc["length-buckets", "rows beside their user's other window %"] > 0

@@ -28,17 +28,21 @@ def head_users(config, head_fraction: float = HEAD_FRACTION) -> np.ndarray:
 
 
 def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFrame:
-    """What one epoch's training batches of ``config`` (an S^4Rec run: its
-    windows, batch size and head fraction) hold under each batch order
+    """What one epoch's training batches of ``config`` (its windows, batch
+    size and, for S^4Rec, head fraction; else ``HEAD_FRACTION``) hold under each batch order
     (``batching.BATCH_ORDERS``, one draw with ``seed``): the share of batches
     whose windows are all of one length, all of head users, all of tail
-    users, and the share of rows whose batch holds another window of the
-    same user. Sinkhorn balances a batch, the adversary learns head/tail from a
-    batch, the contrastive terms draw their negatives from a batch, where
-    another window of the same user is a false negative (the public codes
-    train one example per user and have none)."""
+    users, the share of rows whose batch holds another window of the
+    same user, and the tail users' share of an epoch's next-item loss.
+    Sinkhorn balances a batch, the adversary learns head/tail from a batch,
+    the contrastive terms draw their negatives from a batch, where another
+    window of the same user is a false negative (the public codes train one
+    example per user and have none). And L_SR is a mean over a batch's
+    predicted positions, so in batches of one length every window weighs
+    the same, while in shuffled batches a window weighs in proportion to its
+    length: the order also reweights users."""
     _, split = run_data(config)
-    windows = label_windows(split.train, config.data, config.params.head_fraction)
+    windows = label_windows(split.train, config.data, getattr(config.params, "head_fraction", HEAD_FRACTION))
     per_user = [len(config.data.examples([seq], window=config.data.max_len)) for seq in split.train]
     users = np.repeat(np.arange(len(per_user)), per_user)   # label_windows keeps the users' order
     lengths = np.array([len(w) for w in windows])
@@ -47,6 +51,9 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
     for order in orders:
         batches = training_batches(lengths, config.train.batch_size, order, np.random.default_rng(seed))
         head_share = np.array([head[b].mean() for b in batches])
+        # an epoch's L_SR is the sum of batch means over each batch's predicted positions
+        predicted = lengths - 1
+        tail_loss_share = np.mean([predicted[b][~head[b]].sum() / max(predicted[b].sum(), 1) for b in batches])
         shared = 0
         for b in batches:
             _, inverse, counts = np.unique(users[b], return_inverse=True, return_counts=True)
@@ -55,7 +62,8 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
                      "one length %": 100 * np.mean([lengths[b].min() == lengths[b].max() for b in batches]),
                      "head users only %": 100 * np.mean(head_share == 1),
                      "tail users only %": 100 * np.mean(head_share == 0),
-                     "rows beside their user's other window %": 100 * shared / len(lengths)})
+                     "rows beside their user's other window %": 100 * shared / len(lengths),
+                     "tail users' share of the next-item loss %": 100 * tail_loss_share})
     return pd.DataFrame(rows).set_index("batches")
 
 
