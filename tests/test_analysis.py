@@ -152,6 +152,24 @@ def test_head_tail_gap_found_says_for_which_methods_tail_users_score_lower():
     assert cl.head_tail_gap_found({"S4Rec": None}, head, "d") == ["d: head against tail users: nothing run yet"]
 
 
+def test_group_changes_table_tests_the_variant_inside_each_group():
+    from emkd_lib.report import clusters as cl
+    head = np.arange(40) < 10
+    buckets = _Ranked(np.where(head, 1, 0))          # head 1 / log2(3), tail 1
+    shuffled = _Ranked(np.where(head, 0, 100))       # head 1, tail 0
+    table = cl.group_changes_table({"S4Rec": {"length buckets": buckets, "shuffled": shuffled},
+                                    "ICLRec": {"length buckets": buckets, "shuffled": None}},
+                                   head, "length buckets", "shuffled")
+    assert list(table.index) == [("S4Rec", "head"), ("S4Rec", "tail")]
+    head_row, tail_row = table.loc[("S4Rec", "head")], table.loc[("S4Rec", "tail")]
+    assert head_row["users"] == 10 and tail_row["users"] == 30
+    assert head_row["length buckets NDCG@20"] == pytest.approx(1 / np.log2(3)) and head_row["shuffled NDCG@20"] == 1.0
+    assert head_row["change %"] == pytest.approx(100 * (np.log2(3) - 1))
+    assert tail_row["change %"] == pytest.approx(-100.0)
+    assert head_row["p (Wilcoxon)"] == pytest.approx(2 / 2 ** 10)   # ten equal gains: the exact two-sided p
+    assert cl.group_changes_table({"x": {"length buckets": None}}, head, "length buckets", "shuffled").columns.tolist() == ["status"]
+
+
 def test_head_rate_compactness_compares_interquartile_ranges():
     from emkd_lib.report import clusters as cl
     wide = pd.DataFrame({"head_rate": [0.1, 0.2, 0.3, 0.4, 0.5]})      # IQR 0.2

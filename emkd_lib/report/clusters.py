@@ -95,6 +95,27 @@ def head_tail_table(runs: dict, head: np.ndarray, reference: str, other: str,
     return pd.DataFrame(rows).set_index(["group", "method"])
 
 
+def group_changes_table(pairs: dict, head: np.ndarray, reference: str, variant: str,
+                        metric: str = "NDCG@20") -> pd.DataFrame:
+    """Where a control moves a method, by user group: for each ``label ->
+    {reference: run, variant: run}`` of ``pairs`` (``None`` = not stored),
+    ``metric`` of the head and of the tail users under both, the relative
+    change and the paired Wilcoxon p of the variant against the reference
+    inside the group (e.g. shuffled batches against length buckets)."""
+    rows = []
+    for label, runs in pairs.items():
+        a, b = runs.get(variant), runs.get(reference)
+        if a is None or b is None:
+            continue
+        for group, t in head_tail_tests(a, b, head, metric).items():
+            rows.append({"method": label, "group": group, "users": t["n"], f"{reference} {metric}": t["mean_b"],
+                         f"{variant} {metric}": t["mean_a"], "change %": relative_change(t["mean_a"], t["mean_b"]),
+                         "p (Wilcoxon)": t["p_wilcoxon"]})
+    if not rows:
+        return pd.DataFrame({"status": ["no pair stored yet"]})
+    return pd.DataFrame(rows).set_index(["method", "group"])
+
+
 def head_rate_by_cluster(result, head: np.ndarray) -> pd.DataFrame:
     """Figure 3's data: per cluster of ``result`` (its stored assignment of
     every user), the number of users and the share of head users."""
