@@ -575,3 +575,18 @@ def test_benchmark_notes_set_quoted_commands_as_code(tmp_path):
                     "# python benchmarks/public_pattern.py --side ours --batches 3 --threads 1 (the library) was stopped.\n")
     assert benchmark_notes(path) == ("outputs, 2026-12-02, under load. `python benchmarks/public_pattern.py --side ours "
                                      "--batches 3 --threads 1` (the library) was stopped.")
+
+
+def test_benchmark_method_ids_read_as_the_books_method_names():
+    from emkd_lib.report.performance import method_title, with_method_titles
+    assert method_title("emkd-gru4rec[bf16]") == "EMKD (GRU4Rec, bf16)"
+    assert method_title("sasrec[compiled]") == "SASRec (compiled)"
+    assert method_title("sasrec-lf") == "SASRec+LF" and method_title("bert4rec") == "BERT4Rec"
+    assert method_title("emkd_lib") == "emkd_lib" and method_title("nosuch[bf16]") == "nosuch[bf16]"
+    flat = with_method_titles(pd.DataFrame({"method": ["emkd[bf16]", "iclrec"], "x": [1, 2]}))
+    assert list(flat["method"]) == ["EMKD (bf16)", "ICLRec"]
+    stacked = with_method_titles(pd.DataFrame({"file": ["a", "a"], "method": ["sasrec", "emkd-caser"], "x": [1, 2]})
+                                 .set_index(["file", "method"]))
+    assert list(stacked.index) == [("a", "SASRec"), ("a", "EMKD (Caser)")]
+    single = with_method_titles(pd.DataFrame({"x": [1]}, index=pd.Index(["s4rec"], name="method")))
+    assert list(single.index) == ["S4Rec"] and single.index.name == "method"

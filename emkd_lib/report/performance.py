@@ -855,3 +855,38 @@ def benchmark_notes(path: Path) -> str:
     (as prose, Markdown would set their ``--`` as dashes)."""
     notes = [line[2:].strip() for line in Path(path).read_text().splitlines() if line.startswith("# ")]
     return " ".join(_COMMAND.sub(lambda m: f"`{m.group(0)}`", note).rstrip(".") + "." for note in notes)
+
+
+_BENCHMARK_METHOD = re.compile(r"^(?P<base>[a-z0-9]+(?:-(?:ef|lf|single))?)(?:-(?P<encoder>[a-z0-9]+))?(?:\[(?P<variant>[\w-]+)\])?$")
+
+
+def method_title(name: str) -> str:
+    """A benchmark's method id as the book's tables name methods:
+    ``"emkd-gru4rec[bf16]"`` -> ``"EMKD (GRU4Rec, bf16)"``; an unknown name is
+    kept as written."""
+    from ..methods import method_spec
+    m = _BENCHMARK_METHOD.match(str(name))
+    try:
+        title = method_spec(m.group("base")).title if m else None
+        details = [method_spec(m.group("encoder")).title] if m and m.group("encoder") else []
+    except ValueError:
+        return name
+    if title is None:
+        return name
+    details += [m.group("variant")] if m.group("variant") else []
+    return f"{title} ({', '.join(details)})" if details else title
+
+
+def with_method_titles(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its "method" column or index level read through
+    ``method_title`` (the parsers keep the ids, which other functions key on)."""
+    table = table.copy()
+    if "method" in table.columns:
+        table["method"] = table["method"].map(method_title)
+    if "method" in (table.index.names or []):
+        table.index = table.index.set_levels(
+            [table.index.levels[i].map(method_title) if n == "method" else table.index.levels[i]
+             for i, n in enumerate(table.index.names)]) if isinstance(table.index, pd.MultiIndex) \
+            else table.index.map(method_title).rename("method")
+    return table
+
