@@ -52,8 +52,8 @@ main() {
               "grid baselines --datasets ml-1m"
               "$(ensembles toys)"                 # EMKD Table 1
               "$(ensembles ml-1m)"
-              "grid s4rec-batch-order"            # S^4Rec, ICLRec on Beauty, shuffled batches:
-                                                  # first, as it may change how the rest should train
+              "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
+                                                  # control (chapter 05: the rest keeps length buckets)
               "grid s4rec-main --datasets toys"   # ICLRec, DuoRec: 2-3 hours each
               "grid s4rec-main --datasets sports"
               "grid s4rec-main --datasets ml-1m") ;;
