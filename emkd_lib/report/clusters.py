@@ -46,13 +46,13 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
     per_user = [len(config.data.examples([seq], window=config.data.max_len)) for seq in split.train]
     users = np.repeat(np.arange(len(per_user)), per_user)   # label_windows keeps the users' order
     lengths = np.array([len(w) for w in windows])
+    predicted = lengths - 1   # a window of n items predicts n - 1 next items
     head = np.array([w[-1] < 0 for w in windows])
     rows = []
     for order in orders:
         batches = training_batches(lengths, config.train.batch_size, order, np.random.default_rng(seed))
         head_share = np.array([head[b].mean() for b in batches])
         # an epoch's L_SR is the sum of batch means over each batch's predicted positions
-        predicted = lengths - 1
         tail_loss_share = np.mean([predicted[b][~head[b]].sum() / max(predicted[b].sum(), 1) for b in batches])
         shared = 0
         for b in batches:
