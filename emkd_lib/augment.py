@@ -17,8 +17,9 @@ where empirically delta = 0.8" and Eq. 3 REMOVES the segment ``l .. l + l_c``,
 keeping what is before and after it: ``delta = 0.8`` is the fraction removed,
 so a crop keeps ``n - floor(0.8 n)`` items, about 20%: close to the ICLRec
 code's ``Crop(tao=0.2)``, which KEEPS one contiguous block of ``int(0.2 n)``
-items, but one more wherever ``0.8 n`` is not whole (14 items: 3 kept here,
-2 there; 19: 4 and 3; 39: 8 and 7). ``crop(form="printed")`` (default)
+items, but one more for most lengths above 5, wherever ``0.8 n`` is not whole
+(14 items: 3 kept here, 2 there; 19: 4 and 3; 39: 8 and 7; up to 5 items
+both keep one, the code raising its zero to one). ``crop(form="printed")`` (default)
 is Eq. 3 as printed (prefix + suffix around a removed block);
 ``form="contiguous"`` keeps the one contiguous block of ``n - floor(delta n)``
 items (CL4SRec's operator, with its keep ratio ``eta = 1 - delta``). Both keep

@@ -155,26 +155,33 @@ def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str]]:
     commits, the same command twice): for every run stored under both
     (the same ``<dataset>/<label>-<key>.json``: the same config, core and
     data), which sidecar arrays (ranks, analysis arrays) are not
-    bit-identical, and both test NDCG@10. Also the runs stored under only
-    one of them. Ensembles compare like runs."""
+    bit-identical, and both test NDCG@10. Also a line for each run stored
+    under only one of them and each record that cannot be served.
+    Ensembles compare like runs."""
     roots = [Path(a), Path(b)]
     for root in roots:
         if not root.is_dir():
             raise StoreError(f"store {root} is not a folder")
-    found = [{path.relative_to(root): path for path in scan(root)[0]} for root in roots]
+    scans = [scan(root) for root in roots]
+    found = [{path.relative_to(root): path for path in good} for root, (good, _) in zip(roots, scans)]
     rows = []
     for name in sorted(found[0].keys() & found[1].keys()):
         pair = [found[0][name], found[1][name]]
         arrays = [read_sidecar(path) for path in pair]
         different = sorted(k for k in arrays[0].keys() | arrays[1].keys()
-                           if k not in arrays[0] or k not in arrays[1] or not np.array_equal(arrays[0][k], arrays[1][k]))
+                           if k not in arrays[0] or k not in arrays[1] or not _same_bits(arrays[0][k], arrays[1][k]))
         ndcg = [json.loads(path.read_text())["test_metrics"]["NDCG@10"] for path in pair]
         rows.append({"run": str(name), "identical": not different, "different arrays": different,
                      "test NDCG@10 (a)": ndcg[0], "test NDCG@10 (b)": ndcg[1]})
     only = [f"{name} (only in {root})" for names, other, root in ((found[0], found[1], roots[0]),
                                                                   (found[1], found[0], roots[1]))
             for name in sorted(names.keys() - other.keys())]
-    return rows, only
+    return rows, only + [f"unreadable: {problem}" for _, problems in scans for problem in problems]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit: dtype, shape and bytes (``array_equal`` calls NaN unequal to itself and -0.0 equal to 0.0)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 # ---- provenance -------------------------------------------------------------

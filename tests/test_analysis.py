@@ -197,7 +197,7 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
     assert table.loc["length-buckets"].to_dict() == {"per epoch": 5, "one length %": 100.0,
                                                       "head users only %": 20.0, "tail users only %": 80.0,
                                                       "rows beside their user's other window %": 0.0,
-                                                      "tail users' share of the next-item loss %": 80.0}
+                                                      "tail users' share of the next-item loss weight %": 80.0}
     pairs = np.random.default_rng(0).permutation(10).reshape(5, 2)
     head_count = (pairs >= 8).sum(1)                  # the windows of users 8 and 9 are the head's
     assert table.loc["shuffled", "head users only %"] == 100 * np.mean(head_count == 2)
@@ -215,5 +215,5 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
         # each batch's mean over its predicted positions (a window of n items predicts n - 1)
         tail_share = np.mean([sum(lengths[i] - 1 for i in b if users[i] < 8) / sum(lengths[i] - 1 for i in b)
                               for b in batches])
-        assert table.loc[order, "tail users' share of the next-item loss %"] == pytest.approx(100 * tail_share)
+        assert table.loc[order, "tail users' share of the next-item loss weight %"] == pytest.approx(100 * tail_share)
     assert table.loc["length-buckets", "rows beside their user's other window %"] > 0

@@ -159,6 +159,14 @@ def test_compare_names_each_run_whose_arrays_are_not_bit_identical(tmp_path, cap
     assert lines[3] == "1 of 2 runs stored in both are bit-identical"
     put(b, 1, [0, 1, 2])
     assert cli.main(["compare", str(a), str(b)]) == 0
+    # bit for bit: the same values in another dtype differ; NaN equals its own bits
+    assert store._same_bits(np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
+    assert not store._same_bits(np.array([0, 1], dtype=np.int64), np.array([0, 1], dtype=np.int32))
+    assert not store._same_bits(np.array([0.0]), np.array([-0.0]))
+    (b / "beauty" / "broken.json").write_text("{")
+    capsys.readouterr()
+    assert cli.main(["compare", str(a), str(b)]) == 0
+    assert any(line.startswith("unreadable: result file") for line in capsys.readouterr().out.splitlines())
     assert cli.main(["compare", str(a), str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"store {tmp_path / 'none'} is not a folder")
 

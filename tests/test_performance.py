@@ -588,5 +588,8 @@ def test_benchmark_method_ids_read_as_the_books_method_names():
     stacked = with_method_titles(pd.DataFrame({"file": ["a", "a"], "method": ["sasrec", "emkd-caser"], "x": [1, 2]})
                                  .set_index(["file", "method"]))
     assert list(stacked.index) == [("a", "SASRec"), ("a", "EMKD (Caser)")]
+    clash = with_method_titles(pd.DataFrame({"f": ["a", "b"], "method": ["sasrec", "SASRec"], "x": [1, 2]})
+                               .set_index(["f", "method"]))           # two ids, one title: no level clash
+    assert list(clash.index) == [("a", "SASRec"), ("b", "SASRec")] and clash.index.names == ["f", "method"]
     single = with_method_titles(pd.DataFrame({"x": [1]}, index=pd.Index(["s4rec"], name="method")))
     assert list(single.index) == ["S4Rec"] and single.index.name == "method"

@@ -65,6 +65,23 @@ def test_grouped_ablation_table_pairs_each_group_against_its_own_reference():
     assert table.loc[("DuoRec", "length buckets"), "status"] == "not run"
     assert np.isnan(table.loc[("DuoRec", "shuffled"), "p"])   # no reference stored: no test
     assert grouped_ablation_table({}, "length buckets").empty
+    unrun_first = grouped_ablation_table({"DuoRec": {"length buckets": None}, **groups}, reference="length buckets")
+    assert list(unrun_first.columns) == list(table.columns)   # the order does not follow the first group
+
+
+def test_statistics_apart_names_the_rows_beyond_the_tolerance_as_the_table_prints_them():
+    from emkd_lib.report import statistics_apart
+    beside = pd.DataFrame({"source": ["EMKD Table 2"] * 3, "dataset": ["ml-1m", "beauty", "toys"],
+                           "statistic": ["items", "attributes per item", "users"],
+                           "quoted": [3953.0, 5.1, 0.0], "ours": [3706.0, 3.721, 19412.0],
+                           "ratio": [3706 / 3953, 3.721 / 5.1, np.nan]})
+    assert statistics_apart(beside.iloc[:0]) == "all 0 statistics are within 5% of the quoted values"
+    line = statistics_apart(beside)
+    assert line == ("3 of 3 statistics are more than 5% from the quoted value: ml-1m items (EMKD Table 2: 3,953 quoted, "
+                    "3,706 ours); beauty attributes per item (EMKD Table 2: 5.1 quoted, 3.7 ours); toys users "
+                    "(EMKD Table 2: 0 quoted, 19,412 ours)")
+    assert statistics_apart(beside.iloc[:1], tolerance=0.1) == "all 1 statistics are within 10% of the quoted values"
+    assert statistics_apart(pd.DataFrame({"status": ["none"]})) == "no quoted statistics to compare"
 
 
 def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():

@@ -33,11 +33,12 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
     (``batching.BATCH_ORDERS``, one draw with ``seed``): the share of batches
     whose windows are all of one length, all of head users, all of tail
     users, the share of rows whose batch holds another window of the
-    same user, and the tail users' share of an epoch's next-item loss.
+    same user, and the tail users' share of the weight of an epoch's next-item
+    loss (each predicted position's weight in its batch mean).
     Sinkhorn balances a batch, the adversary learns head/tail from a batch,
     the contrastive terms draw their negatives from a batch, where another
-    window of the same user is a false negative (the public codes train one
-    example per user and have none). And L_SR is a mean over a batch's
+    window of the same user is a false negative (the public ICLRec and
+    CoSeRec codes train one example per user and have none). And L_SR is a mean over a batch's
     predicted positions, so in batches of one length every window weighs
     the same, while in shuffled batches a window weighs in proportion to its
     length: the order also reweights users."""
@@ -63,7 +64,7 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
                      "head users only %": 100 * np.mean(head_share == 1),
                      "tail users only %": 100 * np.mean(head_share == 0),
                      "rows beside their user's other window %": 100 * shared / len(lengths),
-                     "tail users' share of the next-item loss %": 100 * tail_loss_share})
+                     "tail users' share of the next-item loss weight %": 100 * tail_loss_share})
     return pd.DataFrame(rows).set_index("batches")
 
 

@@ -883,10 +883,13 @@ def with_method_titles(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
     if "method" in table.columns:
         table["method"] = table["method"].map(method_title)
-    if "method" in (table.index.names or []):
-        table.index = table.index.set_levels(
-            [table.index.levels[i].map(method_title) if n == "method" else table.index.levels[i]
-             for i, n in enumerate(table.index.names)]) if isinstance(table.index, pd.MultiIndex) \
-            else table.index.map(method_title).rename("method")
+    names = list(table.index.names)
+    if "method" in names:
+        if isinstance(table.index, pd.MultiIndex):
+            table.index = pd.MultiIndex.from_tuples(
+                [tuple(method_title(v) if n == "method" else v for v, n in zip(key, names)) for key in table.index],
+                names=names)
+        else:
+            table.index = pd.Index([method_title(v) for v in table.index], name="method")
     return table
 

@@ -62,12 +62,12 @@ def statistics_apart(beside: pd.DataFrame, tolerance: float = 0.05) -> str:
     both values, so that the text under the table is read off it."""
     if "ratio" not in beside:
         return "no quoted statistics to compare"
-    far = beside[(beside["ratio"] - 1).abs() > tolerance]
+    far = beside[~((beside["ratio"] - 1).abs() <= tolerance)]   # a ratio that is not a number is not within
     if far.empty:
         return f"all {len(beside)} statistics are within {tolerance:.0%} of the quoted values"
 
-    def value(x: float) -> str:
-        return f"{x:,.0f}" if float(x).is_integer() else f"{x:.3g}"
+    def value(x: float) -> str:   # as chapter 00's table prints them
+        return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
 
     parts = [f"{row.dataset} {row.statistic} ({row.source}: {value(row.quoted)} quoted, {value(row.ours)} ours)"
              for row in far.itertuples()]

@@ -66,7 +66,8 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
             continue
         difference = row["mean"] - ref["mean"]
         pooled_std = np.sqrt((row["std"] ** 2 + ref["std"] ** 2) / 2)
-        side = "equal to" if difference == 0 else f"{abs(difference):.4f} {'above' if difference > 0 else 'below'}"
+        side = ("equal to" if round(difference, 4) == 0 else
+                f"{abs(difference):.4f} {'above' if difference > 0 else 'below'}")
         lines.append(f"{label}'s mean over {int(row['seeds'])} seeds is {side} {reference}'s ({row['mean']:.4f} against "
                      f"{ref['mean']:.4f}), {'within' if abs(difference) <= pooled_std else 'more than'} one pooled "
                      f"seed standard deviation ({pooled_std:.4f})")
@@ -337,8 +338,11 @@ def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG
     level ``level``: one table for a control that several methods share."""
     if not groups:
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=[level, "variant"]))
-    return pd.concat({group: ablation_table(runs, reference, metrics) for group, runs in groups.items()},
-                     names=[level])
+    table = pd.concat({group: ablation_table(runs, reference, metrics) for group, runs in groups.items()},
+                      names=[level])
+    # as in ablation_table: the column order must not depend on which group ran first
+    order = [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)), "status", "NDCG@10 change %", "p"]
+    return table[[c for c in order if c in table.columns]]
 
 
 def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:

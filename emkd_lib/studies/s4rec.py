@@ -80,8 +80,11 @@ def batch_order_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=BAT
 
 def batch_order_pairs(batch_runs: dict, table2_runs: dict) -> dict:
     """``method title -> {"length buckets": Table 2's run, "shuffled": its
-    batch-order run}`` (``None`` where not stored), for ``grouped_ablation_table``."""
-    return {method_spec(m).title: {"length buckets": table2_runs.get((d, m, s)), "shuffled": run}
+    batch-order run}`` (``None`` where not stored), for ``grouped_ablation_table``;
+    with several datasets or seeds the label also names them."""
+    several = len({(d, s) for d, m, s in batch_runs}) > 1
+    return {(f"{d} / {method_spec(m).title} / seed {s}" if several else method_spec(m).title):
+            {"length buckets": table2_runs.get((d, m, s)), "shuffled": run}
             for (d, m, s), run in batch_runs.items()}
 
 
