@@ -309,8 +309,7 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
     paired Wilcoxon test over users against it (column "p": the reference is
     the row without one, named in the chapter's text)."""
     ref = runs.get(reference)
-    # the change and the test are of NDCG@10: shown beside them when ``metrics`` lacks it
-    metrics = (*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)))
+    metrics = _ablation_columns(metrics)[:-3]
     rows = []
     for label, r in runs.items():
         row = {"variant": label}
@@ -327,8 +326,13 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     # Column order must not depend on whether the first row was run.
-    order = [*metrics, "status", "NDCG@10 change %", "p"]
-    return table[[c for c in order if c in table.columns]]
+    return table[[c for c in _ablation_columns(metrics) if c in table.columns]]
+
+
+def _ablation_columns(metrics) -> list[str]:
+    """An ablation table's columns in order; the change and the test are of
+    NDCG@10, shown beside them when ``metrics`` lacks it."""
+    return [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)), "status", "NDCG@10 change %", "p"]
 
 
 def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG@10"),
@@ -340,9 +344,8 @@ def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=[level, "variant"]))
     table = pd.concat({group: ablation_table(runs, reference, metrics) for group, runs in groups.items()},
                       names=[level])
-    # as in ablation_table: the column order must not depend on which group ran first
-    order = [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)), "status", "NDCG@10 change %", "p"]
-    return table[[c for c in order if c in table.columns]]
+    # the column order must not depend on which group ran first
+    return table[[c for c in _ablation_columns(metrics) if c in table.columns]]
 
 
 def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
