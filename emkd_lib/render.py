@@ -13,6 +13,7 @@ numbers: Markdown on the page, the plain sentence for nbval.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from html import escape
 
@@ -192,14 +193,13 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
     for c in floats:
         values = df[c].dropna()
         # a column of whole numbers (a median length, a count read as float) reads without decimals
-        whole = digits is not None and len(values) > 0 and bool(np.isfinite(values).all()) and bool(
-            (values == values.round()).all())
-        text = (lambda x: f"{x:,.0f}") if whole else _column_text(c, digits)
+        whole = len(values) > 0 and bool(np.isfinite(values).all()) and bool((values == values.round()).all())
+        text = _column_text(c, digits, whole)
         styler = styler.format(lambda x, text=text: "–" if pd.isna(x) else text(x), subset=[c])
     # Non-float columns can still hold NaN (object columns, e.g. a label left empty).
     others = [c for c in df.columns if c not in floats]
     if others:
-        styler = styler.format(_other_text, subset=others)
+        styler = styler.format(functools.partial(_other_text, separators=digits is not None), subset=others)
         long_tokens = pd.DataFrame("", index=df.index, columns=df.columns)
         for c in others:
             long_tokens[c] = [BREAKABLE if _has_long_token(x) else "" for x in df[c]]
@@ -230,15 +230,16 @@ def _p_value_text(p: float) -> str:
     return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _column_text(column, digits: int | None):
+def _column_text(column, digits: int | None, whole: bool = False):
     """How a float column's cells read on the page: by what the column holds,
     judged from its label (the last level of a MultiIndex column): a change in
     percent ("... %") to one decimal, a p-value ("p (...)", "p vs ...") as
     three decimals or "<0.001", a ratio ("ratio ...") to three decimals (a
-    verdict's 10% tolerance must be readable off it: 0.897 is below),
-    seconds ("... (s)") as whole seconds, any other to ``digits`` (a whole
-    number of 100 or more, a count, without decimals). Settings tables
-    (``digits=None``) keep every value as written."""
+    verdict's 10% tolerance must be readable off it: 0.897 is below; a
+    ratio of exactly 1 still reads 1.000), seconds ("... (s)") as whole
+    seconds, any other to ``digits`` (a whole number of 100 or more, a
+    count, without decimals; a column of ``whole`` numbers all without
+    decimals). Settings tables (``digits=None``) keep every value as written."""
     label = str(column[-1] if isinstance(column, tuple) else column)
     if digits is None:
         return lambda x: float_text(x, None)
@@ -250,20 +251,23 @@ def _column_text(column, digits: int | None):
         return lambda x: f"{x:.3f}"
     if label.endswith("(s)") or "(s," in label or "seconds" in label:
         return lambda x: f"{x:,.0f}"
+    if whole:
+        return lambda x: f"{x:,.0f}"
     # a count among averages (users 22363 beside actions per user 8.9) reads as the whole number it is
     return lambda x: f"{x:,.0f}" if abs(x) >= 100 and float(x).is_integer() else float_text(x, digits)
 
 
-def _other_text(x) -> str:
+def _other_text(x, separators: bool = True) -> str:
     """A non-float cell's text on the page: an en dash for a missing value,
     yes/no for a boolean (True/False reads as code), a count of 1,000 or
     more with thousands separators (parameters, users, seconds), as a
-    whole-valued float column shows them."""
+    whole-valued float column shows them; without ``separators`` (a
+    settings table) as written."""
     if _is_missing(x):
         return "–"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)) and abs(x) >= 1_000:
+    if separators and isinstance(x, (int, np.integer)) and abs(x) >= 1_000:
         return f"{x:,}"
     return x
 

@@ -140,14 +140,18 @@ def load_result(path: Path) -> RunResult:
 
 def scan(root: Path) -> tuple[list[Path], list[str]]:
     """Every record under ``root`` that can be served, and one line per one that cannot."""
-    good, problems = [], []
+    records, problems = _served_records(root)
+    return list(records), problems
+
+
+def _served_records(root: Path) -> tuple[dict[Path, dict], list[str]]:
+    records, problems = {}, []
     for path in sorted(Path(root).glob("*/*.json")):
         try:
-            read_record(path)
-            good.append(path)
+            records[path] = read_record(path)
         except StoreError as err:
             problems.append(str(err))
-    return good, problems
+    return records, problems
 
 
 def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str]]:
@@ -162,15 +166,16 @@ def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str]]:
     for root in roots:
         if not root.is_dir():
             raise StoreError(f"store {root} is not a folder")
-    scans = [scan(root) for root in roots]
-    found = [{path.relative_to(root): path for path in good} for root, (good, _) in zip(roots, scans)]
+    scans = [_served_records(root) for root in roots]
+    found = [{path.relative_to(root): (path, record) for path, record in records.items()}
+             for root, (records, _) in zip(roots, scans)]
     rows = []
     for name in sorted(found[0].keys() & found[1].keys()):
         pair = [found[0][name], found[1][name]]
-        arrays = [read_sidecar(path) for path in pair]
+        arrays = [read_sidecar(path) for path, _ in pair]
         different = sorted(k for k in arrays[0].keys() | arrays[1].keys()
                            if k not in arrays[0] or k not in arrays[1] or not _same_bits(arrays[0][k], arrays[1][k]))
-        ndcg = [json.loads(path.read_text())["test_metrics"]["NDCG@10"] for path in pair]
+        ndcg = [record["test_metrics"]["NDCG@10"] for _, record in pair]
         rows.append({"run": str(name), "identical": not different, "different arrays": different,
                      "test NDCG@10 (a)": ndcg[0], "test NDCG@10 (b)": ndcg[1]})
     only = [f"{name} (only in {root})" for names, other, root in ((found[0], found[1], roots[0]),

@@ -91,6 +91,7 @@ wait
   if [ -d "$WORK/check-emkd-ddp1" ]; then
     echo "-- emkd --ddp 1 (NCCL) against one process"
     $PY -m emkd_lib compare "$WORK/check-emkd-ddp1" "$WORK/check-emkd-a"
+    grep -h '"ddp_world_size"' "$WORK"/check-emkd-ddp1/*/*.json   # the record says it ran under DDP
   fi; } > "$OUT/checks.txt" 2>&1
 cat "$OUT/checks.txt"
 grep -h -i -E "warn|error" "$WORK"/logs/check-*.log | sort | uniq -c | head -20

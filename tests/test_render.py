@@ -141,6 +141,10 @@ def test_settings_keep_their_values_with_digits_none():
         assert text in html
     assert "0.2" in repr(t) and "0.0005" in repr(t) and "0.200" not in repr(t)
     assert ">0<" in render_table(settings, digits=0).to_html()  # what the fix replaces
+    seeds = pd.DataFrame({"seed": [1234, 2023], "patience": [5, 10]})
+    html = render_table(seeds, digits=None).to_html()
+    assert ">1234<" in html and ">2023<" in html and "1,234" not in html   # a seed, not a count
+    assert "1,234" in render_table(seeds, digits=3).to_html()
 
 
 def test_panel_grid_fits_the_text_column_in_rows_of_at_most_the_given_columns():
@@ -188,6 +192,10 @@ def test_whole_number_columns_drop_decimals_and_short_hyphenated_labels_stay_on_
     df = pd.DataFrame({"median length": [4.0, 68.0], "NDCG@10": [0.5, 0.25]}, index=["beauty", "ml-100k"])
     html = render_table(df, digits=3).to_html()
     assert ">4</td>" in html and ">68</td>" in html and ">0.500</td>" in html
+    exact = pd.DataFrame({"ratio": [1.0, 2.0], "change %": [0.0, 100.0], "p (t)": [1.0, 1.0]})
+    exact_html = render_table(exact, digits=3).to_html()
+    for shown in ("1.000", "2.000", "0.0", "100.0", "1.000"):     # read at their own precision, not as counts
+        assert f">{shown}</td>" in exact_html, shown
     assert "ml\u2011100k" in html and "ml-100k" not in html                  # a non-breaking hyphen
     assert "ml-100k" in repr(render_table(df, digits=3))                    # the text form is untouched
     long_label = "code: positives-in-one-logsumexp"

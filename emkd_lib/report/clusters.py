@@ -14,7 +14,6 @@ from ..analysis import alignment, uniformity
 from ..batching import BATCH_ORDERS, training_batches
 from ..data.splits import split_users_by_length
 from ..evaluation import metrics_from_ranks, paired_test
-from ..methods.s4rec import label_windows
 from ..runs import run_data
 from .tables import method_label, relative_change
 
@@ -43,12 +42,12 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
     the same, while in shuffled batches a window weighs in proportion to its
     length: the order also reweights users."""
     _, split = run_data(config)
-    windows = label_windows(split.train, config.data, getattr(config.params, "head_fraction", HEAD_FRACTION))
-    per_user = [len(config.data.examples([seq], window=config.data.max_len)) for seq in split.train]
-    users = np.repeat(np.arange(len(per_user)), per_user)   # label_windows keeps the users' order
-    lengths = np.array([len(w) for w in windows])
+    head_user = split_users_by_length(split.train, getattr(config.params, "head_fraction", HEAD_FRACTION))
+    per_user = [config.data.examples([seq], window=config.data.max_len) for seq in split.train]
+    users = np.repeat(np.arange(len(per_user)), [len(windows) for windows in per_user])
+    lengths = np.array([len(w) for windows in per_user for w in windows])
     predicted = lengths - 1   # a window of n items predicts n - 1 next items
-    head = np.array([w[-1] < 0 for w in windows])
+    head = head_user[users]
     rows = []
     for order in orders:
         batches = training_batches(lengths, config.train.batch_size, order, np.random.default_rng(seed))

@@ -866,12 +866,12 @@ def method_title(name: str) -> str:
     kept as written."""
     from ..methods import method_spec
     m = _BENCHMARK_METHOD.match(str(name))
-    try:
-        title = method_spec(m.group("base")).title if m else None
-        details = [method_spec(m.group("encoder")).title] if m and m.group("encoder") else []
-    except ValueError:
+    if m is None:
         return name
-    if title is None:
+    try:
+        title = method_spec(m.group("base")).title
+        details = [method_spec(m.group("encoder")).title] if m.group("encoder") else []
+    except ValueError:
         return name
     details += [m.group("variant")] if m.group("variant") else []
     return f"{title} ({', '.join(details)})" if details else title
