@@ -55,8 +55,9 @@ main() {
               "grid s4rec-main --datasets toys"   # ICLRec, DuoRec: 2-3 hours each
               "grid s4rec-main --datasets sports"
               "grid s4rec-main --datasets ml-1m"
-              "grid s4rec-batch-order") ;;        # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
+              "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
+              "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
   esac
 

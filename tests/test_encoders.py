@@ -107,6 +107,27 @@ def test_next_item_loss_matches_direct_cross_entropy():
     torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
 
 
+def test_next_item_loss_weighs_windows_equally_when_asked():
+    model = make("sasrec").eval()
+    windows = torch.tensor(pad_left([np.array([1, 2, 3, 4, 5, 6]), np.array([5, 6]), np.array([7, 1, 2])]))
+    per_window = []
+    for row in windows:                      # direct: each window's mean, then the mean over windows
+        seq = row[row > 0]
+        hidden = model(seq[:-1][None])[0]
+        per_window.append(F.cross_entropy(model.logits(hidden), seq[1:] - 1))
+    equal = next_item_loss(model, windows, reduction="windows")
+    torch.testing.assert_close(equal, torch.stack(per_window).mean(), atol=1e-5, rtol=1e-5)
+    # the default weighs by predicted positions: 5, 1 and 2 of them here
+    by_positions = sum(n * term for n, term in zip((5, 1, 2), per_window)) / 8
+    torch.testing.assert_close(next_item_loss(model, windows), by_positions, atol=1e-5, rtol=1e-5)
+    assert abs(equal.item() - by_positions.item()) > 1e-4
+    same_length = windows[[0, 0]]            # in a batch of one length the two agree
+    torch.testing.assert_close(next_item_loss(model, same_length, reduction="windows"),
+                               next_item_loss(model, same_length), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        next_item_loss(model, windows, reduction="users")
+
+
 def test_cloze_mask_follows_bert_rule():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, N_ITEMS + 1, (4000, 20), generator=g)

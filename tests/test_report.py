@@ -560,6 +560,24 @@ def test_control_found_pairs_a_run_with_its_control():
     assert f"{ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} for SASRec, " in line
 
 
+def test_gap_closed_places_a_control_between_the_two_runs_it_separates():
+    from emkd_lib.report import gap_closed
+    ndcg = lambda ranks: np.mean([1 / np.log2(r + 2) if r < 20 else 0 for r in ranks])  # noqa: E731
+    reference, variant = np.array([0, 0, 1, 40] * 50), np.array([3, 3, 30, 40] * 50)
+    control = np.array([0, 3, 30, 40] * 50)
+    runs = [types.SimpleNamespace(test_ranks=r) for r in (reference, variant, control)]
+    (line,) = gap_closed(*runs, "SASRec, windows weighed equally")
+    share = 100 * (ndcg(control) - ndcg(variant)) / (ndcg(reference) - ndcg(variant))
+    assert 0 < share < 100
+    assert line.startswith(f"SASRec, windows weighed equally: NDCG@20 {ndcg(control):.4f}, against "
+                           f"{ndcg(reference):.4f} in length buckets and {ndcg(variant):.4f} shuffled: "
+                           f"it closes {share:.0f}% of the gap between them; against length buckets -")
+    assert line.count("(significant)") == 2
+    assert gap_closed(runs[0], None, runs[2], "x") == ["x: not all three run yet"]
+    (same,) = gap_closed(runs[0], runs[0], runs[2], "x")
+    assert "the two do not differ" in same
+
+
 def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
     import pandas as pd
     from emkd_lib.report import sweep_found

@@ -165,3 +165,22 @@ def test_the_batch_order_check_is_table_2s_run_with_shuffled_batches():
         a = build_parser().parse_args(shlex.split(command_for(config))[3:])
         assert profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
                               **_data_overrides(a), **_parse_sets(a.set)) == config
+
+
+def test_the_equal_weight_control_is_the_shuffled_sasrec_run_with_windows_weighed_equally():
+    from emkd_lib.methods.baselines import NextItemParams
+    from emkd_lib.studies.s4rec import EQUAL_WEIGHTS, batch_order_grid, batch_order_pairs, equal_weight_grid
+    assert GRIDS["s4rec-equal-weights"] is equal_weight_grid
+    grid = equal_weight_grid("cpu")
+    shuffled = batch_order_grid("cpu")[("beauty", "sasrec", 0)]
+    assert set(grid) == {("beauty", "sasrec", 0)}
+    assert grid[("beauty", "sasrec", 0)] == shuffled.replace(params__loss_reduction="windows")
+    assert grid[("beauty", "sasrec", 0)].identity()["params"] == {"loss_reduction": "windows"}
+    # the option's default leaves every stored run's key as it was
+    assert shuffled.params == NextItemParams() and "loss_reduction" not in shuffled.identity()["params"]
+    with pytest.raises(ValueError, match="loss_reduction"):
+        NextItemParams(loss_reduction="users")
+    pairs = batch_order_pairs({("beauty", "sasrec", 0): "s", ("beauty", "iclrec", 0): "i"},
+                              {("beauty", "sasrec", 0): "b"}, {("beauty", "sasrec", 0): "e"})
+    assert pairs["SASRec"] == {"length buckets": "b", "shuffled": "s", EQUAL_WEIGHTS: "e"}
+    assert pairs["ICLRec"] == {"length buckets": None, "shuffled": "i"}

@@ -29,9 +29,25 @@ from ..typed import bound, check_fields
 from .spec import MethodSpec, Recipe
 
 
+# How next_item_loss averages a batch's cross entropies (NextItemParams.loss_reduction).
+LOSS_REDUCTIONS = ("positions", "windows")
+
+
 @dataclass(frozen=True)
 class NextItemParams:
-    """Next-item baselines have no method hyperparameters of their own."""
+    """How the next-item loss weighs a batch's windows.
+
+    ``loss_reduction="positions"``: the mean over every predicted position of
+    the batch. In a batch of one length (the default length buckets) every
+    window weighs the same; in a shuffled batch a window weighs in proportion
+    to its length. ``"windows"``: each window's mean, then the mean over the
+    batch's windows, so every window weighs the same in any batch (a control
+    for the batch order's reweighting, chapter 05)."""
+
+    loss_reduction: str = bound("positions", choices=LOSS_REDUCTIONS)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -42,18 +58,28 @@ class ClozeParams:
         check_fields(self)
 
 
-def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None) -> torch.Tensor:
-    """Mean cross entropy of predicting ``windows[:, t+1]`` from ``windows[:, :t+1]``
+def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None,
+                   reduction: str = "positions") -> torch.Tensor:
+    """Cross entropy of predicting ``windows[:, t+1]`` from ``windows[:, :t+1]``
     (SASRec's and S^4Rec's L_SR, Eq. 1 of S^4Rec, with a full softmax).
 
-    Logits are computed only at positions that carry a loss (non-padding
-    inputs), never for the padding columns.
+    ``windows`` (B, L), left-padded with 0. ``reduction="positions"``: the mean
+    over all B windows' predicted positions; ``"windows"``: the mean over
+    windows of each window's mean (``NextItemParams``). Logits are computed
+    only at positions that carry a loss (non-padding inputs), never for the
+    padding columns.
     """
     inputs, targets = windows[:, :-1], windows[:, 1:]
     hidden = model(inputs)
     carries_loss = inputs > 0
     logits = model.logits(hidden[carries_loss])
-    return F.cross_entropy(logits, targets[carries_loss] - 1)
+    if reduction == "positions":
+        return F.cross_entropy(logits, targets[carries_loss] - 1)
+    if reduction != "windows":
+        raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    ce = F.cross_entropy(logits, targets[carries_loss] - 1, reduction="none")
+    per_window = carries_loss.sum(1, keepdim=True).expand_as(carries_loss)[carries_loss]
+    return (ce / per_window).sum() / windows.shape[0]
 
 
 def next_item_units(windows: torch.Tensor) -> torch.Tensor:
@@ -125,14 +151,14 @@ def ensemble_scores(models: Sequence[nn.Module], scorer: Callable[[nn.Module, to
 
 def build_next_item(config, dataset):
     model = build_encoder(config.encoder, dataset.n_items, config.data.max_len, config.encoder_config)
-    data = config.data
+    data, reduction = config.data, config.params.loss_reduction
     return model, Recipe(
         make_examples=lambda seqs: data.examples(seqs, window=data.max_len),
-        loss=lambda model, windows, gen: {"loss": next_item_loss(model, windows, gen)},
+        loss=lambda model, windows, gen: {"loss": next_item_loss(model, windows, gen, reduction)},
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
         analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1),
-        loss_units=next_item_units,
+        loss_units=next_item_units if reduction == "positions" else None,   # None: rows
     )
 
 

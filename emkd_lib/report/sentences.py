@@ -217,6 +217,27 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
 
 
+def gap_closed(reference, variant, control, what: str, names=("length buckets", "shuffled"),
+               metric: str = "NDCG@20", alpha: float = 0.01) -> list[str]:
+    """A line for "What we found" on a control placed between two runs (the
+    ``reference`` and the ``variant`` that moved it, ``names`` of both): the
+    share of the reference-minus-variant gap in ``metric`` that ``control``
+    closes (100%: back to the reference, 0%: at the variant), and its paired
+    test over the test users against each. "not all run yet" while any is missing."""
+    from ..evaluation import paired_test
+    if reference is None or variant is None or control is None:
+        return [f"{what}: not all three run yet"]
+    tests = [paired_test(control.test_ranks, other.test_ranks, metric) for other in (reference, variant)]
+    ours, ref, var = tests[0]["mean_a"], tests[0]["mean_b"], tests[1]["mean_b"]
+    closed = (f"it closes {100 * (ours - var) / (ref - var):.0f}% of the gap between them" if ref != var
+              else "the two do not differ")
+    against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} "
+                        f"({'significant' if t['p_wilcoxon'] < alpha else 'not significant'})"
+                        for name, t in zip(names, tests))
+    return [f"{what}: {metric} {ours:.4f}, against {ref:.4f} in {names[0]} and {var:.4f} {names[1]}: "
+            f"{closed}; {against}"]
+
+
 def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, metric: str = "NDCG@10"
                 ) -> list[str]:
     """Lines for "What we found" on a one-parameter-at-a-time sweep: per

@@ -78,13 +78,31 @@ def batch_order_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=BAT
             for d in datasets for s in seeds for m in methods}
 
 
-def batch_order_pairs(batch_runs: dict, table2_runs: dict) -> dict:
+def equal_weight_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
+    """The batch-order control's control: shuffled batches in which every
+    window weighs the same in the next-item loss (``NextItemParams.loss_reduction``
+    "windows"), as it does in a batch of one length. SASRec only: it has no
+    term that couples a batch's rows, so what is left between its shuffled and
+    length-bucket runs is the reweighting and the batches' make-up (length
+    buckets also hold mostly one group of users). ``(dataset, "sasrec", seed) -> config``."""
+    return {(d, "sasrec", s): profile_config(profile, d, "sasrec", seed=s, train__batch_order="shuffled",
+                                             params__loss_reduction="windows")
+            for d in datasets for s in seeds}
+
+
+EQUAL_WEIGHTS = "shuffled, windows weighed equally"
+
+
+def batch_order_pairs(batch_runs: dict, table2_runs: dict, equal_weight_runs: dict | None = None) -> dict:
     """``method title -> {"length buckets": Table 2's run, "shuffled": its
     batch-order run}`` (``None`` where not stored), for ``grouped_ablation_table``;
-    with several datasets or seeds the label also names them."""
+    a method in ``equal_weight_runs`` (``equal_weight_grid``'s keys) also has
+    an ``EQUAL_WEIGHTS`` row. With several datasets or seeds the label also names them."""
     several = len({(d, s) for d, m, s in batch_runs}) > 1
+    equal_weight_runs = equal_weight_runs or {}
     return {(f"{d} / {method_spec(m).title} / seed {s}" if several else method_spec(m).title):
-            {"length buckets": table2_runs.get((d, m, s)), "shuffled": run}
+            {"length buckets": table2_runs.get((d, m, s)), "shuffled": run,
+             **({EQUAL_WEIGHTS: equal_weight_runs[(d, m, s)]} if (d, m, s) in equal_weight_runs else {})}
             for (d, m, s), run in batch_runs.items()}
 
 
