@@ -20,8 +20,8 @@ with a :class:`DataParallel` that changes only what must change:
   DDP averages gradients over ranks; that is the mean over the whole batch
   only for equal shares. So rank r multiplies its loss by
   ``N * units_r / units``, where units are what the loss averages over
-  (``Recipe.loss_units``: loss-carrying positions for the next-item baselines;
-  rows where a method does not say), and the averaged gradient is the
+  (``Recipe.loss_units``: loss-carrying positions for the next-item baselines,
+  rows when they weigh windows equally; rows where a method does not say), and the averaged gradient is the
   gradient of the whole batch's mean, whatever the shares. The logged terms
   are summed over ranks with the same weights.
 - Draws inside a step (masks, augmentations, dropout): rank 0 draws from the

@@ -87,7 +87,7 @@ def test_a_user_error_in_a_real_process_and_with_debug(tmp_path):
     done = run_cli(argv, tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "emkd_lib: error: NextItemParams: unknown key(s) ['bogus']; allowed: []"]
+        "emkd_lib: error: NextItemParams: unknown key(s) ['bogus']; allowed: ['loss_reduction']"]
     debug = run_cli(["--debug", *argv], tmp_path)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and "ValueError: NextItemParams" in debug.stderr

@@ -44,10 +44,13 @@ def weights(result) -> dict:
     return torch.load(result.path.with_suffix(".pt"))
 
 
-def test_two_processes_train_the_parameters_of_one(env):
-    # No dropout: the objective is then a mean of independent per-position terms.
+@pytest.mark.parametrize("reduction", ["positions", "windows"])
+def test_two_processes_train_the_parameters_of_one(env, reduction):
+    # No dropout: the objective is then a mean of independent per-position
+    # (or, weighing windows equally, per-window) terms.
     config = profile_config("smoke", "beauty", "sasrec", data__max_users=44, train__epochs=1,
-                            train__batch_size=16, encoder_config__hidden=8, encoder_config__dropout=0.0)
+                            train__batch_size=16, encoder_config__hidden=8, encoder_config__dropout=0.0,
+                            params__loss_reduction=reduction)
     dataset, split = runs.run_data(config)
     lengths = [len(e) for e in build_method(config, dataset)[1].make_examples(split.train)]
     # Rows of many lengths: the ranks' shares of a batch carry unequal numbers

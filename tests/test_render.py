@@ -192,9 +192,9 @@ def test_whole_number_columns_drop_decimals_and_short_hyphenated_labels_stay_on_
     df = pd.DataFrame({"median length": [4.0, 68.0], "NDCG@10": [0.5, 0.25]}, index=["beauty", "ml-100k"])
     html = render_table(df, digits=3).to_html()
     assert ">4</td>" in html and ">68</td>" in html and ">0.500</td>" in html
-    exact = pd.DataFrame({"ratio": [1.0, 2.0], "change %": [0.0, 100.0], "p (t)": [1.0, 1.0]})
+    exact = pd.DataFrame({"ratio": [2.0, 3.0], "change %": [0.0, 100.0], "p (t)": [1.0, 1.0]})
     exact_html = render_table(exact, digits=3).to_html()
-    for shown in ("1.000", "2.000", "0.0", "100.0", "1.000"):     # read at their own precision, not as counts
+    for shown in ("2.000", "3.000", "0.0", "100.0", "1.000"):     # read at their own precision, not as counts
         assert f">{shown}</td>" in exact_html, shown
     assert "ml\u2011100k" in html and "ml-100k" not in html                  # a non-breaking hyphen
     assert "ml-100k" in repr(render_table(df, digits=3))                    # the text form is untouched

@@ -570,12 +570,15 @@ def test_gap_closed_places_a_control_between_the_two_runs_it_separates():
     share = 100 * (ndcg(control) - ndcg(variant)) / (ndcg(reference) - ndcg(variant))
     assert 0 < share < 100
     assert line.startswith(f"SASRec, windows weighed equally: NDCG@20 {ndcg(control):.4f}, against "
-                           f"{ndcg(reference):.4f} in length buckets and {ndcg(variant):.4f} shuffled: "
+                           f"{ndcg(reference):.4f} in length buckets and {ndcg(variant):.4f} in shuffled: "
                            f"it closes {share:.0f}% of the gap between them; against length buckets -")
     assert line.count("(significant)") == 2
     assert gap_closed(runs[0], None, runs[2], "x") == ["x: not all three run yet"]
     (same,) = gap_closed(runs[0], runs[0], runs[2], "x")
-    assert "the two do not differ" in same
+    assert "the two do not differ significantly" in same and "closes" not in same
+    near = types.SimpleNamespace(test_ranks=np.array([0, 0, 1, 40] * 49 + [3, 0, 1, 40]))   # one user apart
+    (small,) = gap_closed(runs[0], near, runs[2], "x")
+    assert "no gap to close" in small and "closes" not in small
 
 
 def test_sweep_found_reads_each_parameters_range_with_the_shared_default():

@@ -38,8 +38,8 @@ class NextItemParams:
     """How the next-item loss weighs a batch's windows.
 
     ``loss_reduction="positions"``: the mean over every predicted position of
-    the batch. In a batch of one length (the default length buckets) every
-    window weighs the same; in a shuffled batch a window weighs in proportion
+    the batch. In a batch of one length (the default length buckets hold
+    nearly one length) every window weighs the same; in a shuffled batch a window weighs in proportion
     to its length. ``"windows"``: each window's mean, then the mean over the
     batch's windows, so every window weighs the same in any batch (a control
     for the batch order's reweighting, chapter 05)."""
@@ -83,7 +83,8 @@ def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None,
 
 
 def next_item_units(windows: torch.Tensor) -> torch.Tensor:
-    """How many terms ``next_item_loss`` averages over: the non-padding inputs."""
+    """How many terms ``next_item_loss`` averages over with ``reduction="positions"``:
+    the non-padding inputs (with "windows" it averages over rows)."""
     return (windows[:, :-1] > 0).sum()
 
 

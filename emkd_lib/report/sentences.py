@@ -222,19 +222,23 @@ def gap_closed(reference, variant, control, what: str, names=("length buckets", 
     """A line for "What we found" on a control placed between two runs (the
     ``reference`` and the ``variant`` that moved it, ``names`` of both): the
     share of the reference-minus-variant gap in ``metric`` that ``control``
-    closes (100%: back to the reference, 0%: at the variant), and its paired
-    test over the test users against each. "not all run yet" while any is missing."""
+    closes (100%: back to the reference, 0%: at the variant), given only where
+    the gap itself is significant at ``alpha`` (paired over the test users),
+    and the control's paired test against each. "not all run yet" while any
+    is missing."""
     from ..evaluation import paired_test
     if reference is None or variant is None or control is None:
         return [f"{what}: not all three run yet"]
     tests = [paired_test(control.test_ranks, other.test_ranks, metric) for other in (reference, variant)]
+    gap = paired_test(reference.test_ranks, variant.test_ranks, metric)
     ours, ref, var = tests[0]["mean_a"], tests[0]["mean_b"], tests[1]["mean_b"]
-    closed = (f"it closes {100 * (ours - var) / (ref - var):.0f}% of the gap between them" if ref != var
-              else "the two do not differ")
+    closed = (f"it closes {100 * (ours - var) / (ref - var):.0f}% of the gap between them"
+              if gap["p_wilcoxon"] < alpha and ref != var
+              else f"the two do not differ significantly ({_p_text(gap['p_wilcoxon'])}), so there is no gap to close")
     against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} "
                         f"({'significant' if t['p_wilcoxon'] < alpha else 'not significant'})"
                         for name, t in zip(names, tests))
-    return [f"{what}: {metric} {ours:.4f}, against {ref:.4f} in {names[0]} and {var:.4f} {names[1]}: "
+    return [f"{what}: {metric} {ours:.4f}, against {ref:.4f} in {names[0]} and {var:.4f} in {names[1]}: "
             f"{closed}; {against}"]
 
 
