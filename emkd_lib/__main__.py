@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", nargs="+", type=int,
                       help="default: the grid's own (seed 0, or the seeds of a chapter's seed spread)")
     grid.add_argument("--methods", nargs="+", help="only for grids that take methods")
+    grid.add_argument("--networks", nargs="+", type=int,
+                      help="only for grids that take networks (emkd-encoders: N = 1 and 2 are light enough "
+                           "to train beside another EMKD run)")
     grid.add_argument("--device", default="auto")
     grid.add_argument("--shard", default="0/1", metavar="I/K",
                       help="run only configs I, I+K, I+2K, ... of the grid (K processes share one grid)")
@@ -177,6 +180,10 @@ def _grid_items(args) -> list[tuple]:
         if "methods" not in accepted:
             raise UsageError(f"grid {args.name!r} does not take --methods")
         kwargs["methods"] = tuple(args.methods)
+    if args.networks:
+        if "networks" not in accepted:
+            raise UsageError(f"grid {args.name!r} does not take --networks")
+        kwargs["networks"] = tuple(args.networks)
     shard, n_shards = _parse_shard(args.shard)
     overrides = _data_overrides(args)
     items = list(fn(args.profile, **kwargs).items())

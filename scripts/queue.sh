@@ -7,6 +7,8 @@
 #   nohup setsid scripts/queue.sh A > ~/.cache/emkd-book/logs/queueA.log 2>&1 &
 #   nohup setsid scripts/queue.sh B > ~/.cache/emkd-book/logs/queueB.log 2>&1 &
 #   scripts/queue.sh --plan A      # what the queue would run, with prices
+# and, while queue A's list is the longer one, a third, light queue beside them:
+#   nohup setsid scripts/queue.sh C > ~/.cache/emkd-book/logs/queueC.log 2>&1 &
 # Each queue also starts scripts/mirror_results.sh (one per machine): finished
 # results are copied to ~/.cache as they land; a later session restores them
 # with scripts/mirror_results.sh --restore.
@@ -15,7 +17,11 @@
 # that finishes inside one session is never lost.
 # Queue A holds the EMKD runs: one holds about 10 GB of memory, so two at once
 # would not fit a 24 GiB machine. Queue B holds the single-model and
-# S^4Rec-family runs. Each step runs through scripts/campaign.sh (a pinned,
+# S^4Rec-family runs. Queue C takes from queue A the EMKD runs small enough
+# to train beside it (Figure 4's N <= 2 on a 3,000-user sample: 2-4.5 GB,
+# where queue A's runs peak at 7-12 GB): a third process on two cores slows
+# A and B by about a third while it runs, but queue A holds the longest
+# list, so its work is done sooner. Each step runs through scripts/campaign.sh (a pinned,
 # clean copy of the code; one thread). A failed step is reported and the queue
 # goes on: a run another process holds is skipped by its grid, and an ensemble
 # whose members are not all stored yet is evaluated by a later pass or by
@@ -27,7 +33,7 @@ main() {
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   plan=
   if [ "${1:-}" = "--plan" ]; then plan=1; shift; fi
-  queue=${1:?usage: scripts/queue.sh [--plan] A|B}
+  queue=${1:?usage: scripts/queue.sh [--plan] A|B|C}
   profile=${PROFILE:-cpu}
 
   # Table 1 on one dataset: each method's seeds 0-2, then at once the ensemble
@@ -58,7 +64,8 @@ main() {
               "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
               "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
-    *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others)" >&2; exit 2 ;;
+    C) steps=("grid emkd-encoders --networks 1 2") ;;   # Figure 4's light half; queue A skips what C holds
+    *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light EMKD runs)" >&2; exit 2 ;;
   esac
 
   # results that land after the session's last commit survive in ~/.cache

@@ -26,6 +26,8 @@ USER_ERRORS = {
                          "--set", "train__epochs"], "--set takes KEY=VALUE"),
     "grid without methods": (["grid", "emkd-ablations", "--profile", "smoke", "--methods", "sasrec"],
                              "grid 'emkd-ablations' does not take --methods"),
+    "grid without networks": (["grid", "baselines", "--profile", "smoke", "--networks", "2"],
+                              "grid 'baselines' does not take --networks"),
     "--address without ray": (["grid", "baselines", "--profile", "smoke", "--address", "auto"],
                               "--address is the Ray cluster of --executor ray"),
 }
@@ -110,6 +112,9 @@ def test_grid_shards_split_the_grid_without_overlap(env, monkeypatch):
                      "--shard", shard]) == 0
     assert seen["0/1"] == [c.replace(data__max_users=50)
                            for c in encoder_grid("cpu", methods=("gru4rec",)).values()]
+    assert cli.main(["grid", "emkd-encoders", "--profile", "cpu", "--networks", "1", "2"]) == 0
+    assert seen["0/1"] == list(encoder_grid("cpu", networks=(1, 2)).values())
+    assert {c.params.n_networks for c in seen["0/1"] if c.method == "emkd"} == {2} and len(seen["0/1"]) == 6
 
 
 def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
