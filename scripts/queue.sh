@@ -17,8 +17,9 @@
 # that finishes inside one session is never lost.
 # Queue A holds the EMKD runs: one holds about 10 GB of memory, so two at once
 # would not fit a 24 GiB machine. Queue B holds the single-model and
-# S^4Rec-family runs. Queue C takes from queue A the EMKD runs small enough
-# to train beside it (Figure 4's N <= 2 on a 3,000-user sample: 2-4.5 GB,
+# S^4Rec-family runs. Queue C, light, first trains chapter 05's last
+# batch-order control (one SASRec run), then takes from queue A the EMKD runs
+# small enough to train beside it (Figure 4's N <= 2 on a 3,000-user sample: 2-4.5 GB,
 # where queue A's runs peak at 7-12 GB): a third process on two cores slows
 # A and B by about a third while it runs, but queue A holds the longest
 # list, so its work is done sooner. Each step runs through scripts/campaign.sh (a pinned,
@@ -64,7 +65,8 @@ main() {
               "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
               "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
-    C) steps=("grid emkd-encoders --networks 1 2") ;;   # Figure 4's light half; queue A skips what C holds
+    C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
+              "grid emkd-encoders --networks 1 2") ;;  # Figure 4's light half; queue A skips what C holds
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light EMKD runs)" >&2; exit 2 ;;
   esac
 
