@@ -13,7 +13,6 @@ numbers: Markdown on the page, the plain sentence for nbval.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 from html import escape
 
@@ -199,7 +198,7 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
     # Non-float columns can still hold NaN (object columns, e.g. a label left empty).
     others = [c for c in df.columns if c not in floats]
     if others:
-        styler = styler.format(functools.partial(_other_text, separators=digits is not None), subset=others)
+        styler = styler.format(_other_text, subset=others)
         long_tokens = pd.DataFrame("", index=df.index, columns=df.columns)
         for c in others:
             long_tokens[c] = [BREAKABLE if _has_long_token(x) else "" for x in df[c]]
@@ -257,17 +256,17 @@ def _column_text(column, digits: int | None, whole: bool = False):
     return lambda x: f"{x:,.0f}" if abs(x) >= 100 and float(x).is_integer() else float_text(x, digits)
 
 
-def _other_text(x, separators: bool = True) -> str:
+def _other_text(x) -> str:
     """A non-float cell's text on the page: an en dash for a missing value,
     yes/no for a boolean (True/False reads as code), a count of 1,000 or
-    more with thousands separators (parameters, users, seconds), as a
-    whole-valued float column shows them; without ``separators`` (a
-    settings table) as written."""
+    more with thousands separators (parameters, users, seconds; in settings
+    tables too, where integers are counts: users, steps, epochs), as a
+    whole-valued float column shows them."""
     if _is_missing(x):
         return "–"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
-    if separators and isinstance(x, (int, np.integer)) and abs(x) >= 1_000:
+    if isinstance(x, (int, np.integer)) and abs(x) >= 1_000:
         return f"{x:,}"
     return x
 
