@@ -67,7 +67,7 @@ main() {
               "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
               "grid emkd-encoders --networks 1 2") ;;  # Figure 4's light half; queue A skips what C holds
-    *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light EMKD runs)" >&2; exit 2 ;;
+    *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light runs beside them)" >&2; exit 2 ;;
   esac
 
   # results that land after the session's last commit survive in ~/.cache
