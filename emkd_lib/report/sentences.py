@@ -12,6 +12,10 @@ def _p_text(p: float) -> str:
     return f"p = {p:.1e}" if p < 1e-3 else f"p = {p:.3f}"
 
 
+def _verdict(p: float, alpha: float) -> str:
+    return "significant" if p < alpha else "not significant"
+
+
 def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Rec"), reference: str = "EMKD",
                          metric: str = "NDCG@10", alpha: float = 0.01) -> str:
     """A Markdown list, one line per (dataset, other method): ``reference``
@@ -27,7 +31,7 @@ def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Re
                 continue
             row = row.iloc[0]
             p = row["p (Wilcoxon)"]
-            verdict = "significant" if p < alpha else "not significant"
+            verdict = _verdict(p, alpha)
             change = row["change %"]
             change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({other} scores 0)"
             lines.append(f"- {reference} vs {other} on {dataset}: {change} {metric} "
@@ -52,7 +56,7 @@ def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha:
         if np.isfinite(p):
             tested += 1
             real += bool(p < alpha)
-            text += f"; against its better member {_p_text(p)}, {'significant' if p < alpha else 'not significant'} at {alpha}"
+            text += f"; against its better member {_p_text(p)}, {_verdict(p, alpha)} at {alpha}"
         lines.append(text)
     if tested:
         lines.append(f"- in all: {real} of {tested} ensembles differ from their better member at p < {alpha}")
@@ -212,7 +216,7 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     if run is None or control is None:
         return [f"{what}: not both run yet"]
     t = paired_test(run.test_ranks, control.test_ranks, metric)
-    verdict = "significant" if t["p_wilcoxon"] < alpha else "not significant"
+    verdict = _verdict(t["p_wilcoxon"], alpha)
     return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
 
@@ -236,7 +240,7 @@ def gap_closed(reference, variant, control, what: str, names=("length buckets", 
               if gap["p_wilcoxon"] < alpha and ref != var
               else f"the two do not differ significantly ({_p_text(gap['p_wilcoxon'])}), so there is no gap to close")
     against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} "
-                        f"({'significant' if t['p_wilcoxon'] < alpha else 'not significant'})"
+                        f"({_verdict(t['p_wilcoxon'], alpha)})"
                         for name, t in zip(names, tests))
     return [f"{what}: {metric} {ours:.4f}, against {ref:.4f} in {names[0]} and {var:.4f} in {names[1]}: "
             f"{closed}; {against}"]
