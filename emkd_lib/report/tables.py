@@ -309,7 +309,7 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
     paired Wilcoxon test over users against it (column "p": the reference is
     the row without one, named in the chapter's text)."""
     ref = runs.get(reference)
-    metrics = _ablation_columns(metrics)[:-3]
+    metrics = _metric_columns(metrics)
     rows = []
     for label, r in runs.items():
         row = {"variant": label}
@@ -329,10 +329,15 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
     return table[[c for c in _ablation_columns(metrics) if c in table.columns]]
 
 
+def _metric_columns(metrics) -> list[str]:
+    """An ablation table's metric columns: ``metrics``, with NDCG@10 (the
+    metric of its change and test) added when ``metrics`` lacks it."""
+    return [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",))]
+
+
 def _ablation_columns(metrics) -> list[str]:
-    """An ablation table's columns in order; the change and the test are of
-    NDCG@10, shown beside them when ``metrics`` lacks it."""
-    return [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",)), "status", "NDCG@10 change %", "p"]
+    """An ablation table's columns in order."""
+    return [*_metric_columns(metrics), "status", "NDCG@10 change %", "p"]
 
 
 def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG@10"),
