@@ -19,8 +19,8 @@
 # would not fit a 24 GiB machine. Queue B holds the single-model and
 # S^4Rec-family runs. Queue C, light, first trains chapter 05's last
 # batch-order control (one SASRec run), then takes from queue A the EMKD runs
-# small enough to train beside it (Figure 4's N <= 2 on a 3,000-user sample: 2-4.5 GB,
-# where queue A's runs peak at 7-12 GB): a third process on two cores slows
+# small enough to train beside it (all of Figure 4, on a 3,000-user sample: 2-6 GB,
+# where queue A's full-data runs peak at 7-12 GB): a third process on two cores slows
 # A and B by about a third while it runs, but queue A holds the longest
 # list, so its work is done sooner. Each step runs through scripts/campaign.sh (a pinned,
 # clean copy of the code; one thread). A failed step is reported and the queue
@@ -66,7 +66,8 @@ main() {
                                                   # control (chapter 05: Table 2 keeps length buckets)
               "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
-              "grid emkd-encoders --networks 1 2") ;;  # Figure 4's light half; queue A skips what C holds
+              "grid emkd-encoders --networks 1 2"    # Figure 4 on its 3,000-user sample; queue A
+              "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light runs beside them)" >&2; exit 2 ;;
   esac
 
