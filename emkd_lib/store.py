@@ -2,8 +2,11 @@
 
 A run's key hashes what reaches the model and the data
 (``RunConfig.identity``), ``CORE_VERSION`` and the sha256 of every data file
-it read: change the core in a way that changes results and bump the
-version; edit a dataset file and its runs get new keys. The store is a
+it read: change what a run computes (data, model, losses, schedule) and
+bump the version; edit a dataset file and its runs get new keys. A change
+that only draws the same random quantities otherwise keeps the keys (the
+alternative is retraining every stored run), and the commit in a run's
+provenance is then what reproduces it (``scripts/rerun.sh``). The store is a
 folder of JSON records (``<root>/<dataset>/<label>-<key>.json``: config,
 metrics, per-epoch history, flags, provenance) each with an ``.npz``
 sidecar of per-user ranks whose sha256 the record holds: a record whose
