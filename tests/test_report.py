@@ -41,13 +41,28 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     assert table.loc["w/o ICL", "NDCG@10 change %"] == pytest.approx(0.0)
     assert table.loc["x4", "status"] == "not run"
     assert table.loc["EMKD", "status"] == "best epoch 10/20 (cap)"
-    assert significant_changes(table, "EMKD") == "1 of 2 rows differ from EMKD at p < 0.01: w/o KD (-100.0%)"
+    assert significant_changes(table, "EMKD") == \
+        "1 of 2 rows differ from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%)"
     assert significant_changes(ablation_table({"EMKD": fake_run(good), "w/o ICL": fake_run(good)}, "EMKD"), "EMKD") \
-        == "no row differs from EMKD at p < 0.01 (1 tested)"
+        == "no row differs from EMKD in NDCG@10 at p < 0.01 (1 tested)"
     assert significant_changes(ablation_table({"EMKD": None, "x2": fake_run(good)}, "EMKD"), "EMKD") == \
         "no comparison: EMKD has not been run"
     assert significant_changes(ablation_table({"EMKD": fake_run(good), "x2": None}, "EMKD"), "EMKD") == \
         "no comparison: no other row has been run beside EMKD"
+
+
+def test_ablation_table_tests_the_metric_it_is_asked_to():
+    rng = np.random.default_rng(0)
+    good = rng.integers(1, 5, 400)
+    runs = {"full": fake_run(good), "lower": fake_run(good + 12)}  # ranks 13-16: out of the top 10, inside the top 20
+    table = ablation_table(runs, reference="full", metrics=("HR@20", "NDCG@20"), tested="NDCG@20")
+    assert list(table.columns) == ["HR@20", "NDCG@20", "status", "NDCG@20 change %", "p"]
+    expected = 100 * (table.loc["lower", "NDCG@20"] / table.loc["full", "NDCG@20"] - 1)
+    assert -100 < expected < 0
+    assert table.loc["lower", "NDCG@20 change %"] == pytest.approx(expected)
+    assert significant_changes(table, "full").startswith("1 of 1 rows differ from full in NDCG@20 at p < 0.01: lower (")
+    # the default tests NDCG@10, where the same run loses everything
+    assert ablation_table(runs, reference="full").loc["lower", "NDCG@10 change %"] == pytest.approx(-100.0)
 
 
 def test_grouped_ablation_table_pairs_each_group_against_its_own_reference():
@@ -434,6 +449,20 @@ def test_quoted_claim_reads_the_csv(tmp_path, monkeypatch):
         "X reports NDCG@10 on beauty 0.0594 (EMKD), 0.0500 (SASRec) (quoted, X Table 3)."
     assert quoted_claim("X", 3, "SASRec", "NDCG@10", ["toys"]) == \
         "X Table 3 reports no NDCG@10 for SASRec on toys."
+
+
+def test_quoted_first_counts_the_cells_a_method_leads_and_names_the_others(tmp_path, monkeypatch):
+    from emkd_lib.report import quoted_first
+    _papers_csv(tmp_path, monkeypatch, [("beauty", "A", "HR@5", 0.30), ("beauty", "B", "HR@5", 0.20),
+                                        ("beauty", "A", "NDCG@5", 0.10), ("beauty", "B", "NDCG@5", 0.10),  # a tie
+                                        ("toys", "A", "HR@5", 0.10), ("toys", "B", "HR@5", 0.25),
+                                        ("toys", "B", "NDCG@5", 0.20)])  # A not reported: not a cell
+    assert quoted_first("X", 3, "A", ["beauty", "toys"], ["HR@5", "NDCG@5"]) == (
+        "X's Table 3 puts A first in 2 of its 3 dataset-metric cells; not in toys HR@5, "
+        "where B reports 0.2500 against 0.1000 (quoted, X Table 3).")
+    assert quoted_first("X", 3, "A", ["beauty"], ["HR@5", "NDCG@5"]) == \
+        "X's Table 3 puts A first in all 2 of its dataset-metric cells (quoted, X Table 3)."
+    assert quoted_first("X", 3, "C", ["beauty"], ["HR@5"]) == "X Table 3 reports no HR@5 for C on beauty."
 
 
 def test_found_section_best_per_dataset_and_ratio_summary():

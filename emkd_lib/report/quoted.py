@@ -283,6 +283,32 @@ def quoted_claim(paper: str, table: int, methods, metric: str, datasets, digits:
     return f"{paper} reports {metric} {'; '.join(parts)} ({source})."
 
 
+def quoted_first(paper: str, table: int, method: str, datasets, metrics, digits: int = 4) -> str:
+    """Where a paper's table puts ``method`` first, as one sentence read from
+    the quoted CSVs: in how many of its (dataset, metric) cells on
+    ``datasets`` and ``metrics`` it reports the highest value of any method
+    (a tie counts as first), naming each cell where another method is ahead."""
+    q = quoted_table(paper, table)
+    q = q[q["dataset"].isin(list(datasets)) & q["metric"].isin(list(metrics))]
+    cells, behind = 0, []
+    for (dataset, metric), rows in q.groupby(["dataset", "metric"], sort=False):
+        ours = rows.loc[rows["method"] == method, "value"]
+        if ours.empty:
+            continue
+        cells += 1
+        best = rows.loc[rows["value"].idxmax()]
+        if best["value"] > ours.iloc[0]:
+            behind.append(f"{dataset} {metric}, where {best['method']} reports {best['value']:.{digits}f} "
+                          f"against {ours.iloc[0]:.{digits}f}")
+    source = f"quoted, {paper} Table {table}"
+    if not cells:
+        return f"{paper} Table {table} reports no {_join(list(metrics))} for {method} on {_join(list(datasets))}."
+    if not behind:
+        return f"{paper}'s Table {table} puts {method} first in all {cells} of its dataset-metric cells ({source})."
+    return (f"{paper}'s Table {table} puts {method} first in {cells - len(behind)} of its {cells} dataset-metric "
+            f"cells; not in {'; '.join(behind)} ({source}).")
+
+
 def quoted_claim_table(paper: str, table: int, methods, metric: str, datasets) -> pd.DataFrame:
     """What a paper's table reports for ``methods`` on ``datasets``, as a
     small table read from the quoted CSVs: a row per method (the paper's

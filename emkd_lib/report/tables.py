@@ -303,13 +303,15 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
 
-def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> pd.DataFrame:
+def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10"), tested: str = "NDCG@10"
+                   ) -> pd.DataFrame:
     """One row per labelled run (``None`` = not run): its test metrics, the
-    relative change of NDCG@10 against the ``reference`` row, and the p of a
-    paired Wilcoxon test over users against it (column "p": the reference is
-    the row without one, named in the chapter's text)."""
+    relative change of the ``tested`` metric against the ``reference`` row
+    (column "<tested> change %"), and the p of a paired Wilcoxon test of it
+    over users against that row (column "p": the reference is the row
+    without one, named in the chapter's text)."""
     ref = runs.get(reference)
-    metrics = _metric_columns(metrics)
+    metrics = _metric_columns(metrics, tested)
     rows = []
     for label, r in runs.items():
         row = {"variant": label}
@@ -320,54 +322,57 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10")) -> 
         row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
             " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "")
         if ref is not None and label != reference:
-            t = paired_test(r.test_ranks, ref.test_ranks, "NDCG@10")
-            row["NDCG@10 change %"] = relative_change(t["mean_a"], t["mean_b"])
+            t = paired_test(r.test_ranks, ref.test_ranks, tested)
+            row[f"{tested} change %"] = relative_change(t["mean_a"], t["mean_b"])
             row["p"] = t["p_wilcoxon"]
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     # Column order must not depend on whether the first row was run.
-    return table[[c for c in _ablation_columns(metrics) if c in table.columns]]
+    return table[[c for c in _ablation_columns(metrics, tested) if c in table.columns]]
 
 
-def _metric_columns(metrics) -> list[str]:
-    """An ablation table's metric columns: ``metrics``, with NDCG@10 (the
+def _metric_columns(metrics, tested: str) -> list[str]:
+    """An ablation table's metric columns: ``metrics``, with ``tested`` (the
     metric of its change and test) added when ``metrics`` lacks it."""
-    return [*metrics, *(() if "NDCG@10" in metrics else ("NDCG@10",))]
+    return [*metrics, *(() if tested in metrics else (tested,))]
 
 
-def _ablation_columns(metrics) -> list[str]:
+def _ablation_columns(metrics, tested: str) -> list[str]:
     """An ablation table's columns in order."""
-    return [*_metric_columns(metrics), "status", "NDCG@10 change %", "p"]
+    return [*_metric_columns(metrics, tested), "status", f"{tested} change %", "p"]
 
 
 def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG@10"),
-                           level: str = "method") -> pd.DataFrame:
+                           level: str = "method", tested: str = "NDCG@10") -> pd.DataFrame:
     """The ``ablation_table`` of each group (``group label -> {row label -> run}``,
     each group with its own ``reference`` row), stacked under an outer index
     level ``level``: one table for a control that several methods share."""
     if not groups:
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=[level, "variant"]))
-    table = pd.concat({group: ablation_table(runs, reference, metrics) for group, runs in groups.items()},
+    table = pd.concat({group: ablation_table(runs, reference, metrics, tested) for group, runs in groups.items()},
                       names=[level])
     # the column order must not depend on which group ran first
-    return table[[c for c in _ablation_columns(metrics) if c in table.columns]]
+    return table[[c for c in _ablation_columns(metrics, tested) if c in table.columns]]
 
 
 def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
     """One line naming the rows of an ``ablation_table`` whose paired test
-    against ``reference`` has p < ``alpha``, with their change, so a chapter's
-    conclusion is read off the table instead of written by hand."""
+    against ``reference`` has p < ``alpha``, with their change in the tested
+    metric (named), so a chapter's conclusion is read off the table instead
+    of written by hand."""
     if reference not in table.index or table.loc[reference, "status"] == "not run":
         return f"no comparison: {reference} has not been run"
     p = pd.to_numeric(table.get("p", pd.Series(dtype=float)), errors="coerce")
     tested = int(p.notna().sum())
     if tested == 0:
         return f"no comparison: no other row has been run beside {reference}"
+    (change,) = [c for c in table.columns if str(c).endswith(" change %")]
+    metric = change.removesuffix(" change %")
     rows = table[p < alpha]
     if rows.empty:
-        return f"no row differs from {reference} at p < {alpha} ({tested} tested)"
-    changes = ", ".join(f"{label} ({row['NDCG@10 change %']:+.1f}%)" for label, row in rows.iterrows())
-    return f"{len(rows)} of {tested} rows differ from {reference} at p < {alpha}: {changes}"
+        return f"no row differs from {reference} in {metric} at p < {alpha} ({tested} tested)"
+    changes = ", ".join(f"{label} ({row[change]:+.1f}%)" for label, row in rows.iterrows())
+    return f"{len(rows)} of {tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}"
 
 
 def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:
