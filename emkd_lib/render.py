@@ -226,7 +226,11 @@ def render_table(df: pd.DataFrame, digits: int | None = 4, caption: str | None =
 
 def _p_value_text(p: float) -> str:
     # The Styler writes cell text into the HTML unescaped.
-    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
+    if p < 0.001:
+        return "&lt;0.001"
+    text = f"{p:.3f}"
+    # a p just under the 0.01 the book tests at must not read as 0.010
+    return f"{p:.4f}" if (p < 0.01) != (float(text) < 0.01) else text
 
 
 def _column_text(column, digits: int | None, whole: bool = False):

@@ -123,13 +123,17 @@ def test_head_tail_found_states_each_groups_change_and_paired_test():
     head = np.arange(40) < 10
     reference = _Ranked(np.where(head, 0, 100))      # head: NDCG@20 1; tail: 0
     other = _Ranked(np.where(head, 1, 0))            # head: 1 / log2(3); tail: 1
-    head_line, tail_line = cl.head_tail_found({"S4Rec": reference, "ICLRec": other}, head, "S4Rec", "ICLRec", "d")
+    head_line, tail_line = cl.head_tail_found({"S4Rec": reference, "ICLRec": other}, head, "S4Rec", "ICLRec", "beauty")
     # Ten equal positive differences: the exact two-sided Wilcoxon p is 2 / 2^10.
-    assert head_line == ("d head users (10): S4Rec NDCG@20 1.0000 against ICLRec 0.6309 "
+    assert head_line == ("beauty head users (10): S4Rec NDCG@20 1.0000 against ICLRec 0.6309 "
                          "(+58.5%, p = 0.002: higher, significant at p < 0.01, as the paper's Figure 4 reports)")
-    assert tail_line.startswith("d tail users (30): S4Rec NDCG@20 0.0000 against ICLRec 1.0000 (-100.0%")
+    assert tail_line.startswith("beauty tail users (30): S4Rec NDCG@20 0.0000 against ICLRec 1.0000 (-100.0%")
     assert tail_line.endswith("lower, significant at p < 0.01, unlike the paper's Figure 4)")
-    same = cl.head_tail_found({"S4Rec": reference, "ICLRec": reference}, head, "S4Rec", "ICLRec", "d")
+    # the paper's Figure 4 shows Beauty only: elsewhere no line speaks for it
+    toys = cl.head_tail_found({"S4Rec": reference, "ICLRec": other}, head, "S4Rec", "ICLRec", "toys")
+    assert toys[0].endswith("(+58.5%, p = 0.002: higher, significant at p < 0.01)")
+    assert toys[1].endswith("lower, significant at p < 0.01)")
+    same = cl.head_tail_found({"S4Rec": reference, "ICLRec": reference}, head, "S4Rec", "ICLRec", "beauty")
     tail = "no significant difference at p < 0.01, where the paper's Figure 4 reports a gain)"
     assert same[0].endswith(f"(+0.0%, p = 1: {tail}")
     assert same[1].endswith(f"(no relative change: zero base, p = 1: {tail}")
@@ -145,10 +149,15 @@ def test_head_tail_gap_found_says_for_which_methods_tail_users_score_lower():
     (line,) = cl.head_tail_gap_found({"SASRec": tail_worse, "S4Rec": tail_better, "ICLRec": None}, head, "d")
     assert line == ("d: tail users score lower than head users for SASRec only "
                     "(NDCG@20, tail against head: SASRec 0.0000 against 1.0000, S4Rec 1.0000 against 0.6309)")
-    (line,) = cl.head_tail_gap_found({"SASRec": tail_worse}, head, "d")
+    (line,) = cl.head_tail_gap_found({"SASRec": tail_worse, "ICLRec": tail_worse}, head, "d")
     assert line.startswith("d: tail users score lower than head users for every method, as the paper's premise")
-    (line,) = cl.head_tail_gap_found({"S4Rec": tail_better}, head, "d")
+    (line,) = cl.head_tail_gap_found({"S4Rec": tail_better, "ICLRec": tail_better}, head, "d")
     assert line.startswith("d: tail users score lower than head users for no method, against the paper's premise")
+    (line,) = cl.head_tail_gap_found({"SASRec": tail_worse}, head, "d")
+    assert line == ("d: for SASRec, the one method stored so far, tail users score lower than head users "
+                    "(NDCG@20, tail against head: SASRec 0.0000 against 1.0000)")
+    (line,) = cl.head_tail_gap_found({"S4Rec": tail_better}, head, "d")
+    assert line.startswith("d: for S4Rec, the one method stored so far, tail users score no lower than head users")
     assert cl.head_tail_gap_found({"S4Rec": None}, head, "d") == ["d: head against tail users: nothing run yet"]
 
 
@@ -180,6 +189,22 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     (line,) = cl.head_rate_compactness({"S4Rec": wide, "ICLRec": narrow}, "S4Rec", "ICLRec", "d")
     assert "is wider than ICLRec's (0.20 against 0.10), unlike the paper's Figure 3" in line
     assert cl.head_rate_compactness({"S4Rec": wide}, "S4Rec", "ICLRec", "d") == []
+    sized = {"S4Rec": narrow.assign(users=1000), "ICLRec": wide.assign(users=10)}
+    (line,) = cl.head_rate_compactness(sized, "S4Rec", "ICLRec", "d")
+    chance = cl.chance_head_rate_iqr(sized["S4Rec"]), cl.chance_head_rate_iqr(sized["ICLRec"])
+    assert line.endswith(f"; clusters of the same sizes filled at random would give {chance[0]:.2f} and {chance[1]:.2f}")
+
+
+def test_chance_head_rate_iqr_shrinks_with_the_clusters_size():
+    from emkd_lib.report import clusters as cl
+    # clusters of one user: every rate is 0 or 1, and with half the users head the quartiles are 0 and 1
+    singles = pd.DataFrame({"users": [1] * 8, "head_rate": [1.0] * 4 + [0.0] * 4})
+    assert cl.chance_head_rate_iqr(singles) == 1.0
+    # the same head share in clusters of 2,000: binomial spread sqrt(0.25 / 2000) ~ 0.011, IQR ~ 1.35 of it
+    large = pd.DataFrame({"users": [2000] * 8, "head_rate": [0.5] * 8})
+    assert 0.005 < cl.chance_head_rate_iqr(large) < 0.03
+    assert cl.chance_head_rate_iqr(large, seed=1) != cl.chance_head_rate_iqr(large, seed=2)
+    assert cl.chance_head_rate_iqr(large, seed=3) == cl.chance_head_rate_iqr(large, seed=3)
 
 
 def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):

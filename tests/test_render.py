@@ -173,6 +173,9 @@ def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
         assert f">{shown}</td>" in html, shown
     assert "10.5211" not in html and "0.0003" not in html
     assert "10.5211" in repr(render_table(df, digits=4))   # the text nbval compares keeps its digits
+    near = render_table(pd.DataFrame({"p": [0.00981, 0.0104, 0.00951]}), digits=4).to_html()
+    for shown in ("0.0098", "0.010", "0.0095"):   # under 0.01 never reads as 0.010
+        assert f">{shown}</td>" in near, shown
     counts = pd.DataFrame({"value": [22363.0, 8.876, 100.5], "training (s)": [3351.3863, 12.0, 0.4]})
     html = render_table(counts, digits=3).to_html()
     for shown in ("22,363", "8.876", "100.500", "3,351", "12", "0"):

@@ -394,7 +394,7 @@ def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
     for name, get in (("d", lambda c: c.encoder_config.hidden), ("M", lambda c: c.params.n_views),
                       ("epochs cap", lambda c: c.train.epochs)):
         if get(cpu) != get(paper):
-            assert f"{name} {get(cpu)} (paper: {get(paper)})" in text
+            assert f"{name} {get(cpu)} (paper profile: {get(paper)})" in text
         else:
             assert f"{name} " not in text
     assert setting_differences(paper, paper) == "none"
@@ -404,7 +404,7 @@ def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
     # a user sample and a window length are settings too
     sample = profile_config("cpu", "beauty", "sasrec", data__max_users=100, data__max_len=7)
     text = setting_differences(sample, sasrec)
-    assert "users 100 (paper: all)" in text and f"length 7 (paper: {sasrec.data.max_len})" in text
+    assert "users 100 (paper profile: all)" in text and f"length 7 (paper profile: {sasrec.data.max_len})" in text
 
 
 def test_scorecard_carries_the_setting_column_from_stored_or_planned_configs(tmp_path, monkeypatch):
@@ -477,6 +477,8 @@ def test_found_section_best_per_dataset_and_ratio_summary():
     assert best_per_dataset(table) == ["on beauty the best by test NDCG@10 is SASRec (1.0000), "
                                        "+100.0% over GRU4Rec (0.5000)"]
     assert best_per_dataset(metrics_table([])) == []
+    assert best_per_dataset(metrics_table([fake_run([0] * 10, "sasrec")])) == \
+        ["on beauty only SASRec is stored so far (test NDCG@10 1.0000)"]
     df = pd.DataFrame({"ratio": [0.5, float("nan"), 1.0, 0.8]})
     assert ratio_summary(df, "Table 4") == \
         "Table 4: ours / the paper's value has median 0.80 over 3 cells (from 0.50 to 1.00)"

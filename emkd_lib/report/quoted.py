@@ -107,12 +107,13 @@ SETTINGS_COMPARED = (
 def setting_differences(config, reference) -> str:
     """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M,
     maximum length, user sample) in
-    which ``config`` differs from ``reference`` (the paper's setting), as
-    ``"profile cpu; d 64 (paper: 256)"``; ``"none"`` when
-    they agree, ``""`` when either config is missing."""
+    which ``config`` differs from ``reference`` (the ``paper`` profile's
+    config: the paper's setting where the paper states one, this study's
+    choice where it does not), as ``"profile cpu; d 64 (paper profile: 256)"``;
+    ``"none"`` when they agree, ``""`` when either config is missing."""
     if config is None or reference is None:
         return ""
-    parts = [f"{name} {get(config)}" + ("" if name == "profile" else f" (paper: {get(reference)})")
+    parts = [f"{name} {get(config)}" + ("" if name == "profile" else f" (paper profile: {get(reference)})")
              for name, get in SETTINGS_COMPARED if get(config) != get(reference)]
     return "; ".join(parts) if parts else "none"
 

@@ -76,7 +76,8 @@ def found_section(lines) -> str:
 
 def best_per_dataset(table: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
     """Read off a ``metrics_table``: per dataset the best method by
-    ``metric`` and the runner-up, with their values and the gap in percent."""
+    ``metric`` and the runner-up, with their values and the gap in percent;
+    a dataset with one method stored says only that, with its value."""
     lines = []
     if table.empty:
         return lines
@@ -86,11 +87,13 @@ def best_per_dataset(table: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
         values = table[(dataset, metric)].dropna().sort_values(ascending=False)
         if values.empty:
             continue
+        if len(values) == 1:
+            lines.append(f"on {dataset} only {values.index[0]} is stored so far (test {metric} {values.iloc[0]:.4f})")
+            continue
         line = f"on {dataset} the best by test {metric} is {values.index[0]} ({values.iloc[0]:.4f})"
-        if len(values) > 1:
-            gap = relative_change(values.iloc[0], values.iloc[1])
-            line += (f", {gap:+.1f}% over" if np.isfinite(gap) else ", ahead of") + \
-                f" {values.index[1]} ({values.iloc[1]:.4f})"
+        gap = relative_change(values.iloc[0], values.iloc[1])
+        line += (f", {gap:+.1f}% over" if np.isfinite(gap) else ", ahead of") + \
+            f" {values.index[1]} ({values.iloc[1]:.4f})"
         lines.append(line)
     return lines
 

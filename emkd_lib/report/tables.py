@@ -445,18 +445,21 @@ def _method_title(part) -> str:
 
 # What a None setting means, where it is not "not applicable".
 _NONE_MEANS = {"max_users": "all", "grad_clip": "off", "window_step": "default"}
+# One setting under two methods' names: compared, and shown, as one column.
+_SAME_SETTING = {"n_intents": "clusters", "n_prototypes": "clusters"}
 
 
 def setup_table(grid: dict) -> pd.DataFrame:
     """One row per (dataset, method) of a grid: the settings that differ
     between the configs that have them ("-" where a method has no such
-    setting; a method's own settings only where they differ)."""
+    setting; a method's own settings only where they differ; settings that
+    two methods name differently, ``_SAME_SETTING``, under one name)."""
     rows = {}
     for config in grid.values():
         flat = {"dataset": config.dataset, "method": method_label(config)}
         for part in ("encoder_config", "params", "train", "data"):
             for k, v in vars(getattr(config, part)).items():
-                flat[f"{k}"] = _NONE_MEANS.get(k, v) if v is None else v
+                flat[_SAME_SETTING.get(k, k)] = _NONE_MEANS.get(k, v) if v is None else v
         rows.setdefault((config.dataset, flat["method"]), flat)
     df = pd.DataFrame(list(rows.values()))
     # compared as the config's own values, among the configs that have the key
