@@ -18,7 +18,8 @@ from .tables import method_label
 # "sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches),
 #  52.1 GFLOP/s = 31.1% of peak"
 _LINE = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]:\s+(?P<rate>[\d.]+) sequences/s,\s+"
-                   r"(?P<epoch>[\d.]+) s/epoch .*?(?P<gflops>[\d.]+) GFLOP/s =\s*(?:>=\s*)?(?P<share>[\d.]+)% of peak")
+                   r"(?P<epoch>[\d.]+) s/epoch (?:\((?P<sequences>\d+) training sequences)?"
+                   r".*?(?P<gflops>[\d.]+) GFLOP/s =\s*(?:>=\s*)?(?P<share>[\d.]+)% of peak")
 _PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s(?:; bf16: (?P<bf16>[\d.]+) GFLOP/s)?")
 # The script's warning when other processes shared the machine.
 _LOAD = re.compile(r"WARNING: 1-minute load average (?P<load>[\d.]+) > 1")
@@ -399,6 +400,7 @@ def benchmark_table(paths) -> pd.DataFrame:
                 rows.append({"file": path.name, "options": command, "method": m.group("method"),
                              "dataset": m.group("dataset"), "profile": m.group("profile"),
                              "sequences / s": float(m.group("rate")), "s / epoch": float(m.group("epoch")),
+                             "sequences / epoch": float(m.group("sequences")) if m.group("sequences") else np.nan,
                              "GFLOP/s": float(m.group("gflops")), "% of fp32 peak": float(m.group("share")),
                              "peak GFLOP/s": peak, "bf16 peak GFLOP/s": bf16_peak, "load": load,
                              "recorded": header})
@@ -724,7 +726,9 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     options, an otherwise idle machine: under load the matmul peak falls
     further than training throughput, which would flatter the share), the
     best with bf16 autocast (``method[bf16]`` lines; as a share of the fp32
-    peak, which the target names, and of the machine's bf16 peak), the
+    peak, which the target names, and of the machine's bf16 peak), each with
+    the file that measured it and the fp32 line's epoch (its seconds and its
+    training sequences: the files measure epochs of different windows), the
     target, and whether it is met: "yes", "with bf16 autocast" where only
     the bf16 run reaches it, else "no"."""
     rows = []
@@ -740,11 +744,12 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
             continue
         best = fp32.loc[fp32["% of fp32 peak"].idxmax()]
         row.update({"measured % of peak": best["% of fp32 peak"], "s / epoch": best["s / epoch"],
-                    "measured in": best["file"]})
+                    "sequences / epoch": best.get("sequences / epoch", np.nan), "measured in": best["file"]})
         if not bf16.empty:
             fast = bf16.loc[bf16["% of fp32 peak"].idxmax()]
             row.update({"bf16 autocast % of fp32 peak": fast["% of fp32 peak"],
-                        "bf16 autocast % of bf16 peak": 100 * fast["GFLOP/s"] / fast.get("bf16 peak GFLOP/s", np.nan)})
+                        "bf16 autocast % of bf16 peak": 100 * fast["GFLOP/s"] / fast.get("bf16 peak GFLOP/s", np.nan),
+                        "bf16 measured in": fast["file"]})
         row["met"] = ("yes" if row["measured % of peak"] >= target else
                       "with bf16 autocast" if row.get("bf16 autocast % of fp32 peak", 0) >= target else "no")
         rows.append(row)
