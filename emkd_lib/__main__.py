@@ -89,10 +89,16 @@ def _add_data_options(p) -> None:
                    help="accept a bundled dataset file whose checksum differs (the run gets its own key)")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emkd_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per process when running two)")
+    parser.add_argument("--threads", type=_positive_int, help="torch CPU threads (e.g. 1 per process when running two)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -283,9 +289,9 @@ def _command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_process(args.threads, settings_module.current().keep_freed_memory)
-    code_commit()  # read once, now: the code this process runs, whatever is committed while it trains
     try:
+        configure_process(args.threads, settings_module.current().keep_freed_memory)
+        code_commit()  # read once, now: the code this process runs, whatever is committed while it trains
         return _command(args)
     except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError, MissingExtra) as err:
         if args.debug:

@@ -13,12 +13,12 @@ def keep_freed_cpu_memory() -> bool:
     A training step allocates and frees tensors of hundreds of MB (scores over
     the catalogue, their softmax, their gradients). By default glibc serves each
     with a fresh ``mmap`` and unmaps it when freed, so the next step faults in
-    and zeroes the same pages again: on the 2-core machine, training processes
-    spent 35 to 60% of their CPU time in the kernel doing this. With ``mmap``
+    and zeroes the same pages again, and a training process can spend a large
+    share of its CPU time in the kernel doing this. With ``mmap``
     off and trimming off, freed blocks stay in the heap and the next step
     reuses them. The cost is memory: a process keeps its peak until it exits,
-    and the heap fragments (Beauty/ML-1M runs peaked at about twice their
-    default footprint), so ``EMKD_KEEP_FREED_MEMORY=0`` in the environment
+    and the heap fragments (a run can peak at about twice its default
+    footprint), so ``EMKD_KEEP_FREED_MEMORY=0`` in the environment
     makes the CLI leave malloc as it is for runs that would not fit. A no-op (``False``)
     there and where the C library is not glibc.
     """

@@ -46,15 +46,15 @@ _TRANSFORMER = {"smoke": {"encoder_config__n_blocks": 1}, "paper": {"encoder_con
 # ODMT's protocol, for every method of its tables: batches of 128 users
 # (Sec. 4.3). On ML-100K (943 users, 8 steps an epoch) patience counts from
 # step 400 (epoch 50) instead of 1500 (epoch 188), and waits 20 epochs (160
-# steps): its validation NDCG@10 over 943 users is noisy, and 5 epochs had
-# stopped GRU4Rec while its curve was still rising.
+# steps): its validation NDCG@10 over 943 users is noisy, and 5 epochs of
+# patience stop runs whose curve is still rising.
 #
 # ML-1M in the cpu profile: a fixed sample of ``ML1M_CPU_USERS`` users (the
 # same for every method and seed, ``DataConfig.max_users``). Its windows of 40
-# items every 10 make an epoch seven times Beauty's; all 6,040 users would
-# cost some 140 CPU-hours of converged runs for the book's ML-1M columns, a
-# third of them about 46 (priced in the performance chapter). The paper
-# profile keeps every user.
+# items every 10 make an epoch seven times Beauty's, and converged runs of
+# every method on all 6,040 users would cost several times the cpu book's
+# budget (the performance chapter prices both). The paper profile keeps every
+# user.
 ML1M_CPU_USERS = 2000
 _DATASET = {
     "cpu": {"ml-100k-odmt": {"train__batch_size": 128, "train__min_steps": 400, "train__patience": 20},

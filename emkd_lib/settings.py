@@ -50,7 +50,10 @@ class Settings:
 
 
 def _flag(env, name: str, default: str) -> bool:
-    return env.get(name, default) == "1"
+    value = env.get(name, default)
+    if value not in ("0", "1"):  # "true" or "yes" must not read as off
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def current(env=None) -> Settings:

@@ -52,6 +52,20 @@ def test_user_errors_are_one_line_and_exit_2(case, env, capsys):
     assert "Traceback" not in captured.err + captured.out
 
 
+def test_a_flag_variable_that_is_not_0_or_1_is_a_user_error(env, monkeypatch, capsys):
+    monkeypatch.setenv("EMKD_REQUIRE_CACHED", "true")   # would have read as off
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "emkd_lib: error: EMKD_REQUIRE_CACHED must be 0 or 1, got 'true'"
+
+
+@pytest.mark.parametrize("threads", ["0", "-1", "two"])
+def test_threads_must_be_a_positive_integer(env, capsys, threads):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([f"--threads={threads}", "list"])
+    assert exit_.value.code == 2
+    assert f"argument --threads: must be a positive integer, got '{threads}'" in capsys.readouterr().err
+
+
 def test_debug_raises_the_error_itself(env):
     with pytest.raises(ValueError, match="unknown method 'transformer'"):
         cli.main(["--debug", "run", "--profile", "smoke", "--dataset", "beauty", "--method", "transformer"])

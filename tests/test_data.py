@@ -498,7 +498,7 @@ def test_subsample_users_deterministic(tmp_path):
     assert a.n_items == 50 and a.attributes is attrs
     assert a.files == ds.files and a.source == ds.source  # same data identity as the full dataset
     assert len(subsample_users(ds, 1000, seed=0).sequences) == 100
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^n_users must be positive, got 0$"):
         subsample_users(ds, 0, seed=0)
 
 

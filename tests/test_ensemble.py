@@ -358,6 +358,18 @@ def test_build_method_gives_the_ensemble_and_its_recipe():
     assert no_ap.attribute_head is None
 
 
+@pytest.mark.parametrize("setting", [{"output_layer": "bert4rec"}, {"scale_embeddings": True},
+                                     {"shared_initialisation": True}, {"output_chunk": 8}])
+def test_emkd_on_a_next_item_encoder_refuses_the_bert4rec_ensembles_settings(setting):
+    config = RunConfig(dataset="successor", method="emkd", profile="cpu", encoder="sasrec",
+                       encoder_config=TransformerConfig(hidden=16, n_blocks=1, n_heads=2),
+                       params=EMKDParams(n_networks=2, n_views=2, **setting), data=DataConfig(max_len=10))
+    (name,) = setting
+    with pytest.raises(ValueError, match=rf"^EMKDParams\.{name} applies only to EMKD's BERT4Rec encoder, not to 'sasrec'$"):
+        build_method(config, successor_dataset())
+    build_method(config.replace(**{f"params__{name}": getattr(EMKDParams(), name)}), successor_dataset())
+
+
 def test_emkd_learns_a_deterministic_successor():
     dataset = successor_dataset()
     split = leave_one_out(dataset.sequences)
@@ -475,13 +487,17 @@ def test_activation_checkpointing_is_a_config_option_that_needs_transformer_bloc
         profile_config("smoke", "beauty", "emkd", train__activation_checkpointing="yes")
 
 
-@pytest.mark.parametrize("output_layer", ["linear", "bert4rec"])
-def test_emkd_with_a_chunked_output_gives_the_same_terms_and_gradients(output_layer):
+@pytest.mark.parametrize("output_layer, symmetric_detached_kd",
+                         [("linear", False), ("bert4rec", False), ("linear", True)])
+def test_emkd_with_a_chunked_output_gives_the_same_terms_and_gradients(output_layer, symmetric_detached_kd):
     """``EMKDParams.output_chunk`` changes how the logits are held, not the
-    loss: every term and every parameter's gradient as without it."""
+    loss: every term and every parameter's gradient as without it, with the
+    printed distillation and with the public code's (each pair once,
+    symmetric, teacher detached)."""
     dataset = helpers.successor_dataset(n_attributes=3)
     config = profile_config("smoke", "beauty", "emkd", params__output_layer=output_layer,
-                            params__scale_embeddings=output_layer == "bert4rec")
+                            params__scale_embeddings=output_layer == "bert4rec",
+                            params__kd_symmetric_detached_teacher=symmetric_detached_kd)
     ids = torch.tensor(pad_left([s[:6] for s in dataset.sequences[:8]], 6))
     results = []
     for chunk in (None, 7):

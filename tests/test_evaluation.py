@@ -82,9 +82,9 @@ def test_target_ranks_ties_are_pessimistic_and_padding_never_ranked():
 
 def test_target_ranks_rejects_bad_input():
     scores = torch.zeros(2, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^targets must be item ids in 1\.\.4$"):
         target_ranks(scores, torch.tensor([1, 5]))       # 5 > n_items = 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^targets must be item ids in 1\.\.4$"):
         target_ranks(scores, torch.tensor([0, 1]))       # 0 is padding
     nan_scores = scores.clone()
     nan_scores[0, 3] = float("nan")
@@ -249,7 +249,7 @@ def test_evaluate_errors():
     with_empty[4] = np.array([], dtype=np.int64)
     with pytest.raises(ValueError, match="user index 4"):
         evaluate(score_fn, with_empty, targets)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^max_len must be a positive int or None, got 0$"):
         evaluate(score_fn, inputs, targets, max_len=0)
 
 

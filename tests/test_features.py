@@ -262,3 +262,9 @@ def test_image_normalisation_matches_the_weights_batch_norm_statistics():
         other_corr, other_ratio = fit(model.conv_stem((0.5 * x + 0.5 - mean) / std))
     assert corr > 0.9 and 0.5 < ratio < 2.5
     assert other_corr < corr - 0.1 and other_ratio > 4
+
+
+@pytest.mark.parametrize("setting", ["token_budget", "text_batch_size", "image_batch_size", "chunk_size", "image_size"])
+def test_extraction_settings_reject_sizes_below_one(setting):
+    with pytest.raises(ValueError, match=rf"^ExtractionSettings: {setting} must be >= 1, got 0$"):
+        features.ExtractionSettings(**{setting: 0})

@@ -46,7 +46,7 @@ def test_kmeans_is_a_function_of_the_points_and_the_seed():
     # fewer points than clusters: every point is its own centroid
     c, a = kmeans(points[:2], 5, seed=0)
     assert c.shape == (2, 3) and sorted(a.tolist()) == [0, 1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^points must be a non-empty \(N, d\) matrix, got shape \(0, 3\)$"):
         kmeans(np.zeros((0, 3)), 2, seed=0)
 
 

@@ -393,6 +393,11 @@ def test_params_reject_bad_values():
     with pytest.raises(ValueError, match="temperature"):
         ODMTParams(temperature=0.0)
     assert odmt.LateFusionParams().fusion == "late" and odmt.EarlyFusionParams().item_tower == "separate"
+    # SASRec+LF with ODMT's distillation would be ODMT under another name
+    with pytest.raises(ValueError, match="fusion"):
+        profile_config("cpu", "ml-100k-odmt", "sasrec-lf", params__fusion="distill")
+    with pytest.raises(ValueError, match="fusion"):
+        odmt.EarlyFusionParams(fusion="late")
     config = profile_config("cpu", "ml-100k-odmt", "sasrec-lf")
     assert isinstance(config.params, odmt.LateFusionParams)
     assert RunConfig.from_dict(config.to_dict()) == config

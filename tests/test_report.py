@@ -57,7 +57,11 @@ def test_ablation_table_tests_the_metric_it_is_asked_to():
     runs = {"full": fake_run(good), "lower": fake_run(good + 12)}  # ranks 13-16: out of the top 10, inside the top 20
     table = ablation_table(runs, reference="full", metrics=("HR@20", "NDCG@20"), tested="NDCG@20")
     assert list(table.columns) == ["HR@20", "NDCG@20", "status", "NDCG@20 change %", "p"]
-    expected = 100 * (table.loc["lower", "NDCG@20"] / table.loc["full", "NDCG@20"] - 1)
+    ndcg20 = {label: np.mean(1 / np.log2(ranks[ranks < 20] + 2)) * np.mean(ranks < 20)
+              for label, ranks in (("full", good), ("lower", good + 12))}   # by hand: 0-based ranks, all under 20
+    assert table.loc["full", "NDCG@20"] == pytest.approx(ndcg20["full"])
+    assert table.loc["lower", "NDCG@20"] == pytest.approx(ndcg20["lower"])
+    expected = 100 * (ndcg20["lower"] / ndcg20["full"] - 1)
     assert -100 < expected < 0
     assert table.loc["lower", "NDCG@20 change %"] == pytest.approx(expected)
     assert significant_changes(table, "full").startswith("1 of 1 rows differ from full in NDCG@20 at p < 0.01: lower (")

@@ -269,11 +269,13 @@ def test_a_run_another_process_trains_is_refused_and_skipped_by_a_grid(env, monk
                                "exclusive_lock; cm = exclusive_lock(sys.argv[1]); cm.__enter__(); "
                                "print('held', flush=True); time.sleep(60)", str(lock)],
                               stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(runs.RunInProgress):
-        runs.run_or_load(config, device="cpu", progress=False)
-    holder.kill()
-    holder.wait()
+    try:  # a failed assert must not leave the child holding the lock for a minute
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunInProgress):
+            runs.run_or_load(config, device="cpu", progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
     monkeypatch.setattr(runs, "fit", real_fit)
     assert runs.run_or_load(config, device="cpu", progress=False).path.exists()
 

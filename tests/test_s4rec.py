@@ -73,7 +73,7 @@ def test_prototypes_are_normalised_on_use_and_trainable():
     torch.testing.assert_close(mu.norm(dim=1), torch.ones(K))
     mu.sum().backward()
     assert protos.weight.grad is not None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^need n_prototypes >= 1 and dim >= 1, got 0, {D}$"):
         Prototypes(0, D)
 
 
@@ -246,6 +246,17 @@ def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
         assert float(terms[name]) == pytest.approx(value, rel=1e-4, abs=1e-5), name
     total = sr + 0.2 * clust + 0.3 * expected["scl"] + 0.5 * expected["csd"] + 0.7 * adv
     assert float(terms["loss"]) == pytest.approx(total, rel=1e-4)
+
+
+def test_the_recipe_refuses_to_augment_before_it_has_the_item_pool():
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    model, recipe = build_method(config(), dataset)
+    batch = torch.from_numpy(pad_left(build_method(config(), dataset)[1].make_examples(split.train)[:8]))
+    with pytest.raises(RuntimeError, match="^S\\^4Rec's insert operator needs the item pool built by Recipe.make_examples$"):
+        recipe.loss(model, batch, torch.Generator().manual_seed(0))
+    recipe.make_examples(split.train)
+    assert torch.isfinite(recipe.loss(model, batch, torch.Generator().manual_seed(0))["loss"])
 
 
 @pytest.mark.parametrize("row, absent", [

@@ -61,6 +61,7 @@ import numpy as np
 from .. import settings as settings_module
 from ..extras import MissingExtra, require
 from ..files import atomic_write, atomic_write_bytes, cached_file_sha256, cached_file_sha256s
+from ..typed import bound, check_fields
 from .fetch import resolve_dataset_dir
 from .registry import dataset_spec
 
@@ -327,11 +328,14 @@ def image_features(paths: list[Path | str | None], batch_size: int = 32, image_s
 
 @dataclass(frozen=True)
 class ExtractionSettings:
-    token_budget: int = 32
-    text_batch_size: int = 64
-    image_batch_size: int = 32
-    chunk_size: int = 256
-    image_size: int = IMAGE_SIZE
+    token_budget: int = bound(32, ge=1)
+    text_batch_size: int = bound(64, ge=1)
+    image_batch_size: int = bound(32, ge=1)
+    chunk_size: int = bound(256, ge=1)
+    image_size: int = bound(IMAGE_SIZE, ge=1)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass

@@ -167,22 +167,22 @@ def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_a
     # public code's per-view CrossEntropyLoss / batchmean KL.
     view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[predict_at]
     weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
-    code = params.kd_symmetric_detached_teacher
+    symmetric_detached_kd = params.kd_symmetric_detached_teacher
     if params.output_chunk is None:
         logits = model.logits(hidden[:, B:][:, predict_at])              # (N, P, n_items)
         terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
         if "kd" in active:
-            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=code,
-                                                   symmetric=code, weights=weights)
+            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=symmetric_detached_kd,
+                                                   symmetric=symmetric_detached_kd, weights=weights)
     else:
         if not hasattr(model, "output_parts"):
             raise ValueError(f"output_chunk needs EMKD's BERT4Rec ensemble, not {type(model).__name__}")
         projected, weight, bias = model.output_parts(hidden[:, B:][:, predict_at])
         terms["mip"], kd = losses.chunked_item_losses(projected, weight, bias, targets, weights,
-                                                      params.softmax_temperature, detach_teacher=code,
+                                                      params.softmax_temperature, detach_teacher=symmetric_detached_kd,
                                                       with_kd="kd" in active, chunk=params.output_chunk)
         if "kd" in active:
-            terms["kd"] = 0.5 * kd if code else kd
+            terms["kd"] = 0.5 * kd if symmetric_detached_kd else kd
 
     if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
         attribute_targets = model.item_attributes[ids[ap_at]].to(hidden.dtype)
@@ -228,6 +228,11 @@ def ensemble_last_position_scores(model: nn.Module, ids: torch.Tensor) -> torch.
     return with_padding_column(average_logits(model.logits(model(ids)[:, :, -1])))
 
 
+# Settings of the BERT4Rec ensemble (its output layer, embeddings,
+# initialisation and fused output chunks) that a next-item encoder has not.
+_BERT4REC_ONLY = ("output_layer", "scale_embeddings", "shared_initialisation", "output_chunk")
+
+
 def build_emkd(config, dataset):
     """The ensemble and recipe of an EMKD run: windows of ``max_len`` items,
     BERT4Rec's [mask] scoring or a next-item encoder's last-position scoring,
@@ -249,6 +254,13 @@ def build_emkd(config, dataset):
             score=ensemble_appended_mask_scores,
             eval_max_len=data.max_len - 1,
         )
+    # These shape the BERT4Rec ensemble only; on another encoder they would be
+    # ignored, and two runs keyed apart would train the same model.
+    bert4rec_only = [f.name for f in dataclasses.fields(params)
+                     if f.name in _BERT4REC_ONLY and getattr(params, f.name) != f.default]
+    if bert4rec_only:
+        raise ValueError(f"EMKDParams.{', '.join(bert4rec_only)} applies only to EMKD's BERT4Rec encoder, "
+                         f"not to '{config.encoder}'")
     model = EncoderEnsemble(config.encoder, params.n_networks, dataset.n_items, data.max_len,
                             config=config.encoder_config, item_attributes=multi_hot)
 

@@ -80,7 +80,7 @@ class LateFusionParams(ODMTParams):
     """SASRec+LF: a feature transformer per modality, a SASRec per branch, the
     loss on the averaged logits (ODMT Sec. 2.1, 4.4)."""
 
-    fusion: str = bound("late", choices=FUSIONS)
+    fusion: str = bound("late", choices=("late",))   # another fusion is another method
     item_tower: str = bound("separate", choices=("imt", "separate"))
 
 
@@ -89,7 +89,7 @@ class EarlyFusionParams(ODMTParams):
     """SASRec+EF: a feature transformer per modality, the branches' item
     embeddings averaged into one SASRec (ODMT Sec. 2.1, 4.4)."""
 
-    fusion: str = bound("early", choices=FUSIONS)
+    fusion: str = bound("early", choices=("early",))
     item_tower: str = bound("separate", choices=("imt", "separate"))
 
 

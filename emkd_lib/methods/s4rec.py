@@ -239,9 +239,15 @@ def build_s4rec(config, dataset):
         state["pool"] = np.concatenate([np.asarray(s) for s in sequences]) if sequences else None
         return label_windows(sequences, data, params.head_fraction)
 
+    def loss(model, ids, gen):
+        # without it the insert operator would draw from the batch alone: other augmentations, silently
+        if state["pool"] is None and "insert" in params.operator_names and params.active_terms():
+            raise RuntimeError("S^4Rec's insert operator needs the item pool built by Recipe.make_examples")
+        return s4rec_loss(model, ids, gen, params, state["pool"])
+
     return model, Recipe(
         make_examples=make_examples,
-        loss=lambda model, ids, gen: s4rec_loss(model, ids, gen, params, state["pool"]),
+        loss=loss,
         score=last_position_scores,
         eval_max_len=data.max_len - 1,
         analysis=lambda model, split: analysis_arrays(model, split, data.max_len - 1, prototype_clusters(model)),

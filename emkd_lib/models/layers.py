@@ -28,9 +28,9 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` (same parameters, same expectation, same inverted
     scaling) whose masks, on the CPU, come from one uniform draw compared
     with ``p``. PyTorch's CPU dropout draws a Bernoulli mask element by
-    element, which took an eighth of an EMKD step (most of it in the
-    feed-forward's 4d-wide hidden layer); with the uniform draw an EMKD step
-    ran 12-18% faster (``benchmarks/measured-2026-12-03-cpu-dropout.txt``).
+    element, a visible share of a step (most of it in the feed-forward's
+    4d-wide hidden layer); the uniform draw is cheaper (measured in
+    ``benchmarks/measured-2026-12-03-cpu-dropout.txt``).
     The masks are the same in distribution, not in value, so a run trained
     with one and resumed with the other is a different run. Elsewhere
     (CUDA's fused kernel), and for p = 1 or in place, it is ``nn.Dropout``."""

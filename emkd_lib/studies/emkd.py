@@ -45,8 +45,8 @@ SENSITIVITY = {
 SENSITIVITY_LABELS = {"lam": "lambda", "mu": "mu", "tau": "tau", "n_views": "M"}
 SENSITIVITY_EPOCHS = {"cpu": 5}
 # Chapter 03's fidelity table: the paper's printed equations (the default),
-# the public code's choices all at once, and each alone; plus the head our
-# core used before (BERT4Rec's tied projection and sqrt(d) scaling).
+# the public code's choices all at once, and each alone; plus BERT4Rec's own
+# output head (its tied projection and sqrt(d) scaling).
 FIDELITY = {
     "printed equations (default)": {},
     "public code (all its choices)": EMKD_CODE,
