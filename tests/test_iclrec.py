@@ -193,11 +193,18 @@ def test_the_intent_term_is_the_loss_of_the_views_and_the_centroids():
                            reorder_delta=0.2)
     with torch.no_grad():
         orig = sequence_representation(model(inputs), inputs)
-        m1, m2 = sequence_representation(model(v1), v1), sequence_representation(model(v2), v2)
+        h1, h2 = model(v1), model(v2)
+        m1, m2 = sequence_representation(h1, v1), sequence_representation(h2, v2)
     nearest = torch.stack([((intents.centroids - o) ** 2).sum(1).argmin() for o in orig])
     c = torch.nn.functional.normalize(intents.centroids, dim=1)[nearest]
     expected = 0.5 * (nce_loop(m1.double(), c.double(), 1.0) + nce_loop(m2.double(), c.double(), 1.0))
     assert math.isclose(terms["icl"].item(), expected, rel_tol=1e-4)
+    # and L_SCL: NT-Xent between the two views' last-position states, by a loop over the 2B anchors
+    z = torch.cat([h1[:, -1], h2[:, -1]]).double()
+    B = len(inputs)
+    anchors = [-(z[i] @ z[(i + B) % (2 * B)] - torch.logsumexp(torch.stack([z[i] @ z[k] for k in range(2 * B) if k != i]), 0))
+               for i in range(2 * B)]
+    assert math.isclose(terms["scl"].item(), torch.stack(anchors).mean().item(), rel_tol=1e-4)
 
 
 def test_params_and_profiles():

@@ -279,6 +279,47 @@ def test_every_variant_trains_and_scores_every_item(method, params):
     assert torch.isfinite(scores[:, 1:]).all()
 
 
+def _direct_eq5_losses(model, windows, log_pop):
+    """Eq. 5-6 by loops, from the model's full item tables: per branch, each
+    position's candidates are the batch's targets in position order, scored
+    H . D - log pop(item), minus infinity for an item of the position's own
+    window other than its own column; cross entropy, mean over positions."""
+    tables = model.item_tables()
+    states = model.branch_states(windows[:, :-1], tables)
+    positions = [(b, t) for b in range(windows.shape[0]) for t in range(windows.shape[1] - 1) if windows[b, t] > 0]
+    targets = [int(windows[b, t + 1]) for b, t in positions]
+    logits = {}
+    for m in states:
+        rows = []
+        for p, (b, t) in enumerate(positions):
+            own = set(windows[b].tolist())
+            rows.append(torch.stack([torch.tensor(-math.inf) if c != p and item in own
+                                     else states[m][b, t] @ tables[m][item] - log_pop[item]
+                                     for c, item in enumerate(targets)]))
+        logits[m] = torch.stack(rows)
+    labels = torch.arange(len(positions))
+    fused = torch.stack(list(logits.values())).mean(0)
+    return {m: F.cross_entropy(z, labels) for m, z in logits.items()}, F.cross_entropy(fused, labels)
+
+
+@pytest.mark.parametrize("method", ["odmt", "sasrec-lf"])
+def test_the_cross_entropy_terms_are_eq5_by_loops(method):
+    dataset = toy_dataset()
+    train = [s[:-2] for s in dataset.sequences]
+    seed_everything(0)
+    model, recipe = build_with_features(toy_config(method), dataset, synthetic_features())
+    model.eval()  # no dropout, so the loops see the same model
+    windows = torch.as_tensor(pad_left(recipe.make_examples(train)[:6], 8))
+    recipe.on_epoch_start(1)                       # ramp-up weight 0: no distillation yet
+    terms = recipe.loss(model, windows, None)
+    per_branch, fused = _direct_eq5_losses(model, windows, training_log_popularity(train, N_ITEMS))
+    if method == "odmt":
+        for m, expected in per_branch.items():
+            torch.testing.assert_close(terms[f"ce_{m}"], expected)
+    else:   # late fusion: one loss on the branches' mean logits
+        torch.testing.assert_close(terms["loss"], fused)
+
+
 def test_distill_total_is_ce_plus_rampup_times_kl():
     dataset = toy_dataset()
     seed_everything(0)
