@@ -1,6 +1,9 @@
-"""EMKD's training losses (Du et al., 2023) as plain functions on tensors.
+"""The training losses of the three papers and their baselines as plain
+functions on tensors, one section per paper: EMKD (Du et al., 2023) first,
+then S^4Rec and CL4SRec, ICLRec and DuoRec, ODMT (each section's header names
+its paper; ``book/<paper>.md`` carries the equations).
 
-Equation numbers are those of the paper and of ``book/emkd.md``. Shapes:
+Equation numbers in EMKD's section are those of its paper and of ``book/emkd.md``. Shapes:
 N networks, M masked views, B sequences in the batch, P scored positions,
 V items, A attributes, D = T * d the length of a flattened hidden matrix.
 

@@ -320,6 +320,19 @@ def test_the_cross_entropy_terms_are_eq5_by_loops(method):
         torch.testing.assert_close(terms["loss"], fused)
 
 
+def test_loading_weights_in_eval_mode_drops_the_cached_item_tables():
+    dataset = toy_dataset()
+    seed_everything(0)
+    model, _ = build_with_features(toy_config(), dataset, synthetic_features())
+    seed_everything(1)
+    other, _ = build_with_features(toy_config(), dataset, synthetic_features())
+    model.eval(), other.eval()
+    stale = model.item_tables()["id"].clone()
+    model.load_state_dict(other.state_dict())     # as fit() restores the best epoch, in eval mode
+    torch.testing.assert_close(model.item_tables()["id"], other.item_tables()["id"])
+    assert not torch.equal(model.item_tables()["id"], stale)
+
+
 def test_distill_total_is_ce_plus_rampup_times_kl():
     dataset = toy_dataset()
     seed_everything(0)

@@ -183,7 +183,10 @@ def in_batch_candidates(windows: torch.Tensor):
 
 def odmt_loss(model: MultiModalRecommender, windows: torch.Tensor, params: ODMTParams, log_pop: torch.Tensor,
               weight: float) -> dict[str, torch.Tensor]:
-    """One batch's loss terms (see the module docstring); ``weight`` is w(alpha)."""
+    """One batch's loss terms: per branch Eq. 5 on Eq. 6's debiased scores
+    (``ce_<branch>``, summed as Eq. 7-8) plus ``weight`` (Eq. 10's ramp-up
+    w(epoch)) times Eq. 9's KL terms (``kl_<branch>``) for ``fusion="distill"``;
+    Eq. 5 on the branches' mean scores for ``"late"`` (the module docstring)."""
     rows, labels, targets, excluded = in_batch_candidates(windows)
     distinct, inverse = torch.unique(windows, return_inverse=True)
     tables = model.item_embeddings(distinct)

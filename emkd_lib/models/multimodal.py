@@ -268,6 +268,10 @@ class ItemTableCache:
         self._item_tables = None  # the cached evaluation tables go stale once weights move
         return super().train(mode)
 
+    def load_state_dict(self, *args, **kwargs):
+        self._item_tables = None  # new weights: the cached tables belong to the old ones
+        return super().load_state_dict(*args, **kwargs)
+
     @torch.no_grad()
     def item_tables(self, chunk: int = 512) -> dict[str, torch.Tensor]:
         """``item_embeddings`` of every item (rows 0..n), cached while in eval mode."""
