@@ -727,9 +727,9 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     further than training throughput, which would flatter the share), the
     best with bf16 autocast (``method[bf16]`` lines; as a share of the fp32
     peak, which the target names, and of the machine's bf16 peak), each with
-    the file that measured it and the fp32 line's epoch (its seconds and its
-    training sequences: the files measure epochs of different windows), the
-    target, and whether it is met: "yes", "with bf16 autocast" where only
+    the file that measured it, the fp32 line's training sequences per second
+    (not its seconds per epoch: the files measure epochs of different
+    windows), the target, and whether it is met: "yes", "with bf16 autocast" where only
     the bf16 run reaches it, else "no"."""
     rows = []
     if "method" not in benchmarks.columns:
@@ -743,8 +743,8 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
             rows.append({**row, "measured % of peak": np.nan, "met": "not measured"})
             continue
         best = fp32.loc[fp32["% of fp32 peak"].idxmax()]
-        row.update({"measured % of peak": best["% of fp32 peak"], "s / epoch": best["s / epoch"],
-                    "sequences / epoch": best.get("sequences / epoch", np.nan), "measured in": best["file"]})
+        row.update({"measured % of peak": best["% of fp32 peak"], "sequences / s": best["sequences / s"],
+                    "measured in": best["file"]})
         if not bf16.empty:
             fast = bf16.loc[bf16["% of fp32 peak"].idxmax()]
             row.update({"bf16 autocast % of fp32 peak": fast["% of fp32 peak"],
