@@ -172,14 +172,16 @@ def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_a
         logits = model.logits(hidden[:, B:][:, predict_at])              # (N, P, n_items)
         terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
         if "kd" in active:
-            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature, detach_teacher=symmetric_detached_kd,
+            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature,
+                                                   detach_teacher=symmetric_detached_kd,
                                                    symmetric=symmetric_detached_kd, weights=weights)
     else:
         if not hasattr(model, "output_parts"):
             raise ValueError(f"output_chunk needs EMKD's BERT4Rec ensemble, not {type(model).__name__}")
         projected, weight, bias = model.output_parts(hidden[:, B:][:, predict_at])
         terms["mip"], kd = losses.chunked_item_losses(projected, weight, bias, targets, weights,
-                                                      params.softmax_temperature, detach_teacher=symmetric_detached_kd,
+                                                      params.softmax_temperature,
+                                                      detach_teacher=symmetric_detached_kd,
                                                       with_kd="kd" in active, chunk=params.output_chunk)
         if "kd" in active:
             terms["kd"] = 0.5 * kd if symmetric_detached_kd else kd
@@ -256,8 +258,8 @@ def build_emkd(config, dataset):
         )
     # These shape the BERT4Rec ensemble only; on another encoder they would be
     # ignored, and two runs keyed apart would train the same model.
-    bert4rec_only = [f.name for f in dataclasses.fields(params)
-                     if f.name in _BERT4REC_ONLY and getattr(params, f.name) != f.default]
+    bert4rec_only = [name for name in _BERT4REC_ONLY
+                     if getattr(params, name) != EMKDParams.__dataclass_fields__[name].default]
     if bert4rec_only:
         raise ValueError(f"EMKDParams.{', '.join(bert4rec_only)} applies only to EMKD's BERT4Rec encoder, "
                          f"not to '{config.encoder}'")

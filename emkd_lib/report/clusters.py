@@ -230,14 +230,14 @@ def head_tail_found(runs: dict, head: np.ndarray, reference: str, other: str, da
     for group, t in head_tail_tests(a, b, head, metric).items():
         change = (f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%" if t["mean_b"] > 0
                   else "no relative change: zero base")
-        quoted = dataset in paper_datasets
         if t["p_wilcoxon"] >= level:
-            verdict = f"no significant difference at p < {level:g}" + (
-                ", where the paper's Figure 4 reports a gain" if quoted else "")
+            verdict, paper = f"no significant difference at p < {level:g}", "where the paper's Figure 4 reports a gain"
         elif t["mean_a"] > t["mean_b"]:
-            verdict = f"higher, significant at p < {level:g}" + (", as the paper's Figure 4 reports" if quoted else "")
+            verdict, paper = f"higher, significant at p < {level:g}", "as the paper's Figure 4 reports"
         else:
-            verdict = f"lower, significant at p < {level:g}" + (", unlike the paper's Figure 4" if quoted else "")
+            verdict, paper = f"lower, significant at p < {level:g}", "unlike the paper's Figure 4"
+        if dataset in paper_datasets:
+            verdict += f", {paper}"
         lines.append(f"{dataset} {group} users ({t['n']:,}): {reference} {metric} {t['mean_a']:.4f} against "
                      f"{other} {t['mean_b']:.4f} ({change}, p = {t['p_wilcoxon']:.2g}: {verdict})")
     return lines
