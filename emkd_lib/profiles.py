@@ -19,12 +19,14 @@ none was still improving at the cap).
 from __future__ import annotations
 
 from .config import PROFILES, RunConfig
+from .data.registry import settings_like
 from .methods import method_spec
 from .models.encoders import ENCODER_CONFIGS, TransformerConfig
 
 # (max_len, step) of each dataset's training windows: EMKD's Section 5 and
 # public code (Beauty 15 / 1, Toys 20 / 1, ML-1M 40 / 10); datasets the
-# paper did not use borrow the closest one's.
+# paper did not use borrow those of the dataset they are like
+# (``DatasetSpec.settings_like``).
 FAIR_WINDOWS = {"beauty": (15, 1), "toys": (20, 1), "ml-1m": (40, 10),
                 # ODMT's protocol keeps each user's 15 most recent items: one
                 # window of the whole training sequence per user.
@@ -32,7 +34,7 @@ FAIR_WINDOWS = {"beauty": (15, 1), "toys": (20, 1), "ml-1m": (40, 10),
 
 
 def fair_windows(dataset: str) -> tuple[int, int]:
-    return FAIR_WINDOWS.get(dataset) or FAIR_WINDOWS["ml-1m" if dataset.startswith("ml-") else "beauty"]
+    return FAIR_WINDOWS.get(dataset) or FAIR_WINDOWS[settings_like(dataset)]
 
 
 _GENERIC = {

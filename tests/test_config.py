@@ -194,6 +194,19 @@ def test_the_fair_rule_gives_every_method_of_a_dataset_the_same_windows():
             profile_config("cpu", "ml-1m", "sasrec").data.window_step) == (15, 10)
 
 
+def test_a_dataset_no_paper_used_takes_the_settings_of_the_dataset_its_spec_names():
+    from emkd_lib.data.registry import BUNDLED, settings_like
+    from emkd_lib.methods.emkd import PAPER_SETTINGS
+    from emkd_lib.profiles import FAIR_WINDOWS
+    for name, spec in BUNDLED.items():
+        assert spec.settings_like in FAIR_WINDOWS and spec.settings_like in PAPER_SETTINGS, name
+    emkd = {d: profile_config("cpu", d, "emkd") for d in ("ml-100k", "ml-1m", "sports", "beauty")}
+    assert emkd["ml-100k"].params.tau == emkd["ml-1m"].params.tau != emkd["beauty"].params.tau
+    assert emkd["ml-100k"].data.window_step == 10 and emkd["sports"].data == emkd["beauty"].data
+    # By the spec, not the name: a user's "ml-mine" is not taken for MovieLens.
+    assert settings_like("ml-mine") == "beauty"
+
+
 def test_ml1m_in_the_cpu_profile_is_one_user_sample_for_every_method_and_the_paper_profile_keeps_all_users():
     from emkd_lib.methods import METHODS
     from emkd_lib.profiles import ML1M_CPU_USERS

@@ -63,7 +63,7 @@ from ..extras import MissingExtra, require
 from ..files import atomic_write, atomic_write_bytes, cached_file_sha256, cached_file_sha256s
 from ..typed import bound, check_fields
 from .fetch import resolve_dataset_dir
-from .registry import dataset_spec
+from .registry import BUNDLED, dataset_spec
 
 EXTRA_MESSAGE = "ODMT's item features need the 'multimodal' extra: pip install -e '.[multimodal]'"
 FORMAT_VERSION = 1
@@ -128,6 +128,14 @@ def _source(dataset_name: str) -> tuple[str, str, str | None]:
         raise ValueError(f"dataset {dataset_name!r} has no item features; datasets with features: "
                          f"{', '.join(FEATURE_SOURCES)}")
     return FEATURE_SOURCES[dataset_name]
+
+
+def has_images(dataset_name: str) -> bool:
+    """Whether ``dataset_name``'s items have images (its own, or those of the
+    dataset whose features it uses, ``DatasetSpec.features_from``)."""
+    spec = BUNDLED.get(dataset_name)
+    source = FEATURE_SOURCES.get(spec.features_from or dataset_name if spec else dataset_name)
+    return source is not None and source[2] is not None
 
 
 def dataset_folder(dataset_name: str, data_dir=None, settings=None) -> Path:

@@ -61,6 +61,10 @@ class DatasetSpec:
     keep_recent: int | None = None
     extra_files: tuple[str, ...] = ()
     features_from: str | None = None
+    # The dataset of the papers whose per-dataset settings (training windows,
+    # EMKD's tau, dropout and heads) this one takes where no paper gives its
+    # own: by kind of data, a sparse Amazon category or a dense MovieLens one.
+    settings_like: str = "beauty"
 
     @property
     def source_urls(self) -> tuple[str, ...]:
@@ -69,7 +73,8 @@ class DatasetSpec:
 
 
 def _amazon_spec(
-    name: str, stem: str, seq_sha: str, attr_sha: str, optional: dict[str, str] | None = None
+    name: str, stem: str, seq_sha: str, attr_sha: str, optional: dict[str, str] | None = None,
+    settings_like: str = "beauty",
 ) -> DatasetSpec:
     """An S3-Rec Amazon dataset: ``<stem>.txt`` + ``<stem>_item2attributes.json``.
 
@@ -91,6 +96,7 @@ def _amazon_spec(
         remote_files=(seq, attr),
         download_format="files",
         homepage="https://github.com/RUCAIBox/CIKM2020-S3Rec",
+        settings_like=settings_like,
     )
 
 
@@ -108,6 +114,7 @@ BUNDLED: dict[str, DatasetSpec] = {
         "toys", "Toys_and_Games",
         "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f",
         "d371acd25101eedac04afc727626464b7acec770c4eda708705d51eb76eb1ad0",
+        settings_like="toys",
     ),
     "sports": _amazon_spec(
         "sports", "Sports_and_Outdoors",
@@ -136,6 +143,7 @@ BUNDLED: dict[str, DatasetSpec] = {
         remote_files=("ml-1m.zip",),
         download_format="ml-1m-zip",
         homepage="https://grouplens.org/datasets/movielens/1m/",
+        settings_like="ml-1m",
     ),
     "ml-100k": DatasetSpec(
         name="ml-100k",
@@ -156,6 +164,7 @@ BUNDLED: dict[str, DatasetSpec] = {
         remote_files=("ml-100k.zip",),
         download_format="ml-100k-zip",
         homepage="https://grouplens.org/datasets/movielens/100k/",
+        settings_like="ml-1m",
     ),
 }
 
@@ -178,6 +187,14 @@ BUNDLED["beauty-odmt"] = _odmt_protocol(BUNDLED["beauty"], "beauty-odmt", ("Beau
 # The attribute file of an ML-1M download is our relabelling of the mirror's
 # (see ``fetch.convert_ml1m``), so only the mirror's copy has a known hash.
 LOAD_CHECK_EXEMPT = {("ml-1m", "ML-1M_item2attributes.json")}
+
+
+def settings_like(name: str) -> str:
+    """The dataset whose per-dataset paper settings ``name`` takes
+    (``DatasetSpec.settings_like``); a user's dataset takes Beauty's, the
+    sparsest of the papers' datasets, unless its own settings are given."""
+    spec = BUNDLED.get(name)
+    return spec.settings_like if spec is not None else "beauty"
 
 
 def user_spec(name: str, sequences: Path, attributes: Path | None) -> DatasetSpec:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..data.registry import settings_like
 from ..flops import emkd_macs
 from ..models.encoders import is_cloze
 from ..models.ensemble import EncoderEnsemble, EnsembleBERT4Rec, average_logits
@@ -280,7 +281,8 @@ def build_emkd(config, dataset):
 
 # EMKD's per-dataset settings (the paper's Section 5; book/emkd.md), besides
 # the window lengths and steps of ``profiles.FAIR_WINDOWS``. Datasets the
-# paper did not use borrow those of the closest one it did.
+# paper did not use borrow those of the one they are like
+# (``DatasetSpec.settings_like``).
 PAPER_SETTINGS = {
     "beauty": dict(dropout=0.3, n_heads=2, tau=0.3),
     "toys": dict(dropout=0.3, n_heads=2, tau=0.3),
@@ -293,7 +295,7 @@ def emkd_profile_defaults(profile: str, dataset: str) -> dict:
     windows are the profile's fair rule (``profiles.FAIR_WINDOWS``, EMKD's own
     lengths and steps). For next-item encoders only the ``params__`` changes
     apply (see ``profiles``)."""
-    paper = PAPER_SETTINGS.get(dataset) or PAPER_SETTINGS["ml-1m" if dataset.startswith("ml-") else "beauty"]
+    paper = PAPER_SETTINGS.get(dataset) or PAPER_SETTINGS[settings_like(dataset)]
     changes = {"params__tau": paper["tau"]}
     if profile == "smoke":
         return {**changes, "params__n_networks": 2, "params__n_views": 2}

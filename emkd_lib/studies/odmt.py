@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..data import load_dataset
+from ..data.features import has_images
 from ..data.stats import dataset_statistics
 from ..methods.odmt import TABLE3_ABLATIONS, ODMTParams, rampup_weight
 from ..profiles import profile_config
@@ -130,7 +131,7 @@ def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inpu
     """Figure 2 (c)-(d): SASRec on one input type, ``(dataset, input, seed) ->
     config``; image only where the dataset has posters."""
     return {(d, i, s): profile_config(profile, d, "sasrec-single", seed=s, params__input=i)
-            for d in datasets for s in seeds for i in inputs if i != "image" or d.startswith("ml-100k")}
+            for d in datasets for s in seeds for i in inputs if i != "image" or has_images(d)}
 
 
 def missing_extra() -> str | None:
@@ -153,7 +154,7 @@ def dataset_table(datasets=DATASETS) -> pd.DataFrame:
         s = dataset_statistics(d)
         rows.append({"dataset": name, "#Users": s["users"], "#Items": s["items"], "#Inter.": s["actions"],
                      "Avg. u": s["avg_actions_per_user"], "Density": 1 - s["sparsity"],
-                     "modalities": "ID, text, image" if name.startswith("ml-100k") else "ID, text"})
+                     "modalities": "ID, text, image" if has_images(name) else "ID, text"})
     return pd.DataFrame(rows).set_index("dataset")
 
 
