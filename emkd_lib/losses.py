@@ -265,10 +265,11 @@ def _mutual_kl_logit_gradient(q, f, kl, detach_teacher: bool) -> torch.Tensor:
 
 def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                         weights: torch.Tensor | None, temperature: float, detach_teacher: bool = False,
-                        with_kd: bool = True, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                        symmetric: bool = False, with_kd: bool = True,
+                        chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5-7 and Eq. 16-18 fused with the output layer, ``chunk`` positions
     at a time: ``(masked_item_prediction_loss(z, targets, weights),
-    distillation_loss(z, temperature, detach_teacher, weights=weights))`` for
+    distillation_loss(z, temperature, detach_teacher, symmetric, weights))`` for
     the logits ``z = projected @ weight^T + bias`` (Eq. 5), never holding
     the (N, P, V) logits: each chunk's are formed, used and freed, and formed
     again in the backward pass. Memory: a few (N, chunk, V) tensors instead
@@ -278,15 +279,15 @@ def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: tor
     (P,) column indices, ``weights`` (P,) (default 1/P). ``with_kd=False``
     returns a zero KD. The same values as the unfused losses up to the order
     of the floating-point sums (tests/test_losses.py); computed in fp32 with
-    autocast off (at least fp32). The symmetric KD variant is half the ordered sum, as in
-    ``distillation_loss``.
+    autocast off (at least fp32).
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
     dtype = torch.float64 if projected.dtype == torch.float64 else torch.float32
     weights = _position_weights(weights, projected.shape[1], projected.new_empty(0, dtype=dtype))
-    return _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
-                                    bool(detach_teacher), bool(with_kd), chunk)
+    mip, kd = _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
+                                       bool(detach_teacher), bool(with_kd), chunk)
+    return mip, 0.5 * kd if symmetric else kd
 
 
 class _ChunkedItemLosses(torch.autograd.Function):

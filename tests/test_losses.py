@@ -287,7 +287,8 @@ def test_distillation_of_identical_networks_is_zero():
 
 @pytest.mark.parametrize("chunk", [1, 2, P, 64])
 @pytest.mark.parametrize("detach", [False, True])
-def test_chunked_item_losses_equal_the_unfused_mip_and_kd_in_value_and_gradient(chunk, detach):
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_chunked_item_losses_equal_the_unfused_mip_and_kd_in_value_and_gradient(chunk, detach, symmetric):
     """Eq. 5-7 + 16-18 fused with the output layer, any chunking: the same
     numbers and gradients as the logits, MIP and KD formed separately."""
     d, T = 4, 0.7
@@ -297,9 +298,9 @@ def test_chunked_item_losses_equal_the_unfused_mip_and_kd_in_value_and_gradient(
     weights = torch.linspace(0.1, 0.5, P, dtype=torch.float64)
     logits = torch.baddbmm(bias[:, None, :], projected, weight.transpose(1, 2))
     expected_mip = losses.masked_item_prediction_loss(logits, targets, weights)
-    expected_kd = kd_direct(logits, T, detach, False, weights)
+    expected_kd = kd_direct(logits, T, detach, symmetric, weights)
     mip, kd = losses.chunked_item_losses(projected, weight, bias, targets, weights, T, detach_teacher=detach,
-                                         chunk=chunk)
+                                         symmetric=symmetric, chunk=chunk)
     torch.testing.assert_close(mip, expected_mip)
     torch.testing.assert_close(kd, expected_kd)
     inputs = (projected, weight, bias)

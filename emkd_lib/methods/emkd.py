@@ -168,24 +168,23 @@ def _emkd_terms(model, ids, views, predict_at, targets, params: EMKDParams, ap_a
     # public code's per-view CrossEntropyLoss / batchmean KL.
     view_of = torch.arange(M, device=ids.device).repeat_interleave(B)[:, None].expand(M * B, T)[predict_at]
     weights = 1.0 / torch.bincount(view_of, minlength=M).to(hidden.dtype)[view_of]
-    symmetric_detached_kd = params.kd_symmetric_detached_teacher
+    # The public code's KD: each unordered pair once, teacher detached.
+    kd_variant = dict(detach_teacher=params.kd_symmetric_detached_teacher,
+                      symmetric=params.kd_symmetric_detached_teacher)
+    at_views = hidden[:, B:][:, predict_at]
     if params.output_chunk is None:
-        logits = model.logits(hidden[:, B:][:, predict_at])              # (N, P, n_items)
+        logits = model.logits(at_views)                                  # (N, P, n_items)
         terms["mip"] = losses.masked_item_prediction_loss(logits, targets, weights)
-        if "kd" in active:
-            terms["kd"] = losses.distillation_loss(logits, params.softmax_temperature,
-                                                   detach_teacher=symmetric_detached_kd,
-                                                   symmetric=symmetric_detached_kd, weights=weights)
+        kd = (losses.distillation_loss(logits, params.softmax_temperature, weights=weights, **kd_variant)
+              if "kd" in active else None)
     else:
         if not hasattr(model, "output_parts"):
             raise ValueError(f"output_chunk needs EMKD's BERT4Rec ensemble, not {type(model).__name__}")
-        projected, weight, bias = model.output_parts(hidden[:, B:][:, predict_at])
-        terms["mip"], kd = losses.chunked_item_losses(projected, weight, bias, targets, weights,
-                                                      params.softmax_temperature,
-                                                      detach_teacher=symmetric_detached_kd,
-                                                      with_kd="kd" in active, chunk=params.output_chunk)
-        if "kd" in active:
-            terms["kd"] = 0.5 * kd if symmetric_detached_kd else kd
+        terms["mip"], kd = losses.chunked_item_losses(*model.output_parts(at_views), targets, weights,
+                                                      params.softmax_temperature, with_kd="kd" in active,
+                                                      chunk=params.output_chunk, **kd_variant)
+    if "kd" in active:
+        terms["kd"] = kd
 
     if "ap" in active:  # Eq. 8-11, from the hidden states of the ORIGINAL sequences
         attribute_targets = model.item_attributes[ids[ap_at]].to(hidden.dtype)
