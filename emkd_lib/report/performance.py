@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..batching import training_batches
 from ..runs import key_of, results_for
+from ..methods import method_title
 from .tables import method_label
 
 # One result line of benchmarks/train_throughput.py, e.g.
@@ -23,16 +24,6 @@ _LINE = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]
 _PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s(?:; bf16: (?P<bf16>[\d.]+) GFLOP/s)?")
 # The script's warning when other processes shared the machine.
 _LOAD = re.compile(r"WARNING: 1-minute load average (?P<load>[\d.]+) > 1")
-
-
-def _title(method: str) -> str:
-    """How the chapter names a benchmark's method: its spec's title, and for
-    ``<method>-<encoder>`` (a method on another encoder, as the benchmarks
-    name it) ``"EMKD (SASRec)"``, as ``tables.method_label`` does."""
-    from ..methods import method_spec, parse_method
-    base, encoder = parse_method(method)
-    title = method_spec(base).title
-    return f"{title} ({method_spec(encoder).title})" if encoder else title
 
 
 def _threads(machine: str) -> int:
@@ -479,7 +470,7 @@ def ab_found(speedups: pd.DataFrame, change: str) -> list[str]:
     if "method" not in speedups:
         return []
     loaded = speedups["load"].max() > 1
-    return [f"{change}: " + ", ".join(f"{_title(r['method'])} {r['speed-up (medians)']:.2f}x"
+    return [f"{change}: " + ", ".join(f"{method_title(r['method'])} {r['speed-up (medians)']:.2f}x"
                                       for _, r in speedups.iterrows())
             + (f" (alternated under a load of {speedups['load'].max():.1f}; {speedups['file'].iloc[0]})"
                if loaded else f" ({speedups['file'].iloc[0]})")]
@@ -499,8 +490,8 @@ def compile_found(compiled: pd.DataFrame) -> list[str]:
     lines = []
     for file, rows in compiled.groupby("file", sort=True):
         load = rows["load"].max()
-        speedups = ", ".join(f"{_title(m)} {x:.2f}x" for m, x in zip(rows["method"], rows["compile speed-up"]))
-        verdict = ("worth keeping for " + ", ".join(_title(m) for m in rows["method"][rows["compile speed-up"]
+        speedups = ", ".join(f"{method_title(m)} {x:.2f}x" for m, x in zip(rows["method"], rows["compile speed-up"]))
+        verdict = ("worth keeping for " + ", ".join(method_title(m) for m in rows["method"][rows["compile speed-up"]
                                                                                           >= COMPILE_WORTH])
                    if (rows["compile speed-up"] >= COMPILE_WORTH).any() else
                    f"none reaches {COMPILE_WORTH:.1f}x, so the core trains eagerly")
@@ -781,7 +772,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     ``clustering_table``, ``significance_table`` of a bf16 run against fp32,
     ``feature_extraction_table``, ``memory_at_batch``); a table that says
     "status" adds nothing."""
-    lines = [f"{_title(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak"
+    lines = [f"{method_title(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak"
              + (f" ({row['bf16 autocast % of fp32 peak']:.1f}% with bf16 autocast)"
                 if pd.notna(row.get("bf16 autocast % of fp32 peak", np.nan)) else "")
              + f" against a target of {row['target % of peak']:.0f}% ("
@@ -800,14 +791,14 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     if "part" in parts:
         for method, part in parts.groupby("method"):
             top = part.nlargest(3, "% of step")
-            lines.append(f"{_title(method)}: the largest parts of a step are "
+            lines.append(f"{method_title(method)}: the largest parts of a step are "
                          + ", ".join(f"{r['part']} ({r['% of step']:.0f}%)" for _, r in top.iterrows()))
     for _, row in dropout.iterrows():
-        lines.append(f"{_title(row['method'])}: dropout's random masks take at least "
+        lines.append(f"{method_title(row['method'])}: dropout's random masks take at least "
                      f"{row['% of step (at least)']:.0f}% of a step")
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
-            lines.append(f"{_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
+            lines.append(f"{method_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
                          f"on the same batches ({row['file']})")
     if precision is not None and len(precision):
         for _, row in precision.iterrows():
@@ -819,7 +810,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                      + (f" (`{row['benchmark']}`, {row['file']})" if "file" in row else ""))
     if "method" in clustering:
         for _, row in clustering.iterrows():
-            lines.append(f"{_title(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
+            lines.append(f"{method_title(row['method'])} on {row['dataset']}: clustering ({row['clustering']}) takes "
                          f"{row['% of the epoch']:.2f}% of an epoch ({row['clustering s / epoch']:.2f} of "
                          f"{row['training s / epoch']:.0f} s of training)")
     if memory is not None and len(memory):
@@ -830,7 +821,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                                  and pd.notna(row[c]))
             options = row.get("options", "none")
             with_options = "" if options in ("none", None) or pd.isna(options) else f" with {options}"
-            line = (f"{_title(row['method'])} [{row['profile']}]{with_options}, freed memory {row['malloc']}: "
+            line = (f"{method_title(row['method'])} [{row['profile']}]{with_options}, freed memory {row['malloc']}: "
                     f"peak RSS {measured}")
             for column in (c for c in memory if "extrapolated" in c and pd.notna(row[c])):
                 met = "met" if row[column] <= memory_target_gib else "not met"
@@ -860,26 +851,6 @@ def benchmark_notes(path: Path) -> str:
     (as prose, Markdown would set their ``--`` as dashes)."""
     notes = [line[2:].strip() for line in Path(path).read_text().splitlines() if line.startswith("# ")]
     return " ".join(_COMMAND.sub(lambda m: f"`{m.group(0)}`", note).rstrip(".") + "." for note in notes)
-
-
-_BENCHMARK_METHOD = re.compile(r"^(?P<base>[a-z0-9]+(?:-(?:ef|lf|single))?)(?:-(?P<encoder>[a-z0-9]+))?(?:\[(?P<variant>[\w-]+)\])?$")
-
-
-def method_title(name: str) -> str:
-    """A benchmark's method id as the book's tables name methods:
-    ``"emkd-gru4rec[bf16]"`` -> ``"EMKD (GRU4Rec, bf16)"``; an unknown name is
-    kept as written."""
-    from ..methods import method_spec
-    m = _BENCHMARK_METHOD.match(str(name))
-    if m is None:
-        return name
-    try:
-        title = method_spec(m.group("base")).title
-        details = [method_spec(m.group("encoder")).title] if m.group("encoder") else []
-    except ValueError:
-        return name
-    details += [m.group("variant")] if m.group("variant") else []
-    return f"{title} ({', '.join(details)})" if details else title
 
 
 def with_method_titles(table: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import paired_test
+from ..methods import method_title
 from ..render import float_text
 from ..store import RunResult
 
@@ -289,7 +290,7 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
     for key, runs in singles.items():
         ens = ensembles.get(key)
         values = [r.test_metrics[metric] for r in runs]
-        row = {"dataset": key[0], "method": _method_title(key[1]), "seeds": len(runs),
+        row = {"dataset": key[0], "method": method_title(key[1]), "seeds": len(runs),
                f"single {metric} (mean)": np.mean(values) if values else np.nan,
                "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
                f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
@@ -434,13 +435,7 @@ def pending_line(runs: dict) -> str:
 
 
 def _run_name(label) -> str:
-    return label if isinstance(label, str) else " / ".join(map(_method_title, label))
-
-
-def _method_title(part) -> str:
-    """A registered method's name as the book writes it ("sasrec" -> "SASRec"); anything else as it is."""
-    from ..methods import METHODS
-    return METHODS[part].title if isinstance(part, str) and part in METHODS else str(part)
+    return label if isinstance(label, str) else " / ".join(map(method_title, label))
 
 
 # What a None setting means, where it is not "not applicable".
