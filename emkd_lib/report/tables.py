@@ -364,16 +364,16 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     if reference not in table.index or table.loc[reference, "status"] == "not run":
         return f"no comparison: {reference} has not been run"
     p = pd.to_numeric(table.get("p", pd.Series(dtype=float)), errors="coerce")
-    tested = int(p.notna().sum())
-    if tested == 0:
+    n_tested = int(p.notna().sum())
+    if n_tested == 0:
         return f"no comparison: no other row has been run beside {reference}"
     (change,) = [c for c in table.columns if str(c).endswith(" change %")]
     metric = change.removesuffix(" change %")
     rows = table[p < alpha]
     if rows.empty:
-        return f"no row differs from {reference} in {metric} at p < {alpha} ({tested} tested)"
+        return f"no row differs from {reference} in {metric} at p < {alpha} ({n_tested} tested)"
     changes = ", ".join(f"{label} ({row[change]:+.1f}%)" for label, row in rows.iterrows())
-    return f"{len(rows)} of {tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}"
+    return f"{len(rows)} of {n_tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}"
 
 
 def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:
