@@ -75,6 +75,39 @@ def test_early_stopping_counts_evaluations_only_after_min_steps(min_steps, patie
         assert len(counted) == patience and result.steps >= min_steps
 
 
+class EpochScored(nn.Module):
+    """Scores each user's true next item first only while its buffer says
+    epoch 2: validation peaks at epoch 2, and only that epoch's state scores
+    the test split perfectly."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+
+
+def test_the_test_split_is_scored_with_the_best_epochs_weights():
+    from emkd_lib.evaluation import metrics_from_ranks
+    model = EpochScored()
+
+    def score(m, ids):
+        scores = torch.linspace(1.0, 0.0, N_ITEMS).expand(len(ids), N_ITEMS).clone()
+        if int(m.epoch) == 2:
+            scores[torch.arange(len(ids)), ids[:, -1] % N_ITEMS] = 2.0   # item last % N + 1 (helpers)
+        return with_padding_column(scores)
+
+    recipe = Recipe(make_examples=lambda seqs: list(seqs), loss=lambda m, ids, gen: {"loss": (m.w ** 2).sum()},
+                    score=score, eval_max_len=8, on_epoch_start=lambda epoch: model.epoch.fill_(epoch))
+    result = fit(model, recipe, leave_one_out(successor_dataset().sequences),
+                 TrainConfig(epochs=8, batch_size=10, patience=2), seed=0, device="cpu", progress=False)
+    assert result.best_epoch == 2 and len(result.history) == 4 and int(model.epoch) == 2
+    assert [h["valid_ndcg10"] == 1.0 for h in result.history] == [False, True, False, False]
+    assert result.valid_metrics == metrics_from_ranks(result.valid_ranks)
+    assert result.valid_metrics["NDCG@10"] == result.history[1]["valid_ndcg10"]
+    assert result.test_metrics == metrics_from_ranks(result.test_ranks)
+    assert result.test_metrics["NDCG@10"] == 1.0   # the last epoch's state would score below 1
+
+
 def test_the_epoch_hook_is_called_with_each_epoch_before_it_runs():
     calls = []
     result = fit_constant(TrainConfig(epochs=4, batch_size=10, patience=10),
