@@ -282,6 +282,45 @@ def test_paired_test_clear_difference_gives_small_p():
     assert noise["p_wilcoxon"] > 1e-3
 
 
+def _signed_rank_p(diff):
+    """Two-sided Wilcoxon signed-rank p by its normal approximation, from the
+    textbook formula: zero differences dropped, tied |d| given their mean rank,
+    the variance corrected for ties, no continuity correction."""
+    from scipy import stats
+    d = diff[diff != 0]
+    n = len(d)
+    ranks = stats.rankdata(np.abs(d))
+    w_plus = ranks[d > 0].sum()
+    _, ties = np.unique(np.abs(d), return_counts=True)
+    var = n * (n + 1) * (2 * n + 1) / 24 - (ties ** 3 - ties).sum() / 48
+    z = (w_plus - n * (n + 1) / 4) / np.sqrt(var)
+    return 2 * stats.norm.sf(abs(z))
+
+
+def test_paired_test_p_values_are_the_formulas_on_the_users_that_differ():
+    from scipy import stats
+    rng = np.random.default_rng(1)
+    ranks_b = rng.integers(0, 15, size=300)
+    ranks_a = np.where(rng.random(300) < 0.5, ranks_b, rng.integers(0, 15, size=300))
+    out = paired_test(ranks_a, ranks_b, metric="NDCG@10")
+    diff = per_user_metric(ranks_a, "NDCG@10") - per_user_metric(ranks_b, "NDCG@10")
+    assert 60 < out["n_nonzero"] == np.count_nonzero(diff) < 240
+    assert out["p_wilcoxon"] == pytest.approx(_signed_rank_p(diff), rel=1e-9)
+    # Ties dropped ("wilcox"), not kept with rank zero ("pratt"): the two differ here.
+    pratt = stats.wilcoxon(diff, zero_method="pratt").pvalue
+    assert abs(out["p_wilcoxon"] - pratt) > 1e-3 * out["p_wilcoxon"]
+    t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
+    assert out["p_ttest"] == pytest.approx(2 * stats.t.sf(abs(t), len(diff) - 1), rel=1e-9)
+
+
+def test_paired_test_constant_difference_and_a_single_user():
+    ranks_b = np.full(20, 30)
+    out = paired_test(np.zeros(20, dtype=int), ranks_b)   # every user gains the same
+    assert out["p_ttest"] == 0.0 and out["mean_diff"] > 0 and out["p_wilcoxon"] < 1e-4
+    single = paired_test(np.array([0]), np.array([30]))
+    assert np.isnan(single["p_ttest"]) and single["n"] == 1
+
+
 def test_paired_test_errors():
     with pytest.raises(ValueError, match="ranks_a has shape"):
         paired_test(np.arange(5), np.arange(4))
