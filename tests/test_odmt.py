@@ -2,6 +2,7 @@
 5-6) against a direct loop, the distillation terms (Eq. 9) and the ramp-up
 (Eq. 10), the protocol datasets, and the method end to end on synthetic
 item features (the real extractors need the multimodal extra)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -279,6 +280,37 @@ def test_every_variant_trains_and_scores_every_item(method, params):
     assert torch.isfinite(scores[:, 1:]).all()
 
 
+@pytest.mark.parametrize("row", [r for r in TABLE3_ABLATIONS if r != "w/o Online Distillation"])
+def test_each_table3_row_builds_the_model_its_name_describes(row):
+    """The settings of each ablation reach the model: the tower's kind and
+    depth, the ID mask (its item tables change with it), the ID branch and
+    the table the ID embedding starts from."""
+    change = TABLE3_ABLATIONS[row]
+    params = {**dataclasses.asdict(ODMTParams()), **change}
+    features = synthetic_features()
+    seed_everything(0)
+    model, _ = build_with_features(toy_config(**change), toy_dataset(), features)
+    tower = model.items
+    assert tower.joint == (params["item_tower"] == "imt") and tower.id_mask == params["id_mask"]
+    assert len(tower.blocks if tower.joint else tower.text_blocks) == params["item_layers"]
+    assert ("id" in model.branches) == params["use_id"]
+    if params["use_id"]:
+        start = {"concat": torch.cat([features.text_pooled, features.image_pooled], 1),
+                 "text": features.text_pooled, "image": features.image_pooled}.get(params["id_init"])
+        table = tower.id_embedding.weight.detach()[1:]
+        if start is None:   # random: the concatenation's width, drawn, not copied
+            assert table.shape[1] == D_T + D_V and not torch.equal(table[:, :D_T], features.text_pooled[1:])
+        else:
+            torch.testing.assert_close(table, start[1:].float())
+    if tower.joint and params["use_id"]:   # the mask is used: without it the same weights give other tables
+        model.eval()
+        masked = tower.id_mask
+        with_mask = model.item_tables()["text"].clone()
+        tower.id_mask = not masked
+        model.train(), model.eval()       # drop the cached tables
+        assert not torch.allclose(with_mask, model.item_tables()["text"])
+
+
 def _direct_eq5_losses(model, windows, log_pop):
     """Eq. 5-6 by loops, from the model's full item tables: per branch, each
     position's candidates are the batch's targets in position order, scored
@@ -299,7 +331,18 @@ def _direct_eq5_losses(model, windows, log_pop):
         logits[m] = torch.stack(rows)
     labels = torch.arange(len(positions))
     fused = torch.stack(list(logits.values())).mean(0)
-    return {m: F.cross_entropy(z, labels) for m, z in logits.items()}, F.cross_entropy(fused, labels)
+    return {m: F.cross_entropy(z, labels) for m, z in logits.items()}, F.cross_entropy(fused, labels), logits
+
+
+def _masked_kl(p_logits, q_logits, T):
+    """T^2 KL(p || q) per row, mean over rows; a candidate masked out (-inf)
+    in both has p = 0 and adds nothing."""
+    p, q = F.softmax(p_logits / T, -1), F.softmax(q_logits / T, -1)
+    return T * T * torch.where(p > 0, p * (p.log() - q.log()), torch.zeros(())).sum(-1).mean()
+
+
+def model_params(method):
+    return toy_config(method).params
 
 
 @pytest.mark.parametrize("method", ["odmt", "sasrec-lf"])
@@ -309,13 +352,26 @@ def test_the_cross_entropy_terms_are_eq5_by_loops(method):
     seed_everything(0)
     model, recipe = build_with_features(toy_config(method), dataset, synthetic_features())
     model.eval()  # no dropout, so the loops see the same model
+    with torch.no_grad():   # at initialisation the branches nearly agree: KL ~1e-5, whatever T is
+        for p in model.parameters():
+            p.mul_(4)
     windows = torch.as_tensor(pad_left(recipe.make_examples(train)[:6], 8))
-    recipe.on_epoch_start(1)                       # ramp-up weight 0: no distillation yet
+    recipe.on_epoch_start(1)                       # Eq. 10 at epoch 0: w = exp(-5), distillation already on
     terms = recipe.loss(model, windows, None)
-    per_branch, fused = _direct_eq5_losses(model, windows, training_log_popularity(train, N_ITEMS))
+    per_branch, fused, logits = _direct_eq5_losses(model, windows, training_log_popularity(train, N_ITEMS))
     if method == "odmt":
         for m, expected in per_branch.items():
             torch.testing.assert_close(terms[f"ce_{m}"], expected)
+        # Eq. 9 from the loops' logits: the ID branch teaches text and image, the ensemble teaches ID.
+        T = model_params(method).temperature
+        ensemble = torch.stack(list(logits.values())).mean(0)
+        kl = {m: _masked_kl(ensemble if m == "id" else logits["id"], z, T) for m, z in logits.items()}
+        for m, expected in kl.items():
+            assert expected > 0.05
+            torch.testing.assert_close(terms[f"kl_{m}"], expected)
+        w = rampup_weight(0, model_params(method).rampup_epochs)
+        assert w == pytest.approx(math.exp(-5))
+        torch.testing.assert_close(terms["loss"], sum(per_branch.values()) + w * sum(kl.values()))
     else:   # late fusion: one loss on the branches' mean logits
         torch.testing.assert_close(terms["loss"], fused)
 
