@@ -27,9 +27,18 @@ import torch
 import torch.nn.functional as F
 
 
-def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor) -> torch.Tensor:
+def _check_shape(function: str, name: str, tensor: torch.Tensor, expected) -> None:
+    """A mis-shaped argument is an error naming it: broadcasting would
+    otherwise turn it into a plausible-looking wrong loss."""
+    if tuple(tensor.shape) != tuple(expected):
+        raise ValueError(f"{function}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
+
+
+def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor,
+                      function: str) -> torch.Tensor:
     if weights is None:
         return like.new_full((n_positions,), 1.0 / max(n_positions, 1))
+    _check_shape(function, "weights", weights, (n_positions,))
     return weights.to(like.dtype)
 
 
@@ -46,8 +55,9 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
     (Eq. 6-7 with the paper's sum over positions replaced by a mean).
     """
     N, P, V = logits.shape
+    _check_shape("masked_item_prediction_loss", "targets", targets, (P,))
     ce = F.cross_entropy(logits.reshape(N * P, V), targets.repeat(N), reduction="none").view(N, P)
-    return (ce * _position_weights(weights, P, ce)).sum()
+    return (ce * _position_weights(weights, P, ce, "masked_item_prediction_loss")).sum()
 
 
 def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -60,6 +70,7 @@ def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Ten
     ``BCEWithLogitsLoss()``; the paper's sum over a catalogue of ~1000
     attributes would dwarf the item loss), summed over networks (Eq. 11).
     """
+    _check_shape("attribute_prediction_loss", "targets", targets, attribute_logits.shape[1:])
     bce = F.binary_cross_entropy_with_logits(attribute_logits, targets.expand_as(attribute_logits),
                                              reduction="none")
     return bce.mean(dim=(1, 2)).sum()
@@ -183,7 +194,7 @@ def distillation_loss(logits: torch.Tensor, temperature: float, detach_teacher: 
       i.e. half the ordered sum; the public code uses it with ``detach_teacher``.
     """
     N, P, _ = logits.shape
-    weights = _position_weights(weights, P, logits)
+    weights = _position_weights(weights, P, logits, "distillation_loss")
     # Chunks pay on a CPU's caches; on a GPU each chunk is a dozen kernel launches.
     rows = KD_CHUNK_POSITIONS if logits.device.type == "cpu" else max(P, 1)
     loss = _MutualKL.apply(logits, weights, float(temperature), bool(detach_teacher), rows)
@@ -284,7 +295,10 @@ def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: tor
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
     dtype = torch.float64 if projected.dtype == torch.float64 else torch.float32
-    weights = _position_weights(weights, projected.shape[1], projected.new_empty(0, dtype=dtype))
+    N, P, _ = projected.shape
+    _check_shape("chunked_item_losses", "targets", targets, (P,))
+    _check_shape("chunked_item_losses", "bias", bias, weight.shape[:2])
+    weights = _position_weights(weights, P, projected.new_empty(0, dtype=dtype), "chunked_item_losses")
     mip, kd = _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
                                        bool(detach_teacher), bool(with_kd), chunk)
     return mip, 0.5 * kd if symmetric else kd
@@ -362,6 +376,7 @@ def clustering_loss(scores: torch.Tensor, targets: torch.Tensor, tau: float) -> 
     and the prototypes (the paper minimises Eq. 8 in both). ``targets`` (B, K):
     the Sinkhorn targets q_u (rows summing to 1), DETACHED here whatever the
     caller passes. Mean over users."""
+    _check_shape("clustering_loss", "targets", targets, scores.shape)
     return -(targets.detach() * F.log_softmax(scores / tau, dim=-1)).sum(-1).mean()
 
 
@@ -411,6 +426,7 @@ def cluster_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tau:
     ``detach_teacher``: the prototype is a teacher and gets no gradient from
     this term (the paper does not say; distillation's convention, and the
     prototypes are trained by L_Clust and L_SCL). No tau^2 factor."""
+    _check_shape("cluster_distillation_loss", "teacher", teacher, student.shape)
     if detach_teacher:
         teacher = teacher.detach()
     log_t = F.log_softmax(teacher / tau, dim=-1)
@@ -425,6 +441,7 @@ def head_tail_adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> to
     gradient-reversed representation (``models.layers.grad_reverse``): this
     plain cross entropy trains the classifier to find the class and, through
     the reversal, the encoder to hide it. ``labels`` (B,): 1 head, 0 tail."""
+    _check_shape("head_tail_adversarial_loss", "labels", labels, logits.shape[:1])
     return F.cross_entropy(logits, labels.long())
 
 
@@ -437,6 +454,7 @@ def nt_xent_loss(first: torch.Tensor, second: torch.Tensor, tau: float) -> torch
     denominator. Dot-product similarities over ``tau`` (pass normalised
     vectors for cosines), as the ICLRec code's ``NCELoss`` used for CL4SRec.
     Mean over the 2B anchors."""
+    _check_shape("nt_xent_loss", "second", second, first.shape)
     B = first.shape[0]
     z = torch.cat([first, second])                                     # (2B, d)
     sim = z @ z.T / tau
@@ -465,6 +483,7 @@ def iclrec_nce_loss(first: torch.Tensor, second: torch.Tensor, tau: float,
     rows with the same label is removed from the negatives, on both sides
     (same-intent sequences are false negatives); the positive pairs stay.
     Mean over the 2B anchors."""
+    _check_shape("iclrec_nce_loss", "second", second, first.shape)
     B = first.shape[0]
     z = torch.cat([first, second])                                     # (2B, d)
     sim = z @ z.T / tau
@@ -523,6 +542,8 @@ def debiased_in_batch_logits(users: torch.Tensor, candidates: torch.Tensor, log_
     position's own user sequence and are not its target (Eq. 5's B_h), which
     get ``MASKED_SCORE``. Returns (P, C).
     """
+    _check_shape("debiased_in_batch_logits", "log_pop", log_pop, candidates.shape[:1])
+    _check_shape("debiased_in_batch_logits", "excluded", excluded, (users.shape[0], candidates.shape[0]))
     logits = users @ candidates.T - log_pop
     return logits.masked_fill(excluded, MASKED_SCORE)
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from emkd_lib import augment, batching, clustering, evaluation
+from emkd_lib import augment, batching, clustering, evaluation, losses
 
 rng = np.random.default_rng(0)
+z = torch.zeros
 items = np.array([3, 1, 4, 1, 5])
 
 CASES = {
@@ -55,6 +56,35 @@ CASES = {
                  "ranks is empty: no users to average over"),
     "a negative rank": (lambda: evaluation.metrics_from_ranks(np.array([0, -1])),
                         "ranks must be non-negative (0-based)"),
+    # losses: a mis-shaped argument would broadcast into a plausible wrong value
+    "MIP weights for one position": (lambda: losses.masked_item_prediction_loss(z(2, 3, 5), torch.ones(3).long(),
+                                                                              weights=torch.ones(1)),
+                                     "masked_item_prediction_loss: weights has shape (1,), expected (3,)"),
+    "MIP targets per network": (lambda: losses.masked_item_prediction_loss(z(2, 3, 5), torch.ones(2, 3).long()),
+                                "masked_item_prediction_loss: targets has shape (2, 3), expected (3,)"),
+    "AP targets of one position": (lambda: losses.attribute_prediction_loss(z(2, 5, 4), z(4)),
+                                   "attribute_prediction_loss: targets has shape (4,), expected (5, 4)"),
+    "KD weights too long": (lambda: losses.distillation_loss(z(2, 3, 5), 1.0, weights=torch.ones(4)),
+                            "distillation_loss: weights has shape (4,), expected (3,)"),
+    "fused output targets": (lambda: losses.chunked_item_losses(z(2, 3, 4), z(2, 5, 4), z(2, 5),
+                                                                torch.ones(2).long(), None, 1.0),
+                             "chunked_item_losses: targets has shape (2,), expected (3,)"),
+    "Sinkhorn targets of one user": (lambda: losses.clustering_loss(z(6, 3), z(1, 3), 0.1),
+                                     "clustering_loss: targets has shape (1, 3), expected (6, 3)"),
+    "CKD teacher of another width": (lambda: losses.cluster_distillation_loss(z(4, 8), z(4, 6), 1.0),
+                                     "cluster_distillation_loss: teacher has shape (4, 6), expected (4, 8)"),
+    "head/tail labels per class": (lambda: losses.head_tail_adversarial_loss(z(4, 2), z(4, 2).long()),
+                                   "head_tail_adversarial_loss: labels has shape (4, 2), expected (4,)"),
+    "NT-Xent views of two batches": (lambda: losses.nt_xent_loss(z(4, 8), z(3, 8), 1.0),
+                                     "nt_xent_loss: second has shape (3, 8), expected (4, 8)"),
+    "ICLRec views of two batches": (lambda: losses.iclrec_nce_loss(z(4, 8), z(3, 8), 1.0),
+                                    "iclrec_nce_loss: second has shape (3, 8), expected (4, 8)"),
+    "one popularity for all candidates": (lambda: losses.debiased_in_batch_logits(z(3, 4), z(5, 4), z(1),
+                                                                                  z(3, 5, dtype=torch.bool)),
+                                          "debiased_in_batch_logits: log_pop has shape (1,), expected (5,)"),
+    "exclusions of another batch": (lambda: losses.debiased_in_batch_logits(z(3, 4), z(5, 4), z(5),
+                                                                            z(5, 5, dtype=torch.bool)),
+                                    "debiased_in_batch_logits: excluded has shape (5, 5), expected (3, 5)"),
 }
 
 
