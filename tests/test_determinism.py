@@ -43,7 +43,9 @@ def only_record(results: Path) -> tuple[dict, dict]:
 
 
 @needs_beauty
-@pytest.mark.parametrize("method", ["sasrec", "emkd"])
+# Besides torch's generators: S^4Rec's and CL4SRec's numpy augmentations, ICLRec's
+# K-means (scikit-learn), DuoRec's same-target positives.
+@pytest.mark.parametrize("method", ["sasrec", "emkd", "s4rec", "iclrec", "cl4srec", "duorec"])
 def test_the_same_smoke_run_in_two_fresh_processes_is_bitwise_equal(method, tmp_path):
     outcomes = []
     for name in ("a", "b"):
