@@ -190,7 +190,8 @@ def test_sr_term_is_the_next_item_loss_of_the_baseline():
     assert set(terms) == {"loss", "sr", "clust", "scl", "csd", "adv"}
 
 
-def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
+@pytest.mark.parametrize("intent_from,scl_with_positive", [("p", False), ("q", True)])
+def test_every_term_and_the_total_recomputed_from_the_models_own_passes(intent_from, scl_with_positive):
     """Eq. 6-18 on one batch, each term written out user by user from
     separate forward passes of the original and of the two views (replayed
     from the same generator), with distinct weights so that each one must
@@ -200,9 +201,10 @@ def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
     dataset = successor_dataset()
     split = leave_one_out(dataset.sequences)
     torch.manual_seed(0)
-    params = S4RecParams(n_prototypes=8, alpha=0.2, beta1=0.3, beta2=0.5, lam=0.7, tau1=0.4, tau2=0.6, tau3=0.8)
-    model, recipe = build_method(config(alpha=0.2, beta1=0.3, beta2=0.5, lam=0.7, tau1=0.4, tau2=0.6, tau3=0.8),
-                                 dataset)
+    weights = dict(alpha=0.2, beta1=0.3, beta2=0.5, lam=0.7, tau1=0.4, tau2=0.6, tau3=0.8,
+                   intent_from=intent_from, scl_with_positive=scl_with_positive)
+    params = S4RecParams(n_prototypes=8, **weights)
+    model, recipe = build_method(config(**weights), dataset)
     model.eval()
     ids = labelled_batch(recipe, split)
     terms = {k: v.detach() for k, v in s4rec_loss(model, ids, torch.Generator().manual_seed(3), params).items()}
@@ -219,9 +221,9 @@ def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
         mu = F.normalize(model.prototypes.weight, dim=-1)
         logits = model.head_tail(z0)                   # GRL is the identity forward
     n = len(ids)
-    h = (z0 @ mu.T).argmax(1)
-
     q = sinkhorn(z0 @ mu.T, params.sinkhorn_epsilon, params.sinkhorn_iters)
+    h = (q if intent_from == "q" else z0 @ mu.T).argmax(1)     # h(u): p's argmax, or Sinkhorn's
+    assert intent_from == "p" or not torch.equal(h, (z0 @ mu.T).argmax(1))   # the choice matters here
     clust = -sum(float((q[u] * torch.log_softmax(z0[u] @ mu.T / 0.4, 0)).sum()) for u in range(n)) / n
 
     def scl(a, p):   # Eq. 13-14: -log(e^{a_u p_u / tau2} / (sum_{v != u} e^{a_u p_v / tau2} + sum_{k != h(u)} e^{a_u mu_k / tau2}))
@@ -229,6 +231,7 @@ def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
         for u in range(n):
             below = sum(math.exp(float(a[u] @ p[v]) / 0.6) for v in range(n) if v != u)
             below += sum(math.exp(float(a[u] @ mu[k]) / 0.6) for k in range(len(mu)) if k != h[u])
+            below += math.exp(float(a[u] @ p[u]) / 0.6) if scl_with_positive else 0.0
             total += -math.log(math.exp(float(a[u] @ p[u]) / 0.6) / below)
         return total / n
 
@@ -246,6 +249,38 @@ def test_every_term_and_the_total_recomputed_from_the_models_own_passes():
         assert float(terms[name]) == pytest.approx(value, rel=1e-4, abs=1e-5), name
     total = sr + 0.2 * clust + 0.3 * expected["scl"] + 0.5 * expected["csd"] + 0.7 * adv
     assert float(terms["loss"]) == pytest.approx(total, rel=1e-4)
+
+
+def test_the_teacher_and_reversal_options_change_only_gradients_as_named():
+    """``csd_detach_teacher=False`` lets Eq. 16 train the prototypes; ``grl_gamma``
+    scales the reversed gradient that reaches the encoder from Eq. 17 (the
+    classifier's own gradient unchanged); neither changes a value."""
+    dataset = successor_dataset()
+    split = leave_one_out(dataset.sequences)
+    torch.manual_seed(0)
+    model, recipe = build_method(config(), dataset)
+    model.eval()
+    ids = labelled_batch(recipe, split)
+    encoder_weight = model.encoder.item_embedding.weight
+
+    def grads(term, **change):
+        model.zero_grad()
+        terms = s4rec_loss(model, ids, torch.Generator().manual_seed(3), S4RecParams(n_prototypes=8, **change))
+        terms[term].backward()
+        return terms[term].detach(), {name: None if p.grad is None else p.grad.clone()
+                                      for name, p in (("prototypes", model.prototypes.weight),
+                                                      ("classifier", model.head_tail.weight),
+                                                      ("encoder", encoder_weight))}
+
+    detached, kept = grads("csd"), grads("csd", csd_detach_teacher=False)
+    assert detached[0] == kept[0]
+    assert detached[1]["prototypes"] is None or not detached[1]["prototypes"].any()
+    assert kept[1]["prototypes"].abs().sum() > 0
+    one, half = grads("adv", grl_gamma=1.0), grads("adv", grl_gamma=0.5)
+    assert one[0] == half[0]
+    torch.testing.assert_close(half[1]["classifier"], one[1]["classifier"])
+    torch.testing.assert_close(half[1]["encoder"], 0.5 * one[1]["encoder"])
+    assert one[1]["encoder"].abs().sum() > 0
 
 
 def test_the_recipe_refuses_to_augment_before_it_has_the_item_pool():
