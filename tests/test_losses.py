@@ -138,25 +138,33 @@ def test_negatives_and_self_denominator_per_positive():
     torch.testing.assert_close(got, expected / (B * M))
 
 
-@pytest.mark.parametrize("one_lse", [False, True])
-def test_intra_network_loss_sums_networks(one_lse):
+# Each form of Eq. 12/14's term and its direct loop: the printed one (the
+# default), standard InfoNCE, one logsumexp over the positives, the public code's.
+FORMS = {"printed": (False, "negatives", printed_direct),
+         "infonce": (False, "positive-and-negatives", infonce_direct),
+         "one logsumexp": (True, "positive-and-negatives", one_logsumexp_direct),
+         "public code": (True, "negatives-and-self", public_code_direct)}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_intra_network_loss_sums_networks(form):
+    one_lse, denominator, direct = FORMS[form]
     h_orig, h_views, tau = rand(N, B, D), rand(N, M, B, D, seed=1), 0.3
-    direct = one_logsumexp_direct if one_lse else infonce_direct
     expected = sum(direct(h_orig[n], h_views[n], h_orig[n], tau) for n in range(N))
     got = losses.intra_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse,
-                                                denominator="positive-and-negatives")
+                                                denominator=denominator)
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("one_lse", [False, True])
-def test_cross_network_loss_runs_over_ordered_pairs(one_lse):
+@pytest.mark.parametrize("form", FORMS)
+def test_cross_network_loss_runs_over_ordered_pairs(form):
+    one_lse, denominator, direct = FORMS[form]
     h_orig, h_views, tau = rand(N, B, D), rand(N, M, B, D, seed=1), 0.3
-    direct = one_logsumexp_direct if one_lse else infonce_direct
     # anchor from x, positives and negatives from y
     expected = sum(direct(h_orig[x], h_views[y], h_orig[y], tau)
                    for x in range(N) for y in range(N) if x != y)
     got = losses.cross_network_contrastive_loss(h_orig, h_views, tau, positives_in_one_logsumexp=one_lse,
-                                                denominator="positive-and-negatives")
+                                                denominator=denominator)
     torch.testing.assert_close(got, expected)
 
 

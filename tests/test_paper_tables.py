@@ -56,7 +56,8 @@ def test_unknown_paper_table_or_filter_raises_naming_it(kwargs, needle):
     with pytest.raises(KeyError) as err:
         quoted_table(paper, table, **kwargs)
     assert needle in str(err.value)
-    assert str(TABLES) in str(err.value) or "Table" in str(err.value)
+    # an unknown paper or table names the folder it looked in; an unknown filter value lists the known ones
+    assert (str(TABLES) if not kwargs else "; it has [") in str(err.value)
 
 
 def test_missing_folder_names_where_it_looked(tmp_path, monkeypatch):
