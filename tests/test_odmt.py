@@ -345,7 +345,7 @@ def model_params(method):
     return toy_config(method).params
 
 
-@pytest.mark.parametrize("method", ["odmt", "sasrec-lf"])
+@pytest.mark.parametrize("method", ["odmt", "sasrec-lf", "sasrec-ef"])
 def test_the_cross_entropy_terms_are_eq5_by_loops(method):
     dataset = toy_dataset()
     train = [s[:-2] for s in dataset.sequences]
@@ -372,8 +372,13 @@ def test_the_cross_entropy_terms_are_eq5_by_loops(method):
         w = rampup_weight(0, model_params(method).rampup_epochs)
         assert w == pytest.approx(math.exp(-5))
         torch.testing.assert_close(terms["loss"], sum(per_branch.values()) + w * sum(kl.values()))
-    else:   # late fusion: one loss on the branches' mean logits
+    else:   # late fusion: one loss on the branches' mean logits; early: on one user tower's
         torch.testing.assert_close(terms["loss"], fused)
+    if method == "sasrec-ef":   # whose item table is the mean of the branches' item embeddings
+        assert set(logits) == {"fused"}
+        tables = model.items(torch.arange(N_ITEMS + 1))
+        torch.testing.assert_close(model.item_tables()["fused"],
+                                   torch.stack([tables[m] for m in model.branches]).mean(0))
 
 
 def test_loading_weights_in_eval_mode_drops_the_cached_item_tables():
