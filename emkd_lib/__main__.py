@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_process(args.threads, settings_module.current().keep_freed_memory)
         code_commit()  # read once, now: the code this process runs, whatever is committed while it trains
         return _command(args)
-    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, StoreError, MissingExtra) as err:
+    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, StoreError,
+            MissingExtra) as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -7,6 +7,7 @@ naming the parameter, instead of a failure deep inside a loop.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .config import PROFILES
@@ -25,10 +26,19 @@ class ChapterParameters:
 
 def _as_list(name: str, value) -> list:
     if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"parameter {name!r} is empty: give at least one value")
         return list(value)
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         return [value]
     raise ValueError(f"parameter {name!r} must be a list (or one value), got {type(value).__name__} {value!r}")
+
+
+# A torch device string, checked without importing torch: which devices
+# exist is the training's question (``train.resolve_device``).
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# numpy and torch take seeds below 2**32.
+SEED_LIMIT = 2 ** 32
 
 
 def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="auto",
@@ -36,32 +46,68 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
     """The parameters of a chapter, checked: ``profile`` one of the profiles,
     ``datasets`` known dataset names (and among ``allowed_datasets`` where the
     chapter only has grids for some), ``seeds`` non-negative ints,
-    ``device`` a string, ``train_missing`` a bool."""
-    if profile not in PROFILES:
-        raise ValueError(f"parameter 'profile' must be one of {PROFILES}, got {profile!r}")
-    datasets = _as_list("datasets", datasets)
+    ``device`` a device name, ``train_missing`` a bool. Lists must not be empty."""
+    profile = profile_name("profile", profile)
+    datasets = dataset_list("datasets", datasets, allowed_datasets)
+    seeds = seed_list("seeds", seeds)
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ValueError(f"parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    if not isinstance(train_missing, bool):
+        raise ValueError(f"parameter 'train_missing' must be True or False, got {train_missing!r}")
+    return ChapterParameters(profile, datasets, seeds, device, train_missing)
+
+
+def profile_name(name: str, value) -> str:
+    """A profile parameter (``profile``, ``reference_profile``)."""
+    if value not in PROFILES:
+        raise ValueError(f"parameter {name!r} must be one of {PROFILES}, got {value!r}")
+    return value
+
+
+def dataset_list(name: str, value, allowed=None) -> tuple[str, ...]:
+    """Known dataset names, among ``allowed`` if given; one name becomes a list of one."""
+    datasets = _as_list(name, value)
     for d in datasets:
         if not isinstance(d, str):
-            raise ValueError(f"parameter 'datasets' must hold dataset names, got {d!r}")
+            raise ValueError(f"parameter {name!r} must hold dataset names, got {d!r}")
         try:
             dataset_spec(d, settings_module.current().data_dir)
         except KeyError as unknown:  # its message lists the known datasets
-            raise ValueError(f"parameter 'datasets': {unknown.args[0]}") from None
-        if allowed_datasets is not None and d not in allowed_datasets:
-            raise ValueError(f"parameter 'datasets': this chapter runs on {list(allowed_datasets)}, not {d!r}")
-    seeds = seed_list("seeds", seeds)
-    if not isinstance(device, str):
-        raise ValueError(f"parameter 'device' must be a string such as 'cpu' or 'cuda', got {device!r}")
-    if not isinstance(train_missing, bool):
-        raise ValueError(f"parameter 'train_missing' must be True or False, got {train_missing!r}")
-    return ChapterParameters(profile, tuple(datasets), seeds, device, train_missing)
+            raise ValueError(f"parameter {name!r}: {unknown.args[0]}") from None
+        if allowed is not None and d not in allowed:
+            raise ValueError(f"parameter {name!r}: this chapter runs on {list(allowed)}, not {d!r}")
+    return tuple(datasets)
+
+
+def dataset_name(name: str, value, allowed=None) -> str:
+    """One known dataset name (``dataset``, ``spread_dataset``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"parameter {name!r} must be one dataset name, got {value!r}")
+    return dataset_list(name, [value], allowed)[0]
+
+
+def method_list(name: str, value) -> tuple[str, ...]:
+    """Registered method names (``methods``, ``baselines``); one name becomes a list of one."""
+    from .methods import METHODS
+    methods = _as_list(name, value)
+    for m in methods:
+        if not isinstance(m, str) or m not in METHODS:
+            raise ValueError(f"parameter {name!r}: unknown method {m!r}; known: {sorted(METHODS)}")
+    return tuple(methods)
+
+
+def number(name: str, value, low: float, high: float) -> float:
+    """A number in [``low``, ``high``] (``head_fraction``, ``tolerance``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"parameter {name!r} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
 
 
 def seed_list(name: str, value) -> tuple[int, ...]:
     """A chapter's list of seeds parameter ``name`` (such as ``spread_seeds``),
-    checked: non-negative ints; one int becomes a list of one."""
+    checked: non-negative ints below 2**32; one int becomes a list of one."""
     seeds = _as_list(name, value)
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"parameter {name!r} must hold non-negative ints, got {s!r}")
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT:
+            raise ValueError(f"parameter {name!r} must hold non-negative ints below 2**32, got {s!r}")
     return tuple(seeds)

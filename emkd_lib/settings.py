@@ -56,15 +56,24 @@ def _flag(env, name: str, default: str) -> bool:
     return value == "1"
 
 
+def _folder(env, name: str, default: Path) -> Path:
+    """A folder setting: a path that is a file is refused at once, not when
+    the first result is written after hours of training."""
+    path = Path(env.get(name) or default)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name}={path} is a file, not a directory")
+    return path
+
+
 def current(env=None) -> Settings:
     """The settings the environment asks for now."""
     env = os.environ if env is None else env
     data = env.get("EMKD_DATA_DIR")
     return Settings(
         data_dir=Path(data) if data else None,
-        results_dir=Path(env.get("EMKD_RESULTS_DIR") or REPO_ROOT / "results"),
-        cache_dir=Path(env.get("EMKD_CACHE_DIR") or Path.home() / ".cache" / "emkd-book"),
-        figures_dir=Path(env.get("EMKD_FIGURES_DIR") or REPO_ROOT / "notebooks" / "figures"),
+        results_dir=_folder(env, "EMKD_RESULTS_DIR", REPO_ROOT / "results"),
+        cache_dir=_folder(env, "EMKD_CACHE_DIR", Path.home() / ".cache" / "emkd-book"),
+        figures_dir=_folder(env, "EMKD_FIGURES_DIR", REPO_ROOT / "notebooks" / "figures"),
         papers_dir=Path(env["EMKD_PAPERS_DIR"]) if env.get("EMKD_PAPERS_DIR") else None,
         require_cached=_flag(env, "EMKD_REQUIRE_CACHED", "0"),
         keep_freed_memory=_flag(env, "EMKD_KEEP_FREED_MEMORY", "1"),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import re
+
 import pytest
 
 from emkd_lib.data import (
@@ -98,6 +101,9 @@ def test_register_without_attributes_and_replace(data_dir, tmp_path):
     ("", "use letters, digits"),
     ("my data", "use letters, digits"),
     ("../x", "use letters, digits"),
+    ("..", "use letters, digits"),      # would be the store's parent folder
+    (".", "use letters, digits"),
+    (".hidden", "use letters, digits"),
 ])
 def test_register_rejects_bad_names(tmp_path, name, match):
     with pytest.raises(ValueError, match=match):
@@ -299,3 +305,26 @@ def test_cli_typo_id_is_a_one_line_error_naming_the_line(cli_env, tmp_path):
     err = assert_one_line_error(cli("run", "--profile", "smoke", "--dataset", "typo", "--method", "sasrec",
                                     "--device", "cpu", env=cli_env))
     assert f"{seq.resolve()}, line 3: item id 999999" in err
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"{not json", "Expecting property name"),
+    (b"[1, 2]", "expected an object of datasets, got list"),
+    (b"\xff\xfe", "can't decode byte 0xff"),
+    (b'{"x": 5}', "entry 'x' has no sequence file"),
+    (b'{"..": {"sequences": "/tmp/a.txt"}}', "dataset name '..'"),
+])
+def test_an_unreadable_registry_is_one_error_naming_it_and_is_kept(tmp_path, content, problem):
+    path = tmp_path / "registry.json"
+    path.write_bytes(content)
+    for call in (lambda: read_registry(tmp_path), lambda: register_dataset("mine", TINY_SEQUENCES, None, tmp_path)):
+        with pytest.raises(ValueError, match=f"^dataset registry {re.escape(str(path))} is unreadable: .*"
+                                             f"{re.escape(problem)}"):
+            call()
+    assert path.read_bytes() == content
+
+
+def test_register_refuses_a_data_directory_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="data directory .*file is a file, not a directory"):
+        register_dataset("mine", TINY_SEQUENCES, None, tmp_path / "file")

@@ -2,7 +2,7 @@
 becomes a list of one, anything else is one error naming the parameter."""
 import pytest
 
-from emkd_lib.parameters import chapter_parameters, seed_list
+from emkd_lib.parameters import chapter_parameters, dataset_name, method_list, number, profile_name, seed_list
 
 
 def test_scalars_become_lists_of_one():
@@ -17,11 +17,17 @@ def test_scalars_become_lists_of_one():
     ({"datasets": [1]}, "parameter 'datasets' must hold dataset names, got 1"),
     ({"datasets": "beuaty"}, "parameter 'datasets': unknown dataset 'beuaty'; known datasets: beauty,"),
     ({"datasets": ["toys"], "allowed_datasets": ("beauty",)}, "this chapter runs on ['beauty'], not 'toys'"),
-    ({"seeds": "zero"}, "parameter 'seeds' must hold non-negative ints, got 'zero'"),
-    ({"seeds": [0, -1]}, "parameter 'seeds' must hold non-negative ints, got -1"),
-    ({"seeds": [True]}, "parameter 'seeds' must hold non-negative ints, got True"),
+    ({"seeds": "zero"}, "parameter 'seeds' must hold non-negative ints below 2**32, got 'zero'"),
+    ({"seeds": [0, -1]}, "parameter 'seeds' must hold non-negative ints below 2**32, got -1"),
+    ({"seeds": [True]}, "parameter 'seeds' must hold non-negative ints below 2**32, got True"),
+    ({"seeds": [2 ** 32]}, "parameter 'seeds' must hold non-negative ints below 2**32, got 4294967296"),
+    ({"seeds": []}, "parameter 'seeds' is empty: give at least one value"),
+    ({"datasets": []}, "parameter 'datasets' is empty: give at least one value"),
+    ({"datasets": ".."}, "parameter 'datasets': unknown dataset '..'"),
+    ({"device": "nosuch"}, "parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'nosuch'"),
+    ({"device": ""}, "parameter 'device' must be"),
     ({"seeds": 0.5}, "parameter 'seeds' must be a list (or one value), got float 0.5"),
-    ({"device": 0}, "parameter 'device' must be a string"),
+    ({"device": 0}, "parameter 'device' must be"),
     ({"train_missing": "yes"}, "parameter 'train_missing' must be True or False, got 'yes'"),
 ])
 def test_bad_parameters_are_one_error_naming_them(kwargs, message):
@@ -33,7 +39,27 @@ def test_bad_parameters_are_one_error_naming_them(kwargs, message):
 def test_seed_list_names_its_parameter():
     assert seed_list("spread_seeds", [0, 1, 2]) == (0, 1, 2)
     assert seed_list("spread_seeds", 2) == (2,)
-    with pytest.raises(ValueError, match="parameter 'spread_seeds' must hold non-negative ints, got '1'"):
+    with pytest.raises(ValueError, match=r"parameter 'spread_seeds' must hold non-negative ints below 2\*\*32, got '1'"):
         seed_list("spread_seeds", ["1"])
+    with pytest.raises(ValueError, match="parameter 'spread_seeds' is empty"):
+        seed_list("spread_seeds", [])
     with pytest.raises(ValueError, match=r"parameter 'spread_seeds' must be a list \(or one value\), got dict"):
         seed_list("spread_seeds", {0: 1})
+
+
+def test_the_other_parameters_are_checked_by_name():
+    assert method_list("methods", "sasrec") == ("sasrec",)
+    assert dataset_name("spread_dataset", "beauty") == "beauty"
+    assert number("head_fraction", 0.2, 0, 1) == 0.2 and profile_name("reference_profile", "cpu") == "cpu"
+    for call, message in [
+        (lambda: method_list("baselines", ["sasrec", "transformer"]), "parameter 'baselines': unknown method 'transformer'"),
+        (lambda: method_list("methods", []), "parameter 'methods' is empty"),
+        (lambda: dataset_name("spread_dataset", ["beauty"]), "parameter 'spread_dataset' must be one dataset name"),
+        (lambda: dataset_name("dataset", "toys", allowed=("beauty",)), "this chapter runs on ['beauty'], not 'toys'"),
+        (lambda: number("head_fraction", "0.2", 0, 1), "parameter 'head_fraction' must be a number in [0, 1], got '0.2'"),
+        (lambda: number("tolerance", 2.0, 0, 1), "parameter 'tolerance' must be a number in [0, 1], got 2.0"),
+        (lambda: profile_name("reference_profile", "gpu"), "parameter 'reference_profile' must be one of"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value)

@@ -213,35 +213,56 @@ def user_spec(name: str, sequences: Path, attributes: Path | None) -> DatasetSpe
         download_format="none", homepage="", user_folder=sequences.parent)
 
 
+def _check_name(name: str) -> None:
+    # A name is a folder of the result store: '.' or '..' would write beside it.
+    if (not isinstance(name, str) or not name or not name[0].isalnum()
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)):
+        raise ValueError(f"dataset name {name!r}: use letters, digits, '-', '_' or '.', "
+                         f"starting with a letter or digit")
+
+
+def _read_entries(path: Path) -> dict:
+    """The raw entries of a registry file (none if absent); an unreadable
+    file or entry is one error naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected an object of datasets, got {type(raw).__name__}")
+        for name, entry in raw.items():
+            _check_name(name)
+            if not isinstance(entry, dict) or not isinstance(entry.get("sequences"), str):
+                raise ValueError(f"entry {name!r} has no sequence file")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"dataset registry {path} is unreadable: {err}") from None
+    return raw
+
+
 def read_registry(registry_dir: Path | None) -> dict[str, DatasetSpec]:
     """The user datasets registered in ``registry_dir/registry.json`` (none if absent)."""
     if registry_dir is None:
         return {}
     path = Path(registry_dir) / REGISTRY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {name: user_spec(name, Path(entry["sequences"]),
-                                Path(entry["attributes"]) if entry.get("attributes") else None)
-                for name, entry in raw.items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"dataset registry {path} is unreadable: {err}") from None
+    return {name: user_spec(name, Path(entry["sequences"]),
+                            Path(entry["attributes"]) if entry.get("attributes") else None)
+            for name, entry in _read_entries(path).items()}
 
 
 def register_dataset(name: str, sequences: str | Path, attributes: str | Path | None,
                      registry_dir: Path) -> DatasetSpec:
     """Add (or replace) a user dataset in ``registry_dir/registry.json``, atomically."""
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise ValueError(f"dataset name {name!r}: use letters, digits, '-', '_' or '.'")
+    _check_name(name)
     if name in BUNDLED:
         raise ValueError(f"dataset name {name!r} is a bundled dataset; choose another name")
     for label, f in (("sequence file", sequences), ("attribute file", attributes)):
         if f is not None and not Path(f).is_file():
             raise FileNotFoundError(f"{label} {f} does not exist")
+    if Path(registry_dir).exists() and not Path(registry_dir).is_dir():
+        raise NotADirectoryError(f"data directory {registry_dir} is a file, not a directory")
     spec = user_spec(name, Path(sequences), Path(attributes) if attributes else None)
     path = Path(registry_dir) / REGISTRY_FILE
-    raw = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    raw = _read_entries(path)
     raw[name] = {"sequences": str(Path(sequences).resolve()),
                  "attributes": str(Path(attributes).resolve()) if attributes else None}
     atomic_write_bytes(path, json.dumps(raw, indent=1, sort_keys=True).encode())
