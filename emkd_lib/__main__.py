@@ -33,11 +33,13 @@ from .data import register_dataset
 from .distributed import launch
 from .executors import EXECUTORS, Failure, GridOutcome, import_ray, run_grid_ray
 from .extras import MissingExtra
+from .parameters import SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
 from .store import StoreError, code_commit, compare_stores, load_result, scan
 from .studies import GRIDS
+from .train import resolve_device
 
 
 class UsageError(ValueError):
@@ -89,6 +91,28 @@ def _add_data_options(p) -> None:
                    help="accept a bundled dataset file whose checksum differs (the run gets its own key)")
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**32 - 1, got {text!r}")
+    return int(text)
+
+
+def _device(text: str) -> str:
+    """A device name; whether it exists is checked before any work (``_command``)."""
+    try:
+        return device_name("--device", text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error of the CLI."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("python -m emkd_lib").strip()
+        self.exit(2, f"emkd_lib: error: {command + ': ' if command else ''}{message} (see --help)\n")
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -96,8 +120,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emkd_lib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m emkd_lib", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=_positive_int, help="torch CPU threads (e.g. 1 per process when running two)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", required=True)
     run.add_argument("--method", required=True)
     run.add_argument("--encoder", help="the encoder the method runs on (default: its own)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="overrides, e.g. train__epochs=5")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
+    run.add_argument("--device", type=_device, default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present)")
     run.add_argument("--force", action="store_true", help="retrain even if a stored result exists")
     run.add_argument("--ddp", type=int, metavar="N",
                      help="train the one model over N processes (DistributedDataParallel; on cuda, one GPU each)")
@@ -118,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyse = sub.add_parser("analyse", help="add the analysis arrays (figures' embeddings, clusters) to a "
                                              "stored run, from its saved weights")
     for name, kwargs in (("--profile", {"choices": PROFILES, "required": True}), ("--dataset", {"required": True}),
-                         ("--method", {"required": True}), ("--encoder", {}), ("--seed", {"type": int, "default": 0}),
+                         ("--method", {"required": True}), ("--encoder", {}), ("--seed", {"type": _seed, "default": 0}),
                          ("--set", {"nargs": "+", "metavar": "KEY=VALUE"})):
         analyse.add_argument(name, **kwargs)
     _add_data_options(analyse)
@@ -127,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("name", choices=sorted(GRIDS))
     grid.add_argument("--profile", choices=PROFILES, required=True)
     grid.add_argument("--datasets", nargs="+")
-    grid.add_argument("--seeds", nargs="+", type=int,
+    grid.add_argument("--seeds", nargs="+", type=_seed,
                       help="default: the grid's own (seed 0, or the seeds of a chapter's seed spread)")
     grid.add_argument("--methods", nargs="+", help="only for grids that take methods")
     grid.add_argument("--networks", nargs="+", type=int,
                       help="only for grids that take networks (emkd-encoders: N = 1 and 2 are light enough "
                            "to train beside another EMKD run)")
-    grid.add_argument("--device", default="auto")
+    grid.add_argument("--device", type=_device, default="auto")
     grid.add_argument("--shard", default="0/1", metavar="I/K",
                       help="run only configs I, I+K, I+2K, ... of the grid (K processes share one grid)")
     grid.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -150,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--profile", choices=PROFILES, required=True)
     ens.add_argument("--dataset", required=True)
     ens.add_argument("--method", required=True)
-    ens.add_argument("--seeds", nargs="+", type=int, required=True)
-    ens.add_argument("--device", default="auto")
+    ens.add_argument("--seeds", nargs="+", type=_seed, required=True)
+    ens.add_argument("--device", type=_device, default="auto")
 
     data = sub.add_parser("data", help="datasets: add your own")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -210,6 +234,8 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
 
 def _command(args) -> int:
     settings = settings_module.current()
+    if getattr(args, "device", None) is not None:
+        resolve_device(args.device)   # a device this machine lacks is an error before any work
     if args.command == "run":
         config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
                                 **_data_overrides(args), **_parse_sets(args.set))

@@ -50,11 +50,17 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
     profile = profile_name("profile", profile)
     datasets = dataset_list("datasets", datasets, allowed_datasets)
     seeds = seed_list("seeds", seeds)
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise ValueError(f"parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    device = device_name("device", device)
     if not isinstance(train_missing, bool):
         raise ValueError(f"parameter 'train_missing' must be True or False, got {train_missing!r}")
     return ChapterParameters(profile, datasets, seeds, device, train_missing)
+
+
+def device_name(name: str, value) -> str:
+    """A device name (whether the machine has it is ``train.resolve_device``'s question)."""
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ValueError(f"parameter {name!r} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+    return value
 
 
 def profile_name(name: str, value) -> str:

@@ -62,7 +62,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when present, else the CPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r}: this machine's torch sees {torch.cuda.device_count()} CUDA devices "
+                         f"(use cpu or auto)")
+    return resolved
 
 
 @dataclass

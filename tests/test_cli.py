@@ -58,6 +58,43 @@ def test_a_flag_variable_that_is_not_0_or_1_is_a_user_error(env, monkeypatch, ca
     assert capsys.readouterr().err.strip() == "emkd_lib: error: EMKD_REQUIRE_CACHED must be 0 or 1, got 'true'"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", "--seed", "4294967296"],
+     "run: argument --seed: must be an integer from 0 to 2**32 - 1, got '4294967296' (see --help)"),
+    (["grid", "baselines", "--profile", "smoke", "--seeds", "abc"],
+     "grid: argument --seeds: must be an integer from 0 to 2**32 - 1, got 'abc' (see --help)"),
+    (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", "--device", "nosuch"],
+     "run: argument --device: must be auto, cpu, cuda, cuda:N or mps, got 'nosuch' (see --help)"),
+    (["run", "--profile", "gpu", "--dataset", "beauty", "--method", "sasrec"],
+     "run: argument --profile: invalid choice: 'gpu' (choose from 'smoke', 'cpu', 'paper') (see --help)"),
+])
+def test_usage_errors_are_one_line_too(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"emkd_lib: error: {message}\n"
+
+
+def test_a_device_the_machine_lacks_is_refused_before_any_work(env, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert cli.main(["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("emkd_lib: error: device 'cuda': this machine's torch sees 0 CUDA devices "
+                                       "(use cpu or auto)\n")
+    assert not (env / "results").exists() and not (env / "cache" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("variable", ["EMKD_RESULTS_DIR", "EMKD_CACHE_DIR"])
+def test_a_store_folder_that_is_a_file_is_refused_before_any_work(env, capsys, monkeypatch, variable):
+    path = env / "a-file"
+    path.write_text("not a folder")
+    monkeypatch.setenv(variable, str(path))
+    assert cli.main(["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec"]) == 2
+    assert capsys.readouterr().err == f"emkd_lib: error: {variable}={path} is a file, not a directory\n"
+    assert path.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("threads", ["0", "-1", "two"])
 def test_threads_must_be_a_positive_integer(env, capsys, threads):
     with pytest.raises(SystemExit) as exit_:
