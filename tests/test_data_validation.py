@@ -100,6 +100,26 @@ def test_non_utf8_sequence_file_names_file_and_line(tmp_path):
     assert one_line_error(info).startswith(f"{path}, line 3: not UTF-8 text")
 
 
+@pytest.mark.parametrize("content, line, problem", [
+    # old Mac line endings: without the check the whole file was one user
+    (b"1 1 2 3\r2 4 5 6\r", 1, "a carriage return inside the line (old Mac line endings?)"),
+    # Python's int() reads other scripts' digits: "\u0663" would have been item 3
+    ("1 1 2 3\n2 4 5 \u0663\n".encode(), 2, "non-ASCII character '\u0663' in a file of integers"),
+])
+def test_line_endings_and_characters_that_would_be_misread_name_the_line(tmp_path, content, line, problem):
+    path = write(tmp_path / "odd.txt", content)
+    with pytest.raises(ValueError) as info:
+        parse_sequence_file(path)
+    assert one_line_error(info).startswith(f"{path}, line {line}: {problem}")
+
+
+def test_windows_line_endings_and_a_byte_order_mark_parse_as_plain_lines(tmp_path):
+    plain = parse_sequence_file(write(tmp_path / "plain.txt", b"1 1 2 3\n2 4 5 6\n"))
+    windows = parse_sequence_file(write(tmp_path / "windows.txt", "\ufeff1 1 2 3\r\n2 4 5 6\r\n".encode()))
+    assert np.array_equal(plain[0], windows[0])
+    assert all(np.array_equal(a, b) for a, b in zip(plain[1], windows[1]))
+
+
 def test_non_utf8_udata_names_file_and_line(tmp_path):
     path = write(tmp_path / "u.data", b"1\t2\t3\t4\n1\t3\t3\t5\xff\n")
     with pytest.raises(ValueError) as info:

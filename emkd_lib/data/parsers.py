@@ -38,6 +38,23 @@ def _text_lines(path):
                 raise ValueError(f"{path}, line {lineno}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
+def _numeric_lines(path):
+    """``_text_lines`` of a file of integers: a byte-order mark is dropped; a
+    carriage return inside a line (old Mac line endings would make the whole
+    file one user) and non-ASCII characters (Python reads other scripts'
+    digits as numbers) are errors naming the line."""
+    for lineno, line in _text_lines(path):
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")
+        if "\r" in line.rstrip("\r\n"):
+            raise ValueError(f"{path}, line {lineno}: a carriage return inside the line (old Mac line endings?); "
+                             f"end lines with \\n or \\r\\n")
+        if not line.isascii():
+            bad = next(c for c in line if not c.isascii())
+            raise ValueError(f"{path}, line {lineno}: non-ASCII character {bad!r} in a file of integers")
+        yield lineno, line
+
+
 def check_dense_ids(path, sequences: list[np.ndarray], line_numbers: list[int]) -> None:
     """Raise if the largest item id is far above the number of distinct ids
     (``sparse_id_bound``), naming the line that holds it."""
@@ -102,7 +119,7 @@ def parse_sequence_file(
     first_line: dict[int, int] = {}
     n_skipped = 0
     line_numbers: list[int] = []
-    for lineno, line in _text_lines(path):
+    for lineno, line in _numeric_lines(path):
         tokens = line.split()
         if not tokens:
             continue
@@ -236,7 +253,7 @@ def parse_udata_file(
     """
     _check_on_short(on_short)
     rows = []
-    for lineno, line in _text_lines(path):
+    for lineno, line in _numeric_lines(path):
         fields = line.split()
         if not fields:
             continue
