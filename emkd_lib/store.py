@@ -109,8 +109,8 @@ def read_record(path: Path) -> dict:
     """A record whose sidecar exists and matches its recorded sha256; else ``StoreError``."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:   # ValueError: not JSON, or not UTF-8
         raise StoreError(f"result file {path} is unreadable: {err}") from None
     if not isinstance(record, dict) or "sidecar_sha256" not in record:
         raise StoreError(f"result file {path} is incomplete (no sidecar checksum; written by an older core?)")
@@ -133,12 +133,28 @@ def store_result(result: RunResult) -> None:
 
 
 def load_result(path: Path) -> RunResult:
-    record = read_record(path)
+    return _result(Path(path), read_record(path))
+
+
+def _result(path: Path, record: dict) -> RunResult:
     try:
-        return RunResult(config=RunConfig.from_dict(record["config"]), path=Path(path),
+        return RunResult(config=RunConfig.from_dict(record["config"]), path=path,
                          **{k: record[k] for k in _RECORD_FIELDS})
-    except (KeyError, TypeError, ValueError) as err:
+    except KeyError as err:
+        raise StoreError(f"result file {path} is incomplete: no {err.args[0]!r}") from None
+    except (TypeError, ValueError) as err:
         raise StoreError(f"result file {path} is incomplete: {err}") from None
+
+
+def _check_servable(path: Path, record: dict) -> None:
+    """A record that ``list``, ``grid --plan`` and the chapters can read: a
+    run's config and fields load; an ensemble (``ensemble*.json``, written by
+    ``runs``) has its test metrics."""
+    if path.name.startswith("ensemble"):
+        if not isinstance(record.get("test_metrics"), dict) or "NDCG@10" not in record["test_metrics"]:
+            raise StoreError(f"result file {path} is incomplete: no test metrics")
+    else:
+        _result(path, record)
 
 
 def scan(root: Path) -> tuple[list[Path], list[str]]:
@@ -151,7 +167,9 @@ def _served_records(root: Path) -> tuple[dict[Path, dict], list[str]]:
     records, problems = {}, []
     for path in sorted(Path(root).glob("*/*.json")):
         try:
-            records[path] = read_record(path)
+            record = read_record(path)
+            _check_servable(path, record)
+            records[path] = record
         except StoreError as err:
             problems.append(str(err))
     return records, problems

@@ -180,13 +180,21 @@ def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
     store.write_record(root / "beauty" / "ensemble2-sasrec-smoke-seeds01-x.json",
                        {"test_metrics": {"NDCG@10": 0.3}}, {"test_ranks": np.zeros(3, dtype=int)})
     (root / "beauty" / "broken.json").write_text("{")
+    (root / "beauty" / "latin1.json").write_bytes(b"\xff\xfe")
+    store.write_record(root / "beauty" / "badconfig.json", {"config": {**config.to_dict(), "train": {"epochs": -5}}},
+                       {"test_ranks": np.zeros(3, dtype=int)})
+    store.write_record(root / "beauty" / "ensemble2-nometrics.json", {}, {"test_ranks": np.zeros(3, dtype=int)})
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 7
+    problems = {line.split("/")[-1].split(" ")[0].rstrip(":"): line for line in lines if line.startswith("unreadable")}
+    assert "epochs must be >= 1, got -5" in problems["badconfig.json"]
+    assert "codec can't decode byte 0xff" in problems["latin1.json"]
+    assert problems["ensemble2-nometrics.json"].endswith("is incomplete: no test metrics")
     assert sum(line.startswith("beauty/ensemble2-sasrec") and "test NDCG@10 0.3000" in line for line in lines) == 1
     assert sum(line.startswith("beauty/sasrec-smoke-seed1") and line.endswith("[dirty]") for line in lines) == 1
     assert sum(line.startswith("beauty/sasrec-smoke-seed0") and "[" not in line for line in lines) == 1
-    assert lines[-1].startswith("unreadable: result file") and "broken.json" in lines[-1]
+    assert problems["broken.json"].startswith("unreadable: result file") and len(problems) == 4
 
 
 def test_compare_names_each_run_whose_arrays_are_not_bit_identical(tmp_path, capsys):

@@ -50,10 +50,10 @@ def test_a_record_whose_sidecar_is_missing_or_altered_is_not_served(tmp_path):
     (tmp_path / "beauty" / "broken.json").write_text("{not json")
     (tmp_path / "beauty" / "old.json").write_text('{"config": {}}')  # no sidecar checksum
     served, problems = store.scan(tmp_path)
-    assert served == [good.path, tmp_path / "x" / "other.json"]
-    assert len(problems) == 4
+    assert served == [good.path]   # other.json has a sidecar but is not a run's record
+    assert len(problems) == 5
     for name, why in (("altered", "does not match"), ("broken", "unreadable"), ("missing", "is missing"),
-                      ("old", "no sidecar checksum")):
+                      ("old", "no sidecar checksum"), ("other", "is incomplete: no 'config'")):
         assert sum(f"{name}.json" in p and why in p for p in problems) == 1, (name, problems)
 
 
