@@ -168,11 +168,30 @@ def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Gener
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
+_CHECKPOINT_KEYS = ("epoch", "stopped", "model", "optimizer", "rng", "best_score", "best_state", "since_best",
+                    "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")
+
+
+def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """A ``fit`` checkpoint; a truncated, corrupt or foreign file is one error
+    that names it and says what to do."""
+    remedy = "delete it to train the run from its first epoch"
+    try:
+        state = torch.load(checkpoint, map_location=map_location, weights_only=False, mmap=mmap)
+    except Exception as err:   # pickle, zip and torch errors alike: the file is not a checkpoint
+        reason = " ".join(str(err).split())
+        raise ValueError(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}: {reason}); {remedy}") from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint} is not a training checkpoint (no {missing[0]!r}); {remedy}")
+    return state
+
+
 def checkpoint_summary(checkpoint: str | Path) -> dict:
     """How far the run of a ``fit`` checkpoint has come: its last epoch, its
     best epoch and validation NDCG@10 so far, its training + evaluation
     seconds, and whether it has stopped. Memory-mapped: the weights are not read."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    state = read_checkpoint(checkpoint, mmap=True)
     return {"epoch": state["epoch"], "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_score"],
             "seconds": state["train_seconds"] + state["eval_seconds"], "stopped": state["stopped"]}
 
@@ -221,13 +240,17 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
     best_score, best_state, since_best, start, stopped = -1.0, None, 0, 1, False
     state = None
     if checkpoint is not None and main and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device if parallel is None else "cpu", weights_only=False)
+        state = read_checkpoint(checkpoint, map_location=device if parallel is None else "cpu")
     if parallel is not None:
         # Rank 0's checkpoint, sent through the process group (from the CPU):
         # the ranks need not share the checkpoint's filesystem.
         state = parallel.from_main(state)
     if state is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:   # torch's message lists every mismatched tensor
+            raise ValueError(f"checkpoint {checkpoint} holds another model's weights; delete it to train the run "
+                             f"from its first epoch") from None
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]

@@ -174,6 +174,33 @@ def test_stop_after_epoch_leaves_a_checkpoint_and_a_resume_continues_from_it(tmp
     np.testing.assert_array_equal(resumed.test_ranks, whole.test_ranks)
 
 
+@pytest.mark.parametrize("content, problem", [
+    (b"garbage\n", "is unreadable (ValueError: invalid literal"),
+    (None, "is not a training checkpoint (no 'epoch')"),          # a file of weights, not a checkpoint
+    ("other model", "holds another model's weights"),
+])
+def test_a_corrupt_or_foreign_checkpoint_is_one_error_naming_it_and_is_kept(tmp_path, content, problem):
+    checkpoint = tmp_path / "run.pt"
+    train = TrainConfig(epochs=4, batch_size=10, patience=10)
+    if content is None:
+        torch.save({"w": torch.ones(3)}, checkpoint)
+    elif content == "other model":
+        with pytest.raises(InterruptedError):
+            fit_constant(train, checkpoint=checkpoint, stop_after_epoch=1)
+        state = torch.load(checkpoint, weights_only=False)
+        state["model"] = {"v": torch.ones(2)}
+        torch.save(state, checkpoint)
+    else:
+        checkpoint.write_bytes(content)
+    before = checkpoint.read_bytes()
+    with pytest.raises(ValueError) as error:
+        fit_constant(train, checkpoint=checkpoint)
+    message = str(error.value)
+    assert message.startswith(f"checkpoint {checkpoint} ") and problem in message, message
+    assert message.endswith("delete it to train the run from its first epoch") and "\n" not in message
+    assert checkpoint.read_bytes() == before
+
+
 def test_a_run_killed_after_its_stopping_epoch_resumes_to_the_same_stop(tmp_path, monkeypatch):
     """The checkpoint of the epoch at which patience ran out is written before
     the loop ends; a process killed right then must not train further on resume."""
