@@ -63,6 +63,8 @@ def _parse_sets(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise UsageError(f"--set takes KEY=VALUE (e.g. train__epochs=5), got {pair!r}")
         key, value = pair.split("=", 1)
+        if key in ("seed", "dataset", "method", "encoder", "profile"):
+            raise UsageError(f"--set {key}=...: the {key} has its own option, --{key}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

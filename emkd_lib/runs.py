@@ -362,6 +362,8 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None, se
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     if len({(c.dataset, c.method, c.encoder, c.data.max_users) for c in members}) != 1:
         raise ValueError("ensemble members must share dataset, method, encoder and max_users")
+    if len(set(members)) != len(members):
+        raise ValueError(f"ensemble members must differ (seeds {[c.seed for c in members]} repeat a model)")
     found = stored_ensemble(members, settings)
     if found is not None:
         return found

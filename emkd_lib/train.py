@@ -172,7 +172,8 @@ _CHECKPOINT_KEYS = ("epoch", "stopped", "model", "optimizer", "rng", "best_score
                     "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")
 
 
-def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = False,
+                    keys: tuple[str, ...] = _CHECKPOINT_KEYS) -> dict:
     """A ``fit`` checkpoint; a truncated, corrupt or foreign file is one error
     that names it and says what to do."""
     remedy = "delete it to train the run from its first epoch"
@@ -181,7 +182,7 @@ def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = Fal
     except Exception as err:   # pickle, zip and torch errors alike: the file is not a checkpoint
         reason = " ".join(str(err).split())
         raise ValueError(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}: {reason}); {remedy}") from None
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"checkpoint {checkpoint} is not a training checkpoint (no {missing[0]!r}); {remedy}")
     return state
@@ -191,7 +192,8 @@ def checkpoint_summary(checkpoint: str | Path) -> dict:
     """How far the run of a ``fit`` checkpoint has come: its last epoch, its
     best epoch and validation NDCG@10 so far, its training + evaluation
     seconds, and whether it has stopped. Memory-mapped: the weights are not read."""
-    state = read_checkpoint(checkpoint, mmap=True)
+    state = read_checkpoint(checkpoint, mmap=True, keys=("epoch", "best_epoch", "best_score", "train_seconds",
+                                                          "eval_seconds", "stopped"))
     return {"epoch": state["epoch"], "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_score"],
             "seconds": state["train_seconds"] + state["eval_seconds"], "stopped": state["stopped"]}
 

@@ -198,8 +198,10 @@ def clean_file(path: Path) -> bool:
     """Clean ``path`` in place; True if the file changed."""
     before = path.read_text(encoding="utf-8")
     after = dumps(clean_notebook(json.loads(before), path_replacements(path)))
-    if after != before:
-        path.write_text(after, encoding="utf-8")
+    if after != before:   # atomically: an interrupted clean must not leave half a notebook
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_text(after, encoding="utf-8")
+        os.replace(tmp, path)
     return after != before
 
 

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from .. import settings as settings_module
+from ..files import atomic_write
 
 TEXT_WIDTH_IN = 6.6
 
@@ -43,8 +44,6 @@ def save_figure(fig, name: str) -> Path:
     ``$EMKD_FIGURES_DIR`` redirects figures (the smoke test writes to a scratch
     folder, so it never touches the committed ones).
     """
-    folder = settings_module.current().figures_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    path = settings_module.current().figures_dir / f"{name}.png"
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
     return path
