@@ -310,7 +310,8 @@ def _command(args) -> int:
             print(line)
         same = sum(row["identical"] for row in rows)
         print(f"{same} of {len(rows)} runs stored in both are bit-identical")
-        return 0 if rows and same == len(rows) else 1
+        unreadable = any(line.startswith("unreadable: ") for line in only)
+        return 0 if rows and same == len(rows) and not unreadable else 1
     return 0
 
 

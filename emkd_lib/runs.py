@@ -375,7 +375,11 @@ def ensemble_run_or_load(members: list[RunConfig], device: str | None = None, se
     dataset, split = run_data(members[0], settings)
     models, recipe = [], None
     for config, key in zip(members, keys):
-        weights = stored_weights(result_path(config, key, settings.results_dir), settings)
+        record = result_path(config, key, settings.results_dir)
+        if not record.is_file():
+            raise FileNotFoundError(f"ensemble member {config.label()} has not been trained; train it with: "
+                                    f"{command_for(config)}")
+        weights = stored_weights(record, settings)
         if weights is None:
             raise FileNotFoundError(f"ensemble member {config.label()} has no stored weights (beside its record "
                                     f"or under {settings.weights_dir}); train it with: {command_for(config)} --force")

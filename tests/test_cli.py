@@ -233,7 +233,7 @@ def test_compare_names_each_run_whose_arrays_are_not_bit_identical(tmp_path, cap
     assert not store._same_bits(np.array([0.0]), np.array([-0.0]))
     (b / "beauty" / "broken.json").write_text("{")
     capsys.readouterr()
-    assert cli.main(["compare", str(a), str(b)]) == 0
+    assert cli.main(["compare", str(a), str(b)]) == 1   # an unreadable record fails the check
     assert any(line.startswith("unreadable: result file") for line in capsys.readouterr().out.splitlines())
     assert cli.main(["compare", str(a), str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"store {tmp_path / 'none'} is not a folder")

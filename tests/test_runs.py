@@ -160,9 +160,17 @@ def test_ensemble_of_stored_runs_averages_their_logits(env, monkeypatch):
 
 def test_ensemble_member_without_weights_is_a_clear_error(env):
     members = [tiny_config(seed=s) for s in (0, 1)]
-    runs.run_or_load(members[0], device="cpu", progress=False)
-    with pytest.raises(FileNotFoundError, match="has no stored weights.*--seed 1"):
+    first = runs.run_or_load(members[0], device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="member .* has not been trained; train it with: .*--seed 1 "):
         runs.ensemble_run_or_load(members, device="cpu")
+    runs.run_or_load(members[1], device="cpu", progress=False)
+    from emkd_lib import settings as settings_module
+    for weights in runs.weights_paths(first.path, settings_module.current()):
+        weights.unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="has no stored weights.*--seed 0 .*--force$"):
+        runs.ensemble_run_or_load(members, device="cpu")
+    with pytest.raises(ValueError, match=r"must differ \(seeds \[1, 1\] repeat a model\)"):
+        runs.ensemble_run_or_load([members[1], members[1]])
     with pytest.raises(ValueError, match="at least 2 members"):
         runs.ensemble_run_or_load(members[:1])
     with pytest.raises(ValueError, match="must share dataset, method"):
