@@ -96,7 +96,9 @@ def test_contrastive_and_attribute_terms_are_eq_8_to_15_on_each_networks_own_pas
         view = [[(net(views[m * B:(m + 1) * B]) * real[..., None]).flatten(1) for m in range(M)]
                 for net in model.networks]
         hidden = torch.stack([net(inputs) for net in model.networks])
-        attribute_logits = model.attribute_logits(hidden[:, real])
+        head = model.attribute_head   # Eq. 8 before the sigmoid, network by network
+        attribute_logits = torch.stack([hidden[n][real] @ head.weight[n].T + head.bias[n]
+                                        for n in range(len(model.networks))])
 
     def cos(a, b):
         return float(F.cosine_similarity(a, b, dim=0))

@@ -283,7 +283,10 @@ def test_attribute_prediction_reads_the_original_sequence(last_view, monkeypatch
         at = ids > 0
     torch.testing.assert_close(seen["targets"], attributes()[ids[at]].float())
     hidden = model(ids)[:, at]  # dropout 0: the original sequence's hidden states
-    torch.testing.assert_close(seen["logits"], model.attribute_logits(hidden), atol=1e-5, rtol=1e-5)
+    # Eq. 8 before the sigmoid, network by network: h W'_n^T + b'_n
+    head = model.attribute_head
+    direct = torch.stack([hidden[n] @ head.weight[n].T + head.bias[n] for n in range(hidden.shape[0])])
+    torch.testing.assert_close(seen["logits"], direct, atol=1e-5, rtol=1e-5)
 
 
 # ---- configuration -----------------------------------------------------------
