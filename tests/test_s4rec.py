@@ -178,13 +178,18 @@ def labelled_batch(recipe, split, n=16):
     return torch.from_numpy(pad_left(recipe.make_examples(split.train)[:n]))
 
 
-def test_sr_term_is_the_next_item_loss_of_the_baseline():
+def eval_model_and_batch():
+    """An S^4Rec model in eval mode (no dropout: repeated passes agree) and a labelled batch."""
     dataset = successor_dataset()
     split = leave_one_out(dataset.sequences)
     torch.manual_seed(0)
     model, recipe = build_method(config(), dataset)
     model.eval()
-    ids = labelled_batch(recipe, split)
+    return model, labelled_batch(recipe, split)
+
+
+def test_sr_term_is_the_next_item_loss_of_the_baseline():
+    model, ids = eval_model_and_batch()
     terms = s4rec_loss(model, ids, torch.Generator().manual_seed(0), S4RecParams(n_prototypes=8))
     torch.testing.assert_close(terms["sr"], next_item_loss(model, ids.abs()))
     assert set(terms) == {"loss", "sr", "clust", "scl", "csd", "adv"}
@@ -255,12 +260,7 @@ def test_the_teacher_and_reversal_options_change_only_gradients_as_named():
     """``csd_detach_teacher=False`` lets Eq. 16 train the prototypes; ``grl_gamma``
     scales the reversed gradient that reaches the encoder from Eq. 17 (the
     classifier's own gradient unchanged); neither changes a value."""
-    dataset = successor_dataset()
-    split = leave_one_out(dataset.sequences)
-    torch.manual_seed(0)
-    model, recipe = build_method(config(), dataset)
-    model.eval()
-    ids = labelled_batch(recipe, split)
+    model, ids = eval_model_and_batch()
     encoder_weight = model.encoder.item_embedding.weight
 
     def grads(term, **change):
