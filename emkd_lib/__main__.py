@@ -30,6 +30,7 @@ from pathlib import Path
 from . import settings as settings_module
 from .config import PROFILES
 from .data import register_dataset
+from .data.registry import DEFAULT_SETTINGS_LIKE, SETTINGS_SOURCES
 from .distributed import launch
 from .executors import EXECUTORS, Failure, GridOutcome, import_ray, run_grid_ray
 from .extras import MissingExtra
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--sequences", required=True)
     add.add_argument("--attributes", help="S3-Rec style JSON: {item: [attribute ids]}")
     add.add_argument("--data-dir", help="where the registry lives (default: $EMKD_DATA_DIR)")
+    add.add_argument("--like", choices=SETTINGS_SOURCES, default=DEFAULT_SETTINGS_LIKE,
+                     help="the paper dataset whose per-dataset settings (training windows, EMKD's tau, dropout "
+                          "and heads) it takes: sparse data like Amazon's, beauty or toys; dense like MovieLens, ml-1m")
 
     sub.add_parser("list", help="list stored results (and the ones that cannot be served)")
 
@@ -236,12 +240,12 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
 
 def _command(args) -> int:
     settings = settings_module.current()
-    if getattr(args, "device", None) is not None:
-        resolve_device(args.device)   # a device this machine lacks is an error before any work
     if args.command == "run":
         config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
                                 **_data_overrides(args), **_parse_sets(args.set))
         result = None if args.force else stored(config, settings)
+        if result is None:
+            resolve_device(args.device)   # a device this machine lacks is an error before any work
         if result is None and args.ddp is not None:
             result = launch(config, args.ddp, device=args.device, settings=settings, threads=args.threads)
             if result is None:
@@ -285,7 +289,7 @@ def _command(args) -> int:
         if registry_dir is None:
             raise UsageError("data add needs --data-dir or EMKD_DATA_DIR: the folder whose registry.json "
                              "will hold the dataset")
-        spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir)
+        spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir, args.like)
         print(f"registered dataset {spec.name!r} ({spec.folder}/{spec.sequence_file}) in {registry_dir}/registry.json")
     elif args.command == "list":
         good, problems = scan(settings.results_dir)

@@ -102,11 +102,20 @@ def method_list(name: str, value) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def number(name: str, value, low: float, high: float) -> float:
-    """A number in [``low``, ``high``] (``head_fraction``, ``tolerance``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"parameter {name!r} must be a number in [{low}, {high}], got {value!r}")
+def number(name: str, value, low: float, high: float, low_inclusive: bool = True) -> float:
+    """A number in [``low``, ``high``], or (``low``, ``high``] (``head_fraction``, ``tolerance``)."""
+    above_low = isinstance(value, (int, float)) and (value >= low if low_inclusive else value > low)
+    if isinstance(value, bool) or not above_low or not value <= high:
+        interval = f"{'[' if low_inclusive else '('}{low}, {high}]"
+        raise ValueError(f"parameter {name!r} must be a number in {interval}, got {value!r}")
     return float(value)
+
+
+def one_seed(name: str, value) -> int:
+    """A single seed parameter (``seed``)."""
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"parameter {name!r} must be one seed (an int), got {value!r}")
+    return seed_list(name, value)[0]
 
 
 def seed_list(name: str, value) -> tuple[int, ...]:

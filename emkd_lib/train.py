@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -168,8 +169,10 @@ def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Gener
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
+# The ``FitResult`` fields a checkpoint carries, and everything it holds.
+_RESUMED_FIELDS = ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")
 _CHECKPOINT_KEYS = ("epoch", "stopped", "model", "optimizer", "rng", "best_score", "best_state", "since_best",
-                    "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")
+                    *_RESUMED_FIELDS)
 
 
 def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = False,
@@ -179,7 +182,11 @@ def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = Fal
     remedy = "delete it to train the run from its first epoch"
     try:
         state = torch.load(checkpoint, map_location=map_location, weights_only=False, mmap=mmap)
-    except Exception as err:   # pickle, zip and torch errors alike: the file is not a checkpoint
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, RuntimeError) as err:
+        # What a damaged or foreign file raises; an OSError or running out of
+        # memory says nothing about the file, and must not advise deleting it.
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            raise
         reason = " ".join(str(err).split())
         raise ValueError(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}: {reason}); {remedy}") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
@@ -256,7 +263,7 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
-        for name in ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps"):
+        for name in _RESUMED_FIELDS:
             setattr(result, name, state[name])
         start = result.resumed_from_epoch = state["epoch"] + 1
         stopped = state["stopped"]  # killed after its stopping epoch was written: nothing left to train
@@ -304,8 +311,7 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
                 state = {"epoch": epoch, "stopped": stop, "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "rng": _rng_state(rng, generator),
                          "best_score": best_score, "best_state": best_state, "since_best": since_best,
-                         **{name: getattr(result, name) for name in (
-                             "history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")}}
+                         **{name: getattr(result, name) for name in _RESUMED_FIELDS}}
                 if rank_rng is not None:
                     state["rank_rng"] = rank_rng
                 atomic_write(checkpoint, lambda f: torch.save(state, f))

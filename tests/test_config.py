@@ -1,6 +1,7 @@
 """Run configs are typed and closed: unknown keys and wrong types are errors
 that name what is allowed, and a run's key is its identity (not its label)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -194,7 +195,7 @@ def test_the_fair_rule_gives_every_method_of_a_dataset_the_same_windows():
             profile_config("cpu", "ml-1m", "sasrec").data.window_step) == (15, 10)
 
 
-def test_a_dataset_no_paper_used_takes_the_settings_of_the_dataset_its_spec_names():
+def test_a_dataset_no_paper_used_takes_the_settings_of_the_dataset_its_spec_names(tmp_path):
     from emkd_lib.data.registry import BUNDLED, settings_like
     from emkd_lib.methods.emkd import PAPER_SETTINGS
     from emkd_lib.profiles import FAIR_WINDOWS
@@ -203,8 +204,20 @@ def test_a_dataset_no_paper_used_takes_the_settings_of_the_dataset_its_spec_name
     emkd = {d: profile_config("cpu", d, "emkd") for d in ("ml-100k", "ml-1m", "sports", "beauty")}
     assert emkd["ml-100k"].params.tau == emkd["ml-1m"].params.tau != emkd["beauty"].params.tau
     assert emkd["ml-100k"].data.window_step == 10 and emkd["sports"].data == emkd["beauty"].data
-    # By the spec, not the name: a user's "ml-mine" is not taken for MovieLens.
-    assert settings_like("ml-mine") == "beauty"
+    # A user's dataset: what its registration says (Beauty's by default), not what its name suggests;
+    # entries registered before the choice was recorded keep what their name gave them then.
+    import json
+    from emkd_lib.data import register_dataset
+    tiny = Path(__file__).parent / "fixtures" / "tiny_sequences.txt"
+    register_dataset("ml-mine", tiny, None, tmp_path)
+    register_dataset("dense", tiny, None, tmp_path, settings_like="ml-1m")
+    assert settings_like("ml-mine", tmp_path) == "beauty" and settings_like("dense", tmp_path) == "ml-1m"
+    registry = json.loads((tmp_path / "registry.json").read_text())
+    for entry in registry.values():
+        del entry["settings_like"]
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    assert settings_like("ml-mine", tmp_path) == "ml-1m" and settings_like("dense", tmp_path) == "beauty"
+    assert settings_like("unregistered", tmp_path) == "beauty"
 
 
 def test_ml1m_in_the_cpu_profile_is_one_user_sample_for_every_method_and_the_paper_profile_keeps_all_users():

@@ -73,7 +73,8 @@ def test_register_and_load_a_user_dataset(data_dir):
     assert spec.user_folder == FIXTURES.resolve() and spec.sha256 == {}
     raw = json.loads((data_dir / "registry.json").read_text())
     assert raw == {"tiny": {"sequences": str(TINY_SEQUENCES.resolve()),
-                            "attributes": str(TINY_ATTRIBUTES.resolve())}}
+                            "attributes": str(TINY_ATTRIBUTES.resolve()),
+                            "settings_like": "beauty"}}
     assert read_registry(data_dir)["tiny"] == spec == dataset_spec("tiny", data_dir)
     ds = load_dataset("tiny")
     assert ds.n_users == 30 and ds.n_items == 25 and ds.user_ids.tolist() == list(range(1, 31))
@@ -312,7 +313,8 @@ def test_cli_typo_id_is_a_one_line_error_naming_the_line(cli_env, tmp_path):
     (b"[1, 2]", "expected an object of datasets, got list"),
     (b"\xff\xfe", "can't decode byte 0xff"),
     (b'{"x": 5}', "entry 'x' has no sequence file"),
-    (b'{"..": {"sequences": "/tmp/a.txt"}}', "dataset name '..'"),
+    (b'{"..": {"sequences": "/tmp/a.txt"}}', "entry '..' is not a usable dataset name"),
+    (b'{"x": {"sequences": "/tmp/a.txt", "attributes": 5}}', "entry 'x' names its attribute file with a int"),
 ])
 def test_an_unreadable_registry_is_one_error_naming_it_and_is_kept(tmp_path, content, problem):
     path = tmp_path / "registry.json"
@@ -328,3 +330,9 @@ def test_register_refuses_a_data_directory_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="data directory .*file is a file, not a directory"):
         register_dataset("mine", TINY_SEQUENCES, None, tmp_path / "file")
+
+
+def test_a_name_registered_under_the_older_rule_stays_usable(tmp_path):
+    (tmp_path / "registry.json").write_text(json.dumps({"_mine": {"sequences": str(TINY_SEQUENCES)}}))
+    register_dataset("other", TINY_SEQUENCES, None, tmp_path)
+    assert sorted(read_registry(tmp_path)) == ["_mine", "other"]

@@ -2,7 +2,8 @@
 becomes a list of one, anything else is one error naming the parameter."""
 import pytest
 
-from emkd_lib.parameters import chapter_parameters, dataset_name, method_list, number, profile_name, seed_list
+from emkd_lib.parameters import (chapter_parameters, dataset_name, method_list, number, one_seed, profile_name,
+                                 seed_list)
 
 
 def test_scalars_become_lists_of_one():
@@ -51,6 +52,7 @@ def test_the_other_parameters_are_checked_by_name():
     assert method_list("methods", "sasrec") == ("sasrec",)
     assert dataset_name("spread_dataset", "beauty") == "beauty"
     assert number("head_fraction", 0.2, 0, 1) == 0.2 and profile_name("reference_profile", "cpu") == "cpu"
+    assert number("tolerance", 0, 0, 1) == 0.0 and one_seed("seed", 3) == 3
     for call, message in [
         (lambda: method_list("baselines", ["sasrec", "transformer"]), "parameter 'baselines': unknown method 'transformer'"),
         (lambda: method_list("methods", []), "parameter 'methods' is empty"),
@@ -59,6 +61,10 @@ def test_the_other_parameters_are_checked_by_name():
         (lambda: number("head_fraction", "0.2", 0, 1), "parameter 'head_fraction' must be a number in [0, 1], got '0.2'"),
         (lambda: number("tolerance", 2.0, 0, 1), "parameter 'tolerance' must be a number in [0, 1], got 2.0"),
         (lambda: profile_name("reference_profile", "gpu"), "parameter 'reference_profile' must be one of"),
+        (lambda: number("head_fraction", 0, 0, 1, low_inclusive=False),
+         "parameter 'head_fraction' must be a number in (0, 1], got 0"),
+        (lambda: one_seed("seed", [0, 1]), "parameter 'seed' must be one seed (an int), got [0, 1]"),
+        (lambda: one_seed("seed", -1), "parameter 'seed' must hold non-negative ints below 2**32, got -1"),
     ]:
         with pytest.raises(ValueError) as error:
             call()

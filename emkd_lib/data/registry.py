@@ -21,6 +21,12 @@ GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 REGISTRY_FILE = "registry.json"
 
 
+# The datasets whose per-dataset settings the papers give (EMKD's Section 5);
+# any other dataset takes one of theirs, Beauty's unless its spec says otherwise.
+SETTINGS_SOURCES = ("beauty", "toys", "ml-1m")
+DEFAULT_SETTINGS_LIKE = "beauty"
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where a dataset lives on disk and where it comes from.
@@ -64,7 +70,7 @@ class DatasetSpec:
     # The dataset of the papers whose per-dataset settings (training windows,
     # EMKD's tau, dropout and heads) this one takes where no paper gives its
     # own: by kind of data, a sparse Amazon category or a dense MovieLens one.
-    settings_like: str = "beauty"
+    settings_like: str = DEFAULT_SETTINGS_LIKE
 
     @property
     def source_urls(self) -> tuple[str, ...]:
@@ -74,7 +80,7 @@ class DatasetSpec:
 
 def _amazon_spec(
     name: str, stem: str, seq_sha: str, attr_sha: str, optional: dict[str, str] | None = None,
-    settings_like: str = "beauty",
+    settings_like: str = DEFAULT_SETTINGS_LIKE,
 ) -> DatasetSpec:
     """An S3-Rec Amazon dataset: ``<stem>.txt`` + ``<stem>_item2attributes.json``.
 
@@ -189,15 +195,22 @@ BUNDLED["beauty-odmt"] = _odmt_protocol(BUNDLED["beauty"], "beauty-odmt", ("Beau
 LOAD_CHECK_EXEMPT = {("ml-1m", "ML-1M_item2attributes.json")}
 
 
-def settings_like(name: str) -> str:
+def settings_like(name: str, registry_dir: Path | None = None) -> str:
     """The dataset whose per-dataset paper settings ``name`` takes
-    (``DatasetSpec.settings_like``); a user's dataset takes Beauty's, the
-    sparsest of the papers' datasets, unless its own settings are given."""
-    spec = BUNDLED.get(name)
-    return spec.settings_like if spec is not None else "beauty"
+    (``DatasetSpec.settings_like``): for a registered dataset, what ``data
+    add --like`` recorded (default Beauty's, the sparsest of the papers'
+    datasets). ``registry_dir`` defaults to the current data directory."""
+    if name in BUNDLED:
+        return BUNDLED[name].settings_like
+    if registry_dir is None:
+        from .. import settings as settings_module
+        registry_dir = settings_module.current().data_dir
+    spec = read_registry(registry_dir).get(name)
+    return spec.settings_like if spec is not None else DEFAULT_SETTINGS_LIKE
 
 
-def user_spec(name: str, sequences: Path, attributes: Path | None) -> DatasetSpec:
+def user_spec(name: str, sequences: Path, attributes: Path | None,
+              settings_like: str = DEFAULT_SETTINGS_LIKE) -> DatasetSpec:
     """The spec of a user's dataset: files where they are, nothing to download."""
     sequences = Path(sequences).resolve()
     if attributes is not None:
@@ -210,7 +223,7 @@ def user_spec(name: str, sequences: Path, attributes: Path | None) -> DatasetSpe
         attribute_file=attributes.name if attributes else None,
         required_files=(sequences.name,) + ((attributes.name,) if attributes else ()),
         optional_files=(), sha256={}, verified_on_download=(), base_url="", remote_files=(),
-        download_format="none", homepage="", user_folder=sequences.parent)
+        download_format="none", homepage="", user_folder=sequences.parent, settings_like=settings_like)
 
 
 def _check_name(name: str) -> None:
@@ -231,9 +244,16 @@ def _read_entries(path: Path) -> dict:
         if not isinstance(raw, dict):
             raise ValueError(f"expected an object of datasets, got {type(raw).__name__}")
         for name, entry in raw.items():
-            _check_name(name)
+            # Names registered under an older, looser rule stay usable; only
+            # one that would lead a path out of the store is refused.
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"entry {name!r} is not a usable dataset name")
             if not isinstance(entry, dict) or not isinstance(entry.get("sequences"), str):
                 raise ValueError(f"entry {name!r} has no sequence file")
+            if not isinstance(entry.get("attributes") or "", str):
+                raise ValueError(f"entry {name!r} names its attribute file with a {type(entry['attributes']).__name__}")
+            if entry.get("settings_like", DEFAULT_SETTINGS_LIKE) not in SETTINGS_SOURCES:
+                raise ValueError(f"entry {name!r}: settings_like must be one of {SETTINGS_SOURCES}")
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"dataset registry {path} is unreadable: {err}") from None
     return raw
@@ -245,14 +265,25 @@ def read_registry(registry_dir: Path | None) -> dict[str, DatasetSpec]:
         return {}
     path = Path(registry_dir) / REGISTRY_FILE
     return {name: user_spec(name, Path(entry["sequences"]),
-                            Path(entry["attributes"]) if entry.get("attributes") else None)
+                            Path(entry["attributes"]) if entry.get("attributes") else None,
+                            entry.get("settings_like") or _legacy_settings_like(name))
             for name, entry in _read_entries(path).items()}
 
 
+def _legacy_settings_like(name: str) -> str:
+    # Entries written before ``settings_like`` was recorded keep the settings
+    # (and so the run keys) they had then, when a name prefix chose them.
+    return "ml-1m" if name.startswith("ml-") else DEFAULT_SETTINGS_LIKE
+
+
 def register_dataset(name: str, sequences: str | Path, attributes: str | Path | None,
-                     registry_dir: Path) -> DatasetSpec:
-    """Add (or replace) a user dataset in ``registry_dir/registry.json``, atomically."""
+                     registry_dir: Path, settings_like: str = DEFAULT_SETTINGS_LIKE) -> DatasetSpec:
+    """Add (or replace) a user dataset in ``registry_dir/registry.json``,
+    atomically; ``settings_like`` names the paper dataset whose per-dataset
+    settings it takes (windows, EMKD's tau, dropout and heads)."""
     _check_name(name)
+    if settings_like not in SETTINGS_SOURCES:
+        raise ValueError(f"settings_like must be one of {SETTINGS_SOURCES}, got {settings_like!r}")
     if name in BUNDLED:
         raise ValueError(f"dataset name {name!r} is a bundled dataset; choose another name")
     for label, f in (("sequence file", sequences), ("attribute file", attributes)):
@@ -260,11 +291,12 @@ def register_dataset(name: str, sequences: str | Path, attributes: str | Path | 
             raise FileNotFoundError(f"{label} {f} does not exist")
     if Path(registry_dir).exists() and not Path(registry_dir).is_dir():
         raise NotADirectoryError(f"data directory {registry_dir} is a file, not a directory")
-    spec = user_spec(name, Path(sequences), Path(attributes) if attributes else None)
+    spec = user_spec(name, Path(sequences), Path(attributes) if attributes else None, settings_like)
     path = Path(registry_dir) / REGISTRY_FILE
     raw = _read_entries(path)
     raw[name] = {"sequences": str(Path(sequences).resolve()),
-                 "attributes": str(Path(attributes).resolve()) if attributes else None}
+                 "attributes": str(Path(attributes).resolve()) if attributes else None,
+                 "settings_like": settings_like}
     atomic_write_bytes(path, json.dumps(raw, indent=1, sort_keys=True).encode())
     return spec
 
