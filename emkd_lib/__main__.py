@@ -38,7 +38,7 @@ from .parameters import SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
-from .store import StoreError, code_commit, compare_stores, load_result, scan
+from .store import StoreError, code_commit, compare_stores, is_ensemble, load_result, served_records
 from .studies import GRIDS
 from .train import resolve_device
 
@@ -231,7 +231,8 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
     from every stored run and the bf16 speed-ups measured in ``benchmarks/``,
     by proxy (an epoch's matmul work) where a run's own group has nothing stored."""
     from .report.performance import latest_bf16_speedups, plan_lines, run_prices, work_prices
-    stored_runs = [load_result(path) for path in scan(settings.results_dir)[0] if not path.name.startswith("ensemble")]
+    stored_runs = [load_result(path) for path, record in served_records(settings.results_dir)[0].items()
+                   if not is_ensemble(record)]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
     pairs = [(result.config, result) for result in stored_runs]
     prices = run_prices(pairs, latest_bf16_speedups(sorted(benchmarks.glob("measured-*.txt"))))
@@ -292,11 +293,10 @@ def _command(args) -> int:
         spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir, args.like)
         print(f"registered dataset {spec.name!r} ({spec.folder}/{spec.sequence_file}) in {registry_dir}/registry.json")
     elif args.command == "list":
-        good, problems = scan(settings.results_dir)
-        for path in good:
+        good, problems = served_records(settings.results_dir)
+        for path, record in good.items():
             name = path.relative_to(settings.results_dir)
-            if path.name.startswith("ensemble"):
-                record = json.loads(path.read_text())
+            if is_ensemble(record):
                 print(f"{name}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
                 continue
             r = load_result(path)
@@ -306,15 +306,14 @@ def _command(args) -> int:
         for problem in problems:
             print(f"unreadable: {problem}")
     elif args.command == "compare":
-        rows, only = compare_stores(*args.stores)
+        rows, only, unreadable = compare_stores(*args.stores)
         for row in rows:
             verdict = "bit-identical" if row["identical"] else "DIFFERS in " + ", ".join(row["different arrays"])
             print(f"{row['run']}: {verdict}; test NDCG@10 {row['test NDCG@10 (a)']!r} and {row['test NDCG@10 (b)']!r}")
-        for line in only:
+        for line in [*only, *(f"unreadable: {problem}" for problem in unreadable)]:
             print(line)
         same = sum(row["identical"] for row in rows)
         print(f"{same} of {len(rows)} runs stored in both are bit-identical")
-        unreadable = any(line.startswith("unreadable: ") for line in only)
         return 0 if rows and same == len(rows) and not unreadable else 1
     return 0
 

@@ -146,11 +146,15 @@ def _result(path: Path, record: dict) -> RunResult:
         raise StoreError(f"result file {path} is incomplete: {err}") from None
 
 
+def is_ensemble(record: dict) -> bool:
+    """An ensemble's evaluation (``runs.ensemble_run_or_load``) lists its members; a run's record has a config."""
+    return "members" in record
+
+
 def _check_servable(path: Path, record: dict) -> None:
     """A record that ``list``, ``grid --plan`` and the chapters can read: a
-    run's config and fields load; an ensemble (``ensemble*.json``, written by
-    ``runs``) has its test metrics."""
-    if path.name.startswith("ensemble"):
+    run's config and fields load; an ensemble's evaluation has its test metrics."""
+    if is_ensemble(record):
         if not isinstance(record.get("test_metrics"), dict) or "NDCG@10" not in record["test_metrics"]:
             raise StoreError(f"result file {path} is incomplete: no test metrics")
     else:
@@ -159,11 +163,11 @@ def _check_servable(path: Path, record: dict) -> None:
 
 def scan(root: Path) -> tuple[list[Path], list[str]]:
     """Every record under ``root`` that can be served, and one line per one that cannot."""
-    records, problems = _served_records(root)
+    records, problems = served_records(root)
     return list(records), problems
 
 
-def _served_records(root: Path) -> tuple[dict[Path, dict], list[str]]:
+def served_records(root: Path) -> tuple[dict[Path, dict], list[str]]:
     records, problems = {}, []
     for path in sorted(Path(root).glob("*/*.json")):
         try:
@@ -175,19 +179,20 @@ def _served_records(root: Path) -> tuple[dict[Path, dict], list[str]]:
     return records, problems
 
 
-def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str]]:
+def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str], list[str]]:
     """The reproducibility check between two stores (two machines, two
     commits, the same command twice): for every run stored under both
     (the same ``<dataset>/<label>-<key>.json``: the same config, core and
     data), which sidecar arrays (ranks, analysis arrays) are not
     bit-identical, and both test NDCG@10. Also a line for each run stored
     under only one of them and each record that cannot be served.
-    Ensembles compare like runs."""
+    Ensembles compare like runs. Returns ``(rows, runs stored in one store
+    only, unreadable records)``."""
     roots = [Path(a), Path(b)]
     for root in roots:
         if not root.is_dir():
             raise StoreError(f"store {root} is not a folder")
-    scans = [_served_records(root) for root in roots]
+    scans = [served_records(root) for root in roots]
     found = [{path.relative_to(root): (path, record) for path, record in records.items()}
              for root, (records, _) in zip(roots, scans)]
     rows = []
@@ -202,7 +207,7 @@ def compare_stores(a: Path, b: Path) -> tuple[list[dict], list[str]]:
     only = [f"{name} (only in {root})" for names, other, root in ((found[0], found[1], roots[0]),
                                                                   (found[1], found[0], roots[1]))
             for name in sorted(names.keys() - other.keys())]
-    return rows, only + [f"unreadable: {problem}" for _, problems in scans for problem in problems]
+    return rows, only, [problem for _, problems in scans for problem in problems]
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

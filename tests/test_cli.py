@@ -182,12 +182,13 @@ def test_list_shows_runs_ensembles_flags_and_unreadable_records(env, capsys):
             provenance={"commit": commit}, flags={"dirty": commit.endswith("+dirty"), "below_popularity": False},
             path=store.result_path(config, f"{seed:016d}", root), arrays={"test_ranks": np.zeros(3, dtype=int)}))
     store.write_record(root / "beauty" / "ensemble2-sasrec-smoke-seeds01-x.json",
-                       {"test_metrics": {"NDCG@10": 0.3}}, {"test_ranks": np.zeros(3, dtype=int)})
+                       {"members": [], "test_metrics": {"NDCG@10": 0.3}}, {"test_ranks": np.zeros(3, dtype=int)})
     (root / "beauty" / "broken.json").write_text("{")
     (root / "beauty" / "latin1.json").write_bytes(b"\xff\xfe")
     store.write_record(root / "beauty" / "badconfig.json", {"config": {**config.to_dict(), "train": {"epochs": -5}}},
                        {"test_ranks": np.zeros(3, dtype=int)})
-    store.write_record(root / "beauty" / "ensemble2-nometrics.json", {}, {"test_ranks": np.zeros(3, dtype=int)})
+    store.write_record(root / "beauty" / "ensemble2-nometrics.json", {"members": []},
+                       {"test_ranks": np.zeros(3, dtype=int)})
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 7
