@@ -275,7 +275,7 @@ def _mutual_kl_logit_gradient(q, f, kl, detach_teacher: bool) -> torch.Tensor:
 
 
 def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
-                        weights: torch.Tensor | None, temperature: float, detach_teacher: bool = False,
+                        weights: torch.Tensor | None, temperature: float, *, detach_teacher: bool = False,
                         symmetric: bool = False, with_kd: bool = True,
                         chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5-7 and Eq. 16-18 fused with the output layer, ``chunk`` positions

@@ -46,6 +46,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime")
@@ -199,9 +200,15 @@ def clean_file(path: Path) -> bool:
     before = path.read_text(encoding="utf-8")
     after = dumps(clean_notebook(json.loads(before), path_replacements(path)))
     if after != before:   # atomically: an interrupted clean must not leave half a notebook
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_text(after, encoding="utf-8")
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(after)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return after != before
 
 

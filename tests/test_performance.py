@@ -562,7 +562,7 @@ def test_benchmark_lines_with_a_share_under_ten_percent_or_a_lower_bound_are_rea
 
 
 def test_a_benchmarked_method_on_another_encoder_is_named_as_the_tables_name_it():
-    from emkd_lib.methods import method_title
+    from emkd_lib.report.tables import method_title
     from emkd_lib.profiles import profile_config
     from emkd_lib.report import method_label
     assert method_title("emkd-gru4rec") == method_label(profile_config("cpu", "beauty", "emkd", encoder="gru4rec"))
@@ -581,7 +581,7 @@ def test_benchmark_notes_set_quoted_commands_as_code(tmp_path):
 
 
 def test_benchmark_method_ids_read_as_the_books_method_names():
-    from emkd_lib.methods import method_title
+    from emkd_lib.report.tables import method_title
     from emkd_lib.report.performance import with_method_titles
     assert method_title("emkd-gru4rec[bf16]") == "EMKD (GRU4Rec, bf16)"
     assert method_title("sasrec[compiled]") == "SASRec (compiled)"

@@ -134,7 +134,7 @@ def has_images(dataset_name: str) -> bool:
     """Whether ``dataset_name``'s items have images (its own, or those of the
     dataset whose features it uses, ``DatasetSpec.features_from``)."""
     spec = BUNDLED.get(dataset_name)
-    source = FEATURE_SOURCES.get(spec.features_from or dataset_name if spec else dataset_name)
+    source = FEATURE_SOURCES.get(spec.features_from if spec and spec.features_from else dataset_name)
     return source is not None and source[2] is not None
 
 

@@ -12,8 +12,7 @@ import pandas as pd
 
 from ..batching import training_batches
 from ..runs import key_of, results_for
-from ..methods import method_title
-from .tables import method_label
+from .tables import method_label, method_title
 
 # One result line of benchmarks/train_throughput.py, e.g.
 # "sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches),

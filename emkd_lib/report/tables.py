@@ -1,11 +1,13 @@
 """Tables of the chapters' own results: metrics, seeds, stopping, significance, ablations, setups, provenance, time."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from ..evaluation import paired_test
-from ..methods import method_title
+from ..methods import method_spec, parse_method
 from ..render import float_text
 from ..store import RunResult
 
@@ -75,13 +77,33 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
     return lines
 
 
+_WITH_VARIANT = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<variant>[\w-]+)\])?$")
+
+
+def method_title(name) -> str:
+    """A method id as the book names methods: ``"sasrec"`` -> ``"SASRec"``,
+    ``"emkd-gru4rec"`` (``parse_method``'s form) -> ``"EMKD (GRU4Rec)"``, and
+    with a benchmark's variant, ``"emkd-gru4rec[bf16]"`` -> ``"EMKD (GRU4Rec,
+    bf16)"``, as ``report.method_label`` names a run. Anything else (a
+    dataset, a seed, an unknown id) is kept as written."""
+    match = _WITH_VARIANT.match(name) if isinstance(name, str) else None
+    if match is None:
+        return str(name)
+    try:
+        method, encoder = parse_method(match["name"])
+    except ValueError:
+        return name
+    details = ([method_spec(encoder).title] if encoder else []) + ([match["variant"]] if match["variant"] else [])
+    title = method_spec(method).title
+    return f"{title} ({', '.join(details)})" if details else title
+
+
 def method_label(config, with_precision: bool = False) -> str:
     """How a run's method is named in tables: ``EMKD`` on its own encoder,
     ``EMKD (SASRec)`` on another one, else the method's name. The precision
     is a setting like the others (setup tables show it); ``with_precision``
     names it too where one table holds the same method in two precisions,
     ``EMKD (bf16)``."""
-    from ..methods import method_spec
     name = config.spec.title
     if config.spec.label is not None:
         name = config.spec.label(config.params)
