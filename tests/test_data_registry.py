@@ -336,3 +336,11 @@ def test_a_name_registered_under_the_older_rule_stays_usable(tmp_path):
     (tmp_path / "registry.json").write_text(json.dumps({"_mine": {"sequences": str(TINY_SEQUENCES)}}))
     register_dataset("other", TINY_SEQUENCES, None, tmp_path)
     assert sorted(read_registry(tmp_path)) == ["_mine", "other"]
+
+
+def test_a_malformed_sequence_file_is_refused_when_it_is_added(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 1 2 3\n2 4 x 6\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}, line 2: non-integer token 'x'$"):
+        register_dataset("bad", bad, None, tmp_path)
+    assert not (tmp_path / "registry.json").exists()

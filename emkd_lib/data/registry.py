@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import atomic_write_bytes
+from .parsers import parse_sequence_file
 
 S3REC_BASE_URL = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/"
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -291,6 +292,9 @@ def register_dataset(name: str, sequences: str | Path, attributes: str | Path | 
             raise FileNotFoundError(f"{label} {f} does not exist")
     if Path(registry_dir).exists() and not Path(registry_dir).is_dir():
         raise NotADirectoryError(f"data directory {registry_dir} is a file, not a directory")
+    # Read once now, so a malformed line is reported when the file is added,
+    # not by the first run (short users and sparse ids are a run's options).
+    parse_sequence_file(sequences, on_short="skip", check_ids=False)
     spec = user_spec(name, Path(sequences), Path(attributes) if attributes else None, settings_like)
     path = Path(registry_dir) / REGISTRY_FILE
     raw = _read_entries(path)
