@@ -99,10 +99,13 @@ def test_an_emkd_ensemble_resumes_to_the_bits_of_an_uninterrupted_ddp_run(env):
     (["--ddp", "3"], "--ddp 3: train.batch_size 128 is not divisible by 3"),
     (["--ddp", "0"], "--ddp takes a number of processes >= 1, got 0"),
     (["--ddp", "2", "--device", "cuda:1"], "--ddp puts rank r on cuda:r; give --device cuda, not cuda:1"),
-    (["--ddp", "2", "--device", "meta"], "--ddp trains on cpu or cuda, not meta"),
+    (["--ddp", "2", "--device", "mps"], "--ddp trains on cpu or cuda, not mps"),
 ])
 def test_what_cannot_run_is_one_line_before_any_process_starts(env, capsys, monkeypatch, argv, message):
     monkeypatch.setattr(torch.multiprocessing, "spawn", lambda *a, **k: pytest.fail("must not start"))
+    # as on a machine with two GPUs, so that the device itself is not what is refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert cli.main(["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", *argv]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"emkd_lib: error: {message}"), lines
