@@ -280,6 +280,25 @@ def test_every_variant_trains_and_scores_every_item(method, params):
     assert torch.isfinite(scores[:, 1:]).all()
 
 
+def test_each_branchs_item_embedding_is_eq3_of_its_cls_token():
+    """Eq. 3: D^k = W2^k LeakyReLU(W1^k E_cls + b1^k) + b2^k, with each branch's
+    own weights, applied to the representation the tower hands its head."""
+    seed_everything(0)
+    model, _ = build_with_features(toy_config(), toy_dataset(), synthetic_features())
+    model.eval()
+    seen = {}
+    for m, head in model.items.heads.items():
+        head.register_forward_hook(lambda module, args, out, m=m: seen.__setitem__(m, (args[0], out)))
+    tables = model.items(torch.arange(1, N_ITEMS + 1))
+    assert set(seen) == {"id", "text", "image"}
+    for m, (cls, out) in seen.items():
+        first, second = model.items.heads[m][0], model.items.heads[m][2]
+        direct = F.leaky_relu(cls @ first.weight.T + first.bias, 0.01) @ second.weight.T + second.bias
+        torch.testing.assert_close(tables[m], direct)
+        torch.testing.assert_close(out, direct)
+    assert not torch.equal(model.items.heads["text"][0].weight, model.items.heads["image"][0].weight)
+
+
 @pytest.mark.parametrize("row", [r for r in TABLE3_ABLATIONS if r != "w/o Online Distillation"])
 def test_each_table3_row_builds_the_model_its_name_describes(row):
     """The settings of each ablation reach the model: the tower's kind and
