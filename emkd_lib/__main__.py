@@ -38,7 +38,8 @@ from .parameters import SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
-from .store import StoreError, code_commit, compare_stores, is_ensemble, load_result, served_records
+from .store import (StoreError, code_commit, compare_stores, is_ensemble, result_from_record,
+                    served_records)
 from .studies import GRIDS
 from .train import resolve_device
 
@@ -231,7 +232,7 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
     from every stored run and the bf16 speed-ups measured in ``benchmarks/``,
     by proxy (an epoch's matmul work) where a run's own group has nothing stored."""
     from .report.performance import latest_bf16_speedups, plan_lines, run_prices, work_prices
-    stored_runs = [load_result(path) for path, record in served_records(settings.results_dir)[0].items()
+    stored_runs = [result_from_record(path, record) for path, record in served_records(settings.results_dir)[0].items()
                    if not is_ensemble(record)]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
     pairs = [(result.config, result) for result in stored_runs]
@@ -299,7 +300,7 @@ def _command(args) -> int:
             if is_ensemble(record):
                 print(f"{name}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
                 continue
-            r = load_result(path)
+            r = result_from_record(path, record)
             flags = "".join(f" [{f}]" for f in ("dirty", "below_popularity") if r.flags.get(f))
             print(f"{name}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
                   f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s){flags}")

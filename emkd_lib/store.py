@@ -133,10 +133,11 @@ def store_result(result: RunResult) -> None:
 
 
 def load_result(path: Path) -> RunResult:
-    return _result(Path(path), read_record(path))
+    return result_from_record(Path(path), read_record(path))
 
 
-def _result(path: Path, record: dict) -> RunResult:
+def result_from_record(path: Path, record: dict) -> RunResult:
+    """The run a record read by ``read_record`` or ``served_records`` holds (no second read)."""
     try:
         return RunResult(config=RunConfig.from_dict(record["config"]), path=path,
                          **{k: record[k] for k in _RECORD_FIELDS})
@@ -158,7 +159,7 @@ def _check_servable(path: Path, record: dict) -> None:
         if not isinstance(record.get("test_metrics"), dict) or "NDCG@10" not in record["test_metrics"]:
             raise StoreError(f"result file {path} is incomplete: no test metrics")
     else:
-        _result(path, record)
+        result_from_record(path, record)
 
 
 def scan(root: Path) -> tuple[list[Path], list[str]]:

@@ -201,13 +201,13 @@ def settings_like(name: str, registry_dir: Path | None = None) -> str:
     (``DatasetSpec.settings_like``): for a registered dataset, what ``data
     add --like`` recorded (default Beauty's, the sparsest of the papers'
     datasets). ``registry_dir`` defaults to the current data directory."""
-    if name in BUNDLED:
-        return BUNDLED[name].settings_like
-    if registry_dir is None:
+    if registry_dir is None and name not in BUNDLED:
         from .. import settings as settings_module
         registry_dir = settings_module.current().data_dir
-    spec = read_registry(registry_dir).get(name)
-    return spec.settings_like if spec is not None else DEFAULT_SETTINGS_LIKE
+    try:
+        return dataset_spec(name, registry_dir).settings_like
+    except KeyError:   # not registered (yet): what ``data add`` would record by default
+        return DEFAULT_SETTINGS_LIKE
 
 
 def user_spec(name: str, sequences: Path, attributes: Path | None,
