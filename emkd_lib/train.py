@@ -173,13 +173,13 @@ def _set_rng_state(state: dict, rng: np.random.Generator, generator: torch.Gener
 _RESUMED_FIELDS = ("history", "best_epoch", "valid_ranks", "train_seconds", "eval_seconds", "steps")
 _CHECKPOINT_KEYS = ("epoch", "stopped", "model", "optimizer", "rng", "best_score", "best_state", "since_best",
                     *_RESUMED_FIELDS)
+_CHECKPOINT_REMEDY = "delete it to train the run from its first epoch"
 
 
 def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = False,
                     keys: tuple[str, ...] = _CHECKPOINT_KEYS) -> dict:
     """A ``fit`` checkpoint; a truncated, corrupt or foreign file is one error
     that names it and says what to do."""
-    remedy = "delete it to train the run from its first epoch"
     try:
         state = torch.load(checkpoint, map_location=map_location, weights_only=False, mmap=mmap)
     except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, RuntimeError) as err:
@@ -188,10 +188,12 @@ def read_checkpoint(checkpoint: str | Path, map_location="cpu", mmap: bool = Fal
         if isinstance(err, torch.cuda.OutOfMemoryError):
             raise
         reason = " ".join(str(err).split())
-        raise ValueError(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}: {reason}); {remedy}") from None
+        raise ValueError(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}: {reason}); "
+                         f"{_CHECKPOINT_REMEDY}") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"checkpoint {checkpoint} is not a training checkpoint (no {missing[0]!r}); {remedy}")
+        raise ValueError(f"checkpoint {checkpoint} is not a training checkpoint (no {missing[0]!r}); "
+                         f"{_CHECKPOINT_REMEDY}")
     return state
 
 
@@ -258,8 +260,7 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         try:
             model.load_state_dict(state["model"])
         except RuntimeError:   # torch's message lists every mismatched tensor
-            raise ValueError(f"checkpoint {checkpoint} holds another model's weights; delete it to train the run "
-                             f"from its first epoch") from None
+            raise ValueError(f"checkpoint {checkpoint} holds another model's weights; {_CHECKPOINT_REMEDY}") from None
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
