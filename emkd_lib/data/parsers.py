@@ -149,7 +149,8 @@ def parse_sequence_file(
             if on_short == "error":
                 raise ValueError(
                     f"{path}, line {lineno}: user {user} has {len(items)} item(s), "
-                    f"fewer than min_length={min_length} (to drop them: on_short='skip', or --on-short skip on the command line)"
+                    f"fewer than min_length={min_length} "
+                    "(to drop them: on_short='skip', or --on-short skip on the command line)"
                 )
             n_skipped += 1
             continue
@@ -288,7 +289,8 @@ def parse_udata_file(
             mine = data[data[:, 0] == bad]
             raise ValueError(
                 f"{path}, line {int(mine[:, 4].min())}: user {bad} has {len(mine)} item(s), "
-                f"fewer than min_length={min_length} (to drop them: on_short='skip', or --on-short skip on the command line)"
+                f"fewer than min_length={min_length} "
+                "(to drop them: on_short='skip', or --on-short skip on the command line)"
             )
         _warn_skipped(path, int((~keep).sum()), min_length)
     return user_ids[keep], [s.copy() for s, k in zip(sequences, keep) if k]
