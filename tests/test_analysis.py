@@ -210,7 +210,7 @@ def test_chance_head_rate_iqr_shrinks_with_the_clusters_size():
 def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
     """Eight tail users with 3 training items and two head users with 9: in
     length buckets of two every batch is of one length and one group; shuffled,
-    the batches are one permutation of the windows cut in order."""
+    the shares are those of one draw of `training_batches` with seed 0."""
     from types import SimpleNamespace
     from emkd_lib.report import clusters as cl
     train = [np.arange(1, 4)] * 8 + [np.arange(1, 10)] * 2
@@ -223,13 +223,15 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
                                                       "head users only %": 20.0, "tail users only %": 80.0,
                                                       "rows beside their user's other window %": 0.0,
                                                       "tail users' share of the next-item loss weight %": 80.0}
-    pairs = np.random.default_rng(0).permutation(10).reshape(5, 2)
-    head_count = (pairs >= 8).sum(1)                  # the windows of users 8 and 9 are the head's
+    # shuffled: counted over one draw of the batches with batch_composition's default seed, 0
+    from emkd_lib.batching import training_batches
+    batches = training_batches(np.array([3] * 8 + [9] * 2), 2, "shuffled", np.random.default_rng(0))
+    head_count = np.array([sum(i >= 8 for i in b) for b in batches])   # users 8 and 9 are the head
+    assert sorted(i for b in batches for i in b) == list(range(10))
     assert table.loc["shuffled", "head users only %"] == 100 * np.mean(head_count == 2)
     assert table.loc["shuffled", "tail users only %"] == 100 * np.mean(head_count == 0)
     assert table.loc["shuffled", "one length %"] == 100 * np.mean(head_count != 1)
     # Windows of 4 cut from the end every item: each head user now gives 6 windows, all of one length.
-    from emkd_lib.batching import training_batches
     config = config.replace(data__max_len=4, data__windows="tail")
     table = cl.batch_composition(config)
     users, lengths = [*range(8), *[8] * 6, *[9] * 6], [3] * 8 + [4] * 12

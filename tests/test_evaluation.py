@@ -111,6 +111,30 @@ def test_metrics_from_ranks_hand_computed():
     assert metrics_from_ranks(ranks, ks=(1,))["NDCG@1"] == pytest.approx(1 / 5)
 
 
+def test_metrics_from_scores_match_top_k_lists_built_by_sorting():
+    """HR@k and NDCG@k the way a recommender is read: sort every rankable item
+    (not item 0, not the user's history) by score, cut the top k, and look
+    for the target; NDCG@k = 1 / log2(position + 2) with one relevant item."""
+    rng = np.random.default_rng(7)
+    B, n_items, T = 60, 40, 6
+    scores = rng.standard_normal((B, n_items + 1)).astype(np.float32)   # no ties
+    targets = rng.integers(1, n_items + 1, size=B)
+    history = rng.integers(1, n_items + 1, size=(B, T))
+    history[history == targets[:, None]] = 0             # the common protocol: the target is never in the history
+    ranks = target_ranks(torch.from_numpy(scores), torch.from_numpy(targets), torch.from_numpy(history))
+    got = metrics_from_ranks(ranks.numpy(), ks=(1, 5, 10, 20))
+    for k in (1, 5, 10, 20):
+        hits, gains = [], []
+        for u in range(B):
+            rankable = [i for i in range(1, n_items + 1) if i not in set(history[u].tolist())]
+            top = sorted(rankable, key=lambda i: -scores[u, i])[:k]
+            hits.append(targets[u] in top)
+            gains.append(1 / math.log2(top.index(targets[u]) + 2) if targets[u] in top else 0.0)
+        assert got[f"HR@{k}"] == pytest.approx(np.mean(hits))
+        assert got[f"NDCG@{k}"] == pytest.approx(np.mean(gains))
+    assert 0 < got["HR@10"] < 1                           # the sample exercises hits and misses
+
+
 def test_per_user_metric_values_and_unknown_name():
     ranks = np.array([0, 1, 4, 9, 25])
     np.testing.assert_allclose(per_user_metric(ranks, "HR@5"), [1, 1, 1, 0, 0])

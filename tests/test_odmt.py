@@ -299,6 +299,34 @@ def test_each_branchs_item_embedding_is_eq3_of_its_cls_token():
     assert not torch.equal(model.items.heads["text"][0].weight, model.items.heads["image"][0].weight)
 
 
+def test_each_branchs_user_tower_is_eq4_a_sasrec_over_its_own_item_embeddings():
+    """Eq. 4: H^m = SASRec_m(S^m). Each branch's tower, given its item
+    embeddings, computes what our SASRec encoder computes with those
+    embeddings as its (sqrt(d)-scaled) item table and the tower's weights;
+    H^m reads only branch m's embeddings, and the towers share no weights."""
+    from emkd_lib.models.encoders import SASRec
+    seed_everything(0)
+    model, _ = build_with_features(toy_config(), toy_dataset(), synthetic_features())
+    model.eval()
+    tables = model.item_tables()
+    ids = torch.as_tensor(pad_left([[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7, 9, 3]], 8))
+    states = model.branch_states(ids, tables)
+    assert set(states) == {"id", "text", "image"}
+    hidden = tables["id"].shape[1]
+    for m, tower in model.users.items():
+        sasrec = SASRec(N_ITEMS, max_len=8, hidden=hidden, n_blocks=len(tower.blocks),
+                        n_heads=tower.blocks[0].n_heads, dropout=0.0).eval()
+        weights = dict(tower.state_dict())
+        weights["item_embedding.weight"] = tables[m] / math.sqrt(hidden)
+        sasrec.load_state_dict(weights)
+        real = ids > 0
+        torch.testing.assert_close(states[m][real], sasrec(ids)[real])
+        # H^m does not move when another branch's item embeddings do
+        others = {k: (v if k == m else torch.randn_like(v)) for k, v in tables.items()}
+        torch.testing.assert_close(model.branch_states(ids, others)[m], states[m])
+    assert not torch.equal(model.users["id"].blocks[0].qkv.weight, model.users["text"].blocks[0].qkv.weight)
+
+
 @pytest.mark.parametrize("row", [r for r in TABLE3_ABLATIONS if r != "w/o Online Distillation"])
 def test_each_table3_row_builds_the_model_its_name_describes(row):
     """The settings of each ablation reach the model: the tower's kind and
