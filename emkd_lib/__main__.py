@@ -34,7 +34,7 @@ from .data.registry import DEFAULT_SETTINGS_LIKE, SETTINGS_SOURCES
 from .distributed import launch
 from .executors import EXECUTORS, Failure, GridOutcome, import_ray, run_grid_ray
 from .extras import MissingExtra
-from .parameters import SEED_LIMIT, device_name
+from .parameters import DEVICE_NAMES, SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
 from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
@@ -106,7 +106,7 @@ def _device(text: str) -> str:
     try:
         return device_name("--device", text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {DEVICE_NAMES}, got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -37,6 +37,7 @@ def _as_list(name: str, value) -> list:
 # A torch device string, checked without importing torch: which devices
 # exist is the training's question (``train.resolve_device``).
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 # numpy and torch take seeds below 2**32.
 SEED_LIMIT = 2 ** 32
 
@@ -59,7 +60,7 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
 def device_name(name: str, value) -> str:
     """A device name (whether the machine has it is ``train.resolve_device``'s question)."""
     if not isinstance(value, str) or not _DEVICE.match(value):
-        raise ValueError(f"parameter {name!r} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+        raise ValueError(f"parameter {name!r} must be {DEVICE_NAMES}, got {value!r}")
     return value
 
 

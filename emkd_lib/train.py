@@ -33,6 +33,7 @@ from .data import LeaveOneOutSplit
 from .evaluation import evaluate, metrics_from_ranks
 from .files import atomic_write
 from .methods import Recipe
+from .parameters import DEVICE_NAMES
 
 SELECTION_METRIC = "NDCG@10"
 
@@ -66,7 +67,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"device {device!r}: expected {DEVICE_NAMES}") from None
     if resolved.type == "cuda" and (not torch.cuda.is_available()
                                     or (resolved.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"device {device!r}: this machine's torch sees {torch.cuda.device_count()} CUDA devices "

@@ -25,7 +25,7 @@ def test_scalars_become_lists_of_one():
     ({"seeds": []}, "parameter 'seeds' is empty: give at least one value"),
     ({"datasets": []}, "parameter 'datasets' is empty: give at least one value"),
     ({"datasets": ".."}, "parameter 'datasets': unknown dataset '..'"),
-    ({"device": "nosuch"}, "parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'nosuch'"),
+    ({"device": "nosuch"}, "parameter 'device' must be auto, cpu, cuda, cuda:N or mps, got 'nosuch'"),
     ({"device": ""}, "parameter 'device' must be"),
     ({"seeds": 0.5}, "parameter 'seeds' must be a list (or one value), got float 0.5"),
     ({"device": 0}, "parameter 'device' must be"),
