@@ -60,11 +60,17 @@ main() {
               "$(ensembles toys)"                 # EMKD Table 1
               "$(ensembles ml-1m)"
               "grid s4rec-main --datasets toys"   # ICLRec, DuoRec: 2-3 hours each
-              "grid s4rec-main --datasets sports"
-              "grid s4rec-main --datasets ml-1m"
+              # the shortest runs first: a run finished inside one session is never lost
+              "grid s4rec-main --datasets ml-1m --methods s4rec"
+              "grid s4rec-main --datasets sports --methods s4rec"
+              "grid s4rec-main --datasets ml-1m --methods duorec"
+              "grid s4rec-main --datasets ml-1m --methods cl4srec"
+              "grid s4rec-main --datasets sports --methods duorec"
               "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
-              "grid s4rec-equal-weights") ;;      # SASRec shuffled, windows weighed equally: the control's control
+              "grid s4rec-equal-weights"          # SASRec shuffled, windows weighed equally: the control's control
+              "grid s4rec-main --datasets ml-1m"  # ICLRec on ML-1M
+              "grid s4rec-main --datasets sports") ;;  # ICLRec on Sports: 5-6 hours, more than one session
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
               "grid emkd-encoders --networks 1 2"    # Figure 4 on its 3,000-user sample; queue A
               "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds
