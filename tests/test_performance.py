@@ -69,6 +69,45 @@ def test_operator_share_sums_the_operator_over_parts_against_the_total(profile_f
     assert share.loc["sasrec", "% of step (at least)"] == pytest.approx(10.0)
 
 
+NODES = """\
+emkd beauty [cpu]: batch 256 x 15 items, d=64
+  part                                 ms/step      %
+  backward                                50.0   50.0
+  optimizer (zero_grad + Adam)             2.0    2.0
+      aten::_fused_adam_                             1.5
+  other forward                           48.0   48.0
+  total (profiled)                       100.0  100.0
+  backward by autograd node (largest 2; % of backward):
+      MmBackward                                    40.0   80.0
+      GeluBackward                                   2.0    4.0
+sasrec beauty [cpu]: batch 256 x 15 items, d=64
+  backward                                60.0   60.0
+  optimizer (zero_grad + Adam)             1.0    1.0
+  other forward                           39.0   39.0
+  total (profiled)                       100.0  100.0
+  backward by autograd node (largest 2; % of backward):
+      MmBackward                                    54.0   90.0
+      EmbeddingBackward                              0.6    1.0
+"""
+
+
+def test_sparse_update_bound_is_the_optimizer_and_the_embedding_backward(tmp_path):
+    path = tmp_path / "profiled-nodes.txt"
+    path.write_text(NODES)
+    bound = perf.sparse_update_bound(path).set_index("method")
+    # SASRec lists its embedding node: 1% of a backward that is 60% of the step
+    assert bound.loc["sasrec", "embedding backward % of step"] == pytest.approx(0.6)
+    assert bound.loc["sasrec", "bound % of step"] == pytest.approx(1.6)
+    # EMKD does not: the smallest listed node (4% of a 50% backward) bounds it
+    assert not bound.loc["emkd", "embedding backward listed"]
+    assert bound.loc["emkd", "bound % of step"] == pytest.approx(2.0 + 2.0)
+    sentence = perf.sparse_update_sentence(bound.reset_index(), "profiled-nodes.txt")
+    assert "EMKD below 4.0%, SASRec 1.6% of the profiled step" in sentence
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    assert "has no optimizer" in perf.sparse_update_sentence(perf.sparse_update_bound(empty), "empty.txt")
+
+
 @pytest.mark.parametrize("parse,message", [(perf.step_profile_table, "no step profile"),
                                            (perf.clustering_table, "no clustering line"),
                                            (perf.feature_extraction_table, "no extraction line")])

@@ -653,6 +653,56 @@ def operator_share(path, operator: str) -> pd.DataFrame:
                           "% of step (at least)": 100 * v / total[k]} for k, v in rows.items() if k in total])
 
 
+def sparse_update_bound(path) -> pd.DataFrame:
+    """Per method of a ``step_profile.py`` output: the most that sparse
+    (row-wise) updates of the input item embeddings could save, as % of the
+    profiled step. They can only shrink the optimizer part (zero_grad and
+    Adam over every parameter) and the embedding's backward node
+    (``EmbeddingBackward``, its dense gradient); where that node is not among
+    the listed largest backward nodes, the smallest listed one bounds it.
+    The output layer's gradient covers every item row whatever the input
+    side does (the full softmax scores every item)."""
+    node_line = re.compile(r"^      (?P<node>\S+)\s+(?P<ms>[\d.]+)\s+(?P<share>[\d.]+)$")
+    methods, current, in_nodes = {}, None, False
+    for line in Path(path).read_text().splitlines():
+        if (m := _PROFILE_HEAD.match(line)):
+            current = methods.setdefault(m.group("method"), {"nodes": {}})
+            in_nodes = False
+        elif current is None:
+            continue
+        elif line.startswith("  backward by autograd node"):
+            in_nodes = True
+        elif in_nodes and (m := node_line.match(line)):
+            current["nodes"][m.group("node")] = float(m.group("share"))
+        elif (m := _PROFILE_PART.match(line)):
+            in_nodes = False
+            current[m.group("part")] = float(m.group("share"))
+    rows = []
+    for method, parts in methods.items():
+        optimizer = next((v for k, v in parts.items() if k.startswith("optimizer")), None)
+        backward, nodes = parts.get("backward"), parts["nodes"]
+        if optimizer is None or backward is None or not nodes:
+            continue
+        listed = "EmbeddingBackward" in nodes
+        embedding = backward * (nodes["EmbeddingBackward"] if listed else min(nodes.values())) / 100
+        rows.append({"method": method, "optimizer % of step": optimizer,
+                     "embedding backward % of step": embedding, "embedding backward listed": listed,
+                     "bound % of step": optimizer + embedding})
+    return pd.DataFrame(rows)
+
+
+def sparse_update_sentence(bound: pd.DataFrame, file: str) -> str:
+    """The verdict on sparse embedding updates from ``sparse_update_bound``."""
+    if bound.empty:
+        return f"{file} has no optimizer and backward-node lines to bound sparse embedding updates by."
+    parts = [f"{method_title(r['method'])} {'' if r['embedding backward listed'] else 'below '}"
+             f"{r['bound % of step']:.1f}%" for _, r in bound.iterrows()]
+    return ("Sparse (row-wise) updates of the item embeddings could save at most the optimizer's share of a step "
+            "and the embedding's backward: " + ", ".join(parts) + f" of the profiled step ({file}). "
+            "The output layer's gradient covers every item row anyway, since the full softmax scores every item, "
+            "so the lever is not built.")
+
+
 # The side-by-side lines of benchmarks/public_pattern.py and recbole_peer.py, e.g.
 # "  public code's pattern     48.8 sequences/s,   13 s/epoch, peak RSS  1.26 GiB",
 # "  RecBole 1.2.1     698 target positions/s (...)", and their target lines
