@@ -62,6 +62,7 @@ main() {
               "grid s4rec-main --datasets toys"   # ICLRec, DuoRec: 2-3 hours each
               # the shortest runs first: a run finished inside one session is never lost
               "grid s4rec-main --datasets ml-1m --methods s4rec"
+              "grid s4rec-settings"               # SASRec's loss in S^4Rec's settings on ML-1M (chapter 05)
               "grid s4rec-main --datasets sports --methods s4rec"
               "grid s4rec-main --datasets ml-1m --methods duorec"
               "grid s4rec-main --datasets ml-1m --methods cl4srec"
