@@ -149,6 +149,29 @@ def test_duorecs_control_is_duorec_without_its_contrastive_terms():
                               **_data_overrides(a), **_parse_sets(a.set)) == config
 
 
+def test_the_settings_control_is_s4rec_with_every_added_term_off_in_s4recs_settings():
+    """Table 3's "SR only" row on the control's datasets: the profile's S^4Rec
+    with clustering, contrast, distillation and adversary off (its loss is the
+    next-item loss alone), still in S^4Rec's dropout and batch, which differ
+    from SASRec's; the CLI rebuilds it from its command."""
+    from emkd_lib.__main__ import _data_overrides, _parse_sets, build_parser
+    from emkd_lib.runs import command_for
+    from emkd_lib.studies.s4rec import SETTINGS_CONTROL_DATASETS, settings_control_grid
+    assert GRIDS["s4rec-settings"] is settings_control_grid
+    grid = settings_control_grid("cpu", seeds=(0, 1))
+    assert set(grid) == {(d, s) for d in SETTINGS_CONTROL_DATASETS for s in (0, 1)}
+    for (dataset, seed), config in grid.items():
+        s4rec, sasrec = (profile_config("cpu", dataset, m, seed=seed) for m in ("s4rec", "sasrec"))
+        assert config == ablation_grid("cpu", (dataset,), (seed,))[(dataset, "SR only", seed)]
+        assert config.params.active_terms() == set() and config != s4rec
+        assert config.replace(params__clust=True, params__scl=True, params__csd=True, params__adv=True) == s4rec
+        assert config.encoder_config.dropout != sasrec.encoder_config.dropout
+        assert config.train.batch_size != sasrec.train.batch_size
+        a = build_parser().parse_args(shlex.split(command_for(config))[3:])
+        assert profile_config(a.profile, a.dataset, a.method, seed=a.seed, encoder=a.encoder,
+                              **_data_overrides(a), **_parse_sets(a.set)) == config
+
+
 def test_the_batch_order_check_is_table_2s_run_with_shuffled_batches():
     """Each check run differs from its Table 2 run only in the batch order,
     has its own key, and the CLI rebuilds it from its recorded command."""
