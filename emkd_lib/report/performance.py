@@ -653,6 +653,23 @@ def operator_share(path, operator: str) -> pd.DataFrame:
                           "% of step (at least)": 100 * v / total[k]} for k, v in rows.items() if k in total])
 
 
+def _backward_nodes(path) -> dict[str, dict[str, float]]:
+    """Per method of a ``step_profile.py`` output: its listed largest
+    autograd nodes, name -> % of the backward pass."""
+    node_line = re.compile(r"^      (?P<node>\S+)\s+(?P<ms>[\d.]+)\s+(?P<share>[\d.]+)$")
+    nodes, current, inside = {}, None, False
+    for line in Path(path).read_text().splitlines():
+        if (m := _PROFILE_HEAD.match(line)):
+            current, inside = nodes.setdefault(m.group("method"), {}), False
+        elif line.startswith("  backward by autograd node"):
+            inside = current is not None
+        elif inside and (m := node_line.match(line)):
+            current[m.group("node")] = float(m.group("share"))
+        else:
+            inside = False
+    return nodes
+
+
 def sparse_update_bound(path) -> pd.DataFrame:
     """Per method of a ``step_profile.py`` output: the most that sparse
     (row-wise) updates of the input item embeddings could save, as % of the
@@ -662,25 +679,12 @@ def sparse_update_bound(path) -> pd.DataFrame:
     the listed largest backward nodes, the smallest listed one bounds it.
     The output layer's gradient covers every item row whatever the input
     side does (the full softmax scores every item)."""
-    node_line = re.compile(r"^      (?P<node>\S+)\s+(?P<ms>[\d.]+)\s+(?P<share>[\d.]+)$")
-    methods, current, in_nodes = {}, None, False
-    for line in Path(path).read_text().splitlines():
-        if (m := _PROFILE_HEAD.match(line)):
-            current = methods.setdefault(m.group("method"), {"nodes": {}})
-            in_nodes = False
-        elif current is None:
-            continue
-        elif line.startswith("  backward by autograd node"):
-            in_nodes = True
-        elif in_nodes and (m := node_line.match(line)):
-            current["nodes"][m.group("node")] = float(m.group("share"))
-        elif (m := _PROFILE_PART.match(line)):
-            in_nodes = False
-            current[m.group("part")] = float(m.group("share"))
+    table = step_profile_table(path)
     rows = []
-    for method, parts in methods.items():
+    for method, nodes in _backward_nodes(path).items():
+        parts = table[table["method"] == method].set_index("part")["% of step"] if "method" in table else {}
         optimizer = next((v for k, v in parts.items() if k.startswith("optimizer")), None)
-        backward, nodes = parts.get("backward"), parts["nodes"]
+        backward = parts.get("backward")
         if optimizer is None or backward is None or not nodes:
             continue
         listed = "EmbeddingBackward" in nodes

@@ -73,7 +73,7 @@ def settings_control_grid(profile: str, datasets=SETTINGS_CONTROL_DATASETS, seed
     S^4Rec's training settings (the paper's dropout 0.5 and batch 512, not
     SASRec's 0.2 and 256). Where S^4Rec falls far below SASRec, it tells
     the settings apart from the method."""
-    return {(d, s): ablation_grid(profile, (d,), (s,), rows=("SR only",))[(d, "SR only", s)]
+    return {(d, s): profile_config(profile, d, "s4rec", seed=s, **TABLE3_ABLATIONS["SR only"])
             for d in datasets for s in seeds}
 
 
