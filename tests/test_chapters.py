@@ -24,6 +24,20 @@ def test_no_code_cell_shows_its_input(path):
     assert not shown, f"{path.name}: code cells {shown} show their input; tag them remove-input or hide-input"
 
 
+# The longest line of code that fits the book's text column (654 px of
+# monospace at the theme's size) without scrolling sideways: scripts/browser_check.py
+# found a 76-character line wider than its box and none of 74.
+TEXT_COLUMN_CHARACTERS = 74
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_a_reader_can_expand_fits_the_text_column(path):
+    long = [f"cell {i}: {line.strip()[:50]}" for i, cell in enumerate(json.loads(path.read_text())["cells"])
+            if cell["cell_type"] == "code" and set(cell["metadata"].get("tags", [])) & (SHOWN | {"hide-input"})
+            for line in "".join(cell["source"]).split("\n") if len(line) > TEXT_COLUMN_CHARACTERS]
+    assert not long, f"{path.name}: lines over {TEXT_COLUMN_CHARACTERS} characters in code the book shows: {long}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_rendered_sentence_or_table_is_dropped(path):
     """``render_sentence`` and ``render_table`` return what Jupyter shows only
