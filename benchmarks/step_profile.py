@@ -34,7 +34,7 @@ the outside only:
 Each operator's *self* time goes to the innermost labelled range around
 it, and a range's own self time (Python between its operators) to that
 range's part, so the parts add up to the profiled step. The profiler adds
-overhead: the unprofiled ms/step of the same steps is printed beside it.
+overhead: the unprofiled ms/step of the same batches is printed beside it.
 The step is ``train.train_one_epoch``'s body (loss, zero_grad, backward,
 clip, Adam), written out here so that its phases can be labelled.
 
@@ -364,21 +364,22 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
         steps = max(min(steps, args.max_batches - warmup), 1)
     # the memory steps take the epoch's heaviest batch (most items): its peak is the epoch's
     heaviest = [examples[i] for i in max(batches, key=lambda idx: int(lengths[idx].sum()))]
-    needed = warmup + 2 * steps  # warm-up, the unprofiled steps, the profiled steps
+    needed = warmup + steps  # warm-up, then the timed steps (unprofiled, then the same batches profiled)
     batches = [batches[i % len(batches)] for i in range(needed)]
     as_examples = [[examples[i] for i in idx] for idx in batches]
+    timed = as_examples[warmup:]
 
     rss_before = peak_rss_bytes()   # torch, the data, the model and the batches
     for batch in as_examples[:warmup]:
         train_step(model, recipe, batch, optimizer, train, generator, device)
     t0 = time.perf_counter()
-    for batch in as_examples[warmup:warmup + steps]:
+    for batch in timed:
         train_step(model, recipe, batch, optimizer, train, generator, device)
     wall_ms = (time.perf_counter() - t0) * 1000 / steps
 
     stack = PartStack()
     with labelled_parts(model, stack), profile(activities=[ProfilerActivity.CPU]) as prof:
-        for batch in as_examples[warmup + steps:]:
+        for batch in timed:
             with record_function("step"):
                 train_step(model, recipe, batch, optimizer, train, generator, device, stack)
     parts, nodes, ops = attribute(prof.events(), steps, args.top_ops)
@@ -394,8 +395,11 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
     shape = f"batch {train.batch_size} x {int(lengths.max())} items, d={config.encoder_config.hidden}"
     if method == "emkd":
         shape += f", N={config.params.n_networks} networks, M={config.params.n_views} views"
+    # Batches are bucketed by length, so a few of them can be shorter or longer than the epoch's mean.
+    timed_items = np.mean([len(e) for batch in timed for e in batch])
     print(f"\n{config_label(config)} {args.dataset} [{args.profile}]: {shape}; "
-          f"mean of {steps} step(s) after {warmup} warm-up step(s)")
+          f"mean of {steps} step(s) after {warmup} warm-up step(s); {timed_items:.1f} items per sequence "
+          f"in the timed batches, {lengths.mean():.1f} in the epoch")
     total = sum(parts.values())
     print(f"  {'part':34s} {'ms/step':>9s} {'%':>6s}")
     for part, label in PARTS.items():
@@ -404,7 +408,7 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
             for op, ms in sorted(ops.get(part, {}).items(), key=lambda kv: -kv[1])[:args.top_ops]:
                 print(f"      {op[:40]:40s} {ms:9.1f}")
     print(f"  {'total (profiled)':34s} {total:9.1f} {100.0:6.1f}")
-    print(f"  {'wall, same steps unprofiled':34s} {wall_ms:9.1f}")
+    print(f"  {'wall, same batches unprofiled':34s} {wall_ms:9.1f}")
     if nodes:
         backward = parts.get("backward", 0.0) or 1.0
         print(f"  backward by autograd node (largest {args.nodes}; % of backward):")

@@ -70,6 +70,19 @@ def test_forward_macs_counts_every_emkd_term():
     assert b4r > full  # the projection head's d^2 per scored position
 
 
+def test_step_profile_times_the_batches_it_profiles(scripts, monkeypatch, capsys):
+    # Length-bucketed batches differ in length, so the unprofiled wall time
+    # compares with the profiled parts only on the same batches.
+    _, step_profile = scripts
+    seen, step = [], step_profile.train_step
+    monkeypatch.setattr(step_profile, "train_step", lambda model, recipe, batch, *a, **k: (
+        seen.append([tuple(e) for e in batch]), step(model, recipe, batch, *a, **k))[1])
+    step_profile.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "sasrec", "--warmup", "1",
+                       "--steps", "2", "--malloc-default"])
+    assert len(seen) == 5 and seen[1:3] == seen[3:5] and seen[1] != seen[2]
+    assert "items per sequence in the timed batches" in capsys.readouterr().out
+
+
 def test_step_profile_smoke(scripts, capsys):
     _, step_profile = scripts
     originals = (losses.distillation_loss, emkd_method.cloze_mask, baselines.cloze_mask)
