@@ -364,13 +364,20 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
         steps = max(min(steps, args.max_batches - warmup), 1)
     # the memory steps take the epoch's heaviest batch (most items): its peak is the epoch's
     heaviest = [examples[i] for i in max(batches, key=lambda idx: int(lengths[idx].sum()))]
-    needed = warmup + steps  # warm-up, then the timed steps (unprofiled, then the same batches profiled)
-    batches = [batches[i % len(batches)] for i in range(needed)]
-    as_examples = [[examples[i] for i in idx] for idx in batches]
-    timed = as_examples[warmup:]
+    # Batches are bucketed by length, so a few consecutive ones can be much shorter or longer
+    # than the epoch's mean: the timed steps take the batches at evenly spaced quantiles of
+    # batch length (timed unprofiled, then the same batches profiled); the warm-up, the first of the rest.
+    by_length = sorted(range(len(batches)), key=lambda b: (lengths[batches[b]].mean(), b))
+    timed_ids = [by_length[int((k + 0.5) * len(batches) / steps)] for k in range(steps)]
+    warmup_ids = [b for b in range(len(batches)) if b not in timed_ids][:warmup]
+
+    def as_examples(ids):
+        return [[examples[i] for i in batches[b]] for b in ids]
+
+    timed = as_examples(timed_ids)
 
     rss_before = peak_rss_bytes()   # torch, the data, the model and the batches
-    for batch in as_examples[:warmup]:
+    for batch in as_examples(warmup_ids):
         train_step(model, recipe, batch, optimizer, train, generator, device)
     t0 = time.perf_counter()
     for batch in timed:
