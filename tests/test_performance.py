@@ -67,6 +67,7 @@ def test_operator_share_sums_the_operator_over_parts_against_the_total(profile_f
     assert share.loc["emkd", "ms / step (at least)"] == 22.5
     assert share.loc["emkd", "% of step (at least)"] == pytest.approx(22.5)
     assert share.loc["sasrec", "% of step (at least)"] == pytest.approx(10.0)
+    assert set(share["file"]) == {profile_file.name}
 
 
 NODES = """\
@@ -220,7 +221,7 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
                                   pd.DataFrame(columns=["target", "measured", "met"]), none)[1]
     assert line.endswith("would cost about 7 CPU-hours more (4 of them priced by proxy, 1 run not priced)")
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
-    assert "EMKD: dropout's random masks take at least 22% of a step" in lines
+    assert f"EMKD: dropout's random masks (aten::bernoulli_) take at least 22% of a step ({profile_file.name})" in lines
 
 
 def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):

@@ -650,7 +650,8 @@ def operator_share(path, operator: str) -> pd.DataFrame:
         elif current and (m := _PROFILE_PART.match(line)) and m.group("part").startswith("total"):
             total[current] = float(m.group("ms"))
     return pd.DataFrame([{"method": k, "operator": operator, "ms / step (at least)": v,
-                          "% of step (at least)": 100 * v / total[k]} for k, v in rows.items() if k in total])
+                          "% of step (at least)": 100 * v / total[k], "file": Path(path).name}
+                         for k, v in rows.items() if k in total])
 
 
 def _backward_nodes(path) -> dict[str, dict[str, float]]:
@@ -847,8 +848,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
             lines.append(f"{method_title(method)}: the largest parts of a step are "
                          + ", ".join(f"{r['part']} ({r['% of step']:.0f}%)" for _, r in top.iterrows()))
     for _, row in dropout.iterrows():
-        lines.append(f"{method_title(row['method'])}: dropout's random masks take at least "
-                     f"{row['% of step (at least)']:.0f}% of a step")
+        lines.append(f"{method_title(row['method'])}: dropout's random masks ({row['operator']}) take at least "
+                     f"{row['% of step (at least)']:.0f}% of a step" + (f" ({row['file']})" if "file" in row else ""))
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
             lines.append(f"{method_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
