@@ -402,7 +402,6 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
     shape = f"batch {train.batch_size} x {int(lengths.max())} items, d={config.encoder_config.hidden}"
     if method == "emkd":
         shape += f", N={config.params.n_networks} networks, M={config.params.n_views} views"
-    # Batches are bucketed by length, so a few of them can be shorter or longer than the epoch's mean.
     timed_items = np.mean([len(e) for batch in timed for e in batch])
     print(f"\n{config_label(config)} {args.dataset} [{args.profile}]: {shape}; "
           f"mean of {steps} step(s) after {warmup} warm-up step(s); {timed_items:.1f} items per sequence "

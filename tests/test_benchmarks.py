@@ -75,8 +75,12 @@ def test_step_profile_times_the_batches_it_profiles(scripts, monkeypatch, capsys
     # compares with the profiled parts only on the same batches.
     _, step_profile = scripts
     seen, step = [], step_profile.train_step
-    monkeypatch.setattr(step_profile, "train_step", lambda model, recipe, batch, *a, **k: (
-        seen.append([tuple(e) for e in batch]), step(model, recipe, batch, *a, **k))[1])
+
+    def recorded_step(model, recipe, batch, *args, **kwargs):
+        seen.append([tuple(e) for e in batch])
+        return step(model, recipe, batch, *args, **kwargs)
+
+    monkeypatch.setattr(step_profile, "train_step", recorded_step)
     step_profile.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "sasrec", "--warmup", "1",
                        "--steps", "2", "--malloc-default"])
     assert len(seen) == 5 and seen[1:3] == seen[3:5] and seen[1] != seen[2]
