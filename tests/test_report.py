@@ -244,7 +244,7 @@ def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
     """DuoRec on Beauty climbed for 118 epochs until a noisy step ended it by
     patience: its best rose 15.6% in the run's last quarter. A run that has
     peaked gains nothing there, and both were stopped by patience."""
-    from emkd_lib.report import still_rising_found
+    from emkd_lib.report import still_rising_found, still_rising_labels
     from emkd_lib.report.tables import LATE_GAIN_COLUMN, STILL_RISING_PERCENT, late_gain
 
     def with_curve(values, stopped_by="patience"):
@@ -265,6 +265,7 @@ def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
     (line,) = still_rising_found(table)
     assert line.startswith("1 of 2 runs were still rising") and "rising (stopped by patience at epoch 40" in line
     assert "peaked" not in line
+    assert still_rising_labels(table) == [("rising",)] and still_rising_labels(table.loc[["peaked"]]) == []
     assert still_rising_found(table.loc[["peaked"]]) == [
         "no run of the 1 was still rising when it stopped (each ended on a plateau)"]
 
@@ -500,6 +501,12 @@ def test_reference_and_ensemble_found_count_the_tests():
     assert line.startswith("EMKD is significantly above the other method in 1, below it in 0 and not different "
                            "in 1 of 2 paired comparisons (p < 0.01)")
     assert reference_found(significance_table([], reference="EMKD")) == ""
+    # a win over a run that ended still rising is named; a tie with one, or another dataset's run, is not
+    flagged = "; 1 of its 1 wins is over a run still rising when it stopped, whose number is a lower bound (beauty / SASRec)"
+    for still_rising in ([("beauty", "SASRec")], [("SASRec",)], [("beauty", "SASRec"), ("beauty", "BERT4Rec")]):
+        assert reference_found(sig, still_rising=still_rising) == line + flagged
+    for still_rising in ([("toys", "SASRec")], [("beauty", "BERT4Rec")], []):
+        assert reference_found(sig, still_rising=still_rising) == line
     a, b = fake_run([0] * 50 + [10] * 50, "sasrec", seed=0), fake_run([1] * 100, "sasrec", seed=1)
     ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
                                 test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))

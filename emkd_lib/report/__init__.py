@@ -30,6 +30,7 @@ from .tables import (
     size_table,
     significant_changes,
     still_rising_found,
+    still_rising_labels,
     stopping_table,
     sweep_points,
     sweep_rows,
@@ -135,6 +136,7 @@ __all__ = [
     "significance_table",
     "significant_changes",
     "still_rising_found",
+    "still_rising_labels",
     "stopping_table",
     "verdict",
 ]

@@ -131,20 +131,33 @@ def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 
     return line
 
 
-def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01,
+                    still_rising: list[tuple] = ()) -> str:
     """One line on a ``significance_table(..., reference=...)``: against how
     many methods the reference is significantly above, below, or not
-    different at p < ``alpha``, and its median relative change."""
+    different at p < ``alpha``, and its median relative change. With
+    ``still_rising`` (``still_rising_labels`` of the runs' stopping table),
+    the wins over a run that ended still rising are named: its number is a
+    lower bound, so such a win may be one of training, not of method."""
     if sig.empty or "reference" not in sig:
         return ""
     significant = sig["p (Wilcoxon)"] < alpha
-    above = int((significant & (sig[f"reference {metric}"] > sig[f"other {metric}"])).sum())
-    below = int((significant & (sig[f"reference {metric}"] < sig[f"other {metric}"])).sum())
+    wins = significant & (sig[f"reference {metric}"] > sig[f"other {metric}"])
+    above, below = int(wins.sum()), int((significant & (sig[f"reference {metric}"] < sig[f"other {metric}"])).sum())
     change = pd.to_numeric(sig["change %"], errors="coerce").dropna()
     line = (f"{reference} is significantly above the other method in {above}, below it in {below} and not different "
             f"in {len(sig) - above - below} of {len(sig)} paired comparisons (p < {alpha})")
     if len(change):
         line += f"; its median change in {metric} is {change.median():+.1f}%"
+    # A label names the run's dataset unless the table has one dataset (then it is left out).
+    over_rising = [f"{row['dataset']} / {row['other']}" for _, row in sig[wins].iterrows()
+                   if any(row["other"] in label and (row["dataset"] in label or len(label) == 1)
+                          for label in still_rising)]
+    if over_rising:
+        n = len(over_rising)
+        line += (f"; {n} of its {above} wins {'is over a run' if n == 1 else 'are over runs'} still rising when "
+                 f"{'it' if n == 1 else 'they'} stopped, whose {'number is a lower bound' if n == 1 else 'numbers are lower bounds'} "
+                 f"({', '.join(over_rising)})")
     return line
 
 

@@ -226,6 +226,19 @@ def constant_levels(index: pd.Index) -> list[int]:
     return constant if len(constant) < index.nlevels else []
 
 
+def _rising(stops: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``stopping_table`` that ended still rising (at the cap, or rising late)."""
+    return stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
+
+
+def still_rising_labels(stops: pd.DataFrame) -> list[tuple]:
+    """The row labels of a ``stopping_table``'s runs that ended still rising,
+    each as a tuple (a flat label as a tuple of one)."""
+    if stops.empty:
+        return []
+    return [label if isinstance(label, tuple) else (label,) for label in _rising(stops).index]
+
+
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
     """A line for "What we found" from a ``stopping_table``: the runs that
     ended still rising (best at the cap, or a best that rose more than
@@ -233,7 +246,7 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
     converged however they were stopped."""
     if stops.empty:
         return []
-    rising = stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
+    rising = _rising(stops)
     if rising.empty:
         return [f"no run of the {len(stops)} was still rising when it stopped (each ended on a plateau)"]
     named = ", ".join(f"{_run_name(label)} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best "
