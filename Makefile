@@ -38,10 +38,11 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 PAPERMILL_ARGS := --kernel python3 --cwd notebooks --no-progress-bar
 
-.PHONY: help venv test test-unit test-notebooks test-clean-book test-smoke test-book test-browser book clean distclean
+.PHONY: help venv test test-unit test-notebooks test-clean-book test-smoke test-book test-browser chapters book clean distclean
 
 help:
 	@echo "make book            execute notebooks/*.ipynb in place (profile cpu) and build _build/html"
+	@echo "make chapters        execute notebooks in place as book does, without the build (NOTEBOOKS=... picks)"
 	@echo "make test            venv, then test-unit, test-notebooks, test-smoke, test-book, test-browser"
 	@echo "make venv            create .venv and install -e '.[book,test]' (once per pyproject.toml)"
 	@echo "make test-unit       pytest -q tests"
@@ -122,7 +123,10 @@ test-clean-book: venv
 	done; \
 	test $$fail -eq 0 && echo "test-clean-book: executing the book leaves the tree as committed"
 
-book: venv
+# After a campaign's results land, only the chapters that show them need to run
+# again, e.g. against a copy of the committed store while runs keep writing:
+#   cp -r results /tmp/snap && EMKD_RESULTS_DIR=/tmp/snap make chapters NOTEBOOKS="notebooks/05_*.ipynb"
+chapters: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
 	mkdir -p $(EXEC_DIR)
 	@for nb in $(NOTEBOOKS); do \
@@ -133,6 +137,8 @@ book: venv
 	  $(PY) scripts/clean_notebook.py "$$out"; \
 	  cp "$$out" "$$nb"; \
 	done
+
+book: chapters
 	$(JB) build . -W -n --keep-going
 	@echo "book: open _build/html/index.html"
 
