@@ -131,9 +131,9 @@ chapters: venv
 	mkdir -p $(EXEC_DIR)
 	@for nb in $(NOTEBOOKS); do \
 	  out=$(EXEC_DIR)/$$(basename $$nb); \
-	  echo "book: executing $$nb (profile cpu)"; \
+	  echo "chapters: executing $$nb (profile cpu)"; \
 	  $(PAPERMILL) "$$nb" "$$out" -p profile cpu $(PAPERMILL_ARGS) \
-	    || { echo "book: $$nb failed; the executed copy is $$out" >&2; exit 1; }; \
+	    || { echo "chapters: $$nb failed; the executed copy is $$out" >&2; exit 1; }; \
 	  $(PY) scripts/clean_notebook.py "$$out"; \
 	  cp "$$out" "$$nb"; \
 	done
