@@ -221,7 +221,7 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
                                   pd.DataFrame(columns=["target", "measured", "met"]), none)[1]
     assert line.endswith("would cost about 7 CPU-hours more (4 of them priced by proxy, 1 run not priced)")
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
-    assert f"EMKD: dropout's random masks (aten::bernoulli_) take at least 22% of a step ({profile_file.name})" in lines
+    assert f"EMKD: dropout's random masks (aten::bernoulli_) took at least 22% of a step in {profile_file.name}" in lines
 
 
 def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):

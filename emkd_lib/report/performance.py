@@ -848,8 +848,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
             lines.append(f"{method_title(method)}: the largest parts of a step are "
                          + ", ".join(f"{r['part']} ({r['% of step']:.0f}%)" for _, r in top.iterrows()))
     for _, row in dropout.iterrows():
-        lines.append(f"{method_title(row['method'])}: dropout's random masks ({row['operator']}) take at least "
-                     f"{row['% of step (at least)']:.0f}% of a step" + (f" ({row['file']})" if "file" in row else ""))
+        lines.append(f"{method_title(row['method'])}: dropout's random masks ({row['operator']}) took at least "
+                     f"{row['% of step (at least)']:.0f}% of a step" + (f" in {row['file']}" if "file" in row else ""))
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
             lines.append(f"{method_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
