@@ -849,7 +849,7 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                          + ", ".join(f"{r['part']} ({r['% of step']:.0f}%)" for _, r in top.iterrows()))
     for _, row in dropout.iterrows():
         lines.append(f"{method_title(row['method'])}: dropout's random masks ({row['operator']}) took at least "
-                     f"{row['% of step (at least)']:.0f}% of a step" + (f" in {row['file']}" if "file" in row else ""))
+                     f"{row['% of step (at least)']:.0f}% of a step in {row['file']}")
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
             lines.append(f"{method_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
