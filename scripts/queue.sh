@@ -17,7 +17,8 @@
 # that finishes inside one session is never lost.
 # Queue A holds the EMKD runs: one holds about 10 GB of memory, so two at once
 # would not fit a 24 GiB machine. Queue B holds the single-model and
-# S^4Rec-family runs. Queue C, light, first trains chapter 05's last
+# S^4Rec-family runs, then takes Figure 4's small EMKD runs, so that neither
+# core idles while queue A's list is the longer one. Queue C, light, first trains chapter 05's last
 # batch-order control (one SASRec run), then takes from queue A the EMKD runs
 # small enough to train beside it (all of Figure 4, on a 3,000-user sample: 2-6 GB,
 # where queue A's full-data runs peak at 7-12 GB): a third process on two cores slows
@@ -66,12 +67,17 @@ main() {
               "grid s4rec-main --datasets sports --methods s4rec"
               "grid s4rec-main --datasets ml-1m --methods duorec"
               "grid s4rec-main --datasets ml-1m --methods cl4srec"
+              "grid s4rec-patience"               # Toys CL4SRec and DuoRec with patience 20 (chapter 05)
               "grid s4rec-main --datasets sports --methods duorec"
               "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
               "grid s4rec-equal-weights"          # SASRec shuffled, windows weighed equally: the control's control
               "grid s4rec-main --datasets ml-1m"  # ICLRec on ML-1M
-              "grid s4rec-main --datasets sports") ;;  # ICLRec on Sports: 5-6 hours, more than one session
+              "grid s4rec-main --datasets sports"  # ICLRec on Sports: 5-6 hours, more than one session
+              # then queue A's Figure 4 runs from the other end (each queue skips what the other holds):
+              # on a 3,000-user sample they fit beside an EMKD run of queue A
+              "grid emkd-encoders --networks 3 4"
+              "grid emkd-encoders --networks 1 2") ;;
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
               "grid emkd-encoders --networks 1 2"    # Figure 4 on its 3,000-user sample; queue A
               "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds

@@ -648,7 +648,7 @@ def test_patience_check_is_the_main_odmt_run_with_only_its_patience_changed():
 def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_table_2():
     from types import SimpleNamespace
 
-    from emkd_lib.studies.odmt import with_patience_checks
+    from emkd_lib.studies.patience import with_patience_checks
     dataset = toy_dataset(n_users=40)
     split = leave_one_out(dataset.sequences)
     fitted = {}

@@ -207,3 +207,38 @@ def test_the_equal_weight_control_is_the_shuffled_sasrec_run_with_windows_weighe
                               {("beauty", "sasrec", 0): "b"}, {("beauty", "sasrec", 0): "e"})
     assert pairs["SASRec"] == {"length buckets": "b", "shuffled": "s", EQUAL_WEIGHTS: "e"}
     assert pairs["ICLRec"] == {"length buckets": None, "shuffled": "i"}
+
+
+def test_the_patience_check_is_table_2s_run_with_only_its_patience_longer():
+    """Each check is a Table 2 run with a longer patience and nothing else
+    changed (so it repeats that run's epochs), under its own key; a chapter
+    without the check's dataset gets none."""
+    from emkd_lib.studies.s4rec import PATIENCE_CHECK_RUNS, patience_check_grid
+    assert GRIDS["s4rec-patience"] is patience_check_grid
+    assert patience_check_grid("cpu", datasets=("beauty",)) == {}
+    grid = patience_check_grid("cpu", seeds=(0, 1))
+    assert set(grid) == {(d, m, s) for d, m in PATIENCE_CHECK_RUNS for s in (0, 1)}
+    table2 = main_grid("cpu")
+    for (d, m, s), check in grid.items():
+        main = main_grid("cpu", datasets=(d,), methods=(m,), seeds=(s,))[(d, m, s)]
+        assert check.train.patience > main.train.patience
+        assert check.replace(train__patience=main.train.patience) == main and check != main
+        assert (d, m, 0) in table2
+
+
+def test_patience_check_lines_pair_each_stored_check_with_the_run_it_continues():
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.patience import patience_check_lines
+    main_config = profile_config("cpu", "toys", "cl4srec")
+    check_config = main_config.replace(train__patience=20)
+    ranks = np.arange(1, 201)
+    main = SimpleNamespace(config=main_config, test_ranks=ranks + 1)     # every user ranked one lower
+    check = SimpleNamespace(config=check_config, test_ranks=ranks)
+    runs = {("toys", "cl4srec", 0): main}
+    (line,) = patience_check_lines(runs, {("toys", "cl4srec", 0): check}, metric="NDCG@20")
+    assert line.startswith("toys: CL4SRec with patience 20: NDCG@20 ") and "with patience 5," in line
+    assert "significant" in line
+    # a check not stored yet, or one whose table run is missing: no line
+    assert patience_check_lines(runs, {("toys", "cl4srec", 0): None}) == []
+    assert patience_check_lines({}, {("toys", "cl4srec", 0): check}) == []

@@ -1,6 +1,6 @@
 """Each chapter's grid, as ``label -> RunConfig`` dicts: what to run. The
 notebooks import from here (what to run) and ``report`` (how to show it)."""
-from . import baselines, emkd, odmt, s4rec
+from . import baselines, emkd, odmt, patience, s4rec
 
 # name -> grid function; every grid takes (profile, datasets=..., seeds=...)
 # and, where it says so in its signature, methods=...
@@ -13,6 +13,7 @@ GRIDS = {"baselines": baselines.baseline_grid, "ensembles": baselines.ensemble_g
          "s4rec-main": s4rec.main_grid, "s4rec-ablations": s4rec.ablation_grid,
          "s4rec-controls": s4rec.duorec_control_grid, "s4rec-batch-order": s4rec.batch_order_grid,
          "s4rec-equal-weights": s4rec.equal_weight_grid, "s4rec-settings": s4rec.settings_control_grid,
+         "s4rec-patience": s4rec.patience_check_grid,
          "s4rec-sensitivity": s4rec.sensitivity_grid, "odmt-main": odmt.main_grid,
          "odmt-ablations": odmt.ablation_grid, "odmt-sensitivity": odmt.sensitivity_grid,
          "odmt-inputs": odmt.single_input_grid, "odmt-spread": odmt.spread_grid,
@@ -25,10 +26,10 @@ CHAPTER_GRIDS = {
     "03 EMKD main results": ("emkd-main", "emkd-spread"),
     "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
     "05 S⁴Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls", "s4rec-batch-order",
-                              "s4rec-equal-weights", "s4rec-settings"),
+                              "s4rec-equal-weights", "s4rec-settings", "s4rec-patience"),
     "07 S⁴Rec sensitivity": ("s4rec-sensitivity",),
     "08 ODMT": ("odmt-main", "odmt-spread", "odmt-patience", "odmt-ablations", "odmt-sensitivity", "odmt-inputs"),
     "10 performance": ("precision",),
 }
 
-__all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "s4rec"]
+__all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "patience", "s4rec"]

@@ -17,6 +17,7 @@ from ..data.stats import dataset_statistics
 from ..methods.odmt import TABLE3_ABLATIONS, ODMTParams, rampup_weight
 from ..profiles import profile_config
 from ..report.tables import method_label
+from .patience import patience_check_lines, with_patience_checks  # noqa: F401  (chapter 08 calls them from here)
 
 # ml-100k-odmt has ID, text and posters; beauty-odmt ID and titles.
 DATASETS = ("ml-100k-odmt", "beauty-odmt")
@@ -91,40 +92,6 @@ def patience_check_grid(profile: str, datasets=PATIENCE_CHECK_DATASETS, seeds=(0
     label = "patience {}".format(PATIENCE_CHECK["train__patience"])
     return {(d, label, s): profile_config(profile, d, "odmt", seed=s, **PATIENCE_CHECK)
             for d in datasets if d in PATIENCE_CHECK_DATASETS for s in seeds}
-
-
-def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
-    """Table 2's runs (``(dataset, method, seed) -> result``) with each run
-    that has a stored patience check (``patience_check_grid``'s results: the
-    same dataset, method and seed) replaced by it, and a line naming each
-    replacement.
-
-    The check is the same run trained on: patience does not touch training, so
-    its epochs repeat the main run's exactly and its selected epoch is the one
-    the main run would have chosen had its patience not ended it during the
-    ramp-up. That is verified, not assumed: a check whose first epochs do not
-    repeat the main run's (validation NDCG@10 and loss, bit for bit) is not
-    used, and the line says why."""
-    out, lines = dict(runs), []
-    for (dataset, label, seed), check in checks.items():
-        if check is None:
-            continue
-        method = check.config.method
-        main = runs.get((dataset, method, seed))
-        if main is None:
-            continue
-        shared = [(h["valid_ndcg10"], h["loss"]) for h in main.history]
-        repeated = [(h["valid_ndcg10"], h["loss"]) for h in check.history[:len(shared)]]
-        what = f"{dataset} / {method_label(check.config)} / seed {seed}"
-        if repeated != shared:
-            lines.append(f"{what}: the run with {label} does not repeat the main run's epochs, so Table 2 keeps the "
-                         f"main run (stopped at epoch {len(main.history)})")
-            continue
-        out[(dataset, method, seed)] = check
-        lines.append(f"{what}: Table 2 uses the run with {label}, which repeats the main run's {len(shared)} epochs "
-                     f"and selects epoch {check.best_epoch} (stopped at {len(check.history)}) instead of "
-                     f"epoch {main.best_epoch}")
-    return out, lines
 
 
 def single_input_grid(profile: str, datasets=("ml-100k-odmt",), seeds=(0,), inputs=INPUT_TYPES) -> dict:

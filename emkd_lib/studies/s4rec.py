@@ -62,6 +62,23 @@ def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
             for d in datasets for s in seeds}
 
 
+# A check of Table 2's early stopping: the baselines S^4Rec beat whose runs
+# ended still rising under the profile's patience (chapter 05's "Did training
+# finish?"), trained on with four times the patience. Toys only: its two such
+# runs stopped at epoch 39, the cheapest of the six to continue.
+PATIENCE_CHECK = {"train__patience": 20}
+PATIENCE_CHECK_RUNS = (("toys", "cl4srec"), ("toys", "duorec"))
+
+
+def patience_check_grid(profile: str, datasets=DATASETS, seeds=(0,)) -> dict:
+    """``(dataset, method, seed) -> config``: each of ``PATIENCE_CHECK_RUNS``
+    among ``datasets`` with ``PATIENCE_CHECK``'s patience and nothing else
+    changed, for ``studies.patience.with_patience_checks`` to put in Table 2
+    in place of its run."""
+    return {(d, m, s): profile_config(profile, d, m, seed=s, **PATIENCE_CHECK)
+            for d, m in PATIENCE_CHECK_RUNS if d in datasets for s in seeds}
+
+
 # Where S^4Rec fell far below SASRec in Table 2 (chapter 05), so that its
 # settings control is trained there; Beauty has it in Table 3 already.
 SETTINGS_CONTROL_DATASETS = ("ml-1m",)

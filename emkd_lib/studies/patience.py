@@ -1,0 +1,56 @@
+"""Patience checks: a Table 2 run trained on with a longer patience, used in
+the table in its place when it provably is the same run continued."""
+from __future__ import annotations
+
+from ..report.sentences import control_found
+from ..report.tables import method_label
+
+
+def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
+    """Table 2's runs (``(dataset, method, seed) -> result``) with each run
+    that has a stored patience check (the same dataset, method and seed, only
+    ``TrainConfig.patience`` longer; ``checks`` is keyed ``(dataset, label,
+    seed)``) replaced by it, and a line naming each replacement.
+
+    The check is the same run trained on: patience does not touch training, so
+    its epochs repeat the main run's exactly and its selected epoch is the one
+    the main run would have chosen had its patience been longer. That is
+    verified, not assumed: a check whose first epochs do not repeat the main
+    run's (validation NDCG@10 and loss, bit for bit) is not used, and the line
+    says why."""
+    out, lines = dict(runs), []
+    for (dataset, _, seed), check in checks.items():
+        if check is None:
+            continue
+        method = check.config.method
+        main = runs.get((dataset, method, seed))
+        if main is None:
+            continue
+        label = f"patience {check.config.train.patience}"
+        shared = [(h["valid_ndcg10"], h["loss"]) for h in main.history]
+        repeated = [(h["valid_ndcg10"], h["loss"]) for h in check.history[:len(shared)]]
+        what = f"{dataset} / {method_label(check.config)} / seed {seed}"
+        if repeated != shared:
+            lines.append(f"{what}: the run with {label} does not repeat the main run's epochs, so Table 2 keeps the "
+                         f"main run (stopped at epoch {len(main.history)})")
+            continue
+        out[(dataset, method, seed)] = check
+        lines.append(f"{what}: Table 2 uses the run with {label}, which repeats the main run's {len(shared)} epochs "
+                     f"and selects epoch {check.best_epoch} (stopped at {len(check.history)}) instead of "
+                     f"epoch {main.best_epoch}")
+    return out, lines
+
+
+def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> list[str]:
+    """A line for "What we found" per stored check (keyed as in
+    ``with_patience_checks``): the check against the run it continues
+    (``runs``, the table's runs before replacement), paired over the test
+    users on ``metric``; none where the table has no such run."""
+    lines = []
+    for (dataset, _, seed), check in checks.items():
+        main = None if check is None else runs.get((dataset, check.config.method, seed))
+        if main is not None:
+            lines += control_found(check, main, f"{dataset}: {method_label(check.config)} with patience "
+                                   f"{check.config.train.patience}", metric=metric,
+                                   control_is=f"with patience {main.config.train.patience}")
+    return lines
