@@ -30,7 +30,7 @@ from .tables import (
     size_table,
     significant_changes,
     still_rising_found,
-    still_rising_labels,
+    still_rising_runs,
     stopping_table,
     sweep_points,
     sweep_rows,
@@ -136,7 +136,7 @@ __all__ = [
     "significance_table",
     "significant_changes",
     "still_rising_found",
-    "still_rising_labels",
+    "still_rising_runs",
     "stopping_table",
     "verdict",
 ]

@@ -132,13 +132,14 @@ def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 
 
 
 def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01,
-                    still_rising: list[tuple] = ()) -> str:
+                    still_rising: list[tuple[str, str]] = ()) -> str:
     """One line on a ``significance_table(..., reference=...)``: against how
     many methods the reference is significantly above, below, or not
     different at p < ``alpha``, and its median relative change. With
-    ``still_rising`` (``still_rising_labels`` of the runs' stopping table),
-    the wins over a run that ended still rising are named: its number is a
-    lower bound, so such a win may be one of training, not of method."""
+    ``still_rising`` (``still_rising_runs`` of the compared runs: (dataset,
+    method label) pairs), the wins over a run that ended still rising are
+    named: its number is a lower bound, so such a win may be one of
+    training, not of method."""
     if sig.empty or "reference" not in sig:
         return ""
     significant = sig["p (Wilcoxon)"] < alpha
@@ -149,15 +150,15 @@ def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "N
             f"in {len(sig) - above - below} of {len(sig)} paired comparisons (p < {alpha})")
     if len(change):
         line += f"; its median change in {metric} is {change.median():+.1f}%"
-    # A label names the run's dataset unless the table has one dataset (then it is left out).
+    rising = set(still_rising)
     over_rising = [f"{row['dataset']} / {row['other']}" for _, row in sig[wins].iterrows()
-                   if any(row["other"] in label and (row["dataset"] in label or len(label) == 1)
-                          for label in still_rising)]
-    if over_rising:
-        n = len(over_rising)
-        line += (f"; {n} of its {above} wins {'is over a run' if n == 1 else 'are over runs'} still rising when "
-                 f"{'it' if n == 1 else 'they'} stopped, whose {'number is a lower bound' if n == 1 else 'numbers are lower bounds'} "
-                 f"({', '.join(over_rising)})")
+                   if (row["dataset"], row["other"]) in rising]
+    if len(over_rising) == 1:
+        line += (f"; 1 of its {above} wins is over a run still rising when it stopped, whose number is a lower "
+                 f"bound ({over_rising[0]})")
+    elif over_rising:
+        line += (f"; {len(over_rising)} of its {above} wins are over runs still rising when they stopped, whose "
+                 f"numbers are lower bounds ({', '.join(over_rising)})")
     return line
 
 

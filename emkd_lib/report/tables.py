@@ -176,6 +176,11 @@ def late_gain(history: list[dict]) -> float:
     return relative_change(float(values.max()), float(values[:head].max()))
 
 
+def _best_at_cap(r) -> bool:
+    """Stopped by the epoch cap with its best at the last epoch: still improving."""
+    return r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
+
+
 def stopping_table(results: dict) -> pd.DataFrame:
     """Per run: epochs run, best epoch, what stopped it (patience or the
     epoch cap) and whether the best epoch sits at the cap (still improving
@@ -187,11 +192,10 @@ def stopping_table(results: dict) -> pd.DataFrame:
     for label, r in results.items():
         if r is None:
             continue
-        at_cap = r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
         gain = late_gain(r.history)
         rows.append({"epochs": len(r.history), "best epoch": r.best_epoch,
                      "stopped by": r.flags.get("stopped_by", "?"),
-                     AT_CAP_COLUMN: at_cap,
+                     AT_CAP_COLUMN: _best_at_cap(r),
                      LATE_GAIN_COLUMN: gain, "still rising": bool(gain > STILL_RISING_PERCENT),
                      "valid NDCG@10": r.valid_metrics["NDCG@10"],
                      # a run below the most-popular ranking shows as a smaller number beside it
@@ -231,12 +235,15 @@ def _rising(stops: pd.DataFrame) -> pd.DataFrame:
     return stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
 
 
-def still_rising_labels(stops: pd.DataFrame) -> list[tuple]:
-    """The row labels of a ``stopping_table``'s runs that ended still rising,
-    each as a tuple (a flat label as a tuple of one)."""
-    if stops.empty:
-        return []
-    return [label if isinstance(label, tuple) else (label,) for label in _rising(stops).index]
+def still_rising_runs(results: dict) -> list[tuple[str, str]]:
+    """``(dataset, method label)`` of each stored run of ``results`` that
+    ended still rising, as ``stopping_table`` flags it (best at the cap, or a
+    best that rose more than ``STILL_RISING_PERCENT`` in the run's last
+    quarter), once per pair however many seeds it has; for
+    ``reference_found``, whose rows are such pairs."""
+    pairs = [(r.config.dataset, method_label(r.config)) for r in results.values()
+             if r is not None and (_best_at_cap(r) or late_gain(r.history) > STILL_RISING_PERCENT)]
+    return list(dict.fromkeys(pairs))
 
 
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
