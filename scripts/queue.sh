@@ -18,8 +18,9 @@
 # Queue A holds the EMKD runs: one holds about 10 GB of memory, so two at once
 # would not fit a 24 GiB machine. Queue B holds the single-model and
 # S^4Rec-family runs, then takes Figure 4's small EMKD runs, so that neither
-# core idles while queue A's list is the longer one. Queue C, light, first trains chapter 05's last
-# batch-order control (one SASRec run), then takes from queue A the EMKD runs
+# core idles while queue A's list is the longer one. Queue C, light, first
+# trains chapter 05's last batch-order control (one SASRec run), then takes
+# from queue A the EMKD runs
 # small enough to train beside it (all of Figure 4, on a 3,000-user sample: 2-6 GB,
 # where queue A's full-data runs peak at 7-12 GB): a third process on two cores slows
 # A and B by about a third while it runs, but queue A holds the longest

@@ -65,7 +65,7 @@ def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
 # A check of Table 2's early stopping: the baselines S^4Rec beat whose runs
 # ended still rising under the profile's patience (chapter 05's "Did training
 # finish?"), trained on with four times the patience. Toys only: its two such
-# runs stopped at epoch 39, the cheapest of the six to continue.
+# runs are the shortest of them, so the cheapest to continue.
 PATIENCE_CHECK = {"train__patience": 20}
 PATIENCE_CHECK_RUNS = (("toys", "cl4srec"), ("toys", "duorec"))
 
