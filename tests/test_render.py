@@ -165,6 +165,31 @@ def test_panel_grid_fits_the_text_column_in_rows_of_at_most_the_given_columns():
         panel_grid(0)
 
 
+def test_a_method_keeps_its_colour_in_every_panel_and_the_legend_names_every_method():
+    """Chapter 05's curves drew each panel with its own colour cycle, so on a
+    dataset without ICLRec every later method took the next method's colour
+    under a legend drawn from the first panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from emkd_lib.report import method_colors, method_legend, panel_grid
+    runs = {"beauty": ["SASRec", "ICLRec", "S4Rec"], "sports": ["SASRec", "S4Rec"]}
+    colors = method_colors(m for methods in runs.values() for m in methods)
+    assert list(colors) == ["SASRec", "ICLRec", "S4Rec"] and len(set(colors.values())) == 3
+    fig, axes = panel_grid(2)
+    for ax, methods in zip(axes, runs.values()):
+        for m in methods:
+            ax.plot([0, 1], [0, 1], color=colors[m], label=m)
+    assert axes[1].lines[1].get_color() == axes[0].lines[2].get_color() == colors["S4Rec"]
+    legend = method_legend(axes[1], colors)
+    assert [t.get_text() for t in legend.get_texts()] == ["SASRec", "ICLRec", "S4Rec"]   # ICLRec too, not drawn there
+    legend = method_legend(axes[0], colors, styles={"S4Rec": {"marker": ".", "linewidth": 2.2}})
+    handles = {h.get_label(): h for h in legend.legend_handles}
+    assert handles["S4Rec"].get_marker() == "." and handles["S4Rec"].get_linewidth() == 2.2
+    assert handles["SASRec"].get_marker() != "." and handles["SASRec"].get_color() == colors["SASRec"]
+    plt.close(fig)
+
+
 def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
     df = pd.DataFrame({"NDCG@10": [0.03817, 0.04791], "change %": [10.52114, -20.1213],
                        "p (Wilcoxon)": [0.00031, 0.41492], "ratio": [1.80751, 0.96694]})

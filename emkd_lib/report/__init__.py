@@ -35,7 +35,7 @@ from .tables import (
     sweep_points,
     sweep_rows,
 )
-from .figures import TEXT_WIDTH_IN, panel_grid, save_figure
+from .figures import TEXT_WIDTH_IN, method_colors, method_legend, panel_grid, save_figure
 from .quoted import (
     SETTINGS_COMPARED,
     VERDICTS,
@@ -122,6 +122,8 @@ __all__ = [
     "reproduction_cells",
     "results_for",
     "save_figure",
+    "method_colors",
+    "method_legend",
     "panel_grid",
     "TEXT_WIDTH_IN",
     "scorecard",

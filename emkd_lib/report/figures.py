@@ -47,3 +47,24 @@ def save_figure(fig, name: str) -> Path:
     path = settings_module.current().figures_dir / f"{name}.png"
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
     return path
+
+
+def method_colors(labels) -> dict[str, str]:
+    """``label -> colour`` from matplotlib's colour cycle, in the order the
+    labels first appear, so that a method keeps one colour in every panel of
+    a figure: a panel's own cycle would shift the colours wherever a method
+    is missing from it (a run not trained yet on that dataset)."""
+    import matplotlib.pyplot as plt
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def method_legend(ax, colors: dict[str, str], styles: dict[str, dict] | None = None, **legend_kw):
+    """A legend on ``ax`` naming every method of ``method_colors``, drawn or
+    not on that panel; ``styles`` gives a method's other line settings
+    (``{"EMKD": {"marker": ".", "linewidth": 2.2}}``) where it is drawn
+    apart."""
+    from matplotlib.lines import Line2D
+    styles = styles or {}
+    return ax.legend(handles=[Line2D([], [], color=c, label=label, **styles.get(label, {}))
+                              for label, c in colors.items()], **legend_kw)
