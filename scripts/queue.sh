@@ -68,13 +68,14 @@ main() {
               "grid s4rec-main --datasets sports --methods s4rec"
               "grid s4rec-main --datasets ml-1m --methods duorec"
               "grid s4rec-main --datasets ml-1m --methods cl4srec"
-              "grid s4rec-patience"               # Toys CL4SRec and DuoRec with patience 20 (chapter 05)
+              "grid s4rec-patience --datasets toys"  # CL4SRec and DuoRec with patience 20 (chapter 05)
               "grid s4rec-main --datasets sports --methods duorec"
               "grid s4rec-batch-order"            # S^4Rec, ICLRec, SASRec on Beauty, shuffled batches: a
                                                   # control (chapter 05: Table 2 keeps length buckets)
               "grid s4rec-equal-weights"          # SASRec shuffled, windows weighed equally: the control's control
               "grid s4rec-main --datasets ml-1m"  # ICLRec on ML-1M
               "grid s4rec-main --datasets sports"  # ICLRec on Sports: 5-6 hours, more than one session
+              "grid s4rec-patience"               # the other still-rising baselines with patience 20
               # then queue A's Figure 4 runs from the other end (each queue skips what the other holds):
               # on a 3,000-user sample they fit beside an EMKD run of queue A
               "grid emkd-encoders --networks 3 4"

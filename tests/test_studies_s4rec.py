@@ -211,11 +211,12 @@ def test_the_equal_weight_control_is_the_shuffled_sasrec_run_with_windows_weighe
 
 def test_the_patience_check_is_table_2s_run_with_only_its_patience_longer():
     """Each check is a Table 2 run with a longer patience and nothing else
-    changed (so it repeats that run's epochs), under its own key; a chapter
-    without the check's dataset gets none."""
+    changed (so it repeats that run's epochs), under its own key; a chapter gets
+    only the checks of its own datasets."""
     from emkd_lib.studies.s4rec import PATIENCE_CHECK_RUNS, patience_check_grid
     assert GRIDS["s4rec-patience"] is patience_check_grid
-    assert patience_check_grid("cpu", datasets=("beauty",)) == {}
+    assert set(patience_check_grid("cpu", datasets=("beauty",))) == {(d, m, 0) for d, m in PATIENCE_CHECK_RUNS
+                                                                     if d == "beauty"}
     grid = patience_check_grid("cpu", seeds=(0, 1))
     assert set(grid) == {(d, m, s) for d, m in PATIENCE_CHECK_RUNS for s in (0, 1)}
     table2 = main_grid("cpu")
