@@ -35,6 +35,7 @@ from .tables import (
     sweep_points,
     sweep_rows,
 )
+from .code_changes import dropout_masks, mixed_masks_found
 from .figures import TEXT_WIDTH_IN, method_colors, method_legend, panel_grid, save_figure
 from .quoted import (
     SETTINGS_COMPARED,
@@ -122,6 +123,8 @@ __all__ = [
     "reproduction_cells",
     "results_for",
     "save_figure",
+    "dropout_masks",
+    "mixed_masks_found",
     "method_colors",
     "method_legend",
     "panel_grid",
