@@ -1,29 +1,16 @@
-"""Which dropout masks a stored run drew, told from the git history of the
-commits that trained it, and the line that names a table's rows that drew
-otherwise than its reference."""
+"""Which dropout masks a stored run drew, from the commits that trained it,
+and the line that names a table's rows that drew otherwise than its
+reference; the list of commits before the change, checked against git."""
 import subprocess
 from types import SimpleNamespace
 
 import pytest
 
 from emkd_lib.report import dropout_masks, mixed_masks_found
+from emkd_lib.report.code_changes import BERNOULLI_MASK_COMMITS, UNIFORM_DROPOUT_MASKS, run_commits
+from emkd_lib.settings import REPO_ROOT
 
-
-@pytest.fixture
-def history(tmp_path):
-    """A repository with three commits: before the change, the change, after it."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
-    git("init", "-q")
-    git("config", "user.email", "t@example.com")
-    git("config", "user.name", "t")
-    commits = {}
-    for name in ("before", "change", "after"):
-        (tmp_path / "f").write_text(name)
-        git("add", "f")
-        git("commit", "-q", "-m", name)
-        commits[name] = git("rev-parse", "HEAD")
-    return tmp_path, commits
+BEFORE, AFTER = "b" * 40, "a" * 40
 
 
 def run(commit, ndcg=0.05, resumed_by=None):
@@ -31,29 +18,46 @@ def run(commit, ndcg=0.05, resumed_by=None):
     return SimpleNamespace(flags=flags, provenance={"commit": commit}, test_metrics={"NDCG@10": ndcg})
 
 
-def test_dropout_masks_follow_the_commits_that_trained_a_run(history):
-    repo, c = history
-    kw = dict(repo=repo, change=c["change"])
-    assert dropout_masks(run(c["before"]), **kw) == "Bernoulli"
-    assert dropout_masks(run(c["change"]), **kw) == "uniform"
-    assert dropout_masks(run(c["after"] + "+dirty"), **kw) == "uniform"
-    assert dropout_masks(run(c["before"], resumed_by=c["after"]), **kw) == "mixed"
-    assert dropout_masks(run("0" * 40), **kw) == "unknown"          # not in this history
+def test_dropout_masks_follow_the_commits_that_trained_a_run():
+    kw = dict(bernoulli_commits={BEFORE})
+    assert dropout_masks(run(BEFORE), **kw) == "Bernoulli"
+    assert dropout_masks(run(BEFORE + "+dirty"), **kw) == "Bernoulli"
+    assert dropout_masks(run(AFTER), **kw) == "uniform"
+    assert dropout_masks(run(BEFORE, resumed_by=AFTER), **kw) == "mixed"
 
 
-def test_mixed_masks_found_names_the_rows_that_drew_otherwise_than_the_reference(history):
-    repo, c = history
-    kw = dict(repo=repo, change=c["change"])
-    rows = {"default": run(c["before"]), "switch a": run(c["after"]), "switch b": run(c["before"]), "later": None}
+def test_mixed_masks_found_names_the_rows_that_drew_otherwise_than_the_reference():
+    kw = dict(bernoulli_commits={BEFORE})
+    rows = {"default": run(BEFORE), "switch a": run(AFTER), "switch b": run(BEFORE), "later": None}
     (line,) = mixed_masks_found(rows, "default", "fidelity table", **kw)
     assert line.startswith("fidelity table: the reference row 'default' was trained with element-wise Bernoulli")
     assert "1 of the other 2 rows (switch a) with dropout masks from one uniform draw" in line
     assert "seeds" not in line
-    spread = [run(c["before"], 0.0382), run(c["after"], 0.0383), run(c["after"], 0.0373), None]
+    spread = [run(BEFORE, 0.0382), run(AFTER, 0.0383), run(AFTER, 0.0373), None]
     (line,) = mixed_masks_found(rows, "default", "fidelity table", seed_spread=spread, **kw)
     mean = (0.0382 + 0.0383 + 0.0373) / 3
     assert line.endswith(f"over 3 seeds spans {100 * 0.0010 / mean:.1f}% of test NDCG@10 (0.0373 to 0.0383)")
-    # every row drew as the reference did, the reference missing, or a commit not in the history: no line
-    assert mixed_masks_found({"default": run(c["after"]), "a": run(c["change"])}, "default", "t", **kw) == []
-    assert mixed_masks_found({"default": None, "a": run(c["after"])}, "default", "t", **kw) == []
-    assert mixed_masks_found({"default": run("0" * 40), "a": run(c["after"])}, "default", "t", **kw) == []
+    # every row drew as the reference did, or the reference is missing: no line
+    assert mixed_masks_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
+    assert mixed_masks_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []
+
+
+def test_the_listed_commits_are_the_stored_runs_commits_without_the_change_in_their_history():
+    """Where this checkout has the history: every commit that trained a
+    stored run is listed exactly when the uniform-mask commit is not among
+    its ancestors."""
+    from emkd_lib.store import served_records
+
+    def has_change(commit):
+        done = subprocess.run(["git", "merge-base", "--is-ancestor", UNIFORM_DROPOUT_MASKS, commit], cwd=REPO_ROOT,
+                              capture_output=True)
+        if done.returncode not in (0, 1):
+            pytest.skip(f"no git history for {commit[:12]} here (a shallow clone or a copy without .git)")
+        return done.returncode == 0
+
+    records, _ = served_records(REPO_ROOT / "results")
+    commits = {c for record in records.values() if "provenance" in record
+               for c in run_commits(SimpleNamespace(flags=record.get("flags", {}), provenance=record["provenance"]))}
+    assert commits, "no stored result to check"
+    assert {c for c in commits if not has_change(c)} == BERNOULLI_MASK_COMMITS & commits
+    assert BERNOULLI_MASK_COMMITS <= commits    # no commit listed that trained nothing

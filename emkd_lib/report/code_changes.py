@@ -11,31 +11,50 @@ table compares such runs.
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
-from ..settings import REPO_ROOT
-
 UNIFORM_DROPOUT_MASKS = "651629588e85a584eb72bd2701c6b3ae05925a02"
+# The commits that trained a stored run without the change in their history,
+# listed so that the book tells a run's masks without git (a shallow clone, a
+# copy without .git); tests/test_code_changes.py checks the list against the
+# history where it has one. Every later commit descends from the change.
+BERNOULLI_MASK_COMMITS = frozenset({
+    "1529ef0b900ece1039f9d041a5ae20d65590c882",
+    "2bb9e7e143731a23cde0b985b495d80da9f76476",
+    "34ec80e1e8fb0f5ca4a657f1d82a48a563cee10e",
+    "367ccc8ee124a46e1deba8cddcfadb81f1eecb79",
+    "3695ab4303af3540efb9a427664e56da88840c31",
+    "49cf2854190e84c3211f59ac0a1e22c3912f384b",
+    "4e9a6c075bbfd9da63b1622ae29bb9ca586b1863",
+    "5f6b267452225dd7228281342e0a3342c540c14c",
+    "63fdb48c48de806b0132a79d842e50633d900639",
+    "992bcf2565cfe04fabf28193f3da8ec9aa20a5e4",
+    "99eba05e2d6b0f5ad0b704ae3b8b6674d5ec3fb6",
+    "9f400c430621a15cba65fd0a8e06ae5284012f7c",
+    "a9b73b40dbc32472cdbbe484f0e56b8d14e871d5",
+    "afd4083106d17a428660c971a34d8f84b400d28d",
+    "b2d627e8b29d8ce6f57383d810750605e268f839",
+    "b571fa233246ca6533bc8c66cc3808c901bb3151",
+    "b7d1507a256287a4369e091cd0104d91fe2623e2",
+    "c5c974b91b4b6d27d8dd1ad8a2a427a48a762ece",
+    "e198c42adae0573b9a3ec3c8370faab5dd1f35a2",
+    "fe5d481e3e5800ba9a0e9bafa311768bf0d255a0",
+})
 _MASKS = {"Bernoulli": "element-wise Bernoulli dropout masks (the code before 6516295)",
           "uniform": "dropout masks from one uniform draw (the library's since 6516295)",
           "mixed": "both kinds of dropout masks (resumed across 6516295)"}
 
 
-def dropout_masks(result, repo: Path = REPO_ROOT, change: str = UNIFORM_DROPOUT_MASKS) -> str:
-    """How a stored run drew its dropout masks, from the commits that trained
-    it (``flags.trained_by_commits``, else its provenance commit): "uniform"
-    where ``change`` is in every such commit's history, "Bernoulli" where in
-    none, "mixed" where a run was resumed across it, "unknown" where a commit
-    is not in ``repo``'s git history (a shallow clone, a copy without .git)."""
+def run_commits(result) -> list[str]:
+    """The commits that trained a stored run (``flags.trained_by_commits``,
+    else its provenance commit), without a "+dirty" mark."""
     commits = result.flags.get("trained_by_commits") or [result.provenance.get("commit", "")]
-    kinds = set()
-    for commit in commits:
-        found = subprocess.run(["git", "merge-base", "--is-ancestor", change, commit.removesuffix("+dirty")],
-                               cwd=repo, capture_output=True)
-        kinds.add({0: "uniform", 1: "Bernoulli"}.get(found.returncode, "unknown"))
-    if "unknown" in kinds:
-        return "unknown"
+    return [c.removesuffix("+dirty") for c in commits]
+
+
+def dropout_masks(result, bernoulli_commits=BERNOULLI_MASK_COMMITS) -> str:
+    """How a stored run drew its dropout masks: "Bernoulli" where every
+    commit that trained it is in ``bernoulli_commits``, "uniform" where none
+    is, "mixed" where it was resumed across the change."""
+    kinds = {"Bernoulli" if c in bernoulli_commits else "uniform" for c in run_commits(result)}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
@@ -45,13 +64,11 @@ def mixed_masks_found(runs: dict, reference, what: str, seed_spread: list = (), 
     the reference (``dropout_masks``), naming them; with ``seed_spread``
     (the reference's method at several seeds) the range of its test NDCG@10,
     the scale of a change of draws. None where every row drew as the
-    reference did, or where that cannot be told."""
+    reference did."""
     stored = {label: r for label, r in runs.items() if r is not None}
     if reference not in stored:
         return []
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
-    if "unknown" in masks.values():
-        return []
     others = [label for label in stored if label != reference and masks[label] != masks[reference]]
     if not others:
         return []
