@@ -6,16 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from emkd_lib.report import dropout_masks, mixed_masks_found
+from emkd_lib.report import cpu_type, dropout_masks, other_draws_found
 from emkd_lib.report.code_changes import BERNOULLI_MASK_COMMITS, UNIFORM_DROPOUT_MASKS, run_commits
 from emkd_lib.settings import REPO_ROOT
 
 BEFORE, AFTER = "b" * 40, "a" * 40
 
 
-def run(commit, ndcg=0.05, resumed_by=None):
+def run(commit, ndcg=0.05, resumed_by=None, machine="AMD EPYC x2 (torch threads 1)"):
     flags = {"trained_by_commits": [commit, resumed_by]} if resumed_by else {}
-    return SimpleNamespace(flags=flags, provenance={"commit": commit}, test_metrics={"NDCG@10": ndcg})
+    return SimpleNamespace(flags=flags, provenance={"commit": commit, "machine": machine},
+                           test_metrics={"NDCG@10": ndcg})
 
 
 def test_dropout_masks_follow_the_commits_that_trained_a_run():
@@ -26,20 +27,25 @@ def test_dropout_masks_follow_the_commits_that_trained_a_run():
     assert dropout_masks(run(BEFORE, resumed_by=AFTER), **kw) == "mixed"
 
 
-def test_mixed_masks_found_names_the_rows_that_drew_otherwise_than_the_reference():
+def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference():
     kw = dict(bernoulli_commits={BEFORE})
-    rows = {"default": run(BEFORE), "switch a": run(AFTER), "switch b": run(BEFORE), "later": None}
-    (line,) = mixed_masks_found(rows, "default", "fidelity table", **kw)
-    assert line.startswith("fidelity table: the reference row 'default' was trained with element-wise Bernoulli")
-    assert "1 of the other 2 rows (switch a) with dropout masks from one uniform draw" in line
-    assert "seeds" not in line
+    xeon = "Intel(R) Xeon(R) Processor x2 (torch threads 1)"
+    assert cpu_type(run(AFTER, machine=xeon)) == "Intel(R) Xeon(R) Processor"
+    rows = {"default": run(BEFORE), "switch a": run(AFTER), "switch b": run(BEFORE),
+            "switch c": run(AFTER, machine=xeon), "switch d": run(BEFORE, machine=xeon), "later": None}
+    (line,) = other_draws_found(rows, "default", "fidelity table", **kw)
+    assert line.startswith("fidelity table: the reference row 'default' was trained with Bernoulli dropout masks "
+                           "on AMD EPYC; 3 of the other 4 rows drew otherwise (switch a: uniform masks, "
+                           "switch c: uniform masks and Intel(R) Xeon(R) Processor, "
+                           "switch d: Intel(R) Xeon(R) Processor), so")
+    assert "seeds" not in line and "switch b" not in line
     spread = [run(BEFORE, 0.0382), run(AFTER, 0.0383), run(AFTER, 0.0373), None]
-    (line,) = mixed_masks_found(rows, "default", "fidelity table", seed_spread=spread, **kw)
+    (line,) = other_draws_found(rows, "default", "fidelity table", seed_spread=spread, **kw)
     mean = (0.0382 + 0.0383 + 0.0373) / 3
     assert line.endswith(f"over 3 seeds spans {100 * 0.0010 / mean:.1f}% of test NDCG@10 (0.0373 to 0.0383)")
     # every row drew as the reference did, or the reference is missing: no line
-    assert mixed_masks_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
-    assert mixed_masks_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []
+    assert other_draws_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
+    assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []
 
 
 def test_the_listed_commits_are_the_stored_runs_commits_without_the_change_in_their_history():

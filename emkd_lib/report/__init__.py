@@ -35,7 +35,7 @@ from .tables import (
     sweep_points,
     sweep_rows,
 )
-from .code_changes import dropout_masks, mixed_masks_found
+from .code_changes import cpu_type, dropout_masks, other_draws_found
 from .figures import TEXT_WIDTH_IN, method_colors, method_legend, panel_grid, save_figure
 from .quoted import (
     SETTINGS_COMPARED,
@@ -124,7 +124,8 @@ __all__ = [
     "results_for",
     "save_figure",
     "dropout_masks",
-    "mixed_masks_found",
+    "other_draws_found",
+    "cpu_type",
     "method_colors",
     "method_legend",
     "panel_grid",

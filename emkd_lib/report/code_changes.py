@@ -6,8 +6,9 @@ draw instead of PyTorch's element-wise Bernoulli: the same distribution and
 scaling, other draws, so a run trained before it does not replay at a later
 commit (it does at the commit in its provenance). Two single-seed runs that
 differ in one switch but straddle the change also differ in their dropout
-draws, which acts like a change of seed; ``mixed_masks_found`` says where a
-table compares such runs.
+draws, which acts like a change of seed, as does training on another CPU
+type where bf16 rounds otherwise; ``other_draws_found`` says where a table
+compares such runs.
 """
 from __future__ import annotations
 
@@ -38,9 +39,6 @@ BERNOULLI_MASK_COMMITS = frozenset({
     "e198c42adae0573b9a3ec3c8370faab5dd1f35a2",
     "fe5d481e3e5800ba9a0e9bafa311768bf0d255a0",
 })
-_MASKS = {"Bernoulli": "element-wise Bernoulli dropout masks (the code before 6516295)",
-          "uniform": "dropout masks from one uniform draw (the library's since 6516295)",
-          "mixed": "both kinds of dropout masks (resumed across 6516295)"}
 
 
 def run_commits(result) -> list[str]:
@@ -58,24 +56,37 @@ def dropout_masks(result, bernoulli_commits=BERNOULLI_MASK_COMMITS) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def mixed_masks_found(runs: dict, reference, what: str, seed_spread: list = (), **masks_kw) -> list[str]:
+def cpu_type(result) -> str:
+    """The CPU a run trained on, from its provenance ("AMD EPYC x2 (torch
+    threads 1)" -> "AMD EPYC"): bf16 rounds otherwise on another CPU type."""
+    return result.provenance.get("machine", "?").split(" x")[0]
+
+
+def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), **masks_kw) -> list[str]:
     """A line for a table of single-seed runs (``label -> result``, compared
-    with ``reference``) whose rows drew their dropout masks otherwise than
-    the reference (``dropout_masks``), naming them; with ``seed_spread``
+    with ``reference``) naming the rows that drew their dropout masks
+    otherwise than the reference (``dropout_masks``) or trained on another
+    CPU type (``cpu_type``): such a row is not the reference with one switch
+    changed but also another draw, like another seed. With ``seed_spread``
     (the reference's method at several seeds) the range of its test NDCG@10,
-    the scale of a change of draws. None where every row drew as the
-    reference did."""
+    the scale of such a draw. None where every row drew as the reference
+    did."""
     stored = {label: r for label, r in runs.items() if r is not None}
     if reference not in stored:
         return []
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
-    others = [label for label in stored if label != reference and masks[label] != masks[reference]]
-    if not others:
+    cpus = {label: cpu_type(r) for label, r in stored.items()}
+    apart = {label: [part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
+                                                (cpus[label], cpus[label] != cpus[reference])) if differs]
+             for label in stored if label != reference}
+    apart = {label: parts for label, parts in apart.items() if parts}
+    if not apart:
         return []
-    kinds = sorted({masks[label] for label in others})
-    line = (f"{what}: the reference row '{reference}' was trained with {_MASKS[masks[reference]]}, {len(others)} of "
-            f"the other {len(stored) - 1} rows ({', '.join(others)}) with {' or '.join(_MASKS[k] for k in kinds)}: "
-            "their differences from the reference also hold other dropout draws, which act like another seed")
+    line = (f"{what}: the reference row '{reference}' was trained with {masks[reference]} dropout masks on "
+            f"{cpus[reference]}; {len(apart)} of the other {len(stored) - 1} rows drew otherwise ("
+            + ", ".join(f"{label}: {' and '.join(parts)}" for label, parts in apart.items())
+            + "), so their differences from the reference also hold other dropout draws or other bf16 rounding, "
+              "which act like another seed")
     values = [r.test_metrics["NDCG@10"] for r in seed_spread if r is not None]
     if len(values) > 1:
         low, high = min(values), max(values)
