@@ -230,9 +230,13 @@ def constant_levels(index: pd.Index) -> list[int]:
     return constant if len(constant) < index.nlevels else []
 
 
+def _rising_mask(stops: pd.DataFrame) -> pd.Series:
+    """Which rows of a ``stopping_table`` ended still rising (at the cap, or rising late)."""
+    return stops["still rising"] | stops[AT_CAP_COLUMN]
+
+
 def _rising(stops: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a ``stopping_table`` that ended still rising (at the cap, or rising late)."""
-    return stops[stops["still rising"] | stops[AT_CAP_COLUMN]]
+    return stops[_rising_mask(stops)]
 
 
 def still_rising_runs(results: dict) -> list[tuple[str, str]]:
@@ -241,9 +245,12 @@ def still_rising_runs(results: dict) -> list[tuple[str, str]]:
     best that rose more than ``STILL_RISING_PERCENT`` in the run's last
     quarter), once per pair however many seeds it has; for
     ``reference_found``, whose rows are such pairs."""
-    pairs = [(r.config.dataset, method_label(r.config)) for r in results.values()
-             if r is not None and (_best_at_cap(r) or late_gain(r.history) > STILL_RISING_PERCENT)]
-    return list(dict.fromkeys(pairs))
+    stored = [r for r in results.values() if r is not None]
+    if not stored:
+        return []
+    stops = stopping_table(results)
+    flagged = _rising_mask(stops).to_numpy()
+    return list(dict.fromkeys((r.config.dataset, method_label(r.config)) for r, f in zip(stored, flagged) if f))
 
 
 def still_rising_found(stops: pd.DataFrame) -> list[str]:
