@@ -6,6 +6,15 @@ from ..report.sentences import control_found
 from ..report.tables import method_label
 
 
+def _continued(runs: dict, checks: dict):
+    """``(key, check, main)`` for each stored check whose main run (the same
+    dataset, method and seed) is in ``runs``."""
+    for (dataset, _, seed), check in checks.items():
+        main = None if check is None else runs.get((dataset, check.config.method, seed))
+        if main is not None:
+            yield (dataset, check.config.method, seed), check, main
+
+
 def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
     """Table 2's runs (``(dataset, method, seed) -> result``) with each run
     that has a stored patience check (the same dataset, method and seed, only
@@ -19,13 +28,7 @@ def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
     run's (validation NDCG@10 and loss, bit for bit) is not used, and the line
     says why."""
     out, lines = dict(runs), []
-    for (dataset, _, seed), check in checks.items():
-        if check is None:
-            continue
-        method = check.config.method
-        main = runs.get((dataset, method, seed))
-        if main is None:
-            continue
+    for (dataset, method, seed), check, main in _continued(runs, checks):
         label = f"patience {check.config.train.patience}"
         shared = [(h["valid_ndcg10"], h["loss"]) for h in main.history]
         repeated = [(h["valid_ndcg10"], h["loss"]) for h in check.history[:len(shared)]]
@@ -47,10 +50,8 @@ def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> l
     (``runs``, the table's runs before replacement), paired over the test
     users on ``metric``; none where the table has no such run."""
     lines = []
-    for (dataset, _, seed), check in checks.items():
-        main = None if check is None else runs.get((dataset, check.config.method, seed))
-        if main is not None:
-            lines += control_found(check, main, f"{dataset}: {method_label(check.config)} with patience "
-                                   f"{check.config.train.patience}", metric=metric,
-                                   control_is=f"with patience {main.config.train.patience}")
+    for (dataset, _, _), check, main in _continued(runs, checks):
+        lines += control_found(check, main, f"{dataset}: {method_label(check.config)} with patience "
+                               f"{check.config.train.patience}", metric=metric,
+                               control_is=f"with patience {main.config.train.patience}")
     return lines
