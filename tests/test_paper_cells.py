@@ -51,3 +51,27 @@ def test_s4rec_table2_covers_the_papers_methods_that_the_library_has(empty_store
     # the cpu profile's ML-1M user sample is a setting the paper's does not have
     ml = cells.s4rec_table2_cells("cpu", "paper", ("ml-1m",), 0)
     assert ml["setting differs"].str.contains("users").all()
+
+
+def test_s4rec_table2_cells_use_a_stored_patience_check_as_chapter_05_does(empty_store, monkeypatch):
+    from types import SimpleNamespace
+
+    from emkd_lib.studies import s4rec as study
+    key = ("toys", "cl4srec", 0)
+    main_config = study.main_grid("cpu", ("toys",), (0,), ("cl4srec",))[key]
+    check_config = study.patience_check_grid("cpu", ("toys",), (0,))[key]
+    history = [{"valid_ndcg10": 0.01 * e, "loss": 9.0 - e} for e in range(1, 6)]
+    main = SimpleNamespace(config=main_config, history=history, best_epoch=5,
+                           test_metrics=dict.fromkeys(cells.S4REC_METRICS, 0.25))
+    check = SimpleNamespace(config=check_config, history=history + [{"valid_ndcg10": 0.5, "loss": 1.0}],
+                            best_epoch=6, test_metrics=dict.fromkeys(cells.S4REC_METRICS, 0.5))
+    store = {main_config: main, check_config: check}
+    monkeypatch.setattr(cells, "results_for", lambda grid, **_: {k: store.get(c) for k, c in grid.items()})
+
+    def cl4srec_values():
+        frame = cells.s4rec_table2_cells("cpu", "paper", ("toys",), 0)
+        assert frame[frame["method"] != "CL4SRec"]["value"].isna().all()
+        return set(frame[frame["method"] == "CL4SRec"]["value"])
+    assert cl4srec_values() == {0.5}
+    del store[check_config]   # without the check the main run fills the cell
+    assert cl4srec_values() == {0.25}
