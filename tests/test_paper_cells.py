@@ -68,10 +68,19 @@ def test_s4rec_table2_cells_use_a_stored_patience_check_as_chapter_05_does(empty
     store = {main_config: main, check_config: check}
     monkeypatch.setattr(cells, "results_for", lambda grid, **_: {k: store.get(c) for k, c in grid.items()})
 
-    def cl4srec_values():
+    def cl4srec_cells():
         frame = cells.s4rec_table2_cells("cpu", "paper", ("toys",), 0)
         assert frame[frame["method"] != "CL4SRec"]["value"].isna().all()
-        return set(frame[frame["method"] == "CL4SRec"]["value"])
-    assert cl4srec_values() == {0.5}
+        return frame[frame["method"] == "CL4SRec"]
+    # each cell names its own run's patience where it differs from the paper profile's
+    paper_patience = study.main_grid("paper", ("toys",), (0,), ("cl4srec",))[key].train.patience
+
+    def names_patience(frame, config):
+        text = f"patience {config.train.patience} (paper profile: {paper_patience})"
+        return set(frame["setting differs"].str.contains(text, regex=False)) == {config.train.patience != paper_patience}
+    with_check = cl4srec_cells()
+    assert set(with_check["value"]) == {0.5} and names_patience(with_check, check_config)
     del store[check_config]   # without the check the main run fills the cell
-    assert cl4srec_values() == {0.25}
+    without = cl4srec_cells()
+    assert set(without["value"]) == {0.25} and names_patience(without, main_config)
+    assert main_config.train.patience != paper_patience   # the cpu profile stops sooner than the paper's

@@ -98,6 +98,8 @@ SETTINGS_COMPARED = (
     ("profile", lambda c: c.profile),
     ("d", lambda c: getattr(c.encoder_config, "hidden", None)),
     ("epochs cap", lambda c: c.train.epochs),
+    # how long a run goes on without improving: a short patience stopped some baselines far below what they reach
+    ("patience", lambda c: c.train.patience),
     ("M", lambda c: getattr(c.params, "n_views", None)),
     ("length", lambda c: c.data.max_len),
     ("users", lambda c: c.data.max_users or "all"),
@@ -105,8 +107,8 @@ SETTINGS_COMPARED = (
 
 
 def setting_differences(config, reference) -> str:
-    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap, M,
-    maximum length, user sample) in
+    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap,
+    patience, M, maximum length, user sample) in
     which ``config`` differs from ``reference`` (the ``paper`` profile's
     config: the paper's setting where the paper states one, this study's
     choice where it does not), as ``"profile cpu; d 64 (paper profile: 256)"``;
