@@ -236,6 +236,7 @@ def _rising_mask(stops: pd.DataFrame) -> pd.Series:
 
 
 def _rising(stops: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``stopping_table`` that ended still rising."""
     return stops[_rising_mask(stops)]
 
 
