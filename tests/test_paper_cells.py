@@ -66,7 +66,10 @@ def test_s4rec_table2_cells_use_a_stored_patience_check_as_chapter_05_does(empty
     check = SimpleNamespace(config=check_config, history=history + [{"valid_ndcg10": 0.5, "loss": 1.0}],
                             best_epoch=6, test_metrics=dict.fromkeys(cells.S4REC_METRICS, 0.5))
     store = {main_config: main, check_config: check}
-    monkeypatch.setattr(cells, "results_for", lambda grid, **_: {k: store.get(c) for k, c in grid.items()})
+    def stored(grid, **_):
+        return {k: store.get(c) for k, c in grid.items()}
+    monkeypatch.setattr(cells, "results_for", stored)
+    monkeypatch.setattr(study, "results_for", stored)   # the checks are looked up where Table 2's readers share it
 
     def cl4srec_cells():
         frame = cells.s4rec_table2_cells("cpu", "paper", ("toys",), 0)

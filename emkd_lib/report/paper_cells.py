@@ -13,7 +13,6 @@ from ..runs import ensembles_for, results_for
 from ..studies import baselines as baseline_study
 from ..studies import emkd as emkd_study
 from ..studies import s4rec as s4rec_study
-from ..studies.patience import with_patience_checks
 from .quoted import reproduction_cells
 from .tables import method_label
 
@@ -93,8 +92,7 @@ def s4rec_table2_cells(profile: str, reference_profile: str, datasets, seed: int
     methods = tuple(m for m, column in s4rec_study.PAPER_TABLE2_COLUMNS.items() if column)
     grid = s4rec_study.main_grid(profile, datasets, (seed,), methods)
     reference = s4rec_study.main_grid(reference_profile, datasets, (seed,), methods)
-    runs, _ = with_patience_checks(results_for(grid),
-                                   results_for(s4rec_study.patience_check_grid(profile, datasets, (seed,))))
+    runs, _, _ = s4rec_study.with_table2_patience_checks(results_for(grid), profile, datasets, seed)
     names = {(d, m, s): (d, s4rec_study.PAPER_TABLE2_COLUMNS[m]) for (d, m, s) in grid}
     return reproduction_cells("S4Rec", 2, {names[k]: runs[k] for k in grid}, S4REC_METRICS,
                               {names[k]: grid[k] for k in grid}, {names[k]: reference[k] for k in grid})

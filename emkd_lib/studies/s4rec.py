@@ -16,6 +16,8 @@ from __future__ import annotations
 from ..methods import method_spec
 from ..methods.s4rec import TABLE3_ABLATIONS
 from ..profiles import profile_config
+from ..runs import results_for
+from .patience import with_patience_checks
 
 DATASETS = ("beauty", "sports", "toys", "ml-1m")
 # Table 2's methods that the library has: SASRec, CL4SRec and ICLRec (the
@@ -80,6 +82,17 @@ def patience_check_grid(profile: str, datasets=DATASETS, seeds=(0,)) -> dict:
     in place of its run."""
     return {(d, m, s): profile_config(profile, d, m, seed=s, **PATIENCE_CHECK)
             for d, m in PATIENCE_CHECK_RUNS if d in datasets for s in seeds}
+
+
+def with_table2_patience_checks(runs: dict, profile: str, datasets, seed: int) -> tuple[dict, dict, list[str]]:
+    """Table 2's ``runs`` as every reader of the table sees them (chapter 05,
+    the scorecard): each run with a stored check of ``patience_check_grid``
+    (seed ``seed``; looked up, never trained) replaced by it. Returns
+    ``(runs, checks, lines)``: the table's runs, the checks found (``None``
+    where not stored) and ``studies.patience.with_patience_checks``' lines."""
+    checks = results_for(patience_check_grid(profile, datasets, (seed,)))
+    table_runs, lines = with_patience_checks(runs, checks)
+    return table_runs, checks, lines
 
 
 # Where S^4Rec fell far below SASRec in Table 2 (chapter 05), so that its
