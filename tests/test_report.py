@@ -820,3 +820,37 @@ def test_sweep_rows_take_the_defaults_as_a_mapping_too():
     runs[("beauty", "fusion", "independent", 0)] = "control"
     assert sweep_rows(runs, {"alpha": 0.1, "lam": 0.1}, {"alpha": "α", "lam": "λ", "fusion": "fusion"}) == \
         {**rows, "fusion = independent": "control"}
+
+
+def test_later_stops_found_bounds_a_still_rising_run_by_the_longer_runs_of_its_method():
+    """EMKD on Beauty stopped still rising, 20% under SASRec; its other seeds
+    and variants trained longer. The line names the longer runs only, takes
+    the highest test NDCG@10 among them and tests it against the rival."""
+    from emkd_lib.report import later_stops_found
+
+    def run(ranks, values, method="emkd", seed=0):
+        r = fake_run(ranks, method, seed=seed, history_len=len(values), best=int(np.argmax(values)) + 1,
+                     stopped_by="patience")
+        r.history = [{"epoch": e + 1, "valid_ndcg10": v} for e, v in enumerate(values)]
+        return r
+
+    rising = [0.02 + 0.001 * e for e in range(30)]           # best at its last epoch: still rising
+    peaked = [0.03, 0.05, 0.06, 0.061, 0.06, 0.059, 0.06, 0.058] * 5
+    users = np.arange(400) % 8                               # ranks 0-7: every user in the top 10
+    sasrec = run(users, peaked, method="sasrec")
+    stopped, worse, better = run(users + 1, rising), run(users + 3, peaked, seed=1), run(users + 2, peaked, seed=2)
+    shorter = run(users, peaked[:20], seed=3)               # the best of all, but stopped sooner: not a later stop
+    (line,) = later_stops_found(stopped, {"seed 1": worse, "seed 2": better, "seed 3": shorter, "seed 4": None},
+                                sasrec, "beauty / EMKD")
+    ndcg = {shift: np.mean(1 / np.log2(users + shift + 2)) for shift in (0, 1, 2)}   # brute force
+    assert line.startswith(f"beauty / EMKD stopped still rising at epoch 30, {100 * (ndcg[1] / ndcg[0] - 1):+.1f}% "
+                           f"against SASRec in test NDCG@10 ({ndcg[1]:.4f} vs {ndcg[0]:.4f})")
+    assert "2 other runs of it on the same data trained longer (stopping at epochs 40 to 40: seed 1, seed 2)" in line
+    assert (f"the highest test NDCG@10 among them, {ndcg[2]:.4f} (seed 2, best epoch 4 of 40), is "
+            f"{100 * (ndcg[2] / ndcg[0] - 1):+.1f}% against it, p = ") in line
+    assert line.endswith("(significant)")                    # every user ranks the rival's item higher
+    # nothing to say of a run that peaked, or without the rival; a run with no longer sibling says so
+    assert later_stops_found(run(users, peaked), {"seed 1": worse}, sasrec, "x") == []
+    assert later_stops_found(stopped, {"seed 1": worse}, None, "x") == []
+    assert later_stops_found(stopped, {"seed 3": shorter}, sasrec, "x") == [
+        "x stopped still rising at epoch 30; no other run of it trained longer"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import relative_change
+from .tables import method_label, relative_change, still_rising_runs
 
 
 
@@ -236,6 +236,37 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     verdict = _verdict(t["p_wilcoxon"], alpha)
     return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
+
+
+def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "NDCG@10",
+                      alpha: float = 0.01) -> list[str]:
+    """A line for "What we found" on a run that ended still rising
+    (``still_rising_runs``) and trails ``rival``: the stored runs of the same
+    method on the same data that trained for more epochs (``others``, label ->
+    result: other seeds, one-switch variants) and the highest test ``metric``
+    among them, paired over the test users against ``rival``. They are other
+    draws, not ``stopped`` continued, so the line bounds what later stops gave
+    this method at this budget, without a longer run. None where ``stopped``
+    or ``rival`` is missing or ``stopped`` did not end still rising; "no other
+    run trained longer" where none did."""
+    from ..evaluation import paired_test
+    if stopped is None or rival is None or not still_rising_runs({what: stopped}):
+        return []
+    epochs = len(stopped.history)
+    longer = {label: r for label, r in others.items() if r is not None and len(r.history) > epochs}
+    if not longer:
+        return [f"{what} stopped still rising at epoch {epochs}; no other run of it trained longer"]
+    label, best = max(longer.items(), key=lambda item: item[1].test_metrics[metric])
+    t = paired_test(best.test_ranks, rival.test_ranks, metric)
+    own = paired_test(stopped.test_ranks, rival.test_ranks, metric)
+    ends = sorted(len(r.history) for r in longer.values())
+    return [f"{what} stopped still rising at epoch {epochs}, {relative_change(own['mean_a'], own['mean_b']):+.1f}% "
+            f"against {method_label(rival.config)} in test {metric} ({own['mean_a']:.4f} vs {own['mean_b']:.4f}); "
+            f"{len(longer)} other runs of it on the same data trained longer (stopping at epochs {ends[0]} to "
+            f"{ends[-1]}: {', '.join(map(str, longer))}), and the highest test {metric} among them, {t['mean_a']:.4f} "
+            f"({label}, best epoch {best.best_epoch} of {len(best.history)}), is "
+            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against it, {_p_text(t['p_wilcoxon'])} "
+            f"({_verdict(t['p_wilcoxon'], alpha)})"]
 
 
 def gap_closed(reference, variant, control, what: str, names=("length buckets", "shuffled"),
