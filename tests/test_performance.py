@@ -237,8 +237,8 @@ def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
 
 def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_and_dataset():
     from types import SimpleNamespace as NS
-    config = lambda dataset, method, precision="fp32", epochs=200, max_users=None, encoder="e": NS(  # noqa: E731
-        dataset=dataset, method=method, encoder=encoder, train=NS(precision=precision, epochs=epochs),
+    config = lambda dataset, method, precision="fp32", epochs=200, max_users=None, encoder="e", patience=5: NS(  # noqa: E731
+        dataset=dataset, method=method, encoder=encoder, train=NS(precision=precision, epochs=epochs, patience=patience),
         data=NS(max_users=max_users))
     run = lambda key, seconds, threads=1, epochs=10, stopped_by="patience": NS(  # noqa: E731
         key=key, train_seconds=seconds - 100, eval_seconds=100, history=[{}] * epochs,
@@ -301,6 +301,14 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
     # (0.1 + 0.1 + 0.1) CPU-hours an epoch, 30 epochs (k1's; without it the median of all would say 2)
     assert perf.budget_table(chapters).loc["e", "estimated CPU-hours to go"] == pytest.approx(3.0)
 
+    # a patience check (patience 20 against its group's 5) continues a run that was still rising: four
+    # times the group's 10 epochs, at most its cap; a shorter patience is not priced below the group's epochs
+    chapters = {"f": [("k1", config("beauty", "emkd"), run("k1", 3600)),
+                      ("k2", config("beauty", "emkd", patience=20), None),
+                      ("k3", config("beauty", "emkd", patience=20, epochs=30), None),
+                      ("k4", config("beauty", "emkd", patience=2), None)]}
+    assert perf.budget_table(chapters).loc["f", "estimated CPU-hours to go"] == pytest.approx(4.0 + 3.0 + 1.0)
+
 
 
 def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
@@ -308,7 +316,7 @@ def test_a_run_without_neighbours_is_priced_by_proxy_from_its_epochs_work():
     precision elsewhere, per unit of an epoch's work; another method does not price it."""
     from types import SimpleNamespace as NS
     config = lambda dataset, method, epochs=200: NS(  # noqa: E731
-        dataset=dataset, method=method, encoder="e", train=NS(precision="fp32", epochs=epochs),
+        dataset=dataset, method=method, encoder="e", train=NS(precision="fp32", epochs=epochs, patience=5),
         data=NS(max_users=None))
     run = lambda seconds, epochs=10: NS(train_seconds=seconds, eval_seconds=0.0, history=[{}] * epochs,  # noqa: E731
                                         flags={"stopped_by": "patience"},

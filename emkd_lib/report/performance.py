@@ -53,12 +53,19 @@ class PriceGroup(NamedTuple):
     max_users: int | None
 
 
+class Price(NamedTuple):
+    """A group's price of a run (``run_prices``, ``work_prices``)."""
+    per_epoch: float      # median CPU-hours an epoch (per unit of work, for a proxy price)
+    epochs: float         # median epochs of the group's runs that were not cut short
+    patience: float       # median patience of those runs
+
+
 def _price_group(config) -> PriceGroup:
     return PriceGroup(config.dataset, config.method, config.encoder, config.train.precision, config.data.max_users)
 
 
-def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[PriceGroup, tuple[float, float]]:
-    """``PriceGroup -> (median CPU-hours per epoch, median epochs run)`` of
+def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[PriceGroup, Price]:
+    """``PriceGroup -> Price`` (median CPU-hours per epoch, median epochs run) of
     the stored runs, given as ``(config, result)`` pairs: the price of a run
     not trained yet (``budget_table``, ``grid --plan``; look it up with
     ``price_of``, which caps the epochs at the run's own cap). Where a group
@@ -67,9 +74,10 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     -> factor), or at the fp32 rate itself (an upper bound) where none was
     measured."""
     price = _median_rates(runs, _price_group, lambda config: 1.0)
-    for group, (rate, n) in list(price.items()):
+    for group, found in list(price.items()):
         if group.precision == "fp32":
-            price.setdefault(group._replace(precision="bf16"), (rate / (bf16_speedup or {}).get(group.method, 1.0), n))
+            speedup = (bf16_speedup or {}).get(group.method, 1.0)
+            price.setdefault(group._replace(precision="bf16"), found._replace(per_epoch=found.per_epoch / speedup))
     return price
 
 
@@ -110,8 +118,8 @@ def _epoch_work(config) -> float:
 
 
 def work_prices(runs, work=epoch_work) -> "_LazyRates":
-    """``(method, encoder, precision) -> (median CPU-hours per epoch per unit
-    of ``work``, median epochs run)`` of the stored ``(config, result)``
+    """``(method, encoder, precision) -> Price`` (median CPU-hours per epoch
+    per unit of ``work``, median epochs run) of the stored ``(config, result)``
     pairs, over every dataset and user sample: the proxy price of a run whose
     own ``PriceGroup`` has nothing stored (``price_of``). It assumes an
     epoch's cost grows with its useful matmul work (``epoch_work``), which
@@ -142,14 +150,15 @@ def _proxy_group(config) -> tuple:
     return config.method, config.encoder, config.train.precision
 
 
-def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
-    """``group -> (median CPU-hours per epoch per ``per(config)``, median
-    epochs run)`` of ``(config, result)`` pairs grouped by ``group_of``
-    (a config whose ``per`` is None or 0 is left out). The epochs are those
-    of the group's runs that were not cut short, where it has any: ended by
-    early stopping, or by the largest epoch cap of the group's configs. A
-    run ended by a shorter cap (a sensitivity sweep's few epochs) says how
-    long an epoch takes, not how many a converged run needs."""
+def _median_rates(runs, group_of, per) -> dict[tuple, Price]:
+    """``group -> Price`` (median CPU-hours per epoch per ``per(config)``,
+    median epochs run, their runs' median patience) of ``(config, result)``
+    pairs grouped by ``group_of`` (a config whose ``per`` is None or 0 is
+    left out). The epochs are those of the group's runs that were not cut
+    short, where it has any: ended by early stopping, or by the largest
+    epoch cap of the group's configs. A run ended by a shorter cap (a
+    sensitivity sweep's few epochs) says how long an epoch takes, not how
+    many a converged run needs."""
     # ``per`` once a run (an epoch's work is counted from its batches); uncountable work prices nothing.
     runs = [(config, result, unit) for config, result in runs if (unit := per(config))]
     top_cap: dict[tuple, int] = {}
@@ -157,33 +166,38 @@ def _median_rates(runs, group_of, per) -> dict[tuple, tuple[float, float]]:
         group = group_of(config)
         top_cap[group] = max(top_cap.get(group, 0), config.train.epochs)
     rates: dict[tuple, list[float]] = {}
-    epochs: dict[tuple, list[int]] = {}
-    converged: dict[tuple, list[int]] = {}
+    epochs: dict[tuple, list[tuple[int, int]]] = {}
+    converged: dict[tuple, list[tuple[int, int]]] = {}
     for config, result, unit in runs:
         group, n = group_of(config), max(len(result.history), 1)
         rates.setdefault(group, []).append(_cpu_hours(result) / n / unit)
-        epochs.setdefault(group, []).append(n)
+        epochs.setdefault(group, []).append((n, config.train.patience))
         if result.flags.get("stopped_by") == "patience" or config.train.epochs >= top_cap[group]:
-            converged.setdefault(group, []).append(n)
-    return {group: (float(np.median(rates[group])), float(np.median(converged.get(group) or epochs[group])))
-            for group in rates}
+            converged.setdefault(group, []).append((n, config.train.patience))
+    prices = {}
+    for group in rates:
+        counted = np.array(converged.get(group) or epochs[group], dtype=float)
+        prices[group] = Price(float(np.median(rates[group])), *map(float, np.median(counted, axis=0)))
+    return prices
 
 
 def price_of(prices: dict, config, by_work: dict | None = None, work=epoch_work) -> float | None:
     """The CPU-hours ``run_prices`` expects ``config`` to cost: its group's
     rate per epoch times the group's median epochs, at most ``config``'s
-    epoch cap (a short sweep costs its few epochs). Where its group has
-    nothing stored, the same method, encoder and precision elsewhere
-    (``by_work``, from ``work_prices``) price it by its epoch's work;
-    None where neither does."""
-    if (found := prices.get(_price_group(config))) is not None:
-        rate, epochs = found
-        return rate * min(epochs, config.train.epochs)
-    if by_work and (found := by_work.get(_proxy_group(config))) is not None:
-        rate, epochs = found
-        unit = work(config)
-        return None if unit is None else rate * unit * min(epochs, config.train.epochs)
-    return None
+    epoch cap (a short sweep costs its few epochs). A run with a longer
+    patience than its group's runs (a patience check) is priced at their
+    epochs times the ratio of the patiences: such a check continues a run
+    that was still rising when patience stopped it, which trains on for
+    about as long again per evaluation of patience. Where its group has nothing stored, the same method,
+    encoder and precision elsewhere (``by_work``, from ``work_prices``)
+    price it by its epoch's work; None where neither does."""
+    found, unit = prices.get(_price_group(config)), 1.0
+    if found is None and by_work:
+        found, unit = by_work.get(_proxy_group(config)), work(config)
+    if found is None or unit is None:
+        return None
+    epochs = found.epochs * max(1.0, config.train.patience / found.patience)
+    return found.per_epoch * unit * min(epochs, config.train.epochs)
 
 
 def is_proxy_priced(prices: dict, config) -> bool:
