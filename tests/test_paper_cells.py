@@ -66,6 +66,7 @@ def test_s4rec_table2_cells_use_a_stored_patience_check_as_chapter_05_does(empty
     check = SimpleNamespace(config=check_config, history=history + [{"valid_ndcg10": 0.5, "loss": 1.0}],
                             best_epoch=6, test_metrics=dict.fromkeys(cells.S4REC_METRICS, 0.5))
     store = {main_config: main, check_config: check}
+
     def stored(grid, **_):
         return {k: store.get(c) for k, c in grid.items()}
     monkeypatch.setattr(cells, "results_for", stored)

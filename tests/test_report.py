@@ -845,7 +845,7 @@ def test_later_stops_found_bounds_a_still_rising_run_by_the_longer_runs_of_its_m
     ndcg = {shift: np.mean(1 / np.log2(users + shift + 2)) for shift in (0, 1, 2)}   # brute force
     assert line.startswith(f"beauty / EMKD stopped still rising at epoch 30, {100 * (ndcg[1] / ndcg[0] - 1):+.1f}% "
                            f"against SASRec in test NDCG@10 ({ndcg[1]:.4f} vs {ndcg[0]:.4f})")
-    assert "2 other runs of it on the same data trained longer (stopping at epochs 40 to 40: seed 1, seed 2)" in line
+    assert "2 other runs of it on the same data trained longer (stopping at epoch 40: seed 1, seed 2)" in line
     assert (f"the highest test NDCG@10 among them, {ndcg[2]:.4f} (seed 2, best epoch 4 of 40), is "
             f"{100 * (ndcg[2] / ndcg[0] - 1):+.1f}% against it, p = ") in line
     assert line.endswith("(significant)")                    # every user ranks the rival's item higher

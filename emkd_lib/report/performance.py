@@ -188,9 +188,10 @@ def price_of(prices: dict, config, by_work: dict | None = None, work=epoch_work)
     patience than its group's runs (a patience check) is priced at their
     epochs times the ratio of the patiences: such a check continues a run
     that was still rising when patience stopped it, which trains on for
-    about as long again per evaluation of patience. Where its group has nothing stored, the same method,
-    encoder and precision elsewhere (``by_work``, from ``work_prices``)
-    price it by its epoch's work; None where neither does."""
+    about as long again per evaluation of patience. Where its group has
+    nothing stored, the same method, encoder and precision elsewhere
+    (``by_work``, from ``work_prices``) price it by its epoch's work; None
+    where neither does."""
     found, unit = prices.get(_price_group(config)), 1.0
     if found is None and by_work:
         found, unit = by_work.get(_proxy_group(config)), work(config)

@@ -260,10 +260,11 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     t = paired_test(best.test_ranks, rival.test_ranks, metric)
     own = paired_test(stopped.test_ranks, rival.test_ranks, metric)
     ends = sorted(len(r.history) for r in longer.values())
+    stops = f"epoch {ends[0]}" if ends[0] == ends[-1] else f"epochs {ends[0]} to {ends[-1]}"
     return [f"{what} stopped still rising at epoch {epochs}, {relative_change(own['mean_a'], own['mean_b']):+.1f}% "
             f"against {method_label(rival.config)} in test {metric} ({own['mean_a']:.4f} vs {own['mean_b']:.4f}); "
-            f"{len(longer)} other runs of it on the same data trained longer (stopping at epochs {ends[0]} to "
-            f"{ends[-1]}: {', '.join(map(str, longer))}), and the highest test {metric} among them, {t['mean_a']:.4f} "
+            f"{len(longer)} other runs of it on the same data trained longer (stopping at {stops}: "
+            f"{', '.join(map(str, longer))}), and the highest test {metric} among them, {t['mean_a']:.4f} "
             f"({label}, best epoch {best.best_epoch} of {len(best.history)}), is "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against it, {_p_text(t['p_wilcoxon'])} "
             f"({_verdict(t['p_wilcoxon'], alpha)})"]
