@@ -665,7 +665,8 @@ def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_ta
     assert [h["loss"] for h in long.history[:len(short.history)]] == [h["loss"] for h in short.history]
 
     def stored(f):
-        return SimpleNamespace(config=config, history=f.history, best_epoch=f.best_epoch)
+        return SimpleNamespace(config=config, history=f.history, best_epoch=f.best_epoch,
+                               provenance={"machine": "AMD EPYC x2 (torch threads 1)"})
     main, check = stored(short), stored(long)
     runs = {("d", "odmt", 0): main, ("d", "sasrec", 0): "untouched"}
     out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): check})
@@ -673,6 +674,6 @@ def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_ta
     assert line.startswith("d / ODMT / seed 0: ") and f"selects epoch {long.best_epoch}" in line
     # a check that did not repeat the main run's epochs is refused, and said so
     other = SimpleNamespace(config=config, history=[{**h, "loss": h["loss"] + 1} for h in long.history],
-                            best_epoch=long.best_epoch)
+                            best_epoch=long.best_epoch, provenance=main.provenance)
     out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): other})
     assert out[("d", "odmt", 0)] is main and "does not repeat" in line

@@ -243,3 +243,37 @@ def test_patience_check_lines_pair_each_stored_check_with_the_run_it_continues()
     # a check not stored yet, or one whose table run is missing: no line
     assert patience_check_lines(runs, {("toys", "cl4srec", 0): None}) == []
     assert patience_check_lines({}, {("toys", "cl4srec", 0): check}) == []
+
+
+def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats_it_to_within_rounding():
+    """Toys DuoRec's check trained on an Intel Xeon, its Table 2 run on an AMD
+    EPYC: their 39 shared epochs agree to 4e-7 in the loss, not bit for bit.
+    Within the rounding tolerance and across CPU types the check replaces the
+    run and says how it repeats it; the same difference on one CPU type, or a
+    seed-sized one across types, is refused."""
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.patience import ROUNDING_TOLERANCE, with_patience_checks
+    main_config = profile_config("cpu", "toys", "duorec")
+    check_config = main_config.replace(train__patience=20)
+    amd, intel = "AMD EPYC x2 (torch threads 1)", "Intel(R) Xeon(R) Processor x2 (torch threads 1)"
+    history = [{"valid_ndcg10": 0.01 + 0.001 * e, "loss": 9.0 - 0.1 * e} for e in range(10)]
+
+    def check(scale: float, machine: str):
+        moved = [{"valid_ndcg10": h["valid_ndcg10"], "loss": h["loss"] * (1 + scale)} for h in history]
+        return SimpleNamespace(config=check_config, history=moved + [{"valid_ndcg10": 0.5, "loss": 1.0}],
+                               best_epoch=11, provenance={"machine": machine})
+    main = SimpleNamespace(config=main_config, history=history, best_epoch=10, provenance={"machine": amd})
+    runs = {("toys", "duorec", 0): main}
+    rounding = ROUNDING_TOLERANCE["loss"] / 25                              # as the stored pair
+    used = check(rounding, intel)
+    out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): used})
+    assert out[("toys", "duorec", 0)] is used
+    assert "repeats the main run's 10 epochs to within rounding (trained on Intel(R) Xeon(R) Processor, the main run " \
+           "on AMD EPYC: loss within 1e-05 and validation NDCG@10 within 1e-03, relative) and selects epoch 11" in line
+    for refused in (check(rounding, amd), check(2e-4, intel)):                # one CPU type; a seed's difference
+        out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): refused})
+        assert out[("toys", "duorec", 0)] is main and "does not repeat the main run's epochs" in line
+    # bit for bit on any machines: no rounding clause
+    out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(0.0, intel)})
+    assert "repeats the main run's 10 epochs and selects epoch 11" in line
