@@ -19,15 +19,13 @@ def _repeats(main, check) -> str | None:
     it does so to within another CPU type's rounding (``ROUNDING_TOLERANCE``),
     None where it does not."""
     shared, repeated = main.history, check.history[:len(main.history)]
-    keys = tuple(ROUNDING_TOLERANCE)
     if len(repeated) < len(shared):
         return None
-    if [[h[k] for k in keys] for h in repeated] == [[h[k] for k in keys] for h in shared]:
+    if all(a[k] == b[k] for a, b in zip(shared, repeated) for k in ROUNDING_TOLERANCE):
         return ""
     cpus = cpu_type(main), cpu_type(check)
-    within = all(abs(b[k] - a[k]) <= tolerance * abs(a[k])
-                 for a, b in zip(shared, repeated) for k, tolerance in ROUNDING_TOLERANCE.items())
-    if cpus[0] == cpus[1] or not within:
+    if cpus[0] == cpus[1] or not all(abs(b[k] - a[k]) <= tolerance * abs(a[k]) for a, b in zip(shared, repeated)
+                                     for k, tolerance in ROUNDING_TOLERANCE.items()):
         return None
     return (f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: loss within "
             f"{ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within {ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative)")
