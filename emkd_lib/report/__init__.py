@@ -71,6 +71,7 @@ from .sentences import (
     later_stops_found,
     progress_at_epoch,
     ratio_summary,
+    claim_found,
     reference_found,
     sweep_found,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "quoted_statistics",
     "statistics_apart",
     "ratio_summary",
+    "claim_found",
     "reference_found",
     "sweep_found",
     "relative_change",

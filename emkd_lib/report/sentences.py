@@ -162,6 +162,32 @@ def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "N
     return line
 
 
+def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+    """The paper's headline claim read off a ``significance_table(...,
+    reference=reference)``: on how many of ``datasets`` the reference is
+    significantly above every other method (paired over the test users, p <
+    ``alpha``), the datasets where it is not stored yet, and on each dataset
+    its change against the strongest other method there (by ``metric``)."""
+    rows = sig[sig["dataset"].isin(list(datasets))] if not sig.empty and "reference" in sig else sig.iloc[:0]
+    run = [d for d in datasets if (rows["dataset"] == d).any()] if len(rows) else []
+    missing = [d for d in datasets if d not in run]
+    holds, against = 0, []
+    for dataset in run:
+        here = rows[rows["dataset"] == dataset]
+        won = (here["p (Wilcoxon)"] < alpha) & (here[f"reference {metric}"] > here[f"other {metric}"])
+        holds += bool(won.all())
+        strongest = here.loc[here[f"other {metric}"].idxmax()]
+        p = strongest["p (Wilcoxon)"]
+        against.append(f"{dataset} {strongest['other']} {strongest['change %']:+.1f}% ({_p_text(p)}, {_verdict(p, alpha)})")
+    line = (f"the paper's claim, {reference} above every other method: it holds on {holds} of the {len(run)} "
+            f"datasets where {reference} is stored")
+    if missing:
+        line += f" (not yet trained on {', '.join(missing)})"
+    if against:
+        line += f"; {reference} in test {metric} against the strongest other method on each: " + ", ".join(against)
+    return line
+
+
 def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: str, metric: str = "NDCG@10",
                alpha: float = 0.01) -> list[str]:
     """Lines for "What we found": our gain of ``target`` over ``reference``
@@ -243,8 +269,9 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     """A line for "What we found" on a run that ended still rising
     (``still_rising_runs``) and trails ``rival``: the stored runs of the same
     method on the same data that trained for more epochs (``others``, label ->
-    result: other seeds, one-switch variants) and the highest test ``metric``
-    among them, paired over the test users against ``rival``. They are other
+    result: other seeds, one-switch variants) and the one among them with the
+    highest validation ``metric`` (chosen as a run's epoch is chosen, never by
+    the test split), paired over the test users against ``rival``. They are other
     draws, not ``stopped`` continued, so the line bounds what later stops gave
     this method at this budget, without a longer run. None where ``stopped``
     or ``rival`` is missing or ``stopped`` did not end still rising; "no other
@@ -256,7 +283,7 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     longer = {label: r for label, r in others.items() if r is not None and len(r.history) > epochs}
     if not longer:
         return [f"{what} stopped still rising at epoch {epochs}; no other run of it trained longer"]
-    label, best = max(longer.items(), key=lambda item: item[1].test_metrics[metric])
+    label, best = max(longer.items(), key=lambda item: item[1].valid_metrics[metric])
     t = paired_test(best.test_ranks, rival.test_ranks, metric)
     own = paired_test(stopped.test_ranks, rival.test_ranks, metric)
     ends = sorted(len(r.history) for r in longer.values())
@@ -264,9 +291,10 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     return [f"{what} stopped still rising at epoch {epochs}, {relative_change(own['mean_a'], own['mean_b']):+.1f}% "
             f"against {method_label(rival.config)} in test {metric} ({own['mean_a']:.4f} vs {own['mean_b']:.4f}); "
             f"{len(longer)} other runs of it on the same data trained longer (stopping at {stops}: "
-            f"{', '.join(map(str, longer))}), and the highest test {metric} among them, {t['mean_a']:.4f} "
-            f"({label}, best epoch {best.best_epoch} of {len(best.history)}), is "
-            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against it, {_p_text(t['p_wilcoxon'])} "
+            f"{', '.join(map(str, longer))}); the one with the highest validation {metric} among them "
+            f"({label}, best epoch {best.best_epoch} of {len(best.history)}) has test {metric} {t['mean_a']:.4f}, "
+            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against {method_label(rival.config)}, "
+            f"{_p_text(t['p_wilcoxon'])} "
             f"({_verdict(t['p_wilcoxon'], alpha)})"]
 
 
