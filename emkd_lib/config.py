@@ -120,7 +120,8 @@ class EvalConfig:
 # left out of a run's identity (its key stays what it was).
 ADDED_OPTIONS = {("train", "precision"): "fp32", ("train", "activation_checkpointing"): False,
                  ("train", "checkpoint_rows"): None, ("params", "output_chunk"): None,
-                 ("train", "batch_order"): "length-buckets", ("params", "loss_reduction"): "positions"}
+                 ("train", "batch_order"): "length-buckets", ("params", "loss_reduction"): "positions",
+                 ("params", "mask_rule"): "bert"}
 
 
 @dataclass(frozen=True)

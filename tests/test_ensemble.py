@@ -399,6 +399,23 @@ def test_unforced_masking_leaves_a_view_without_draws_unmasked():
     assert chosen[:, -1].all() and chosen.sum() == 2
 
 
+def test_the_printed_masking_rule_masks_every_selected_position_and_selects_as_bert_does():
+    """Eq. 3 as printed: a selected position is always [mask]; BERT's rule
+    (the default) also puts random items and unchanged items there. One seed
+    selects the same positions under both, so the fidelity row differs from
+    the default in the rule alone."""
+    ids = torch.randint(1, 50, (64, 20), generator=torch.Generator().manual_seed(1))
+    ids[:5, :7] = 0
+    bert, chosen = cloze_mask(ids, 0.3, 99, 50, torch.Generator().manual_seed(2))
+    printed, chosen_printed = cloze_mask(ids, 0.3, 99, 50, torch.Generator().manual_seed(2), rule="printed")
+    assert torch.equal(chosen, chosen_printed) and chosen.sum() > 200
+    assert (printed[chosen] == 99).all() and torch.equal(printed[~chosen], ids[~chosen])
+    assert (bert[chosen] != 99).sum() > 10          # BERT's rule keeps or replaces about a fifth
+    assert torch.equal(bert[~chosen], ids[~chosen])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        cloze_mask(ids, 0.3, 99, 50, rule="eq3")
+
+
 def test_shared_initialisation_gives_every_network_the_same_blocks_only():
     model = EnsembleBERT4Rec(3, 20, 8, hidden=16, n_blocks=2, n_heads=2)
     assert not torch.equal(model.blocks[0].ffn_in.weight[0], model.blocks[0].ffn_in.weight[1])
@@ -427,6 +444,10 @@ def test_the_emkd_defaults_are_the_printed_equations_and_the_code_set_switches_e
     p = EMKDParams()
     assert (p.contrastive_denominator, p.positives_in_one_logsumexp, p.output_layer, p.scale_embeddings,
             p.force_a_masked_position, p.shared_initialisation) == ("negatives", False, "linear", False, True, False)
+    assert p.mask_rule == "bert"        # the one departure from the printed equations, with the code
+    printed = fidelity_grid("cpu")[("beauty", "Eq. 3 as printed: every selected position [mask]", 0)]
+    assert printed.params == dataclasses.replace(fidelity_grid("cpu")[("beauty", "printed equations (default)", 0)].params,
+                                                 mask_rule="printed")
     grid = fidelity_grid("cpu")
     base = grid[("beauty", "printed equations (default)", 0)]
     code = grid[("beauty", "public code (all its choices)", 0)]

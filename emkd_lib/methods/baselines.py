@@ -88,13 +88,20 @@ def next_item_units(windows: torch.Tensor) -> torch.Tensor:
     return (windows[:, :-1] > 0).sum()
 
 
+CLOZE_RULES = ("bert", "printed")
+
+
 def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: int,
-               generator: torch.Generator | None = None, force_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None, force_one: bool = True,
+               rule: str = "bert") -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking rule on a left-padded batch.
 
-    Each non-padding position is chosen with probability ``mask_prob``; a chosen
-    position becomes [mask] with probability 0.8, a uniformly random item with
-    probability 0.1, and stays unchanged otherwise. With ``force_one`` a
+    Each non-padding position is chosen with probability ``mask_prob``; with
+    ``rule="bert"`` a chosen position becomes [mask] with probability 0.8, a
+    uniformly random item with probability 0.1, and stays unchanged
+    otherwise; with ``rule="printed"`` (EMKD's Eq. 3 as printed) every chosen
+    position becomes [mask]. Both rules draw the same random numbers, so one
+    seed chooses the same positions under either. With ``force_one`` a
     sequence in which nothing was chosen gets its last item chosen, so every
     window carries a loss (the public EMKD code leaves it unmasked).
 
@@ -106,8 +113,12 @@ def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: in
     if force_one:
         nothing = ~chosen.any(1)
         chosen[nothing, -1] = real[nothing, -1]
+    if rule not in CLOZE_RULES:
+        raise ValueError(f"cloze_mask: rule must be one of {CLOZE_RULES}, got {rule!r}")
     action = torch.rand(ids.shape, generator=generator, device=ids.device)
     random_items = torch.randint(1, n_items + 1, ids.shape, generator=generator, device=ids.device)
+    if rule == "printed":
+        return torch.where(chosen, torch.full_like(ids, mask_token), ids), chosen
     masked = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_token), ids)
     masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_items, masked)
     return masked, chosen

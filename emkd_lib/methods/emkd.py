@@ -21,7 +21,7 @@ from ..flops import emkd_macs
 from ..models.encoders import is_cloze
 from ..models.ensemble import EncoderEnsemble, EnsembleBERT4Rec, average_logits
 from ..typed import bound, check_fields
-from .baselines import cloze_mask, with_padding_column
+from .baselines import CLOZE_RULES, cloze_mask, with_padding_column
 from .spec import MethodSpec, Recipe
 
 
@@ -78,6 +78,10 @@ class EMKDParams:
     output_layer: str = bound("linear", choices=("linear", "bert4rec"))
     scale_embeddings: bool = False
     mask_prob: float = bound(0.15, gt=0, lt=1)
+    # What a selected position becomes: "bert" (the library's default, the
+    # public code's and BERT4Rec's 80/10/10 rule) or "printed" (Eq. 3: always
+    # [mask]); the one place where the default follows the code, not the paper.
+    mask_rule: str = bound("bert", choices=CLOZE_RULES)
     # Positions per chunk of the output layer fused with MIP and KD
     # (losses.chunked_item_losses): the (N, P, V) logits are never held, for
     # the paper profile's memory; None forms them at once. The same losses up
@@ -127,7 +131,7 @@ def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch
     B = ids.shape[0]
     originals = ids.repeat(params.n_views, 1)
     views, chosen = cloze_mask(originals, params.mask_prob, model.mask_token, model.n_items, generator,
-                               force_one=params.force_a_masked_position)
+                               force_one=params.force_a_masked_position, rule=params.mask_rule)
     ap_at = chosen[-B:] if params.ap_at_masked_positions_of_last_view else ids > 0
     return _emkd_terms(model, ids, views, chosen, originals[chosen] - 1, params, ap_at)
 
@@ -145,7 +149,7 @@ def emkd_next_item_loss_terms(model: nn.Module, windows: torch.Tensor, generator
     inputs, targets = windows[:, :-1], windows[:, 1:]
     M = params.n_views
     views, _ = cloze_mask(inputs.repeat(M, 1), params.mask_prob, model.mask_token, model.n_items, generator,
-                         force_one=params.force_a_masked_position)
+                         force_one=params.force_a_masked_position, rule=params.mask_rule)
     predict_at = (inputs > 0).repeat(M, 1)
     return _emkd_terms(model, inputs, views, predict_at, targets.repeat(M, 1)[predict_at] - 1, params,
                        ap_at=inputs > 0)

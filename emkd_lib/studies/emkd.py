@@ -52,6 +52,8 @@ FIDELITY = {
     "public code (all its choices)": EMKD_CODE,
     **{f"code: {key.split('__', 1)[1]} = {value}": {key: value} for key, value in EMKD_CODE.items()},
     "BERT4Rec output head and scaling": {"params__output_layer": "bert4rec", "params__scale_embeddings": True},
+    # the one printed equation the default departs from, with the public code
+    "Eq. 3 as printed: every selected position [mask]": {"params__mask_rule": "printed"},
 }
 ENCODER_SWEEP_USERS = {"cpu": 3000}
 # bf16 autocast brings a converged EMKD run inside one session, the most a run
