@@ -192,7 +192,18 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     sized = {"S4Rec": narrow.assign(users=1000), "ICLRec": wide.assign(users=10)}
     (line,) = cl.head_rate_compactness(sized, "S4Rec", "ICLRec", "d")
     chance = cl.chance_head_rate_iqr(sized["S4Rec"]), cl.chance_head_rate_iqr(sized["ICLRec"])
-    assert line.endswith(f"; clusters of the same sizes filled at random would give {chance[0]:.2f} and {chance[1]:.2f}")
+    assert (f"; clusters of the same sizes filled at random would give {chance[0]:.2f} and {chance[1]:.2f}, "
+            "so beyond chance S4Rec's range is") in line
+    # Clusters of 10 users spread their head rates by chance alone almost as wide as ICLRec's 0.20, and
+    # from one draw to the next by 0.1: S4Rec's narrower range is not narrower beyond chance.
+    assert chance[0] < 0.03 and chance[1] > 0.1
+    assert line.endswith(": beyond chance the paper's claim is not supported")
+    big = {label: f.assign(users=1000) for label, f in (("narrow", narrow), ("wide", wide))}
+    (line,) = cl.head_rate_compactness({"S4Rec": big["narrow"], "ICLRec": big["wide"]}, "S4Rec", "ICLRec", "d")
+    assert "beyond chance S4Rec's range is narrower than ICLRec's" in line
+    assert line.endswith(": the paper's claim holds beyond chance")
+    (line,) = cl.head_rate_compactness({"S4Rec": big["wide"], "ICLRec": big["narrow"]}, "S4Rec", "ICLRec", "d")
+    assert line.endswith(": beyond chance the paper's claim is reversed")
 
 
 def test_chance_head_rate_iqr_shrinks_with_the_clusters_size():

@@ -271,22 +271,26 @@ def head_tail_gap_found(runs: dict, head: np.ndarray, dataset: str, metric: str 
     return [f"{dataset}: {verdict} ({metric}, tail against head: {values})"]
 
 
-def chance_head_rate_iqr(frame: pd.DataFrame, draws: int = 200, seed: int = 0) -> float:
-    """The interquartile range of the clusters' head rates that chance alone
-    gives: its mean over ``draws`` random partitions of the same users (the
-    same number of head users) into clusters of the same sizes as ``frame``
-    (a ``head_rate_by_cluster``). Smaller clusters spread their head rates
-    wider by sampling alone, so two methods whose clusters differ in size
-    are read against this as well as against each other."""
+def chance_head_rate_iqrs(frame: pd.DataFrame, draws: int = 200, seed: int = 0) -> np.ndarray:
+    """The interquartile ranges of the clusters' head rates that chance alone
+    gives, one per random partition of the same users (the same number of
+    head users) into clusters of the same sizes as ``frame`` (a
+    ``head_rate_by_cluster``): ``draws`` of them."""
     sizes = frame["users"].to_numpy(dtype=np.int64)
     heads = int(round(float((frame["users"] * frame["head_rate"]).sum())))
     is_head = np.zeros(int(sizes.sum()), dtype=np.int64)
     is_head[:heads] = 1
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rng = np.random.default_rng(seed)
-    widths = [np.subtract(*np.percentile(np.add.reduceat(rng.permutation(is_head), starts) / sizes, [75, 25]))
-              for _ in range(draws)]
-    return float(np.mean(widths))
+    return np.array([np.subtract(*np.percentile(np.add.reduceat(rng.permutation(is_head), starts) / sizes, [75, 25]))
+                     for _ in range(draws)])
+
+
+def chance_head_rate_iqr(frame: pd.DataFrame, draws: int = 200, seed: int = 0) -> float:
+    """The mean of ``chance_head_rate_iqrs``. Smaller clusters spread their
+    head rates wider by sampling alone, so two methods whose clusters differ
+    in size are read against this as well as against each other."""
+    return float(np.mean(chance_head_rate_iqrs(frame, draws, seed)))
 
 
 def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str) -> list[str]:
@@ -294,7 +298,10 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
     of ``reference`` and ``other`` (``frames``: label -> ``head_rate_by_cluster``);
     the paper's Figure 3 reports S^4Rec's boxes more compact than ICLRec's on
     every dataset. Where the frames count each cluster's users, the line adds
-    each method's ``chance_head_rate_iqr``."""
+    each method's ``chance_head_rate_iqr`` and reads the claim from the ranges
+    beyond it: clusters of other sizes spread their head rates otherwise by
+    chance alone (128 prototypes against 256 K-means clusters), so a narrower
+    range may be one of size, not of mixing."""
     a, b = frames.get(reference), frames.get(other)
     if a is None or b is None or not len(a) or not len(b):
         return []
@@ -306,6 +313,18 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
     line = (f"{dataset}: {reference}'s interquartile range of cluster head rates is {relation} {other}'s "
             f"({width[reference]:.2f} against {width[other]:.2f}), {agrees}")
     if "users" in a and "users" in b:
-        line += (f"; clusters of the same sizes filled at random would give {chance_head_rate_iqr(a):.2f} "
-                 f"and {chance_head_rate_iqr(b):.2f}")
+        chance = {label: chance_head_rate_iqrs(f) for label, f in ((reference, a), (other, b))}
+        excess = {label: width[label] - float(np.mean(c)) for label, c in chance.items()}
+        # Each observed range is one draw, varying about as the random partitions' ranges do: a gap
+        # within two standard deviations of the difference of two such draws is not read as one.
+        noise = 2 * float(np.sqrt(sum(np.var(c) for c in chance.values())))
+        gap = excess[reference] - excess[other]
+        beyond = ("narrower than" if gap < -noise else "wider than" if gap > noise else "not different from")
+        holds = {"narrower than": "the paper's claim holds beyond chance",
+                 "wider than": "beyond chance the paper's claim is reversed",
+                 "not different from": "beyond chance the paper's claim is not supported"}[beyond]
+        line += (f"; clusters of the same sizes filled at random would give {np.mean(chance[reference]):.2f} "
+                 f"and {np.mean(chance[other]):.2f}, so beyond chance {reference}'s range is {beyond} {other}'s "
+                 f"({excess[reference]:+.3f} against {excess[other]:+.3f}, a gap of {gap:+.3f}, read as one beyond "
+                 f"{noise:.3f}, two standard deviations of the difference of two random partitions' ranges): {holds}")
     return [line]
