@@ -878,3 +878,27 @@ def test_claim_found_counts_the_datasets_where_the_reference_beats_every_other_m
     assert "it holds on 0 of the 2 datasets" in claim_found(sig, ["beauty", "toys"], "EMKD")
     assert claim_found(sig.iloc[:0], ["beauty"], "EMKD").startswith("the paper's claim, EMKD above every other "
                                                                      "method: it holds on 0 of the 0 datasets")
+
+
+def test_shared_stop_found_names_rows_that_patience_ended_at_one_common_peak():
+    """Three rows peak at epoch 4 (a bump every row shares) and stop at 6;
+    one trains past it; one peaks elsewhere. Hand-computed steps."""
+    from emkd_lib.report import shared_stop_found
+
+    def run(values, stopped_by="patience"):
+        r = fake_run(np.arange(10), history_len=len(values), best=int(np.argmax(values)) + 1, stopped_by=stopped_by)
+        r.history = [{"epoch": e + 1, "valid_ndcg10": v} for e, v in enumerate(values)]
+        return r
+
+    bump = [0.10, 0.20, 0.30, 0.40, 0.36, 0.35]
+    rows = {"a": run(bump), "b": run([0.10, 0.20, 0.30, 0.50, 0.40, 0.40]), "c": run(bump),
+            "longer": run(bump + [0.45, 0.44, 0.44]), "other": run([0.1, 0.3, 0.2, 0.2, 0.2]), "missing": None}
+    (line,) = shared_stop_found(rows, "Table 4")
+    into = np.mean([100 * (0.40 / 0.30 - 1), 100 * (0.50 / 0.30 - 1), 100 * (0.40 / 0.30 - 1)])
+    out = np.mean([-10.0, -20.0, -10.0])
+    assert line.startswith(f"Table 4: 3 of 5 rows select epoch 4 and stop at epoch 6; their validation NDCG@10 "
+                           f"steps {into:+.1f}% into epoch 4 and {out:+.1f}% out of it")
+    assert line.endswith("; 1 row trained past it (longer: best epoch 7 of 9)")
+    # fewer rows than asked, or stopped by the cap: no line
+    assert shared_stop_found(rows, "t", min_rows=4) == []
+    assert shared_stop_found({k: run(bump, "epoch cap") for k in "abc"}, "t") == []

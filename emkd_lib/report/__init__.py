@@ -73,6 +73,7 @@ from .sentences import (
     ratio_summary,
     claim_found,
     reference_found,
+    shared_stop_found,
     sweep_found,
 )
 from ..runs import ensembles_for, results_for
@@ -122,6 +123,7 @@ __all__ = [
     "ratio_summary",
     "claim_found",
     "reference_found",
+    "shared_stop_found",
     "sweep_found",
     "relative_change",
     "reproduction_cells",

@@ -298,6 +298,43 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
             f"({_verdict(t['p_wilcoxon'], alpha)})"]
 
 
+def shared_stop_found(runs: dict, what: str, min_rows: int = 3) -> list[str]:
+    """A line for a table of one-switch runs (``label -> result``) trained
+    with one seed, where at least ``min_rows`` rows stopped by patience at the
+    same epoch after selecting the same one: the validation NDCG@10 step into
+    and out of that epoch, averaged over those rows, and the rows that trained
+    past it. One seed gives every row the same batches in the same order, so
+    a noisy validation peak can be common to all of them, and patience then
+    ends them together: their differences are read at that one peak. None
+    where no such group exists."""
+    stored = {label: r for label, r in runs.items() if r is not None and r.history}
+    groups: dict[tuple, list] = {}
+    for label, r in stored.items():
+        if r.flags.get("stopped_by") == "patience":
+            groups.setdefault((r.best_epoch, len(r.history)), []).append(label)
+    if not groups:
+        return []
+    (best, stop), labels = max(groups.items(), key=lambda item: len(item[1]))
+    if len(labels) < min_rows or not 1 < best < stop:
+        return []
+
+    def step(r, a, b):
+        valid = {h["epoch"]: h["valid_ndcg10"] for h in r.history}
+        return relative_change(valid[b], valid[a])
+
+    into = np.mean([step(stored[label], best - 1, best) for label in labels])
+    out = np.mean([step(stored[label], best, best + 1) for label in labels])
+    line = (f"{what}: {len(labels)} of {len(stored)} rows select epoch {best} and stop at epoch {stop}; their "
+            f"validation NDCG@10 steps {into:+.1f}% into epoch {best} and {out:+.1f}% out of it (means over those "
+            f"rows), a peak the rows share through one seed's batch order, so patience ended them together and "
+            f"their differences are read at that one peak")
+    past = {label: r for label, r in stored.items() if len(r.history) > stop}
+    if past:
+        line += (f"; {len(past)} {'row' if len(past) == 1 else 'rows'} trained past it (" + ", ".join(
+            f"{label}: best epoch {r.best_epoch} of {len(r.history)}" for label, r in past.items()) + ")")
+    return [line]
+
+
 def gap_closed(reference, variant, control, what: str, names=("length buckets", "shuffled"),
                metric: str = "NDCG@20", alpha: float = 0.01) -> list[str]:
     """A line for "What we found" on a control placed between two runs (the
