@@ -902,3 +902,18 @@ def test_shared_stop_found_names_rows_that_patience_ended_at_one_common_peak():
     # fewer rows than asked, or stopped by the cap: no line
     assert shared_stop_found(rows, "t", min_rows=4) == []
     assert shared_stop_found({k: run(bump, "epoch cap") for k in "abc"}, "t") == []
+
+
+def test_per_network_parameters_found_divides_the_quoted_ensemble_by_its_networks():
+    """The paper's EMKD(x3) on Beauty against its SASRec-2 Layers, read from
+    the quoted CSV; ours from the counts given."""
+    from emkd_lib.paper_tables import quoted_table
+    from emkd_lib.report import per_network_parameters_found
+    q = quoted_table("EMKD", 5, dataset="beauty", metric="params_M").set_index("method")["value"]
+    (line,) = per_network_parameters_found(("EMKD x3", 300), ("SASRec", 50), 3, "beauty",
+                                           ("EMKD(x3)", "SASRec-2 Layers"))
+    assert line == (f"beauty: one of the 3 networks of the paper's EMKD(x3) holds {q['EMKD(x3)'] / 3:.2f}M parameters, "
+                    f"{q['EMKD(x3)'] / 3 / q['SASRec-2 Layers']:.2f} times its SASRec-2 Layers "
+                    f"({q['SASRec-2 Layers']:.2f}M, quoted from EMKD Table 5); one of ours (EMKD x3) holds 100, "
+                    f"2.00 times our SASRec (50)")
+    assert per_network_parameters_found(("x", 3), ("y", 1), 3, "beauty", ("EMKD(x3)", "No Such Row")) == []

@@ -244,6 +244,26 @@ def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_la
     return pd.DataFrame(rows).set_index("row")
 
 
+def per_network_parameters_found(ensemble: tuple[str, int], single: tuple[str, int], networks: int, dataset: str,
+                                 paper_rows: tuple[str, str], paper: str = "EMKD", table: int = 5) -> list[str]:
+    """One network of an ensemble against a single model, in parameters,
+    ours beside the paper's (its table's ``params_M``, quoted):
+    ``ensemble`` and ``single`` are (our label, our count), ``paper_rows``
+    the paper's labels of the same two rows. A ratio near 1 says that one
+    network holds what the single model holds; a per-network output matrix
+    over the catalogue would put it near 2 on these catalogues. None where the
+    paper gives no count for either row."""
+    quoted = quoted_table(paper, table, dataset=dataset, metric="params_M").set_index("method")["value"]
+    if any(row not in quoted for row in paper_rows):
+        return []
+    theirs = float(quoted[paper_rows[0]]) / networks, float(quoted[paper_rows[1]])
+    ours = ensemble[1] / networks, single[1]
+    return [f"{dataset}: one of the {networks} networks of the paper's {paper_rows[0]} holds {theirs[0]:.2f}M "
+            f"parameters, {theirs[0] / theirs[1]:.2f} times its {paper_rows[1]} ({theirs[1]:.2f}M, quoted from "
+            f"{paper} Table {table}); one of ours ({ensemble[0]}) holds {ours[0]:,.0f}, {ours[0] / ours[1]:.2f} "
+            f"times our {single[0]} ({ours[1]:,})"]
+
+
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
