@@ -53,8 +53,8 @@ main() {
               "grid emkd-main --datasets toys"  # Table 3
               "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
               "grid emkd-ablations"             # Table 4
+              "grid emkd-main --datasets ml-1m"   # Table 3's last EMKD cell before the departures
               "grid emkd-fidelity"              # chapter 03's departures
-              "grid emkd-main --datasets ml-1m"
               "grid emkd-encoders") ;;          # Figure 4 (fp32, the longest runs)
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
