@@ -598,7 +598,7 @@ def test_control_found_pairs_a_run_with_its_control():
     from emkd_lib.report import control_found
     ranks_a = np.array([1, 1, 2, 30, 1] * 20)
     ranks_b = np.array([2, 30, 30, 30, 1] * 20)
-    run, control = (types.SimpleNamespace(test_ranks=r) for r in (ranks_a, ranks_b))
+    run, control = fake_run(ranks_a), fake_run(ranks_b)
     (line,) = control_found(run, control, "distillation")
     ndcg = lambda ranks: np.mean([1 / np.log2(r + 2) if r < 10 else 0 for r in ranks])  # 0-based ranks  # noqa: E731
     assert line.startswith(f"distillation: NDCG@10 {ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} without it")
@@ -606,6 +606,13 @@ def test_control_found_pairs_a_run_with_its_control():
     assert control_found(run, None, "distillation") == ["distillation: not both run yet"]
     (line,) = control_found(run, control, "SR only", control_is="for SASRec")
     assert f"{ndcg(ranks_a):.4f} against {ndcg(ranks_b):.4f} for SASRec, " in line
+    # a control stopped at its epoch cap with its best there ended still rising: the line says so
+    rising = fake_run(ranks_b, history_len=20, best=20, stopped_by="epoch cap")
+    (line,) = control_found(run, rising, "SR only", control_is="for SASRec")
+    assert line.endswith("(significant); the run for SASRec ended still rising (a lower bound), so the difference "
+                         "is partly one of training")
+    (line,) = control_found(rising, rising, "x")
+    assert "; the run and the run without it ended still rising" in line
 
 
 def test_gap_closed_places_a_control_between_the_two_runs_it_separates():

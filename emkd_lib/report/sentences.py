@@ -250,18 +250,27 @@ def progress_at_epoch(run, epochs: int, what: str) -> str:
 
 
 def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float = 0.01,
-                  control_is: str = "without it") -> list[str]:
+                  control_is: str = "without it", note_rising: bool = True) -> list[str]:
     """A line for "What we found": ``run`` against its ``control`` (e.g. ODMT
     against the same branches without distillation, Table 4's "None"), paired
     over the test users; ``control_is`` names the control after its value;
-    "not run yet" while either is missing."""
+    "not run yet" while either is missing. Where either ended still rising
+    (``still_rising_runs``) the line says which: its number is a lower bound,
+    so the difference is partly one of training (``note_rising=False`` where
+    the control is that difference: a longer patience)."""
     from ..evaluation import paired_test
     if run is None or control is None:
         return [f"{what}: not both run yet"]
     t = paired_test(run.test_ranks, control.test_ranks, metric)
     verdict = _verdict(t["p_wilcoxon"], alpha)
-    return [f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
-            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})"]
+    line = (f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
+            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})")
+    rising = [name for name, r in (("the run", run), (f"the run {control_is}", control))
+              if note_rising and still_rising_runs({"run": r})]
+    if rising:
+        line += (f"; {' and '.join(rising)} ended still rising (a lower bound), so the difference is partly one "
+                 f"of training")
+    return [line]
 
 
 def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "NDCG@10",

@@ -78,5 +78,5 @@ def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> l
     for (dataset, _, _), check, main in _continued(runs, checks):
         lines += control_found(check, main, f"{dataset}: {method_label(check.config)} with patience "
                                f"{check.config.train.patience}", metric=metric,
-                               control_is=f"with patience {main.config.train.patience}")
+                               control_is=f"with patience {main.config.train.patience}", note_rising=False)
     return lines
