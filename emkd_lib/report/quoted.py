@@ -227,6 +227,32 @@ def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
     return f"Of {n} cells quoted from the papers, {run} have a stored result of ours: " + ", ".join(parts) + "."
 
 
+def proposed_against_baselines(card: pd.DataFrame, proposed: dict[str, str]) -> list[str]:
+    """A line per paper table of a ``scorecard`` (``proposed``: source ->
+    the paper's proposed method in it): the median ratio ours / quoted of
+    the proposed method's cells against that of the other methods' cells of
+    the same table. A proposed method's ratio below its baselines' means
+    that the paper's margin over them shrinks here (or turns), whatever the
+    absolute numbers. None for a table with no stored cell of either."""
+    lines = []
+    for source, method in proposed.items():
+        if source not in card.index.get_level_values("source"):
+            continue
+        part = card.loc[source]
+        ratios = part["ratio"].astype(float)
+        is_proposed = part.index.get_level_values("method") == method
+        own, others = ratios[is_proposed].dropna(), ratios[~is_proposed].dropna()
+        if own.empty or others.empty:
+            continue
+        verdict = ("the paper's margin over its baselines shrinks here" if own.median() < others.median()
+                   else "the paper's margin over its baselines holds or grows here")
+        cells = lambda n: f"{n} cell" + ("" if n == 1 else "s")  # noqa: E731
+        lines.append(f"{source}: ours / the paper's value has median {own.median():.2f} for {method} "
+                     f"({cells(len(own))}) against {others.median():.2f} for the other methods "
+                     f"({cells(len(others))}): {verdict}")
+    return lines
+
+
 def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_labels: dict,
                       metric: str = "NDCG@10") -> pd.DataFrame:
     """A chapter's labelled runs (``label -> run`` or None) beside the rows of
