@@ -40,6 +40,7 @@ sasrec beauty [cpu]: batch 4 x 3 items, d=8; mean of 2 step(s) after 1 warm-up s
 THROUGHPUT = """\
 # train_throughput.py outputs, 2026-11-25, commit 409a5ac, test machine
 $ python benchmarks/train_throughput.py --dataset beauty --profile cpu --methods sasrec
+machine: AMD EPYC x2 (torch threads 2); torch 2.13.0+cpu; threads 2
 measured fp32 matmul peak: 100.0 GFLOP/s
 sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches), 52.1 GFLOP/s = 52.1% of peak
 $ python benchmarks/train_throughput.py --dataset beauty --profile cpu --methods sasrec --malloc-default
@@ -127,6 +128,8 @@ def test_benchmark_lines_and_targets_skip_the_malloc_default_runs(tmp_path):
     targets = perf.target_table(lines)
     # the faster line was measured with --malloc-default, not the library's default options
     assert targets.loc["sasrec", "measured % of peak"] == 52.1 and targets.loc["sasrec", "met"] == "yes"
+    # the CPU and its peak, beside the share they make
+    assert (targets.loc["sasrec", "machine"], targets.loc["sasrec", "fp32 peak GFLOP/s"]) == ("AMD EPYC", 100.0)
     assert targets.loc["emkd", "met"] == "not measured"
 
 
@@ -645,3 +648,14 @@ def test_benchmark_method_ids_read_as_the_books_method_names():
     assert list(clash.index) == [("a", "SASRec"), ("b", "SASRec")] and clash.index.names == ["f", "method"]
     single = with_method_titles(pd.DataFrame({"x": [1]}, index=pd.Index(["s4rec"], name="method")))
     assert list(single.index) == ["S4Rec"] and single.index.name == "method"
+
+
+def test_gpu_status_counts_runs_and_benchmark_outputs_from_a_gpu(tmp_path):
+    from types import SimpleNamespace
+    cpu, gpu = (SimpleNamespace(provenance={"device": d}) for d in ("cpu", "cuda:0"))
+    quiet, cuda = tmp_path / "a.txt", tmp_path / "b.txt"
+    quiet.write_text("machine: AMD EPYC x2\n")
+    cuda.write_text("device: cuda (NVIDIA H100)\n")
+    assert perf.gpu_status([cpu], [quiet]).startswith("No stored run and no committed benchmark output came from a GPU")
+    assert perf.gpu_status([cpu, gpu], [quiet, cuda]) == ("1 stored runs trained on a GPU; committed benchmark outputs "
+                                                         "that name a CUDA device: b.txt.")

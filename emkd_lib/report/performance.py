@@ -23,6 +23,7 @@ _LINE = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\]]+)\]
 _PEAK = re.compile(r"measured fp32 matmul peak: (?P<peak>[\d.]+) GFLOP/s(?:; bf16: (?P<bf16>[\d.]+) GFLOP/s)?")
 # The script's warning when other processes shared the machine.
 _LOAD = re.compile(r"WARNING: 1-minute load average (?P<load>[\d.]+) > 1")
+_MACHINE = re.compile(r"^machine: (?P<machine>.+?) x\d+ \(")
 
 
 def _threads(machine: str) -> int:
@@ -381,21 +382,37 @@ def machine_ratio_found(table: pd.DataFrame) -> list[str]:
             f"one thread, most beside another run)"]
 
 
+def gpu_status(results, benchmark_files) -> str:
+    """Whether any committed number came from a GPU: the stored runs trained
+    on a CUDA device (their provenance's ``device``) and the committed
+    benchmark outputs that name a CUDA device."""
+    runs = [r for r in results if str(r.provenance.get("device", "")).startswith("cuda")]
+    files = [Path(p).name for p in benchmark_files if "cuda" in Path(p).read_text()]
+    if not runs and not files:
+        return ("No stored run and no committed benchmark output came from a GPU: every number of this book "
+                "was measured on a CPU.")
+    return (f"{len(runs)} stored runs trained on a GPU; committed benchmark outputs that name a CUDA device: "
+            + (", ".join(files) if files else "none") + ".")
+
+
 def benchmark_table(paths) -> pd.DataFrame:
     """The result lines of committed ``train_throughput.py`` outputs
     (``benchmarks/measured-*.txt``): per file and command, each method's
     sequences/s, s/epoch, useful GFLOP/s and share of the measured fp32 peak,
-    and the machine's load where the script warned of one (NaN: idle).
+    and the machine's load where the script warned of one (NaN: idle), and
+    the CPU the script named ("?" where the output predates that line).
     The file's first line names its date, commit and machine."""
     rows = []
     for path in sorted(Path(p) for p in paths):
         lines = path.read_text().splitlines()
         header = lines[0].lstrip("# ").strip() if lines else ""
-        command, peak, bf16_peak, load = "", np.nan, np.nan, np.nan
+        command, peak, bf16_peak, load, machine = "", np.nan, np.nan, np.nan, "?"
         for line in lines:
             if line.startswith("$ "):
                 command = line[2:].replace("python benchmarks/train_throughput.py", "").strip()
                 load = np.nan
+            elif (m := _MACHINE.match(line)):
+                machine = m.group("machine")
             elif (m := _LOAD.search(line)):
                 load = float(m.group("load"))
             elif (m := _PEAK.search(line)):
@@ -408,7 +425,7 @@ def benchmark_table(paths) -> pd.DataFrame:
                              "sequences / epoch": float(m.group("sequences")) if m.group("sequences") else np.nan,
                              "GFLOP/s": float(m.group("gflops")), "% of fp32 peak": float(m.group("share")),
                              "peak GFLOP/s": peak, "bf16 peak GFLOP/s": bf16_peak, "load": load,
-                             "recorded": header})
+                             "machine": machine, "recorded": header})
     if not rows:
         return pd.DataFrame({"status": ["no benchmark output committed"]})
     return pd.DataFrame(rows)
@@ -787,7 +804,9 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     further than training throughput, which would flatter the share), the
     best with bf16 autocast (``method[bf16]`` lines; as a share of the fp32
     peak, which the target names, and of the machine's bf16 peak), each with
-    the file that measured it, the fp32 line's training sequences per second
+    the file that measured it, the CPU and its fp32 peak (a share of a
+    higher peak is a smaller share of the same speed: the best share may come
+    from the slower machine), the fp32 line's training sequences per second
     (not its seconds per epoch: the files measure epochs of different
     windows), the target, and whether it is met: "yes", "with bf16 autocast" where only
     the bf16 run reaches it, else "no"."""
@@ -804,7 +823,8 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
             continue
         best = fp32.loc[fp32["% of fp32 peak"].idxmax()]
         row.update({"measured % of peak": best["% of fp32 peak"], "sequences / s": best["sequences / s"],
-                    "measured in": best["file"]})
+                    "measured in": best["file"], "machine": best.get("machine", "?"),
+                    "fp32 peak GFLOP/s": best["peak GFLOP/s"]})
         if not bf16.empty:
             fast = bf16.loc[bf16["% of fp32 peak"].idxmax()]
             row.update({"bf16 autocast % of fp32 peak": fast["% of fp32 peak"],
