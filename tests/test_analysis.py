@@ -111,6 +111,10 @@ def test_head_rates_gathers_the_clustered_methods_of_every_dataset():
     assert not len(cl.head_rates({"a": {}}, head))
     (line,) = cl.head_rate_spread({"a ICLRec": rates[rates.dataset == "a"]})
     assert "median 0.50, interquartile range 0.25-0.75 over 2 clusters" in line
+    sized = rates[rates.dataset == "a"].assign(users=[400, 400], head_rate=[0.2, 0.3])
+    (line,) = cl.head_rate_spread({"a ICLRec": sized})
+    assert line.endswith(f"; its width 0.05 against {cl.chance_head_rate_iqr(sized):.2f} for clusters of the same "
+                         "sizes filled at random")
 
 
 class _Ranked:

@@ -655,6 +655,16 @@ def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
     assert sweep_found(table.drop(["temperature=0.1", "temperature = 0.5"]).assign(**{"NDCG@10": 0.08}),
                        "temperature=0.3", {"rampup_epochs": 20}, "Table 4") == [
         "Table 4, rampup_epochs over 2 values: test NDCG@10 0.0800 at every value"]
+    # against the paper's best: the highest value and the paired test's verdict on it
+    table["p"] = [np.nan, 0.5, 0.2, 0.001, np.nan, np.nan]
+    lines = sweep_found(table, "temperature=0.3", {"temperature": 0.3, "rampup_epochs": 20}, "Table 4",
+                        default_is="the paper's best")
+    assert lines[0].endswith("; the default is the paper's best, but temperature = 0.5 is +5.0% above it, "
+                             "p = 0.200 (not significant)")
+    assert lines[1].endswith("but rampup_epochs = 10 is +12.5% above it, p = 0.001 (significant)")
+    highest = table.assign(**{"NDCG@10": [0.0800, 0.0700, 0.0700, 0.0700, None, None]})
+    assert sweep_found(highest, "temperature=0.3", {"temperature": 0.3}, "T", default_is="the paper's best")[0].endswith(
+        "; the default, the paper's best, is the highest")
     table.loc["temperature=0.3", "status"] = "not run"
     assert sweep_found(table, "temperature=0.3", {"temperature": 0.3}, "Table 4") == [
         "Table 4: the default has not been run"]

@@ -204,14 +204,20 @@ def labelled(runs: dict, dataset: str) -> dict:
 def head_rate_spread(frames: dict) -> list[str]:
     """Lines for "What we found": per labelled run, the interquartile range
     of its clusters' head rates (S^4Rec's claim: its adversary mixes head
-    and tail users, so every cluster's head rate sits near the overall 20%)."""
+    and tail users, so every cluster's head rate sits near the overall 20%),
+    beside ``chance_head_rate_iqr`` where the frame counts each cluster's users."""
     lines = []
     for label, frame in frames.items():
         if frame is None or not len(frame):
             continue
         q1, med, q3 = np.percentile(frame["head_rate"], [25, 50, 75])
-        lines.append(f"{label}: clusters' head rate median {med:.2f}, interquartile range {q1:.2f}-{q3:.2f} "
-                     f"over {len(frame)} clusters (overall {HEAD_FRACTION:.2f})")
+        line = (f"{label}: clusters' head rate median {med:.2f}, interquartile range {q1:.2f}-{q3:.2f} "
+                f"over {len(frame)} clusters (overall {HEAD_FRACTION:.2f})")
+        if "users" in frame:
+            # the width clusters of these sizes show by chance alone: the yardstick for "mixed"
+            line += (f"; its width {q3 - q1:.2f} against {chance_head_rate_iqr(frame):.2f} for clusters of the "
+                     f"same sizes filled at random")
+        lines.append(line)
     return lines or ["no run with stored clusters yet"]
 
 

@@ -369,26 +369,31 @@ def gap_closed(reference, variant, control, what: str, names=("length buckets", 
             f"{closed}; {against}"]
 
 
-def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, metric: str = "NDCG@10"
-                ) -> list[str]:
+def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, metric: str = "NDCG@10",
+                default_is: str | None = None, alpha: float = 0.01) -> list[str]:
     """Lines for "What we found" on a one-parameter-at-a-time sweep: per
     swept parameter (``defaults``: name -> its default value), the lowest
     and highest test ``metric`` over its values, the default's included
     (the ``reference`` row of an ``ablation_table`` whose other rows are
     labelled ``name=value`` or ``name = value``; every sweep shares it),
     how many values are run, and the spread in percent of the default's
-    value; one line names the parameters with only the default run."""
+    value; one line names the parameters with only the default run. With
+    ``default_is`` (what the default is, e.g. "the paper's best") each line
+    also says whether the default is the highest and, where another value
+    is, whether the table's paired test (its "p") finds it above the default
+    at ``alpha``."""
     run = table["status"] != "not run"
     if reference not in table.index or not run.get(reference, False):
         return [f"{what}: the default has not been run"]
     base = float(table.loc[reference, metric])
     lines, only_default = [], []
     for name, default in defaults.items():
-        points = {str(default): base}
+        points, rows = {str(default): base}, {}
         for label, row in table[run].iterrows():
             key, _, value = label.partition("=")
             if key.strip() == name:
                 points[value.strip()] = float(row[metric])
+                rows[value.strip()] = row
         if len(points) < 2:
             only_default.append(f"{name} ({default})")
             continue
@@ -396,10 +401,17 @@ def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, 
         if points[low] == points[high]:
             lines.append(f"{what}, {name} over {len(points)} values: test {metric} {base:.4f} at every value")
             continue
-        lines.append(f"{what}, {name} over {len(points)} values: test {metric} from {points[low]:.4f} "
-                     f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), a spread of "
-                     f"{100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f} "
-                     f"({name} = {default})")
+        line = (f"{what}, {name} over {len(points)} values: test {metric} from {points[low]:.4f} "
+                f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), a spread of "
+                f"{100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f} "
+                f"({name} = {default})")
+        if default_is and high == str(default):
+            line += f"; the default, {default_is}, is the highest"
+        elif default_is:
+            p = float(rows[high]["p"])
+            line += (f"; the default is {default_is}, but {name} = {high} is {relative_change(points[high], base):+.1f}% "
+                     f"above it, {_p_text(p)} ({_verdict(p, alpha)})")
+        lines.append(line)
     if only_default:
         lines.append(f"{what}: only the default run yet for {', '.join(only_default)}")
     return lines
