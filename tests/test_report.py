@@ -949,3 +949,18 @@ def test_proposed_against_baselines_compares_median_ratios_within_each_table():
                      "other methods (2 cells): the paper's margin over its baselines shrinks here",
                      "S4Rec Table 2: ours / the paper's value has median 1.20 for S4Rec (1 cell) against 1.10 for the "
                      "other methods (1 cell): the paper's margin over its baselines holds or grows here"]
+
+
+def test_ensemble_gains_beside_paper_reads_the_quoted_gain_of_each_method():
+    from emkd_lib.paper_tables import quoted_table
+    from emkd_lib.report import ensemble_gains_beside_paper, ensemble_pattern_found
+    gains = pd.DataFrame({"dataset": ["beauty", "beauty"], "method": ["GRU4Rec", "SASRec"],
+                          "gain over mean single %": [13.0, 5.4]}).set_index(["dataset", "method"])
+    beside = ensemble_gains_beside_paper(gains)
+    q = quoted_table("EMKD", 1, dataset="beauty", metric="NDCG@10").set_index("method")["value"]
+    quoted = 100 * (q["SASRec Ensemble(2x)"] / q["SASRec"] - 1)
+    assert beside.loc[("beauty", "SASRec"), "quoted gain % (EMKD Table 1)"] == pytest.approx(quoted)
+    (line,) = ensemble_pattern_found(beside)
+    theirs = beside["quoted gain % (EMKD Table 1)"].idxmax()[1]
+    assert line.startswith(f"beauty: the ensemble of two gains most for {theirs} in the paper")
+    assert f"and for GRU4Rec here (+13.0%): {'the same' if theirs == 'GRU4Rec' else 'another'} method" in line

@@ -373,6 +373,41 @@ def quoted_claim_table(paper: str, table: int, methods, metric: str, datasets) -
     return out.dropna(how="all").dropna(axis=1, how="all")
 
 
+def ensemble_gains_beside_paper(gains: pd.DataFrame, paper: str = "EMKD", table: int = 1,
+                                metric: str = "NDCG@10") -> pd.DataFrame:
+    """An ``ensemble_gain_table``'s gains (the ensemble of two over the mean
+    single model) beside the paper's (its ``"<method> Ensemble(2x)"`` row over
+    its ``"<method>"`` row, quoted), per (dataset, method). The paper's claim
+    is a relative gain, so the gain is what is compared, not the values."""
+    q = quoted_table(paper, table, metric=metric)
+    rows = []
+    for (dataset, method), row in gains.iterrows():
+        cell = q[q["dataset"] == dataset].set_index("method")["value"]
+        single, ensemble = cell.get(method, np.nan), cell.get(f"{method} Ensemble(2x)", np.nan)
+        rows.append({"dataset": dataset, "method": method, "ours gain %": row["gain over mean single %"],
+                     f"quoted gain % ({paper} Table {table})": 100 * (ensemble / single - 1)})
+    return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def ensemble_pattern_found(beside: pd.DataFrame) -> list[str]:
+    """A line per dataset of an ``ensemble_gains_beside_paper``: which method
+    the ensemble of two lifts most, in the paper and here, and every
+    method's gain, ours against the paper's (its Table 1's pattern)."""
+    quoted = next(c for c in beside.columns if c.startswith("quoted gain"))
+    lines = []
+    for dataset in dict.fromkeys(beside.index.get_level_values("dataset")):
+        part = beside.loc[dataset].dropna()
+        if part.empty:
+            continue
+        ours, theirs = part["ours gain %"].idxmax(), part[quoted].idxmax()
+        verdict = "the same method" if ours == theirs else "another method"
+        lines.append(f"{dataset}: the ensemble of two gains most for {theirs} in the paper "
+                     f"({part.loc[theirs, quoted]:+.1f}%, quoted) and for {ours} here ({part.loc[ours, 'ours gain %']:+.1f}%): "
+                     f"{verdict}; " + ", ".join(f"{m} {part.loc[m, 'ours gain %']:+.1f}% here against "
+                                                f"{part.loc[m, quoted]:+.1f}%" for m in part.index))
+    return lines
+
+
 def gains_beside_paper(results, paper: str, table: int, target: str, reference: str,
                        metrics=("Recall@10", "NDCG@10")) -> pd.DataFrame:
     """The relative gain of ``target`` over ``reference`` (method labels as in
