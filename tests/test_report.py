@@ -964,3 +964,15 @@ def test_ensemble_gains_beside_paper_reads_the_quoted_gain_of_each_method():
     theirs = beside["quoted gain % (EMKD Table 1)"].idxmax()[1]
     assert line.startswith(f"beauty: the ensemble of two gains most for {theirs} in the paper")
     assert f"and for GRU4Rec here (+13.0%): {'the same' if theirs == 'GRU4Rec' else 'another'} method" in line
+
+
+def test_ordering_found_counts_the_pairs_of_methods_in_the_same_order():
+    from emkd_lib.report import ordering_found
+    rows = [("beauty", "A", "NDCG@10", 0.05, 0.03), ("beauty", "B", "NDCG@10", 0.04, 0.04),
+            ("beauty", "C", "NDCG@10", 0.03, 0.02), ("beauty", "A", "HR@10", 0.9, 0.1),
+            ("toys", "A", "NDCG@10", 0.05, np.nan)]
+    beside = pd.DataFrame(rows, columns=["dataset", "method", "metric", "ours", "quoted (X Table 3)"]).set_index(
+        ["dataset", "method", "metric"])
+    # pairs: A-B disagree (ours A > B, paper B > A), A-C agree, B-C agree
+    assert ordering_found(beside) == ["beauty: by NDCG@10 the paper orders B > A > C (quoted), ours A > B > C: "
+                                      "2 of 3 pairs of methods in the same order"]

@@ -373,6 +373,28 @@ def quoted_claim_table(paper: str, table: int, methods, metric: str, datasets) -
     return out.dropna(how="all").dropna(axis=1, how="all")
 
 
+def ordering_found(beside: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
+    """A line per dataset of a ``beside_paper`` table: the methods ordered by
+    ``metric``, ours and the paper's (quoted), and how many of the pairs of
+    methods the two orders agree on. Where setups differ, the order is the
+    comparison that can carry over; its digits cannot."""
+    quoted = next(c for c in beside.columns if c.startswith("quoted"))
+    lines = []
+    for dataset in dict.fromkeys(beside.index.get_level_values("dataset")):
+        part = beside.xs(dataset, level="dataset")
+        part = part[part.index.get_level_values("metric") == metric].droplevel("metric")[["ours", quoted]].dropna()
+        if len(part) < 2:
+            continue
+        methods = list(part.index)
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        agree = sum((part.loc[a, "ours"] - part.loc[b, "ours"]) * (part.loc[a, quoted] - part.loc[b, quoted]) > 0
+                    for a, b in pairs)
+        order = lambda column: " > ".join(part[column].sort_values(ascending=False).index)  # noqa: E731
+        lines.append(f"{dataset}: by {metric} the paper orders {order(quoted)} (quoted), ours {order('ours')}: "
+                     f"{agree} of {len(pairs)} pairs of methods in the same order")
+    return lines
+
+
 def ensemble_gains_beside_paper(gains: pd.DataFrame, paper: str = "EMKD", table: int = 1,
                                 metric: str = "NDCG@10") -> pd.DataFrame:
     """An ``ensemble_gain_table``'s gains (the ensemble of two over the mean
