@@ -976,3 +976,13 @@ def test_ordering_found_counts_the_pairs_of_methods_in_the_same_order():
     # pairs: A-B disagree (ours A > B, paper B > A), A-C agree, B-C agree
     assert ordering_found(beside) == ["beauty: by NDCG@10 the paper orders B > A > C (quoted), ours A > B > C: "
                                       "2 of 3 pairs of methods in the same order"]
+
+
+def test_equal_time_found_places_the_reference_at_the_common_time():
+    from emkd_lib.report import equal_time_found
+    table = pd.DataFrame({"valid NDCG@10 within 1300 s": [0.0601, 0.0216], "best valid NDCG@10": [0.0602, 0.0512],
+                          "training (s, total)": [1857.5, 4636.6]}, index=["SASRec", "EMKD"])
+    assert equal_time_found(table, "EMKD", "beauty") == [
+        "beauty: within 1300 s, the training time every run reached, EMKD had reached validation NDCG@10 0.0216, "
+        "42% of its best (0.0512; the run trained 4637 s in all); the highest then was SASRec's 0.0601"]
+    assert equal_time_found(table, "BERT4Rec", "beauty") == []

@@ -344,6 +344,22 @@ def shared_stop_found(runs: dict, what: str, min_rows: int = 3) -> list[str]:
     return [line]
 
 
+def equal_time_found(table: pd.DataFrame, reference: str, what: str) -> list[str]:
+    """A line on an ``equal_time_table`` (rows labelled by method): where
+    ``reference`` stood when every run had trained for the table's time, as
+    a share of its own best, against the highest run at that time; and the
+    run's whole training time. None where ``reference`` is not a row."""
+    if reference not in table.index:
+        return []
+    within = next(c for c in table.columns if c.startswith("valid NDCG@10 within"))
+    seconds = within.removeprefix("valid NDCG@10 within ")
+    row, leader = table.loc[reference], table[within].idxmax()
+    return [f"{what}: within {seconds}, the training time every run reached, {reference} had reached validation "
+            f"NDCG@10 {row[within]:.4f}, {100 * row[within] / row['best valid NDCG@10']:.0f}% of its best "
+            f"({row['best valid NDCG@10']:.4f}; the run trained {row['training (s, total)']:.0f} s in all); the "
+            f"highest then was {leader}'s {table.loc[leader, within]:.4f}"]
+
+
 def gap_closed(reference, variant, control, what: str, names=("length buckets", "shuffled"),
                metric: str = "NDCG@20", alpha: float = 0.01) -> list[str]:
     """A line for "What we found" on a control placed between two runs (the
