@@ -259,3 +259,16 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
                               for b in batches])
         assert table.loc[order, "tail users' share of the next-item loss weight %"] == pytest.approx(100 * tail_share)
     assert table.loc["length-buckets", "rows beside their user's other window %"] > 0
+
+
+def test_cluster_size_table_measures_the_assignments_against_an_even_split():
+    from emkd_lib.report import clusters as cl
+    runs = {"S4Rec": _Stored([0, 0, 0, 0, 1, 1, 2, 2, -1]), "SASRec": _Stored(None)}
+    table = cl.cluster_size_table(runs)
+    assert list(table.index) == ["S4Rec"]      # only runs with clusters; -1 (no cluster) is not a cluster
+    row = table.loc["S4Rec"]
+    assert (row["clusters used"], row["smallest (users)"], row["median (users)"], row["largest (users)"]) == (3, 2, 2, 4)
+    assert row["equal share (users)"] == pytest.approx(8 / 3) and row["largest / equal share"] == pytest.approx(1.5)
+    assert cl.cluster_size_found(table, "d") == [
+        "d S4Rec: 3 clusters hold users, from 2 to 4 users (an even split: 3 each); the largest holds 1.5 equal shares"]
+    assert cl.cluster_size_found(cl.cluster_size_table({"x": _Stored(None)}), "d") == []

@@ -179,8 +179,10 @@ def embedding_quality_table(runs: dict) -> pd.DataFrame:
 
 
 def cluster_size_table(runs: dict) -> pd.DataFrame:
-    """Per labelled run with clusters: how many clusters hold users, and the
-    smallest, median and largest cluster."""
+    """Per labelled run with clusters: how many clusters hold users, the
+    smallest, median and largest cluster in users, the equal share (the
+    users spread evenly over the clusters used) and the largest cluster in
+    equal shares: 1 is an even split."""
     rows = []
     for label, r in runs.items():
         if not has_clusters(r):
@@ -188,11 +190,25 @@ def cluster_size_table(runs: dict) -> pd.DataFrame:
         c = np.asarray(r.ranks()["analysis_clusters"])
         sizes = np.bincount(c[c >= 0])
         sizes = sizes[sizes > 0]
-        rows.append({"method": label, "clusters used": len(sizes), "smallest": int(sizes.min()),
-                     "median": float(np.median(sizes)), "largest": int(sizes.max())})
+        equal = sizes.sum() / len(sizes)
+        rows.append({"method": label, "clusters used": len(sizes), "smallest (users)": int(sizes.min()),
+                     "median (users)": float(np.median(sizes)), "largest (users)": int(sizes.max()),
+                     "equal share (users)": float(equal), "largest / equal share": float(sizes.max() / equal)})
     if not rows:
         return pd.DataFrame({"status": ["no run with stored clusters yet"]})
     return pd.DataFrame(rows).set_index("method")
+
+
+def cluster_size_found(table: pd.DataFrame, dataset: str) -> list[str]:
+    """A line per run of a ``cluster_size_table``: how far its final
+    assignments are from an even split (Sinkhorn's equipartition holds
+    within a batch, not necessarily for the final assignments)."""
+    if "clusters used" not in table:
+        return []
+    return [f"{dataset} {method}: {int(row['clusters used'])} clusters hold users, from {int(row['smallest (users)'])} "
+            f"to {int(row['largest (users)'])} users (an even split: {row['equal share (users)']:.0f} each); the "
+            f"largest holds {row['largest / equal share']:.1f} equal shares"
+            for method, row in table.iterrows()]
 
 
 def labelled(runs: dict, dataset: str) -> dict:
