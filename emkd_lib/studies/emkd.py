@@ -47,10 +47,21 @@ SENSITIVITY_EPOCHS = {"cpu": 5}
 # Chapter 03's fidelity table: the paper's printed equations (the default),
 # the public code's choices all at once, and each alone; plus BERT4Rec's own
 # output head (its tied projection and sqrt(d) scaling).
+# Each of the public code's choices in words, for the fidelity table's rows.
+CODE_CHOICE_TITLES = {
+    "params__positives_in_one_logsumexp": "the M positives in one log-sum-exp",
+    "params__contrastive_denominator": "the anchor's e^0 in the denominator",
+    "params__ap_at_masked_positions_of_last_view": "AP at the last view's masked positions",
+    "params__kd_symmetric_detached_teacher": "KD once per pair, symmetric, teacher detached",
+    "params__force_a_masked_position": "a view with no position drawn left unmasked",
+    "params__shared_initialisation": "one initialisation for every network's blocks",
+    "train__grad_clip": "no gradient clipping",
+    "train__batch_order": "batches drawn at random",
+}
 FIDELITY = {
     "printed equations (default)": {},
     "public code (all its choices)": EMKD_CODE,
-    **{f"code: {key.split('__', 1)[1]} = {value}": {key: value} for key, value in EMKD_CODE.items()},
+    **{f"code: {CODE_CHOICE_TITLES[key]}": {key: value} for key, value in EMKD_CODE.items()},
     "BERT4Rec output head and scaling": {"params__output_layer": "bert4rec", "params__scale_embeddings": True},
     # the one printed equation the default departs from, with the public code
     "Eq. 3 as printed: every selected position [mask]": {"params__mask_rule": "printed"},
