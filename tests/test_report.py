@@ -784,7 +784,12 @@ def test_setup_tables_show_each_setting_once_by_what_it_depends_on():
     assert list(per_method.index) == ["SASRec", "BERT4Rec"] and list(per_method["heads"]) == [1, 2]
     both = parts["settings per dataset and method"]
     assert list(both.columns) == ["grad clip"] and both.loc[("toys", "SASRec"), "grad clip"] == 1.0
-    shown = [c for df in parts.values() for c in df.columns]
+    shared = parts["settings shared by every run"]
+    assert shared.loc["dropout", "every run"] == grid[("beauty", "sasrec")].encoder_config.dropout
+    assert shared.loc["min steps", "every run"] == grid[("beauty", "sasrec")].train.min_steps
+    assert not {"grad clip", "max length", "heads", "activation checkpointing"} & set(shared.index)
+    shown = [c for caption, df in parts.items() for c in (df.index if caption == "settings shared by every run"
+                                                          else df.columns)]
     assert len(shown) == len(set(shown)), "no setting is shown twice"
 
 

@@ -494,11 +494,10 @@ _NONE_MEANS = {"max_users": "all", "grad_clip": "off", "window_step": "default"}
 _SAME_SETTING = {"n_intents": "clusters", "n_prototypes": "clusters"}
 
 
-def setup_table(grid: dict) -> pd.DataFrame:
-    """One row per (dataset, method) of a grid: the settings that differ
-    between the configs that have them ("-" where a method has no such
-    setting; a method's own settings only where they differ; settings that
-    two methods name differently, ``_SAME_SETTING``, under one name)."""
+def _flat_settings(grid: dict) -> dict:
+    """(dataset, method label) -> that config's settings as one flat dict
+    (settings that two methods name differently, ``_SAME_SETTING``, under one
+    name; None as what it means, ``_NONE_MEANS``)."""
     rows = {}
     for config in grid.values():
         flat = {"dataset": config.dataset, "method": method_label(config)}
@@ -506,11 +505,38 @@ def setup_table(grid: dict) -> pd.DataFrame:
             for k, v in vars(getattr(config, part)).items():
                 flat[_SAME_SETTING.get(k, k)] = _NONE_MEANS.get(k, v) if v is None else v
         rows.setdefault((config.dataset, flat["method"]), flat)
+    return rows
+
+
+def setup_table(grid: dict) -> pd.DataFrame:
+    """One row per (dataset, method) of a grid: the settings that differ
+    between the configs that have them ("-" where a method has no such
+    setting; a method's own settings only where they differ)."""
+    rows = _flat_settings(grid)
     df = pd.DataFrame(list(rows.values()))
     # compared as the config's own values, among the configs that have the key
     values = {c: {repr(flat[c]) for flat in rows.values() if c in flat} for c in df.columns}
     varying = [c for c in df.columns if c in ("dataset", "method") or len(values[c]) > 1]
     return df[varying].set_index(["dataset", "method"])
+
+
+# Options that change how a run is computed or loaded, not what it trains:
+# left out of the shared-settings table.
+_HOW_NOT_WHAT = {"activation_checkpointing", "checkpoint_rows", "output_chunk", "on_short", "remap_ids",
+                 "allow_modified"}
+
+
+def shared_settings(grid: dict) -> pd.DataFrame:
+    """The settings every config of a grid has, each with one value across
+    all of them (the ones ``setup_table`` leaves out), one row each, in a
+    column "every run"."""
+    rows = list(_flat_settings(grid).values())
+    if not rows:
+        return pd.DataFrame()
+    common = [c for c in rows[0] if c not in ("dataset", "method") and c not in _HOW_NOT_WHAT
+              and all(c in r for r in rows) and len({repr(r[c]) for r in rows}) == 1]
+    return pd.DataFrame({"every run": [rows[0][c] for c in common]},
+                        index=pd.Index(common, name="setting"))
 
 
 # Settings as a reader names them; other settings drop their underscores.
@@ -520,7 +546,7 @@ SETTING_LABELS = {"max_users": "users", "n_heads": "heads", "n_blocks": "blocks"
 
 def setup_tables(grid: dict) -> dict[str, pd.DataFrame]:
     """``setup_table`` split so that each setting is shown once: those that
-    depend only on the dataset (a row per dataset), those that depend only on
+    every run shares (``shared_settings``), those that depend only on the dataset (a row per dataset), those that depend only on
     the method (a row per method), and any that depend on both (a row per
     dataset and method), each under its caption, with readable labels
     (``SETTING_LABELS``). Empty parts, and rows of methods without any of
@@ -533,10 +559,14 @@ def setup_tables(grid: dict) -> dict[str, pd.DataFrame]:
     by_method = [c for c in table.columns if c not in by_dataset and same_within("method", c)]
     rest = [c for c in table.columns if c not in by_dataset and c not in by_method]
     label = lambda df: df.rename(columns=lambda c: SETTING_LABELS.get(c, c.replace("_", " ")))
-    parts = {"settings per dataset (every method)": table[by_dataset].groupby(level="dataset", sort=False).first(),
+    shared = shared_settings(grid)
+    shared.index = [SETTING_LABELS.get(c, c.replace("_", " ")) for c in shared.index]
+    parts = {"settings shared by every run": shared,
+             "settings per dataset (every method)": table[by_dataset].groupby(level="dataset", sort=False).first(),
              "settings per method (every dataset)": table[by_method].groupby(level="method", sort=False).first(),
              "settings per dataset and method": table[rest].dropna(how="all")}
-    return {caption: label(df) for caption, df in parts.items() if len(df.columns)}
+    return {caption: df if caption == "settings shared by every run" else label(df)
+            for caption, df in parts.items() if len(df.columns) and len(df)}
 
 
 def emkd_setup_table(datasets, profiles) -> pd.DataFrame:
