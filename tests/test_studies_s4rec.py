@@ -277,3 +277,21 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
     # bit for bit on any machines: no rounding clause
     out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(0.0, intel)})
     assert "repeats the main run's 10 epochs and selects epoch 11" in line
+
+
+def test_unchecked_lines_name_the_methods_that_kept_the_shorter_patience():
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.patience import unchecked_lines
+
+    def run(dataset, method, patience=5):
+        return SimpleNamespace(config=profile_config("cpu", dataset, method).replace(train__patience=patience))
+    runs = {("toys", m, 0): run("toys", m) for m in ("sasrec", "cl4srec", "duorec", "s4rec")}
+    runs[("beauty", "sasrec", 0)] = run("beauty", "sasrec")
+    runs[("toys", "iclrec", 0)] = None
+    checks = {("toys", "CL4SRec", 0): run("toys", "cl4srec", 20), ("toys", "DuoRec", 0): run("toys", "duorec", 20),
+              ("beauty", "CL4SRec", 0): None}
+    assert unchecked_lines(runs, checks) == [
+        "toys: only CL4SRec, DuoRec trained on with a longer patience; SASRec, S4Rec kept patience 5, so a "
+        "comparison with them also holds that difference in training"]
+    assert unchecked_lines(runs, {}) == []

@@ -80,3 +80,25 @@ def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> l
                                f"{check.config.train.patience}", metric=metric,
                                control_is=f"with patience {main.config.train.patience}", note_rising=False)
     return lines
+
+
+def unchecked_lines(runs: dict, checks: dict) -> list[str]:
+    """A line per dataset where some run has a stored check (``checks`` keyed
+    as in ``with_patience_checks``): the methods of ``runs`` (``(dataset,
+    method, seed) -> result``) on it that have none and keep their patience,
+    so that a comparison with them also holds that difference in training."""
+    checked: dict[str, list] = {}
+    for (dataset, _, _), check in checks.items():
+        if check is not None:
+            checked.setdefault(dataset, []).append(method_label(check.config))
+    lines = []
+    for dataset, labels in checked.items():
+        kept = [r for (d, _, _), r in runs.items() if d == dataset and r is not None
+                and method_label(r.config) not in labels]
+        if kept:
+            patiences = sorted({r.config.train.patience for r in kept})
+            lines.append(f"{dataset}: only {', '.join(labels)} trained on with a longer patience; "
+                         f"{', '.join(method_label(r.config) for r in kept)} kept patience "
+                         f"{' or '.join(map(str, patiences))}, so a comparison with them also holds that "
+                         f"difference in training")
+    return lines
