@@ -991,3 +991,15 @@ def test_equal_time_found_places_the_reference_at_the_common_time():
         "beauty: within 1300 s, the training time every run reached, EMKD had reached validation NDCG@10 0.0216, "
         "42% of its best (0.0512; the run trained 4637 s in all); the highest then was SASRec's 0.0601"]
     assert equal_time_found(table, "BERT4Rec", "beauty") == []
+
+
+def test_seed_scale_found_reads_a_table_against_its_reference_seeds():
+    from emkd_lib.report import seed_scale_found
+    table = pd.DataFrame({"NDCG@10": [0.0750, 0.0760, 0.0800, 0.0682, np.nan]},
+                         index=["default", "a", "b", "c", "not run"])
+    seeds = [types.SimpleNamespace(test_metrics={"NDCG@10": v}) for v in (0.0750, 0.0822, 0.0806)] + [None]
+    std = np.std([0.0750, 0.0822, 0.0806], ddof=1)             # 0.0038
+    assert seed_scale_found(table, "default", seeds, "Table 3") == [
+        f"Table 3: 1 of 3 rows lie within one seed standard deviation ({std:.4f}) of the reference's 0.0750; over 3 "
+        "seeds the reference scores 0.0750 to 0.0822, and the table's run is number 3 of them from the top"]
+    assert seed_scale_found(table, "default", seeds[:1], "T") == []

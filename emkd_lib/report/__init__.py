@@ -79,6 +79,7 @@ from .sentences import (
     claim_found,
     equal_time_found,
     reference_found,
+    seed_scale_found,
     shared_stop_found,
     sweep_found,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "claim_found",
     "equal_time_found",
     "reference_found",
+    "seed_scale_found",
     "shared_stop_found",
     "sweep_found",
     "relative_change",

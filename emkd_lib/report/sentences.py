@@ -344,6 +344,28 @@ def shared_stop_found(runs: dict, what: str, min_rows: int = 3) -> list[str]:
     return [line]
 
 
+def seed_scale_found(table: pd.DataFrame, reference: str, seeds: list, what: str,
+                     metric: str = "NDCG@10") -> list[str]:
+    """A line on a table of one-switch rows (an ``ablation_table``) read
+    against the spread of its ``reference`` over seeds (``seeds``: stored runs
+    of the reference configuration, one per seed, the table's own among
+    them): how many rows differ from the reference by less than one seed
+    standard deviation, and where the table's reference run stands among
+    its seeds. A paired test over users holds the trained models fixed; a
+    difference smaller than a change of seed is not one to build on. None
+    with fewer than two seeds stored."""
+    values = [r.test_metrics[metric] for r in seeds if r is not None]
+    if len(values) < 2 or reference not in table.index:
+        return []
+    std, base = float(np.std(values, ddof=1)), float(table.loc[reference, metric])
+    others = table.drop(index=reference)[metric].dropna().astype(float)
+    within = int((abs(others - base) < std).sum())
+    rank = 1 + sum(v > base for v in values)
+    return [f"{what}: {within} of {len(others)} rows lie within one seed standard deviation ({std:.4f}) of the "
+            f"reference's {base:.4f}; over {len(values)} seeds the reference scores {min(values):.4f} to "
+            f"{max(values):.4f}, and the table's run is number {rank} of them from the top"]
+
+
 def equal_time_found(table: pd.DataFrame, reference: str, what: str) -> list[str]:
     """A line on an ``equal_time_table`` (rows labelled by method): where
     ``reference`` stood when every run had trained for the table's time, as
