@@ -233,8 +233,8 @@ def test_batch_composition_counts_one_length_and_one_group_batches(monkeypatch):
     config = RunConfig(dataset="beauty", method="s4rec", profile="smoke", data=DataConfig(max_len=20),
                        train=TrainConfig(batch_size=2), params=S4RecParams(head_fraction=0.2))
     table = cl.batch_composition(config)
-    assert list(table.index) == ["length-buckets", "shuffled"] and (table["per epoch"] == 5).all()
-    assert table.loc["length-buckets"].to_dict() == {"per epoch": 5, "one length %": 100.0,
+    assert list(table.index) == ["length-buckets", "shuffled"] and (table["batches per epoch"] == 5).all()
+    assert table.loc["length-buckets"].to_dict() == {"batches per epoch": 5, "one length %": 100.0,
                                                       "head users only %": 20.0, "tail users only %": 80.0,
                                                       "rows beside their user's other window %": 0.0,
                                                       "tail users' share of the next-item loss weight %": 80.0}

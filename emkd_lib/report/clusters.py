@@ -58,7 +58,7 @@ def batch_composition(config, orders=BATCH_ORDERS, seed: int = 0) -> pd.DataFram
         for b in batches:
             _, inverse, counts = np.unique(users[b], return_inverse=True, return_counts=True)
             shared += int((counts[inverse] > 1).sum())
-        rows.append({"batches": order, "per epoch": len(batches),
+        rows.append({"batches": order, "batches per epoch": len(batches),
                      "one length %": 100 * np.mean([lengths[b].min() == lengths[b].max() for b in batches]),
                      "head users only %": 100 * np.mean(head_share == 1),
                      "tail users only %": 100 * np.mean(head_share == 0),
