@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local: one run after another here; ray: one Ray task per missing run")
     grid.add_argument("--address", help="with --executor ray: the Ray cluster (default: $RAY_ADDRESS, else a "
                                         "new one on this machine)")
+    grid.add_argument("--checkpointed-only", action="store_true",
+                      help="train only the runs that have a checkpoint (resume what a session left half done "
+                           "before starting anything new)")
     grid.add_argument("--plan", action="store_true",
                       help="train nothing: list each run as stored, checkpointed (how far) or not started, "
                            "with the CPU-hours left, priced from the stored runs of its method, dataset and "
@@ -201,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _grid_configs(args) -> list:
-    return [config for _, config in _grid_items(args)]
+    configs = [config for _, config in _grid_items(args)]
+    if getattr(args, "checkpointed_only", False):
+        configs = [row["config"] for row in grid_progress(configs) if row["status"] == "checkpointed"]
+    return configs
 
 
 def _grid_items(args) -> list[tuple]:

@@ -12,6 +12,8 @@
 # Each queue also starts scripts/mirror_results.sh (one per machine): finished
 # results are copied to ~/.cache as they land; a later session restores them
 # with scripts/mirror_results.sh --restore.
+# A queue first resumes every run of its steps that has a checkpoint (grid
+# --checkpointed-only), in the steps' order, then runs the steps.
 # Within a queue the shorter runs come first: a session can end without its
 # checkpoints surviving (the machine is not always handed back), and a run
 # that finishes inside one session is never lost.
@@ -53,8 +55,8 @@ main() {
               "grid emkd-main --datasets toys"  # Table 3
               "grid emkd-spread"                # EMKD seeds 1-2 on Beauty
               "grid emkd-ablations"             # Table 4
-              "grid emkd-main --datasets ml-1m"   # Table 3's last EMKD cell before the departures
               "grid emkd-fidelity"              # chapter 03's departures
+              "grid emkd-main --datasets ml-1m"
               "grid emkd-encoders") ;;          # Figure 4 (fp32, the longest runs)
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
@@ -85,6 +87,17 @@ main() {
               "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light runs beside them)" >&2; exit 2 ;;
   esac
+
+  # First resume, in the queue's order, every run a session left half done (a
+  # checkpoint outlives its session only where the machine is handed back):
+  # work already paid for comes before anything new.
+  if [ -z "$plan" ]; then
+    resume=()
+    while IFS= read -r step; do   # a step of several lines (ensembles) is several steps
+      case $step in grid*) resume+=("$step --checkpointed-only") ;; esac
+    done < <(printf '%s\n' "${steps[@]}")
+    steps=("${resume[@]}" "${steps[@]}")
+  fi
 
   # results that land after the session's last commit survive in ~/.cache
   [ -n "$plan" ] || { "$repo/scripts/mirror_results.sh" & }

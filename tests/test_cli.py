@@ -290,6 +290,24 @@ def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is
 
 
 @needs_dataset('beauty')
+def test_grid_checkpointed_only_resumes_the_half_done_runs_and_starts_nothing_new(env, monkeypatch):
+    import torch
+    from emkd_lib import settings as settings_module
+    from emkd_lib.runs import checkpoint_path, key_of
+    seen = []
+    monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
+    half_done = profile_config("smoke", "beauty", "gru4rec", seed=2)
+    checkpoint = checkpoint_path(key_of(half_done), settings_module.current())
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"epoch": 3, "best_epoch": 2, "best_score": 0.01, "train_seconds": 60.0, "eval_seconds": 6.0,
+                "stopped": False}, checkpoint)
+    argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec", "--seeds", "0", "2"]
+    assert cli.main([*argv, "--checkpointed-only"]) == 0
+    assert seen == [half_done]
+    seen.clear()
+    assert cli.main(argv) == 0 and len(seen) == 2      # without the flag, the whole grid
+
+
 def test_grid_plan_counts_a_run_two_grid_keys_share_once(env, capsys):
     assert cli.main(["grid", "emkd-sensitivity", "--profile", "smoke", "--datasets", "beauty", "--plan"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
