@@ -49,6 +49,16 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
         "no comparison: EMKD has not been run"
     assert significant_changes(ablation_table({"EMKD": fake_run(good), "x2": None}, "EMKD"), "EMKD") == \
         "no comparison: no other row has been run beside EMKD"
+    # a run at the epoch cap with its best there ended still rising: its status and the line say so
+    rising = fake_run(bad, history_len=20, best=20)
+    table = ablation_table({"EMKD": fake_run(good), "w/o KD": rising}, "EMKD")
+    assert table.loc["w/o KD", "status"] == "best epoch 20/20 (cap), still rising"
+    assert significant_changes(table, "EMKD") == \
+        "1 of 1 rows differ from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%, still rising)"
+    table = ablation_table({"EMKD": fake_run(good, history_len=20, best=20), "w/o ICL": fake_run(good)}, "EMKD")
+    assert significant_changes(table, "EMKD") == ("no row differs from EMKD in NDCG@10 at p < 0.01 (1 tested); EMKD "
+                                                  "itself ended still rising, so every change is read against a "
+                                                  "lower bound")
 
 
 def test_ablation_table_tests_the_metric_it_is_asked_to():

@@ -161,6 +161,7 @@ def provenance_table(results: dict | list) -> pd.DataFrame:
 # (at the cap, or by patience on a noisy step): its number is a lower bound.
 # On a curve that has peaked, the last quarter adds little or nothing.
 STILL_RISING_PERCENT = 5.0
+STILL_RISING = "still rising"
 LATE_GAIN_COLUMN = "rise, last quarter %"
 AT_CAP_COLUMN = "best at the cap"
 
@@ -360,7 +361,8 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10"), tes
     relative change of the ``tested`` metric against the ``reference`` row
     (column "<tested> change %"), and the p of a paired Wilcoxon test of it
     over users against that row (column "p": the reference is the row
-    without one, named in the chapter's text)."""
+    without one, named in the chapter's text). A run that ended still rising
+    (``still_rising_runs``) says so in its status."""
     ref = runs.get(reference)
     metrics = _metric_columns(metrics, tested)
     rows = []
@@ -371,7 +373,8 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10"), tes
             continue
         row.update({m: r.test_metrics[m] for m in metrics})
         row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
-            " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "")
+            " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "") + (
+            f", {STILL_RISING}" if still_rising_runs({"run": r}) else "")
         if ref is not None and label != reference:
             t = paired_test(r.test_ranks, ref.test_ranks, tested)
             row[f"{tested} change %"] = relative_change(t["mean_a"], t["mean_b"])
@@ -420,10 +423,14 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     (change,) = [c for c in table.columns if str(c).endswith(" change %")]
     metric = change.removesuffix(" change %")
     rows = table[p < alpha]
+    rising = lambda label: STILL_RISING in str(table.loc[label, "status"])  # noqa: E731
+    caveat = (f"; {reference} itself ended {STILL_RISING}, so every change is read against a lower bound"
+              if rising(reference) else "")
     if rows.empty:
-        return f"no row differs from {reference} in {metric} at p < {alpha} ({n_tested} tested)"
-    changes = ", ".join(f"{label} ({row[change]:+.1f}%)" for label, row in rows.iterrows())
-    return f"{len(rows)} of {n_tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}"
+        return f"no row differs from {reference} in {metric} at p < {alpha} ({n_tested} tested){caveat}"
+    changes = ", ".join(f"{label} ({row[change]:+.1f}%" + (f", {STILL_RISING}" if rising(label) else "") + ")"
+                        for label, row in rows.iterrows())
+    return f"{len(rows)} of {n_tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}{caveat}"
 
 
 def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:
