@@ -657,5 +657,5 @@ def test_gpu_status_counts_runs_and_benchmark_outputs_from_a_gpu(tmp_path):
     quiet.write_text("machine: AMD EPYC x2\n")
     cuda.write_text("device: cuda (NVIDIA H100)\n")
     assert perf.gpu_status([cpu], [quiet]).startswith("No stored run and no committed benchmark output came from a GPU")
-    assert perf.gpu_status([cpu, gpu], [quiet, cuda]) == ("1 stored runs trained on a GPU; committed benchmark outputs "
+    assert perf.gpu_status([cpu, gpu], [quiet, cuda]) == ("1 stored run trained on a GPU; committed benchmark outputs "
                                                          "that name a CUDA device: b.txt.")

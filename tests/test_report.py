@@ -1013,3 +1013,11 @@ def test_seed_scale_found_reads_a_table_against_its_reference_seeds():
         f"Table 3: 1 of 3 rows lie within one seed standard deviation ({std:.4f}) of the reference's 0.0750; over 3 "
         "seeds the reference scores 0.0750 to 0.0822, and the table's run is number 3 of them from the top"]
     assert seed_scale_found(table, "default", seeds[:1], "T") == []
+
+
+def test_claim_found_says_no_relative_change_against_a_method_that_scores_zero():
+    from emkd_lib.report import claim_found
+    sig = pd.DataFrame([{"dataset": "beauty", "reference": "EMKD", "other": "Pop", "reference NDCG@10": 0.05,
+                         "other NDCG@10": 0.0, "change %": float("nan"), "p (Wilcoxon)": 1e-5}])
+    assert claim_found(sig, ["beauty"], "EMKD").endswith("beauty Pop no relative change (Pop scores 0) "
+                                                         "(p = 1.0e-05, significant)")

@@ -391,7 +391,8 @@ def gpu_status(results, benchmark_files) -> str:
     if not runs and not files:
         return ("No stored run and no committed benchmark output came from a GPU: every number of this book "
                 "was measured on a CPU.")
-    return (f"{len(runs)} stored runs trained on a GPU; committed benchmark outputs that name a CUDA device: "
+    return (f"{len(runs)} stored {'run' if len(runs) == 1 else 'runs'} trained on a GPU; committed benchmark "
+            f"outputs that name a CUDA device: "
             + (", ".join(files) if files else "none") + ".")
 
 

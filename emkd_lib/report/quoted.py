@@ -227,6 +227,10 @@ def scorecard_summary(card: pd.DataFrame, tolerance: float = 0.10) -> str:
     return f"Of {n} cells quoted from the papers, {run} have a stored result of ours: " + ", ".join(parts) + "."
 
 
+def _cells(n: int) -> str:
+    return f"{n} cell" + ("" if n == 1 else "s")
+
+
 def proposed_against_baselines(card: pd.DataFrame, proposed: dict[str, str]) -> list[str]:
     """A line per paper table of a ``scorecard`` (``proposed``: source ->
     the paper's proposed method in it): the median ratio ours / quoted of
@@ -246,10 +250,9 @@ def proposed_against_baselines(card: pd.DataFrame, proposed: dict[str, str]) -> 
             continue
         verdict = ("the paper's margin over its baselines shrinks here" if own.median() < others.median()
                    else "the paper's margin over its baselines holds or grows here")
-        cells = lambda n: f"{n} cell" + ("" if n == 1 else "s")  # noqa: E731
         lines.append(f"{source}: ours / the paper's value has median {own.median():.2f} for {method} "
-                     f"({cells(len(own))}) against {others.median():.2f} for the other methods "
-                     f"({cells(len(others))}): {verdict}")
+                     f"({_cells(len(own))}) against {others.median():.2f} for the other methods "
+                     f"({_cells(len(others))}): {verdict}")
     return lines
 
 

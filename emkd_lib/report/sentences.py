@@ -178,7 +178,9 @@ def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG
         holds += bool(won.all())
         strongest = here.loc[here[f"other {metric}"].idxmax()]
         p = strongest["p (Wilcoxon)"]
-        against.append(f"{dataset} {strongest['other']} {strongest['change %']:+.1f}% ({_p_text(p)}, {_verdict(p, alpha)})")
+        change = strongest["change %"]
+        change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({strongest['other']} scores 0)"
+        against.append(f"{dataset} {strongest['other']} {change} ({_p_text(p)}, {_verdict(p, alpha)})")
     line = (f"the paper's claim, {reference} above every other method: it holds on {holds} of the {len(run)} "
             f"datasets where {reference} is stored")
     if missing:

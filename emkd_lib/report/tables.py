@@ -423,7 +423,10 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     (change,) = [c for c in table.columns if str(c).endswith(" change %")]
     metric = change.removesuffix(" change %")
     rows = table[p < alpha]
-    rising = lambda label: STILL_RISING in str(table.loc[label, "status"])  # noqa: E731
+
+    def rising(label) -> bool:
+        return STILL_RISING in str(table.loc[label, "status"])
+
     caveat = (f"; {reference} itself ended {STILL_RISING}, so every change is read against a lower bound"
               if rising(reference) else "")
     if rows.empty:
