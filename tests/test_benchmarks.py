@@ -132,7 +132,7 @@ def test_step_profile_memory_reports_saved_bytes_state_and_peak(scripts, capsys)
     assert "operators by memory they allocate in one step" in out
 
 
-def _deterministic_cloze(ids, mask_prob, mask_token, n_items, generator=None, force_one=True):
+def _deterministic_cloze(ids, mask_prob, mask_token, n_items, generator=None, force_one=True, rule="bert"):
     """Every third position masked, the same in every call: both patterns see the same views."""
     import torch
     positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
