@@ -959,6 +959,8 @@ def test_proposed_against_baselines_compares_median_ratios_within_each_table():
             ("S4Rec Table 2", "beauty", "S4Rec", "NDCG@20", 1.2), ("S4Rec Table 2", "beauty", "SASRec", "NDCG@20", 1.1)]
     card = pd.DataFrame(rows, columns=["source", "dataset", "method", "metric", "ratio"]).set_index(
         ["source", "dataset", "method", "metric"])
+    from emkd_lib.report import scorecard
+    assert proposed_against_baselines(scorecard(pd.DataFrame()), {"EMKD Table 3": "EMKD"}) == []
     lines = proposed_against_baselines(card, {"EMKD Table 3": "EMKD", "S4Rec Table 2": "S4Rec", "Nowhere": "X"})
     assert lines == ["EMKD Table 3: ours / the paper's value has median 0.65 for EMKD (2 cells) against 1.85 for the "
                      "other methods (2 cells): the paper's margin over its baselines shrinks here",

@@ -239,6 +239,8 @@ def proposed_against_baselines(card: pd.DataFrame, proposed: dict[str, str]) -> 
     that the paper's margin over them shrinks here (or turns), whatever the
     absolute numbers. None for a table with no stored cell of either."""
     lines = []
+    if "source" not in card.index.names:      # an empty scorecard: no cell set beside the paper yet
+        return lines
     for source, method in proposed.items():
         if source not in card.index.get_level_values("source"):
             continue
