@@ -990,6 +990,7 @@ def test_ordering_found_counts_the_pairs_of_methods_in_the_same_order():
             ("toys", "A", "NDCG@10", 0.05, np.nan)]
     beside = pd.DataFrame(rows, columns=["dataset", "method", "metric", "ours", "quoted (X Table 3)"]).set_index(
         ["dataset", "method", "metric"])
+    assert ordering_found(pd.DataFrame({"status": ["no run yet"]})) == []
     # pairs: A-B disagree (ours A > B, paper B > A), A-C agree, B-C agree
     assert ordering_found(beside) == ["beauty: by NDCG@10 the paper orders B > A > C (quoted), ours A > B > C: "
                                       "2 of 3 pairs of methods in the same order"]

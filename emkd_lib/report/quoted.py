@@ -383,7 +383,9 @@ def ordering_found(beside: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
     ``metric``, ours and the paper's (quoted), and how many of the pairs of
     methods the two orders agree on. Where setups differ, the order is the
     comparison that can carry over; its digits cannot."""
-    quoted = next(c for c in beside.columns if c.startswith("quoted"))
+    quoted = next((c for c in beside.columns if c.startswith("quoted")), None)
+    if quoted is None or "dataset" not in beside.index.names:   # nothing run yet: a status table
+        return []
     lines = []
     for dataset in dict.fromkeys(beside.index.get_level_values("dataset")):
         part = beside.xs(dataset, level="dataset")
