@@ -805,7 +805,7 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     further than training throughput, which would flatter the share), the
     best with bf16 autocast (``method[bf16]`` lines; as a share of the fp32
     peak, which the target names, and of the machine's bf16 peak), each with
-    the file that measured it, the CPU and its fp32 peak (a share of a
+    the file that measured it with the CPU and its fp32 peak (a share of a
     higher peak is a smaller share of the same speed: the best share may come
     from the slower machine), the fp32 line's training sequences per second
     (not its seconds per epoch: the files measure epochs of different
@@ -824,8 +824,9 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
             continue
         best = fp32.loc[fp32["% of fp32 peak"].idxmax()]
         row.update({"measured % of peak": best["% of fp32 peak"], "sequences / s": best["sequences / s"],
-                    "measured in": best["file"], "machine": best.get("machine", "?"),
-                    "fp32 peak GFLOP/s": best["peak GFLOP/s"]})
+                    "measured in": f"{best['file']} ("
+                                   + ("" if best.get("machine", "?") == "?" else f"{best['machine']}, ")
+                                   + f"fp32 peak {best['peak GFLOP/s']:.0f} GFLOP/s)"})
         if not bf16.empty:
             fast = bf16.loc[bf16["% of fp32 peak"].idxmax()]
             row.update({"bf16 autocast % of fp32 peak": fast["% of fp32 peak"],
