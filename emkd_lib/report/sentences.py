@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import method_label, relative_change, still_rising_runs
+from .tables import ended_still_rising, method_label, relative_change, still_rising_runs
 
 
 
@@ -268,7 +268,7 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     line = (f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})")
     rising = [name for name, r in (("the run", run), (f"the run {control_is}", control))
-              if note_rising and still_rising_runs({"run": r})]
+              if note_rising and ended_still_rising(r)]
     if rising:
         line += (f"; {' and '.join(rising)} ended still rising (a lower bound), so the difference is partly one "
                  f"of training")

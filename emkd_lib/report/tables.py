@@ -182,6 +182,13 @@ def _best_at_cap(r) -> bool:
     return r.flags.get("stopped_by") == "epoch cap" and r.best_epoch == len(r.history)
 
 
+def ended_still_rising(r) -> bool:
+    """One run's "still rising" flag, as ``stopping_table`` sets it: best at
+    the cap, or a best that rose more than ``STILL_RISING_PERCENT`` in the
+    run's last quarter."""
+    return _best_at_cap(r) or bool(late_gain(r.history) > STILL_RISING_PERCENT)
+
+
 def stopping_table(results: dict) -> pd.DataFrame:
     """Per run: epochs run, best epoch, what stopped it (patience or the
     epoch cap) and whether the best epoch sits at the cap (still improving
@@ -374,7 +381,7 @@ def ablation_table(runs: dict, reference: str, metrics=("HR@10", "NDCG@10"), tes
         row.update({m: r.test_metrics[m] for m in metrics})
         row["status"] = f"best epoch {r.best_epoch}/{len(r.history)}" + (
             " (cap)" if r.flags.get("stopped_by") == "epoch cap" else "") + (
-            f", {STILL_RISING}" if still_rising_runs({"run": r}) else "")
+            f", {STILL_RISING}" if ended_still_rising(r) else "")
         if ref is not None and label != reference:
             t = paired_test(r.test_ranks, ref.test_ranks, tested)
             row[f"{tested} change %"] = relative_change(t["mean_a"], t["mean_b"])
