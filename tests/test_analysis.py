@@ -272,3 +272,54 @@ def test_cluster_size_table_measures_the_assignments_against_an_even_split():
     assert cl.cluster_size_found(table, "d") == [
         "d S4Rec: 3 clusters hold users, from 2 to 4 users (an even split: 3 each); the largest holds 1.5 equal shares"]
     assert cl.cluster_size_found(cl.cluster_size_table({"x": _Stored(None)}), "d") == []
+
+
+class _Embedded:
+    """A stored run's stand-in with a user sample's embeddings."""
+
+    def __init__(self, users, embeddings):
+        self._arrays = {"analysis_users": np.asarray(users), "analysis_embeddings": np.asarray(embeddings)}
+
+    def ranks(self):
+        return self._arrays
+
+
+def test_head_neighbour_shares_count_head_users_among_each_users_nearest_by_cosine():
+    from emkd_lib.report import clusters as cl
+    head = np.array([False, True, True, False, False, False])       # users 1 and 2 are head
+    # sample users 1, 2, 3, 4: the two head users point one way, the tail users the other
+    # (lengths differ to show that cosine, not distance, decides)
+    apart = _Embedded([1, 2, 3, 4], [[5.0, 0.1], [1.0, 0.0], [0.0, 1.0], [0.2, 3.0]])
+    shares, is_head = cl.head_neighbour_shares(apart, head, k=1)
+    assert list(is_head) == [True, True, False, False]
+    assert list(shares) == [1.0, 1.0, 0.0, 0.0]
+    assert cl.head_separation(shares, is_head) == 1.0
+    # each head user's nearest is a tail user and the reverse: -1
+    mixed = _Embedded([1, 3, 2, 4], [[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    assert cl.head_separation(*cl.head_neighbour_shares(mixed, head, k=1)) == -1.0
+    with pytest.raises(ValueError, match="2 nearest users need more than 2 users"):
+        cl.head_neighbour_shares(_Embedded([1, 2], [[1.0, 0.0], [0.0, 1.0]]), head, k=2)
+
+
+def test_head_separation_found_reads_each_space_and_the_paired_difference():
+    from emkd_lib.report import clusters as cl
+    rng = np.random.default_rng(0)
+    n = 200
+    head = np.zeros(n, dtype=bool)
+    head[:40] = True
+    apart = np.where(head[:, None], [1.0, 0.0], [0.0, 1.0]) + 0.1 * rng.normal(size=(n, 2))
+    mixed = rng.normal(size=(n, 2))
+    runs = {"ICLRec": _Embedded(np.arange(n), apart), "S4Rec": _Embedded(np.arange(n), mixed), "SASRec": None}
+    first, second = cl.head_separation_found(runs, head, "d", k=5)
+    assert first.startswith("d: head users neighbour head users more than tail users do in some methods' spaces only")
+    assert "20.0% of the 200 sampled users are head" in first and "SASRec" not in first
+    assert "ICLRec +1.000 (95% interval +1.000 to +1.000; 100.0% head among a head user's neighbours" in first
+    assert second.startswith("d: S4Rec's head and tail users are less apart than ICLRec's, as the paper's Figure 1 "
+                             "argues")
+    # swapped: the method that mixes is the reference's comparison, and the claim is reversed
+    _, swapped = cl.head_separation_found(runs, head, "d", reference="ICLRec", other="S4Rec", k=5)
+    assert swapped.startswith("d: ICLRec's head and tail users are further apart than S4Rec's, against the paper's")
+    # the same space twice: no difference
+    _, same = cl.head_separation_found({"ICLRec": runs["S4Rec"], "S4Rec": runs["S4Rec"]}, head, "d", k=5)
+    assert "no less apart than" in same and "interval +0.000 to +0.000" in same
+    assert cl.head_separation_found({"S4Rec": None}, head, "d") == []

@@ -677,3 +677,32 @@ def test_a_longer_patience_repeats_the_shorter_runs_epochs_and_replaces_it_in_ta
                             best_epoch=long.best_epoch, provenance=main.provenance)
     out, (line,) = with_patience_checks(runs, {("d", "patience 4", 0): other})
     assert out[("d", "odmt", 0)] is main and "does not repeat" in line
+
+
+def test_shared_genre_rates_count_neighbours_sharing_a_genre_against_random_pairs(monkeypatch):
+    from types import SimpleNamespace
+    from emkd_lib import runs as runs_module
+    from emkd_lib.data.containers import ItemAttributes
+    from emkd_lib.studies.odmt import shared_genre_found, shared_genre_rates
+    # items 1-4: 1 and 2 are comedies, 3 and 4 dramas, 3 also a comedy; item 5 only "unknown"
+    genre_sets = {1: [2], 2: [2], 3: [2, 3], 4: [3], 5: [1]}
+    indptr = np.cumsum([0, 0] + [len(genre_sets[i]) for i in range(1, 6)])
+    attributes = ItemAttributes(indptr=indptr, indices=np.concatenate([genre_sets[i] for i in range(1, 6)]),
+                                n_attributes=3, names=["genre_unknown", "Comedy", "Drama"])
+    monkeypatch.setattr(runs_module, "run_data", lambda config: (SimpleNamespace(attributes=attributes), None))
+    # "id": each item's nearest is its genre twin (1<->2, 3<->4); "text": 1<->4 and 2<->3 (2 and 3 share comedy)
+    id_space = [[0, 0], [1, 0], [1, 0.1], [0, 1], [0.1, 1], [-1, -1]]
+    text_space = [[0, 0], [1, 0], [0, 1], [0.1, 1], [1, 0.1], [-1, -1]]
+    stored = {"analysis_items_id": np.array(id_space), "analysis_items_text": np.array(text_space)}
+    result = SimpleNamespace(config=SimpleNamespace(dataset="d"), ranks=lambda: stored)
+    rates, chance, n = shared_genre_rates(result, k=1)
+    assert n == 4                                  # item 5 has only the unknown flag
+    assert rates == {"id": 1.0, "text": 0.5}
+    # pairs of items 1-4 sharing a genre: 1-2, 1-3, 2-3, 3-4 of the 6
+    assert chance == pytest.approx(4 / 6)
+    (line,) = shared_genre_found(result, k=1)
+    assert line == ("d, the gallery over all 4 items with a genre: an item's 1 nearest items in ODMT's item spaces share "
+                    "a genre with it in id 100.0%, text 50.0% of cases, against 66.7% for two items drawn at random: "
+                    "not every space puts movies of a genre nearer each other than random pairs, the id space the "
+                    "most, 50.0 percentage points above the least")
+    assert shared_genre_found(SimpleNamespace(ranks=lambda: {})) == []

@@ -19,13 +19,6 @@ pytestmark = [pytest.mark.skipif(not HAVE_TABLES, reason="no ../shared/papers/ta
               *[helpers.needs_dataset(d) for d in ("beauty", "sports", "toys", "ml-1m")]]
 
 
-@pytest.fixture
-def empty_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("EMKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("EMKD_REQUIRE_CACHED", "1")   # nothing may train or evaluate
-
-
 def _frames():
     table4, table5 = cells.emkd_table4_and_5_cells("cpu", "paper", "beauty", 0)
     return {("EMKD", 1): cells.emkd_table1_cells("cpu", "paper", ("beauty", "toys", "ml-1m"), (0, 1, 2), (1, 2)),

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import helpers
+
 from emkd_lib.evaluation import metrics_from_ranks
 from emkd_lib.profiles import profile_config
 from emkd_lib.report import (ablation_table, ensemble_gain_table, grouped_ablation_table, mean_differences_over_seeds, method_label,
@@ -1024,3 +1026,42 @@ def test_claim_found_says_no_relative_change_against_a_method_that_scores_zero()
                          "other NDCG@10": 0.0, "change %": float("nan"), "p (Wilcoxon)": 1e-5}])
     assert claim_found(sig, ["beauty"], "EMKD").endswith("beauty Pop no relative change (Pop scores 0) "
                                                          "(p = 1.0e-05, significant)")
+
+
+def test_scale_found_names_where_the_profiles_emkd_is_smaller_than_the_papers():
+    from emkd_lib.studies.emkd import SENSITIVITY_EPOCHS, scale_found
+    cpu, paper = profile_config("cpu", "beauty", "emkd"), profile_config("paper", "beauty", "emkd")
+    (line,) = scale_found("cpu")
+    assert (f"(hidden size d = {cpu.encoder_config.hidden} against the paper's {paper.encoder_config.hidden}, "
+            f"masked views M = {cpu.params.n_views} against the paper's {paper.params.n_views})") in line
+    assert f"trains each point for {SENSITIVITY_EPOCHS['cpu']} epochs" in line
+    assert scale_found("paper") == []
+
+
+def test_convergence_found_counts_training_seconds_and_epochs_to_each_selected_epoch():
+    from emkd_lib.studies.emkd import convergence_found, seconds_to_best
+
+    def run(best, seconds, valid):
+        return types.SimpleNamespace(best_epoch=best, history=[{"train_seconds": s, "valid_ndcg10": v}
+                                                                for s, v in zip(seconds, valid)])
+    emkd = run(2, [10.0, 30.0, 50.0], [0.01, 0.03, 0.02])      # selected epoch 2: 40 s
+    duorec = run(4, [5.0] * 5, [0.01, 0.02, 0.03, 0.04, 0.035])  # selected epoch 4: 20 s
+    assert seconds_to_best(emkd) == 40.0 and seconds_to_best(duorec) == 20.0
+    (line,) = convergence_found({"EMKD": emkd, "DuoRec": duorec}, "EMKD", "DuoRec", "d")
+    assert line == ("d: EMKD reached its selected epoch (2, validation NDCG@10 0.0300) after 40 s of training, DuoRec "
+                    "its own (4, 0.0400) after 20 s: EMKD took 2.00 times DuoRec's time and 0.50 times its epochs, "
+                    "where the paper's Figure 5 calls their convergence speed comparable (quoted)")
+    assert convergence_found({"EMKD": emkd, "DuoRec": None}, "EMKD", "DuoRec", "d") == []
+
+
+@helpers.needs_dataset("beauty")
+def test_figure5_peers_are_looked_up_on_emkds_windows_and_refused_on_others(monkeypatch, empty_store):
+    from emkd_lib.studies import emkd as study
+    from emkd_lib.studies import s4rec
+    # nothing stored: every peer is None, and nothing is trained
+    assert study.figure5_peers("cpu", ["beauty", "ml-100k-odmt"]) == {("beauty", "duorec"): None}
+    other_windows = profile_config("cpu", "beauty", "duorec").replace(data__max_len=50)
+    monkeypatch.setattr(s4rec, "with_table2_patience_checks",
+                        lambda runs, *a: ({k: types.SimpleNamespace(config=other_windows) for k in runs}, {}, []))
+    with pytest.raises(ValueError, match="beauty / duorec: its windows or evaluation differ from EMKD's"):
+        study.figure5_peers("cpu", ["beauty"])

@@ -291,7 +291,15 @@ def test_unchecked_lines_name_the_methods_that_kept_the_shorter_patience():
     runs[("toys", "iclrec", 0)] = None
     checks = {("toys", "CL4SRec", 0): run("toys", "cl4srec", 20), ("toys", "DuoRec", 0): run("toys", "duorec", 20),
               ("beauty", "CL4SRec", 0): None}
-    assert unchecked_lines(runs, checks) == [
-        "toys: only CL4SRec, DuoRec trained on with a longer patience; SASRec, S4Rec kept patience 5, so a "
+    table = {**runs, ("toys", "cl4srec", 0): checks[("toys", "CL4SRec", 0)],
+             ("toys", "duorec", 0): checks[("toys", "DuoRec", 0)]}
+    assert unchecked_lines(table, checks) == [
+        "toys: only CL4SRec, DuoRec trained on with a longer patience (20); SASRec, S4Rec kept patience 5, so a "
         "comparison with them also holds that difference in training"]
-    assert unchecked_lines(runs, {}) == []
+    # a check the table did not use (with_patience_checks refused it) leaves its method at patience 5
+    refused = {**runs, ("toys", "duorec", 0): checks[("toys", "DuoRec", 0)]}
+    assert unchecked_lines(refused, checks) == [
+        "toys: only DuoRec trained on with a longer patience (20); SASRec, CL4SRec, S4Rec kept patience 5, so a "
+        "comparison with them also holds that difference in training"]
+    assert unchecked_lines(runs, checks) == []      # every check refused: no difference in the table
+    assert unchecked_lines(table, {}) == []

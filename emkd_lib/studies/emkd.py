@@ -198,3 +198,76 @@ def fidelity_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(FID
     ``(dataset, row, seed) -> config``."""
     return {(d, row, s): _at_budget_precision(profile, profile_config(profile, d, "emkd", seed=s, **FIDELITY[row]))
             for d in datasets for s in seeds for row in rows}
+
+
+def scale_found(profile: str, dataset: str = "beauty") -> list[str]:
+    """A line for "What we found" that bounds the chapter's claims: where
+    ``profile``'s EMKD is a smaller model than the paper profile's (hidden
+    size, masked views per network), it names both. Figure 3's sweep of M
+    (``sensitivity_grid``) trains every point for only ``SENSITIVITY_EPOCHS``
+    epochs, so it shows which way M moves an early model, not what the
+    paper's M gives a converged one: the claims are about this profile's
+    EMKD."""
+    ours, paper = profile_config(profile, dataset, "emkd"), profile_config("paper", dataset, "emkd")
+    smaller = [f"{name} = {a} against the paper's {b}" for name, a, b in
+               (("hidden size d", ours.encoder_config.hidden, paper.encoder_config.hidden),
+                ("masked views M", ours.params.n_views, paper.params.n_views)) if a != b]
+    if not smaller:
+        return []
+    line = (f"every EMKD number above is the {profile} profile's EMKD, a smaller model than the paper's "
+            f"({', '.join(smaller)}); a claim that EMKD falls short is a claim about "
+            f"this model")
+    epochs = SENSITIVITY_EPOCHS.get(profile)
+    if epochs and ours.params.n_views != paper.params.n_views:
+        line += (f": Figure 3's sweep of M (chapter 04) trains each point for {epochs} epochs, which shows how M "
+                 f"moves an early model, not what M = {paper.params.n_views} gives a converged one")
+    return [line]
+
+
+# The paper's Figure 5 sets EMKD beside DuoRec and MMInfoRec; MMInfoRec is
+# not built here. DuoRec is the S^4Rec chapter's run, on the same windows.
+FIGURE5_PEERS = ("duorec",)
+
+
+def figure5_peers(profile: str, datasets, seed: int = 0) -> dict:
+    """``(dataset, method) -> stored run or None`` of ``FIGURE5_PEERS``: the
+    S^4Rec chapter's Table 2 runs as that table shows them (a stored
+    patience check replaces the run it continues), looked up, never
+    trained. A run whose data or evaluation differ from EMKD's on that
+    dataset raises: Figure 5 compares methods on the same windows only."""
+    from ..runs import results_for
+    from . import s4rec
+    shared = tuple(d for d in datasets if d in s4rec.DATASETS)
+    runs = results_for(s4rec.main_grid(profile, datasets=shared, seeds=(seed,), methods=FIGURE5_PEERS))
+    runs, _, _ = s4rec.with_table2_patience_checks(runs, profile, shared, seed)
+    out = {}
+    for (dataset, method, _), r in runs.items():
+        emkd = main_grid(profile, (dataset,), (seed,))[(dataset, seed)]
+        if r is not None and (r.config.data, r.config.evaluation) != (emkd.data, emkd.evaluation):
+            raise ValueError(f"{dataset} / {method}: its windows or evaluation differ from EMKD's, so Figure 5 "
+                             f"cannot set it beside EMKD")
+        out[(dataset, method)] = r
+    return out
+
+
+def seconds_to_best(result) -> float:
+    """Training seconds (validation excluded) until the epoch early stopping selected."""
+    return float(sum(h["train_seconds"] for h in result.history[:result.best_epoch]))
+
+
+def convergence_found(runs: dict, reference: str, other: str, dataset: str) -> list[str]:
+    """A line for "What we found" on the paper's Figure 5 caption ("the
+    convergence speed of EMKD is comparable with DuoRec"): ``runs`` maps
+    labels to stored runs of one dataset; how long ``reference`` and
+    ``other`` trained until their selected epochs, in seconds and epochs,
+    and the ratio. Seconds come from each run's own machine and precision,
+    so the epochs are the steadier count."""
+    a, b = runs.get(reference), runs.get(other)
+    if a is None or b is None:
+        return []
+    ta, tb = seconds_to_best(a), seconds_to_best(b)
+    return [f"{dataset}: {reference} reached its selected epoch ({a.best_epoch}, validation NDCG@10 "
+            f"{a.history[a.best_epoch - 1]['valid_ndcg10']:.4f}) after {ta:,.0f} s of training, {other} its own "
+            f"({b.best_epoch}, {b.history[b.best_epoch - 1]['valid_ndcg10']:.4f}) after {tb:,.0f} s: {reference} "
+            f"took {ta / tb:.2f} times {other}'s time and {a.best_epoch / b.best_epoch:.2f} times its epochs, where "
+            f"the paper's Figure 5 calls their convergence speed comparable (quoted)"]

@@ -159,6 +159,54 @@ def nearest_items(result, queries, k: int = 3) -> dict[str, dict[int, list[int]]
     return out
 
 
+def shared_genre_rates(result, k: int = 3) -> tuple[dict[str, float], float, int]:
+    """The gallery's question over every item, not four: in each branch item
+    space the run stored, the share of (item, one of its ``k`` nearest
+    items) pairs whose two movies share a genre, over the items with a known
+    genre (the "unknown" flag is not a genre); and the share among all pairs
+    of those items, what neighbours drawn at random give.
+    Returns ``(rate per branch, chance rate, items counted)``."""
+    import numpy as np
+    from ..runs import run_data
+    dataset, _ = run_data(result.config)
+    if dataset.attributes is None or not dataset.attributes.names:
+        raise ValueError(f"{result.config.dataset} has no named item genres to compare neighbours by")
+    genres = dataset.attributes.multi_hot()
+    genres[:, [i for i, name in enumerate(dataset.attributes.names) if name == "genre_unknown"]] = 0
+    items = np.flatnonzero(genres.sum(axis=1) > 0)
+    shared = genres[items] @ genres[items].T > 0
+    np.fill_diagonal(shared, False)
+    n = len(items)
+    rates = {}
+    for name, table in result.ranks().items():
+        if not name.startswith("analysis_items_"):
+            continue
+        t = np.asarray(table, dtype=np.float32)[items]
+        t = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
+        sims = t @ t.T
+        np.fill_diagonal(sims, -np.inf)
+        nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        rates[name.removeprefix("analysis_items_")] = float(shared[np.arange(n)[:, None], nearest].mean())
+    return rates, float(shared.sum() / (n * (n - 1))), n
+
+
+def shared_genre_found(result, k: int = 3) -> list[str]:
+    """A line for "What we found" from the gallery's data
+    (``shared_genre_rates``): how often an item's nearest items share a genre
+    with it, per branch space, against random pairs."""
+    if result is None or not any(n.startswith("analysis_items_") for n in result.ranks()):
+        return []
+    rates, chance, n = shared_genre_rates(result, k)
+    best = max(rates, key=rates.get)
+    values = ", ".join(f"{branch} {rate:.1%}" for branch, rate in rates.items())
+    above = all(rate > chance for rate in rates.values())
+    return [f"{result.config.dataset}, the gallery over all {n:,} items with a genre: an item's {k} nearest items in "
+            f"ODMT's item spaces share a genre with it in {values} of cases, against {chance:.1%} for two items drawn "
+            f"at random: {'every space' if above else 'not every space'} puts movies of a genre nearer each other than "
+            f"random pairs, the {best} space the most, {100 * (max(rates.values()) - min(rates.values())):.1f} "
+            f"percentage points above the least"]
+
+
 def rampup_found(results) -> list[str]:
     """Lines for "What we found": for each ODMT run trained with online
     distillation and a ramp-up, where its selected epoch and its stop lie

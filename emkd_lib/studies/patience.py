@@ -82,23 +82,27 @@ def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> l
     return lines
 
 
-def unchecked_lines(runs: dict, checks: dict) -> list[str]:
+def unchecked_lines(table_runs: dict, checks: dict) -> list[str]:
     """A line per dataset where some run has a stored check (``checks`` keyed
-    as in ``with_patience_checks``): the methods of ``runs`` (``(dataset,
-    method, seed) -> result``) on it that have none and keep their patience,
-    so that a comparison with them also holds that difference in training."""
-    checked: dict[str, list] = {}
-    for (dataset, _, _), check in checks.items():
-        if check is not None:
-            checked.setdefault(dataset, []).append(method_label(check.config))
+    as in ``with_patience_checks``) and the table's runs (``table_runs``:
+    ``(dataset, method, seed) -> result``, after ``with_patience_checks``
+    replaced the runs whose check it used) differ in patience: which of them
+    trained with the longest patience and which kept a shorter one, so that
+    a comparison between the two groups also holds that difference in
+    training. A check the table did not use leaves its method's run with
+    the shorter patience, and the line counts it there."""
+    checked = {dataset for (dataset, _, _), check in checks.items() if check is not None}
     lines = []
-    for dataset, labels in checked.items():
-        kept = [r for (d, _, _), r in runs.items() if d == dataset and r is not None
-                and method_label(r.config) not in labels]
-        if kept:
-            patiences = sorted({r.config.train.patience for r in kept})
-            lines.append(f"{dataset}: only {', '.join(labels)} trained on with a longer patience; "
-                         f"{', '.join(method_label(r.config) for r in kept)} kept patience "
-                         f"{' or '.join(map(str, patiences))}, so a comparison with them also holds that "
-                         f"difference in training")
+    for dataset in sorted(checked):
+        stored = [r for (d, _, _), r in table_runs.items() if d == dataset and r is not None]
+        longest = max((r.config.train.patience for r in stored), default=None)
+        kept = [r for r in stored if r.config.train.patience < longest]
+        if not kept:
+            continue
+        longer = [method_label(r.config) for r in stored if r.config.train.patience == longest]
+        patiences = sorted({r.config.train.patience for r in kept})
+        lines.append(f"{dataset}: only {', '.join(longer)} trained on with a longer patience ({longest}); "
+                     f"{', '.join(method_label(r.config) for r in kept)} kept patience "
+                     f"{' or '.join(map(str, patiences))}, so a comparison with them also holds that "
+                     f"difference in training")
     return lines
