@@ -98,9 +98,13 @@ for (const img of document.images) {
 // 10 pt labels at 100 dpi are 14 px, and below MIN_FIGURE_SCALE of that they are too small to read.
 for (const img of main.querySelectorAll('.cell_output img')) {
   if (!img.complete || img.naturalWidth === 0 || !visible(img)) continue;
-  const scale = img.getBoundingClientRect().width / img.naturalWidth;
+  // a retina figure carries the width it is meant to be shown at (half its pixels): myst-nb
+  // writes it as a style in px, HTML as a width attribute
+  const styled = img.style.width.endsWith('px') ? parseFloat(img.style.width) : NaN;
+  const meant = styled || parseFloat(img.getAttribute('width')) || img.naturalWidth;
+  const scale = img.getBoundingClientRect().width / meant;
   if (scale < MIN_FIGURE_SCALE) {
-    problems.push(['small figure', describe(img) + ': ' + img.naturalWidth + ' px wide, shown at ' +
+    problems.push(['small figure', describe(img) + ': ' + meant + ' px wide, shown at ' +
                    Math.round(100 * scale) + '% (its 10 pt text at ' + (10 * scale).toFixed(1) + ' pt): ' +
                    'fewer panels a row, or a narrower figure']);
   }

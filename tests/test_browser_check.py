@@ -31,6 +31,12 @@ def test_a_wide_figure_shown_in_a_narrow_column_is_a_problem_and_a_fitting_one_i
     figure = '<div class="cell_output"><img src="{}" style="max-width: 100%"></div>'
     (html / "squeezed.html").write_text(page(figure.format(wide)))
     (html / "fits.html").write_text(page(figure.format(narrow)))
+    # a retina figure: twice the pixels, meant to be shown at the width it names
+    sharp = png(html / "sharp.png", 1120)
+    (html / "retina.html").write_text(page(f'<div class="cell_output"><img src="{sharp}" width="560" '
+                                           'style="max-width: 100%"></div>'))
+    (html / "retina-myst.html").write_text(page(f'<div class="cell_output"><img src="{sharp}" '
+                                                'style="width: 560px; height: 20px; max-width: 100%"></div>'))
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "browser_check.py"), str(html),
                            "--screenshots", str(tmp_path / "shots")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
