@@ -156,7 +156,7 @@ def test_head_tail_gap_found_says_for_which_methods_tail_users_score_lower():
     (line,) = cl.head_tail_gap_found({"SASRec": tail_worse, "ICLRec": tail_worse}, head, "d")
     assert line.startswith("d: tail users score lower than head users for every method, as the paper's premise")
     (line,) = cl.head_tail_gap_found({"S4Rec": tail_better, "ICLRec": tail_better}, head, "d")
-    assert line.startswith("d: tail users score lower than head users for no method, against the paper's premise")
+    assert line.startswith("d: tail users score no lower than head users for any method, against the paper's premise")
     (line,) = cl.head_tail_gap_found({"SASRec": tail_worse}, head, "d")
     assert line == ("d: for SASRec, the one method stored so far, tail users score lower than head users "
                     "(NDCG@20, tail against head: SASRec 0.0000 against 1.0000)")
@@ -201,13 +201,18 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     # Clusters of 10 users spread their head rates by chance alone almost as wide as ICLRec's 0.20, and
     # from one draw to the next by 0.1: S4Rec's narrower range is not narrower beyond chance.
     assert chance[0] < 0.03 and chance[1] > 0.1
-    assert line.endswith(": beyond chance the paper's claim is not supported")
+    assert line.endswith(": beyond chance the claim of the paper's Figure 3 is not supported")
     big = {label: f.assign(users=1000) for label, f in (("narrow", narrow), ("wide", wide))}
     (line,) = cl.head_rate_compactness({"S4Rec": big["narrow"], "ICLRec": big["wide"]}, "S4Rec", "ICLRec", "d")
     assert "beyond chance S4Rec's range is narrower than ICLRec's" in line
-    assert line.endswith(": the paper's claim holds beyond chance")
+    assert line.endswith(": the claim of the paper's Figure 3 holds beyond chance")
     (line,) = cl.head_rate_compactness({"S4Rec": big["wide"], "ICLRec": big["narrow"]}, "S4Rec", "ICLRec", "d")
-    assert line.endswith(": beyond chance the paper's claim is reversed")
+    assert line.endswith(": beyond chance the claim of the paper's Figure 3 is reversed")
+    # another figure's claim read the same way (chapter 07: Figure 6(b), lambda's largest against its smallest)
+    (line,) = cl.head_rate_compactness({"a": big["narrow"], "b": big["wide"]}, "a", "b", "d",
+                                       figure="the paper's Figure 6(b)")
+    assert "as the paper's Figure 6(b) reports" in line
+    assert line.endswith(": the claim of the paper's Figure 6(b) holds beyond chance")
 
 
 def test_chance_head_rate_iqr_shrinks_with_the_clusters_size():

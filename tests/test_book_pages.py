@@ -58,6 +58,9 @@ def test_the_emkd_pages_cpu_settings_are_the_cpu_profiles():
             f"of {config.train.epochs} epochs)") in text
     assert f"Figure 3 trains every point for {SENSITIVITY_EPOCHS['cpu']} epochs" in text
     assert f"Figure 4 runs on a fixed subsample of {ENCODER_SWEEP_USERS['cpu']:,} Beauty users" in text
+    ml_cpu, ml_paper = profile_config("cpu", "ml-1m", "emkd"), profile_config("paper", "ml-1m", "emkd")
+    assert (f"on ML-1M it keeps {ml_cpu.encoder_config.n_heads} attention heads where the code uses "
+            f"{ml_paper.encoder_config.n_heads}") in text
 
 
 @pytest.mark.parametrize("needle", [r"\$d = \d+\$", r"\$M = \d+\$"])

@@ -623,13 +623,18 @@ def test_rampup_found_places_the_selected_epoch_against_the_rampup():
         config = profile_config("cpu", "ml-100k-odmt", method, **{f"params__{k}": v for k, v in params.items()})
         return SimpleNamespace(config=config, best_epoch=best, history=[{}] * stop)
 
-    after, during = rampup_found([result(60, 80), result(17, 22)])
+    after, first, during, early = rampup_found([result(60, 80), result(21, 30), result(17, 22), result(5, 19)])
     where = "ml-100k-odmt / ODMT / seed 0 (alpha = 20)"
-    assert after == f"{where}: its selected epoch 60 came 40 epochs after the distillation weight reached 1"
+    # the loop's epoch e trains with Eq. 10's w(e - 1): w = 1 from the loop's epoch 21 on
+    assert after == f"{where}: its selected epoch 60 came 39 epochs after the distillation weight reached 1 (in epoch 21)"
+    assert first == f"{where}: its selected epoch 21 came 0 epochs after the distillation weight reached 1 (in epoch 21)"
     # epoch 17 of the loop is Eq. 10's epoch 16: w = exp(-5 (1 - 16/20)^2) = exp(-0.2)
     assert during == (f"{where}: its selected epoch 17 was trained with the distillation weight "
-                      f"still ramping up (w = {math.exp(-0.2):.2f} in that epoch); the run stopped at epoch 22, 2 epochs "
-                      "after the weight reached 1: it describes ODMT before its distillation reached full weight")
+                      f"still ramping up (w = {math.exp(-0.2):.2f} in that epoch); the run stopped at epoch 22, 1 epoch "
+                      "after the weight reached 1 (in epoch 21): it describes ODMT before its distillation reached full "
+                      "weight")
+    assert early.endswith("the run stopped at epoch 19, before the weight reached 1 (in epoch 21): it describes ODMT "
+                          "before its distillation reached full weight")
     # no distillation, no ramp-up, or a baseline whose params derive from ODMT's: no line
     assert rampup_found([result(5, 10, fusion="independent"), result(5, 10, rampup_epochs=0),
                          result(5, 10, method="sasrec-lf")]) == []

@@ -44,7 +44,7 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     assert table.loc["x4", "status"] == "not run"
     assert table.loc["EMKD", "status"] == "best epoch 10/20 (cap)"
     assert significant_changes(table, "EMKD") == \
-        "1 of 2 rows differ from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%)"
+        "1 of 2 rows differs from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%)"
     assert significant_changes(ablation_table({"EMKD": fake_run(good), "w/o ICL": fake_run(good)}, "EMKD"), "EMKD") \
         == "no row differs from EMKD in NDCG@10 at p < 0.01 (1 tested)"
     assert significant_changes(ablation_table({"EMKD": None, "x2": fake_run(good)}, "EMKD"), "EMKD") == \
@@ -56,7 +56,12 @@ def test_ablation_table_changes_and_paired_test_against_the_reference():
     table = ablation_table({"EMKD": fake_run(good), "w/o KD": rising}, "EMKD")
     assert table.loc["w/o KD", "status"] == "best epoch 20/20 (cap), still rising"
     assert significant_changes(table, "EMKD") == \
-        "1 of 1 rows differ from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%, still rising)"
+        "1 of 1 row differs from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%, still rising)"
+    # a sweep trains every row the same few epochs: the line names the budget instead of a lower bound
+    sweep = ablation_table({"EMKD": fake_run(good, history_len=20, best=20), "w/o KD": rising}, "EMKD")
+    assert significant_changes(sweep, "EMKD", fixed_budget=True) == (
+        "1 of 1 row differs from EMKD in NDCG@10 at p < 0.01: w/o KD (-100.0%); every row trained the same fixed "
+        "number of epochs, so the rows are compared at that budget, not converged")
     table = ablation_table({"EMKD": fake_run(good, history_len=20, best=20), "w/o ICL": fake_run(good)}, "EMKD")
     assert significant_changes(table, "EMKD") == ("no row differs from EMKD in NDCG@10 at p < 0.01 (1 tested); EMKD "
                                                   "itself ended still rising, so every change is read against a "
@@ -76,7 +81,7 @@ def test_ablation_table_tests_the_metric_it_is_asked_to():
     expected = 100 * (ndcg20["lower"] / ndcg20["full"] - 1)
     assert -100 < expected < 0
     assert table.loc["lower", "NDCG@20 change %"] == pytest.approx(expected)
-    assert significant_changes(table, "full").startswith("1 of 1 rows differ from full in NDCG@20 at p < 0.01: lower (")
+    assert significant_changes(table, "full").startswith("1 of 1 row differs from full in NDCG@20 at p < 0.01: lower (")
     # the default tests NDCG@10, where the same run loses everything
     assert ablation_table(runs, reference="full").loc["lower", "NDCG@10 change %"] == pytest.approx(-100.0)
 
@@ -126,7 +131,9 @@ def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
     assert row["single NDCG@10 (mean)"] == pytest.approx(np.mean(single))
     assert row["single std"] == pytest.approx(np.std(single, ddof=1))
     assert row["ensemble x2 NDCG@10"] == 1.0
-    assert row["gain over mean single %"] == pytest.approx(100 * (1 / np.mean(single) - 1))
+    # the gain is over the models the ensemble averages, seeds 1 and 2, not over every seed
+    assert row["members' mean"] == pytest.approx(np.mean(single[1:]))
+    assert row["gain over members' mean %"] == pytest.approx(100 * (1 / np.mean(single[1:]) - 1))
     assert row["p vs better member (Wilcoxon)"] < 1e-10  # against seed 1: every user gains
 
 
@@ -238,6 +245,9 @@ def test_stopping_table_flags_runs_still_improving_at_the_cap():
     assert table.loc["patience", "best epoch"] == 7 and table.loc["patience", "stopped by"] == "patience"
     assert table.loc["patience", "popularity valid NDCG@10"] == 0.01
     assert stopping_table({"x": None}).empty
+    # patience 5 from epoch 7 ends at 12; a run that went on to 30 was held by the min-steps floor
+    held = stopping_table({"held": fake_run(good, history_len=30, best=7, stopped_by="patience")})
+    assert held.loc["held", "stopped by"] == "patience, after min steps"
 
 
 def test_stopping_table_shows_a_grid_key_as_row_levels_with_the_method_under_its_name():
@@ -276,7 +286,8 @@ def test_a_run_stopped_by_patience_on_a_rising_curve_is_still_rising():
     assert table["still rising"].tolist() == [True, False]
     assert table["best at the cap"].tolist() == [False, False]
     (line,) = still_rising_found(table)
-    assert line.startswith("1 of 2 runs were still rising") and "rising (stopped by patience at epoch 40" in line
+    assert line.startswith("1 of 2 runs was still rising when it stopped (not converged: its number is a lower bound)")
+    assert "rising (stopped by patience at epoch 40" in line
     assert "peaked" not in line
     # (dataset, method) once however many seeds rose; a peaked run, or a curve too short to judge, is not named
     runs = {("sasrec", 0): with_curve(rising, method="sasrec"), ("sasrec", 1): with_curve(rising, method="sasrec", seed=1),
@@ -327,7 +338,7 @@ def test_ensemble_gain_sentences_name_the_gain_and_the_test():
     lines = ensemble_gain_sentences(gains).split("\n")
     single = (1 / np.log2(3) + 0.0) / 2  # rank 1 and rank 10 (outside the top 10)
     assert lines[0].startswith(f"- SASRec on beauty: the ensemble of two is {100 * (1 / single - 1):+.1f}% NDCG@10"
-                               f" over the mean single model (1.0000 vs {single:.4f}); against its better member p = ")
+                               f" over the mean of its two members (1.0000 vs {single:.4f}); against its better member p = ")
     assert lines[0].endswith(", significant at 0.01")
     assert lines[1] == "- SASRec on toys: not run yet"
     assert lines[2] == "- in all: 1 of 1 ensembles differ from their better member at p < 0.01"
@@ -529,7 +540,7 @@ def test_reference_and_ensemble_found_count_the_tests():
     ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
                                 test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
     gains = ensemble_gain_table({("beauty", "sasrec"): [a, b]}, {("beauty", "sasrec"): ens})
-    assert ensemble_found(gains).startswith("the ensemble of two beats the mean single model in 1 of 1")
+    assert ensemble_found(gains).startswith("the ensemble of two beats the mean of its two members in 1 of 1")
     assert ensemble_found(ensemble_gain_table({("beauty", "sasrec"): [a]}, {("beauty", "sasrec"): None})) == ""
 
 
@@ -539,7 +550,7 @@ def test_ensemble_found_leaves_out_a_gain_over_a_zero_single_model():
     ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
                                 test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
     line = ensemble_found(ensemble_gain_table({("beauty", "sasrec"): [a, b]}, {("beauty", "sasrec"): ens}))
-    assert line.startswith("the ensemble of two beats the mean single model in 1 of 1 (dataset, method) pairs")
+    assert line.startswith("the ensemble of two beats the mean of its two members in 1 of 1 (dataset, method) pairs")
     assert "nan" not in line and "median gain" not in line
 
 
@@ -561,6 +572,9 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     lines = gain_found(gains, sig, "ODMT", "SASRec+LF")
     assert lines[0].startswith("ml-100k-odmt: ODMT NDCG@10") and "(significant)" in lines[0]
     assert "+10.7% to +11.0%" in lines[1] and "2 datasets" in lines[1]
+    assert lines[1].endswith("(quoted; other datasets than ours)")
+    noted = gain_found(gains, sig, "ODMT", "SASRec+LF", setup_differs="ours trains otherwise")
+    assert noted[1].endswith("(quoted; other datasets than ours; ours trains otherwise)")
     # nothing run: a status row, and a sentence saying so
     empty = gains_beside_paper([], "ODMT", 2, "Nope", "SASRec+LF", metrics=("NDCG@10",))
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
@@ -576,9 +590,11 @@ def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
     runs = {"id": run([5.0, 3.0, 1.0], [0.05, 0.04, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
     (line,) = curves_found(runs, "Figure 2")
     assert "at epoch 2, the last that every run reached, the lowest training loss is id's (3.000; text 4.000)" in line
-    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line and line.endswith("the lowest loss does not make the best model")
+    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line
+    assert line.endswith("the lowest loss does not make the best model, as in the paper's Figure 2")
     runs["text"] = run([5.0, 2.0], [0.05, 0.07])
-    assert curves_found(runs, "F")[0].endswith(": one run has both")
+    assert curves_found(runs, "F")[0].endswith(": one run has both, unlike the paper's Figure 2, where the input with "
+                                                "the lowest training loss is not the one that ranks best")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
 
 
@@ -884,7 +900,8 @@ def test_later_stops_found_bounds_a_still_rising_run_by_the_longer_runs_of_its_m
     ndcg = {shift: np.mean(1 / np.log2(users + shift + 2)) for shift in (0, 1, 2)}   # brute force
     assert line.startswith(f"beauty / EMKD stopped still rising at epoch 30, {100 * (ndcg[1] / ndcg[0] - 1):+.1f}% "
                            f"against SASRec in test NDCG@10 ({ndcg[1]:.4f} vs {ndcg[0]:.4f})")
-    assert "2 other runs of it on the same data trained longer (stopping at epoch 40: seed 1, seed 2)" in line
+    assert ("2 other runs on the same data (its other seeds, or variants with one part switched) trained longer "
+            "(stopping at epoch 40: seed 1, seed 2)") in line
     assert (f"the one with the highest validation NDCG@10 among them (seed 2, best epoch 4 of 40) has test "
             f"NDCG@10 {ndcg[2]:.4f}, {100 * (ndcg[2] / ndcg[0] - 1):+.1f}% against SASRec, p = ") in line
     assert line.endswith("(significant)")                    # every user ranks the rival's item higher
@@ -974,7 +991,7 @@ def test_ensemble_gains_beside_paper_reads_the_quoted_gain_of_each_method():
     from emkd_lib.paper_tables import quoted_table
     from emkd_lib.report import ensemble_gains_beside_paper, ensemble_pattern_found
     gains = pd.DataFrame({"dataset": ["beauty", "beauty"], "method": ["GRU4Rec", "SASRec"],
-                          "gain over mean single %": [13.0, 5.4]}).set_index(["dataset", "method"])
+                          "gain over members' mean %": [13.0, 5.4]}).set_index(["dataset", "method"])
     beside = ensemble_gains_beside_paper(gains)
     q = quoted_table("EMKD", 1, dataset="beauty", metric="NDCG@10").set_index("method")["value"]
     quoted = 100 * (q["SASRec Ensemble(2x)"] / q["SASRec"] - 1)
@@ -1016,7 +1033,7 @@ def test_seed_scale_found_reads_a_table_against_its_reference_seeds():
     std = np.std([0.0750, 0.0822, 0.0806], ddof=1)             # 0.0038
     assert seed_scale_found(table, "default", seeds, "Table 3") == [
         f"Table 3: 1 of 3 rows lie within one seed standard deviation ({std:.4f}) of the reference's 0.0750; over 3 "
-        "seeds the reference scores 0.0750 to 0.0822, and the table's run is number 3 of them from the top"]
+        "seeds the reference scores 0.0750 to 0.0822, and the table's run is the lowest of them"]
     assert seed_scale_found(table, "default", seeds[:1], "T") == []
 
 
@@ -1031,27 +1048,42 @@ def test_claim_found_says_no_relative_change_against_a_method_that_scores_zero()
 def test_scale_found_names_where_the_profiles_emkd_is_smaller_than_the_papers():
     from emkd_lib.studies.emkd import SENSITIVITY_EPOCHS, scale_found
     cpu, paper = profile_config("cpu", "beauty", "emkd"), profile_config("paper", "beauty", "emkd")
-    (line,) = scale_found("cpu")
-    assert (f"(hidden size d = {cpu.encoder_config.hidden} against the paper's {paper.encoder_config.hidden}, "
-            f"masked views M = {cpu.params.n_views} against the paper's {paper.params.n_views})") in line
+    cpu_ml, paper_ml = profile_config("cpu", "ml-1m", "emkd"), profile_config("paper", "ml-1m", "emkd")
+    assert cpu.encoder_config.n_heads == paper.encoder_config.n_heads      # only ML-1M's heads differ
+    assert cpu_ml.encoder_config.n_heads != paper_ml.encoder_config.n_heads
+    (line,) = scale_found("cpu", ("beauty", "ml-1m"))
+    assert (f"(hidden size d = {cpu.encoder_config.hidden} against the paper's {paper.encoder_config.hidden}; "
+            f"attention heads = {cpu_ml.encoder_config.n_heads} against the paper's {paper_ml.encoder_config.n_heads} "
+            f"on ml-1m; masked views M = {cpu.params.n_views} against the paper's {paper.params.n_views})") in line
     assert f"trains each point for {SENSITIVITY_EPOCHS['cpu']} epochs" in line
+    assert "attention heads" not in scale_found("cpu", ("beauty",))[0]
     assert scale_found("paper") == []
 
 
 def test_convergence_found_counts_training_seconds_and_epochs_to_each_selected_epoch():
     from emkd_lib.studies.emkd import convergence_found, seconds_to_best
 
-    def run(best, seconds, valid):
-        return types.SimpleNamespace(best_epoch=best, history=[{"train_seconds": s, "valid_ndcg10": v}
-                                                                for s, v in zip(seconds, valid)])
+    def run(best, seconds, valid, stopped_by="patience"):
+        history = [{"epoch": e + 1, "train_seconds": s, "valid_ndcg10": v}
+                   for e, (s, v) in enumerate(zip(seconds, valid))]
+        return types.SimpleNamespace(best_epoch=best, history=history, flags={"stopped_by": stopped_by},
+                                     config=types.SimpleNamespace(train=types.SimpleNamespace(epochs=100)))
     emkd = run(2, [10.0, 30.0, 50.0], [0.01, 0.03, 0.02])      # selected epoch 2: 40 s
-    duorec = run(4, [5.0] * 5, [0.01, 0.02, 0.03, 0.04, 0.035])  # selected epoch 4: 20 s
+    duorec = run(4, [5.0] * 8, [0.01, 0.02, 0.03, 0.04, 0.035, 0.03, 0.03, 0.03])  # selected epoch 4: 20 s
     assert seconds_to_best(emkd) == 40.0 and seconds_to_best(duorec) == 20.0
     (line,) = convergence_found({"EMKD": emkd, "DuoRec": duorec}, "EMKD", "DuoRec", "d")
     assert line == ("d: EMKD reached its selected epoch (2, validation NDCG@10 0.0300) after 40 s of training, DuoRec "
                     "its own (4, 0.0400) after 20 s: EMKD took 2.00 times DuoRec's time and 0.50 times its epochs, "
                     "where the paper's Figure 5 calls their convergence speed comparable (quoted)")
     assert convergence_found({"EMKD": emkd, "DuoRec": None}, "EMKD", "DuoRec", "d") == []
+    # a run whose best is its last epoch, at the cap, ended still rising: the line says so
+    capped = run(3, [5.0] * 3, [0.01, 0.02, 0.03], stopped_by="epoch cap")
+    capped.config.train.epochs = 3
+    (both,) = convergence_found({"EMKD": capped, "DuoRec": capped}, "EMKD", "DuoRec", "d")
+    assert "ended still rising, so both times are lower bounds on the time to converge" in both
+    (line,) = convergence_found({"EMKD": emkd, "DuoRec": capped}, "EMKD", "DuoRec", "d")
+    assert line.endswith("; DuoRec's run (stopped by its epoch cap) ended still rising, so its time is a lower bound "
+                         "on the time to converge, and the ratios are not yet the paper's comparison")
 
 
 @helpers.needs_dataset("beauty")

@@ -287,7 +287,7 @@ def head_tail_gap_found(runs: dict, head: np.ndarray, dataset: str, metric: str 
     else:
         verdict = ("tail users score lower than head users for every method, as the paper's premise has it"
                    if len(worse) == len(gaps) else
-                   "tail users score lower than head users for no method, against the paper's premise" if not worse
+                   "tail users score no lower than head users for any method, against the paper's premise" if not worse
                    else f"tail users score lower than head users for {', '.join(worse)} only")
     values = ", ".join(f"{label} {t:.4f} against {h:.4f}" for label, h, t in gaps)
     return [f"{dataset}: {verdict} ({metric}, tail against head: {values})"]
@@ -315,11 +315,13 @@ def chance_head_rate_iqr(frame: pd.DataFrame, draws: int = 200, seed: int = 0) -
     return float(np.mean(chance_head_rate_iqrs(frame, draws, seed)))
 
 
-def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str) -> list[str]:
+def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str,
+                          figure: str = "the paper's Figure 3") -> list[str]:
     """A line comparing the interquartile ranges of the clusters' head rates
     of ``reference`` and ``other`` (``frames``: label -> ``head_rate_by_cluster``);
     the paper's Figure 3 reports S^4Rec's boxes more compact than ICLRec's on
-    every dataset. Where the frames count each cluster's users, the line adds
+    every dataset (``figure`` names the claim's figure: chapter 07 reads the
+    paper's Figure 6(b) the same way). Where the frames count each cluster's users, the line adds
     each method's ``chance_head_rate_iqr`` and reads the claim from the ranges
     beyond it: clusters of other sizes spread their head rates otherwise by
     chance alone (128 prototypes against 256 K-means clusters), so a narrower
@@ -331,7 +333,7 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
              ((reference, a), (other, b))}
     relation = ("narrower than" if width[reference] < width[other]
                 else "as wide as" if width[reference] == width[other] else "wider than")
-    agrees = "as the paper's Figure 3 reports" if relation == "narrower than" else "unlike the paper's Figure 3"
+    agrees = f"as {figure} reports" if relation == "narrower than" else f"unlike {figure}"
     line = (f"{dataset}: {reference}'s interquartile range of cluster head rates is {relation} {other}'s "
             f"({width[reference]:.2f} against {width[other]:.2f}), {agrees}")
     if "users" in a and "users" in b:
@@ -342,9 +344,9 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
         noise = 2 * float(np.sqrt(sum(np.var(c) for c in chance.values())))
         gap = excess[reference] - excess[other]
         beyond = ("narrower than" if gap < -noise else "wider than" if gap > noise else "not different from")
-        holds = {"narrower than": "the paper's claim holds beyond chance",
-                 "wider than": "beyond chance the paper's claim is reversed",
-                 "not different from": "beyond chance the paper's claim is not supported"}[beyond]
+        holds = {"narrower than": f"the claim of {figure} holds beyond chance",
+                 "wider than": f"beyond chance the claim of {figure} is reversed",
+                 "not different from": f"beyond chance the claim of {figure} is not supported"}[beyond]
         line += (f"; clusters of the same sizes filled at random would give {np.mean(chance[reference]):.2f} "
                  f"and {np.mean(chance[other]):.2f}, so beyond chance {reference}'s range is {beyond} {other}'s "
                  f"({excess[reference]:+.3f} against {excess[other]:+.3f}, a gap of {gap:+.3f}, read as one beyond "

@@ -405,7 +405,7 @@ def ordering_found(beside: pd.DataFrame, metric: str = "NDCG@10") -> list[str]:
 def ensemble_gains_beside_paper(gains: pd.DataFrame, paper: str = "EMKD", table: int = 1,
                                 metric: str = "NDCG@10") -> pd.DataFrame:
     """An ``ensemble_gain_table``'s gains (the ensemble of two over the mean
-    single model) beside the paper's (its ``"<method> Ensemble(2x)"`` row over
+    of its two members) beside the paper's (its ``"<method> Ensemble(2x)"`` row over
     its ``"<method>"`` row, quoted), per (dataset, method). The paper's claim
     is a relative gain, so the gain is what is compared, not the values."""
     q = quoted_table(paper, table, metric=metric)
@@ -413,7 +413,7 @@ def ensemble_gains_beside_paper(gains: pd.DataFrame, paper: str = "EMKD", table:
     for (dataset, method), row in gains.iterrows():
         cell = q[q["dataset"] == dataset].set_index("method")["value"]
         single, ensemble = cell.get(method, np.nan), cell.get(f"{method} Ensemble(2x)", np.nan)
-        rows.append({"dataset": dataset, "method": method, "ours gain %": row["gain over mean single %"],
+        rows.append({"dataset": dataset, "method": method, "ours gain %": row["gain over members' mean %"],
                      f"quoted gain % ({paper} Table {table})": 100 * (ensemble / single - 1)})
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 

@@ -42,8 +42,8 @@ def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Re
 
 def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
     """A Markdown list read off an ``ensemble_gain_table``: per (dataset,
-    method) the ensemble of two against the mean single model, and whether it
-    beats its better member at p < ``alpha``; then how many did."""
+    method) the ensemble of two against the mean of its two members, and
+    whether it beats its better member at p < ``alpha``; then how many did."""
     lines, tested, real = [], 0, 0
     for (dataset, method), row in gains.iterrows():
         ens = row.get(f"ensemble x2 {metric}", np.nan)
@@ -51,8 +51,9 @@ def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha:
             lines.append(f"- {method} on {dataset}: not run yet")
             continue
         p = row.get("p vs better member (Wilcoxon)", np.nan)
-        text = (f"- {method} on {dataset}: the ensemble of two is {row['gain over mean single %']:+.1f}% {metric} "
-                f"over the mean single model ({ens:.4f} vs {row[f'single {metric} (mean)']:.4f})")
+        gain, members = row["gain over members' mean %"], row["members' mean"]
+        text = (f"- {method} on {dataset}: the ensemble of two is {gain:+.1f}% {metric} "
+                f"over the mean of its two members ({ens:.4f} vs {members:.4f})")
         if np.isfinite(p):
             tested += 1
             real += bool(p < alpha)
@@ -112,18 +113,18 @@ def ratio_summary(table: pd.DataFrame, what: str, ratio_column: str = "ratio") -
 
 def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
     """One line on an ``ensemble_gain_table``: in how many (dataset, method)
-    pairs the ensemble of two beats the mean single model, and how many of
-    those tested beat their better member at p < ``alpha``."""
+    pairs the ensemble of two beats the mean of its two members, and how many
+    of those tested beat their better member at p < ``alpha``."""
     column = f"ensemble x2 {metric}"
     if column not in gains:
         return ""
     done = gains[np.isfinite(gains[column].astype(float))]
     if done.empty:
         return ""
-    gain = pd.to_numeric(done["gain over mean single %"], errors="coerce")
-    above = int((done[column].astype(float) > done[f"single {metric} (mean)"].astype(float)).sum())
-    line = f"the ensemble of two beats the mean single model in {above} of {len(done)} (dataset, method) pairs"
-    if gain.notna().any():  # a mean single model at 0 has no relative gain
+    gain = pd.to_numeric(done["gain over members' mean %"], errors="coerce")
+    above = int((done[column].astype(float) > done["members' mean"].astype(float)).sum())
+    line = f"the ensemble of two beats the mean of its two members in {above} of {len(done)} (dataset, method) pairs"
+    if gain.notna().any():  # members scoring 0 give no relative gain
         line += f" (median gain {gain.median():+.1f}% {metric})"
     p = pd.to_numeric(done.get("p vs better member (Wilcoxon)", pd.Series(dtype=float)), errors="coerce").dropna()
     if len(p):
@@ -191,10 +192,12 @@ def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG
 
 
 def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: str, metric: str = "NDCG@10",
-               alpha: float = 0.01) -> list[str]:
+               alpha: float = 0.01, setup_differs: str = "") -> list[str]:
     """Lines for "What we found": our gain of ``target`` over ``reference``
     per dataset with its paired test (``significance_table(..., reference=
-    target)``), beside the range of the paper's gains (``gains_beside_paper``)."""
+    target)``), beside the range of the paper's gains (``gains_beside_paper``);
+    ``setup_differs`` says how our ``reference`` is trained otherwise than the
+    paper's, where it is, after that range."""
     if "gain %" not in gains.columns:
         return [f"{target} against {reference}: not both run yet"]
     lines = []
@@ -210,17 +213,18 @@ def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: s
                      f"{row[reference]:.4f}, {row['gain %']:+.1f}%{p}{verdict}")
     if len(quoted):
         lines.append(f"the paper reports {target} {quoted.min():+.1f}% to {quoted.max():+.1f}% over {reference} "
-                     f"in {metric} on its {len(quoted)} datasets (quoted; other datasets than ours)")
+                     f"in {metric} on its {len(quoted)} datasets (quoted; other datasets than ours"
+                     + (f"; {setup_differs}" if setup_differs else "") + ")")
     return lines
 
 
-def curves_found(runs: dict, what: str) -> list[str]:
+def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2") -> list[str]:
     """Lines for "What we found" from training curves (the ODMT chapter's
     Figure 2 runs): ``runs`` a label -> stored run dict; which run has the
     lowest training loss at the last epoch every run reached (runs stop at
     different epochs, and a longer run's loss is lower for that alone), which
     reaches the best validation NDCG@10 (its best epoch), and whether they
-    are the same run."""
+    are the same run: ``figure`` reports that they are not."""
     stored = {label: r for label, r in runs.items() if r is not None and r.history}
     if len(stored) < 2:
         return [f"{what}: not enough runs stored yet ({len(stored)})"]
@@ -228,8 +232,9 @@ def curves_found(runs: dict, what: str) -> list[str]:
     loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
     valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
     lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
-    same = ("one run has both" if lowest == best
-            else "the lowest loss does not make the best model")
+    same = (f"one run has both, unlike {figure}, where the input with the lowest training loss is not the one "
+            f"that ranks best" if lowest == best
+            else f"the lowest loss does not make the best model, as in {figure}")
     return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
             f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
             + f"); the best validation NDCG@10 is {best}'s ({valid[best]:.4f}; "
@@ -301,7 +306,8 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     stops = f"epoch {ends[0]}" if ends[0] == ends[-1] else f"epochs {ends[0]} to {ends[-1]}"
     return [f"{what} stopped still rising at epoch {epochs}, {relative_change(own['mean_a'], own['mean_b']):+.1f}% "
             f"against {method_label(rival.config)} in test {metric} ({own['mean_a']:.4f} vs {own['mean_b']:.4f}); "
-            f"{len(longer)} other runs of it on the same data trained longer (stopping at {stops}: "
+            f"{len(longer)} other run{'s' * (len(longer) > 1)} on the same data (its other seeds, or variants "
+            f"with one part switched) trained longer (stopping at {stops}: "
             f"{', '.join(map(str, longer))}); the one with the highest validation {metric} among them "
             f"({label}, best epoch {best.best_epoch} of {len(best.history)}) has test {metric} {t['mean_a']:.4f}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against {method_label(rival.config)}, "
@@ -363,9 +369,11 @@ def seed_scale_found(table: pd.DataFrame, reference: str, seeds: list, what: str
     others = table.drop(index=reference)[metric].dropna().astype(float)
     within = int((abs(others - base) < std).sum())
     rank = 1 + sum(v > base for v in values)
+    place = ("the highest of them" if rank == 1 else "the lowest of them" if rank == len(values)
+             else f"number {rank} of them from the top")
     return [f"{what}: {within} of {len(others)} rows lie within one seed standard deviation ({std:.4f}) of the "
             f"reference's {base:.4f}; over {len(values)} seeds the reference scores {min(values):.4f} to "
-            f"{max(values):.4f}, and the table's run is number {rank} of them from the top"]
+            f"{max(values):.4f}, and the table's run is {place}"]
 
 
 def equal_time_found(table: pd.DataFrame, reference: str, what: str) -> list[str]:

@@ -189,6 +189,17 @@ def ended_still_rising(r) -> bool:
     return _best_at_cap(r) or bool(late_gain(r.history) > STILL_RISING_PERCENT)
 
 
+def _stopped_by(r) -> str:
+    """What ended a run; "patience, after min steps" where patience alone
+    would have ended it sooner: the evaluations without a better score only
+    count once the run has taken ``TrainConfig.min_steps`` steps, so on a
+    small dataset a run ends well past its best epoch plus its patience."""
+    stopped = r.flags.get("stopped_by", "?")
+    if stopped == "patience" and len(r.history) - r.best_epoch > r.config.train.patience:
+        return "patience, after min steps"
+    return stopped
+
+
 def stopping_table(results: dict) -> pd.DataFrame:
     """Per run: epochs run, best epoch, what stopped it (patience or the
     epoch cap) and whether the best epoch sits at the cap (still improving
@@ -202,7 +213,7 @@ def stopping_table(results: dict) -> pd.DataFrame:
             continue
         gain = late_gain(r.history)
         rows.append({"epochs": len(r.history), "best epoch": r.best_epoch,
-                     "stopped by": r.flags.get("stopped_by", "?"),
+                     "stopped by": _stopped_by(r),
                      AT_CAP_COLUMN: _best_at_cap(r),
                      LATE_GAIN_COLUMN: gain, "still rising": bool(gain > STILL_RISING_PERCENT),
                      "valid NDCG@10": r.valid_metrics["NDCG@10"],
@@ -275,8 +286,10 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
     named = ", ".join(f"{_run_name(label)} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best "
                       f"validation NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
                       for label, row in rising.iterrows())
-    return [f"{len(rising)} of {len(stops)} runs were still rising when they stopped (not converged: their "
-            f"numbers are lower bounds): {named}"]
+    one = len(rising) == 1
+    return [f"{len(rising)} of {len(stops)} runs {'was' if one else 'were'} still rising when {'it' if one else 'they'} "
+            f"stopped (not converged: {'its number is a lower bound' if one else 'their numbers are lower bounds'}): "
+            f"{named}"]
 
 
 def curves_frame(results: list[RunResult]) -> pd.DataFrame:
@@ -341,8 +354,11 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
 
     ``singles[(dataset, method)]`` lists the stored single runs (any seeds),
     ``ensembles[(dataset, method)]`` is the ensemble of two of them (or None).
-    Rows are (dataset, the method's name). The paired test compares the
-    ensemble with its better member over users.
+    Rows are (dataset, the method's name). The single models' mean and
+    standard deviation are over every seed listed (the seed spread); the
+    ensemble's gain is over the mean of its own two members, the models it
+    averages, and the paired test compares it with its better member over
+    users.
     """
     rows = []
     for key, runs in singles.items():
@@ -351,13 +367,15 @@ def ensemble_gain_table(singles: dict, ensembles: dict, metric: str = "NDCG@10")
         row = {"dataset": key[0], "method": method_title(key[1]), "seeds": len(runs),
                f"single {metric} (mean)": np.mean(values) if values else np.nan,
                "single std": np.std(values, ddof=1) if len(values) > 1 else np.nan,
+               "members' mean": np.nan,
                f"ensemble x2 {metric}": ens.test_metrics[metric] if ens else np.nan}
-        row["gain over mean single %"] = relative_change(row[f"ensemble x2 {metric}"], row[f"single {metric} (mean)"])
-        if ens:
-            members = [r for r in runs if r.config in ens.members]
-            if members:
-                better = max(members, key=lambda r: r.test_metrics[metric])
-                row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
+        members = [r for r in runs if ens and r.config in ens.members]
+        if members:
+            row["members' mean"] = np.mean([r.test_metrics[metric] for r in members])
+        row["gain over members' mean %"] = relative_change(row[f"ensemble x2 {metric}"], row["members' mean"])
+        if members:
+            better = max(members, key=lambda r: r.test_metrics[metric])
+            row["p vs better member (Wilcoxon)"] = paired_test(ens.test_ranks, better.test_ranks, metric)["p_wilcoxon"]
         rows.append(row)
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
@@ -416,11 +434,13 @@ def grouped_ablation_table(groups: dict, reference: str, metrics=("HR@10", "NDCG
     return table[[c for c in _ablation_columns(metrics, tested) if c in table.columns]]
 
 
-def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01) -> str:
+def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01, fixed_budget: bool = False) -> str:
     """One line naming the rows of an ``ablation_table`` whose paired test
     against ``reference`` has p < ``alpha``, with their change in the tested
     metric (named), so a chapter's conclusion is read off the table instead
-    of written by hand."""
+    of written by hand. ``fixed_budget``: every row trained the same few
+    epochs by design (a sweep), so a reference at its cap is not a lower
+    bound to flag but the comparison's budget, and the line says so."""
     if reference not in table.index or table.loc[reference, "status"] == "not run":
         return f"no comparison: {reference} has not been run"
     p = pd.to_numeric(table.get("p", pd.Series(dtype=float)), errors="coerce")
@@ -434,13 +454,17 @@ def significant_changes(table: pd.DataFrame, reference: str, alpha: float = 0.01
     def rising(label) -> bool:
         return STILL_RISING in str(table.loc[label, "status"])
 
-    caveat = (f"; {reference} itself ended {STILL_RISING}, so every change is read against a lower bound"
+    caveat = ("; every row trained the same fixed number of epochs, so the rows are compared at that budget, "
+              "not converged" if fixed_budget else
+              f"; {reference} itself ended {STILL_RISING}, so every change is read against a lower bound"
               if rising(reference) else "")
     if rows.empty:
         return f"no row differs from {reference} in {metric} at p < {alpha} ({n_tested} tested){caveat}"
-    changes = ", ".join(f"{label} ({row[change]:+.1f}%" + (f", {STILL_RISING}" if rising(label) else "") + ")"
+    changes = ", ".join(f"{label} ({row[change]:+.1f}%" + (f", {STILL_RISING}" if rising(label) and not fixed_budget
+                                                           else "") + ")"
                         for label, row in rows.iterrows())
-    return f"{len(rows)} of {n_tested} rows differ from {reference} in {metric} at p < {alpha}: {changes}{caveat}"
+    rows_text = f"{len(rows)} of {n_tested} row{'s' * (n_tested > 1)} {'differs' if len(rows) == 1 else 'differ'}"
+    return f"{rows_text} from {reference} in {metric} at p < {alpha}: {changes}{caveat}"
 
 
 def parameters_found(ensembles: dict, singles: dict, where: str) -> list[str]:

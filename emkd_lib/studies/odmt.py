@@ -207,6 +207,10 @@ def shared_genre_found(result, k: int = 3) -> list[str]:
             f"percentage points above the least"]
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def rampup_found(results) -> list[str]:
     """Lines for "What we found": for each ODMT run trained with online
     distillation and a ramp-up, where its selected epoch and its stop lie
@@ -222,12 +226,15 @@ def rampup_found(results) -> list[str]:
             continue
         alpha, best, stop = params.rampup_epochs, r.best_epoch, len(r.history)
         where = f"{r.config.dataset} / {method_label(r.config)} / seed {r.config.seed} (alpha = {alpha})"
-        if best > alpha:
-            lines.append(f"{where}: its selected epoch {best} came {best - alpha} epochs after the distillation "
-                         f"weight reached 1")
-        else:   # the loop counts epochs from 1, Eq. 10 from 0
+        # the loop counts epochs from 1, Eq. 10 from 0: w first reaches 1 in the loop's epoch alpha + 1
+        full = alpha + 1
+        if best >= full:
+            lines.append(f"{where}: its selected epoch {best} came {_epochs(best - full)} after the distillation "
+                         f"weight reached 1 (in epoch {full})")
+        else:
+            stopped = (f"{_epochs(stop - full)} after the weight reached 1 (in epoch {full})" if stop >= full
+                       else f"before the weight reached 1 (in epoch {full})")
             lines.append(f"{where}: its selected epoch {best} was trained with the distillation weight still "
                          f"ramping up (w = {rampup_weight(best - 1, alpha):.2f} in that epoch); the run stopped at "
-                         f"epoch {stop}, {max(stop - alpha, 0)} epochs after the weight reached 1: it describes "
-                         f"ODMT before its distillation reached full weight")
+                         f"epoch {stop}, {stopped}: it describes ODMT before its distillation reached full weight")
     return lines
