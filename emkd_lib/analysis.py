@@ -91,6 +91,19 @@ def uniformity(x: np.ndarray, t: float = 2.0) -> float:
     return float(np.log(np.exp(-t * sq[i, j]).mean()))
 
 
+def nearest_by_cosine(x: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) indices: each row's ``k`` most cosine-similar other rows of
+    ``x`` (n, d), the most similar first, ties to the lower index; computed
+    in ``x``'s own precision (neighbours near a tie can swap between float32
+    and float64)."""
+    if not 0 < k < len(x):
+        raise ValueError(f"{k} nearest rows need more than {k} rows, not {len(x)}")
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)

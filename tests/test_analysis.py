@@ -328,3 +328,18 @@ def test_head_separation_found_reads_each_space_and_the_paired_difference():
     _, same = cl.head_separation_found({"ICLRec": runs["S4Rec"], "S4Rec": runs["S4Rec"]}, head, "d", k=5)
     assert "no less apart than" in same and "interval +0.000 to +0.000" in same
     assert cl.head_separation_found({"S4Rec": None}, head, "d") == []
+
+
+def test_nearest_by_cosine_matches_a_brute_force_loop():
+    from emkd_lib.analysis import nearest_by_cosine
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    got = nearest_by_cosine(x, 3)
+    for i in range(len(x)):
+        sims = [(-(x[i] @ x[j]) / (np.linalg.norm(x[i]) * np.linalg.norm(x[j])), j) for j in range(len(x)) if j != i]
+        assert list(got[i]) == [j for _, j in sorted(sims)[:3]]
+    # length does not matter, only direction; a tie goes to the lower index
+    assert nearest_by_cosine(np.array([[1.0, 0.0], [0.0, 3.0], [2.0, 0.0], [5.0, 0.0]]), 2).tolist() == \
+        [[2, 3], [0, 2], [0, 3], [0, 2]]
+    with pytest.raises(ValueError, match="3 nearest rows need more than 3 rows, not 3"):
+        nearest_by_cosine(x[:3], 3)

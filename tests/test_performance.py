@@ -222,7 +222,7 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
                                   perf.step_profile_table(profile_file),
                                   perf.operator_share(profile_file, "aten::bernoulli_"), none,
                                   pd.DataFrame(columns=["target", "measured", "met"]), none)[1]
-    assert line.endswith("would cost about 7 CPU-hours more (4 of them priced by proxy, 1 run not priced)")
+    assert line.endswith("would cost about 7 CPU-hours more (4 of these CPU-hours priced by proxy, 1 run not priced)")
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
     assert f"EMKD: dropout's random masks (aten::bernoulli_) took at least 22% of a step in {profile_file.name}" in lines
 
@@ -660,3 +660,14 @@ def test_gpu_status_counts_runs_and_benchmark_outputs_from_a_gpu(tmp_path):
     assert perf.gpu_status([cpu], [quiet]).startswith("No stored run and no committed benchmark output came from a GPU")
     assert perf.gpu_status([cpu, gpu], [quiet, cuda]) == ("1 stored run trained on a GPU; committed benchmark outputs "
                                                          "that name a CUDA device: b.txt.")
+
+
+def test_performance_found_calls_a_bf16_slowdown_slower():
+    none = pd.DataFrame({"status": ["none"]})
+    budget = pd.DataFrame({"runs": [1], "stored": [1], "CPU-hours (new runs)": [1.0], "not stored yet": [0]},
+                          index=["total"])
+    bf16 = pd.DataFrame({"method": ["sasrec", "bert4rec"], "bf16 speed-up": [2.27, 0.83], "file": ["f", "f"]})
+    lines = perf.performance_found(pd.DataFrame(columns=["met"]), budget, none, pd.DataFrame(columns=["method"]),
+                                   bf16, pd.DataFrame(columns=["target", "measured", "met"]), none)
+    assert "SASRec: bf16 autocast trains 2.27x as fast as fp32 on the same batches (f)" in lines
+    assert "BERT4Rec: bf16 autocast trains slower than fp32 (0.83x its speed) on the same batches (f)" in lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis import alignment, uniformity
+from ..analysis import alignment, nearest_by_cosine, uniformity
 from ..batching import BATCH_ORDERS, training_batches
 from ..data.splits import split_users_by_length
 from ..evaluation import metrics_from_ranks, paired_test
@@ -365,10 +365,7 @@ def head_neighbour_shares(result, head: np.ndarray, k: int = 10) -> tuple[np.nda
     x = np.asarray(arrays["analysis_embeddings"], dtype=np.float64)
     if len(users) <= k:
         raise ValueError(f"{k} nearest users need more than {k} users in the sample, not {len(users)}")
-    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    nearest = nearest_by_cosine(x, k)
     is_head = head[users].astype(bool)
     return is_head[nearest].mean(axis=1), is_head
 

@@ -875,7 +875,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                  f"{int(total['not stored yet'])} runs still to train"
                  + (f", which at the stored runs' rates would cost about {total['estimated CPU-hours to go']:.0f} "
                     f"CPU-hours more ("
-                    + (f"{total['of which by proxy']:.0f} of them priced by proxy, " if "of which by proxy" in total
+                    + (f"{total['of which by proxy']:.0f} of these CPU-hours priced by proxy, "
+                       if "of which by proxy" in total
                        else "")
                     + f"{int(total['not priced'])} run{'s' * (int(total['not priced']) != 1)} not priced)"
                     if "estimated CPU-hours to go" in total else ""))
@@ -889,8 +890,10 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
                      f"{row['% of step (at least)']:.0f}% of a step in {row['file']}")
     if "bf16 speed-up" in bf16:
         for _, row in bf16.iterrows():
-            lines.append(f"{method_title(row['method'])}: bf16 autocast trains {row['bf16 speed-up']:.2f}x as fast as fp32 "
-                         f"on the same batches ({row['file']})")
+            speed = row["bf16 speed-up"]
+            pace = f"{speed:.2f}x as fast as fp32" if speed >= 1 else f"slower than fp32 ({speed:.2f}x its speed)"
+            lines.append(f"{method_title(row['method'])}: bf16 autocast trains {pace} on the same batches "
+                         f"({row['file']})")
     if precision is not None and len(precision):
         for _, row in precision.iterrows():
             lines.append(f"{row['dataset']}: {row['reference']} test NDCG@10 {row['reference NDCG@10']:.4f} against "

@@ -17,6 +17,9 @@ from __future__ import annotations
 from ..methods import method_spec
 from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
+from ..report.tables import ended_still_rising
+from ..runs import results_for
+from . import s4rec
 
 # Table 4: each row's change to the EMKD params of the profile, most telling rows first.
 ABLATIONS = {
@@ -213,15 +216,14 @@ def scale_found(profile: str, datasets=("beauty",)) -> list[str]:
                 ("attention heads", lambda c: c.encoder_config.n_heads),
                 ("masked views M", lambda c: c.params.n_views))
     configs = {d: (profile_config(profile, d, "emkd"), profile_config("paper", d, "emkd")) for d in datasets}
-    smaller, views = [], set()
+    smaller = []
     for name, value in settings:
         differ = {d: (value(ours), value(paper)) for d, (ours, paper) in configs.items() if value(ours) != value(paper)}
         for (a, b) in sorted(set(differ.values())):
             where = [d for d, pair in differ.items() if pair == (a, b)]
             smaller.append(f"{name} = {a} against the paper's {b}" + ("" if len(where) == len(configs) else
                                                                      f" on {', '.join(where)}"))
-            if name == "masked views M":
-                views.add(b)
+    views = {paper.params.n_views for ours, paper in configs.values() if ours.params.n_views != paper.params.n_views}
     if not smaller:
         return []
     line = (f"every EMKD number above is the {profile} profile's EMKD, a smaller model than the paper's "
@@ -244,8 +246,6 @@ def figure5_peers(profile: str, datasets, seed: int = 0) -> dict:
     patience check replaces the run it continues), looked up, never
     trained. A run whose data or evaluation differ from EMKD's on that
     dataset raises: Figure 5 compares methods on the same windows only."""
-    from ..runs import results_for
-    from . import s4rec
     shared = tuple(d for d in datasets if d in s4rec.DATASETS)
     runs = results_for(s4rec.main_grid(profile, datasets=shared, seeds=(seed,), methods=FIGURE5_PEERS))
     runs, _, _ = s4rec.with_table2_patience_checks(runs, profile, shared, seed)
@@ -274,7 +274,6 @@ def convergence_found(runs: dict, reference: str, other: str, dataset: str) -> l
     a, b = runs.get(reference), runs.get(other)
     if a is None or b is None:
         return []
-    from ..report.tables import ended_still_rising
     ta, tb = seconds_to_best(a), seconds_to_best(b)
     line = (f"{dataset}: {reference} reached its selected epoch ({a.best_epoch}, validation NDCG@10 "
             f"{a.history[a.best_epoch - 1]['valid_ndcg10']:.4f}) after {ta:,.0f} s of training, {other} its own "

@@ -167,6 +167,7 @@ def shared_genre_rates(result, k: int = 3) -> tuple[dict[str, float], float, int
     of those items, what neighbours drawn at random give.
     Returns ``(rate per branch, chance rate, items counted)``."""
     import numpy as np
+    from ..analysis import nearest_by_cosine
     from ..runs import run_data
     dataset, _ = run_data(result.config)
     if dataset.attributes is None or not dataset.attributes.names:
@@ -181,11 +182,7 @@ def shared_genre_rates(result, k: int = 3) -> tuple[dict[str, float], float, int
     for name, table in result.ranks().items():
         if not name.startswith("analysis_items_"):
             continue
-        t = np.asarray(table, dtype=np.float32)[items]
-        t = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
-        sims = t @ t.T
-        np.fill_diagonal(sims, -np.inf)
-        nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        nearest = nearest_by_cosine(np.asarray(table, dtype=np.float32)[items], k)
         rates[name.removeprefix("analysis_items_")] = float(shared[np.arange(n)[:, None], nearest].mean())
     return rates, float(shared.sum() / (n * (n - 1))), n
 
