@@ -924,6 +924,9 @@ def test_claim_found_counts_the_datasets_where_the_reference_beats_every_other_m
     assert line == ("the paper's claim, EMKD above every other method: it holds on 1 of the 2 datasets where EMKD is "
                     "stored (not yet trained on ml-1m); EMKD in test NDCG@10 against the strongest other method on "
                     "each: beauty SASRec +25.0% (p = 1.0e-05, significant), toys SASRec -33.3% (p = 1.0e-06, significant)")
+    # a dataset where another method is not stored yet: its verdict is over the methods stored
+    assert claim_found(sig, ["toys"], "EMKD", not_stored={"toys": ["ICLRec"], "beauty": []}).endswith(
+        "toys SASRec -33.3% (p = 1.0e-06, significant; ICLRec not stored there yet)")
     # a win that is not significant does not count
     sig.loc[1, "p (Wilcoxon)"] = 0.2
     assert "it holds on 0 of the 2 datasets" in claim_found(sig, ["beauty", "toys"], "EMKD")

@@ -163,12 +163,15 @@ def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "N
     return line
 
 
-def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG@10", alpha: float = 0.01) -> str:
+def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG@10", alpha: float = 0.01,
+                not_stored: dict | None = None) -> str:
     """The paper's headline claim read off a ``significance_table(...,
     reference=reference)``: on how many of ``datasets`` the reference is
     significantly above every other method (paired over the test users, p <
     ``alpha``), the datasets where it is not stored yet, and on each dataset
-    its change against the strongest other method there (by ``metric``)."""
+    its change against the strongest other method there (by ``metric``).
+    ``not_stored`` (dataset -> labels of the other methods not stored there)
+    qualifies a dataset's verdict: it is over the methods stored so far."""
     rows = sig[sig["dataset"].isin(list(datasets))] if not sig.empty and "reference" in sig else sig.iloc[:0]
     run = [d for d in datasets if (rows["dataset"] == d).any()] if len(rows) else []
     missing = [d for d in datasets if d not in run]
@@ -181,7 +184,9 @@ def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG
         p = strongest["p (Wilcoxon)"]
         change = strongest["change %"]
         change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({strongest['other']} scores 0)"
-        against.append(f"{dataset} {strongest['other']} {change} ({_p_text(p)}, {_verdict(p, alpha)})")
+        absent = (not_stored or {}).get(dataset)
+        against.append(f"{dataset} {strongest['other']} {change} ({_p_text(p)}, {_verdict(p, alpha)}"
+                       + (f"; {', '.join(absent)} not stored there yet" if absent else "") + ")")
     line = (f"the paper's claim, {reference} above every other method: it holds on {holds} of the {len(run)} "
             f"datasets where {reference} is stored")
     if missing:
