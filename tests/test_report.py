@@ -439,6 +439,11 @@ def test_setting_differences_reads_profile_d_epochs_and_m_off_the_configs():
     sample = profile_config("cpu", "beauty", "sasrec", data__max_users=100, data__max_len=7)
     text = setting_differences(sample, sasrec)
     assert "users 100 (paper profile: all)" in text and f"length 7 (paper profile: {sasrec.data.max_len})" in text
+    # ML-1M's EMKD keeps fewer attention heads than the paper profile's
+    ml_cpu, ml_paper = emkd_variant("cpu", "ml-1m"), emkd_variant("paper", "ml-1m")
+    assert (f"heads {ml_cpu.encoder_config.n_heads} (paper profile: {ml_paper.encoder_config.n_heads})"
+            in setting_differences(ml_cpu, ml_paper))
+    assert "heads" not in setting_differences(cpu, paper)       # Beauty's heads agree
 
 
 def test_scorecard_carries_the_setting_column_from_stored_or_planned_configs(tmp_path, monkeypatch):

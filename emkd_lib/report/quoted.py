@@ -97,6 +97,7 @@ def verdict(ours: float, quoted: float, tolerance: float = 0.10) -> str:
 SETTINGS_COMPARED = (
     ("profile", lambda c: c.profile),
     ("d", lambda c: getattr(c.encoder_config, "hidden", None)),
+    ("heads", lambda c: getattr(c.encoder_config, "n_heads", None)),
     ("epochs cap", lambda c: c.train.epochs),
     # how long a run goes on without improving: a short patience stopped some baselines far below what they reach
     ("patience", lambda c: c.train.patience),
@@ -107,8 +108,8 @@ SETTINGS_COMPARED = (
 
 
 def setting_differences(config, reference) -> str:
-    """The settings of ``SETTINGS_COMPARED`` (profile, d, epochs cap,
-    patience, M, maximum length, user sample) in
+    """The settings of ``SETTINGS_COMPARED`` (profile, d, attention heads,
+    epochs cap, patience, M, maximum length, user sample) in
     which ``config`` differs from ``reference`` (the ``paper`` profile's
     config: the paper's setting where the paper states one, this study's
     choice where it does not), as ``"profile cpu; d 64 (paper profile: 256)"``;
