@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import ended_still_rising, method_label, relative_change, still_rising_runs
+from .tables import ended_still_rising, method_label, relative_change
 
 
 
@@ -267,7 +267,7 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     against the same branches without distillation, Table 4's "None"), paired
     over the test users; ``control_is`` names the control after its value;
     "not run yet" while either is missing. Where either ended still rising
-    (``still_rising_runs``) the line says which: its number is a lower bound,
+    (``ended_still_rising``) the line says which: its number is a lower bound,
     so the difference is partly one of training (``note_rising=False`` where
     the control is that difference: a longer patience)."""
     from ..evaluation import paired_test
@@ -298,7 +298,7 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
     or ``rival`` is missing or ``stopped`` did not end still rising; "no other
     run trained longer" where none did."""
     from ..evaluation import paired_test
-    if stopped is None or rival is None or not still_rising_runs({what: stopped}):
+    if stopped is None or rival is None or not ended_still_rising(stopped):
         return []
     epochs = len(stopped.history)
     longer = {label: r for label, r in others.items() if r is not None and len(r.history) > epochs}
