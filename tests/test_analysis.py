@@ -215,6 +215,22 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     assert line.endswith(": the claim of the paper's Figure 6(b) holds beyond chance")
 
 
+def test_lambda_head_rate_found_reads_the_largest_lambda_against_the_smallest():
+    from emkd_lib.report import clusters as cl
+    from emkd_lib.studies.s4rec import lambda_head_rate_found
+    narrow = pd.DataFrame({"head_rate": [0.2, 0.2, 0.25, 0.3, 0.3]})
+    wide = pd.DataFrame({"head_rate": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    middle = pd.DataFrame({"head_rate": [0.1, 0.2, 0.25, 0.3, 0.5]})
+    lines = lambda_head_rate_found({0.0: wide, 0.1: middle, 1.0: narrow}, "d")
+    spread = cl.head_rate_spread({"λ = 0.0": wide, "λ = 0.1": middle, "λ = 1.0": narrow})
+    assert lines[:3] == spread and len(lines) == 4
+    assert lines[3].startswith("d: λ = 1.0's interquartile range of cluster head rates is narrower than λ = 0.0's "
+                               "(0.10 against 0.20), as the paper's Figure 6(b) reports")
+    # one value of lambda stored: its spread, nothing to compare
+    assert lambda_head_rate_found({0.1: middle}, "d") == cl.head_rate_spread({"λ = 0.1": middle})
+    assert lambda_head_rate_found({}, "d") == cl.head_rate_spread({})
+
+
 def test_chance_head_rate_iqr_shrinks_with_the_clusters_size():
     from emkd_lib.report import clusters as cl
     # clusters of one user: every rate is 0 or 1, and with half the users head the quartiles are 0 and 1

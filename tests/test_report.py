@@ -541,6 +541,13 @@ def test_reference_and_ensemble_found_count_the_tests():
         assert reference_found(sig, still_rising=still_rising) == line + flagged
     for still_rising in ([("toys", "SASRec")], [("beauty", "BERT4Rec")], [("beauty", "EMKD")], []):
         assert reference_found(sig, still_rising=still_rising) == line
+    # a win over a run awaiting its patience check is named apart, and once only where it is also still rising
+    waiting = "; 1 is over a run that patience stopped without the flag and that waits on a longer-patience check, " \
+              "which may change it (beauty / SASRec)"
+    assert reference_found(sig, awaiting_check=[("beauty", "SASRec")]) == line + waiting
+    assert reference_found(sig, awaiting_check=[("beauty", "BERT4Rec"), ("toys", "SASRec")]) == line
+    assert reference_found(sig, still_rising=[("beauty", "SASRec")], awaiting_check=[("beauty", "SASRec")]) == \
+        line + flagged
     a, b = fake_run([0] * 50 + [10] * 50, "sasrec", seed=0), fake_run([1] * 100, "sasrec", seed=1)
     ens = types.SimpleNamespace(members=[a.config, b.config], test_ranks=np.zeros(100, dtype=int),
                                 test_metrics=metrics_from_ranks(np.zeros(100, dtype=int)))
@@ -932,6 +939,10 @@ def test_claim_found_counts_the_datasets_where_the_reference_beats_every_other_m
     # a dataset where another method is not stored yet: its verdict is over the methods stored
     assert claim_found(sig, ["toys"], "EMKD", not_stored={"toys": ["ICLRec"], "beauty": []}).endswith(
         "toys SASRec -33.3% (p = 1.0e-06, significant; ICLRec not stored there yet)")
+    from emkd_lib.report import not_stored_by_dataset
+    grid = {(d, m, 0): profile_config("cpu", d, m) for d in ("beauty", "toys") for m in ("sasrec", "iclrec")}
+    runs = {**dict.fromkeys(grid), ("beauty", "sasrec", 0): object(), ("beauty", "iclrec", 0): object()}
+    assert not_stored_by_dataset(runs, grid) == {"toys": ["SASRec", "ICLRec"]}
     # a win that is not significant does not count
     sig.loc[1, "p (Wilcoxon)"] = 0.2
     assert "it holds on 0 of the 2 datasets" in claim_found(sig, ["beauty", "toys"], "EMKD")

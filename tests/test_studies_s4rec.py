@@ -303,3 +303,19 @@ def test_unchecked_lines_name_the_methods_that_kept_the_shorter_patience():
         "comparison with them also holds that difference in training"]
     assert unchecked_lines(runs, checks) == []      # every check refused: no difference in the table
     assert unchecked_lines(table, {}) == []
+
+
+def test_awaiting_check_names_the_runs_whose_check_is_not_stored():
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.patience import awaiting_check
+
+    def run(dataset, method, patience=5):
+        return SimpleNamespace(config=profile_config("cpu", dataset, method).replace(train__patience=patience))
+    runs = {("sports", "cl4srec", 0): run("sports", "cl4srec"), ("toys", "duorec", 0): run("toys", "duorec", 20),
+            ("ml-1m", "duorec", 0): None}
+    checks = {("sports", "cl4srec", 0): None, ("toys", "duorec", 0): runs[("toys", "duorec", 0)],
+              ("ml-1m", "duorec", 0): None, ("ml-1m", "cl4srec", 0): None}
+    # a stored check, or a check whose main run is not stored either, waits on nothing in the table
+    assert awaiting_check(runs, checks) == [("sports", "CL4SRec")]
+    assert awaiting_check(runs, {}) == []

@@ -133,14 +133,17 @@ def ensemble_found(gains: pd.DataFrame, metric: str = "NDCG@10", alpha: float = 
 
 
 def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "NDCG@10", alpha: float = 0.01,
-                    still_rising: list[tuple[str, str]] = ()) -> str:
+                    still_rising: list[tuple[str, str]] = (), awaiting_check: list[tuple[str, str]] = ()) -> str:
     """One line on a ``significance_table(..., reference=...)``: against how
     many methods the reference is significantly above, below, or not
     different at p < ``alpha``, and its median relative change. With
     ``still_rising`` (``still_rising_runs`` of the compared runs: (dataset,
     method label) pairs), the wins over a run that ended still rising are
     named: its number is a lower bound, so such a win may be one of
-    training, not of method."""
+    training, not of method. ``awaiting_check`` (pairs of the same kind,
+    e.g. ``studies.patience.awaiting_check``) names the runs that stopped
+    without the flag but wait on a longer-patience check: a win over one of
+    them is named apart, as one that check may still change."""
     if sig.empty or "reference" not in sig:
         return ""
     significant = sig["p (Wilcoxon)"] < alpha
@@ -160,6 +163,14 @@ def reference_found(sig: pd.DataFrame, reference: str = "EMKD", metric: str = "N
     elif over_rising:
         line += (f"; {len(over_rising)} of its {above} wins are over runs still rising when they stopped, whose "
                  f"numbers are lower bounds ({', '.join(over_rising)})")
+    waiting = set(awaiting_check) - rising
+    over_waiting = [f"{row['dataset']} / {row['other']}" for _, row in sig[wins].iterrows()
+                    if (row["dataset"], row["other"]) in waiting]
+    if over_waiting:
+        one = len(over_waiting) == 1
+        line += (f"; {len(over_waiting)} {'is' if one else 'are'} over {'a run' if one else 'runs'} that patience "
+                 f"stopped without the flag and that {'waits' if one else 'wait'} on a longer-patience check, which "
+                 f"may change {'it' if one else 'them'} ({', '.join(over_waiting)})")
     return line
 
 

@@ -525,6 +525,18 @@ def pending_line(runs: dict) -> str:
     return f"{stored} of {stored + len(missing)} runs are stored; still to train: {shown}"
 
 
+def not_stored_by_dataset(runs: dict, grid: dict) -> dict:
+    """dataset -> labels of the methods of ``runs`` (a grid's results, keyed
+    ``(dataset, method, seed)`` as ``grid``) not stored there yet, for
+    ``claim_found``'s ``not_stored``; a dataset with every run stored is
+    absent."""
+    missing: dict = {}
+    for key, result in runs.items():
+        if result is None:
+            missing.setdefault(key[0], []).append(method_label(grid[key]))
+    return missing
+
+
 def _run_name(label) -> str:
     return label if isinstance(label, str) else " / ".join(map(method_title, label))
 

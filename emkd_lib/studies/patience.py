@@ -106,3 +106,12 @@ def unchecked_lines(table_runs: dict, checks: dict) -> list[str]:
                      f"{' or '.join(map(str, patiences))}, so a comparison with them also holds that "
                      f"difference in training")
     return lines
+
+
+def awaiting_check(runs: dict, checks: dict) -> list[tuple[str, str]]:
+    """``(dataset, method label)`` of each run of ``runs`` (keyed
+    ``(dataset, method, seed)``) whose patience check (``checks``, keyed
+    alike) is not stored yet: its number stands until the check lands, for
+    ``report.reference_found``'s ``awaiting_check``."""
+    return list(dict.fromkeys((d, method_label(runs[(d, m, s)].config)) for (d, m, s), check in checks.items()
+                              if check is None and runs.get((d, m, s)) is not None))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ..methods import method_spec
 from ..methods.s4rec import TABLE3_ABLATIONS
 from ..profiles import profile_config
+from ..report import clusters
 from ..runs import results_for
 from .patience import with_patience_checks
 
@@ -184,3 +185,24 @@ def sensitivity_grid(profile: str, dataset: str = "beauty", seeds=(0,), datasets
                     c = profile_config(profile, d, "s4rec", seed=s, **{f"params__{name}": v})
                     grid[(d, name, v, s)] = c.replace(train__epochs=epochs) if epochs else c
     return grid
+
+
+def lambda_head_rates(runs: dict, head) -> dict:
+    """Figure 6(b)'s boxes: λ -> ``report.clusters.head_rate_by_cluster`` of
+    each run of the λ sweep (``runs``: a ``sensitivity_grid``'s results)
+    with stored clusters, head users ``head``."""
+    return {value: clusters.head_rate_by_cluster(result, head) for (_, name, value, _), result in runs.items()
+            if name == "lam" and clusters.has_clusters(result)}
+
+
+def lambda_head_rate_found(frames: dict, dataset: str) -> list[str]:
+    """Lines for "What we found" on ``lambda_head_rates``' frames: each λ's
+    spread of cluster head rates, and the paper's Figure 6(b) (head rates
+    concentrate as λ grows) read from the largest λ against the smallest."""
+    lines = clusters.head_rate_spread({f"λ = {v}": f for v, f in frames.items()})
+    if len(frames) > 1:
+        high, low = max(frames), min(frames)
+        lines += clusters.head_rate_compactness({f"λ = {high}": frames[high], f"λ = {low}": frames[low]},
+                                                f"λ = {high}", f"λ = {low}", dataset,
+                                                figure="the paper's Figure 6(b)")
+    return lines
