@@ -48,6 +48,17 @@ sasrec    beauty [cpu]:     3000 sequences/s,     8.0 s/epoch (22512 training se
 """
 
 
+def _found(targets=None, dropout=None, clustering=None) -> list[str]:
+    """``performance_found`` with the given tables and every other one empty."""
+    none = pd.DataFrame({"status": ["nothing"]})
+    budget = pd.DataFrame({"runs": [1], "stored": [1], "CPU-hours (new runs)": [1.0], "not stored yet": [0]},
+                          index=["total"])
+    return perf.performance_found(none if targets is None else targets, budget, none,
+                                  pd.DataFrame() if dropout is None else dropout, none,
+                                  pd.DataFrame(columns=["target", "measured", "met"]),
+                                  none if clustering is None else clustering)
+
+
 @pytest.fixture
 def profile_file(tmp_path):
     path = tmp_path / "profiled-test.txt"
@@ -68,7 +79,23 @@ def test_operator_share_sums_the_operator_over_parts_against_the_total(profile_f
     assert share.loc["emkd", "ms / step (at least)"] == 22.5
     assert share.loc["emkd", "% of step (at least)"] == pytest.approx(22.5)
     assert share.loc["sasrec", "% of step (at least)"] == pytest.approx(10.0)
-    assert set(share["file"]) == {profile_file.name}
+    assert set(share["file"]) == {profile_file.name} and set(share["machine"]) == {"CPU"}
+
+
+def test_dropout_lines_name_each_profiles_cpu_type_and_say_when_they_differ(tmp_path):
+    paths = []
+    for name, machine in (("amd.txt", "AMD EPYC"), ("intel.txt", "Intel Xeon")):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(PROFILE.replace("step profile on CPU", f"step profile on {machine}"))
+    shares = [perf.operator_share(path, "aten::bernoulli_") for path in paths]
+    assert set(shares[0]["machine"]) == {"AMD EPYC"} and set(shares[1]["machine"]) == {"Intel Xeon"}
+    one = _found(dropout=shares[0])
+    assert "EMKD: dropout's random masks (aten::bernoulli_) took at least 22% of a step in amd.txt (AMD EPYC)" in one
+    assert not any("CPU types" in line for line in one)
+    both = _found(dropout=pd.concat(shares))
+    assert both[-1] == ("the dropout profiles ran on 2 CPU types (AMD EPYC, Intel Xeon): their shares differ by "
+                        "machine as well as by the masks' draw, so the change's own effect on a step is the "
+                        "alternated measurement on one machine")
 
 
 NODES = """\
@@ -178,6 +205,11 @@ def test_clustering_table_reads_each_methods_line(tmp_path):
     table = perf.clustering_table(path).set_index("method")
     assert table.loc["s4rec", "clustering s / epoch"] == 0.20 and table.loc["iclrec", "% of the epoch"] == 8.97
     assert table.loc["iclrec", "clustering"] == "K-means once per epoch (encoding + fit)"
+    found = _found(clustering=perf.clustering_table(path))
+    assert found[-1] == ("on beauty an S⁴Rec epoch takes 1.74x ICLRec's (207 against 119 s, clustering included): "
+                         "its clustering is the cheaper, its epoch is not")
+    one = perf.clustering_table(path).iloc[:1]     # S4Rec alone: nothing to set its epoch against
+    assert not any("epoch takes" in line for line in _found(clustering=one))
 
 
 def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_path):
@@ -224,7 +256,8 @@ def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path
                                   pd.DataFrame(columns=["target", "measured", "met"]), none)[1]
     assert line.endswith("would cost about 7 CPU-hours more (4 of these CPU-hours priced by proxy, 1 run not priced)")
     assert any(line.startswith("EMKD: the largest parts of a step are backward (50%)") for line in lines)
-    assert f"EMKD: dropout's random masks (aten::bernoulli_) took at least 22% of a step in {profile_file.name}" in lines
+    assert (f"EMKD: dropout's random masks (aten::bernoulli_) took at least 22% of a step in {profile_file.name} "
+            "(CPU)") in lines
 
 
 def test_feature_extraction_table_reads_the_extractors_summary_lines(tmp_path):
@@ -505,6 +538,8 @@ def test_memory_at_batch_extrapolates_on_the_line_through_the_two_largest_batche
     assert ("EMKD [paper], freed memory kept: peak RSS 3.0 GiB at batch 64, 5.0 GiB at batch 128; on the line "
             "through them 9.0 GiB at batch 256 (target 4 GiB: not met)") in lines
     assert "EMKD [paper], freed memory glibc default: peak RSS 1.0 GiB at batch 64" in lines
+    assert lines[-1] == ("the 4 GiB target at batch 256: not met by any profiled setting (the lowest 9.0 GiB, "
+                         "without options, extrapolated)")
 
 
 def test_memory_at_batch_names_the_parts_that_save_the_most(tmp_path):
@@ -545,6 +580,17 @@ def test_memory_options_separate_the_rows_and_a_measured_target_batch_gets_its_v
     assert any(line.startswith("EMKD [paper] with activation_checkpointing, output_chunk=1024, freed memory kept: "
                                "peak RSS 3.8 GiB at batch 256 (measured at batch 256; target 4 GiB: met)")
                for line in lines), lines
+    # the verdict in one line: the option that meets it; the step without options has no peak at 256 here
+    assert lines[-1] == "the 4 GiB target at batch 256: met with activation_checkpointing, output_chunk=1024 " \
+                        "(3.8 GiB, measured)"
+    plain = table.assign(**{"peak RSS at target batch (GiB)": [9.5, 3.8], "at target batch": ["extrapolated",
+                                                                                               "measured"]})
+    assert perf._memory_target_found(plain, 4.0) == [
+        "the 4 GiB target at batch 256: met with activation_checkpointing, output_chunk=1024 (3.8 GiB, measured); "
+        "without options the step's lowest peak is 9.5 GiB (extrapolated)"]
+    costly = plain.assign(**{"peak RSS at target batch (GiB)": [9.5, 12.0]})   # the options cost memory here
+    assert perf._memory_target_found(costly, 10.0) == [
+        "the 10 GiB target at batch 256: met without any option (9.5 GiB, extrapolated)"]
 
 
 def test_memory_profiles_joins_the_files_that_hold_a_memory_block(tmp_path):
@@ -585,6 +631,26 @@ def test_target_table_shows_bf16_autocast_beside_fp32_and_says_which_met_the_tar
     assert found[0] == ("SASRec: best measured 30.0% of the fp32 peak (60.0% with bf16 autocast) against a target "
                         "of 50% (met only with bf16 autocast)")
     assert found[1].startswith("EMKD: best measured 10.0% of the fp32 peak (12.0% with bf16 autocast)")
+
+
+
+def test_target_table_sets_the_best_share_against_the_highest_peak_of_its_cpu_type(tmp_path):
+    line = ("sasrec    beauty [cpu]:     {r} sequences/s,    74.1 s/epoch (43793 training sequences, "
+            "172 batches of 256; timed 20),   {g} GFLOP/s = {s}% of peak\n")
+    paths = []
+    for name, machine, peak, gflops in (("low.txt", "AMD EPYC", 100.0, 30.0), ("high.txt", "AMD EPYC", 125.0, 25.0),
+                                        ("other.txt", "Intel Xeon", 400.0, 40.0)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(f"machine: {machine} x2 (2 threads)\nmeasured fp32 matmul peak: {peak} GFLOP/s\n"
+                             + line.format(r=500, g=gflops, s=100 * gflops / peak))
+    targets = perf.target_table(perf.benchmark_table(paths))
+    # 30 GFLOP/s is 30% of its own day's peak, 24% of the 125 GFLOP/s the same CPU type reached another day;
+    # the Intel machine's higher peak is another type's and does not count
+    assert targets.loc["sasrec", "measured % of peak"] == 30.0
+    assert targets.loc["sasrec", "% of the CPU type's highest peak"] == pytest.approx(24.0)
+    found = _found(targets=targets)
+    assert found[0] == ("SASRec: best measured 30.0% of the fp32 peak, 24.0% of the highest fp32 peak measured on "
+                        "the same CPU type (its peak that day was lower) against a target of 50% (not met)")
 
 
 

@@ -105,6 +105,18 @@ def test_grouped_ablation_table_pairs_each_group_against_its_own_reference():
     assert list(unrun_first.columns) == list(table.columns)   # the order does not follow the first group
 
 
+def test_quoted_statistics_sets_each_printed_statistic_beside_ours_sparsity_in_percent():
+    from emkd_lib.report import quoted_statistics
+    stats = pd.DataFrame({"users": [6040.0], "items": [3706.0], "sparsity": [0.9553]}, index=["ml-1m"])
+    beside = quoted_statistics(stats, [("EMKD", 2)]).set_index("statistic")
+    assert beside.loc["users", "quoted"] == 6040 and beside.loc["items", "ours"] == 3706
+    # EMKD prints 95.81 for ML-1M: 1 - 1,000,209 / (6,040 x 3,953), its item count
+    assert beside.loc["sparsity %", "quoted"] == 95.81 and beside.loc["sparsity %", "ours"] == pytest.approx(95.53)
+    renamed = quoted_statistics(stats.rename(columns={"sparsity": "sparsity %"}).assign(**{"sparsity %": [95.53]}),
+                                [("EMKD", 2)])
+    assert renamed.equals(beside.reset_index()[renamed.columns])
+
+
 def test_statistics_apart_names_the_rows_beyond_the_tolerance_as_the_table_prints_them():
     from emkd_lib.report import statistics_apart
     beside = pd.DataFrame({"source": ["EMKD Table 2"] * 3, "dataset": ["ml-1m", "beauty", "toys"],

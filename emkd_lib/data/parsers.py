@@ -296,10 +296,14 @@ def parse_udata_file(
     return user_ids[keep], [s.copy() for s, k in zip(sequences, keep) if k]
 
 
+# The genre flag column of MovieLens-100K's items.csv that marks a movie with no known genre.
+UNKNOWN_GENRE = "genre_unknown"
+
+
 def parse_items_csv(path, n_items: int) -> ItemAttributes:
     """Genres of MovieLens-100K from the mirror's ``items.csv``.
 
-    Attribute ``a`` (1..19) is the a-th genre flag column (``genre_unknown``,
+    Attribute ``a`` (1..19) is the a-th genre flag column (``UNKNOWN_GENRE``,
     ``Action``, ... ``Western``), so the names are kept. The file has 1,746 rows
     for 1,682 movie ids: some ids repeat (with identical genre flags in the
     current file). We keep the FIRST row per id, deliberately and

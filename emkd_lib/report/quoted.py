@@ -35,11 +35,15 @@ def beside_paper(results, paper: str, table: int, metrics=("NDCG@10",), ensemble
 def quoted_statistics(stats: pd.DataFrame, tables) -> pd.DataFrame:
     """Our dataset statistics (``data.dataset_statistics`` rows) beside the
     ones the papers print (quoted), where a paper reports the same dataset
-    and statistic; ``tables`` lists ``(paper, table)``."""
+    and statistic; ``tables`` lists ``(paper, table)``. Sparsity is compared
+    in percent, as the papers print it: ``stats``' "sparsity %" column, or
+    its "sparsity" fraction times 100."""
     names = {"#users": "users", "#items": "items", "#actions": "actions", "#inter.": "actions",
              "avg.length": "avg_actions_per_user", "avg. actions/user": "avg_actions_per_user",
              "avg. actions/item": "avg_actions_per_item", "#attributes": "attributes",
-             "avg. attributes/item": "avg_attributes_per_item"}
+             "avg. attributes/item": "avg_attributes_per_item", "sparsity": "sparsity %"}
+    if "sparsity %" not in stats and "sparsity" in stats:
+        stats = stats.assign(**{"sparsity %": 100 * stats["sparsity"]})
     rows = []
     for paper, table in tables:
         try:

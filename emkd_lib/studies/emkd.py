@@ -17,6 +17,7 @@ from __future__ import annotations
 from ..methods import method_spec
 from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
+from ..report.quoted import SETTINGS_COMPARED
 from ..report.tables import ended_still_rising
 from ..runs import results_for
 from . import s4rec
@@ -203,6 +204,10 @@ def fidelity_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(FID
             for d in datasets for s in seeds for row in rows}
 
 
+# The settings of ``report.quoted.SETTINGS_COMPARED`` that size the model, as scale_found names them.
+MODEL_SIZE_SETTINGS = {"d": "hidden size d", "heads": "attention heads", "M": "masked views M"}
+
+
 def scale_found(profile: str, datasets=("beauty",)) -> list[str]:
     """A line for "What we found" that bounds the chapter's claims: where
     ``profile``'s EMKD is a smaller model than the paper profile's on any of
@@ -212,9 +217,8 @@ def scale_found(profile: str, datasets=("beauty",)) -> list[str]:
     ``SENSITIVITY_EPOCHS`` epochs, so it shows which way M moves an early
     model, not what the paper's M gives a converged one: the claims are
     about this profile's EMKD."""
-    settings = (("hidden size d", lambda c: c.encoder_config.hidden),
-                ("attention heads", lambda c: c.encoder_config.n_heads),
-                ("masked views M", lambda c: c.params.n_views))
+    compared = dict(SETTINGS_COMPARED)
+    settings = [(name, compared[label]) for label, name in MODEL_SIZE_SETTINGS.items()]
     configs = {d: (profile_config(profile, d, "emkd"), profile_config("paper", d, "emkd")) for d in datasets}
     smaller = []
     for name, value in settings:

@@ -168,12 +168,13 @@ def shared_genre_rates(result, k: int = 3) -> tuple[dict[str, float], float, int
     Returns ``(rate per branch, chance rate, items counted)``."""
     import numpy as np
     from ..analysis import nearest_by_cosine
+    from ..data.parsers import UNKNOWN_GENRE
     from ..runs import run_data
     dataset, _ = run_data(result.config)
     if dataset.attributes is None or not dataset.attributes.names:
         raise ValueError(f"{result.config.dataset} has no named item genres to compare neighbours by")
     genres = dataset.attributes.multi_hot()
-    genres[:, [i for i, name in enumerate(dataset.attributes.names) if name == "genre_unknown"]] = 0
+    genres[:, [i for i, name in enumerate(dataset.attributes.names) if name == UNKNOWN_GENRE]] = 0
     items = np.flatnonzero(genres.sum(axis=1) > 0)
     shared = genres[items] @ genres[items].T > 0
     np.fill_diagonal(shared, False)
