@@ -221,7 +221,8 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
     resumes from it. ``stop_after_epoch`` ends the process's training early
     with the checkpoint in place, as a kill would (tests use it).
     ``epoch_stamp`` is added to each epoch's history row (the caller's code
-    commit: a run resumed by other code says which epochs that trained).
+    commit and machine: a run resumed by other code, or on another machine,
+    says which epochs each trained).
 
     With ``parallel`` this process is one rank of a data-parallel run
     (``distributed``): every rank trains its share of each batch; rank 0

@@ -13,10 +13,10 @@ from emkd_lib.settings import REPO_ROOT
 BEFORE, AFTER = "b" * 40, "a" * 40
 
 
-def run(commit, ndcg=0.05, resumed_by=None, machine="AMD EPYC x2 (torch threads 1)"):
+def run(commit, ndcg=0.05, resumed_by=None, machine="AMD EPYC x2 (torch threads 1)", history=()):
     flags = {"trained_by_commits": [commit, resumed_by]} if resumed_by else {}
     return SimpleNamespace(flags=flags, provenance={"commit": commit, "machine": machine},
-                           test_metrics={"NDCG@10": ndcg})
+                           test_metrics={"NDCG@10": ndcg}, history=list(history))
 
 
 def test_dropout_masks_follow_the_commits_that_trained_a_run():
@@ -43,6 +43,10 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     (line,) = other_draws_found(rows, "default", "fidelity table", seed_spread=spread, **kw)
     mean = (0.0382 + 0.0383 + 0.0373) / 3
     assert line.endswith(f"over 3 seeds spans {100 * 0.0010 / mean:.1f}% of test NDCG@10 (0.0373 to 0.0383)")
+    # a row resumed onto another CPU type names both, read epoch by epoch from its stamped history
+    resumed = run(BEFORE, machine=xeon, history=[{"machine": "AMD EPYC x2 (torch threads 1)"}, {"machine": xeon}])
+    (line,) = other_draws_found({"default": run(BEFORE), "resumed": resumed}, "default", "t", **kw)
+    assert "(resumed: AMD EPYC and Intel(R) Xeon(R) Processor)" in line
     # every row drew as the reference did, or the reference is missing: no line
     assert other_draws_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
     assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []

@@ -117,6 +117,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
     assert resumed["valid_metrics"] == whole["valid_metrics"] and resumed["test_metrics"] == whole["test_metrics"]
     assert resumed["best_epoch"] == whole["best_epoch"]
     assert len(resumed["history"]) == len(whole["history"]) == 4
+    # each epoch says which machine trained it, as it says which commit did
+    assert {row["machine"] for row in resumed["history"]} == {resumed["provenance"]["machine"]}
     loss_terms = [k for k in whole["history"][0] if k not in TIMING]
     assert "loss" in loss_terms and (method != "emkd" or {"mip", "ap", "icl", "ccl", "kd"} <= set(loss_terms))
     for r, w in zip(resumed["history"], whole["history"]):

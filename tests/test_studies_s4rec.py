@@ -277,6 +277,18 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
     # bit for bit on any machines: no rounding clause
     out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(0.0, intel)})
     assert "repeats the main run's 10 epochs and selects epoch 11" in line
+    # CPU types read epoch by epoch where the rows are stamped: a main run resumed from AMD onto Intel
+    # against a check trained on Intel alone shares the type of its last machine, not of its first epochs
+    resumed = SimpleNamespace(config=main_config, best_epoch=10, provenance={"machine": intel},
+                              history=[{**h, "machine": amd if e < 5 else intel} for e, h in enumerate(history)])
+    out, (line,) = with_patience_checks({("toys", "duorec", 0): resumed}, {("toys", "duorec", 0): used})
+    assert out[("toys", "duorec", 0)] is used
+    assert "to within rounding (trained on Intel(R) Xeon(R) Processor, the main run on AMD EPYC and Intel(R) Xeon(R) " \
+           "Processor: loss within" in line
+    same = SimpleNamespace(**{**vars(used), "history": [{**h, "machine": amd if e < 5 else intel}
+                                                         for e, h in enumerate(used.history)]})
+    out, (line,) = with_patience_checks({("toys", "duorec", 0): resumed}, {("toys", "duorec", 0): same})
+    assert out[("toys", "duorec", 0)] is resumed     # epoch for epoch on the same types: rounding is no excuse
 
 
 def test_unchecked_lines_name_the_methods_that_kept_the_shorter_patience():

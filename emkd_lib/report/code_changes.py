@@ -62,11 +62,19 @@ def cpu_type(result) -> str:
     return result.provenance.get("machine", "?").split(" x")[0]
 
 
+def epoch_cpu_types(result) -> list[str]:
+    """The CPU type that trained each epoch of a stored run's history: the
+    machine stamped on the epoch's row, else (epochs trained before machines
+    were stamped) the run's last machine, ``cpu_type``."""
+    last = cpu_type(result)
+    return [row["machine"].split(" x")[0] if row.get("machine") else last for row in result.history]
+
+
 def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), **masks_kw) -> list[str]:
     """A line for a table of single-seed runs (``label -> result``, compared
     with ``reference``) naming the rows that drew their dropout masks
-    otherwise than the reference (``dropout_masks``) or trained on another
-    CPU type (``cpu_type``): such a row is not the reference with one switch
+    otherwise than the reference (``dropout_masks``) or trained on other
+    CPU types (``epoch_cpu_types``): such a row is not the reference with one switch
     changed but also another draw, like another seed. With ``seed_spread``
     (the reference's method at several seeds) the range of its test NDCG@10,
     the scale of such a draw. None where every row drew as the reference
@@ -75,7 +83,7 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     if reference not in stored:
         return []
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
-    cpus = {label: cpu_type(r) for label, r in stored.items()}
+    cpus = {label: " and ".join(dict.fromkeys(epoch_cpu_types(r))) or cpu_type(r) for label, r in stored.items()}
     apart = {label: [part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
                                                 (cpus[label], cpus[label] != cpus[reference])) if differs]
              for label in stored if label != reference}

@@ -2,7 +2,7 @@
 the table in its place when it provably is the same run continued."""
 from __future__ import annotations
 
-from ..report.code_changes import cpu_type
+from ..report.code_changes import epoch_cpu_types
 from ..report.sentences import control_found
 from ..report.tables import method_label
 
@@ -23,10 +23,12 @@ def _repeats(main, check) -> str | None:
         return None
     if all(a[k] == b[k] for a, b in zip(shared, repeated) for k in ROUNDING_TOLERANCE):
         return ""
-    cpus = cpu_type(main), cpu_type(check)
-    if cpus[0] == cpus[1] or not all(abs(b[k] - a[k]) <= tolerance * abs(a[k]) for a, b in zip(shared, repeated)
-                                     for k, tolerance in ROUNDING_TOLERANCE.items()):
+    # epoch by epoch: a run resumed across sessions may have trained on more than one CPU type
+    main_cpus, check_cpus = epoch_cpu_types(main), epoch_cpu_types(check)[:len(shared)]
+    if main_cpus == check_cpus or not all(abs(b[k] - a[k]) <= tolerance * abs(a[k]) for a, b in zip(shared, repeated)
+                                          for k, tolerance in ROUNDING_TOLERANCE.items()):
         return None
+    cpus = " and ".join(dict.fromkeys(main_cpus)), " and ".join(dict.fromkeys(check_cpus))
     return (f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: loss within "
             f"{ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within {ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative)")
 
