@@ -189,7 +189,7 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     narrow = pd.DataFrame({"head_rate": [0.2, 0.2, 0.25, 0.3, 0.3]})   # IQR 0.1
     (line,) = cl.head_rate_compactness({"S4Rec": narrow, "ICLRec": wide}, "S4Rec", "ICLRec", "d")
     assert line == ("d: S4Rec's interquartile range of cluster head rates is narrower than ICLRec's "
-                    "(0.10 against 0.20), as the paper's Figure 3 reports")
+                    "(0.10 against 0.20), in the direction the paper's Figure 3 reports")
     (line,) = cl.head_rate_compactness({"S4Rec": wide, "ICLRec": narrow}, "S4Rec", "ICLRec", "d")
     assert "is wider than ICLRec's (0.20 against 0.10), unlike the paper's Figure 3" in line
     assert cl.head_rate_compactness({"S4Rec": wide}, "S4Rec", "ICLRec", "d") == []
@@ -211,7 +211,7 @@ def test_head_rate_compactness_compares_interquartile_ranges():
     # another figure's claim read the same way (chapter 07: Figure 6(b), lambda's largest against its smallest)
     (line,) = cl.head_rate_compactness({"a": big["narrow"], "b": big["wide"]}, "a", "b", "d",
                                        figure="the paper's Figure 6(b)")
-    assert "as the paper's Figure 6(b) reports" in line
+    assert "in the direction the paper's Figure 6(b) reports" in line
     assert line.endswith(": the claim of the paper's Figure 6(b) holds beyond chance")
 
 
@@ -225,7 +225,7 @@ def test_lambda_head_rate_found_reads_the_largest_lambda_against_the_smallest():
     spread = cl.head_rate_spread({"λ = 0.0": wide, "λ = 0.1": middle, "λ = 1.0": narrow})
     assert lines[:3] == spread and len(lines) == 4
     assert lines[3].startswith("d: λ = 1.0's interquartile range of cluster head rates is narrower than λ = 0.0's "
-                               "(0.10 against 0.20), as the paper's Figure 6(b) reports")
+                               "(0.10 against 0.20), in the direction the paper's Figure 6(b) reports")
     # one value of lambda stored: its spread, nothing to compare
     assert lambda_head_rate_found({0.1: middle}, "d") == cl.head_rate_spread({"λ = 0.1": middle})
     assert lambda_head_rate_found({}, "d") == cl.head_rate_spread({})

@@ -46,7 +46,8 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     # a row resumed onto another CPU type names both, read epoch by epoch from its stamped history
     resumed = run(BEFORE, machine=xeon, history=[{"machine": "AMD EPYC x2 (torch threads 1)"}, {"machine": xeon}])
     (line,) = other_draws_found({"default": run(BEFORE), "resumed": resumed}, "default", "t", **kw)
-    assert "(resumed: AMD EPYC and Intel(R) Xeon(R) Processor)" in line
+    assert "; the other row drew otherwise (resumed: AMD EPYC and Intel(R) Xeon(R) Processor), so its difference " \
+           "from the reference also holds other dropout draws" in line
     # every row drew as the reference did, or the reference is missing: no line
     assert other_draws_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
     assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []

@@ -32,6 +32,7 @@ from .tables import (
     significant_changes,
     still_rising_found,
     still_rising_runs,
+    stopping_caption,
     stopping_table,
     sweep_points,
     sweep_rows,
@@ -165,6 +166,7 @@ __all__ = [
     "significant_changes",
     "still_rising_found",
     "still_rising_runs",
+    "stopping_caption",
     "stopping_table",
     "verdict",
 ]

@@ -333,7 +333,7 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
              ((reference, a), (other, b))}
     relation = ("narrower than" if width[reference] < width[other]
                 else "as wide as" if width[reference] == width[other] else "wider than")
-    agrees = f"as {figure} reports" if relation == "narrower than" else f"unlike {figure}"
+    agrees = f"in the direction {figure} reports" if relation == "narrower than" else f"unlike {figure}"
     line = (f"{dataset}: {reference}'s interquartile range of cluster head rates is {relation} {other}'s "
             f"({width[reference]:.2f} against {width[other]:.2f}), {agrees}")
     if "users" in a and "users" in b:
@@ -349,8 +349,9 @@ def head_rate_compactness(frames: dict, reference: str, other: str, dataset: str
                  "not different from": f"beyond chance the claim of {figure} is not supported"}[beyond]
         line += (f"; clusters of the same sizes filled at random would give {np.mean(chance[reference]):.2f} "
                  f"and {np.mean(chance[other]):.2f}, so beyond chance {reference}'s range is {beyond} {other}'s "
-                 f"({excess[reference]:+.3f} against {excess[other]:+.3f}, a gap of {gap:+.3f}, read as one beyond "
-                 f"{noise:.3f}, two standard deviations of the difference of two random partitions' ranges): {holds}")
+                 f"({excess[reference]:+.3f} against {excess[other]:+.3f}, a gap of {gap:+.3f}, which counts only "
+                 f"beyond {noise:.3f}, two standard deviations of the difference of two random partitions' ranges): "
+                 f"{holds}")
     return [line]
 
 

@@ -90,11 +90,14 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     apart = {label: parts for label, parts in apart.items() if parts}
     if not apart:
         return []
+    one = len(stored) == 2
     line = (f"{what}: the reference row '{reference}' was trained with {masks[reference]} dropout masks on "
-            f"{cpus[reference]}; {len(apart)} of the other {len(stored) - 1} rows drew otherwise ("
+            f"{cpus[reference]}; " + ("the other row drew otherwise (" if one else
+                                       f"{len(apart)} of the other {len(stored) - 1} rows drew otherwise (")
             + ", ".join(f"{label}: {' and '.join(parts)}" for label, parts in apart.items())
-            + "), so their differences from the reference also hold other dropout draws or other bf16 rounding, "
-              "which act like another seed")
+            + f"), so {'its difference' if one else 'their differences'} from the reference also "
+              f"{'holds' if one else 'hold'} other dropout draws or other floating-point rounding, which act like "
+              f"another seed")
     values = [r.test_metrics["NDCG@10"] for r in seed_spread if r is not None]
     if len(values) > 1:
         low, high = min(values), max(values)

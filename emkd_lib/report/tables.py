@@ -166,6 +166,14 @@ LATE_GAIN_COLUMN = "rise, last quarter %"
 AT_CAP_COLUMN = "best at the cap"
 
 
+def stopping_caption() -> str:
+    """What the columns of a ``stopping_table`` mean, as its caption."""
+    return (f"{AT_CAP_COLUMN}: the best epoch is the last one the epoch cap allowed; {LATE_GAIN_COLUMN}: how much "
+            f"the best validation NDCG@10 rose in the last quarter of the run's evaluations; {STILL_RISING}: best "
+            f"at the cap, or a rise above {STILL_RISING_PERCENT:g}% (its number is a lower bound); popularity "
+            f"valid NDCG@10: the most-popular ranking on the same users, the floor a trained model should clear")
+
+
 def late_gain(history: list[dict]) -> float:
     """How much the best validation NDCG@10 rose in the last quarter of a
     run's evaluations, in percent: the best of all against the best of the

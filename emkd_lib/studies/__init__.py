@@ -23,8 +23,8 @@ GRIDS = {"baselines": baselines.baseline_grid, "ensembles": baselines.ensemble_g
 CHAPTER_GRIDS = {
     "01 baselines": ("baselines",),
     "02 ensemble motivation": ("ensembles",),
-    "03 EMKD main results": ("emkd-main", "emkd-spread"),
-    "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth", "emkd-fidelity"),
+    "03 EMKD main results": ("emkd-main", "emkd-spread", "emkd-fidelity"),
+    "04 EMKD ablations": ("emkd-ablations", "emkd-sensitivity", "emkd-encoders", "emkd-depth"),
     "05 S⁴Rec main results": ("s4rec-main", "s4rec-ablations", "s4rec-controls", "s4rec-batch-order",
                               "s4rec-equal-weights", "s4rec-settings", "s4rec-patience"),
     "07 S⁴Rec sensitivity": ("s4rec-sensitivity",),

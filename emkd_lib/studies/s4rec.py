@@ -36,7 +36,7 @@ SENSITIVITY = {"n_prototypes": FIGURE5_K, **{name: FIGURE6_WEIGHTS for name in (
 # Each swept parameter under the paper's symbol (Eq. 18's weights; K prototypes).
 SENSITIVITY_LABELS = {"n_prototypes": "K", "alpha": "α", "beta1": "β₁", "beta2": "β₂", "lam": "λ"}
 # What each swept parameter controls, for a figure panel's title beside its symbol.
-SENSITIVITY_ROLES = {"n_prototypes": "prototypes", "alpha": "clustering", "beta1": "intent contrast",
+SENSITIVITY_ROLES = {"n_prototypes": "prototypes", "alpha": "clustering", "beta1": "sequence contrast",
                      "beta2": "cluster distillation", "lam": "adversary"}
 # About half the epochs the converged Beauty S^4Rec of Table 3 took to its best
 # validation NDCG@10; chapter 07 prints how far that run had got at this epoch.
