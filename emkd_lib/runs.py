@@ -20,8 +20,8 @@ from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
 from .files import LockHeld, atomic_link_or_copy, atomic_write, exclusive_lock, file_sha256
 from .methods import build_method
 from .methods.baselines import ensemble_scores
-from .store import (code_commit, machine_name, RunResult, StoreError, load_result, peak_memory_mb, provenance, read_record,
-                    read_sidecar, result_path, run_key, store_result, write_record)
+from .store import (code_commit, machine_name, RunResult, StoreError, load_result, peak_memory_mb, provenance,
+                    read_record, read_sidecar, result_path, run_key, store_result, write_record)
 from .train import checkpoint_summary, fit, resolve_device, seed_everything
 
 

@@ -788,6 +788,9 @@ _CLUSTERING = re.compile(r"^(?P<method>\S+)\s+(?P<dataset>\S+) \[(?P<profile>[^\
                          r"of the epoch \((?P<how>.+)\)$")
 
 
+EPOCH_WITH_CLUSTERING = "epoch s (clustering included)"
+
+
 def clustering_table(path) -> pd.DataFrame:
     """A committed ``clustering_share.py`` output: per method, the epoch's
     training seconds, its clustering seconds, their share, how it clusters,
@@ -809,8 +812,6 @@ def clustering_table(path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-EPOCH_WITH_CLUSTERING = "epoch s (clustering included)"
-
 
 # Issue targets: useful FLOP/s as a share of the measured fp32 peak.
 TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
@@ -828,7 +829,8 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     higher peak is a smaller share of the same speed: the best share may come
     from the slower machine), the best fp32 line's speed as a share of the
     highest fp32 peak any counted line measured on the same CPU type (the
-    peak varies from day to day: a low-peak day flatters the share), the fp32 line's training sequences per second
+    peak varies from day to day: a low-peak day flatters the share), the
+    fp32 line's training sequences per second
     (not its seconds per epoch: the files measure epochs of different
     windows), the target, and whether it is met: "yes", "with bf16 autocast" where only
     the bf16 run reaches it, else "no"."""
@@ -848,7 +850,7 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
         # against the highest peak measured on that type is the share a low-peak day does not flatter.
         highest = counted.loc[counted["machine"] == best["machine"], "peak GFLOP/s"].max()
         row.update({"measured % of peak": best["% of fp32 peak"],
-                    "% of the CPU type's highest peak": 100 * best["GFLOP/s"] / highest,
+                    _HIGHEST: 100 * best["GFLOP/s"] / highest,
                     "sequences / s": best["sequences / s"],
                     "measured in": f"{best['file']} ("
                                    + ("" if best.get("machine", "?") == "?" else f"{best['machine']}, ")
