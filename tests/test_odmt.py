@@ -624,7 +624,8 @@ def test_rampup_found_places_the_selected_epoch_against_the_rampup():
         return SimpleNamespace(config=config, best_epoch=best, history=[{}] * stop)
 
     after, first, during, early = rampup_found([result(60, 80), result(21, 30), result(17, 22), result(5, 19)])
-    where = "ml-100k-odmt / ODMT / seed 0 (alpha = 20)"
+    patience = profile_config("cpu", "ml-100k-odmt", "odmt").train.patience
+    where = f"ml-100k-odmt / ODMT / seed 0 (alpha = 20, patience {patience})"
     # the loop's epoch e trains with Eq. 10's w(e - 1): w = 1 from the loop's epoch 21 on
     assert after == f"{where}: its selected epoch 60 came 39 epochs after the distillation weight reached 1 (in epoch 21)"
     assert first == f"{where}: its selected epoch 21 came 0 epochs after the distillation weight reached 1 (in epoch 21)"
@@ -706,8 +707,8 @@ def test_shared_genre_rates_count_neighbours_sharing_a_genre_against_random_pair
     # pairs of items 1-4 sharing a genre: 1-2, 1-3, 2-3, 3-4 of the 6
     assert chance == pytest.approx(4 / 6)
     (line,) = shared_genre_found(result, k=1)
-    assert line == ("d, the gallery over all 4 items with a genre: an item's 1 nearest items in ODMT's item spaces share "
-                    "a genre with it in id 100.0%, text 50.0% of cases, against 66.7% for two items drawn at random: "
+    assert line == ("d, over all 4 items with a genre (not only the gallery's queries): an item's 1 nearest items in "
+                    "ODMT's item spaces share a genre with it in id 100.0%, text 50.0% of cases, against 66.7% for two items drawn at random: "
                     "not every space puts movies of a genre nearer each other than random pairs, the id space the "
                     "most, 50.0 percentage points above the least")
     assert shared_genre_found(SimpleNamespace(ranks=lambda: {})) == []

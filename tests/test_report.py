@@ -111,8 +111,8 @@ def test_quoted_statistics_sets_each_printed_statistic_beside_ours_sparsity_in_p
     beside = quoted_statistics(stats, [("EMKD", 2)]).set_index("statistic")
     assert beside.loc["users", "quoted"] == 6040 and beside.loc["items", "ours"] == 3706
     # EMKD prints 95.81 for ML-1M: 1 - 1,000,209 / (6,040 x 3,953), its item count
-    assert beside.loc["sparsity %", "quoted"] == 95.81 and beside.loc["sparsity %", "ours"] == pytest.approx(95.53)
-    renamed = quoted_statistics(stats.rename(columns={"sparsity": "sparsity %"}).assign(**{"sparsity %": [95.53]}),
+    assert beside.loc["sparsity (%)", "quoted"] == 95.81 and beside.loc["sparsity (%)", "ours"] == pytest.approx(95.53)
+    renamed = quoted_statistics(stats.rename(columns={"sparsity": "sparsity (%)"}).assign(**{"sparsity (%)": [95.53]}),
                                 [("EMKD", 2)])
     assert renamed.equals(beside.reset_index()[renamed.columns])
 
@@ -379,6 +379,11 @@ def test_scorecard_sets_ours_beside_the_quoted_csv_and_counts_verdicts(tmp_path,
     assert scorecard_summary(card) == ("Of 4 cells quoted from the papers, 2 have a stored result of ours: "
                                        "0 reproduced (within 10% of the paper), 0 below the paper, 2 above it, "
                                        "2 not run yet.")
+    # the same stored result against the same quoted value in a second table repeats a comparison
+    repeated = pd.concat([card, card.rename(index={"X Table 3": "X Table 4"}, level="source")])
+    assert scorecard_summary(repeated).endswith("4 not run yet; 2 of the 4 repeat a comparison another table already "
+                                                "makes (the same result of ours against the same quoted value), so "
+                                                "2 are distinct.")
 
 
 def test_beside_paper_rows_reads_the_papers_table_and_divides():
@@ -604,19 +609,20 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
 
 
-def test_curves_found_names_the_lowest_loss_and_the_best_validation_run():
+def test_curves_found_names_the_lowest_loss_and_the_best_tested_run():
     from emkd_lib.report import curves_found
 
-    def run(losses, valid):
-        return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": v} for l, v in zip(losses, valid)])
+    def run(losses, test):
+        return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": 0.1} for l in losses],
+                                     test_metrics={"HR@10": test})
 
     # id ran one epoch longer: its loss is compared at epoch 2, where text stopped
-    runs = {"id": run([5.0, 3.0, 1.0], [0.05, 0.04, 0.04]), "text": run([5.0, 4.0], [0.05, 0.07]), "image": None}
+    runs = {"id": run([5.0, 3.0, 1.0], 0.05), "text": run([5.0, 4.0], 0.07), "image": None}
     (line,) = curves_found(runs, "Figure 2")
     assert "at epoch 2, the last that every run reached, the lowest training loss is id's (3.000; text 4.000)" in line
-    assert "best validation NDCG@10 is text's (0.0700; id 0.0500)" in line
+    assert "the best test HR@10 (at each run's selected epoch) is text's (0.0700; id 0.0500)" in line
     assert line.endswith("the lowest loss does not make the best model, as in the paper's Figure 2")
-    runs["text"] = run([5.0, 2.0], [0.05, 0.07])
+    runs["text"] = run([5.0, 2.0], 0.07)
     assert curves_found(runs, "F")[0].endswith(": one run has both, unlike the paper's Figure 2, where the input with "
                                                 "the lowest training loss is not the one that ranks best")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
@@ -1029,8 +1035,14 @@ def test_ensemble_gains_beside_paper_reads_the_quoted_gain_of_each_method():
     assert beside.loc[("beauty", "SASRec"), "quoted gain % (EMKD Table 1)"] == pytest.approx(quoted)
     (line,) = ensemble_pattern_found(beside)
     theirs = beside["quoted gain % (EMKD Table 1)"].idxmax()[1]
-    assert line.startswith(f"beauty: the ensemble of two gains most for {theirs} in the paper")
-    assert f"and for GRU4Rec here (+13.0%): {'the same' if theirs == 'GRU4Rec' else 'another'} method" in line
+    assert theirs == "SASRec"
+    assert line.startswith(f"beauty: the ensemble of two gains most for SASRec in the paper (+{quoted:.1f}%, quoted) "
+                           f"but for another method here, GRU4Rec (+13.0%); each method's gain here against the "
+                           f"paper's: GRU4Rec +13.0% against ")
+    same = beside.assign(**{"ours gain %": [5.4, 13.0]})
+    (line,) = ensemble_pattern_found(same)
+    assert line.startswith(f"beauty: the ensemble of two gains most for SASRec both in the paper (+{quoted:.1f}%, "
+                           f"quoted) and here (+13.0%)")
 
 
 def test_ordering_found_counts_the_pairs_of_methods_in_the_same_order():

@@ -234,26 +234,27 @@ def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: s
     return lines
 
 
-def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2") -> list[str]:
+def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2", metric: str = "HR@10") -> list[str]:
     """Lines for "What we found" from training curves (the ODMT chapter's
     Figure 2 runs): ``runs`` a label -> stored run dict; which run has the
     lowest training loss at the last epoch every run reached (runs stop at
     different epochs, and a longer run's loss is lower for that alone), which
-    reaches the best validation NDCG@10 (its best epoch), and whether they
-    are the same run: ``figure`` reports that they are not."""
+    ranks best in test ``metric`` at its selected epoch (the paper's Figure
+    2(d) plots testing Recall@10, our HR@10: one held-out item), and whether
+    they are the same run: ``figure`` reports that they are not."""
     stored = {label: r for label, r in runs.items() if r is not None and r.history}
     if len(stored) < 2:
         return [f"{what}: not enough runs stored yet ({len(stored)})"]
     common = min(len(r.history) for r in stored.values())
     loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
-    valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
+    valid = {label: r.test_metrics[metric] for label, r in stored.items()}
     lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
     same = (f"one run has both, unlike {figure}, where the input with the lowest training loss is not the one "
             f"that ranks best" if lowest == best
             else f"the lowest loss does not make the best model, as in {figure}")
     return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
             f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
-            + f"); the best validation NDCG@10 is {best}'s ({valid[best]:.4f}; "
+            + f"); the best test {metric} (at each run's selected epoch) is {best}'s ({valid[best]:.4f}; "
             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]
 
 

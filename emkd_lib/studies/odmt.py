@@ -198,8 +198,8 @@ def shared_genre_found(result, k: int = 3) -> list[str]:
     best = max(rates, key=rates.get)
     values = ", ".join(f"{branch} {rate:.1%}" for branch, rate in rates.items())
     above = all(rate > chance for rate in rates.values())
-    return [f"{result.config.dataset}, the gallery over all {n:,} items with a genre: an item's {k} nearest items in "
-            f"ODMT's item spaces share a genre with it in {values} of cases, against {chance:.1%} for two items drawn "
+    return [f"{result.config.dataset}, over all {n:,} items with a genre (not only the gallery's queries): an item's "
+            f"{k} nearest items in ODMT's item spaces share a genre with it in {values} of cases, against {chance:.1%} for two items drawn "
             f"at random: {'every space' if above else 'not every space'} puts movies of a genre nearer each other than "
             f"random pairs, the {best} space the most, {100 * (max(rates.values()) - min(rates.values())):.1f} "
             f"percentage points above the least"]
@@ -216,14 +216,17 @@ def rampup_found(results) -> list[str]:
     best epoch, not from the end of the ramp-up, so on a dataset with many
     steps per epoch the selected model may have been trained while the
     distillation weight was still below one: then the run describes ODMT
-    before its distillation reached full weight, and the line says so."""
+    before its distillation reached full weight, and the line says so. Each
+    line names the run's patience: a run and its longer-patience check may
+    both be read."""
     lines = []
     for r in results:
         params = r.config.params
         if not isinstance(params, ODMTParams) or params.fusion != "distill" or params.rampup_epochs == 0:
             continue
         alpha, best, stop = params.rampup_epochs, r.best_epoch, len(r.history)
-        where = f"{r.config.dataset} / {method_label(r.config)} / seed {r.config.seed} (alpha = {alpha})"
+        where = (f"{r.config.dataset} / {method_label(r.config)} / seed {r.config.seed} (alpha = {alpha}, "
+                 f"patience {r.config.train.patience})")
         # the loop counts epochs from 1, Eq. 10 from 0: w first reaches 1 in the loop's epoch alpha + 1
         full = alpha + 1
         if best >= full:
