@@ -146,6 +146,7 @@ def test_ensemble_gain_table_means_seeds_and_tests_against_the_better_member():
     # the gain is over the models the ensemble averages, seeds 1 and 2, not over every seed
     assert row["members' mean"] == pytest.approx(np.mean(single[1:]))
     assert row["gain over members' mean %"] == pytest.approx(100 * (1 / np.mean(single[1:]) - 1))
+    assert row["better member"] == pytest.approx(single[1])   # seed 1 (every target at 0-based rank 1) beats seed 2 (rank 10)
     assert row["p vs better member (Wilcoxon)"] < 1e-10  # against seed 1: every user gains
 
 
@@ -350,7 +351,9 @@ def test_ensemble_gain_sentences_name_the_gain_and_the_test():
     lines = ensemble_gain_sentences(gains).split("\n")
     single = (1 / np.log2(3) + 0.0) / 2  # rank 1 and rank 10 (outside the top 10)
     assert lines[0].startswith(f"- SASRec on beauty: the ensemble of two is {100 * (1 / single - 1):+.1f}% NDCG@10"
-                               f" over the mean of its two members (1.0000 vs {single:.4f}); against its better member p = ")
+                               f" over the mean of its two members (1.0000 vs {single:.4f}), "
+                               f"{100 * (np.log2(3) - 1):+.1f}% over the better one ({1 / np.log2(3):.4f}); against its "
+                               f"better member p = ")
     assert lines[0].endswith(", significant at 0.01")
     assert lines[1] == "- SASRec on toys: not run yet"
     assert lines[2] == "- in all: 1 of 1 ensembles differ from their better member at p < 0.01"

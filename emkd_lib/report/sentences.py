@@ -54,6 +54,9 @@ def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha:
         gain, members = row["gain over members' mean %"], row["members' mean"]
         text = (f"- {method} on {dataset}: the ensemble of two is {gain:+.1f}% {metric} "
                 f"over the mean of its two members ({ens:.4f} vs {members:.4f})")
+        better = row.get("better member", np.nan)
+        if np.isfinite(better):
+            text += f", {relative_change(ens, better):+.1f}% over the better one ({better:.4f})"
         if np.isfinite(p):
             tested += 1
             real += bool(p < alpha)
