@@ -654,7 +654,9 @@ def test_target_table_sets_the_best_share_against_the_highest_peak_of_its_cpu_ty
     # 30 GFLOP/s is 30% of its own day's peak, 24% of the 125 GFLOP/s the same CPU type reached another day;
     # the Intel machine's higher peak is another type's and does not count
     assert targets.loc["sasrec", "measured % of peak"] == 30.0
-    assert targets.loc["sasrec", "% of the CPU type's highest peak"] == pytest.approx(24.0)
+    assert targets.loc["sasrec", perf.HIGHEST_PEAK_SHARE] == pytest.approx(24.0)
+    assert targets.loc["sasrec", "measured in"] == "low.txt (AMD EPYC, fp32 peak 100 GFLOP/s; the highest on this " \
+                                                  "CPU type 125)"
     found = _found(targets=targets)
     assert found[0] == ("SASRec: best measured 30.0% of the fp32 peak, 24.0% of the highest fp32 peak measured on "
                         "the same CPU type (its peak that day was lower) against a target of 50% (not met)")

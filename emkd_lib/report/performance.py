@@ -815,7 +815,9 @@ def clustering_table(path) -> pd.DataFrame:
 
 # Issue targets: useful FLOP/s as a share of the measured fp32 peak.
 TARGETS = {"sasrec": 50.0, "bert4rec": 50.0, "emkd": 40.0}
-_HIGHEST = "% of the CPU type's highest peak"
+# The best line's share of the highest peak on its CPU type: read by performance_found; the table shows that
+# peak in its "measured in" text (a column of its own would widen the table past the page).
+HIGHEST_PEAK_SHARE = "% of the CPU type's highest peak"
 
 
 def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
@@ -850,11 +852,13 @@ def target_table(benchmarks: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
         # against the highest peak measured on that type is the share a low-peak day does not flatter.
         highest = counted.loc[counted["machine"] == best["machine"], "peak GFLOP/s"].max()
         row.update({"measured % of peak": best["% of fp32 peak"],
-                    _HIGHEST: 100 * best["GFLOP/s"] / highest,
+                    HIGHEST_PEAK_SHARE: 100 * best["GFLOP/s"] / highest,
                     "sequences / s": best["sequences / s"],
                     "measured in": f"{best['file']} ("
                                    + ("" if best.get("machine", "?") == "?" else f"{best['machine']}, ")
-                                   + f"fp32 peak {best['peak GFLOP/s']:.0f} GFLOP/s)"})
+                                   + f"fp32 peak {best['peak GFLOP/s']:.0f} GFLOP/s"
+                                   + (f"; the highest on this CPU type {highest:.0f}" if highest > best["peak GFLOP/s"]
+                                      else "") + ")"})
         if not bf16.empty:
             fast = bf16.loc[bf16["% of fp32 peak"].idxmax()]
             row.update({"bf16 autocast % of fp32 peak": fast["% of fp32 peak"],
@@ -894,8 +898,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
     lines = [f"{method_title(m)}: best measured {row['measured % of peak']:.1f}% of the fp32 peak"
              + (f" ({row['bf16 autocast % of fp32 peak']:.1f}% with bf16 autocast)"
                 if pd.notna(row.get("bf16 autocast % of fp32 peak", np.nan)) else "")
-             + (f", {row[_HIGHEST]:.1f}% of the highest fp32 peak measured on the same CPU type (its peak "
-                f"that day was lower)" if row.get(_HIGHEST, np.nan) < row["measured % of peak"] - 0.05 else "")
+             + (f", {row[HIGHEST_PEAK_SHARE]:.1f}% of the highest fp32 peak measured on the same CPU type (its peak "
+                f"that day was lower)" if row.get(HIGHEST_PEAK_SHARE, np.nan) < row["measured % of peak"] - 0.05 else "")
              + f" against a target of {row['target % of peak']:.0f}% ("
              + {"yes": "met", "no": "not met", "with bf16 autocast": "met only with bf16 autocast"}[row["met"]] + ")"
              for m, row in targets.iterrows() if row.get("met") in ("yes", "no", "with bf16 autocast")]
