@@ -713,6 +713,11 @@ def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
         "Table 4, rampup_epochs over 2 values: test NDCG@10 from 0.0800 (rampup_epochs = 20) to 0.0900 "
         "(rampup_epochs = 10), a spread of 12.5% of the default's 0.0800 (rampup_epochs = 20)",
         "Table 4: only the default run yet for dropout (0.1)"]
+    # a default that scores 0 (a smoke run's HR@5) gives no relative spread, and no division by zero
+    zero = table.assign(**{"NDCG@10": [0.0, 0.0, 0.01, 0.0, None, None]})
+    assert sweep_found(zero, "temperature=0.3", {"temperature": 0.3}, "T") == [
+        "T, temperature over 3 values: test NDCG@10 from 0.0000 (temperature = 0.3) to 0.0100 (temperature = 0.5), "
+        "the default scoring 0 (temperature = 0.3)"]
     assert sweep_found(table.drop(["temperature=0.1", "temperature = 0.5"]).assign(**{"NDCG@10": 0.08}),
                        "temperature=0.3", {"rampup_epochs": 20}, "Table 4") == [
         "Table 4, rampup_epochs over 2 values: test NDCG@10 0.0800 at every value"]

@@ -469,10 +469,10 @@ def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, 
         if points[low] == points[high]:
             lines.append(f"{what}, {name} over {len(points)} values: test {metric} {base:.4f} at every value")
             continue
+        spread = (f"a spread of {100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f}"
+                  if base > 0 else "the default scoring 0")
         line = (f"{what}, {name} over {len(points)} values: test {metric} from {points[low]:.4f} "
-                f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), a spread of "
-                f"{100 * (points[high] - points[low]) / base:.1f}% of the default's {base:.4f} "
-                f"({name} = {default})")
+                f"({name} = {low}) to {points[high]:.4f} ({name} = {high}), {spread} ({name} = {default})")
         if default_is and high == str(default):
             line += f"; the default, {default_is}, is the highest"
         elif default_is:
