@@ -899,7 +899,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
              + (f" ({row['bf16 autocast % of fp32 peak']:.1f}% with bf16 autocast)"
                 if pd.notna(row.get("bf16 autocast % of fp32 peak", np.nan)) else "")
              + (f", {row[HIGHEST_PEAK_SHARE]:.1f}% of the highest fp32 peak measured on the same CPU type (its peak "
-                f"that day was lower)" if row.get(HIGHEST_PEAK_SHARE, np.nan) < row["measured % of peak"] - 0.05 else "")
+                f"that day was lower)"
+                if row.get(HIGHEST_PEAK_SHARE, np.nan) < row["measured % of peak"] - 0.05 else "")
              + f" against a target of {row['target % of peak']:.0f}% ("
              + {"yes": "met", "no": "not met", "with bf16 autocast": "met only with bf16 autocast"}[row["met"]] + ")"
              for m, row in targets.iterrows() if row.get("met") in ("yes", "no", "with bf16 autocast")]

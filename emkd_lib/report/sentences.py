@@ -250,15 +250,15 @@ def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2", me
         return [f"{what}: not enough runs stored yet ({len(stored)})"]
     common = min(len(r.history) for r in stored.values())
     loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
-    valid = {label: r.test_metrics[metric] for label, r in stored.items()}
-    lowest, best = min(loss, key=loss.get), max(valid, key=valid.get)
+    tested = {label: r.test_metrics[metric] for label, r in stored.items()}
+    lowest, best = min(loss, key=loss.get), max(tested, key=tested.get)
     same = (f"one run has both, unlike {figure}, where the input with the lowest training loss is not the one "
             f"that ranks best" if lowest == best
             else f"the lowest loss does not make the best model, as in {figure}")
     return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
             f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
-            + f"); the best test {metric} (at each run's selected epoch) is {best}'s ({valid[best]:.4f}; "
-            + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best) + f"): {same}"]
+            + f"); the best test {metric} (at each run's selected epoch) is {best}'s ({tested[best]:.4f}; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in tested.items() if k != best) + f"): {same}"]
 
 
 def progress_at_epoch(run, epochs: int, what: str) -> str:

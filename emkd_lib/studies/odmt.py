@@ -199,10 +199,10 @@ def shared_genre_found(result, k: int = 3) -> list[str]:
     values = ", ".join(f"{branch} {rate:.1%}" for branch, rate in rates.items())
     above = all(rate > chance for rate in rates.values())
     return [f"{result.config.dataset}, over all {n:,} items with a genre (not only the gallery's queries): an item's "
-            f"{k} nearest items in ODMT's item spaces share a genre with it in {values} of cases, against {chance:.1%} for two items drawn "
-            f"at random: {'every space' if above else 'not every space'} puts movies of a genre nearer each other than "
-            f"random pairs, the {best} space the most, {100 * (max(rates.values()) - min(rates.values())):.1f} "
-            f"percentage points above the least"]
+            f"{k} nearest items in ODMT's item spaces share a genre with it in {values} of cases, against "
+            f"{chance:.1%} for two items drawn at random: {'every space' if above else 'not every space'} puts "
+            f"movies of a genre nearer each other than random pairs, the {best} space the most, "
+            f"{100 * (max(rates.values()) - min(rates.values())):.1f} percentage points above the least"]
 
 
 def _epochs(n: int) -> str:
