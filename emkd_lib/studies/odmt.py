@@ -218,9 +218,10 @@ def rampup_found(results) -> list[str]:
     distillation weight was still below one: then the run describes ODMT
     before its distillation reached full weight, and the line says so. Each
     line names the run's patience: a run and its longer-patience check may
-    both be read."""
+    both be read. ``results`` may hold None (not stored) and repeats."""
     lines = []
-    for r in results:
+    # a run listed twice (a table's run and the same run among the first runs) gives one line
+    for r in {getattr(r, "key", id(r)): r for r in results if r is not None}.values():
         params = r.config.params
         if not isinstance(params, ODMTParams) or params.fusion != "distill" or params.rampup_epochs == 0:
             continue

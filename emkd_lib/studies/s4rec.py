@@ -17,6 +17,8 @@ from ..methods import method_spec
 from ..methods.s4rec import TABLE3_ABLATIONS
 from ..profiles import profile_config
 from ..report import clusters
+from ..report.code_changes import other_draws_found
+from ..report.sentences import control_found, gap_closed
 from ..runs import results_for
 from .patience import with_patience_checks
 
@@ -140,6 +142,26 @@ def equal_weight_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
     return {(d, "sasrec", s): profile_config(profile, d, "sasrec", seed=s, train__batch_order="shuffled",
                                              params__loss_reduction="windows")
             for d in datasets for s in seeds}
+
+
+def batch_order_found(table_runs: dict, batch_runs: dict, equal_weight_runs: dict) -> list[str]:
+    """Lines for the batch-order section: each shuffled run (``batch_order_grid``'s
+    results) against its Table 2 run in length buckets (``table_runs``, keyed
+    alike), each equal-weight run (``equal_weight_grid``'s) as the share of
+    that gap it closes, then per method the runs that drew otherwise than the
+    length-bucket run (other dropout masks, another CPU type:
+    ``report.other_draws_found``), a difference like another seed's."""
+    lines = [line for (d, m, s), r in batch_runs.items()
+             for line in control_found(r, table_runs.get((d, m, s)), f"{d}: {method_spec(m).title} with shuffled batches",
+                                       metric="NDCG@20", control_is="in length buckets")]
+    lines += [line for (d, m, s), r in equal_weight_runs.items()
+              for line in gap_closed(table_runs.get((d, m, s)), batch_runs.get((d, m, s)), r,
+                                     f"{d}: {method_spec(m).title} with shuffled batches, windows weighed equally")]
+    for (d, m, s), r in batch_runs.items():
+        pair = {"length buckets": table_runs.get((d, m, s)), "shuffled": r,
+                "windows weighed equally": equal_weight_runs.get((d, m, s))}
+        lines += other_draws_found(pair, "length buckets", f"{d}: {method_spec(m).title}'s batch order")
+    return lines
 
 
 EQUAL_WEIGHTS = "shuffled, windows weighed equally"
