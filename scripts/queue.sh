@@ -77,9 +77,12 @@ main() {
               "grid s4rec-equal-weights"          # SASRec shuffled, windows weighed equally: the control's control
               "grid s4rec-main --datasets ml-1m"  # ICLRec on ML-1M
               "grid s4rec-main --datasets sports"  # ICLRec on Sports: 5-6 hours, more than one session
-              "grid s4rec-patience"               # the other still-rising baselines with patience 20
               # then queue A's Figure 4 runs from the other end (each queue skips what the other holds):
-              # on a 3,000-user sample they fit beside an EMKD run of queue A
+              # on a 3,000-user sample they fit beside an EMKD run of queue A. SASRec's (about 2 CPU-hours
+              # each) come before the patience checks (3-7 each), which finish only where a machine is
+              # handed back between sessions: the shortest runs first
+              "grid emkd-encoders --networks 3 4 --methods sasrec"
+              "grid s4rec-patience"               # the other still-rising baselines with patience 20
               "grid emkd-encoders --networks 3 4"
               "grid emkd-encoders --networks 1 2") ;;
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
