@@ -34,6 +34,33 @@
 set -uo pipefail
 # The whole script is one function, parsed before it runs: a queue that runs for
 # hours is not disturbed when the checkout's copy of this file is edited.
+# Whether a bf16 matmul beats an fp32 one here (best of three, one thread):
+# a few seconds at most, and the gap it looks for is large (0.7 against 27
+# GFLOP/s on an AVX2-only CPU, about seven times the other way with AMX).
+bf16_is_fast() {
+  "$repo/.venv/bin/python" - <<'EOF'
+import time
+
+import torch
+
+torch.set_num_threads(1)
+
+
+def seconds(dtype):
+    a, b = torch.randn(512, 512).to(dtype), torch.randn(512, 512).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+raise SystemExit(0 if seconds(torch.bfloat16) < seconds(torch.float32) else 1)
+EOF
+}
+
 main() {
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   plan=
@@ -90,6 +117,20 @@ main() {
               "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light runs beside them)" >&2; exit 2 ;;
   esac
+
+  # The EMKD runs train under bf16 autocast (their profiles' train.precision).
+  # A CPU without bf16 matmul units (AVX2 only: no AVX512-BF16, no AMX) runs
+  # them through a slow fallback, an epoch ten times as long or more, so
+  # there every queue trains the fp32 runs (the patience checks; two queues
+  # share a grid, each skipping the run the other holds) and the bf16 steps
+  # wait for another machine: their checkpoints stay in the cache.
+  if ! bf16_is_fast; then
+    echo "== $(date -u +%FT%TZ) bf16 matmuls are not faster than fp32 on this CPU: the bf16 steps wait"
+    case $queue in
+      A|B) steps=("grid s4rec-patience") ;;
+      C) steps=() ;;
+    esac
+  fi
 
   # First resume, in the queue's order, every run a session left half done (a
   # checkpoint outlives its session only where the machine is handed back):
