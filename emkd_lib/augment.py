@@ -34,16 +34,19 @@ OPERATORS = ("mask", "crop", "reorder", "insert")
 CROP_FORMS = ("printed", "contiguous")
 
 
-def numpy_rng(generator: torch.Generator | np.random.Generator | None) -> np.random.Generator:
+def numpy_rng(generator: torch.Generator | np.random.Generator) -> np.random.Generator:
     """A numpy Generator for the augmentations of one batch.
 
     A ``torch.Generator`` (CPU or CUDA) gives one 62-bit draw that seeds a
     fresh ``numpy`` Generator, so the augmentations are a function of the
-    torch generator's state; a numpy Generator is returned as is; ``None``
-    draws from torch's global generator."""
+    torch generator's state; a numpy Generator is returned as is. ``None``
+    is an error: a global generator would tie the views to whatever else drew
+    from it first."""
     if isinstance(generator, np.random.Generator):
         return generator
-    device = generator.device if generator is not None else "cpu"
+    if generator is None:
+        raise ValueError("numpy_rng: pass the run's torch.Generator (or a numpy Generator), not None")
+    device = generator.device
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device).item())
     return np.random.default_rng(seed)
 

@@ -28,7 +28,7 @@ import torch
 
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, n_iters: int = 3) -> torch.Tensor:
-    """Targets Q (B, K) of a batch's prototype scores (B, K), e.g. ``z mu^T``.
+    """Eq. 9-11: targets Q (B, K) of a batch's prototype scores (B, K), e.g. ``z mu^T``.
 
     No gradient flows through Q (computed under ``no_grad``, the input is
     detached). Rows sum to 1; columns to about B / K (see the module

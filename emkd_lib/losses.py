@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .models.ensemble import average_logits
+
 
 def _check_shape(function: str, name: str, tensor: torch.Tensor, expected) -> None:
     """A mis-shaped argument is an error naming it: broadcasting would
@@ -63,10 +65,10 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
 def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Attribute prediction, Eq. 8-11.
 
-    ``attribute_logits`` (N, P, A): each network's classifier (Eq. 8, before the
-    sigmoid) at P positions of the original sequences; ``targets`` (P, A): the
-    0/1 multi-hot attributes of the items there (Eq. 9). Binary cross entropy
-    (Eq. 10), averaged over positions AND attributes (the public code's
+    ``attribute_logits`` (N, P, A): each network's classifier (Eq. 9, before the
+    sigmoid) on its hidden states of the original sequences (Eq. 8) at P
+    positions; ``targets`` (P, A): the 0/1 multi-hot attributes of the items
+    there (Eq. 10's y). Binary cross entropy (Eq. 10), averaged over positions AND attributes (the public code's
     ``BCEWithLogitsLoss()``; the paper's sum over a catalogue of ~1000
     attributes would dwarf the item loss), summed over networks (Eq. 11).
     """
@@ -453,14 +455,10 @@ def nt_xent_loss(first: torch.Tensor, second: torch.Tensor, tau: float) -> torch
     sequences (both views) are its negatives, and the positive is also in the
     denominator. Dot-product similarities over ``tau`` (pass normalised
     vectors for cosines), as the ICLRec code's ``NCELoss`` used for CL4SRec.
-    Mean over the 2B anchors."""
+    Mean over the 2B anchors. ICLRec's ``iclrec_nce_loss`` without intent
+    labels, which computes it."""
     _check_shape("nt_xent_loss", "second", second, first.shape)
-    B = first.shape[0]
-    z = torch.cat([first, second])                                     # (2B, d)
-    sim = z @ z.T / tau
-    sim = sim.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=sim.device), float("-inf"))
-    target = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(sim.device)
-    return F.cross_entropy(sim, target)
+    return iclrec_nce_loss(first, second, tau)
 
 
 # ---- ICLRec (intent contrastive learning) and DuoRec ----
@@ -557,7 +555,7 @@ def debiased_in_batch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.
 
 
 def _kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float, detach_teacher: bool) -> torch.Tensor:
-    """T^2 KL(softmax(teacher / T) || softmax(student / T)), mean over rows."""
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)) of (P, C) logits, mean over the P rows."""
     log_p = F.log_softmax(teacher / temperature, dim=-1)
     if detach_teacher:
         log_p = log_p.detach()
@@ -580,9 +578,10 @@ def odmt_distillation_loss(logits: dict[str, torch.Tensor], temperature: float,
     detach (its KD term is a cross entropy whose teacher side also receives
     gradient), so by default every side carries gradient; ``detach_teacher``
     stops it at the teacher. Without an ID branch (the "w/o ID" ablation)
-    the ensemble teaches every branch. Returns {"kl_<branch>": term}.
+    the ensemble teaches every branch. Returns {"kl_<branch>": term}, each
+    a mean over the P positions (``batchmean``).
     """
-    ensemble = torch.stack(list(logits.values())).mean(0)
+    ensemble = average_logits(torch.stack(list(logits.values())))
     terms = {}
     for branch, z in logits.items():
         if branch == "id" or "id" not in logits:

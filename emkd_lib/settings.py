@@ -14,7 +14,12 @@ a variable sees it at once and no module keeps global state.
 ``EMKD_REQUIRE_CACHED``    ``1``: a missing result raises instead of training
 ``EMKD_KEEP_FREED_MEMORY`` ``0``: leave glibc's malloc as it is (CLI start-up)
 ``EMKD_ALLOW_DIRTY``       ``1``: chapters may show results of uncommitted code
+``EMKD_CODE_COMMIT``       the commit of a checkout copied without ``.git``
+                           (recorded as ``<sha>+copy``, see ``store.code_commit``)
 =========================  ==================================================
+
+Any other ``EMKD_*`` variable is an error: a misspelt one (``EMKD_REQUIRE_CACHE``)
+would otherwise leave its setting at the default without a word.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class Settings:
     require_cached: bool
     keep_freed_memory: bool
     allow_dirty: bool
+    code_commit: str | None = None   # EMKD_CODE_COMMIT
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -65,9 +71,17 @@ def _folder(env, name: str, default: Path) -> Path:
     return path
 
 
+KNOWN = ("EMKD_DATA_DIR", "EMKD_RESULTS_DIR", "EMKD_CACHE_DIR", "EMKD_FIGURES_DIR", "EMKD_PAPERS_DIR",
+         "EMKD_REQUIRE_CACHED", "EMKD_KEEP_FREED_MEMORY", "EMKD_ALLOW_DIRTY", "EMKD_CODE_COMMIT")
+
+
 def current(env=None) -> Settings:
-    """The settings the environment asks for now."""
+    """The settings the environment asks for now; an ``EMKD_*`` variable
+    not in ``KNOWN`` raises, naming it."""
     env = os.environ if env is None else env
+    unknown = sorted(name for name in env if name.startswith("EMKD_") and name not in KNOWN)
+    if unknown:
+        raise ValueError(f"unknown environment variable {unknown[0]} (the library reads {', '.join(KNOWN)})")
     data = env.get("EMKD_DATA_DIR")
     return Settings(
         data_dir=Path(data) if data else None,
@@ -78,4 +92,5 @@ def current(env=None) -> Settings:
         require_cached=_flag(env, "EMKD_REQUIRE_CACHED", "0"),
         keep_freed_memory=_flag(env, "EMKD_KEEP_FREED_MEMORY", "1"),
         allow_dirty=_flag(env, "EMKD_ALLOW_DIRTY", "0"),
+        code_commit=env.get("EMKD_CODE_COMMIT", "").strip() or None,
     )

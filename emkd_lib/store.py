@@ -34,6 +34,7 @@ import torch
 from . import __version__
 from .config import RunConfig
 from .files import atomic_write_bytes, file_sha256, sha256_bytes
+from . import settings as settings_module
 from .settings import REPO_ROOT
 
 CORE_VERSION = "2"
@@ -235,7 +236,7 @@ def code_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        told = os.environ.get("EMKD_CODE_COMMIT", "").strip()
+        told = settings_module.current().code_commit
         return f"{told}+copy" if told else "unknown"
 
 

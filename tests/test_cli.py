@@ -62,6 +62,14 @@ def test_a_flag_variable_that_is_not_0_or_1_is_a_user_error(env, monkeypatch, ca
     assert capsys.readouterr().err.strip() == "emkd_lib: error: EMKD_REQUIRE_CACHED must be 0 or 1, got 'true'"
 
 
+def test_a_misspelt_variable_is_a_user_error_not_a_silent_default(env, monkeypatch, capsys):
+    monkeypatch.setenv("EMKD_REQUIRE_CACHE", "1")   # would have left require_cached off
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emkd_lib: error: unknown environment variable EMKD_REQUIRE_CACHE (the library reads ")
+    assert "EMKD_REQUIRE_CACHED" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "--profile", "smoke", "--dataset", "beauty", "--method", "sasrec", "--seed", "4294967296"],
      "run: argument --seed: must be an integer from 0 to 2**32 - 1, got '4294967296' (see --help)"),

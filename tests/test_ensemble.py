@@ -413,7 +413,7 @@ def test_the_printed_masking_rule_masks_every_selected_position_and_selects_as_b
     assert (bert[chosen] != 99).sum() > 10          # BERT's rule keeps or replaces about a fifth
     assert torch.equal(bert[~chosen], ids[~chosen])
     with pytest.raises(ValueError, match="rule must be one of"):
-        cloze_mask(ids, 0.3, 99, 50, rule="eq3")
+        cloze_mask(ids, 0.3, 99, 50, torch.Generator().manual_seed(2), rule="eq3")
 
 
 def test_shared_initialisation_gives_every_network_the_same_blocks_only():
@@ -575,3 +575,15 @@ def test_checkpointing_by_rows_computes_the_same_function_and_is_deterministic(m
     assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
     with pytest.raises(ValueError, match="checkpoint_rows needs activation_checkpointing=True"):
         TrainConfig(checkpoint_rows=4)
+
+
+def test_masks_and_views_refuse_a_missing_generator():
+    """A mask or an augmentation drawn from a global generator would depend on
+    whatever drew before it; both ask for the run's generator instead."""
+    from emkd_lib.augment import numpy_rng
+
+    ids = torch.randint(1, 50, (4, 6), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="not None"):
+        cloze_mask(ids, 0.3, 99, 50, None)
+    with pytest.raises(ValueError, match="not None"):
+        numpy_rng(None)

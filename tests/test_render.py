@@ -227,3 +227,10 @@ def test_whole_number_columns_drop_decimals_and_short_hyphenated_labels_stay_on_
     assert "ml-100k" in repr(render_table(df, digits=3))                    # the text form is untouched
     long_label = "code: positives-in-one-logsumexp"
     assert long_label in render_table(pd.DataFrame({"x": [1.5]}, index=[long_label])).to_html()
+
+
+def test_every_verdict_has_a_colour_and_every_colour_a_verdict():
+    from emkd_lib.render import VERDICT_STYLES
+    from emkd_lib.report import VERDICTS
+
+    assert set(VERDICT_STYLES) == set(VERDICTS)

@@ -469,7 +469,8 @@ def extract_item_features(dataset: str, texts: list[str], image_paths: list | No
         "inputs": inputs, "key": key, "arrays": list(names),
         "shapes": {name: list(np.load(directory / f"{name}.npy", mmap_mode="r").shape) for name in names},
         "rows": "row r is item r + 1",
-        "extraction_seconds_last_session": round(time.perf_counter() - started, 1),
+        # this call's seconds: chunks extracted by an earlier, interrupted call are not in it
+        "extraction_seconds_this_call": round(time.perf_counter() - started, 1),
         "resumed_chunks": len(done),
     }
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())

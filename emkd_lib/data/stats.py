@@ -16,7 +16,7 @@ STATISTIC_LABELS = {"avg_actions_per_user": "actions per user", "avg_actions_per
 def dataset_statistics(ds: SequenceDataset) -> dict:
     """The usual dataset table row: users, items, actions, averages, sparsity, attributes."""
     users, items = len(ds.sequences), ds.n_items
-    actions = int(sum(len(s) for s in ds.sequences))
+    actions = ds.n_actions
     attrs = ds.attributes
     has_attrs = attrs is not None
     return {

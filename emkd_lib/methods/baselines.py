@@ -71,15 +71,25 @@ def next_item_loss(model: nn.Module, windows: torch.Tensor, generator=None,
     """
     inputs, targets = windows[:, :-1], windows[:, 1:]
     hidden = model(inputs)
-    carries_loss = inputs > 0
-    logits = model.logits(hidden[carries_loss])
     if reduction == "positions":
-        return F.cross_entropy(logits, targets[carries_loss] - 1)
+        return next_item_cross_entropy(model, hidden, inputs, targets)
     if reduction != "windows":
         raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
-    ce = F.cross_entropy(logits, targets[carries_loss] - 1, reduction="none")
+    carries_loss = inputs > 0
+    ce = F.cross_entropy(model.logits(hidden[carries_loss]), targets[carries_loss] - 1, reduction="none")
     per_window = carries_loss.sum(1, keepdim=True).expand_as(carries_loss)[carries_loss]
     return (ce / per_window).sum() / windows.shape[0]
+
+
+def next_item_cross_entropy(model: nn.Module, hidden: torch.Tensor, inputs: torch.Tensor,
+                            targets: torch.Tensor) -> torch.Tensor:
+    """S^4Rec's L_SR (Eq. 1) on hidden states already computed, for the
+    methods that encode the inputs in one batch with their augmented views.
+    ``hidden`` (B, T, d) of ``inputs`` (B, T), left-padded with 0; ``targets``
+    (B, T) the next item of each position. Full-softmax cross entropy, mean
+    over the non-padding positions; logits only where a loss is carried."""
+    carries_loss = inputs > 0
+    return F.cross_entropy(model.logits(hidden[carries_loss]), targets[carries_loss] - 1)
 
 
 def next_item_units(windows: torch.Tensor) -> torch.Tensor:
@@ -92,7 +102,7 @@ CLOZE_RULES = ("bert", "printed")
 
 
 def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: int,
-               generator: torch.Generator | None = None, force_one: bool = True,
+               generator: torch.Generator, force_one: bool = True,
                rule: str = "bert") -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking rule on a left-padded batch.
 
@@ -106,7 +116,11 @@ def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: in
     window carries a loss (the public EMKD code leaves it unmasked).
 
     Returns ``(masked_ids, chosen)`` where ``chosen`` is a bool tensor.
+    ``generator`` is required (``None`` raises): the masks are a function of
+    the run's generator alone.
     """
+    if generator is None:
+        raise ValueError("cloze_mask: pass the run's torch.Generator, not None")
     real = ids > 0
     u = torch.rand(ids.shape, generator=generator, device=ids.device)
     chosen = real & (u < mask_prob)
@@ -124,9 +138,10 @@ def cloze_mask(ids: torch.Tensor, mask_prob: float, mask_token: int, n_items: in
     return masked, chosen
 
 
-def cloze_loss(model: nn.Module, ids: torch.Tensor, generator: torch.Generator | None = None,
+def cloze_loss(model: nn.Module, ids: torch.Tensor, generator: torch.Generator,
                mask_prob: float = 0.15) -> torch.Tensor:
-    """Masked item prediction: cross entropy at the chosen positions only."""
+    """Masked item prediction: cross entropy at the chosen positions only.
+    ``ids`` (B, T), left-padded; mean over the chosen positions of the batch."""
     masked, chosen = cloze_mask(ids, mask_prob, model.mask_token, model.n_items, generator)
     hidden = model(masked)
     return F.cross_entropy(model.logits(hidden[chosen]), ids[chosen] - 1)

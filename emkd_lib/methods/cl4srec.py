@@ -29,7 +29,7 @@ from .. import losses
 from ..augment import CROP_FORMS, augment_batch
 from ..models.encoders import build_encoder
 from ..typed import bound, check_fields
-from .baselines import last_position_scores, next_item_loss
+from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .spec import MethodSpec, Recipe
 
 CL4SREC_OPERATORS = ("crop", "mask", "reorder")
@@ -107,8 +107,7 @@ def cl4srec_loss(model: CL4SRecModel, windows: torch.Tensor, generator, params: 
     B = inputs.shape[0]
     batch, hidden = forward_with_views(model, inputs, generator, params)
     h0 = hidden[:B, batch.shape[1] - inputs.shape[1]:]
-    carries = inputs > 0
-    sr = F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)
+    sr = next_item_cross_entropy(model, h0, inputs, targets)
     z = hidden[B:, -1]
     if params.normalise:
         z = F.normalize(z, dim=-1)

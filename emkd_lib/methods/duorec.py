@@ -53,7 +53,7 @@ from ..augment import numpy_rng
 from ..batching import pad_left
 from ..models.encoders import build_encoder
 from ..typed import bound, check_fields
-from .baselines import last_position_scores, next_item_loss
+from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .spec import MethodSpec, Recipe
 
 CONTRASTS = ("us_x", "us", "un", "su")
@@ -190,8 +190,7 @@ def duorec_loss(model, windows: torch.Tensor, generator, params: DuoRecParams,
     width = max(p.shape[1] for p in parts)
     hidden = model(torch.cat([F.pad(p, (width - p.shape[1], 0)) for p in parts]))
     h0 = hidden[:B, width - inputs.shape[1]:]
-    carries = inputs > 0
-    terms = {"sr": F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)}
+    terms = {"sr": next_item_cross_entropy(model, h0, inputs, targets)}
     z = hidden[:, -1]
     terms.update(duorec_contrastive_terms(z[:B], z[B:2 * B] if need_second else None,
                                           z[-B:] if "scl" in active else None, params))

@@ -56,10 +56,11 @@ from ..analysis import analysis_arrays
 from ..augment import CROP_FORMS
 from ..batching import pad_left
 from ..clustering import kmeans
+from ..data.registry import settings_like
 from ..data.splits import leave_one_out
 from ..models.encoders import build_encoder
 from ..typed import bound, check_fields
-from .baselines import last_position_scores, next_item_loss
+from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .cl4srec import CL4SRecModel, forward_with_views
 from .spec import MethodSpec, Recipe
 
@@ -202,8 +203,7 @@ def iclrec_loss(model: CL4SRecModel, windows: torch.Tensor, generator, params: I
     B = inputs.shape[0]
     batch, hidden = forward_with_views(model, inputs, generator, params)   # (3B, W), (3B, W, d)
     h0 = hidden[:B, batch.shape[1] - inputs.shape[1]:]
-    carries = inputs > 0
-    terms = {"sr": F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)}
+    terms = {"sr": next_item_cross_entropy(model, h0, inputs, targets)}
     if "scl" in active:
         z = hidden[B:, -1]
         terms["scl"] = losses.nt_xent_loss(z[:B], z[B:], params.tau)
@@ -268,6 +268,9 @@ def intent_clusters(model: ICLRecModel, params: ICLRecParams):
 
 # The code's depth per dataset (its scripts' --num_hidden_layers).
 PAPER_BLOCKS = {"beauty": 1, "sports": 2, "toys": 3, "ml-1m": 2}
+# The public code's script for ML-1M turns sequence contrast off ("IntentCL");
+# a dataset registered ``--like ml-1m`` takes the same.
+PAPER_LAMBDA_SCL = {"ml-1m": 0.0}
 
 
 def iclrec_profile_defaults(profile: str, dataset: str) -> dict:
@@ -284,8 +287,9 @@ def iclrec_profile_defaults(profile: str, dataset: str) -> dict:
     if profile == "smoke":
         return {"params__n_intents": 16}
     changes = {"encoder_config__dropout": 0.5, "train__batch_size": 256, "params__n_intents": 256}
-    if dataset == "ml-1m":
-        changes["params__lambda_scl"] = 0.0
+    like = settings_like(dataset)
+    if like in PAPER_LAMBDA_SCL:
+        changes["params__lambda_scl"] = PAPER_LAMBDA_SCL[like]
     if profile == "paper":
         changes["data__max_len"] = 50
         if dataset in PAPER_BLOCKS:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import losses
+from ..models.ensemble import average_logits
 from ..models.multimodal import FDSARecommender, ItemFeatures, MultiModalRecommender
 from ..typed import bound, check_fields
 from .baselines import with_padding_column
@@ -203,7 +204,7 @@ def odmt_loss(model: MultiModalRecommender, windows: torch.Tensor, params: ODMTP
             terms.update(kl)
             total = total + weight * sum(kl.values())
         return {**terms, "loss": total}
-    fused = torch.stack(list(logits.values())).mean(0)
+    fused = average_logits(torch.stack(list(logits.values())))
     return {"loss": losses.debiased_in_batch_loss(fused, labels)}
 
 
@@ -212,7 +213,7 @@ def ensemble_scores(model: MultiModalRecommender, ids: torch.Tensor) -> torch.Te
     ODMT's inference), or the fused tower's; column 0 = -inf."""
     tables = model.item_tables()
     states = model.branch_states(ids, tables)
-    scores = torch.stack([states[m][:, -1] @ tables[m][1:].T for m in states]).mean(0)
+    scores = average_logits(torch.stack([states[m][:, -1] @ tables[m][1:].T for m in states]))
     return with_padding_column(scores)
 
 

@@ -53,7 +53,7 @@ from ..data.splits import split_users_by_length
 from ..models.encoders import build_encoder
 from ..models.layers import Prototypes, grad_reverse
 from ..typed import bound, check_fields
-from .baselines import last_position_scores, next_item_loss
+from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .cl4srec import CL4SRecModel
 from .spec import MethodSpec, Recipe
 
@@ -171,6 +171,12 @@ def _left_pad_to(ids: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(ids, (width - ids.shape[1], 0))
 
 
+def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 before the softmax: ``z_u mu_k^T``, (B, d) x (K, d) -> (B, K).
+    ``z`` is Eq. 6's z_u, L2-normalised, as the prototypes are, so a score is a cosine."""
+    return z @ prototypes.T
+
+
 def s4rec_loss(model: S4RecModel, ids: torch.Tensor, generator: torch.Generator | None, params: S4RecParams,
                pool: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """S^4Rec's terms of one batch of labelled windows and their total (Eq. 18).
@@ -196,13 +202,12 @@ def s4rec_loss(model: S4RecModel, ids: torch.Tensor, generator: torch.Generator 
     hidden = model(batch)                                              # (3B, W, d)
 
     h0 = hidden[:B, width - inputs.shape[1]:]
-    carries = inputs > 0
-    terms = {"sr": F.cross_entropy(model.logits(h0[carries]), targets[carries] - 1)}
+    terms = {"sr": next_item_cross_entropy(model, h0, inputs, targets)}
 
     z = F.normalize(hidden[:, -1], dim=-1)                             # Eq. 6, normalised
     z0, z1, z2 = z[:B], z[B:2 * B], z[2 * B:]
     mu = model.prototypes()                                            # (K, d), normalised
-    scores = z0 @ mu.T                                                 # Eq. 7 before the softmax
+    scores = prototype_scores(z0, mu)
     need_q = "clust" in active or params.intent_from == "q"
     q = sinkhorn(scores, params.sinkhorn_epsilon, params.sinkhorn_iters) if need_q else None
     assigned = (q if params.intent_from == "q" else scores).detach().argmax(1)     # h(u)
@@ -259,7 +264,7 @@ def prototype_clusters(model: S4RecModel):
     def assign(inputs: list[np.ndarray]) -> torch.Tensor:
         with torch.no_grad():
             states = last_position_states(model, inputs, model.max_len)
-            return (F.normalize(states, dim=-1) @ model.prototypes().T).argmax(1)
+            return prototype_scores(F.normalize(states, dim=-1), model.prototypes()).argmax(1)
     return assign
 
 

@@ -1,8 +1,8 @@
-"""EMKD's N parallel BERT4Rec networks as one batched computation (Eq. 1-2, 4, 8).
+"""EMKD's N parallel BERT4Rec networks as one batched computation (Eq. 1-2, 4-5, 8-9).
 
 Every network has its own parameters, exactly those of ``encoders.BERT4Rec``
 (item and position embeddings, transformer blocks, final LayerNorm, projection
-head and item bias), plus EMKD's linear attribute classifier (Eq. 8). Instead of
+head and item bias), plus EMKD's linear attribute classifier (Eq. 9). Instead of
 N modules run one after the other, each parameter is stored once, stacked along
 a leading network axis: ``blocks.0.qkv.weight`` has shape ``(N, 3d, d)`` where
 BERT4Rec's has ``(3d, d)``. The parameter names mirror BERT4Rec's, so
@@ -104,13 +104,13 @@ class EnsembleBERT4Rec(nn.Module):
 
     ``forward(ids (B, T)) -> (N, B, T, d)``: every network encodes the same
     left-padded ids. ``logits((N, P, d)) -> (N, P, n_items)`` is each network's
-    BERT4Rec output layer (Eq. 4) on its own hidden states;
+    BERT4Rec output layer (Eq. 5) on its own hidden states;
     ``attribute_logits((N, P, d)) -> (N, P, n_attributes)`` its attribute
-    classifier before the sigmoid (Eq. 8). Token ``n_items + 1`` is [mask].
+    classifier before the sigmoid (Eq. 9). Token ``n_items + 1`` is [mask].
 
     ``item_attributes`` (optional, ``(n_items + 1, n_attributes)`` 0/1) is kept
     as a non-persistent bool buffer: the targets of attribute prediction
-    (Eq. 9), data rather than weights, so it stays out of the state dict.
+    (Eq. 10's y), data rather than weights, so it stays out of the state dict.
 
     ``output_layer="linear"`` is Eq. 5 as printed, ``p = h W + b`` with a
     separate W per network, and ``scale_embeddings=False`` Eq. 1 as printed,
@@ -266,7 +266,7 @@ class EnsembleBERT4Rec(nn.Module):
         return self.head(hidden), self.item_embedding.weight[:, 1:self.n_items + 1], self.output_bias
 
     def attribute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Eq. 8 before the sigmoid: ``(N, ..., d) -> (N, ..., n_attributes)``."""
+        """Eq. 9 before the sigmoid: ``(N, ..., d) -> (N, ..., n_attributes)``."""
         if self.attribute_head is None:
             raise RuntimeError("this ensemble was built without item attributes")
         return self.attribute_head(hidden)

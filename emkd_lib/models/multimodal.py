@@ -33,9 +33,6 @@ from torch import nn
 from .encoders import TransformerBlock, _init_weights, attention_mask, positions_from_right
 from .layers import Dropout
 
-MODALITIES = ("id", "text", "image")
-
-
 @dataclass
 class ItemFeatures:
     """Frozen extractor outputs as tensors, row ``i`` = item ``i`` (row 0 =

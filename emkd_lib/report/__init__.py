@@ -89,6 +89,9 @@ from ..runs import ensembles_for, results_for
 
 __all__ = [
     "progress_at_epoch",
+    "quoted_sweep",
+    "sweep_points",
+    "sweep_rows",
     "ablation_gaps_found",
     "METRICS",
     "SETTINGS_COMPARED",

@@ -82,8 +82,20 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     return price
 
 
-@functools.lru_cache(maxsize=None)
+def _files_of(dataset: str) -> tuple:
+    """What the caches below are keyed by beside their arguments: the names
+    and sha256 of the files the dataset is read from (``data.dataset_files``),
+    so another data location or an edited file is never served stale."""
+    from ..data import dataset_files
+    return tuple(sorted(dataset_files(dataset).items()))
+
+
 def _training_windows(dataset: str, data) -> list:
+    return _training_windows_of(dataset, data, _files_of(dataset))
+
+
+@functools.lru_cache(maxsize=None)
+def _training_windows_of(dataset: str, data, files: tuple) -> list:
     from ..runs import dataset_and_split
     _, split = dataset_and_split(dataset, data)
     return data.examples(split.train, window=data.max_len)
@@ -98,13 +110,13 @@ def epoch_work(config) -> float | None:
     an ML-1M window scores 3,416 items, a Beauty one 12,101. None for an
     encoder ``flops`` does not count (the ODMT chapter's)."""
     try:
-        return _epoch_work(config)
+        return _epoch_work(config, _files_of(config.dataset))
     except ValueError:
         return None
 
 
 @functools.lru_cache(maxsize=None)
-def _epoch_work(config) -> float:
+def _epoch_work(config, files: tuple) -> float:
     from ..flops import forward_macs
     from ..runs import dataset_and_split
     dataset, _ = dataset_and_split(config.dataset, config.data)

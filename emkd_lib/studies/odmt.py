@@ -78,7 +78,7 @@ def sensitivity_defaults(profile: str, dataset: str) -> dict:
 
 
 # A check of the main table's early stopping: ODMT with twice the patience,
-# on the dataset whose selected epoch fell inside the ramp-up (rampup_found).
+# on the datasets whose selected epoch lies inside the ramp-up (rampup_found).
 PATIENCE_CHECK = {"train__patience": 10}
 PATIENCE_CHECK_DATASETS = ("beauty-odmt",)
 

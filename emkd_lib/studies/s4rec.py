@@ -67,15 +67,13 @@ def duorec_control_grid(profile: str, datasets=("beauty",), seeds=(0,)) -> dict:
             for d in datasets for s in seeds}
 
 
-# A check of Table 2's early stopping: the baselines whose runs ended still
+# A check of Table 2's early stopping: each baseline whose run ended still
 # rising under the profile's patience (chapter 05's "Did training finish?"),
-# each trained on with four times the patience, and Sports' CL4SRec, which
-# patience stopped early without the flag (its validation curve had dipped
-# after climbing, as Toys' CL4SRec did before it climbed on); the cheapest to
-# continue first. Not Beauty's: those runs drew their dropout masks
-# element-wise (Bernoulli), before the library's uniform masks, so today's
-# code would not continue them but train other runs (with_patience_checks
-# would refuse them).
+# or that patience stopped right after a dip in its validation curve, trained
+# on with four times the patience; the cheapest to continue first. Only runs
+# whose dropout masks today's code draws can be continued
+# (``report.code_changes``), so runs with element-wise Bernoulli masks are
+# not listed: ``with_patience_checks`` would refuse them.
 PATIENCE_CHECK = {"train__patience": 20}
 PATIENCE_CHECK_RUNS = (("toys", "cl4srec"), ("toys", "duorec"), ("sports", "cl4srec"), ("sports", "duorec"),
                        ("ml-1m", "duorec"), ("ml-1m", "cl4srec"))
@@ -101,8 +99,8 @@ def with_table2_patience_checks(runs: dict, profile: str, datasets, seed: int) -
     return table_runs, checks, lines
 
 
-# Where S^4Rec fell far below SASRec in Table 2 (chapter 05), so that its
-# settings control is trained there; Beauty has it in Table 3 already.
+# S^4Rec's settings control runs where Table 2 puts S^4Rec far below SASRec
+# (chapter 05); Beauty has it in Table 3 already.
 SETTINGS_CONTROL_DATASETS = ("ml-1m",)
 
 
