@@ -129,6 +129,10 @@ def test_statistics_apart_names_the_rows_beyond_the_tolerance_as_the_table_print
                     "3,706 ours); beauty attributes per item (EMKD Table 2: 5.1 quoted, 3.7 ours); toys users "
                     "(EMKD Table 2: 0 quoted, 19,412 ours)")
     assert statistics_apart(beside.iloc[:1], tolerance=0.1) == "all 1 statistics are within 10% of the quoted values"
+    # a statistic within the tolerance on every row is named once, after the others
+    beside.loc[3] = ["EMKD Table 2", "beauty", "users", 100.0, 103.0, 1.03]
+    assert statistics_apart(beside.iloc[[0, 3]]).endswith(". Within 5% in every paper and dataset: users")
+    assert not statistics_apart(beside).endswith("users")   # toys' users are not within
     assert statistics_apart(pd.DataFrame({"status": ["none"]})) == "no quoted statistics to compare"
 
 

@@ -193,6 +193,13 @@ def depth_label(method: str, blocks: int) -> str:
     return f"{method_spec(method).title} ({blocks_label(blocks)})"
 
 
+def encoder_label(encoder: str, networks: int) -> str:
+    """Figure 4's row, ``"SASRec alone"`` (one network) or ``"SASRec x3"``:
+    one name in its tables, its stopping table and its provenance."""
+    name = method_spec(encoder).title
+    return f"{name} alone" if networks == 1 else f"{name} x{networks}"
+
+
 # Table 5's ensembles: EMKD with N networks, each the Table 4 row it is.
 TABLE5_ENSEMBLE_ROWS = {1: "single encoder", 2: "EMKD x2", 3: "EMKD"}
 
