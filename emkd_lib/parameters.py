@@ -3,10 +3,13 @@
 Every notebook's first code cell passes its parameters through
 :func:`chapter_parameters`, so ``-p datasets beauty`` (a string where a list
 is expected) becomes ``["beauty"]`` and ``-p seeds zero`` is one clear error
-naming the parameter, instead of a failure deep inside a loop.
+naming the parameter, instead of a failure deep inside a loop. A name the
+notebook does not declare (``-p dataset beauty`` where the chapter takes
+``datasets``) is an error too: papermill only logs it and runs the defaults.
 """
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -42,12 +45,60 @@ DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 SEED_LIMIT = 2 ** 32
 
 
+# The header papermill writes on the cell it injects right after a notebook's
+# "parameters" cell (its Python translator's comment).
+INJECTED_HEADER = "# Parameters\n"
+
+
+def _assigned_names(source: str) -> set[str]:
+    """The names a cell's top-level statements assign."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def unknown_parameters(history: list[str]) -> tuple[list[str], list[str]]:
+    """``(unknown, declared)`` from a kernel's input history (IPython's
+    ``In``, the cells' sources in the order they ran): the names papermill
+    injected that the notebook's parameters cell (the cell run just before
+    the injected one) does not assign, and the names it does. Nothing
+    injected (a run without ``-p``): both empty."""
+    for i, source in enumerate(history):
+        if i > 0 and source.startswith(INJECTED_HEADER):
+            declared = _assigned_names(history[i - 1])
+            return sorted(_assigned_names(source) - declared), sorted(declared)
+    return [], []
+
+
+def _kernel_history() -> list[str]:
+    """The running IPython kernel's input history; empty outside one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    shell = get_ipython()
+    return list(shell.user_ns.get("In", [])) if shell is not None else []
+
+
 def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="auto",
-                       train_missing=False, allowed_datasets=None) -> ChapterParameters:
+                       train_missing=False, allowed_datasets=None, history=None) -> ChapterParameters:
     """The parameters of a chapter, checked: ``profile`` one of the profiles,
     ``datasets`` known dataset names (and among ``allowed_datasets`` where the
     chapter only has grids for some), ``seeds`` non-negative ints,
-    ``device`` a device name, ``train_missing`` a bool. Lists must not be empty."""
+    ``device`` a device name, ``train_missing`` a bool. Lists must not be empty.
+    In a notebook run by papermill, every injected name must be one the
+    parameters cell declares (``unknown_parameters`` on ``history``, by
+    default the kernel's)."""
+    unknown, declared = unknown_parameters(_kernel_history() if history is None else history)
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r}: this chapter's parameters are {', '.join(declared)}")
     profile = profile_name("profile", profile)
     datasets = dataset_list("datasets", datasets, allowed_datasets)
     seeds = seed_list("seeds", seeds)

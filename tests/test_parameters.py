@@ -69,3 +69,20 @@ def test_the_other_parameters_are_checked_by_name():
         with pytest.raises(ValueError) as error:
             call()
         assert message in str(error.value)
+
+
+def test_a_name_the_parameters_cell_does_not_declare_is_an_error():
+    """papermill only logs ``Passed unknown parameter`` and runs the defaults;
+    the chapter refuses it, reading the cell papermill injected after the
+    parameters cell from the kernel's input history."""
+    from emkd_lib.parameters import unknown_parameters
+    declared = 'profile = "cpu"  # smoke | cpu | paper\ndatasets = ["beauty", "toys"]\nseeds: list = [0]'
+    injected = '# Parameters\ndataset = "beauty"\nprofile = "smoke"\n'
+    assert unknown_parameters(["", declared, injected, "from x import y"]) == (
+        ["dataset"], ["datasets", "profile", "seeds"])
+    assert unknown_parameters(["", declared, '# Parameters\nprofile = "smoke"\n']) == ([], ["datasets", "profile", "seeds"])
+    assert unknown_parameters(["", declared, "print(1)"]) == ([], [])   # nothing injected
+    with pytest.raises(ValueError, match=r"^unknown parameter 'dataset': this chapter's parameters are "
+                                         r"datasets, profile, seeds$"):
+        chapter_parameters(history=["", declared, injected])
+    assert chapter_parameters(history=["", declared, '# Parameters\nseeds = [1]\n']).profile == "cpu"
