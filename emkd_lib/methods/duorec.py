@@ -56,7 +56,18 @@ from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .spec import MethodSpec, Recipe
 
-CONTRASTS = ("us_x", "us", "un", "su")
+@dataclass(frozen=True)
+class Contrast:
+    """What one of the code's ``contrast`` modes trains (the module docstring)."""
+    unsupervised: bool      # NCE(h, h'): "ucl"
+    supervised: bool        # NCE(anchor, h_s): "scl"
+    second_pass_anchor: bool = False   # the supervised term's anchor is h', not h
+
+
+CONTRASTS = {"us_x": Contrast(unsupervised=False, supervised=True, second_pass_anchor=True),
+             "us": Contrast(unsupervised=True, supervised=True),
+             "un": Contrast(unsupervised=True, supervised=False),
+             "su": Contrast(unsupervised=False, supervised=True)}
 TERMS = ("ucl", "scl")
 
 
@@ -74,7 +85,7 @@ class DuoRecParams:
     lam: float = bound(0.1, ge=0)
     lam_sem: float = bound(0.1, ge=0)
     tau: float = bound(1.0, gt=0)
-    contrast: str = bound("us_x", choices=CONTRASTS)
+    contrast: str = bound("us_x", choices=tuple(CONTRASTS))
     similarity: str = bound("dot", choices=("dot", "cos"))
     positives_from: str = bound("train", choices=("train", "batch"))
 
@@ -82,12 +93,9 @@ class DuoRecParams:
         check_fields(self)
 
     def active_terms(self) -> set[str]:
-        terms = set()
-        if self.contrast in ("us", "un") and self.lam > 0:
-            terms.add("ucl")
-        if self.contrast in ("us", "su", "us_x") and self.lam_sem > 0:
-            terms.add("scl")
-        return terms
+        mode = CONTRASTS[self.contrast]
+        return ({"ucl"} if mode.unsupervised and self.lam > 0 else set()) | \
+               ({"scl"} if mode.supervised and self.lam_sem > 0 else set())
 
     def weight(self, term: str) -> float:
         return {"sr": 1.0, "ucl": self.lam, "scl": self.lam_sem}[term]
@@ -163,7 +171,7 @@ def duorec_contrastive_terms(first: torch.Tensor, second: torch.Tensor | None, p
     if "ucl" in active:
         terms["ucl"] = losses.nt_xent_loss(first, second, params.tau)
     if "scl" in active:
-        anchor = second if params.contrast == "us_x" else first
+        anchor = second if CONTRASTS[params.contrast].second_pass_anchor else first
         terms["scl"] = losses.nt_xent_loss(anchor, positive, params.tau)
     return terms
 
@@ -179,7 +187,7 @@ def duorec_loss(model, windows: torch.Tensor, generator, params: DuoRecParams,
         return {"loss": sr, "sr": sr}
     inputs, targets = windows[:, :-1], windows[:, 1:]
     B = inputs.shape[0]
-    need_second = "ucl" in active or params.contrast == "us_x"
+    need_second = "ucl" in active or CONTRASTS[params.contrast].second_pass_anchor
     parts = [inputs, inputs] if need_second else [inputs]
     if "scl" in active:
         if params.positives_from == "train" and index is None:
