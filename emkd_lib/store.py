@@ -258,11 +258,29 @@ def machine_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide which kernels a matmul takes, and so its
+# rounding and its speed: two CPUs of one model name ("AMD EPYC") have been
+# lent with and without AVX512-BF16, where a bf16 matmul ran 38 times slower.
+NUMERIC_CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """The ``NUMERIC_CPU_FEATURES`` this CPU has, from /proc/cpuinfo's flags
+    (or the text given); empty where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [f for f in NUMERIC_CPU_FEATURES if f in flags]
+
+
 def provenance(device: torch.device, data_source: str, data_files: dict[str, str], examples_per_epoch: int) -> dict:
     return {
         "commit": code_commit(), "emkd_lib": __version__, "core_version": CORE_VERSION,
         "torch": torch.__version__, "python": platform.python_version(),
-        "device": str(device), "machine": machine_name(device),
+        "device": str(device), "machine": machine_name(device), "cpu_features": cpu_features(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data_source": data_source, "data_sha256": data_files, "examples_per_epoch": examples_per_epoch,
     }

@@ -120,3 +120,16 @@ def test_a_copy_without_git_records_the_commit_it_was_told_marked_as_a_copy(tmp_
     commit = store.code_commit.__wrapped__()
     assert commit == "0123abc+copy"
     assert not commit.endswith("+dirty")
+
+
+def test_provenance_names_the_cpu_features_that_pick_the_matmul_kernels():
+    """One model name ("AMD EPYC") has been lent with and without AVX512-BF16:
+    the features, not the name, say whether two runs took the same kernels."""
+    avx2_only = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma bmi2\n"
+    with_bf16 = avx2_only.replace("bmi2", "bmi2 avx512f avx512_bf16")
+    assert store.cpu_features(avx2_only) == ["avx2", "fma"]
+    assert store.cpu_features(with_bf16) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert store.cpu_features("model name\t: no flags line\n") == []
+    import torch
+    record = store.provenance(torch.device("cpu"), "test", {}, 0)
+    assert record["cpu_features"] == store.cpu_features()
