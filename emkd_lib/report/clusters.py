@@ -429,3 +429,23 @@ def head_separation_found(runs: dict, head: np.ndarray, dataset: str, reference:
                      f"(difference in separation {gap:+.3f}, 95% interval {low:+.3f} to {high:+.3f}, the same "
                      f"users resampled for both)")
     return lines
+
+
+def clusters_found(by_dataset: dict, head: dict, datasets, reference: str = "S4Rec", other: str = "ICLRec") -> list[str]:
+    """Chapter 06's findings on every dataset, in order: the spread of the
+    clusters' head rates, how much more compact ``reference``'s is than
+    ``other``'s, how far apart head and tail users lie in each model's space,
+    and the two groups' test metrics (``head_rate_spread``,
+    ``head_rate_compactness``, ``head_separation_found``, ``head_tail_found``,
+    ``head_tail_gap_found``). ``by_dataset``: ``{dataset: {label: result}}``;
+    ``head``: ``{dataset: head-user mask}``."""
+    lines = []
+    for d in datasets:
+        frames = {label: head_rate_by_cluster(r, head[d]) for label, r in by_dataset[d].items() if has_clusters(r)}
+        lines += (head_rate_spread({f"{d} {label}": f for label, f in frames.items()}) if frames
+                  else [f"{d}: no run with stored clusters yet"])
+        lines += head_rate_compactness(frames, reference, other, d)
+        lines += head_separation_found(by_dataset[d], head[d], d)
+        lines += head_tail_found(by_dataset[d], head[d], reference, other, d)
+        lines += head_tail_gap_found(by_dataset[d], head[d], d)
+    return lines

@@ -1055,3 +1055,35 @@ def with_method_titles(table: pd.DataFrame) -> pd.DataFrame:
             table.index = pd.Index([method_title(v) for v in table.index], name="method")
     return table
 
+
+
+# The precision check's rows: (row label, grid, the grid's arguments, which of its runs belong to the row).
+PRECISION_ROWS = (
+    ("SASRec (bf16)", "precision", {}, lambda key: key[1:3] == ("sasrec", "bf16")),
+    ("SASRec", "baselines", {"datasets": ["beauty"], "methods": ["sasrec"], "seeds": [0, 1, 2]}, lambda key: True),
+    ("EMKD (bf16)", "emkd-spread", {"datasets": ["beauty"]}, lambda key: key[1] == "emkd"),
+    ("EMKD", "precision", {}, lambda key: key[1:3] == ("emkd", "fp32")),
+)
+# Each bf16 row and the fp32 row it is paired with.
+PRECISION_PAIRS = (("SASRec (bf16)", "SASRec"), ("EMKD (bf16)", "EMKD"))
+
+
+def precision_runs(profile: str) -> dict:
+    """``{row: {seed: result or None}}`` of the precision check (chapter 10):
+    SASRec and EMKD on Beauty under bf16 beside their fp32 runs, looked up in
+    the store (``PRECISION_ROWS``), never trained."""
+    from ..studies import GRIDS
+    return {row: {key[-1]: r for key, r in results_for(GRIDS[grid](profile, **kwargs)).items() if belongs(key)}
+            for row, grid, kwargs, belongs in PRECISION_ROWS}
+
+
+def precision_significance(by_precision: dict, seed: int = 0) -> pd.DataFrame:
+    """Each bf16 row against its fp32 row at ``seed``, paired over the test
+    users (``significance_table`` with the precision shown); pairs with a
+    side not stored are left out (an empty table when none is complete)."""
+    from .tables import significance_table
+    tables = [significance_table([by_precision[name][seed] for name in pair
+                                  if by_precision[name].get(seed) is not None],
+                                 reference=pair[0], with_precision=True)
+              for pair in PRECISION_PAIRS]
+    return pd.concat(tables, ignore_index=True)
