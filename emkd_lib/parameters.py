@@ -71,7 +71,9 @@ def unknown_parameters(history: list[str]) -> tuple[list[str], list[str]]:
     the injected one) does not assign, and the names it does. Nothing
     injected (a run without ``-p``): both empty."""
     for i, source in enumerate(history):
-        if i > 0 and source.startswith(INJECTED_HEADER):
+        # the cell before must be one that ran (IPython's In[0] is ""): a
+        # header cell run first, by hand, has no parameters cell to check against
+        if i > 0 and source.startswith(INJECTED_HEADER) and history[i - 1].strip():
             declared = _assigned_names(history[i - 1])
             return sorted(_assigned_names(source) - declared), sorted(declared)
     return [], []
@@ -98,7 +100,8 @@ def chapter_parameters(profile="cpu", datasets=("beauty",), seeds=(0,), device="
     default the kernel's)."""
     unknown, declared = unknown_parameters(_kernel_history() if history is None else history)
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r}: this chapter's parameters are {', '.join(declared)}")
+        raise ValueError(f"unknown parameter {unknown[0]!r}: this chapter's parameters are "
+                         f"{', '.join(declared) or 'none'}")
     profile = profile_name("profile", profile)
     datasets = dataset_list("datasets", datasets, allowed_datasets)
     seeds = seed_list("seeds", seeds)

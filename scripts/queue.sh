@@ -32,11 +32,13 @@
 # whose members are not all stored yet is evaluated by a later pass or by
 # chapter 02 itself.
 set -uo pipefail
-# The whole script is one function, parsed before it runs: a queue that runs for
+# The whole script is two functions, parsed before it runs: a queue that runs for
 # hours is not disturbed when the checkout's copy of this file is edited.
+
 # Whether a bf16 matmul beats an fp32 one here (best of three, one thread):
 # a few seconds at most, and the gap it looks for is large (0.7 against 27
 # GFLOP/s on an AVX2-only CPU, about seven times the other way with AMX).
+# Exit 0: faster; 3: not faster; anything else: the probe itself failed.
 bf16_is_fast() {
   "$repo/.venv/bin/python" - <<'EOF'
 import time
@@ -57,7 +59,7 @@ def seconds(dtype):
     return best
 
 
-raise SystemExit(0 if seconds(torch.bfloat16) < seconds(torch.float32) else 1)
+raise SystemExit(0 if seconds(torch.bfloat16) < seconds(torch.float32) else 3)
 EOF
 }
 
@@ -84,7 +86,7 @@ main() {
               "grid emkd-ablations"             # Table 4
               "grid emkd-fidelity"              # chapter 03's departures
               "grid emkd-main --datasets ml-1m"
-              "grid emkd-encoders") ;;          # Figure 4 (fp32, the longest runs)
+              "grid emkd-encoders") ;;          # Figure 4 (bf16 like every EMKD run, the longest)
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
               "grid baselines --datasets ml-1m"
@@ -118,18 +120,26 @@ main() {
     *) echo "queue.sh: unknown queue '$queue' (A: EMKD runs, B: the others, C: light runs beside them)" >&2; exit 2 ;;
   esac
 
-  # The EMKD runs train under bf16 autocast (their profiles' train.precision).
-  # A CPU without bf16 matmul units (AVX2 only: no AVX512-BF16, no AMX) runs
-  # them through a slow fallback, an epoch ten times as long or more, so
-  # there every queue trains the fp32 runs (the patience checks; two queues
-  # share a grid, each skipping the run the other holds) and the bf16 steps
-  # wait for another machine: their checkpoints stay in the cache.
-  if ! bf16_is_fast; then
-    echo "== $(date -u +%FT%TZ) bf16 matmuls are not faster than fp32 on this CPU: the bf16 steps wait"
-    case $queue in
-      A|B) steps=("grid s4rec-patience") ;;
-      C) steps=() ;;
-    esac
+  # The EMKD runs (every "grid emkd-*" step) train under bf16 autocast (their
+  # profiles' train.precision). A CPU without bf16 matmul units (AVX2 only: no
+  # AVX512-BF16, no AMX) runs them through a slow fallback, an epoch ten times
+  # as long or more, so there those steps wait for another machine (their
+  # checkpoints stay in the cache) and queue A, whose steps are all EMKD's,
+  # takes queue B's: the two share each grid, each skipping the run the other
+  # holds.
+  bf16_is_fast; fast=$?
+  if [ "$fast" -eq 3 ]; then
+    echo "== $(date -u +%FT%TZ) bf16 matmuls are not faster than fp32 on this CPU: the EMKD (bf16) steps wait"
+    if [ "$queue" = A ]; then
+      main ${plan:+--plan} B; return
+    fi
+    kept=()
+    for step in "${steps[@]}"; do
+      case $step in "grid emkd-"*) ;; *) kept+=("$step") ;; esac
+    done
+    steps=("${kept[@]}")
+  elif [ "$fast" -ne 0 ]; then
+    echo "== bf16 probe failed (exit $fast): the queue keeps its steps"
   fi
 
   # First resume, in the queue's order, every run a session left half done (a

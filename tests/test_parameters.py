@@ -80,9 +80,24 @@ def test_a_name_the_parameters_cell_does_not_declare_is_an_error():
     injected = '# Parameters\ndataset = "beauty"\nprofile = "smoke"\n'
     assert unknown_parameters(["", declared, injected, "from x import y"]) == (
         ["dataset"], ["datasets", "profile", "seeds"])
-    assert unknown_parameters(["", declared, '# Parameters\nprofile = "smoke"\n']) == ([], ["datasets", "profile", "seeds"])
+    assert unknown_parameters(["", declared, '# Parameters\nprofile = "smoke"\n']) == (
+        [], ["datasets", "profile", "seeds"])
     assert unknown_parameters(["", declared, "print(1)"]) == ([], [])   # nothing injected
     with pytest.raises(ValueError, match=r"^unknown parameter 'dataset': this chapter's parameters are "
                                          r"datasets, profile, seeds$"):
         chapter_parameters(history=["", declared, injected])
     assert chapter_parameters(history=["", declared, '# Parameters\nseeds = [1]\n']).profile == "cpu"
+
+
+def test_only_papermills_cell_starts_with_its_header_in_every_chapter():
+    """``unknown_parameters`` finds the injected cell by papermill's header: a
+    chapter's own code cell starting with it would be taken for one."""
+    import json
+    from pathlib import Path
+    from emkd_lib.parameters import INJECTED_HEADER, unknown_parameters
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+        cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+        headed = [c for c in cells if "".join(c["source"]).startswith(INJECTED_HEADER)]
+        assert all("injected-parameters" in c["metadata"].get("tags", []) for c in headed), path.name
+        assert unknown_parameters(["", *("".join(c["source"]) for c in cells)])[0] == [], path.name
+    assert unknown_parameters(["", INJECTED_HEADER + "x = 1\n"]) == ([], [])   # run by hand, first

@@ -56,6 +56,7 @@ from ..typed import bound, check_fields
 from .baselines import last_position_scores, next_item_cross_entropy, next_item_loss
 from .spec import MethodSpec, Recipe
 
+
 @dataclass(frozen=True)
 class Contrast:
     """What one of the code's ``contrast`` modes trains (the module docstring)."""

@@ -119,7 +119,7 @@ EMKD_CODE = {"params__positives_in_one_logsumexp": True, "params__contrastive_de
              "train__grad_clip": None, "train__batch_order": "shuffled"}
 
 
-def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator,
                     params: EMKDParams) -> dict[str, torch.Tensor]:
     """The unweighted EMKD loss terms of one batch, keyed "mip", "ap", "icl",
     "ccl", "kd"; only active terms (``EMKDParams.active_terms``) are computed.
@@ -136,7 +136,7 @@ def emkd_loss_terms(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch
     return _emkd_terms(model, ids, views, chosen, originals[chosen] - 1, params, ap_at)
 
 
-def emkd_next_item_loss_terms(model: nn.Module, windows: torch.Tensor, generator: torch.Generator | None,
+def emkd_next_item_loss_terms(model: nn.Module, windows: torch.Tensor, generator: torch.Generator,
                               params: EMKDParams) -> dict[str, torch.Tensor]:
     """EMKD on a next-item encoder (the paper's Figure 4; ``ensemble.EncoderEnsemble``).
 
@@ -215,7 +215,7 @@ def combine_emkd_terms(terms: dict[str, torch.Tensor], params: EMKDParams) -> to
     return sum(weight[name] * value for name, value in terms.items())
 
 
-def emkd_loss(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator | None,
+def emkd_loss(model: EnsembleBERT4Rec, ids: torch.Tensor, generator: torch.Generator,
               params: EMKDParams) -> dict[str, torch.Tensor]:
     """EMKD's loss terms of one batch and their total by Eq. 19 (as "loss")."""
     terms = emkd_loss_terms(model, ids, generator, params)

@@ -269,7 +269,8 @@ def intent_clusters(model: ICLRecModel, params: ICLRecParams):
 # The code's depth per dataset (its scripts' --num_hidden_layers).
 PAPER_BLOCKS = {"beauty": 1, "sports": 2, "toys": 3, "ml-1m": 2}
 # The public code's script for ML-1M turns sequence contrast off ("IntentCL");
-# a dataset registered ``--like ml-1m`` takes the same.
+# a dataset whose settings are ML-1M's (``settings_like``: ML-100K, and one
+# registered ``--like ml-1m``) takes the same.
 PAPER_LAMBDA_SCL = {"ml-1m": 0.0}
 
 

@@ -172,12 +172,12 @@ def _left_pad_to(ids: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Eq. 7 before the softmax: ``z_u mu_k^T``, (B, d) x (K, d) -> (B, K).
+    """Eq. 7 before the temperature and the softmax: ``z_u mu_k^T``, (B, d) x (K, d) -> (B, K).
     ``z`` is Eq. 6's z_u, L2-normalised, as the prototypes are, so a score is a cosine."""
     return z @ prototypes.T
 
 
-def s4rec_loss(model: S4RecModel, ids: torch.Tensor, generator: torch.Generator | None, params: S4RecParams,
+def s4rec_loss(model: S4RecModel, ids: torch.Tensor, generator: torch.Generator, params: S4RecParams,
                pool: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """S^4Rec's terms of one batch of labelled windows and their total (Eq. 18).
 

@@ -28,8 +28,9 @@ from .layers import Dropout
 
 def average_logits(logits: torch.Tensor) -> torch.Tensor:
     """EMKD's Eq. 20, ensemble inference: ``(N, ..., n_items) -> (..., n_items)``,
-    the mean of the N networks' logits. The one place the ensemble's score is
-    formed, for stacked networks and for separately trained models alike."""
+    the mean of the N networks' logits. The one place an ensemble's score is
+    formed, for stacked networks and for separately trained models alike, and
+    for ODMT's branches (late fusion's score, Eq. 9's teacher z^e)."""
     return logits.mean(0)
 
 

@@ -431,7 +431,8 @@ def head_separation_found(runs: dict, head: np.ndarray, dataset: str, reference:
     return lines
 
 
-def clusters_found(by_dataset: dict, head: dict, datasets, reference: str = "S4Rec", other: str = "ICLRec") -> list[str]:
+def clusters_found(by_dataset: dict, head: dict, datasets, reference: str = "S4Rec",
+                   other: str = "ICLRec") -> list[str]:
     """Chapter 06's findings on every dataset, in order: the spread of the
     clusters' head rates, how much more compact ``reference``'s is than
     ``other``'s, how far apart head and tail users lie in each model's space,

@@ -72,8 +72,7 @@ def statistics_apart(beside: pd.DataFrame, tolerance: float = 0.05) -> str:
 
     parts = [f"{row.dataset} {row.statistic} ({row.source}: {value(row.quoted)} quoted, {value(row.ours)} ours)"
              for row in far.itertuples()]
-    close = [statistic for statistic, rows in beside.groupby("statistic", sort=False)
-             if statistic not in set(far["statistic"])]
+    close = [statistic for statistic in dict.fromkeys(beside["statistic"]) if statistic not in set(far["statistic"])]
     return (f"{len(far)} of {len(beside)} statistics are more than {tolerance:.0%} from the quoted value: "
             + "; ".join(parts)
             + (f". Within {tolerance:.0%} in every paper and dataset: {', '.join(close)}" if close else ""))
