@@ -746,3 +746,11 @@ def test_performance_found_calls_a_bf16_slowdown_slower():
                                    bf16, pd.DataFrame(columns=["target", "measured", "met"]), none)
     assert "SASRec: bf16 autocast trains 2.27x as fast as fp32 on the same batches (f)" in lines
     assert "BERT4Rec: bf16 autocast trains slower than fp32 (0.83x its speed) on the same batches (f)" in lines
+
+
+def test_benchmark_source_quotes_the_files_first_line(tmp_path):
+    from emkd_lib.report import performance as perf
+    path = tmp_path / "measured-2026-12-06-cpu.txt"
+    path.write_text("# train_throughput.py output, commit abc, 2-core machine\nsasrec ...\n")
+    assert perf.benchmark_source(path) == ("From `benchmarks/measured-2026-12-06-cpu.txt`: "
+                                           "train_throughput.py output, commit abc, 2-core machine.")

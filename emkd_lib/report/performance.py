@@ -1087,3 +1087,19 @@ def precision_significance(by_precision: dict, seed: int = 0) -> pd.DataFrame:
                                  reference=pair[0], with_precision=True)
               for pair in PRECISION_PAIRS]
     return pd.concat(tables, ignore_index=True)
+
+
+def benchmark_source(path) -> str:
+    """The sentence that says where a table of chapter 10 comes from: "From
+    `benchmarks/<file>`: <the file's first line>." (its header names the
+    command, the commit and the machine)."""
+    path = Path(path)
+    return f"From `benchmarks/{path.name}`: {path.read_text().splitlines()[0].lstrip('# ')}."
+
+
+def stored_runs(grid_names, profile: str) -> list:
+    """Every stored result of the named grids (``studies.GRIDS``) under
+    ``profile``, each once (a run in two grids is one run), in the grids' order."""
+    from ..studies import GRIDS
+    return list({r.key: r for name in grid_names
+                 for r in results_for(GRIDS[name](profile)).values() if r is not None}.values())
