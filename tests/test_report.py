@@ -240,6 +240,25 @@ def test_table5_singles_joins_the_baselines_depth_to_the_depth_grid_in_table_ord
         ("bert4rec", profile_config("smoke", "beauty", "bert4rec").encoder_config.n_blocks)]
 
 
+
+@helpers.needs_dataset("beauty")
+def test_table5_rows_size_every_row_and_name_the_ensembles_one_way(tmp_path, monkeypatch):
+    """The rows chapter 04's Table 5 shows and the labels its per-network line
+    looks up come from one function each, so the line always finds its rows."""
+    from emkd_lib.studies.emkd import ensemble_size_label, table5_rows
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))   # an empty store
+    assert ensemble_size_label(3, 2) == "EMKD x3 (2 blocks a network)"
+    marker = fake_run([1, 2], best=1)
+    depth_runs, singles, ensembles = table5_rows("smoke", "beauty", 0, {"EMKD": marker})
+    assert [m for m, _ in depth_runs] == ["sasrec", "bert4rec"] and set(depth_runs.values()) == {None}
+    assert [label.split(" (")[0] for label in ensembles] == ["EMKD x1", "EMKD x2", "EMKD x3"]
+    counts = [n for n, _ in ensembles.values()]
+    assert counts == sorted(counts) and counts[0] > 0          # more networks, more parameters
+    assert list(ensembles.values())[-1][1] is marker           # EMKD x3 is Table 4's "EMKD" row
+    assert list(ensembles.values())[0][1] is None              # "single encoder" not stored
+    assert all(isinstance(n, int) and n > 0 for n, _ in singles.values())
+
+
 def test_size_table_shows_parameters_and_ndcg_or_nan():
     from emkd_lib.report import size_table
     table = size_table({"a": (10, fake_run([1, 2], best=1)), "b": (20, None)})

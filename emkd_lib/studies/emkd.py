@@ -202,6 +202,60 @@ def encoder_label(encoder: str, networks: int) -> str:
 
 # Table 5's ensembles: EMKD with N networks, each the Table 4 row it is.
 TABLE5_ENSEMBLE_ROWS = {1: "single encoder", 2: "EMKD x2", 3: "EMKD"}
+# The paper's names of the Table 5 rows ours compares with (its depths 2 and 4).
+TABLE5_PAPER_ENSEMBLES = {"EMKD x2": "EMKD(x2)", "EMKD x3": "EMKD(x3)"}
+TABLE5_PAPER_DEPTHS = (2, 4)
+
+
+def ensemble_size_label(networks: int, blocks: int) -> str:
+    """Table 5's ensemble row with its size, ``"EMKD x3 (2 blocks a network)"``."""
+    return f"EMKD x{networks} ({blocks_label(blocks)} a network)"
+
+
+def table5_rows(profile: str, dataset: str, seed: int, ablations: dict, train_missing: bool = False,
+                device: str = "auto") -> tuple[dict, dict, dict]:
+    """Table 5 (chapter 04): ``(depth_runs, sized_singles, sized_ensembles)``.
+    ``depth_runs``: ``(method, blocks) -> stored run or None`` of
+    ``table5_singles`` (trained where ``train_missing``); ``sized_singles``
+    and ``sized_ensembles``: ``label -> (parameters, run or None)``, the
+    parameters counted on the modules built for ``dataset``, the ensembles'
+    runs those of Table 4 (``ablations``, ``TABLE5_ENSEMBLE_ROWS``)."""
+    from ..data import load_dataset
+    from ..report.tables import parameter_count
+    data = load_dataset(dataset)
+    configs = table5_singles(profile, dataset, seed, depths=profile != "smoke")
+    depth_runs = results_for(configs, train_missing, device)
+    sized_singles = {depth_label(m, b): (parameter_count(c, data), depth_runs[(m, b)]) for (m, b), c in configs.items()}
+    sized_ensembles = {}
+    for n, row in TABLE5_ENSEMBLE_ROWS.items():
+        c = emkd_variant(profile, dataset, seed, n_networks=n)
+        label = ensemble_size_label(n, c.encoder_config.n_blocks)
+        sized_ensembles[label] = (parameter_count(c, data), ablations.get(row))
+    return depth_runs, sized_singles, sized_ensembles
+
+
+def table5_beside_paper(depth_runs: dict, ablations: dict, dataset: str):
+    """Table 5's rows the paper also has (its depths 2 and 4, EMKD x2 and
+    x3), ours beside its quoted values (``report.quoted.beside_paper_rows``)."""
+    from ..report.quoted import beside_paper_rows
+    paper_rows = {depth_label(m, b): f"{method_spec(m).title}-{b} Layers"
+                  for (m, b) in depth_runs if b in TABLE5_PAPER_DEPTHS}
+    ours = {depth_label(m, b): r for (m, b), r in depth_runs.items()}
+    ours.update({"EMKD x2": ablations.get("EMKD x2"), "EMKD x3": ablations.get("EMKD")})
+    return beside_paper_rows(ours, "EMKD", 5, dataset, {**paper_rows, **TABLE5_PAPER_ENSEMBLES})
+
+
+def table5_network_found(profile: str, dataset: str, seed: int, sized_singles: dict, sized_ensembles: dict,
+                         networks: int = 3) -> list[str]:
+    """One network of EMKD x``networks`` against the profile's SASRec, in
+    parameters, beside the paper's Table 5 counts
+    (``report.quoted.per_network_parameters_found``)."""
+    from ..report.quoted import per_network_parameters_found
+    single = depth_label("sasrec", profile_config(profile, dataset, "sasrec").encoder_config.n_blocks)
+    ensemble = ensemble_size_label(networks,
+                                   emkd_variant(profile, dataset, seed, n_networks=networks).encoder_config.n_blocks)
+    return per_network_parameters_found((ensemble, sized_ensembles[ensemble][0]), (single, sized_singles[single][0]),
+                                        networks, dataset, (f"EMKD(x{networks})", "SASRec-2 Layers"))
 
 
 def fidelity_grid(profile: str, datasets=("beauty",), seeds=(0,), rows=tuple(FIDELITY)) -> dict:
