@@ -1176,3 +1176,14 @@ def test_figure5_peers_are_looked_up_on_emkds_windows_and_refused_on_others(monk
                         lambda runs, *a: ({k: types.SimpleNamespace(config=other_windows) for k in runs}, {}, []))
     with pytest.raises(ValueError, match="beauty / duorec: its windows or evaluation differ from EMKD's"):
         study.figure5_peers("cpu", ["beauty"])
+
+
+@helpers.needs_dataset("beauty")
+def test_fidelity_runs_list_every_row_and_look_up_an_empty_store(tmp_path, monkeypatch):
+    """Chapter 03's fidelity table has one entry per row of FIDELITY, its
+    reference first, and an empty store gives None for each (nothing trains)."""
+    from emkd_lib.studies.emkd import FIDELITY, FIDELITY_REFERENCE, fidelity_runs
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    runs = fidelity_runs("cpu", "beauty", 0)
+    assert list(runs) == list(FIDELITY) and next(iter(runs)) == FIDELITY_REFERENCE == "printed equations (default)"
+    assert set(runs.values()) == {None}

@@ -359,3 +359,39 @@ def convergence_found(runs: dict, reference: str, other: str, dataset: str) -> l
         line += (f"; {' and '.join(rising)} ended still rising, so {bound} on the time to converge, and the ratios "
                  f"are not yet the paper's comparison")
     return [line]
+
+
+FIDELITY_REFERENCE = next(iter(FIDELITY))   # the printed equations, Table 3's EMKD run
+
+
+def fidelity_runs(profile: str, dataset: str, seed: int, train_missing: bool = False,
+                  device: str = "auto") -> dict:
+    """Chapter 03's fidelity table: ``row -> stored run or None`` for every
+    row of ``FIDELITY`` (``fidelity_grid``), trained where ``train_missing``;
+    in the smoke profile only the reference row (Table 3's EMKD run) trains,
+    the others are looked up."""
+    grid = fidelity_grid(profile, (dataset,), (seed,))
+    trained = {FIDELITY_REFERENCE} if profile == "smoke" else set(FIDELITY)
+    stored = {**results_for({k: c for k, c in grid.items() if k[1] in trained}, train_missing, device),
+              **results_for({k: c for k, c in grid.items() if k[1] not in trained})}
+    return {row: stored[(dataset, row, seed)] for row in FIDELITY}
+
+
+def equal_time_section(runs: dict, peers: dict, datasets, reference: str = "EMKD",
+                       peer: str = "DuoRec") -> tuple[dict, list[str]]:
+    """Chapter 03's "at equal training time" section: per dataset, the table
+    of every method's validation NDCG@10 read at one shared training time
+    (``report.tables.equal_time_table`` over ``runs`` and ``peers``, both
+    keyed ``(dataset, method)``), and the lines for "What we found":
+    ``equal_time_found`` against ``reference`` and ``convergence_found``
+    of ``reference`` against ``peer``. Returns ``({dataset: table}, lines)``."""
+    from ..report.sentences import equal_time_found
+    from ..report.tables import equal_time_table, method_label
+    tables, lines = {}, []
+    for dataset in datasets:
+        shown = {label: r for label, r in {**runs, **peers}.items() if label[0] == dataset}
+        tables[dataset] = equal_time_table(shown)
+        lines += equal_time_found(tables[dataset], reference, dataset)
+        lines += convergence_found({method_label(r.config): r for r in shown.values() if r is not None},
+                                   reference, peer, dataset)
+    return tables, lines
