@@ -331,3 +331,21 @@ def test_awaiting_check_names_the_runs_whose_check_is_not_stored():
     # a stored check, or a check whose main run is not stored either, waits on nothing in the table
     assert awaiting_check(runs, checks) == [("sports", "CL4SRec")]
     assert awaiting_check(runs, {}) == []
+
+
+def test_the_settings_control_takes_its_rows_from_table_2_and_its_control_from_the_store(tmp_path, monkeypatch):
+    """Only the control's datasets get a trio; SASRec and S4Rec come from the
+    Table 2 runs handed in, "SR only" from the store (None in an empty one,
+    and then its line says so instead of claiming a share)."""
+    import helpers
+    if not helpers.dataset_available("ml-1m"):
+        pytest.skip("ML-1M is not available offline")
+    from emkd_lib.studies.s4rec import SETTINGS_CONTROL_ROWS, settings_control
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    sasrec, s4rec = object(), object()
+    trios, lines = settings_control("cpu", ["beauty", "ml-1m"], 0,
+                                    {("ml-1m", "sasrec", 0): sasrec, ("ml-1m", "s4rec", 0): s4rec})
+    assert list(trios) == ["ml-1m"] and list(trios["ml-1m"]) == list(SETTINGS_CONTROL_ROWS)
+    assert trios["ml-1m"]["SASRec (its settings)"] is sasrec and trios["ml-1m"]["S4Rec"] is s4rec
+    assert trios["ml-1m"]["SR only (S4Rec's settings)"] is None
+    assert len(lines) == 1 and lines[0].startswith("ml-1m: 'SR only'") and "not all three run yet" in lines[0]

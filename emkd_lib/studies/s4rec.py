@@ -226,3 +226,34 @@ def lambda_head_rate_found(frames: dict, dataset: str) -> list[str]:
                                                 f"λ = {high}", f"λ = {low}", dataset,
                                                 figure="the paper's Figure 6(b)")
     return lines
+
+
+SETTINGS_CONTROL_ROWS = ("SASRec (its settings)", "SR only (S4Rec's settings)", "S4Rec")
+
+
+def settings_control(profile: str, datasets, seed: int, table_runs: dict, train_missing: bool = False,
+                     device: str = "auto") -> tuple[dict, list[str]]:
+    """Chapter 05's settings control on each of ``datasets`` that has one
+    (``SETTINGS_CONTROL_DATASETS``): SASRec and S^4Rec from Table 2
+    (``table_runs``, keyed ``(dataset, method, seed)``) beside "SR only",
+    SASRec's loss in S^4Rec's settings (``settings_control_grid``, trained
+    where ``train_missing``). Returns ``({dataset: {row: run or None}},
+    lines)``: the rows of ``SETTINGS_CONTROL_ROWS`` and the share of the
+    SASRec-S^4Rec gap the settings alone account for (``gap_closed``)."""
+    control_datasets = [d for d in datasets if d in SETTINGS_CONTROL_DATASETS]
+    controls = results_for(settings_control_grid(profile, datasets=control_datasets, seeds=(seed,)),
+                           train_missing=train_missing, device=device)
+    trios, lines = {}, []
+    for d in control_datasets:
+        sasrec, control, s4rec = SETTINGS_CONTROL_ROWS
+        trios[d] = {sasrec: table_runs.get((d, "sasrec", seed)), control: controls[(d, seed)],
+                    s4rec: table_runs.get((d, "s4rec", seed))}
+        lines += gap_closed(trios[d][sasrec], trios[d][s4rec], trios[d][control],
+                            f"{d}: 'SR only', SASRec's loss in S4Rec's settings", names=("SASRec", "S4Rec"))
+    return trios, lines
+
+
+def batch_order_pending(batch_runs: dict, equal_weight_runs: dict) -> dict:
+    """The batch-order section's runs as one ``pending_line`` input: the
+    shuffled runs and the equal-weight ones, told apart in their keys."""
+    return {**batch_runs, **{(*k, "windows weighed equally"): r for k, r in equal_weight_runs.items()}}
