@@ -712,3 +712,11 @@ def test_shared_genre_rates_count_neighbours_sharing_a_genre_against_random_pair
                     "not every space puts movies of a genre nearer each other than random pairs, the id space the "
                     "most, 50.0 percentage points above the least")
     assert shared_genre_found(SimpleNamespace(ranks=lambda: {})) == []
+
+
+def test_no_distillation_run_is_table_4s_fusion_row_or_none():
+    from emkd_lib.studies.odmt import no_distillation_run
+    run = object()
+    assert no_distillation_run({("d", "temperature", 0.1, 0): object(), ("d", "fusion", "independent", 0): run}) is run
+    assert no_distillation_run({("d", "fusion", "independent", 0): None, ("d", "temperature", 0.1, 0): None}) is None
+    assert no_distillation_run({}) is None

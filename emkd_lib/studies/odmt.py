@@ -240,3 +240,17 @@ def rampup_found(results) -> list[str]:
                          f"ramping up (w = {rampup_weight(best - 1, alpha):.2f} in that epoch); the run stopped at "
                          f"epoch {stop}, {stopped}: it describes ODMT before its distillation reached full weight")
     return lines
+
+
+def no_distillation_run(sensitivity_runs: dict):
+    """Table 4's "None" row among ``sensitivity_runs`` (``sensitivity_grid``'s
+    results, keyed ``(dataset, setting, value, seed)``): the run whose
+    setting is ``fusion``, the branches trained without the KL terms; None
+    where it is not stored."""
+    return next((r for (d, setting, value, s), r in sensitivity_runs.items()
+                 if setting == "fusion" and r is not None), None)
+
+
+# How our SASRec row of Table 2 differs from the paper's, said beside the comparison of gains.
+SASREC_SETUP_DIFFERS = ("our SASRec trains with the full-softmax cross entropy, the paper's with the debiased "
+                        "in-batch loss of all its models")
