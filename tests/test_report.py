@@ -410,6 +410,11 @@ def test_scorecard_sets_ours_beside_the_quoted_csv_and_counts_verdicts(tmp_path,
     assert scorecard_summary(repeated).endswith("4 not run yet; 2 of the 4 repeat a comparison another table already "
                                                 "makes (the same result of ours against the same quoted value), so "
                                                 "2 are distinct.")
+    # the chapter's findings: the count first, then one ratio line per table with a result
+    from emkd_lib.report import ratio_summary, scorecard_found
+    found = scorecard_found(card, 0.10, {"X Table 3": "EMKD"})
+    assert found[:2] == [scorecard_summary(card), ratio_summary(card.loc["X Table 3"], "X Table 3")]
+    assert scorecard_found(card[card["verdict"] == "not run yet"], 0.10, {}) == []   # nothing run: nothing said
 
 
 def test_beside_paper_rows_reads_the_papers_table_and_divides():

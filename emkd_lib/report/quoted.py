@@ -270,6 +270,22 @@ def proposed_against_baselines(card: pd.DataFrame, proposed: dict[str, str]) -> 
     return lines
 
 
+def scorecard_found(card: pd.DataFrame, tolerance: float, proposed: dict[str, str]) -> list[str]:
+    """The scorecard chapter's "What we found": the verdicts counted
+    (``scorecard_summary``, once any cell has a result), the ratios ours /
+    quoted of each paper table with a stored cell (``ratio_summary``), and
+    each proposed method's ratios against its baselines'
+    (``proposed_against_baselines``)."""
+    from .sentences import ratio_summary
+    if "source" not in card.index.names:      # an empty scorecard
+        return []
+    sources = dict.fromkeys(card.index.get_level_values("source"))
+    run_yet = card["verdict"].ne("not run yet").any()
+    return (([scorecard_summary(card, tolerance)] if run_yet else [])
+            + [ratio_summary(card.loc[s], s) for s in sources if card.loc[s]["ratio"].notna().any()]
+            + proposed_against_baselines(card, proposed))
+
+
 def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_labels: dict,
                       metric: str = "NDCG@10") -> pd.DataFrame:
     """A chapter's labelled runs (``label -> run`` or None) beside the rows of
