@@ -1192,3 +1192,15 @@ def test_fidelity_runs_list_every_row_and_look_up_an_empty_store(tmp_path, monke
     runs = fidelity_runs("cpu", "beauty", 0)
     assert list(runs) == list(FIDELITY) and next(iter(runs)) == FIDELITY_REFERENCE == "printed equations (default)"
     assert set(runs.values()) == {None}
+
+
+def test_ensemble_provenance_names_members_seeds_and_skips_missing():
+    from emkd_lib.report import ensemble_provenance_table
+    config = types.SimpleNamespace(dataset="toys", method="sasrec")
+    members = [types.SimpleNamespace(seed=1), types.SimpleNamespace(seed=2)]
+    ensemble = types.SimpleNamespace(config=config, members=members, eval_seconds=12.345,
+                                     provenance={"commit": "abc", "machine": "m", "date": "d"})
+    table = ensemble_provenance_table([ensemble, None])
+    assert table.to_dict("records") == [{"dataset": "toys", "method": "SASRec", "seeds": "1, 2", "evaluation (s)": 12.3,
+                                         "commit": "abc", "machine": "m", "date": "d"}]
+    assert ensemble_provenance_table([None]).empty

@@ -6,6 +6,7 @@ a chapter's grid."""
 from .tables import (
     METRICS,
     ablation_table,
+    ensemble_provenance_table,
     grouped_ablation_table,
     constant_levels,
     curves_frame,
@@ -90,6 +91,7 @@ from ..runs import ensembles_for, results_for
 
 __all__ = [
     "progress_at_epoch",
+    "ensemble_provenance_table",
     "quoted_sweep",
     "sweep_points",
     "sweep_rows",

@@ -156,6 +156,18 @@ def provenance_table(results: dict | list) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+def ensemble_provenance_table(ensembles) -> pd.DataFrame:
+    """``provenance_table`` for evaluated ensembles (``EnsembleResult``s;
+    None skipped): dataset, method, the members' seeds, the evaluation's
+    seconds, commit, machine and date. An ensemble trains nothing: its
+    members' own rows say how each was trained."""
+    return pd.DataFrame([{"dataset": e.config.dataset, "method": method_title(e.config.method),
+                          "seeds": ", ".join(str(c.seed) for c in e.members),
+                          "evaluation (s)": round(e.eval_seconds, 1), "commit": e.provenance["commit"],
+                          "machine": e.provenance["machine"], "date": e.provenance["date"]}
+                         for e in ensembles if e is not None])
+
+
 # A run whose best validation NDCG@10 rose by more than this (percent) in
 # the last quarter of its evaluations was still climbing when it stopped
 # (at the cap, or by patience on a noisy step): its number is a lower bound.
