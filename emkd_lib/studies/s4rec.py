@@ -243,9 +243,9 @@ def settings_control(profile: str, datasets, seed: int, table_runs: dict, train_
     control_datasets = [d for d in datasets if d in SETTINGS_CONTROL_DATASETS]
     controls = results_for(settings_control_grid(profile, datasets=control_datasets, seeds=(seed,)),
                            train_missing=train_missing, device=device)
+    sasrec, control, s4rec = SETTINGS_CONTROL_ROWS
     trios, lines = {}, []
     for d in control_datasets:
-        sasrec, control, s4rec = SETTINGS_CONTROL_ROWS
         trios[d] = {sasrec: table_runs.get((d, "sasrec", seed)), control: controls[(d, seed)],
                     s4rec: table_runs.get((d, "s4rec", seed))}
         lines += gap_closed(trios[d][sasrec], trios[d][s4rec], trios[d][control],
