@@ -359,3 +359,25 @@ def test_nearest_by_cosine_matches_a_brute_force_loop():
         [[2, 3], [0, 2], [0, 3], [0, 2]]
     with pytest.raises(ValueError, match="3 nearest rows need more than 3 rows, not 3"):
         nearest_by_cosine(x[:3], 3)
+
+
+def test_a_tsne_map_is_computed_once_and_then_read_from_the_store(tmp_path, monkeypatch):
+    """The map is kept under the store (another CPU's BLAS would redraw it
+    otherwise); the second call reads it back instead of recomputing, so a
+    stored map, even one that differs from what this machine would compute,
+    is what the figure draws."""
+    import types
+    from emkd_lib.report import clusters as cl
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    rng = np.random.default_rng(0)
+    arrays = {"analysis_users": np.arange(60), "analysis_embeddings": rng.normal(size=(60, 8)).astype(np.float32)}
+    run = types.SimpleNamespace(key="abc", ranks=lambda: arrays)
+    first = cl.tsne_coordinates(run)
+    path = cl.tsne_path(run)
+    assert first.shape == (60, 2) and path == tmp_path / "results" / "derived" / "tsne-abc-seed0.npy"
+    assert np.array_equal(np.load(path), first)
+    np.save(path, first + 1.0)                       # as if stored on another machine
+    assert np.array_equal(cl.tsne_coordinates(run), first + 1.0)
+    frame = cl.tsne_frame(run, np.arange(60) < 12)
+    assert list(frame.columns) == ["x", "y", "head", "cluster"] and frame["head"].sum() == 12
+    assert (frame["cluster"] == -1).all()

@@ -7,6 +7,8 @@ sequences S^4Rec's adversary is trained with.
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
@@ -146,15 +148,41 @@ def has_embeddings(result) -> bool:
     return result is not None and "analysis_embeddings" in result.ranks()
 
 
-def tsne_frame(result, head: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Figure 1's data: a 2-D t-SNE (scikit-learn, PCA initialisation, fixed
-    seed) of the stored sequence embeddings of the user sample, with each
-    user's head/tail label and cluster (-1 for a method without clusters)."""
+def tsne_path(result, seed: int = 0):
+    """Where ``tsne_coordinates`` keeps a run's map: ``<results>/derived/tsne-<key>-seed<seed>.npy``."""
+    from .. import settings as settings_module
+    return settings_module.current().results_dir / "derived" / f"tsne-{result.key}-seed{seed}.npy"
+
+
+def tsne_coordinates(result, seed: int = 0) -> np.ndarray:
+    """A 2-D t-SNE (scikit-learn, PCA initialisation, fixed seed) of a run's
+    stored sequence embeddings, (users, 2), computed once and kept in the
+    store (``tsne_path``; commit it with the run). t-SNE's thousand
+    iterations amplify the last-bit differences between CPUs' BLAS kernels:
+    the same embeddings mapped on an AVX2-only CPU and on one with AVX-512
+    give visibly different maps, so a map recomputed elsewhere would redraw
+    the figure otherwise; a stored one draws it the same everywhere."""
     from sklearn.manifold import TSNE
+    from ..files import atomic_write_bytes
+    path = tsne_path(result, seed)
+    if path.is_file():
+        return np.load(path)
+    x = np.asarray(result.ranks()["analysis_embeddings"], dtype=np.float32)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    buffer = io.BytesIO()
+    np.save(buffer, xy)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return xy
+
+
+def tsne_frame(result, head: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Figure 1's data: the run's ``tsne_coordinates`` of the user sample,
+    with each user's head/tail label and cluster (-1 for a method without
+    clusters)."""
     arrays = result.ranks()
     users = np.asarray(arrays["analysis_users"])
-    x = np.asarray(arrays["analysis_embeddings"], dtype=np.float32)
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    xy = tsne_coordinates(result, seed)
     clusters = np.asarray(arrays["analysis_clusters"])[users] if "analysis_clusters" in arrays else \
         np.full(len(users), -1)
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "head": head[users], "cluster": clusters})
