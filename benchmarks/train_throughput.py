@@ -62,7 +62,7 @@ from emkd_lib.models.ensemble import EnsembleBERT4Rec
 from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
-from emkd_lib.store import machine_name
+from emkd_lib.store import cpu_features, machine_name
 from emkd_lib.train import resolve_device, train_one_epoch, with_precision
 
 WARMUP_BATCHES = 3
@@ -125,12 +125,7 @@ def cpu_model() -> str:
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU's bf16 matmul features (x86: AVX512-BF16, AMX), as /proc/cpuinfo names them."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(set(flags) & {"avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni"})
+    return sorted(set(cpu_features()) & {"avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni"})
 
 
 def load_note() -> str:

@@ -261,7 +261,9 @@ def machine_name(device: torch.device) -> str:
 # The CPU features that decide which kernels a matmul takes, and so its
 # rounding and its speed: two CPUs of one model name ("AMD EPYC") have been
 # lent with and without AVX512-BF16, where a bf16 matmul ran 38 times slower.
-NUMERIC_CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+NUMERIC_CPU_FEATURES = ("avx2", "fma", "avx512f", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+# Those that give bf16 matmuls their own units (without them bf16 runs a slow fallback).
+BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_features(cpuinfo: str | None = None) -> list[str]:

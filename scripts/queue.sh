@@ -35,32 +35,14 @@ set -uo pipefail
 # The whole script is two functions, parsed before it runs: a queue that runs for
 # hours is not disturbed when the checkout's copy of this file is edited.
 
-# Whether a bf16 matmul beats an fp32 one here (best of three, one thread):
-# a few seconds at most, and the gap it looks for is large (0.7 against 27
-# GFLOP/s on an AVX2-only CPU, about seven times the other way with AMX).
-# Exit 0: faster; 3: not faster; anything else: the probe itself failed.
+# Whether this CPU has bf16 matmul units (AVX512-BF16 or AMX, from
+# /proc/cpuinfo through store.cpu_features): without them bf16 runs a slow
+# fallback (0.7 against 27 GFLOP/s in fp32 on an AVX2-only AMD EPYC).
+# Exit 0: it has; 3: it has not; anything else: the check itself failed.
 bf16_is_fast() {
-  "$repo/.venv/bin/python" - <<'EOF'
-import time
-
-import torch
-
-torch.set_num_threads(1)
-
-
-def seconds(dtype):
-    a, b = torch.randn(512, 512).to(dtype), torch.randn(512, 512).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-raise SystemExit(0 if seconds(torch.bfloat16) < seconds(torch.float32) else 3)
-EOF
+  "$repo/.venv/bin/python" -c '
+from emkd_lib.store import BF16_CPU_FEATURES, cpu_features
+raise SystemExit(0 if set(BF16_CPU_FEATURES) & set(cpu_features()) else 3)'
 }
 
 main() {
@@ -129,7 +111,7 @@ main() {
   # holds.
   bf16_is_fast; fast=$?
   if [ "$fast" -eq 3 ]; then
-    echo "== $(date -u +%FT%TZ) bf16 matmuls are not faster than fp32 on this CPU: the EMKD (bf16) steps wait"
+    echo "== $(date -u +%FT%TZ) this CPU has no bf16 matmul units (AVX512-BF16, AMX): the EMKD (bf16) steps wait"
     if [ "$queue" = A ]; then
       main ${plan:+--plan} B; return
     fi
@@ -139,7 +121,7 @@ main() {
     done
     steps=("${kept[@]}")
   elif [ "$fast" -ne 0 ]; then
-    echo "== bf16 probe failed (exit $fast): the queue keeps its steps"
+    echo "== the bf16 check failed (exit $fast): the queue keeps its steps"
   fi
 
   # First resume, in the queue's order, every run a session left half done (a
