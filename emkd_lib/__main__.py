@@ -246,83 +246,121 @@ def _print_plan(keys, rows: list[dict], settings) -> None:
     print("\n".join(plan_lines(keys, rows, prices, work_prices(pairs))))
 
 
-def _command(args) -> int:
-    settings = settings_module.current()
-    if args.command == "run":
-        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
-                                **_data_overrides(args), **_parse_sets(args.set))
-        result = None if args.force else stored(config, settings)
+def _run_command(args, settings) -> int:
+    """``run``: train one config (or serve it from the store) and print its test metrics."""
+    config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
+                            **_data_overrides(args), **_parse_sets(args.set))
+    result = None if args.force else stored(config, settings)
+    if result is None:
+        resolve_device(args.device)   # a device this machine lacks is an error before any work
+    if result is None and args.ddp is not None:
+        result = launch(config, args.ddp, device=args.device, settings=settings, threads=args.threads)
         if result is None:
-            resolve_device(args.device)   # a device this machine lacks is an error before any work
-        if result is None and args.ddp is not None:
-            result = launch(config, args.ddp, device=args.device, settings=settings, threads=args.threads)
-            if result is None:
-                return 0  # a torchrun rank other than 0: rank 0 stores and reports
-        elif result is None:
-            result = execute(config, device=args.device, settings=settings)
-        print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
-    elif args.command == "grid" and args.plan:
-        keys, configs = zip(*_grid_items(args))
-        _print_plan(keys, grid_progress(configs, settings), settings)
-    elif args.command == "grid":
-        if args.address is not None and args.executor != "ray":
-            raise UsageError("--address is the Ray cluster of --executor ray")
-        if args.executor == "ray":
-            import_ray()  # where Ray is missing, a one-line error before any work
-            outcome = run_grid_ray(_grid_configs(args), device=args.device, threads=args.threads,
-                                   address=args.address, settings=settings)
-        else:
-            results = run_grid(_grid_configs(args), device=args.device, settings=settings)
-            outcome = GridOutcome(results={label: r for label, r in results.items() if r is not None},
-                                  failures=[Failure(str(label), "being trained by another process (skipped)")
-                                            for label, r in results.items() if r is None])
-        for label, result in outcome.results.items():
-            print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
-        for failure in outcome.failures:
-            print(f"emkd_lib: error: {failure.run} failed: {failure.error}", file=sys.stderr)
-        if outcome.failures:
-            return 1
-    elif args.command == "analyse":
-        config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
-                                **_data_overrides(args), **_parse_sets(args.set))
-        result = add_analysis(config, settings)
-        names = sorted(n for n in result.ranks() if n.startswith("analysis_"))
-        print(f"{result.path.name}: {', '.join(names) if names else 'its method stores no analysis arrays'}")
-    elif args.command == "ensemble":
-        members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
-        result = ensemble_run_or_load(members, device=args.device, settings=settings)
-        print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
-    elif args.command == "data":
-        registry_dir = args.data_dir or settings.data_dir
-        if registry_dir is None:
-            raise UsageError("data add needs --data-dir or EMKD_DATA_DIR: the folder whose registry.json "
-                             "will hold the dataset")
-        spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir, args.like)
-        print(f"registered dataset {spec.name!r} ({spec.folder}/{spec.sequence_file}) in {registry_dir}/registry.json")
-    elif args.command == "list":
-        good, problems = served_records(settings.results_dir)
-        for path, record in good.items():
-            name = path.relative_to(settings.results_dir)
-            if is_ensemble(record):
-                print(f"{name}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
-                continue
-            r = result_from_record(path, record)
-            flags = "".join(f" [{f}]" for f in ("dirty", "below_popularity") if r.flags.get(f))
-            print(f"{name}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
-                  f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s){flags}")
-        for problem in problems:
-            print(f"unreadable: {problem}")
-    elif args.command == "compare":
-        rows, only, unreadable = compare_stores(*args.stores)
-        for row in rows:
-            verdict = "bit-identical" if row["identical"] else "DIFFERS in " + ", ".join(row["different arrays"])
-            print(f"{row['run']}: {verdict}; test NDCG@10 {row['test NDCG@10 (a)']!r} and {row['test NDCG@10 (b)']!r}")
-        for line in [*only, *(f"unreadable: {problem}" for problem in unreadable)]:
-            print(line)
-        same = sum(row["identical"] for row in rows)
-        print(f"{same} of {len(rows)} runs stored in both are bit-identical")
-        return 0 if rows and same == len(rows) and not unreadable else 1
+            return 0  # a torchrun rank other than 0: rank 0 stores and reports
+    elif result is None:
+        result = execute(config, device=args.device, settings=settings)
+    print(f"{result.path.name}: test {json.dumps(result.test_metrics)}")
     return 0
+
+
+def _grid_plan_command(args, settings) -> int:
+    """``grid --plan``: what of a grid is stored, checkpointed or not started, and its price."""
+    keys, configs = zip(*_grid_items(args))
+    _print_plan(keys, grid_progress(configs, settings), settings)
+    return 0
+
+
+def _grid_command(args, settings) -> int:
+    """``grid``: train a grid's missing runs, here or on a Ray cluster."""
+    if args.address is not None and args.executor != "ray":
+        raise UsageError("--address is the Ray cluster of --executor ray")
+    if args.executor == "ray":
+        import_ray()  # where Ray is missing, a one-line error before any work
+        outcome = run_grid_ray(_grid_configs(args), device=args.device, threads=args.threads,
+                               address=args.address, settings=settings)
+    else:
+        results = run_grid(_grid_configs(args), device=args.device, settings=settings)
+        outcome = GridOutcome(results={label: r for label, r in results.items() if r is not None},
+                              failures=[Failure(str(label), "being trained by another process (skipped)")
+                                        for label, r in results.items() if r is None])
+    for label, result in outcome.results.items():
+        print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+    for failure in outcome.failures:
+        print(f"emkd_lib: error: {failure.run} failed: {failure.error}", file=sys.stderr)
+    return 1 if outcome.failures else 0
+
+
+def _analyse_command(args, settings) -> int:
+    """``analyse``: add the analysis arrays (embeddings, clusters) to a stored run, from its saved weights."""
+    config = profile_config(args.profile, args.dataset, args.method, seed=args.seed, encoder=args.encoder,
+                            **_data_overrides(args), **_parse_sets(args.set))
+    result = add_analysis(config, settings)
+    names = sorted(n for n in result.ranks() if n.startswith("analysis_"))
+    print(f"{result.path.name}: {', '.join(names) if names else 'its method stores no analysis arrays'}")
+    return 0
+
+
+def _ensemble_command(args, settings) -> int:
+    """``ensemble``: evaluate stored runs of several seeds as one ensemble."""
+    members = [profile_config(args.profile, args.dataset, args.method, seed=s) for s in args.seeds]
+    result = ensemble_run_or_load(members, device=args.device, settings=settings)
+    print(f"{result.path.name}: test NDCG@10 {result.test_metrics['NDCG@10']:.4f}")
+    return 0
+
+
+def _data_command(args, settings) -> int:
+    """``data add``: register a user's dataset in a data folder's registry.json."""
+    registry_dir = args.data_dir or settings.data_dir
+    if registry_dir is None:
+        raise UsageError("data add needs --data-dir or EMKD_DATA_DIR: the folder whose registry.json "
+                         "will hold the dataset")
+    spec = register_dataset(args.name, args.sequences, args.attributes, registry_dir, args.like)
+    print(f"registered dataset {spec.name!r} ({spec.folder}/{spec.sequence_file}) in {registry_dir}/registry.json")
+    return 0
+
+
+def _list_command(args, settings) -> int:
+    """``list``: every stored result, with the problems of the unreadable ones."""
+    good, problems = served_records(settings.results_dir)
+    for path, record in good.items():
+        name = path.relative_to(settings.results_dir)
+        if is_ensemble(record):
+            print(f"{name}: test NDCG@10 {record['test_metrics']['NDCG@10']:.4f}")
+            continue
+        r = result_from_record(path, record)
+        flags = "".join(f" [{f}]" for f in ("dirty", "below_popularity") if r.flags.get(f))
+        print(f"{name}: valid NDCG@10 {r.valid_metrics['NDCG@10']:.4f} "
+              f"test NDCG@10 {r.test_metrics['NDCG@10']:.4f} ({r.train_seconds:.0f}s){flags}")
+    for problem in problems:
+        print(f"unreadable: {problem}")
+    return 0
+
+
+def _compare_command(args, settings) -> int:
+    """``compare``: which runs two stores hold bit-identically."""
+    rows, only, unreadable = compare_stores(*args.stores)
+    for row in rows:
+        verdict = "bit-identical" if row["identical"] else "DIFFERS in " + ", ".join(row["different arrays"])
+        print(f"{row['run']}: {verdict}; test NDCG@10 {row['test NDCG@10 (a)']!r} and {row['test NDCG@10 (b)']!r}")
+    for line in [*only, *(f"unreadable: {problem}" for problem in unreadable)]:
+        print(line)
+    same = sum(row["identical"] for row in rows)
+    print(f"{same} of {len(rows)} runs stored in both are bit-identical")
+    return 0 if rows and same == len(rows) and not unreadable else 1
+
+
+def _grid_or_plan_command(args, settings) -> int:
+    return (_grid_plan_command if args.plan else _grid_command)(args, settings)
+
+
+# One function per subcommand.
+COMMANDS = {"run": _run_command, "grid": _grid_or_plan_command, "analyse": _analyse_command,
+            "ensemble": _ensemble_command, "data": _data_command, "list": _list_command,
+            "compare": _compare_command}
+
+
+def _command(args) -> int:
+    return COMMANDS[args.command](args, settings_module.current())
 
 
 def main(argv: list[str] | None = None) -> int:

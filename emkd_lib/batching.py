@@ -59,26 +59,33 @@ def length_bucketed_batches(
     return batches
 
 
+def shuffled_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random permutation of the examples cut into chunks of ``batch_size``."""
+    _check_batch_size(batch_size)
+    permutation = rng.permutation(len(lengths))
+    return [permutation[i:i + batch_size] for i in range(0, len(permutation), batch_size)]
+
+
+def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    return length_bucketed_batches(lengths, batch_size, shuffle=True, rng=rng)
+
+
 # How an epoch's training windows are cut into batches: "length-buckets"
 # (length_bucketed_batches: no compute on padding, but every batch holds
 # windows of nearly one length) or "shuffled" (a random permutation cut into
 # chunks, as the public code of EMKD, ICLRec and CoSeRec, and RecBole, draw
 # them: a batch mixes lengths, so its in-batch negatives, its Sinkhorn
 # balance and its head/tail labels do too).
-BATCH_ORDERS = ("length-buckets", "shuffled")
+BATCH_ORDERS = {"length-buckets": _length_buckets, "shuffled": shuffled_batches}
 
 
 def training_batches(lengths: np.ndarray, batch_size: int, order: str, rng: np.random.Generator
                      ) -> list[np.ndarray]:
     """One epoch's batches of example indices, in ``order`` (``BATCH_ORDERS``);
     every example once, in chunks of ``batch_size`` (the last may be smaller)."""
-    if order == "length-buckets":
-        return length_bucketed_batches(lengths, batch_size, shuffle=True, rng=rng)
-    if order != "shuffled":
-        raise ValueError(f"batch order must be one of {BATCH_ORDERS}, got {order!r}")
-    _check_batch_size(batch_size)
-    permutation = rng.permutation(len(lengths))
-    return [permutation[i:i + batch_size] for i in range(0, len(permutation), batch_size)]
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"batch order must be one of {tuple(BATCH_ORDERS)}, got {order!r}")
+    return BATCH_ORDERS[order](lengths, batch_size, rng)
 
 
 def _positive_int(name: str, value) -> None:
@@ -126,11 +133,13 @@ def tail_windows(sequences: list[np.ndarray], window: int, step: int) -> list[np
     return out
 
 
+# The training examples' rules (``DataConfig.windows``).
+WINDOW_RULES = {"sliding": sliding_windows, "tail": tail_windows}
+
+
 def training_windows(sequences: list[np.ndarray], rule: str, window: int, step: int) -> list[np.ndarray]:
     """The training examples of a ``DataConfig``: ``rule`` "sliding"
     (``sliding_windows``) or "tail" (``tail_windows``)."""
-    if rule == "sliding":
-        return sliding_windows(sequences, window=window, step=step)
-    if rule == "tail":
-        return tail_windows(sequences, window=window, step=step)
-    raise ValueError(f"unknown window rule {rule!r}; known: sliding, tail")
+    if rule not in WINDOW_RULES:
+        raise ValueError(f"unknown window rule {rule!r}; known: {', '.join(WINDOW_RULES)}")
+    return WINDOW_RULES[rule](sequences, window=window, step=step)

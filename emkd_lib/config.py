@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .batching import BATCH_ORDERS
+from .batching import BATCH_ORDERS, WINDOW_RULES
 from .models.encoders import ENCODER_CONFIGS
 from .typed import bound, check_fields, from_dict
 
 PROFILES = ("smoke", "cpu", "paper")
-WINDOW_RULES = ("sliding", "tail")
 HISTORY_EXCLUSION = ("all-but-target", "none")
 
 
@@ -57,7 +56,7 @@ class TrainConfig:
     # How an epoch is cut into batches (batching.BATCH_ORDERS): length
     # buckets spend nothing on padding; "shuffled" mixes lengths in a batch,
     # as the papers' public code does (in-batch negatives of every length).
-    batch_order: str = bound("length-buckets", choices=BATCH_ORDERS)
+    batch_order: str = bound("length-buckets", choices=tuple(BATCH_ORDERS))
 
     def __post_init__(self):
         check_fields(self)
@@ -79,7 +78,7 @@ class DataConfig:
     """
 
     max_len: int = bound(50, ge=1)
-    windows: str = bound("sliding", choices=WINDOW_RULES)
+    windows: str = bound("sliding", choices=tuple(WINDOW_RULES))
     window_step: int | None = bound(None, ge=1)
     max_users: int | None = bound(None, ge=1)
     on_short: str = bound("error", choices=("error", "skip"))

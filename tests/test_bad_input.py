@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from emkd_lib import augment, batching, clustering, evaluation, losses
+from emkd_lib.methods.iclrec import sequence_representation
+from emkd_lib.models.multimodal import ID_INITIALISATIONS
 
 rng = np.random.default_rng(0)
 z = torch.zeros
@@ -39,6 +41,13 @@ CASES = {
                                     "shuffle=True needs an explicit rng for reproducibility"),
     "unknown window rule": (lambda: batching.training_windows([items], "every", 3, 1),
                             "unknown window rule 'every'; known: sliding, tail"),
+    "unknown batch order": (lambda: batching.training_batches(np.array([3, 4]), 2, "by-user", rng),
+                            "batch order must be one of ('length-buckets', 'shuffled'), got 'by-user'"),
+    # ICLRec's sequence representation, ODMT's ID table
+    "unknown representation": (lambda: sequence_representation(z(1, 2, 3), torch.ones(1, 2).long(), "first"),
+                               "representation must be one of ('mean', 'last'), got 'first'"),
+    "ID table from missing images": (lambda: ID_INITIALISATIONS["image"](z(3, 4), None),
+                                     "id_init='image' needs image features; this dataset has text only"),
     # evaluation (the ranks every metric is computed from)
     "scores as a vector": (lambda: evaluation.target_ranks(torch.zeros(5), torch.tensor([1])),
                            "scores must be (B, n_items + 1), got shape (5,)"),

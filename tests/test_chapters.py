@@ -97,3 +97,13 @@ def test_the_budgets_ensemble_grid_is_chapter_02s():
     assert tuple(sorted(set(defaults["single_seeds"]) | set(defaults["ensemble_seeds"]))) == baselines.ENSEMBLE_SEEDS
     assert CHAPTER_GRIDS["02 ensemble motivation"] == ("ensembles",)
     assert GRIDS["ensembles"]("cpu")[("toys", "caser", 2)] == GRIDS["baselines"]("cpu", seeds=(2,))[("toys", "caser", 2)]
+
+
+def test_chapter_03s_table_3_grid_is_the_baselines_and_emkds_main_run_on_one_seed():
+    from emkd_lib.studies.baselines import baseline_grid
+    from emkd_lib.studies.emkd import main_grid, table3_grid
+    grid = table3_grid("cpu", ("beauty", "toys"), 1, ("sasrec", "bert4rec"))
+    assert set(grid) == {(d, m) for d in ("beauty", "toys") for m in ("sasrec", "bert4rec", "emkd")}
+    assert grid[("toys", "emkd")] == main_grid("cpu", ("toys",), (1,))[("toys", 1)]
+    assert grid[("beauty", "bert4rec")] == baseline_grid("cpu", ("beauty",), (1,), ("bert4rec",))[
+        ("beauty", "bert4rec", 1)]

@@ -720,3 +720,14 @@ def test_no_distillation_run_is_table_4s_fusion_row_or_none():
     assert no_distillation_run({("d", "temperature", 0.1, 0): object(), ("d", "fusion", "independent", 0): run}) is run
     assert no_distillation_run({("d", "fusion", "independent", 0): None, ("d", "temperature", 0.1, 0): None}) is None
     assert no_distillation_run({}) is None
+
+
+def test_quoted_dataset_table_is_odmts_table_1_with_density_in_percent_and_integer_counts():
+    from emkd_lib.paper_tables import quoted_table
+    from emkd_lib.studies.odmt import quoted_dataset_table
+    table = quoted_dataset_table()
+    quoted = quoted_table("ODMT", 1)
+    first = quoted["dataset"].iloc[0]
+    density = quoted[(quoted["dataset"] == first) & (quoted["metric"] == "Density")]["value"].iloc[0]
+    assert table.loc[first, "Density (%)"] == pytest.approx(100 * density)
+    assert "Density" not in table and all(str(table[c].dtype) == "Int64" for c in ("#Users", "#Items", "#Inter."))

@@ -567,13 +567,20 @@ def test_memory_operators_reads_the_allocation_lines(tmp_path):
     assert perf.memory_profile_table(path)["part"].iloc[-1] == "peak RSS of this process"
 
 
-def test_memory_options_separate_the_rows_and_a_measured_target_batch_gets_its_verdict(tmp_path):
-    import pandas as pd
+def _memory_with_options(tmp_path):
+    """``MEMORY`` at batch 64 without options, and its batch-64 block again at
+    batch 256 with activation checkpointing and output chunks."""
     path = tmp_path / "memory-options.txt"
     at_256 = MEMORY.split("emkd beauty [paper]: batch 128")[0].replace("batch 64 x", "batch 256 x")
     path.write_text("$ python benchmarks/step_profile.py --memory --set train__batch_size=64\n" + MEMORY
                     + "$ python benchmarks/step_profile.py --memory --set train__batch_size=256 "
                       "--set train__activation_checkpointing=true --set params__output_chunk=1024\n" + at_256)
+    return path
+
+
+def test_memory_options_separate_the_rows_and_a_measured_target_batch_gets_its_verdict(tmp_path):
+    import pandas as pd
+    path = _memory_with_options(tmp_path)
     memory = perf.memory_profile_table(path)
     assert list(dict.fromkeys(memory["options"])) == ["none", "activation_checkpointing, output_chunk=1024"]
     table = perf.memory_at_batch(memory, 256)
@@ -754,3 +761,44 @@ def test_benchmark_source_quotes_the_files_first_line(tmp_path):
     path.write_text("# train_throughput.py output, commit abc, 2-core machine\nsasrec ...\n")
     assert perf.benchmark_source(path) == ("From `benchmarks/measured-2026-12-06-cpu.txt`: "
                                            "train_throughput.py output, commit abc, 2-core machine.")
+
+
+def test_memory_batch_tables_name_the_constant_settings_once_and_keep_the_ones_that_vary(tmp_path):
+    path = _memory_with_options(tmp_path)
+    peaks, saved, what = perf.memory_batch_tables(perf.memory_at_batch(perf.memory_profile_table(path), 256))
+    assert what == "EMKD paper kept"   # method, profile and malloc policy are the same in every row
+    assert peaks.index.tolist() == ["none", "activation_checkpointing, output_chunk=1024"]
+    assert peaks.loc["activation_checkpointing, output_chunk=1024", "batch 256"] == pytest.approx(3860.2 / 1024)
+    assert "saved" not in " ".join(peaks.columns) and saved.columns.tolist() == ["largest saved parts"]
+    assert perf.memory_batch_tables(pd.DataFrame()) is None
+
+
+def test_largest_allocations_keep_each_settings_largest_batch_with_freed_memory_kept(tmp_path):
+    at_64 = MEMORY.split("emkd beauty [paper]: batch 128")[0]
+    at_128 = at_64.replace("batch 64 x", "batch 128 x")
+    kept, default = tmp_path / "memory-kept.txt", tmp_path / "memory-default.txt"
+    kept.write_text("$ python benchmarks/step_profile.py --memory\n" + at_64 + at_128)
+    default.write_text("$ python benchmarks/step_profile.py --memory --malloc-default\n" + at_64 + at_128)
+    assert set(perf.memory_operators(kept)["batch"]) == {64, 128}
+    largest = perf.largest_allocations([kept, default])
+    assert largest["batch"].tolist() == [128, 128]   # the two operators of the batch-128 block, kept only
+    assert largest.index.names == ["options", "operator"] and "malloc" not in largest
+    assert perf.largest_allocations([]) is None
+
+
+def test_by_method_titles_the_methods_and_drops_the_file_column():
+    table = pd.DataFrame({"method": ["emkd", "sasrec"], "file": ["a.txt", "a.txt"], "ms": [1.0, 2.0]})
+    shown = perf.by_method(table)
+    assert shown.index.tolist() == ["EMKD", "SASRec"] and shown.columns.tolist() == ["ms"]
+
+
+def test_operator_shares_stack_one_share_table_per_operator(profile_file):
+    both = perf.operator_shares(profile_file, ("aten::bernoulli_", "aten::bmm"))
+    alone = [perf.operator_share(profile_file, op) for op in ("aten::bernoulli_", "aten::bmm")]
+    assert len(both) == sum(len(t) for t in alone)
+    pd.testing.assert_frame_equal(both.iloc[:len(alone[0])], alone[0])
+
+
+def test_the_memory_target_batch_is_the_emkd_paper_profiles():
+    from emkd_lib.profiles import profile_config
+    assert perf.memory_target_batch() == profile_config("paper", "beauty", "emkd").train.batch_size == 256

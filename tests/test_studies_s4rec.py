@@ -349,3 +349,13 @@ def test_the_settings_control_takes_its_rows_from_table_2_and_its_control_from_t
     assert trios["ml-1m"]["SASRec (its settings)"] is sasrec and trios["ml-1m"]["S4Rec"] is s4rec
     assert trios["ml-1m"]["SR only (S4Rec's settings)"] is None
     assert len(lines) == 1 and lines[0].startswith("ml-1m: 'SR only'") and "not all three run yet" in lines[0]
+
+
+def test_chapter_07s_grid_is_one_seeds_sweep_and_at_smoke_two_values_a_setting():
+    from emkd_lib.studies.s4rec import SENSITIVITY, SMOKE_SENSITIVITY_VALUES, chapter_sensitivity_grid
+    assert chapter_sensitivity_grid("cpu", "toys", 1) == sensitivity_grid("cpu", "toys", seeds=(1,))
+    smoke = chapter_sensitivity_grid("smoke", "beauty", 0)
+    assert set(smoke) < set(sensitivity_grid("smoke", "beauty"))
+    for name in SENSITIVITY:
+        assert len([k for k in smoke if k[1] == name]) == 2
+    assert {k[2] for k in smoke} <= set(SMOKE_SENSITIVITY_VALUES)

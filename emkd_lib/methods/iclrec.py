@@ -65,7 +65,19 @@ from .cl4srec import CL4SRecModel, forward_with_views
 from .spec import MethodSpec, Recipe
 
 TERMS = ("scl", "icl")
-REPRESENTATIONS = ("mean", "last")
+
+
+def _masked_mean(hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    real = (ids > 0).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+
+
+def _last_position(hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return hidden[:, -1]
+
+
+# The sequence representations ``ICLRecParams.representation`` names.
+REPRESENTATIONS = {"mean": _masked_mean, "last": _last_position}
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ class ICLRecParams:
     crop_form: str = bound("contiguous", choices=CROP_FORMS)
     mask_gamma: float = bound(0.7, ge=0, le=1)
     reorder_delta: float = bound(0.2, ge=0, le=1)
-    representation: str = bound("mean", choices=REPRESENTATIONS)
+    representation: str = bound("mean", choices=tuple(REPRESENTATIONS))
     de_noise: bool = False
     warm_up_epochs: int = bound(0, ge=0)
     kmeans_n_init: int = bound(5, ge=1)
@@ -119,12 +131,9 @@ def sequence_representation(hidden: torch.Tensor, ids: torch.Tensor, kind: str =
     """(B, d) of hidden states (B, T, d) of a left-padded batch ``ids`` (B, T):
     ``"mean"`` over the non-padding positions (a row without items gives
     zeros), ``"last"`` the last position."""
-    if kind == "last":
-        return hidden[:, -1]
-    if kind != "mean":
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {kind!r}")
-    real = (ids > 0).unsqueeze(-1).to(hidden.dtype)
-    return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+    if kind not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {tuple(REPRESENTATIONS)}, got {kind!r}")
+    return REPRESENTATIONS[kind](hidden, ids)
 
 
 class Intents:

@@ -35,13 +35,13 @@ import torch
 
 from .. import losses
 from ..models.ensemble import average_logits
-from ..models.multimodal import FDSARecommender, ItemFeatures, MultiModalRecommender
+from ..models.multimodal import ID_INITIALISATIONS, FDSARecommender, ItemFeatures, MultiModalRecommender
 from ..typed import bound, check_fields
 from .baselines import with_padding_column
 from .spec import MethodSpec, Recipe
 
 FUSIONS = ("distill", "independent", "late", "early")
-ID_INITS = ("concat", "text", "image", "random")
+ID_INITS = tuple(ID_INITIALISATIONS)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,33 @@ def _mlp(d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
 
 
+def _text_and_image(text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+    return text.clone() if image is None else torch.cat([text, image], 1)
+
+
+def _text_only(text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+    return text.clone()
+
+
+def _image_only(text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+    if image is None:
+        raise ValueError("id_init='image' needs image features; this dataset has text only")
+    return image.clone()
+
+
+def _random_of_their_width(text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+    width = text.shape[1] + (0 if image is None else image.shape[1])
+    table = torch.empty(text.shape[0], width)
+    nn.init.xavier_normal_(table)  # the public code's random variant
+    return table
+
+
+# How the ID table starts (``ItemTower``'s ``id_init``), from the items' pooled
+# text (n, d_text) and image (n, d_image) vectors, the image None without images.
+ID_INITIALISATIONS = {"concat": _text_and_image, "text": _text_only, "image": _image_only,
+                      "random": _random_of_their_width}
+
+
 class ItemTower(nn.Module):
     """Item embeddings D^m of each branch m (Eq. 1-3).
 
@@ -163,23 +190,10 @@ class ItemTower(nn.Module):
                 self.id_embedding.weight[0].zero_()
 
     def _id_init_table(self, id_init: str) -> torch.Tensor:
+        if id_init not in ID_INITIALISATIONS:
+            raise ValueError(f"unknown id_init {id_init!r}")
         f = self.features
-        text = f.text_pooled.float()
-        image = f.image_pooled.float() if self.has_image else None
-        if id_init == "text" or (id_init == "concat" and image is None):
-            return text.clone()
-        if id_init == "image":
-            if image is None:
-                raise ValueError("id_init='image' needs image features; this dataset has text only")
-            return image.clone()
-        if id_init == "concat":
-            return torch.cat([text, image], 1)
-        if id_init == "random":
-            width = text.shape[1] + (0 if image is None else image.shape[1])
-            table = torch.empty(text.shape[0], width)
-            nn.init.xavier_normal_(table)  # the public code's random variant
-            return table
-        raise ValueError(f"unknown id_init {id_init!r}")
+        return ID_INITIALISATIONS[id_init](f.text_pooled.float(), f.image_pooled.float() if self.has_image else None)
 
     def _tokens(self, items: torch.Tensor):
         """Projected token sequences of ``items`` (N,): dict of (N, k, d) per modality."""

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..batching import training_batches
 from ..runs import key_of, results_for
-from .tables import method_label, method_title
+from .tables import constant_levels, method_label, method_title
 
 # One result line of benchmarks/train_throughput.py, e.g.
 # "sasrec    beauty [cpu]:     2116 sequences/s,    10.6 s/epoch (22512 training sequences, 88 batches),
@@ -643,6 +643,54 @@ def memory_operators(path) -> pd.DataFrame:
                          for context, m in _block_matches(path, _ALLOCATIONS_HEAD, _ALLOCATION)])
 
 
+# Issue 14's memory target: the paper-profile EMKD step (its batch of 256) within 4 GiB resident.
+MEMORY_TARGET_GIB = 4.0
+
+
+def memory_target_batch() -> int:
+    """The batch the memory target is about: the EMKD paper profile's."""
+    from ..profiles import profile_config
+    return profile_config("paper", "beauty", "emkd").train.batch_size
+
+
+def memory_by_part(memory: pd.DataFrame) -> pd.DataFrame:
+    """``memory_profiles`` as MiB per part of the step (rows) and measured
+    setting (columns: memory options, malloc policy, batch)."""
+    return memory.pivot_table(index="part", columns=["options", "malloc", "batch"], values="MiB", sort=False)
+
+
+def memory_batch_tables(at_batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
+    """``memory_at_batch``'s frame for a reader, as ``(peaks, saved parts,
+    what)``: the peak RSS (GiB) at each measured batch and at its target
+    batch (measured or extrapolated), the parts that save the most for
+    backward, both indexed by the settings that vary, and ``what`` names the
+    ones that do not (said once, in the caption). None when nothing was
+    measured."""
+    if not len(at_batch):
+        return None
+    shown = with_method_titles(at_batch.drop(columns=[c for c in at_batch
+                                                      if c.startswith("saved at") or c == "target batch"]))
+    shown = shown.set_index(["method", "profile", "options", "malloc"])
+    one = constant_levels(shown.index)
+    what = " ".join(str(shown.index.get_level_values(i)[0]) for i in one)
+    shown = shown.droplevel(one) if one else shown
+    peaks = shown[[c for c in shown if c.startswith("peak RSS at") and "target" not in c]].rename(
+        columns=lambda c: c.replace("peak RSS at ", "batch ").replace(" (GiB)", ""))
+    return peaks, shown[["largest saved parts"]], what
+
+
+def largest_allocations(paths) -> pd.DataFrame | None:
+    """``memory_operators`` of the outputs at each memory setting's largest
+    batch, freed memory kept, indexed by (options, operator); None without
+    outputs."""
+    if not paths:
+        return None
+    allocations = pd.concat([memory_operators(path) for path in paths], ignore_index=True)
+    kept = allocations[allocations["malloc"] == "kept"]
+    largest = kept[kept["batch"] == kept.groupby("options")["batch"].transform("max")]
+    return largest.drop(columns=["method", "profile", "malloc"]).set_index(["options", "operator"])
+
+
 def memory_at_batch(memory: pd.DataFrame, batch: int) -> pd.DataFrame:
     """Per (method, profile, memory options, malloc policy) of
     ``memory_profile_table``: the peak RSS and the bytes saved for backward
@@ -900,7 +948,7 @@ def feature_extraction_table(path) -> pd.DataFrame:
 
 
 def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
-                      precision=None, features=None, memory=None, memory_target_gib: float = 4.0) -> list[str]:
+                      precision=None, features=None, memory=None, memory_target_gib: float = MEMORY_TARGET_GIB) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
     (``target_table``, ``study_budget``, ``step_profile_table``,
     ``operator_share``, ``bf16_speedups``, ``comparison_tables``' targets,
@@ -1037,6 +1085,18 @@ def benchmark_notes(path: Path) -> str:
     (as prose, Markdown would set their ``--`` as dashes)."""
     notes = [line[2:].strip() for line in Path(path).read_text().splitlines() if line.startswith("# ")]
     return " ".join(_COMMAND.sub(lambda m: f"`{m.group(0)}`", note).rstrip(".") + "." for note in notes)
+
+
+def by_method(table: pd.DataFrame) -> pd.DataFrame:
+    """A per-method benchmark table for a reader: indexed by the method's
+    title, without the column naming the output file (the text above the
+    table names it)."""
+    return with_method_titles(table).set_index("method").drop(columns=["file"], errors="ignore")
+
+
+def operator_shares(path, operators) -> pd.DataFrame:
+    """``operator_share`` of each of ``operators``, one below the other."""
+    return pd.concat([operator_share(path, op) for op in operators])
 
 
 def with_method_titles(table: pd.DataFrame) -> pd.DataFrame:

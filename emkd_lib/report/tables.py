@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..data.stats import STATISTIC_LABELS, dataset_statistics, head_tail_statistics
 from ..evaluation import paired_test
 from ..methods import method_spec, parse_method
 from ..render import float_text
@@ -13,6 +14,35 @@ from ..store import RunResult
 
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
+
+
+def statistics_frame(datasets: dict) -> pd.DataFrame:
+    """``data.dataset_statistics`` of each dataset (``{name: SequenceDataset}``),
+    a row each, as floats, with sparsity in percent ("sparsity (%)"), as the
+    papers print it."""
+    stats = pd.DataFrame({name: dataset_statistics(ds) for name, ds in datasets.items()}).T.astype(float)
+    stats["sparsity"] *= 100
+    return stats.rename(columns={"sparsity": "sparsity (%)"})
+
+
+def statistics_shown(stats: pd.DataFrame) -> pd.DataFrame:
+    """``statistics_frame`` for a reader: counts as integers, the book's labels."""
+    counts = ["users", "items", "actions", "attributes"]
+    shown = stats.copy()
+    shown[counts] = shown[counts].round().astype("Int64")
+    return shown.rename(columns=STATISTIC_LABELS)
+
+
+def head_tail_table(datasets: dict, head_fraction: float) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """``data.head_tail_statistics`` of each dataset, a row each (counts as
+    integers), and each dataset's per-user head rates."""
+    rows, rates = {}, {}
+    for name, ds in datasets.items():
+        rows[name], rates[name] = head_tail_statistics(ds, head_fraction)
+    table = pd.DataFrame(rows).T
+    integer = [c for c in table if c in ("head items", "head users") or c.startswith("min")]
+    table[integer] = table[integer].astype(int)
+    return table, rates
 
 
 def metrics_table(results: list[RunResult], split: str = "test", metrics=METRICS,

@@ -98,6 +98,14 @@ def main_grid(profile: str, datasets=("beauty", "toys", "ml-1m"), seeds=(0,)) ->
     return {(d, s): _at_budget_precision(profile, emkd_variant(profile, d, s)) for d in datasets for s in seeds}
 
 
+def table3_grid(profile: str, datasets, seed: int, baselines) -> dict:
+    """Chapter 03's Table 3: ``(dataset, method) -> config`` of the
+    ``baselines`` and of EMKD (``main_grid``), one seed."""
+    from .baselines import baseline_grid
+    return {**{(d, m): c for (d, m, _), c in baseline_grid(profile, datasets, (seed,), baselines).items()},
+            **{(d, "emkd"): c for (d, _), c in main_grid(profile, datasets, (seed,)).items()}}
+
+
 # The seed spread (chapter 03): EMKD and SASRec with these seeds on Beauty.
 SPREAD_SEEDS = (0, 1, 2)
 

@@ -207,6 +207,19 @@ def sensitivity_grid(profile: str, dataset: str = "beauty", seeds=(0,), datasets
     return grid
 
 
+# Chapter 07's smoke run: two values of each swept setting (K 16 and 128, a weight 0 and 0.1), in seconds.
+SMOKE_SENSITIVITY_VALUES = (16, 128, 0.0, 0.1)
+
+
+def chapter_sensitivity_grid(profile: str, dataset: str, seed: int) -> dict:
+    """Chapter 07's grid: ``sensitivity_grid`` on one dataset and seed, at
+    the smoke profile only ``SMOKE_SENSITIVITY_VALUES``."""
+    grid = sensitivity_grid(profile, dataset, seeds=(seed,))
+    if profile == "smoke":
+        grid = {k: c for k, c in grid.items() if k[2] in SMOKE_SENSITIVITY_VALUES}
+    return grid
+
+
 def lambda_head_rates(runs: dict, head) -> dict:
     """Figure 6(b)'s boxes: λ -> ``report.clusters.head_rate_by_cluster`` of
     each run of the λ sweep (``runs``: a ``sensitivity_grid``'s results)
