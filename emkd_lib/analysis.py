@@ -104,6 +104,23 @@ def nearest_by_cosine(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-sims, axis=1, kind="stable")[:, :k]
 
 
+def nearest_to(x: np.ndarray, queries, k: int, excluded=()) -> dict[int, list[int]]:
+    """Each query row's ``k`` most cosine-similar rows of ``x`` (n, d), the
+    most similar first, ties to the lower index, never the query itself nor
+    an ``excluded`` row (e.g. 0, the padding item); in ``x``'s precision,
+    one query at a time (``nearest_by_cosine`` forms all n x n similarities)."""
+    if not 0 < k < len(x) - len(excluded):
+        raise ValueError(f"{k} nearest rows need more than {k} rows besides the {len(excluded)} excluded, "
+                         f"not {len(x) - len(excluded)}")
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    out = {}
+    for q in queries:
+        sims = x @ x[q]
+        sims[[*excluded, q]] = -np.inf
+        out[q] = [int(i) for i in np.argsort(-sims, kind="stable")[:k]]
+    return out
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)

@@ -365,7 +365,9 @@ def test_a_tsne_map_is_computed_once_and_then_read_from_the_store(tmp_path, monk
     """The map is kept under the store (another CPU's BLAS would redraw it
     otherwise); the second call reads it back instead of recomputing, so a
     stored map, even one that differs from what this machine would compute,
-    is what the figure draws."""
+    is what the figure draws; its name holds the embeddings' digest, so a
+    run trained again under the same key gets a map of its own."""
+    import hashlib
     import types
     from emkd_lib.report import clusters as cl
     monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
@@ -374,10 +376,31 @@ def test_a_tsne_map_is_computed_once_and_then_read_from_the_store(tmp_path, monk
     run = types.SimpleNamespace(key="abc", ranks=lambda: arrays)
     first = cl.tsne_coordinates(run)
     path = cl.tsne_path(run)
-    assert first.shape == (60, 2) and path == tmp_path / "results" / "derived" / "tsne-abc-seed0.npy"
+    digest = hashlib.sha256(arrays["analysis_embeddings"].tobytes()).hexdigest()[:12]
+    assert first.shape == (60, 2) and path == tmp_path / "results" / "derived" / f"tsne-abc-{digest}-seed0.npy"
     assert np.array_equal(np.load(path), first)
     np.save(path, first + 1.0)                       # as if stored on another machine
     assert np.array_equal(cl.tsne_coordinates(run), first + 1.0)
+    # the same key trained again: other embeddings, another map, the old one left as it was
+    retrained = types.SimpleNamespace(key="abc", ranks=lambda: {**arrays, "analysis_embeddings":
+                                                                 arrays["analysis_embeddings"][::-1].copy()})
+    assert cl.tsne_path(retrained) != path and not np.array_equal(cl.tsne_coordinates(retrained), first + 1.0)
+    assert np.array_equal(np.load(path), first + 1.0)
     frame = cl.tsne_frame(run, np.arange(60) < 12)
     assert list(frame.columns) == ["x", "y", "head", "cluster"] and frame["head"].sum() == 12
     assert (frame["cluster"] == -1).all()
+
+
+def test_nearest_to_agrees_with_all_pairs_and_never_returns_the_query_or_an_excluded_row():
+    from emkd_lib.analysis import nearest_by_cosine, nearest_to
+    x = np.random.default_rng(3).normal(size=(12, 5))
+    every = nearest_by_cosine(x, 3)
+    assert nearest_to(x, range(12), 3) == {q: every[q].tolist() for q in range(12)}
+    some = nearest_to(x, [2, 7], 10, excluded=(0,))
+    assert all(0 not in items and q not in items and len(items) == 10 for q, items in some.items())
+    with pytest.raises(ValueError, match="11 nearest rows need more than 11 rows besides the 1 excluded, not 11"):
+        nearest_to(x, [2], 11, excluded=(0,))
+    # by hand: cosine similarities of query 2, the most similar first
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = {i: float(unit[2] @ unit[i]) for i in range(1, 12) if i != 2}
+    assert some[2] == sorted(sims, key=lambda i: -sims[i])

@@ -335,3 +335,12 @@ def test_a_grid_without_seeds_runs_its_own_seeds(env):
     assert {key[-1] for key, _ in cli._grid_items(args)} == {0, 1, 2}
     args = cli.build_parser().parse_args(["grid", "emkd-spread", "--profile", "cpu", "--seeds", "1"])
     assert {key[-1] for key, _ in cli._grid_items(args)} == {1}
+
+
+def test_the_settings_table_documents_exactly_the_variables_the_library_reads():
+    import re
+
+    from emkd_lib import settings as settings_module
+    documented = re.findall(r"^``(EMKD_\w+)``", settings_module.__doc__, flags=re.MULTILINE)
+    assert documented == list(settings_module.KNOWN)
+    assert set(settings_module.KNOWN) == {"EMKD_" + f.upper() for f in settings_module.Settings.__dataclass_fields__}

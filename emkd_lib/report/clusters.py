@@ -148,10 +148,19 @@ def has_embeddings(result) -> bool:
     return result is not None and "analysis_embeddings" in result.ranks()
 
 
+def _embeddings(result) -> np.ndarray:
+    return np.asarray(result.ranks()["analysis_embeddings"], dtype=np.float32)
+
+
 def tsne_path(result, seed: int = 0):
-    """Where ``tsne_coordinates`` keeps a run's map: ``<results>/derived/tsne-<key>-seed<seed>.npy``."""
+    """Where ``tsne_coordinates`` keeps a run's map:
+    ``<results>/derived/tsne-<key>-<embeddings>-seed<seed>.npy``, ``<embeddings>``
+    the first 12 hex digits of the sha256 of the embeddings it maps, so that
+    a run trained again under the same key never reads the old run's map."""
+    import hashlib
     from .. import settings as settings_module
-    return settings_module.current().results_dir / "derived" / f"tsne-{result.key}-seed{seed}.npy"
+    digest = hashlib.sha256(np.ascontiguousarray(_embeddings(result)).tobytes()).hexdigest()[:12]
+    return settings_module.current().results_dir / "derived" / f"tsne-{result.key}-{digest}-seed{seed}.npy"
 
 
 def tsne_coordinates(result, seed: int = 0) -> np.ndarray:
@@ -167,8 +176,7 @@ def tsne_coordinates(result, seed: int = 0) -> np.ndarray:
     path = tsne_path(result, seed)
     if path.is_file():
         return np.load(path)
-    x = np.asarray(result.ranks()["analysis_embeddings"], dtype=np.float32)
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(_embeddings(result))
     buffer = io.BytesIO()
     np.save(buffer, xy)
     path.parent.mkdir(parents=True, exist_ok=True)

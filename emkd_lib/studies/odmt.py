@@ -155,21 +155,13 @@ def gallery_queries(config, n: int = 4) -> list[int]:
 
 def nearest_items(result, queries, k: int = 3) -> dict[str, dict[int, list[int]]]:
     """For each branch item space a run stored (``analysis_items_<branch>``):
-    each query item's ``k`` nearest other items by cosine similarity."""
+    each query item's ``k`` nearest other items by cosine similarity
+    (``analysis.nearest_to``, never the padding item 0)."""
     import numpy as np
-    out = {}
-    for name, table in result.ranks().items():
-        if not name.startswith("analysis_items_"):
-            continue
-        t = np.asarray(table, dtype=np.float32)
-        t = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
-        neighbours = {}
-        for q in queries:
-            sims = t @ t[q]
-            sims[[0, q]] = -np.inf
-            neighbours[q] = [int(i) for i in np.argsort(-sims, kind="stable")[:k]]
-        out[name.removeprefix("analysis_items_")] = neighbours
-    return out
+    from ..analysis import nearest_to
+    return {name.removeprefix("analysis_items_"): nearest_to(np.asarray(table, dtype=np.float32), queries, k,
+                                                             excluded=(0,))
+            for name, table in result.ranks().items() if name.startswith("analysis_items_")}
 
 
 def shared_genre_rates(result, k: int = 3) -> tuple[dict[str, float], float, int]:
