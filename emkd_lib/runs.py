@@ -20,8 +20,8 @@ from .evaluation import evaluate, metrics_from_ranks, popularity_ranks
 from .files import LockHeld, atomic_link_or_copy, atomic_write, exclusive_lock, file_sha256
 from .methods import build_method
 from .methods.baselines import ensemble_scores
-from .store import (code_commit, machine_name, RunResult, StoreError, load_result, peak_memory_mb, provenance,
-                    read_record, read_sidecar, result_path, run_key, store_result, write_record)
+from .store import (code_commit, cpu_features, machine_name, RunResult, StoreError, load_result, peak_memory_mb,
+                    provenance, read_record, read_sidecar, result_path, run_key, store_result, write_record)
 from .train import checkpoint_summary, fit, resolve_device, seed_everything
 
 
@@ -173,7 +173,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
                  checkpoint=checkpoint, exclude_history=exclude, stop_after_epoch=stop_after_epoch,
-                 parallel=parallel, epoch_stamp={"commit": code_commit(), "machine": machine_name(device)})
+                 parallel=parallel, epoch_stamp={"commit": code_commit(), "machine": machine_name(device),
+                                              "cpu_features": cpu_features()})
     if parallel is not None and not parallel.is_main:
         return None
     floor = popularity_ranks(split.train, split.valid_inputs, split.valid_targets, dataset.n_items,

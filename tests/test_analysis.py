@@ -404,3 +404,19 @@ def test_nearest_to_agrees_with_all_pairs_and_never_returns_the_query_or_an_excl
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = {i: float(unit[2] @ unit[i]) for i in range(1, 12) if i != 2}
     assert some[2] == sorted(sims, key=lambda i: -sims[i])
+
+
+def test_group_changes_found_says_which_group_the_change_falls_on():
+    import pandas as pd
+    from emkd_lib.report import clusters as cl
+    index = pd.MultiIndex.from_tuples([("SASRec", "head"), ("SASRec", "tail"), ("S4Rec", "head"), ("S4Rec", "tail")],
+                                      names=["method", "group"])
+    table = pd.DataFrame({"change %": [2.0, -11.3, -3.2, -17.2], "p (Wilcoxon)": [0.66, 1e-9, 0.002, 1e-12]},
+                         index=index)
+    sasrec, s4rec = cl.group_changes_found(table, "beauty, shuffled")
+    assert sasrec == ("beauty, shuffled, SASRec: tail users -11.3% (p = 1.0e-09, significant), head users +2.0% "
+                      "(p = 0.660, not significant): the change falls on the tail users only")
+    assert s4rec.endswith(": both groups change significantly")
+    calm = table.assign(**{"p (Wilcoxon)": 0.5})
+    assert all(line.endswith("neither group changes significantly") for line in cl.group_changes_found(calm, "x"))
+    assert cl.group_changes_found(pd.DataFrame({"status": ["no pair stored yet"]}), "x") == ["x: no pair stored yet"]

@@ -631,7 +631,7 @@ def test_split_users_by_length():
 
 
 def test_statistics_frame_gives_sparsity_in_percent_and_the_shown_table_integer_counts():
-    from emkd_lib.report import head_tail_table, statistics_frame, statistics_shown
+    from emkd_lib.report import head_tail_statistics_table, statistics_frame, statistics_shown
     stats = statistics_frame({"tiny": tiny_dataset(), "bare": tiny_dataset(with_attrs=False)})
     assert stats.loc["tiny", "sparsity (%)"] == pytest.approx(100 * (1 - 10 / 15))
     assert np.isnan(stats.loc["bare", "attributes"])
@@ -639,7 +639,7 @@ def test_statistics_frame_gives_sparsity_in_percent_and_the_shown_table_integer_
     assert str(shown["users"].dtype) == "Int64" and shown.loc["tiny", "actions"] == 10
     assert "actions per user" in shown and "avg_actions_per_user" not in shown
     assert shown["attributes"].isna().tolist() == [False, True]
-    table, rates = head_tail_table({"tiny": tiny_dataset()}, 0.4)
+    table, rates = head_tail_statistics_table({"tiny": tiny_dataset()}, 0.4)
     row, user_rates = head_tail_statistics(tiny_dataset(), 0.4)
     assert table.loc["tiny"].to_dict() == pytest.approx(row) and table["head items"].dtype == int
     np.testing.assert_array_equal(rates["tiny"], user_rates)

@@ -249,7 +249,8 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
     """Toys DuoRec's check trained on an Intel Xeon, its Table 2 run on an AMD
     EPYC: their 39 shared epochs agree to 4e-7 in the loss, not bit for bit.
     Within the rounding tolerance and across CPU types the check replaces the
-    run and says how it repeats it; the same difference on one CPU type, or a
+    run and says how it repeats it; the same difference on one CPU type (one
+    name and, where the rows record them, the same vector units), or a
     seed-sized one across types, is refused."""
     from types import SimpleNamespace
 
@@ -271,9 +272,24 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
     assert out[("toys", "duorec", 0)] is used
     assert "repeats the main run's 10 epochs to within rounding (trained on Intel(R) Xeon(R) Processor, the main run " \
            "on AMD EPYC: loss within 1e-05 and validation NDCG@10 within 1e-03, relative) and selects epoch 11" in line
-    for refused in (check(rounding, amd), check(2e-4, intel)):                # one CPU type; a seed's difference
-        out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): refused})
-        assert out[("toys", "duorec", 0)] is main and "does not repeat the main run's epochs" in line
+    out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(2e-4, intel)})   # a seed's difference
+    assert out[("toys", "duorec", 0)] is main and "does not repeat the main run's epochs" in line
+    # one CPU name covers machines with other vector units: where the rows do not name them, rounding may be theirs
+    out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(rounding, amd)})
+    assert out[("toys", "duorec", 0)].history[0]["loss"] != history[0]["loss"]
+    assert "to within rounding (both on AMD EPYC, a name that machines with other vector units share, and not every " \
+           "epoch's record names the units: loss within 1e-05" in line
+
+    def with_units(run, units):
+        return SimpleNamespace(**{**vars(run), "history": [{**h, "cpu_features": units} for h in run.history]})
+    avx2, avx512 = ["avx2", "fma"], ["avx2", "fma", "avx512f", "avx512_bf16"]
+    one_type = {("toys", "duorec", 0): with_units(main, avx2)}
+    out, (line,) = with_patience_checks(one_type, {("toys", "duorec", 0): with_units(check(rounding, amd), avx2)})
+    assert out[("toys", "duorec", 0)] is one_type[("toys", "duorec", 0)]    # one name, one set of units: refused
+    assert "does not repeat the main run's epochs" in line
+    out, (line,) = with_patience_checks(one_type, {("toys", "duorec", 0): with_units(check(rounding, amd), avx512)})
+    assert "to within rounding (both on AMD EPYC, machines with other vector units: avx2, fma and avx2, fma, " \
+           "avx512f, avx512_bf16; loss within" in line
     # bit for bit on any machines: no rounding clause
     out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(0.0, intel)})
     assert "repeats the main run's 10 epochs and selects epoch 11" in line
@@ -287,8 +303,11 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
            "Processor: loss within" in line
     same = SimpleNamespace(**{**vars(used), "history": [{**h, "machine": amd if e < 5 else intel}
                                                          for e, h in enumerate(used.history)]})
+    out, (line,) = with_patience_checks({("toys", "duorec", 0): with_units(resumed, avx2)},
+                                        {("toys", "duorec", 0): with_units(same, avx2)})
+    assert "does not repeat" in line     # epoch for epoch on the same types, units and all: rounding is no excuse
     out, (line,) = with_patience_checks({("toys", "duorec", 0): resumed}, {("toys", "duorec", 0): same})
-    assert out[("toys", "duorec", 0)] is resumed     # epoch for epoch on the same types: rounding is no excuse
+    assert "not every epoch's record names the units" in line   # the same names, units unrecorded
 
 
 def test_unchecked_lines_name_the_methods_that_kept_the_shorter_patience():
@@ -359,3 +378,26 @@ def test_chapter_07s_grid_is_one_seeds_sweep_and_at_smoke_two_values_a_setting()
     for name in SENSITIVITY:
         assert len([k for k in smoke if k[1] == name]) == 2
     assert {k[2] for k in smoke} <= set(SMOKE_SENSITIVITY_VALUES)
+
+
+def test_the_equal_weight_verdict_separates_the_reweighting_from_the_batches_make_up():
+    import types
+
+    from emkd_lib.studies.s4rec import equal_weight_verdict
+    ranked = lambda ranks: types.SimpleNamespace(test_ranks=np.array(ranks * 50))  # noqa: E731
+    key, other = ("beauty", "sasrec", 0), ("beauty", "s4rec", 0)
+    buckets, shuffled = ranked([0, 0, 1, 40]), ranked([3, 3, 30, 40])
+    table, batch = {key: buckets, other: buckets}, {key: shuffled, other: shuffled}
+    (restores, no_control) = equal_weight_verdict(table, batch, {key: ranked([0, 0, 1, 40])})
+    assert restores.startswith("beauty: SASRec, NDCG@20: with the length buckets' weights given back, shuffled "
+                               "batches leave it not significantly below length buckets")
+    assert restores.endswith("the reweighting of the next-item loss accounts for its drop, and the make-up of "
+                             "the batches does not measurably matter")
+    assert no_control == ("beauty: S4Rec has no equal-weight run, so whether the reweighting or the make-up of the "
+                          "batches moves it is not measured")
+    (stays, _) = equal_weight_verdict(table, batch, {key: shuffled})
+    assert "still leave it significantly below length buckets" in stays and stays.endswith("matters too")
+    (calm, _) = equal_weight_verdict(table, {key: buckets, other: buckets}, {key: shuffled})
+    assert calm.endswith("shuffling does not move it significantly, so the control has nothing to explain")
+    (missing, _) = equal_weight_verdict(table, batch, {key: None})
+    assert missing == "beauty: SASRec's equal-weight control: not all three runs stored yet"

@@ -17,6 +17,7 @@ from ..batching import BATCH_ORDERS, training_batches
 from ..data.splits import split_users_by_length
 from ..evaluation import metrics_from_ranks, paired_test
 from ..runs import run_data
+from .sentences import p_text, significance_verdict
 from .tables import method_label, relative_change
 
 HEAD_FRACTION = 0.2
@@ -116,6 +117,26 @@ def group_changes_table(pairs: dict, head: np.ndarray, reference: str, variant: 
     if not rows:
         return pd.DataFrame({"status": ["no pair stored yet"]})
     return pd.DataFrame(rows).set_index(["method", "group"])
+
+
+def group_changes_found(table: pd.DataFrame, what: str, alpha: float = 0.01) -> list[str]:
+    """Lines for "What we found" from a ``group_changes_table``: per method,
+    each group's change and paired p, and which groups the change falls on
+    (significant at ``alpha``): the tail users only, the head users only,
+    both, or neither."""
+    if "change %" not in table:
+        return [f"{what}: no pair stored yet"]
+    lines = []
+    for method, rows in table.groupby(level="method", sort=False):
+        rows = rows.droplevel("method")
+        moved = [g for g in ("tail", "head") if g in rows.index and rows.loc[g, "p (Wilcoxon)"] < alpha]
+        parts = ", ".join(f"{g} users {rows.loc[g, 'change %']:+.1f}% ({p_text(rows.loc[g, 'p (Wilcoxon)'])}, "
+                          f"{significance_verdict(rows.loc[g, 'p (Wilcoxon)'], alpha)})"
+                          for g in ("tail", "head") if g in rows.index)
+        falls = (f"the change falls on the {moved[0]} users only" if len(moved) == 1
+                 else "both groups change significantly" if moved else "neither group changes significantly")
+        lines.append(f"{what}, {method}: {parts}: {falls}")
+    return lines
 
 
 def head_rate_by_cluster(result, head: np.ndarray) -> pd.DataFrame:
@@ -446,7 +467,8 @@ def head_separation_found(runs: dict, head: np.ndarray, dataset: str, reference:
     which = ("in every method's space" if all(apart) else "in no method's space" if not any(apart)
              else "in some methods' spaces only")
     premise = ("as the paper's Figure 1 premise has it" if all(apart)
-               else "against the paper's Figure 1 premise" if not any(apart) else "the paper's Figure 1 premise in part")
+               else "against the paper's Figure 1 premise" if not any(apart)
+               else "the paper's Figure 1 premise in part")
     lines = [f"{dataset}: head users neighbour head users more than tail users do {which}, {premise} "
              f"(separation: the head share among a head user's {k} "
              f"nearest users by cosine minus that among a tail user's; {is_head.mean():.1%} of the "

@@ -70,6 +70,15 @@ def epoch_cpu_types(result) -> list[str]:
     return [row["machine"].split(" x")[0] if row.get("machine") else last for row in result.history]
 
 
+def epoch_cpu_units(result) -> list[tuple[str, ...] | None]:
+    """The vector units (``store.NUMERIC_CPU_FEATURES``) of the CPU that
+    trained each epoch of a stored run, where the epoch's row records them
+    (rows stamped since the stamp names them), else None: one CPU name covers
+    machines with other units (AMD EPYCs with and without AVX-512), which
+    round otherwise."""
+    return [tuple(row["cpu_features"]) if row.get("cpu_features") is not None else None for row in result.history]
+
+
 def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), **masks_kw) -> list[str]:
     """A line for a table of single-seed runs (``label -> result``, compared
     with ``reference``) naming the rows that drew their dropout masks

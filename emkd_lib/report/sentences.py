@@ -8,11 +8,13 @@ from .tables import ended_still_rising, method_label, relative_change
 
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float) -> str:
+    """A p-value as the book prints it: three decimals, or scientific below 0.001."""
     return f"p = {p:.1e}" if p < 1e-3 else f"p = {p:.3f}"
 
 
-def _verdict(p: float, alpha: float) -> str:
+def significance_verdict(p: float, alpha: float) -> str:
+    """"significant" below ``alpha``, else "not significant"."""
     return "significant" if p < alpha else "not significant"
 
 
@@ -31,12 +33,12 @@ def comparison_sentences(sig: pd.DataFrame, datasets, others=("SASRec", "BERT4Re
                 continue
             row = row.iloc[0]
             p = row["p (Wilcoxon)"]
-            verdict = _verdict(p, alpha)
+            verdict = significance_verdict(p, alpha)
             change = row["change %"]
             change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({other} scores 0)"
             lines.append(f"- {reference} vs {other} on {dataset}: {change} {metric} "
                          f"({row[f'reference {metric}']:.4f} vs {row[f'other {metric}']:.4f}), "
-                         f"{_p_text(p)}, {verdict} at {alpha}")
+                         f"{p_text(p)}, {verdict} at {alpha}")
     return "\n".join(lines)
 
 
@@ -60,7 +62,7 @@ def ensemble_gain_sentences(gains: pd.DataFrame, metric: str = "NDCG@10", alpha:
         if np.isfinite(p):
             tested += 1
             real += bool(p < alpha)
-            text += f"; against its better member {_p_text(p)}, {_verdict(p, alpha)} at {alpha}"
+            text += f"; against its better member {p_text(p)}, {significance_verdict(p, alpha)} at {alpha}"
         lines.append(text)
     if tested:
         lines.append(f"- in all: {real} of {tested} ensembles differ from their better member at p < {alpha}")
@@ -199,7 +201,7 @@ def claim_found(sig: pd.DataFrame, datasets, reference: str, metric: str = "NDCG
         change = strongest["change %"]
         change = f"{change:+.1f}%" if np.isfinite(change) else f"no relative change ({strongest['other']} scores 0)"
         absent = (not_stored or {}).get(dataset)
-        against.append(f"{dataset} {strongest['other']} {change} ({_p_text(p)}, {_verdict(p, alpha)}"
+        against.append(f"{dataset} {strongest['other']} {change} ({p_text(p)}, {significance_verdict(p, alpha)}"
                        + (f"; {', '.join(absent)} not stored there yet" if absent else "") + ")")
     line = (f"the paper's claim, {reference} above every other method: it holds on {holds} of the {len(run)} "
             f"datasets where {reference} is stored")
@@ -225,7 +227,7 @@ def gain_found(gains: pd.DataFrame, sig: pd.DataFrame, target: str, reference: s
     quoted = quoted[quoted["metric"] == metric]["gain %"]
     for _, row in g[(g["source"] == "ours") & (g["metric"] == metric)].iterrows():
         test = sig[(sig["dataset"] == row["dataset"]) & (sig["other"] == reference)] if len(sig) else sig
-        p = f", {_p_text(float(test['p (Wilcoxon)'].iloc[0]))}" if len(test) else ""
+        p = f", {p_text(float(test['p (Wilcoxon)'].iloc[0]))}" if len(test) else ""
         verdict = ("" if not len(test) else
                    " (significant)" if test["p (Wilcoxon)"].iloc[0] < alpha else " (not significant)")
         lines.append(f"{row['dataset']}: {target} {metric} {row[target]:.4f} against {reference} "
@@ -289,9 +291,9 @@ def control_found(run, control, what: str, metric: str = "NDCG@10", alpha: float
     if run is None or control is None:
         return [f"{what}: not both run yet"]
     t = paired_test(run.test_ranks, control.test_ranks, metric)
-    verdict = _verdict(t["p_wilcoxon"], alpha)
+    verdict = significance_verdict(t["p_wilcoxon"], alpha)
     line = (f"{what}: {metric} {t['mean_a']:.4f} against {t['mean_b']:.4f} {control_is}, "
-            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} ({verdict})")
+            f"{relative_change(t['mean_a'], t['mean_b']):+.1f}%, {p_text(t['p_wilcoxon'])} ({verdict})")
     rising = [name for name, r in (("the run", run), (f"the run {control_is}", control))
               if note_rising and ended_still_rising(r)]
     if rising:
@@ -331,8 +333,8 @@ def later_stops_found(stopped, others: dict, rival, what: str, metric: str = "ND
             f"{', '.join(map(str, longer))}); the one with the highest validation {metric} among them "
             f"({label}, best epoch {best.best_epoch} of {len(best.history)}) has test {metric} {t['mean_a']:.4f}, "
             f"{relative_change(t['mean_a'], t['mean_b']):+.1f}% against {method_label(rival.config)}, "
-            f"{_p_text(t['p_wilcoxon'])} "
-            f"({_verdict(t['p_wilcoxon'], alpha)})"]
+            f"{p_text(t['p_wilcoxon'])} "
+            f"({significance_verdict(t['p_wilcoxon'], alpha)})"]
 
 
 def shared_stop_found(runs: dict, what: str, min_rows: int = 3) -> list[str]:
@@ -429,9 +431,9 @@ def gap_closed(reference, variant, control, what: str, names=("length buckets", 
     ours, ref, var = tests[0]["mean_a"], tests[0]["mean_b"], tests[1]["mean_b"]
     closed = (f"it closes {100 * (ours - var) / (ref - var):.0f}% of the gap between them"
               if gap["p_wilcoxon"] < alpha and ref != var
-              else f"the two do not differ significantly ({_p_text(gap['p_wilcoxon'])}), so there is no gap to close")
-    against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {_p_text(t['p_wilcoxon'])} "
-                        f"({_verdict(t['p_wilcoxon'], alpha)})"
+              else f"the two do not differ significantly ({p_text(gap['p_wilcoxon'])}), so there is no gap to close")
+    against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {p_text(t['p_wilcoxon'])} "
+                        f"({significance_verdict(t['p_wilcoxon'], alpha)})"
                         for name, t in zip(names, tests))
     return [f"{what}: {metric} {ours:.4f}, against {ref:.4f} in {names[0]} and {var:.4f} in {names[1]}: "
             f"{closed}; {against}"]
@@ -477,8 +479,9 @@ def sweep_found(table: pd.DataFrame, reference: str, defaults: dict, what: str, 
             line += f"; the default, {default_is}, is the highest"
         elif default_is:
             p = float(rows[high]["p"])
-            line += (f"; the default is {default_is}, but {name} = {high} is {relative_change(points[high], base):+.1f}% "
-                     f"above it, {_p_text(p)} ({_verdict(p, alpha)})")
+            line += (f"; the default is {default_is}, but {name} = {high} is "
+                     f"{relative_change(points[high], base):+.1f}% above it, {p_text(p)} "
+                     f"({significance_verdict(p, alpha)})")
         lines.append(line)
     if only_default:
         lines.append(f"{what}: only the default run yet for {', '.join(only_default)}")

@@ -33,7 +33,7 @@ def statistics_shown(stats: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns=STATISTIC_LABELS)
 
 
-def head_tail_table(datasets: dict, head_fraction: float) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def head_tail_statistics_table(datasets: dict, head_fraction: float) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """``data.head_tail_statistics`` of each dataset, a row each (counts as
     integers), and each dataset's per-user head rates."""
     rows, rates = {}, {}

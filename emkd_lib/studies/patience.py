@@ -2,7 +2,7 @@
 the table in its place when it provably is the same run continued."""
 from __future__ import annotations
 
-from ..report.code_changes import epoch_cpu_types
+from ..report.code_changes import epoch_cpu_types, epoch_cpu_units
 from ..report.sentences import control_found
 from ..report.tables import method_label
 
@@ -16,21 +16,36 @@ ROUNDING_TOLERANCE = {"loss": 1e-5, "valid_ndcg10": 1e-3}
 
 def _repeats(main, check) -> str | None:
     """How ``check`` repeats ``main``'s epochs: "" bit for bit, a phrase where
-    it does so to within another CPU type's rounding (``ROUNDING_TOLERANCE``),
-    None where it does not."""
+    it does so to within the rounding of another CPU (``ROUNDING_TOLERANCE``),
+    None where it does not. A CPU is another where its name differs, or its
+    vector units (``code_changes.epoch_cpu_units``), or where a record does
+    not name the units: one name covers machines that round otherwise. Where
+    every shared epoch of both ran on one name with the same units, rounding
+    is no excuse and only bit for bit counts."""
     shared, repeated = main.history, check.history[:len(main.history)]
     if len(repeated) < len(shared):
         return None
     if all(a[k] == b[k] for a, b in zip(shared, repeated) for k in ROUNDING_TOLERANCE):
         return ""
-    # epoch by epoch: a run resumed across sessions may have trained on more than one CPU type
-    main_cpus, check_cpus = epoch_cpu_types(main), epoch_cpu_types(check)[:len(shared)]
-    if main_cpus == check_cpus or not all(abs(b[k] - a[k]) <= tolerance * abs(a[k]) for a, b in zip(shared, repeated)
-                                          for k, tolerance in ROUNDING_TOLERANCE.items()):
+    if not all(abs(b[k] - a[k]) <= tolerance * abs(a[k]) for a, b in zip(shared, repeated)
+               for k, tolerance in ROUNDING_TOLERANCE.items()):
         return None
-    cpus = " and ".join(dict.fromkeys(main_cpus)), " and ".join(dict.fromkeys(check_cpus))
-    return (f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: loss within "
-            f"{ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within {ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative)")
+    # epoch by epoch: a run resumed across sessions may have trained on more than one CPU
+    main_cpus, check_cpus = epoch_cpu_types(main), epoch_cpu_types(check)[:len(shared)]
+    units = epoch_cpu_units(main) + epoch_cpu_units(check)[:len(shared)]
+    tolerance = (f"loss within {ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within "
+                 f"{ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative")
+    if main_cpus != check_cpus:
+        cpus = " and ".join(dict.fromkeys(main_cpus)), " and ".join(dict.fromkeys(check_cpus))
+        return f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: {tolerance})"
+    if None not in units and len(set(units)) == 1:
+        return None
+    name = " and ".join(dict.fromkeys(main_cpus))
+    if None not in units:
+        described = " and ".join(dict.fromkeys(", ".join(u) for u in units))
+        return f" to within rounding (both on {name}, machines with other vector units: {described}; {tolerance})"
+    return (f" to within rounding (both on {name}, a name that machines with other vector units share, and not "
+            f"every epoch's record names the units: {tolerance})")
 
 
 def _continued(runs: dict, checks: dict):

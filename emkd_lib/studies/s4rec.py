@@ -150,7 +150,8 @@ def batch_order_found(table_runs: dict, batch_runs: dict, equal_weight_runs: dic
     length-bucket run (other dropout masks, another CPU type:
     ``report.other_draws_found``), a difference like another seed's."""
     lines = [line for (d, m, s), r in batch_runs.items()
-             for line in control_found(r, table_runs.get((d, m, s)), f"{d}: {method_spec(m).title} with shuffled batches",
+             for line in control_found(r, table_runs.get((d, m, s)),
+                                       f"{d}: {method_spec(m).title} with shuffled batches",
                                        metric="NDCG@20", control_is="in length buckets")]
     lines += [line for (d, m, s), r in equal_weight_runs.items()
               for line in gap_closed(table_runs.get((d, m, s)), batch_runs.get((d, m, s)), r,
@@ -163,6 +164,45 @@ def batch_order_found(table_runs: dict, batch_runs: dict, equal_weight_runs: dic
 
 
 EQUAL_WEIGHTS = "shuffled, windows weighed equally"
+
+
+def equal_weight_verdict(table_runs: dict, batch_runs: dict, equal_weight_runs: dict, metric: str = "NDCG@20",
+                         alpha: float = 0.01) -> list[str]:
+    """What the equal-weight control (shuffled batches, the length buckets'
+    weights of the next-item loss) says about the batch order's effect, per
+    method of ``batch_runs`` (all three dicts keyed alike): where shuffling
+    moved the method significantly and the control is not significantly
+    below length buckets, the reweighting accounts for the drop and the
+    batches' make-up does not measurably matter; where the control stays
+    significantly below, the make-up matters too. A method without a
+    control is named: for it the two explanations are not separated."""
+    from ..evaluation import paired_test
+    from ..report.sentences import p_text
+    lines = []
+    for key, shuffled in batch_runs.items():
+        d, m, _ = key
+        title, buckets, control = method_spec(m).title, table_runs.get(key), equal_weight_runs.get(key)
+        if key not in equal_weight_runs:
+            lines.append(f"{d}: {title} has no equal-weight run, so whether the reweighting or the make-up of "
+                         f"the batches moves it is not measured")
+            continue
+        if buckets is None or shuffled is None or control is None:
+            lines.append(f"{d}: {title}'s equal-weight control: not all three runs stored yet")
+            continue
+        gap = paired_test(shuffled.test_ranks, buckets.test_ranks, metric)
+        against = paired_test(control.test_ranks, buckets.test_ranks, metric)
+        if gap["p_wilcoxon"] >= alpha:
+            verdict = "shuffling does not move it significantly, so the control has nothing to explain"
+        elif against["p_wilcoxon"] >= alpha:
+            verdict = (f"with the length buckets' weights given back, shuffled batches leave it not significantly "
+                       f"below length buckets ({p_text(against['p_wilcoxon'])}): the reweighting of the next-item "
+                       f"loss accounts for its drop, and the make-up of the batches does not measurably matter")
+        else:
+            verdict = (f"with the length buckets' weights given back, shuffled batches still leave it significantly "
+                       f"below length buckets ({p_text(against['p_wilcoxon'])}): the make-up of the batches "
+                       f"matters too")
+        lines.append(f"{d}: {title}, {metric}: {verdict}")
+    return lines
 
 
 def batch_order_pairs(batch_runs: dict, table2_runs: dict, equal_weight_runs: dict | None = None) -> dict:
