@@ -109,9 +109,14 @@ def nearest_to(x: np.ndarray, queries, k: int, excluded=()) -> dict[int, list[in
     most similar first, ties to the lower index, never the query itself nor
     an ``excluded`` row (e.g. 0, the padding item); in ``x``'s precision,
     one query at a time (``nearest_by_cosine`` forms all n x n similarities)."""
-    if not 0 < k < len(x) - len(excluded):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k >= len(x) - len(excluded):
         raise ValueError(f"{k} nearest rows need more than {k} rows besides the {len(excluded)} excluded, "
                          f"not {len(x) - len(excluded)}")
+    outside = [q for q in queries if not 0 <= q < len(x)]
+    if outside:
+        raise ValueError(f"query rows must be in 0..{len(x) - 1}, got {outside[0]}")
     x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
     out = {}
     for q in queries:

@@ -384,7 +384,8 @@ def test_a_tsne_map_is_computed_once_and_then_read_from_the_store(tmp_path, monk
     # the same key trained again: other embeddings, another map, the old one left as it was
     retrained = types.SimpleNamespace(key="abc", ranks=lambda: {**arrays, "analysis_embeddings":
                                                                  arrays["analysis_embeddings"][::-1].copy()})
-    assert cl.tsne_path(retrained) != path and not np.array_equal(cl.tsne_coordinates(retrained), first + 1.0)
+    assert cl.tsne_path(retrained) != path
+    assert np.array_equal(cl.tsne_coordinates(retrained), np.load(cl.tsne_path(retrained)))   # mapped and kept anew
     assert np.array_equal(np.load(path), first + 1.0)
     frame = cl.tsne_frame(run, np.arange(60) < 12)
     assert list(frame.columns) == ["x", "y", "head", "cluster"] and frame["head"].sum() == 12
@@ -400,6 +401,10 @@ def test_nearest_to_agrees_with_all_pairs_and_never_returns_the_query_or_an_excl
     assert all(0 not in items and q not in items and len(items) == 10 for q, items in some.items())
     with pytest.raises(ValueError, match="11 nearest rows need more than 11 rows besides the 1 excluded, not 11"):
         nearest_to(x, [2], 11, excluded=(0,))
+    with pytest.raises(ValueError, match="^k must be a positive integer, got 0$"):
+        nearest_to(x, [2], 0)
+    with pytest.raises(ValueError, match=r"^query rows must be in 0\.\.11, got -1$"):
+        nearest_to(x, [2, -1], 3)
     # by hand: cosine similarities of query 2, the most similar first
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = {i: float(unit[2] @ unit[i]) for i in range(1, 12) if i != 2}
@@ -420,3 +425,5 @@ def test_group_changes_found_says_which_group_the_change_falls_on():
     calm = table.assign(**{"p (Wilcoxon)": 0.5})
     assert all(line.endswith("neither group changes significantly") for line in cl.group_changes_found(calm, "x"))
     assert cl.group_changes_found(pd.DataFrame({"status": ["no pair stored yet"]}), "x") == ["x: no pair stored yet"]
+    zero = table.assign(**{"change %": [np.nan, -11.3, -3.2, -17.2]})    # a reference group that scores 0
+    assert "head users no relative change (the reference scores 0) (p = 0.660" in cl.group_changes_found(zero, "x")[0]

@@ -344,3 +344,9 @@ def test_the_settings_table_documents_exactly_the_variables_the_library_reads():
     documented = re.findall(r"^``(EMKD_\w+)``", settings_module.__doc__, flags=re.MULTILINE)
     assert documented == list(settings_module.KNOWN)
     assert set(settings_module.KNOWN) == {"EMKD_" + f.upper() for f in settings_module.Settings.__dataclass_fields__}
+
+
+def test_every_subcommand_of_the_parser_has_its_function_and_no_other():
+    import argparse
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(cli.COMMANDS) == set(sub.choices)

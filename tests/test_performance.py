@@ -765,12 +765,16 @@ def test_benchmark_source_quotes_the_files_first_line(tmp_path):
 
 def test_memory_batch_tables_name_the_constant_settings_once_and_keep_the_ones_that_vary(tmp_path):
     path = _memory_with_options(tmp_path)
-    peaks, saved, what = perf.memory_batch_tables(perf.memory_at_batch(perf.memory_profile_table(path), 256))
-    assert what == "EMKD paper kept"   # method, profile and malloc policy are the same in every row
+    at_batch = perf.memory_at_batch(perf.memory_profile_table(path), 256)
+    peaks, saved, caption = perf.memory_batch_tables(at_batch)
+    # method, profile and malloc policy are the same in every row: said once
+    assert caption == "peak resident memory of one step, EMKD paper kept (GiB)"
     assert peaks.index.tolist() == ["none", "activation_checkpointing, output_chunk=1024"]
     assert peaks.loc["activation_checkpointing, output_chunk=1024", "batch 256"] == pytest.approx(3860.2 / 1024)
     assert "saved" not in " ".join(peaks.columns) and saved.columns.tolist() == ["largest saved parts"]
     assert perf.memory_batch_tables(pd.DataFrame()) is None
+    peaks, _, caption = perf.memory_batch_tables(at_batch.iloc[:1])   # one row: its settings stay its index
+    assert caption == "peak resident memory of one step (GiB)" and peaks.index.nlevels == 4
 
 
 def test_largest_allocations_keep_each_settings_largest_batch_with_freed_memory_kept(tmp_path):

@@ -288,8 +288,21 @@ def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats
     assert out[("toys", "duorec", 0)] is one_type[("toys", "duorec", 0)]    # one name, one set of units: refused
     assert "does not repeat the main run's epochs" in line
     out, (line,) = with_patience_checks(one_type, {("toys", "duorec", 0): with_units(check(rounding, amd), avx512)})
-    assert "to within rounding (both on AMD EPYC, machines with other vector units: avx2, fma and avx2, fma, " \
-           "avx512f, avx512_bf16; loss within" in line
+    assert "to within rounding (both on AMD EPYC, with other vector units: avx2, fma, avx512f, avx512_bf16, the " \
+           "main run avx2, fma; loss within" in line
+    # resumed across two machines of one name: epoch for epoch the same units refuse, shifted units accept
+    mixed = [avx2] * 5 + [avx512] * 5
+
+    def with_epoch_units(run, units):
+        return SimpleNamespace(**{**vars(run), "history": [{**h, "cpu_features": u} for h, u in
+                                                           zip(run.history, units + [avx512] * len(run.history))]})
+    resumed_main = {("toys", "duorec", 0): with_epoch_units(main, mixed)}
+    out, (line,) = with_patience_checks(resumed_main, {("toys", "duorec", 0): with_epoch_units(check(rounding, amd),
+                                                                                               mixed)})
+    assert "does not repeat" in line
+    out, (line,) = with_patience_checks(resumed_main, {("toys", "duorec", 0): with_epoch_units(check(rounding, amd),
+                                                                                               [avx2] * 10)})
+    assert "with other vector units: avx2, fma, the main run avx2, fma and avx2, fma, avx512f, avx512_bf16" in line
     # bit for bit on any machines: no rounding clause
     out, (line,) = with_patience_checks(runs, {("toys", "duorec", 0): check(0.0, intel)})
     assert "repeats the main run's 10 epochs and selects epoch 11" in line
@@ -390,13 +403,22 @@ def test_the_equal_weight_verdict_separates_the_reweighting_from_the_batches_mak
     table, batch = {key: buckets, other: buckets}, {key: shuffled, other: shuffled}
     (restores, no_control) = equal_weight_verdict(table, batch, {key: ranked([0, 0, 1, 40])})
     assert restores.startswith("beauty: SASRec, NDCG@20: with the length buckets' weights given back, shuffled "
-                               "batches leave it not significantly below length buckets")
-    assert restores.endswith("the reweighting of the next-item loss accounts for its drop, and the make-up of "
-                             "the batches does not measurably matter")
+                               "batches leave it not significantly apart from length buckets")
+    assert restores.endswith("the reweighting of the next-item loss accounts for its drop under shuffling, and the "
+                             "make-up of the batches does not measurably matter")
     assert no_control == ("beauty: S4Rec has no equal-weight run, so whether the reweighting or the make-up of the "
                           "batches moves it is not measured")
     (stays, _) = equal_weight_verdict(table, batch, {key: shuffled})
-    assert "still leave it significantly below length buckets" in stays and stays.endswith("matters too")
+    assert "leave it significantly below length buckets still" in stays and stays.endswith("matters too")
+    (past, _) = equal_weight_verdict(table, batch, {key: ranked([0, 0, 0, 0])})     # better than length buckets
+    assert "significantly above length buckets, past them" in past and past.endswith("moves it the other way")
+    # shuffling that helps: a gain, and a control that stays above is on the shuffled side
+    (gain, _) = equal_weight_verdict({key: shuffled, other: shuffled}, {key: buckets, other: buckets},
+                                     {key: ranked([3, 3, 30, 40])})
+    assert "accounts for its gain under shuffling" in gain
+    (above, _) = equal_weight_verdict({key: shuffled, other: shuffled}, {key: buckets, other: buckets},
+                                      {key: buckets})
+    assert "significantly above length buckets still" in above and above.endswith("matters too")
     (calm, _) = equal_weight_verdict(table, {key: buckets, other: buckets}, {key: shuffled})
     assert calm.endswith("shuffling does not move it significantly, so the control has nothing to explain")
     (missing, _) = equal_weight_verdict(table, batch, {key: None})

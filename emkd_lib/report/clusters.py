@@ -119,6 +119,10 @@ def group_changes_table(pairs: dict, head: np.ndarray, reference: str, variant: 
     return pd.DataFrame(rows).set_index(["method", "group"])
 
 
+def _change_text(change: float) -> str:
+    return f"{change:+.1f}%" if np.isfinite(change) else "no relative change (the reference scores 0)"
+
+
 def group_changes_found(table: pd.DataFrame, what: str, alpha: float = 0.01) -> list[str]:
     """Lines for "What we found" from a ``group_changes_table``: per method,
     each group's change and paired p, and which groups the change falls on
@@ -130,7 +134,8 @@ def group_changes_found(table: pd.DataFrame, what: str, alpha: float = 0.01) -> 
     for method, rows in table.groupby(level="method", sort=False):
         rows = rows.droplevel("method")
         moved = [g for g in ("tail", "head") if g in rows.index and rows.loc[g, "p (Wilcoxon)"] < alpha]
-        parts = ", ".join(f"{g} users {rows.loc[g, 'change %']:+.1f}% ({p_text(rows.loc[g, 'p (Wilcoxon)'])}, "
+        parts = ", ".join(f"{g} users {_change_text(rows.loc[g, 'change %'])} "
+                          f"({p_text(rows.loc[g, 'p (Wilcoxon)'])}, "
                           f"{significance_verdict(rows.loc[g, 'p (Wilcoxon)'], alpha)})"
                           for g in ("tail", "head") if g in rows.index)
         falls = (f"the change falls on the {moved[0]} users only" if len(moved) == 1

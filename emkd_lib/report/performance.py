@@ -661,22 +661,23 @@ def memory_by_part(memory: pd.DataFrame) -> pd.DataFrame:
 
 def memory_batch_tables(at_batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
     """``memory_at_batch``'s frame for a reader, as ``(peaks, saved parts,
-    what)``: the peak RSS (GiB) at each measured batch and at its target
+    caption)``: the peak RSS (GiB) at each measured batch and at its target
     batch (measured or extrapolated), the parts that save the most for
-    backward, both indexed by the settings that vary, and ``what`` names the
-    ones that do not (said once, in the caption). None when nothing was
-    measured."""
+    backward, both indexed by the settings that vary between rows, and the
+    peaks' caption, which names the settings every row shares once. None
+    when nothing was measured."""
     if not len(at_batch):
         return None
     shown = with_method_titles(at_batch.drop(columns=[c for c in at_batch
                                                       if c.startswith("saved at") or c == "target batch"]))
     shown = shown.set_index(["method", "profile", "options", "malloc"])
-    one = constant_levels(shown.index)
-    what = " ".join(str(shown.index.get_level_values(i)[0]) for i in one)
+    one = constant_levels(shown.index) if len(shown) > 1 else []
+    shared = " ".join(str(shown.index.get_level_values(i)[0]) for i in one)
     shown = shown.droplevel(one) if one else shown
     peaks = shown[[c for c in shown if c.startswith("peak RSS at") and "target" not in c]].rename(
         columns=lambda c: c.replace("peak RSS at ", "batch ").replace(" (GiB)", ""))
-    return peaks, shown[["largest saved parts"]], what
+    caption = f"peak resident memory of one step{', ' + shared if shared else ''} (GiB)"
+    return peaks, shown[["largest saved parts"]], caption
 
 
 def largest_allocations(paths) -> pd.DataFrame | None:

@@ -116,8 +116,8 @@ def missing_extra() -> str | None:
 
 def dataset_table(datasets=DATASETS) -> pd.DataFrame:
     """ODMT Table 1's columns for our protocol datasets, and their modalities;
-    density in percent, as the paper's (``quoted_dataset_table``) is small
-    enough to need it."""
+    density in percent, as ``quoted_dataset_table`` shows the paper's (its
+    densities are small)."""
     rows = []
     for name in datasets:
         d = load_dataset(name)

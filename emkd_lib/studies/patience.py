@@ -6,22 +6,24 @@ from ..report.code_changes import epoch_cpu_types, epoch_cpu_units
 from ..report.sentences import control_found
 from ..report.tables import method_label
 
-# Another CPU type rounds otherwise (vector widths, bf16 paths), so a check
+# Another CPU rounds otherwise (vector widths, bf16 paths), so a check
 # trained there cannot repeat the main run bit for bit, only to within
 # rounding: every shared epoch's loss and validation NDCG@10 within these
 # relative tolerances. Another seed is far outside them: its losses differ by
-# 2e-4 relative or more from the first epoch on.
+# 2e-4 relative or more from the first epoch on. A CPU is another where its
+# name differs, or its vector units, or where a record does not name the
+# units (one name covers AMD EPYCs with and without AVX-512).
 ROUNDING_TOLERANCE = {"loss": 1e-5, "valid_ndcg10": 1e-3}
 
 
 def _repeats(main, check) -> str | None:
     """How ``check`` repeats ``main``'s epochs: "" bit for bit, a phrase where
     it does so to within the rounding of another CPU (``ROUNDING_TOLERANCE``),
-    None where it does not. A CPU is another where its name differs, or its
-    vector units (``code_changes.epoch_cpu_units``), or where a record does
-    not name the units: one name covers machines that round otherwise. Where
-    every shared epoch of both ran on one name with the same units, rounding
-    is no excuse and only bit for bit counts."""
+    None where it does not. Epoch by epoch, a CPU is another where its name
+    differs (``code_changes.epoch_cpu_types``) or its vector units
+    (``code_changes.epoch_cpu_units``), or where a row does not name the
+    units. Where every shared epoch of both ran on the same name and the
+    same recorded units, rounding is no excuse and only bit for bit counts."""
     shared, repeated = main.history, check.history[:len(main.history)]
     if len(repeated) < len(shared):
         return None
@@ -32,20 +34,22 @@ def _repeats(main, check) -> str | None:
         return None
     # epoch by epoch: a run resumed across sessions may have trained on more than one CPU
     main_cpus, check_cpus = epoch_cpu_types(main), epoch_cpu_types(check)[:len(shared)]
-    units = epoch_cpu_units(main) + epoch_cpu_units(check)[:len(shared)]
+    main_units, check_units = epoch_cpu_units(main), epoch_cpu_units(check)[:len(shared)]
     tolerance = (f"loss within {ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within "
                  f"{ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative")
     if main_cpus != check_cpus:
         cpus = " and ".join(dict.fromkeys(main_cpus)), " and ".join(dict.fromkeys(check_cpus))
         return f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: {tolerance})"
-    if None not in units and len(set(units)) == 1:
-        return None
     name = " and ".join(dict.fromkeys(main_cpus))
-    if None not in units:
-        described = " and ".join(dict.fromkeys(", ".join(u) for u in units))
-        return f" to within rounding (both on {name}, machines with other vector units: {described}; {tolerance})"
-    return (f" to within rounding (both on {name}, a name that machines with other vector units share, and not "
-            f"every epoch's record names the units: {tolerance})")
+    if None in main_units or None in check_units:
+        return (f" to within rounding (both on {name}, a name that machines with other vector units share, and "
+                f"not every epoch's record names the units: {tolerance})")
+    if main_units == check_units:
+        return None
+    units = (" and ".join(dict.fromkeys(", ".join(u) for u in main_units)),
+             " and ".join(dict.fromkeys(", ".join(u) for u in check_units)))
+    return (f" to within rounding (both on {name}, with other vector units: {units[1]}, the main run "
+            f"{units[0]}; {tolerance})")
 
 
 def _continued(runs: dict, checks: dict):
@@ -68,8 +72,8 @@ def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
     the main run would have chosen had its patience been longer. That is
     verified, not assumed: a check whose first epochs do not repeat the main
     run's (validation NDCG@10 and loss, bit for bit, or to within rounding
-    where the two trained on different CPU types) is not used, and the line
-    says why."""
+    where the two trained on different CPUs, ``_repeats``) is not used, and
+    the line says why."""
     out, lines = dict(runs), []
     for (dataset, method, seed), check, main in _continued(runs, checks):
         label = f"patience {check.config.train.patience}"

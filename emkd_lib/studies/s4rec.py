@@ -170,14 +170,17 @@ def equal_weight_verdict(table_runs: dict, batch_runs: dict, equal_weight_runs: 
                          alpha: float = 0.01) -> list[str]:
     """What the equal-weight control (shuffled batches, the length buckets'
     weights of the next-item loss) says about the batch order's effect, per
-    method of ``batch_runs`` (all three dicts keyed alike): where shuffling
-    moved the method significantly and the control is not significantly
-    below length buckets, the reweighting accounts for the drop and the
-    batches' make-up does not measurably matter; where the control stays
-    significantly below, the make-up matters too. A method without a
-    control is named: for it the two explanations are not separated."""
+    method of ``batch_runs`` (all three dicts keyed alike; paired tests at
+    ``alpha``): where shuffling moved the method significantly (down or up)
+    and the control is not significantly apart from length buckets, the
+    reweighting accounts for the change and the batches' make-up does not
+    measurably matter; where the control stays apart on the shuffled side,
+    the make-up matters too; where it lands apart on the other side, the
+    make-up moves it the other way. A method without a control is named:
+    for it the two explanations are not separated."""
     from ..evaluation import paired_test
     from ..report.sentences import p_text
+    given_back = "with the length buckets' weights given back, shuffled batches leave it"
     lines = []
     for key, shuffled in batch_runs.items():
         d, m, _ = key
@@ -191,16 +194,20 @@ def equal_weight_verdict(table_runs: dict, batch_runs: dict, equal_weight_runs: 
             continue
         gap = paired_test(shuffled.test_ranks, buckets.test_ranks, metric)
         against = paired_test(control.test_ranks, buckets.test_ranks, metric)
+        change = "drop" if gap["mean_a"] < gap["mean_b"] else "gain"
+        side = "below" if against["mean_a"] < against["mean_b"] else "above"
         if gap["p_wilcoxon"] >= alpha:
             verdict = "shuffling does not move it significantly, so the control has nothing to explain"
         elif against["p_wilcoxon"] >= alpha:
-            verdict = (f"with the length buckets' weights given back, shuffled batches leave it not significantly "
-                       f"below length buckets ({p_text(against['p_wilcoxon'])}): the reweighting of the next-item "
-                       f"loss accounts for its drop, and the make-up of the batches does not measurably matter")
+            verdict = (f"{given_back} not significantly apart from length buckets ({p_text(against['p_wilcoxon'])}): "
+                       f"the reweighting of the next-item loss accounts for its {change} under shuffling, and the "
+                       f"make-up of the batches does not measurably matter")
+        elif (side == "below") == (change == "drop"):
+            verdict = (f"{given_back} significantly {side} length buckets still ({p_text(against['p_wilcoxon'])}): "
+                       f"the make-up of the batches matters too")
         else:
-            verdict = (f"with the length buckets' weights given back, shuffled batches still leave it significantly "
-                       f"below length buckets ({p_text(against['p_wilcoxon'])}): the make-up of the batches "
-                       f"matters too")
+            verdict = (f"{given_back} significantly {side} length buckets, past them "
+                       f"({p_text(against['p_wilcoxon'])}): the make-up of the batches moves it the other way")
         lines.append(f"{d}: {title}, {metric}: {verdict}")
     return lines
 
@@ -247,7 +254,7 @@ def sensitivity_grid(profile: str, dataset: str = "beauty", seeds=(0,), datasets
     return grid
 
 
-# Chapter 07's smoke run: two values of each swept setting (K 16 and 128, a weight 0 and 0.1), in seconds.
+# Chapter 07's smoke run: two values of each swept setting (K 16 and 128, a weight 0 and 0.1), so it takes seconds.
 SMOKE_SENSITIVITY_VALUES = (16, 128, 0.0, 0.1)
 
 
