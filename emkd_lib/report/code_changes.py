@@ -70,6 +70,12 @@ def epoch_cpu_types(result) -> list[str]:
     return [row["machine"].split(" x")[0] if row.get("machine") else last for row in result.history]
 
 
+def distinct_text(values) -> str:
+    """Each distinct value once, in first-seen order, joined by "and" (the
+    CPUs that trained a run's epochs: "AMD EPYC and Intel(R) Xeon(R) Processor")."""
+    return " and ".join(dict.fromkeys(values))
+
+
 def epoch_cpu_units(result) -> list[tuple[str, ...] | None]:
     """The vector units (``store.NUMERIC_CPU_FEATURES``) of the CPU that
     trained each epoch of a stored run, where the epoch's row records them
@@ -92,7 +98,7 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     if reference not in stored:
         return []
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
-    cpus = {label: " and ".join(dict.fromkeys(epoch_cpu_types(r))) or cpu_type(r) for label, r in stored.items()}
+    cpus = {label: distinct_text(epoch_cpu_types(r)) or cpu_type(r) for label, r in stored.items()}
     apart = {label: [part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
                                                 (cpus[label], cpus[label] != cpus[reference])) if differs]
              for label in stored if label != reference}

@@ -2,7 +2,7 @@
 the table in its place when it provably is the same run continued."""
 from __future__ import annotations
 
-from ..report.code_changes import epoch_cpu_types, epoch_cpu_units
+from ..report.code_changes import distinct_text, epoch_cpu_types, epoch_cpu_units
 from ..report.sentences import control_found
 from ..report.tables import method_label
 
@@ -38,16 +38,15 @@ def _repeats(main, check) -> str | None:
     tolerance = (f"loss within {ROUNDING_TOLERANCE['loss']:.0e} and validation NDCG@10 within "
                  f"{ROUNDING_TOLERANCE['valid_ndcg10']:.0e}, relative")
     if main_cpus != check_cpus:
-        cpus = " and ".join(dict.fromkeys(main_cpus)), " and ".join(dict.fromkeys(check_cpus))
+        cpus = distinct_text(main_cpus), distinct_text(check_cpus)
         return f" to within rounding (trained on {cpus[1]}, the main run on {cpus[0]}: {tolerance})"
-    name = " and ".join(dict.fromkeys(main_cpus))
+    name = distinct_text(main_cpus)
     if None in main_units or None in check_units:
         return (f" to within rounding (both on {name}, a name that machines with other vector units share, and "
                 f"not every epoch's record names the units: {tolerance})")
     if main_units == check_units:
         return None
-    units = (" and ".join(dict.fromkeys(", ".join(u) for u in main_units)),
-             " and ".join(dict.fromkeys(", ".join(u) for u in check_units)))
+    units = distinct_text(", ".join(u) for u in main_units), distinct_text(", ".join(u) for u in check_units)
     return (f" to within rounding (both on {name}, with other vector units: {units[1]}, the main run "
             f"{units[0]}; {tolerance})")
 
