@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--checkpointed-only", action="store_true",
                       help="train only the runs that have a checkpoint (resume what a session left half done "
                            "before starting anything new)")
+    grid.add_argument("--precision", choices=("fp32", "bf16"),
+                      help="train the runs not stored at their own precision at this one instead (fp32 for the "
+                           "EMKD grids on a CPU without bf16 units, where their bf16 autocast is slow)")
     grid.add_argument("--plan", action="store_true",
                       help="train nothing: list each run as stored, checkpointed (how far) or not started, "
                            "with the CPU-hours left, priced from the stored runs of its method, dataset and "
@@ -229,8 +232,11 @@ def _grid_items(args) -> list[tuple]:
         kwargs["networks"] = tuple(args.networks)
     shard, n_shards = _parse_shard(args.shard)
     overrides = _data_overrides(args)
-    items = list(fn(args.profile, **kwargs).items())
-    return [(key, c.replace(**overrides) if overrides else c) for key, c in items][shard::n_shards]
+    items = [(key, c.replace(**overrides) if overrides else c) for key, c in fn(args.profile, **kwargs).items()]
+    if args.precision:
+        items = [(key, c if stored(c, allow_dirty=True) else c.replace(train__precision=args.precision))
+                 for key, c in items]
+    return items[shard::n_shards]
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:

@@ -32,18 +32,8 @@
 # whose members are not all stored yet is evaluated by a later pass or by
 # chapter 02 itself.
 set -uo pipefail
-# The whole script is two functions, parsed before it runs: a queue that runs for
+# The whole script is one function, parsed before it runs: a queue that runs for
 # hours is not disturbed when the checkout's copy of this file is edited.
-
-# Whether this CPU has bf16 matmul units (AVX512-BF16 or AMX, from
-# /proc/cpuinfo through store.cpu_features): without them bf16 runs a slow
-# fallback (0.7 against 27 GFLOP/s in fp32 on an AVX2-only AMD EPYC).
-# Exit 0: it has; 3: it has not; anything else: the check itself failed.
-bf16_is_fast() {
-  "$repo/.venv/bin/python" -c '
-from emkd_lib.store import BF16_CPU_FEATURES, cpu_features
-raise SystemExit(0 if set(BF16_CPU_FEATURES) & set(cpu_features()) else 3)'
-}
 
 main() {
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,7 +58,7 @@ main() {
               "grid emkd-ablations"             # Table 4
               "grid emkd-fidelity"              # chapter 03's departures
               "grid emkd-main --datasets ml-1m"
-              "grid emkd-encoders") ;;          # Figure 4 (bf16 like every EMKD run, the longest)
+              "grid emkd-encoders") ;;          # Figure 4, the longest
     B) steps=("grid s4rec-main --datasets toys --methods s4rec"   # S^4Rec Table 2
               "grid baselines --datasets ml-1m --methods sasrec bert4rec"  # EMKD Table 3
               "grid baselines --datasets ml-1m"
@@ -103,26 +93,18 @@ main() {
   esac
 
   # The EMKD runs (every "grid emkd-*" step) train under bf16 autocast (their
-  # profiles' train.precision). A CPU without bf16 matmul units (AVX2 only: no
-  # AVX512-BF16, no AMX) runs them through a slow fallback, an epoch ten times
-  # as long or more, so there those steps wait for another machine (their
-  # checkpoints stay in the cache) and queue A, whose steps are all EMKD's,
-  # takes queue B's: the two share each grid, each skipping the run the other
-  # holds.
-  bf16_is_fast; fast=$?
-  if [ "$fast" -eq 3 ]; then
-    echo "== $(date -u +%FT%TZ) this CPU has no bf16 matmul units (AVX512-BF16, AMX): the EMKD (bf16) steps wait"
-    if [ "$queue" = A ]; then
-      main ${plan:+--plan} B; return
-    fi
-    kept=()
-    for step in "${steps[@]}"; do
-      case $step in "grid emkd-"*) ;; *) kept+=("$step") ;; esac
-    done
-    steps=("${kept[@]}")
-  elif [ "$fast" -ne 0 ]; then
-    echo "== the bf16 check failed (exit $fast): the queue keeps its steps"
-  fi
+  # profiles' train.precision), but a CPU without bf16 matmul units (AVX2 only:
+  # no AVX512-BF16, no AMX) runs bf16 through a slow fallback, an epoch seven
+  # times as long as in fp32, and most machines the campaign draws are such
+  # CPUs. So the runs still missing train in fp32 on every machine (grid
+  # --precision fp32 keeps each run stored at its own precision, bf16, and
+  # trains the others in fp32): one rule for the campaign's last EMKD runs
+  # whatever CPU a session draws, and no bf16 run trained beside an fp32 twin
+  # already stored. The chapters read a run at bf16 where stored, else its
+  # fp32 twin (studies.emkd.budget_results), and name the precision.
+  for i in "${!steps[@]}"; do
+    case ${steps[$i]} in "grid emkd-"*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
+  done
 
   # First resume, in the queue's order, every run a session left half done (a
   # checkpoint outlives its session only where the machine is handed back):

@@ -13,10 +13,11 @@ from emkd_lib.settings import REPO_ROOT
 BEFORE, AFTER = "b" * 40, "a" * 40
 
 
-def run(commit, ndcg=0.05, resumed_by=None, machine="AMD EPYC x2 (torch threads 1)", history=()):
+def run(commit, ndcg=0.05, resumed_by=None, machine="AMD EPYC x2 (torch threads 1)", history=(), precision="bf16"):
     flags = {"trained_by_commits": [commit, resumed_by]} if resumed_by else {}
     return SimpleNamespace(flags=flags, provenance={"commit": commit, "machine": machine},
-                           test_metrics={"NDCG@10": ndcg}, history=list(history))
+                           test_metrics={"NDCG@10": ndcg}, history=list(history),
+                           config=SimpleNamespace(train=SimpleNamespace(precision=precision)))
 
 
 def test_dropout_masks_follow_the_commits_that_trained_a_run():
@@ -48,6 +49,12 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     (line,) = other_draws_found({"default": run(BEFORE), "resumed": resumed}, "default", "t", **kw)
     assert "; the other row drew otherwise (resumed: AMD EPYC and Intel(R) Xeon(R) Processor), so its difference " \
            "from the reference also holds other dropout draws" in line
+    # a row trained in fp32 beside a bf16 reference (the fallback on a CPU without bf16 units)
+    (line,) = other_draws_found({"default": run(AFTER), "same": run(AFTER), "fallback": run(AFTER, precision="fp32"),
+                                 "both": run(AFTER, machine=xeon, precision="fp32")}, "default", "t", **kw)
+    assert line.startswith("t: the reference row 'default' was trained with uniform dropout masks on AMD EPYC in "
+                           "bf16; 2 of the other 3 rows drew otherwise (fallback: fp32, "
+                           "both: Intel(R) Xeon(R) Processor and fp32), so")
     # every row drew as the reference did, or the reference is missing: no line
     assert other_draws_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
     assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []

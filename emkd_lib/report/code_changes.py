@@ -88,9 +88,11 @@ def epoch_cpu_units(result) -> list[tuple[str, ...] | None]:
 def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), **masks_kw) -> list[str]:
     """A line for a table of single-seed runs (``label -> result``, compared
     with ``reference``) naming the rows that drew their dropout masks
-    otherwise than the reference (``dropout_masks``) or trained on other
-    CPU types (``epoch_cpu_types``): such a row is not the reference with one switch
-    changed but also another draw, like another seed. With ``seed_spread``
+    otherwise than the reference (``dropout_masks``), trained on other
+    CPU types (``epoch_cpu_types``) or at another precision (fp32 where the
+    reference trained under bf16 autocast, ``studies.emkd.FALLBACK_PRECISION``):
+    such a row is not the reference with one switch changed but also another
+    draw, like another seed. With ``seed_spread``
     (the reference's method at several seeds) the range of its test NDCG@10,
     the scale of such a draw. None where every row drew as the reference
     did."""
@@ -99,15 +101,20 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
         return []
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
     cpus = {label: distinct_text(epoch_cpu_types(r)) or cpu_type(r) for label, r in stored.items()}
+    precisions = {label: r.config.train.precision for label, r in stored.items()}
     apart = {label: [part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
-                                                (cpus[label], cpus[label] != cpus[reference])) if differs]
+                                                (cpus[label], cpus[label] != cpus[reference]),
+                                                (precisions[label], precisions[label] != precisions[reference]))
+                     if differs]
              for label in stored if label != reference}
     apart = {label: parts for label, parts in apart.items() if parts}
     if not apart:
         return []
     one = len(stored) == 2
+    # the reference's precision is named only where a row trained at another
+    precision = f" in {precisions[reference]}" if len(set(precisions.values())) > 1 else ""
     line = (f"{what}: the reference row '{reference}' was trained with {masks[reference]} dropout masks on "
-            f"{cpus[reference]}; " + ("the other row drew otherwise (" if one else
+            f"{cpus[reference]}{precision}; " + ("the other row drew otherwise (" if one else
                                        f"{len(apart)} of the other {len(stored) - 1} rows drew otherwise (")
             + ", ".join(f"{label}: {' and '.join(parts)}" for label, parts in apart.items())
             + f"), so {'its difference' if one else 'their differences'} from the reference also "
