@@ -51,3 +51,16 @@ def needs_dataset(name: str):
     (a clone outside the work tree with no $EMKD_DATA_DIR)."""
     import pytest
     return pytest.mark.skipif(not dataset_available(name), reason=f"dataset {name!r} is not available offline")
+
+
+def store_stub_run(config, ndcg: float = 0.1) -> None:
+    """A stored result of ``config`` (in the current results folder) with
+    test NDCG@10 ``ndcg`` and no history: what a lookup needs, nothing trained."""
+    from emkd_lib import store
+    from emkd_lib.runs import key_of, path_of
+    store.store_result(store.RunResult(
+        config=config, key=key_of(config), valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": ndcg},
+        history=[], best_epoch=1, n_params=1, train_seconds=1.0, eval_seconds=0.0, peak_memory_mb=1.0,
+        provenance={"commit": "abc", "machine": "test, torch threads 1"},
+        flags={"dirty": False, "below_popularity": False}, path=path_of(config),
+        arrays={"test_ranks": np.zeros(3, dtype=int)}))

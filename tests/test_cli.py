@@ -11,7 +11,7 @@ from emkd_lib import __main__ as cli
 from emkd_lib import store
 from emkd_lib.profiles import profile_config
 from emkd_lib.studies.emkd import encoder_grid
-from helpers import needs_dataset
+from helpers import needs_dataset, store_stub_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -352,21 +352,11 @@ def test_every_subcommand_of_the_parser_has_its_function_and_no_other():
     assert set(cli.COMMANDS) == set(sub.choices)
 
 
-def _store_run(config, ndcg: float) -> None:
-    from emkd_lib.runs import key_of, path_of
-    store.store_result(store.RunResult(
-        config=config, key=key_of(config), valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": ndcg},
-        history=[], best_epoch=1, n_params=1, train_seconds=1.0, eval_seconds=0.0, peak_memory_mb=1.0,
-        provenance={"commit": "abc", "machine": "test, torch threads 1"},
-        flags={"dirty": False, "below_popularity": False}, path=path_of(config),
-        arrays={"test_ranks": np.zeros(3, dtype=int)}))
-
-
 def test_grid_precision_trains_only_the_runs_not_stored_at_their_own_precision_at_that_one(env, monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
     kept = profile_config("smoke", "beauty", "gru4rec", seed=0)
-    _store_run(kept, 0.25)
+    store_stub_run(kept, 0.25)
     argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
             "--seeds", "0", "2"]
     assert cli.main([*argv, "--precision", "bf16"]) == 0
@@ -377,9 +367,9 @@ def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env):
     from emkd_lib.studies.emkd import at_precision, budget_results
     grid = {k: at_precision(profile_config("smoke", "beauty", "gru4rec", seed=s), "bf16")
             for k, s in (("both", 0), ("fp32 only", 1), ("neither", 2))}
-    _store_run(grid["both"], 0.3)
-    _store_run(at_precision(grid["both"], "fp32"), 0.1)
-    _store_run(at_precision(grid["fp32 only"], "fp32"), 0.2)
+    store_stub_run(grid["both"], 0.3)
+    store_stub_run(at_precision(grid["both"], "fp32"), 0.1)
+    store_stub_run(at_precision(grid["fp32 only"], "fp32"), 0.2)
     runs = budget_results(grid)
     assert (runs["both"].config.train.precision, runs["both"].test_metrics["NDCG@10"]) == ("bf16", 0.3)
     assert (runs["fp32 only"].config.train.precision, runs["fp32 only"].test_metrics["NDCG@10"]) == ("fp32", 0.2)

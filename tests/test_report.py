@@ -1194,6 +1194,26 @@ def test_fidelity_runs_list_every_row_and_look_up_an_empty_store(tmp_path, monke
     assert set(runs.values()) == {None}
 
 
+@helpers.needs_dataset("beauty")
+def test_fidelity_runs_add_the_reference_in_fp32_where_a_row_was_read_in_fp32(tmp_path, monkeypatch):
+    """A row stored only in fp32 (a CPU without bf16 units) brings the bf16
+    reference's fp32 twin into the table as a last row; without such a row,
+    the table is as before."""
+    from emkd_lib.studies.emkd import (FALLBACK_REFERENCE, FIDELITY, FIDELITY_REFERENCE, at_precision,
+                                       fidelity_grid, fidelity_runs)
+    monkeypatch.setenv("EMKD_RESULTS_DIR", str(tmp_path / "results"))
+    grid = fidelity_grid("cpu", ("beauty",), (0,))
+    reference, row = grid[("beauty", FIDELITY_REFERENCE, 0)], list(FIDELITY)[-1]
+    helpers.store_stub_run(reference)
+    helpers.store_stub_run(at_precision(reference, "fp32"))
+    assert list(fidelity_runs("cpu", "beauty", 0)) == list(FIDELITY)
+    helpers.store_stub_run(at_precision(grid[("beauty", row, 0)], "fp32"))
+    runs = fidelity_runs("cpu", "beauty", 0)
+    assert list(runs) == [*FIDELITY, FALLBACK_REFERENCE] and FALLBACK_REFERENCE == "printed equations (default) in fp32"
+    assert runs[FALLBACK_REFERENCE].config == at_precision(reference, "fp32") != reference
+    assert runs[row].config.train.precision == "fp32" and runs[FIDELITY_REFERENCE].config == reference
+
+
 def test_ensemble_provenance_names_members_seeds_and_skips_missing():
     from emkd_lib.report import ensemble_provenance_table
     config = types.SimpleNamespace(dataset="toys", method="sasrec")

@@ -88,6 +88,8 @@ BUDGET_PRECISION = {"cpu": "bf16"}
 # ``report.other_draws_found`` names such a row's precision beside its table's
 # reference, and chapter 10's check (bf16 against fp32) is the scale of it.
 FALLBACK_PRECISION = "fp32"
+# The fidelity table's row of its reference trained at FALLBACK_PRECISION.
+FALLBACK_REFERENCE = f"{FIDELITY_REFERENCE} in {FALLBACK_PRECISION}"
 NEXT_ITEM_ENCODERS = ("sasrec", "gru4rec", "caser")
 
 
@@ -401,14 +403,27 @@ def convergence_found(runs: dict, reference: str, other: str, dataset: str) -> l
 def fidelity_runs(profile: str, dataset: str, seed: int, train_missing: bool = False,
                   device: str = "auto") -> dict:
     """Chapter 03's fidelity table: ``row -> stored run or None`` for every
-    row of ``FIDELITY`` (``fidelity_grid``), trained where ``train_missing``;
-    in the smoke profile only the reference row (Table 3's EMKD run) trains,
-    the others are looked up."""
+    row of ``FIDELITY`` (``fidelity_grid``, read by ``budget_results``),
+    trained where ``train_missing``; in the smoke profile only the reference
+    row (Table 3's EMKD run) trains, the others are looked up. Where a row
+    was read at ``FALLBACK_PRECISION`` and the reference was not, a last row
+    (``FALLBACK_REFERENCE``) holds the reference's own run at that
+    precision where stored (chapter 10's precision check): what precision
+    alone moves, beside the rows it also moves."""
     grid = fidelity_grid(profile, (dataset,), (seed,))
     trained = {FIDELITY_REFERENCE} if profile == "smoke" else set(FIDELITY)
     stored = {**budget_results({k: c for k, c in grid.items() if k[1] in trained}, train_missing, device),
               **budget_results({k: c for k, c in grid.items() if k[1] not in trained})}
-    return {row: stored[(dataset, row, seed)] for row in FIDELITY}
+    runs = {row: stored[(dataset, row, seed)] for row in FIDELITY}
+    precisions = {r.config.train.precision for r in runs.values() if r is not None}
+    reference = runs[FIDELITY_REFERENCE]
+    if reference is not None and reference.config.train.precision != FALLBACK_PRECISION \
+            and FALLBACK_PRECISION in precisions:
+        twin = results_for({0: at_precision(grid[(dataset, FIDELITY_REFERENCE, seed)], FALLBACK_PRECISION)})[0]
+        if twin is not None:
+            runs[FALLBACK_REFERENCE] = twin
+    return runs
+
 
 
 def equal_time_section(runs: dict, peers: dict, datasets, reference: str = "EMKD",
