@@ -260,7 +260,8 @@ def add_analysis(config: RunConfig, settings=None) -> RunResult:
     weights = stored_weights(result.path, settings)
     if weights is None:
         raise FileNotFoundError(f"{result.path.name}: its weights are neither beside it nor under "
-                                f"{settings.weights_dir} (they are not committed); retrain it to get its analysis arrays")
+                                f"{settings.weights_dir} (they are not committed); retrain it to get its "
+                                f"analysis arrays")
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     result.arrays = {**result.ranks(), **recipe.analysis(model, split)}
@@ -335,7 +336,8 @@ def ensemble_path(member_keys: list[str], members: list[RunConfig], root: Path) 
     digest = hashlib.sha256("-".join(sorted(member_keys)).encode()).hexdigest()[:16]
     first = members[0]
     seeds = "".join(str(c.seed) for c in members)
-    return Path(root) / first.dataset / f"ensemble{len(members)}-{first.label().rsplit('-seed', 1)[0]}-seeds{seeds}-{digest}.json"
+    method = first.label().rsplit('-seed', 1)[0]
+    return Path(root) / first.dataset / f"ensemble{len(members)}-{method}-seeds{seeds}-{digest}.json"
 
 
 def stored_ensemble(members: list[RunConfig], settings=None) -> EnsembleResult | None:

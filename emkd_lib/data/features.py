@@ -159,7 +159,8 @@ def _read_items_csv(path: Path) -> dict[int, str]:
     texts: dict[int, str] = {}
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or reader.fieldnames[:2] != ["movie_id", "title"] or "overview" not in reader.fieldnames:
+        header = reader.fieldnames or []
+        if header[:2] != ["movie_id", "title"] or "overview" not in header:
             raise ValueError(f"{path}: expected a header starting with movie_id,title and an overview column")
         for row in reader:
             try:

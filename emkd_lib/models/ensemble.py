@@ -213,7 +213,8 @@ class EnsembleBERT4Rec(nn.Module):
     def network(self, n: int) -> BERT4Rec:
         """Network n as a separate ``encoders.BERT4Rec`` (a copy of its weights)."""
         if self.output_layer != "bert4rec" or not self.scale_embeddings:
-            raise ValueError("only an ensemble with BERT4Rec's output layer and scaled embeddings splits into BERT4Recs")
+            raise ValueError("only an ensemble with BERT4Rec's output layer and scaled embeddings "
+                             "splits into BERT4Recs")
         module = self._fresh_network().to(self.output_bias.device)
         module.load_state_dict({name: p[n].detach().clone() for name, p in self._network_parameters().items()})
         return module.train(self.training)

@@ -123,6 +123,7 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     values = [r.test_metrics["NDCG@10"] for r in seed_spread if r is not None]
     if len(values) > 1:
         low, high = min(values), max(values)
-        line += (f"; the reference's method over {len(values)} seeds spans {100 * (high - low) / (sum(values) / len(values)):.1f}% "
+        mean = sum(values) / len(values)
+        line += (f"; the reference's method over {len(values)} seeds spans {100 * (high - low) / mean:.1f}% "
                  f"of test NDCG@10 ({low:.4f} to {high:.4f})")
     return [line]

@@ -949,7 +949,8 @@ def feature_extraction_table(path) -> pd.DataFrame:
 
 
 def performance_found(targets, budget, parts, dropout, bf16, compared_targets, clustering,
-                      precision=None, features=None, memory=None, memory_target_gib: float = MEMORY_TARGET_GIB) -> list[str]:
+                      precision=None, features=None, memory=None,
+                      memory_target_gib: float = MEMORY_TARGET_GIB) -> list[str]:
     """Lines for the performance chapter's "What we found", from its tables
     (``target_table``, ``study_budget``, ``step_profile_table``,
     ``operator_share``, ``bf16_speedups``, ``comparison_tables``' targets,
@@ -1043,8 +1044,8 @@ def performance_found(targets, budget, parts, dropout, bf16, compared_targets, c
         lines += _memory_target_found(memory, memory_target_gib)
     if features is not None and "seconds" in features:
         for dataset, row in features.iterrows():
-            lines.append(f"ODMT's item features of {dataset}: {int(row['items'])} items extracted in {row['seconds']:.0f} s "
-                         f"from an empty cache ({row['cache (MiB)']:.0f} MiB)")
+            lines.append(f"ODMT's item features of {dataset}: {int(row['items'])} items extracted in "
+                         f"{row['seconds']:.0f} s from an empty cache ({row['cache (MiB)']:.0f} MiB)")
     return lines
 
 

@@ -24,7 +24,8 @@ def beside_paper(results, paper: str, table: int, metrics=("NDCG@10",), ensemble
                          "value": r.test_metrics[m], "paper": paper, "table": table})
     if not rows:
         return pd.DataFrame({"status": [f"nothing run yet to set beside {paper} Table {table}"]})
-    out = beside_quoted(pd.DataFrame(rows)).rename(columns={"value": "ours", "quoted": f"quoted ({paper} Table {table})"})
+    out = beside_quoted(pd.DataFrame(rows)).rename(columns={"value": "ours",
+                                                            "quoted": f"quoted ({paper} Table {table})"})
     return out.drop(columns=["paper", "table", "quoted from"]).set_index(["dataset", "method", "metric"])
 
 
@@ -161,7 +162,8 @@ def settings_apart(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     lines = []
     for setting, rows in part.groupby("setting differs", sort=False):
         datasets = list(dict.fromkeys(rows.index.get_level_values("dataset")))
-        everywhere = part.loc[part.index.get_level_values("dataset").isin(datasets), "setting differs"].eq(setting).all()
+        in_datasets = part.index.get_level_values("dataset").isin(datasets)
+        everywhere = part.loc[in_datasets, "setting differs"].eq(setting).all()
         methods = {d: ", ".join(dict.fromkeys(rows.xs(d, level="dataset").index.get_level_values("method")))
                    for d in datasets}
         where = ", ".join(datasets) if everywhere else "; ".join(f"{d} ({methods[d]})" for d in datasets)

@@ -101,8 +101,9 @@ def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str
         pooled_std = np.sqrt((row["std"] ** 2 + ref["std"] ** 2) / 2)
         side = ("equal to" if round(difference, 4) == 0 else
                 f"{abs(difference):.4f} {'above' if difference > 0 else 'below'}")
-        lines.append(f"{label}'s mean over {int(row['seeds'])} seeds is {side} {reference}'s ({row['mean']:.4f} against "
-                     f"{ref['mean']:.4f}), {'within' if abs(difference) <= pooled_std else 'more than'} one pooled "
+        within = "within" if abs(difference) <= pooled_std else "more than"
+        lines.append(f"{label}'s mean over {int(row['seeds'])} seeds is {side} {reference}'s "
+                     f"({row['mean']:.4f} against {ref['mean']:.4f}), {within} one pooled "
                      f"seed standard deviation ({pooled_std:.4f})")
     return lines
 
@@ -337,9 +338,9 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
                       f"validation NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
                       for label, row in rising.iterrows())
     one = len(rising) == 1
-    return [f"{len(rising)} of {len(stops)} runs {'was' if one else 'were'} still rising when {'it' if one else 'they'} "
-            f"stopped (not converged: {'its number is a lower bound' if one else 'their numbers are lower bounds'}): "
-            f"{named}"]
+    bound = "its number is a lower bound" if one else "their numbers are lower bounds"
+    return [f"{len(rising)} of {len(stops)} runs {'was' if one else 'were'} still rising when "
+            f"{'it' if one else 'they'} stopped (not converged: {bound}): {named}"]
 
 
 def curves_frame(results: list[RunResult]) -> pd.DataFrame:
@@ -651,9 +652,10 @@ SETTING_LABELS = {"max_users": "users", "n_heads": "heads", "n_blocks": "blocks"
 
 def setup_tables(grid: dict) -> dict[str, pd.DataFrame]:
     """``setup_table`` split so that each setting is shown once: those that
-    every run shares (``shared_settings``), those that depend only on the dataset (a row per dataset), those that depend only on
-    the method (a row per method), and any that depend on both (a row per
-    dataset and method), each under its caption, with readable labels
+    every run shares (``shared_settings``), those that depend only on the
+    dataset (a row per dataset), those that depend only on the method (a
+    row per method), and any that depend on both (a row per dataset and
+    method), each under its caption, with readable labels
     (``SETTING_LABELS``). Empty parts, and rows of methods without any of
     the last part's settings, are left out."""
     table = setup_table(grid)
