@@ -240,10 +240,11 @@ def _grid_items(args) -> list[tuple]:
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:
-    """``grid --plan``: ``report.performance.plan_lines`` of the grid, priced
+    """``grid --plan``: ``report.budget.plan_lines`` of the grid, priced
     from every stored run and the bf16 speed-ups measured in ``benchmarks/``,
     by proxy (an epoch's matmul work) where a run's own group has nothing stored."""
-    from .report.performance import latest_bf16_speedups, plan_lines, run_prices, work_prices
+    from .report.budget import plan_lines, run_prices, work_prices
+    from .report.performance import latest_bf16_speedups
     stored_runs = [result_from_record(path, record) for path, record in served_records(settings.results_dir)[0].items()
                    if not is_ensemble(record)]
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"

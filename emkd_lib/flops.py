@@ -5,7 +5,7 @@ that carry a loss, never on padding or positions nothing scores; elementwise
 work (softmaxes, cross entropies, KD) is not counted. The throughput
 benchmark divides them by a measured matmul peak (its share of peak), and
 the study budget prices a run on a dataset where its method has not run yet
-by them (``report.performance.epoch_work``): an epoch's cost grows with its
+by them (``report.budget.epoch_work``): an epoch's cost grows with its
 windows, their length (attention) and the catalogue (the output layer).
 
 Each method's spec names its counter (``MethodSpec.forward_macs``, default
