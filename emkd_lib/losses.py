@@ -55,11 +55,54 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
     the EMKD recipe passes 1 / (masked positions of the position's view), i.e.
     the mean over each view's masked positions, summed over views and networks
     (Eq. 6-7 with the paper's sum over positions replaced by a mean).
+    Computed in fp32 at least, also under autocast (as autocast computes
+    ``F.cross_entropy``), with a hand-written gradient (``_ItemCrossEntropy``).
     """
     N, P, V = logits.shape
     _check_shape("masked_item_prediction_loss", "targets", targets, (P,))
-    ce = F.cross_entropy(logits.reshape(N * P, V), targets.repeat(N), reduction="none").view(N, P)
-    return (ce * _position_weights(weights, P, ce, "masked_item_prediction_loss")).sum()
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    weights = _position_weights(weights, P, logits.new_empty(0, dtype=dtype), "masked_item_prediction_loss")
+    return _ItemCrossEntropy.apply(logits, targets, weights)
+
+
+class _ItemCrossEntropy(torch.autograd.Function):
+    """sum_n sum_p w_p CE(z^n_p, t_p), whose gradient by the logits is
+    w_p (softmax(z^n_p) - onehot(t_p)).
+
+    Autograd through ``F.cross_entropy`` runs nll_loss's backward (a zero
+    (N P, V) tensor, filled, then scattered into) and then log_softmax's (a
+    further pass over two such tensors): on CPU as long as the rest of the
+    loss. Here the forward pass forms the gradient from the log-softmax it
+    already holds and the backward pass scales it in place. The loss is bit
+    for bit ``F.cross_entropy``'s, the gradient autograd's to within rounding
+    (tests/test_losses.py).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, weights):
+        N, P, V = logits.shape
+        ctx.dtype = logits.dtype
+        with torch.autocast(logits.device.type, enabled=False):
+            log_p = F.log_softmax(logits.to(weights.dtype), dim=-1)
+            at_target = (slice(None), torch.arange(P, device=logits.device), targets)
+            ce = -log_p[at_target]                                   # F.cross_entropy's values
+            gradient = None
+            if ctx.needs_input_grad[0]:
+                # exp of the log-softmax, as autograd's log_softmax backward forms it
+                # (on CPU torch.softmax is several times slower than log_softmax)
+                gradient = log_p.exp_()
+                gradient[at_target] -= 1.0
+        ctx.save_for_backward(gradient, weights)
+        return (ce * weights).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        gradient, weights = ctx.saved_tensors
+        # In place: no second (N, P, V) tensor (a second backward is refused by
+        # autograd's version check of the saved tensor).
+        gradient *= (grad * weights)[None, :, None]
+        return gradient.to(ctx.dtype), None, None
 
 
 def attribute_prediction_loss(attribute_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -286,3 +286,21 @@ def test_forward_macs_counts_by_the_methods_spec_and_the_encoders_config():
     assert forward_macs(sasrec, 100, 0, lengths) == encoder_macs(sasrec.encoder_config, 13, 7) + 13 * d * 100
     with pytest.raises(ValueError, match="NextItNetConfig encoder is not counted"):
         encoder_macs(NextItNetConfig(), 13, 7)
+
+
+def test_item_cross_entropy_ab_alternates_the_two_versions_and_the_chapter_reads_its_lines(monkeypatch, capsys,
+                                                                                           tmp_path):
+    from emkd_lib.report.performance import ab_found, interleaved_speedups
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ab = importlib.import_module("item_cross_entropy_ab")
+    fused = losses.masked_item_prediction_loss
+    speedups = ab.main(["--profile", "smoke", "--methods", "emkd", "--batches", "1", "--rounds", "1"])
+    assert losses.masked_item_prediction_loss is fused           # the library's loss is put back
+    out = capsys.readouterr().out
+    (tmp_path / "ab.txt").write_text(out)
+    table = interleaved_speedups(tmp_path / "ab.txt")
+    assert list(table["method"]) == ["emkd"] and table["speed-up (medians)"].iloc[0] == pytest.approx(
+        speedups["emkd"], abs=1e-3)
+    assert len(table["before (sequences / s)"].iloc[0].split(", ")) == 2    # one round: each version twice
+    (line,) = ab_found(table, "the item cross entropy's hand-written gradient")
+    assert line.startswith("the item cross entropy's hand-written gradient: EMKD ")

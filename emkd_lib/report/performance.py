@@ -223,6 +223,27 @@ def ab_speedups(path, before: str, after: str) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": [f"no {before!r} / {after!r} pairs in {path}"]})
 
 
+# One summary line of benchmarks/item_cross_entropy_ab.py.
+_INTERLEAVED = re.compile(r"^(?P<method>\S+) \S+ \[[^\]]+\]: item cross entropy through autograd (?P<before>[\d., ]+), "
+                          r"hand-written (?P<after>[\d., ]+) sequences/s; speed-up of the medians (?P<speedup>[\d.]+)x$")
+
+
+def interleaved_speedups(path) -> pd.DataFrame:
+    """Per method of a ``benchmarks/item_cross_entropy_ab.py`` output (the
+    two versions alternated step by step in one process): the sequences/s of
+    each measurement of either and the ratio of their medians, in
+    ``ab_speedups``' columns, so ``ab_found`` reads it too."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame({"status": [f"no benchmark output at {path}"]})
+    text = path.read_text().splitlines()
+    load = max((float(m.group("load")) for line in text if (m := _LOAD.search(line))), default=0.0)
+    rows = [{"method": m.group("method"), "before (sequences / s)": m.group("before"),
+             "after (sequences / s)": m.group("after"), "speed-up (medians)": float(m.group("speedup")),
+             "load": load, "file": path.name} for line in text if (m := _INTERLEAVED.match(line))]
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"status": [f"no interleaved measurement in {path}"]})
+
+
 def ab_found(speedups: pd.DataFrame, change: str) -> list[str]:
     """A "What we found" line for an ``ab_speedups`` table: ``change`` and
     the speed-up it brought each method."""
