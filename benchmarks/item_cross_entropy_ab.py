@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
                     rates[label].append(len(timed) / seconds)
             before, after = (statistics.median(rates[label]) for label, _ in versions)
             speedups[name] = after / before
-            print(f"{name} {args.dataset} [{args.profile}]: item cross entropy through autograd "
+            print(f"{name}[{config.train.precision}] {args.dataset} [{args.profile}]: item cross entropy through autograd "
                   f"{', '.join(f'{x:.1f}' for x in rates['autograd'])}, hand-written "
                   f"{', '.join(f'{x:.1f}' for x in rates['hand-written'])} sequences/s; "
                   f"speed-up of the medians {after / before:.3f}x")

@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train only the runs that have a checkpoint (resume what a session left half done "
                            "before starting anything new)")
     grid.add_argument("--precision", choices=("fp32", "bf16"),
-                      help="train the runs not stored at their own precision at this one instead (fp32 for the "
-                           "EMKD grids on a CPU without bf16 units, where their bf16 autocast is slow)")
+                      help="train the runs neither stored nor checkpointed at their own precision at this one "
+                           "instead (scripts/queue.sh: fp32 for the EMKD runs still missing, whose bf16 autocast "
+                           "is slow on a CPU without bf16 units)")
     grid.add_argument("--plan", action="store_true",
                       help="train nothing: list each run as stored, checkpointed (how far) or not started, "
                            "with the CPU-hours left, priced from the stored runs of its method, dataset and "
@@ -234,8 +235,10 @@ def _grid_items(args) -> list[tuple]:
     overrides = _data_overrides(args)
     items = [(key, c.replace(**overrides) if overrides else c) for key, c in fn(args.profile, **kwargs).items()]
     if args.precision:
-        items = [(key, c if stored(c, allow_dirty=True) else c.replace(train__precision=args.precision))
-                 for key, c in items]
+        # a run stored or checkpointed at its own precision keeps it: work already paid for is not redone
+        rows = grid_progress([c for _, c in items])
+        items = [(key, c if row["status"] != "not started" else c.replace(train__precision=args.precision))
+                 for (key, c), row in zip(items, rows)]
     return items[shard::n_shards]
 
 

@@ -94,16 +94,17 @@ main() {
 
   # The EMKD runs (every "grid emkd-*" step) train under bf16 autocast (their
   # profiles' train.precision), but a CPU without bf16 matmul units (AVX2 only:
-  # no AVX512-BF16, no AMX) runs bf16 through a slow fallback, an epoch seven
-  # times as long as in fp32, and most machines the campaign draws are such
+  # no AVX512-BF16, no AMX) runs bf16 through a slow fallback, an epoch several
+  # times as long as in fp32 (chapter 10), and most machines the campaign draws are such
   # CPUs. So the runs still missing train in fp32 on every machine (grid
-  # --precision fp32 keeps each run stored at its own precision, bf16, and
-  # trains the others in fp32): one rule for the campaign's last EMKD runs
-  # whatever CPU a session draws, and no bf16 run trained beside an fp32 twin
-  # already stored. The chapters read a run at bf16 where stored, else its
-  # fp32 twin (studies.emkd.budget_results), and name the precision.
+  # --precision fp32 keeps each run stored or checkpointed at its own
+  # precision, bf16, and trains the others in fp32): one rule for the
+  # campaign's last EMKD runs whatever CPU a session draws, and no bf16 run
+  # trained beside an fp32 twin already stored. Only the grids whose chapters
+  # read a run at bf16, else its fp32 twin (studies.emkd.budget_results: the
+  # fidelity table, Figure 4), take the flag; the others are complete in bf16.
   for i in "${!steps[@]}"; do
-    case ${steps[$i]} in "grid emkd-"*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
+    case ${steps[$i]} in "grid emkd-fidelity"*|"grid emkd-encoders"*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
   done
 
   # First resume, in the queue's order, every run a session left half done (a

@@ -352,15 +352,23 @@ def test_every_subcommand_of_the_parser_has_its_function_and_no_other():
     assert set(cli.COMMANDS) == set(sub.choices)
 
 
-def test_grid_precision_trains_only_the_runs_not_stored_at_their_own_precision_at_that_one(env, monkeypatch):
+def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_their_own_precision_at_it(env, monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
+    import torch
+    from emkd_lib import settings as settings_module
+    from emkd_lib.runs import checkpoint_path, key_of
     kept = profile_config("smoke", "beauty", "gru4rec", seed=0)
     store_stub_run(kept, 0.25)
+    half_done = profile_config("smoke", "beauty", "gru4rec", seed=1)   # a checkpoint at its own precision
+    checkpoint = checkpoint_path(key_of(half_done), settings_module.current())
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"epoch": 3, "best_epoch": 2, "best_score": 0.01, "train_seconds": 60.0, "eval_seconds": 6.0,
+                "stopped": False}, checkpoint)
     argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
-            "--seeds", "0", "2"]
+            "--seeds", "0", "1", "2"]
     assert cli.main([*argv, "--precision", "bf16"]) == 0
-    assert seen == [kept, profile_config("smoke", "beauty", "gru4rec", seed=2, train__precision="bf16")]
+    assert seen == [kept, half_done, profile_config("smoke", "beauty", "gru4rec", seed=2, train__precision="bf16")]
 
 
 def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env):

@@ -63,7 +63,7 @@ def test_masked_item_prediction_gradient_is_autograds_through_cross_entropy():
     theirs, = torch.autograd.grad(expected, logits)
     assert ours.dtype == torch.bfloat16
     torch.testing.assert_close(ours, theirs)
-    # without a gradient to form, none is formed (and the value is the same)
+    # with no gradient asked for, the same value
     with torch.no_grad():
         assert torch.equal(losses.masked_item_prediction_loss(logits.float(), targets, weights),
                            direct(logits.float(), weights.float()))

@@ -223,9 +223,11 @@ def ab_speedups(path, before: str, after: str) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": [f"no {before!r} / {after!r} pairs in {path}"]})
 
 
-# One summary line of benchmarks/item_cross_entropy_ab.py.
-_INTERLEAVED = re.compile(r"^(?P<method>\S+) \S+ \[[^\]]+\]: item cross entropy through autograd (?P<before>[\d., ]+), "
-                          r"hand-written (?P<after>[\d., ]+) sequences/s; speed-up of the medians (?P<speedup>[\d.]+)x$")
+# One summary line of benchmarks/item_cross_entropy_ab.py; newer outputs name
+# the method with its precision ("emkd[fp32]"), which the table leaves out.
+_INTERLEAVED = re.compile(r"^(?P<method>[^\s\[]+)(?:\[\w+\])? \S+ \[[^\]]+\]: item cross entropy through autograd "
+                          r"(?P<before>[\d., ]+), hand-written (?P<after>[\d., ]+) sequences/s; "
+                          r"speed-up of the medians (?P<speedup>[\d.]+)x$")
 
 
 def interleaved_speedups(path) -> pd.DataFrame:

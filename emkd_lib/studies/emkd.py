@@ -9,8 +9,8 @@ a fixed subsample of ``ENCODER_SWEEP_USERS`` users (the same users in every
 run), each encoder alone trained on the same users as its reference. Every
 EMKD run (Table 3 and its seed spread, Table 4, Figure 3, the fidelity
 table, Figure 4 with its encoders alone) trains under ``BUDGET_PRECISION``
-(``FALLBACK_PRECISION`` on a CPU without bf16 units); the single models of
-the baseline chapters stay fp32. The paper profile
+(the fidelity rows and Figure 4 points still missing: ``FALLBACK_PRECISION``);
+the single models of the baseline chapters stay fp32. The paper profile
 changes none of these.
 """
 from __future__ import annotations
@@ -81,9 +81,10 @@ ENCODER_SWEEP_USERS = {"cpu": 3000}
 # (``baselines.precision_grid``).
 BUDGET_PRECISION = {"cpu": "bf16"}
 # A CPU without bf16 units (AVX2 only) runs bf16 autocast through a slow
-# fallback, EMKD's epochs seven times as long as in fp32 (chapter 10), so the
-# campaign trains the EMKD runs still missing there in fp32 instead
-# (``grid --precision fp32``, scripts/queue.sh). ``budget_results`` takes
+# fallback, EMKD's epochs several times as long as in fp32 (chapter 10), and
+# most of the campaign's machines are such CPUs, so the campaign trains the
+# EMKD runs still missing in fp32 on every machine (``grid --precision fp32``,
+# scripts/queue.sh). ``budget_results`` takes
 # a run at ``BUDGET_PRECISION`` where one is stored, else its fp32 twin;
 # ``report.other_draws_found`` names such a row's precision beside its table's
 # reference, and chapter 10's check (bf16 against fp32) is the scale of it.
@@ -423,7 +424,6 @@ def fidelity_runs(profile: str, dataset: str, seed: int, train_missing: bool = F
         if twin is not None:
             runs[FALLBACK_REFERENCE] = twin
     return runs
-
 
 
 def equal_time_section(runs: dict, peers: dict, datasets, reference: str = "EMKD",
