@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import re
-
 import pytest
 
 from emkd_lib.data import (
