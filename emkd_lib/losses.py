@@ -44,6 +44,11 @@ def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torc
     return weights.to(like.dtype)
 
 
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the item losses compute in: fp64 stays, anything else is fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
                                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """Masked item prediction, Eq. 5-7.
@@ -60,8 +65,8 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
     """
     N, P, V = logits.shape
     _check_shape("masked_item_prediction_loss", "targets", targets, (P,))
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    weights = _position_weights(weights, P, logits.new_empty(0, dtype=dtype), "masked_item_prediction_loss")
+    weights = _position_weights(weights, P, logits.new_empty(0, dtype=_at_least_fp32(logits.dtype)),
+                                "masked_item_prediction_loss")
     return _ItemCrossEntropy.apply(logits, targets, weights)
 
 
@@ -339,7 +344,7 @@ def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: tor
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-    dtype = torch.float64 if projected.dtype == torch.float64 else torch.float32
+    dtype = _at_least_fp32(projected.dtype)
     N, P, _ = projected.shape
     _check_shape("chunked_item_losses", "targets", targets, (P,))
     _check_shape("chunked_item_losses", "bias", bias, weight.shape[:2])

@@ -20,7 +20,7 @@ from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 from ..report.quoted import SETTINGS_COMPARED
 from ..report.tables import ended_still_rising
-from ..runs import results_for
+from ..runs import results_for, stored
 from . import s4rec
 
 # Table 4: each row's change to the EMKD params of the profile, most telling rows first.
@@ -413,14 +413,14 @@ def fidelity_runs(profile: str, dataset: str, seed: int, train_missing: bool = F
     alone moves, beside the rows it also moves."""
     grid = fidelity_grid(profile, (dataset,), (seed,))
     trained = {FIDELITY_REFERENCE} if profile == "smoke" else set(FIDELITY)
-    stored = {**budget_results({k: c for k, c in grid.items() if k[1] in trained}, train_missing, device),
-              **budget_results({k: c for k, c in grid.items() if k[1] not in trained})}
-    runs = {row: stored[(dataset, row, seed)] for row in FIDELITY}
+    found = {**budget_results({k: c for k, c in grid.items() if k[1] in trained}, train_missing, device),
+             **budget_results({k: c for k, c in grid.items() if k[1] not in trained})}
+    runs = {row: found[(dataset, row, seed)] for row in FIDELITY}
     precisions = {r.config.train.precision for r in runs.values() if r is not None}
     reference = runs[FIDELITY_REFERENCE]
     if reference is not None and reference.config.train.precision != FALLBACK_PRECISION \
             and FALLBACK_PRECISION in precisions:
-        twin = results_for({0: at_precision(grid[(dataset, FIDELITY_REFERENCE, seed)], FALLBACK_PRECISION)})[0]
+        twin = stored(at_precision(grid[(dataset, FIDELITY_REFERENCE, seed)], FALLBACK_PRECISION))
         if twin is not None:
             runs[FALLBACK_REFERENCE] = twin
     return runs
