@@ -36,6 +36,14 @@ def _check_shape(function: str, name: str, tensor: torch.Tensor, expected) -> No
         raise ValueError(f"{function}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
 
 
+def _check_targets(function: str, targets: torch.Tensor, n_classes: int) -> None:
+    """Targets outside [0, n_classes) are an error: indexing with a negative
+    target would silently read the last column (``F.cross_entropy`` refuses it)."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n_classes):
+        raise ValueError(f"{function}: targets must lie in [0, {n_classes}), got values from "
+                         f"{int(targets.min())} to {int(targets.max())}")
+
+
 def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor,
                       function: str) -> torch.Tensor:
     if weights is None:
@@ -65,6 +73,7 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
     """
     N, P, V = logits.shape
     _check_shape("masked_item_prediction_loss", "targets", targets, (P,))
+    _check_targets("masked_item_prediction_loss", targets, V)
     weights = _position_weights(weights, P, logits.new_empty(0, dtype=_at_least_fp32(logits.dtype)),
                                 "masked_item_prediction_loss")
     return _ItemCrossEntropy.apply(logits, targets, weights)

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from emkd_lib.report import cpu_type, dropout_masks, other_draws_found
-from emkd_lib.report.code_changes import BERNOULLI_MASK_COMMITS, UNIFORM_DROPOUT_MASKS, run_commits
+from emkd_lib.report.code_changes import (BERNOULLI_MASK_COMMITS, HAND_WRITTEN_ITEM_CE, UNIFORM_DROPOUT_MASKS,
+                                         run_commits)
 from emkd_lib.settings import REPO_ROOT
 
 BEFORE, AFTER = "b" * 40, "a" * 40
@@ -60,22 +61,49 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []
 
 
+def _has_change(change, commit):
+    """Whether ``commit`` descends from ``change``; skips where this checkout
+    lacks the history (a shallow clone or a copy without .git)."""
+    done = subprocess.run(["git", "merge-base", "--is-ancestor", change, commit], cwd=REPO_ROOT,
+                          capture_output=True)
+    if done.returncode not in (0, 1):
+        pytest.skip(f"no git history for {commit[:12]} here (a shallow clone or a copy without .git)")
+    return done.returncode == 0
+
+
+def _stored_records():
+    from emkd_lib.store import served_records
+
+    records, _ = served_records(REPO_ROOT / "results")
+    records = [record for record in records.values() if "provenance" in record]
+    assert records, "no stored result to check"
+    return records
+
+
+def _commits(record):
+    return run_commits(SimpleNamespace(flags=record.get("flags", {}), provenance=record["provenance"]))
+
+
 def test_the_listed_commits_are_the_stored_runs_commits_without_the_change_in_their_history():
     """Where this checkout has the history: every commit that trained a
     stored run is listed exactly when the uniform-mask commit is not among
     its ancestors."""
-    from emkd_lib.store import served_records
-
-    def has_change(commit):
-        done = subprocess.run(["git", "merge-base", "--is-ancestor", UNIFORM_DROPOUT_MASKS, commit], cwd=REPO_ROOT,
-                              capture_output=True)
-        if done.returncode not in (0, 1):
-            pytest.skip(f"no git history for {commit[:12]} here (a shallow clone or a copy without .git)")
-        return done.returncode == 0
-
-    records, _ = served_records(REPO_ROOT / "results")
-    commits = {c for record in records.values() if "provenance" in record
-               for c in run_commits(SimpleNamespace(flags=record.get("flags", {}), provenance=record["provenance"]))}
-    assert commits, "no stored result to check"
-    assert {c for c in commits if not has_change(c)} == BERNOULLI_MASK_COMMITS & commits
+    commits = {c for record in _stored_records() for c in _commits(record)}
+    assert {c for c in commits if not _has_change(UNIFORM_DROPOUT_MASKS, c)} == BERNOULLI_MASK_COMMITS & commits
     assert BERNOULLI_MASK_COMMITS <= commits    # no commit listed that trained nothing
+
+
+def test_no_stored_emkd_run_straddles_the_hand_written_item_cross_entropy_and_those_after_it_are_fp32():
+    """The module's promise that ``other_draws_found`` names every EMKD run
+    trained with the hand-written item cross entropy's rounding beside runs
+    trained without it: by their precision."""
+    checked = 0
+    for record in _stored_records():
+        if record.get("config", {}).get("method") != "emkd":   # ensemble evaluations hold no config
+            continue
+        after = {_has_change(HAND_WRITTEN_ITEM_CE, c) for c in _commits(record)}
+        assert len(after) == 1, f"{record['key']} was trained across {HAND_WRITTEN_ITEM_CE[:7]}"
+        if after == {True}:
+            assert record["config"]["train"]["precision"] == "fp32", record["key"]
+        checked += 1
+    assert checked, "no stored EMKD run to check"

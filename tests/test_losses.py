@@ -69,6 +69,17 @@ def test_masked_item_prediction_gradient_is_autograds_through_cross_entropy():
                            direct(logits.float(), weights.float()))
 
 
+def test_masked_item_prediction_refuses_targets_outside_the_catalogue():
+    """A negative target would index the last column from the end and give a
+    plausible loss; one past the catalogue an index error deep in autograd."""
+    logits = rand(N, P, V)
+    for bad, shown in ((-1, "from -1 to 6"), (V, f"from 0 to {V}")):
+        targets = torch.tensor([0, 3, 6, 2, bad]) if bad >= 0 else torch.tensor([bad, 3, 6, 2, 2])
+        with pytest.raises(ValueError, match=rf"masked_item_prediction_loss: targets must lie in \[0, {V}\), "
+                                             rf"got values {shown}"):
+            losses.masked_item_prediction_loss(logits, targets)
+
+
 def test_attribute_prediction_is_mean_bce_summed_over_networks():
     logits = rand(N, P, A)
     targets = (rand(P, A, seed=1) > 0).double()

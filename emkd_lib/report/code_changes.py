@@ -9,10 +9,19 @@ differ in one switch but straddle the change also differ in their dropout
 draws, which acts like a change of seed, as does training on another CPU
 type where bf16 rounds otherwise; ``other_draws_found`` says where a table
 compares such runs.
+
+Since 0dacc9d EMKD's masked item prediction has a hand-written gradient
+(``losses._ItemCrossEntropy``): the same loss, its gradient equal to
+autograd's only to within rounding, so an EMKD run trained across that
+commit would not replay either. No stored run straddles it, and every EMKD
+run trained since is an fp32 run beside bf16 ones, which
+``other_draws_found`` names by its precision
+(tests/test_code_changes.py checks both against the history).
 """
 from __future__ import annotations
 
 UNIFORM_DROPOUT_MASKS = "651629588e85a584eb72bd2701c6b3ae05925a02"
+HAND_WRITTEN_ITEM_CE = "0dacc9db7b02d8ceb0a0ebe5f8e75259db60b7be"
 # The commits that trained a stored run without the change in their history,
 # listed so that the book tells a run's masks without git (a shallow clone, a
 # copy without .git); tests/test_code_changes.py checks the list against the
