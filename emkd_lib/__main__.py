@@ -207,15 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _grid_configs(args) -> list:
-    configs = [config for _, config in _grid_items(args)]
+def _grid_configs(args, settings=None) -> list:
+    """The configs ``grid`` trains: this shard's, at ``--precision`` where
+    given, only the checkpointed ones with ``--checkpointed-only``."""
+    if not (args.precision or getattr(args, "checkpointed_only", False)):
+        return [config for _, config in _grid_items(args)]
+    rows = [row for _, row in _grid_rows(args, settings)]
     if getattr(args, "checkpointed_only", False):
-        configs = [row["config"] for row in grid_progress(configs) if row["status"] == "checkpointed"]
-    return configs
+        rows = [row for row in rows if row["status"] == "checkpointed"]
+    return [row["config"] for row in rows]
 
 
 def _grid_items(args) -> list[tuple]:
-    """``(grid key, config)`` of the grid's runs that this shard takes."""
+    """``(grid key, config)`` of the grid's runs that this shard takes, at
+    their own precision (``_grid_rows`` applies ``--precision``)."""
     fn = GRIDS[args.name]
     accepted = inspect.signature(fn).parameters
     kwargs = {}
@@ -234,12 +239,23 @@ def _grid_items(args) -> list[tuple]:
     shard, n_shards = _parse_shard(args.shard)
     overrides = _data_overrides(args)
     items = [(key, c.replace(**overrides) if overrides else c) for key, c in fn(args.profile, **kwargs).items()]
-    if args.precision:
-        # a run stored or checkpointed at its own precision keeps it: work already paid for is not redone
-        rows = grid_progress([c for _, c in items])
-        items = [(key, c if row["status"] != "not started" else c.replace(train__precision=args.precision))
-                 for (key, c), row in zip(items, rows)]
     return items[shard::n_shards]
+
+
+def _grid_rows(args, settings=None) -> list[tuple]:
+    """``(grid key, grid_progress row)`` of this shard's runs. With
+    ``--precision`` a run stored or checkpointed at its own precision keeps
+    it (work already paid for is not redone); the others are looked up, and
+    trained, at the given one."""
+    items = _grid_items(args)
+    rows = grid_progress([config for _, config in items], settings)
+    if args.precision:
+        redo = [i for i, row in enumerate(rows)
+                if row["status"] == "not started" and row["config"].train.precision != args.precision]
+        at_precision = [rows[i]["config"].replace(train__precision=args.precision) for i in redo]
+        for i, row in zip(redo, grid_progress(at_precision, settings)):
+            rows[i] = row
+    return [(key, row) for (key, _), row in zip(items, rows)]
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:
@@ -275,8 +291,8 @@ def _run_command(args, settings) -> int:
 
 def _grid_plan_command(args, settings) -> int:
     """``grid --plan``: what of a grid is stored, checkpointed or not started, and its price."""
-    keys, configs = zip(*_grid_items(args))
-    _print_plan(keys, grid_progress(configs, settings), settings)
+    rows = _grid_rows(args, settings)
+    _print_plan([key for key, _ in rows], [row for _, row in rows], settings)
     return 0
 
 
@@ -286,10 +302,10 @@ def _grid_command(args, settings) -> int:
         raise UsageError("--address is the Ray cluster of --executor ray")
     if args.executor == "ray":
         import_ray()  # where Ray is missing, a one-line error before any work
-        outcome = run_grid_ray(_grid_configs(args), device=args.device, threads=args.threads,
+        outcome = run_grid_ray(_grid_configs(args, settings), device=args.device, threads=args.threads,
                                address=args.address, settings=settings)
     else:
-        results = run_grid(_grid_configs(args), device=args.device, settings=settings)
+        results = run_grid(_grid_configs(args, settings), device=args.device, settings=settings)
         outcome = GridOutcome(results={label: r for label, r in results.items() if r is not None},
                               failures=[Failure(str(label), "being trained by another process (skipped)")
                                         for label, r in results.items() if r is None])

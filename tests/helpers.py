@@ -53,14 +53,28 @@ def needs_dataset(name: str):
     return pytest.mark.skipif(not dataset_available(name), reason=f"dataset {name!r} is not available offline")
 
 
-def store_stub_run(config, ndcg: float = 0.1) -> None:
+def store_stub_run(config, ndcg: float = 0.1, train_seconds: float = 1.0) -> None:
     """A stored result of ``config`` (in the current results folder) with
     test NDCG@10 ``ndcg`` and no history: what a lookup needs, nothing trained."""
     from emkd_lib import store
     from emkd_lib.runs import key_of, path_of
     store.store_result(store.RunResult(
         config=config, key=key_of(config), valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": ndcg},
-        history=[], best_epoch=1, n_params=1, train_seconds=1.0, eval_seconds=0.0, peak_memory_mb=1.0,
+        history=[], best_epoch=1, n_params=1, train_seconds=train_seconds, eval_seconds=0.0, peak_memory_mb=1.0,
         provenance={"commit": "abc", "machine": "test, torch threads 1"},
         flags={"dirty": False, "below_popularity": False}, path=path_of(config),
         arrays={"test_ranks": np.zeros(3, dtype=int)}))
+
+
+def store_stub_checkpoint(config, epoch: int = 3, best_epoch: int = 2, best_score: float = 0.01,
+                          train_seconds: float = 60.0, eval_seconds: float = 6.0) -> None:
+    """A checkpoint of ``config`` (in the current cache) holding only the
+    fields ``grid --plan`` reads: a half-done run, nothing trained."""
+    import torch
+
+    from emkd_lib import settings
+    from emkd_lib.runs import checkpoint_path, key_of
+    path = checkpoint_path(key_of(config), settings.current())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds, "stopped": False}, path)

@@ -11,7 +11,7 @@ from emkd_lib import __main__ as cli
 from emkd_lib import store
 from emkd_lib.profiles import profile_config
 from emkd_lib.studies.emkd import encoder_grid
-from helpers import needs_dataset, store_stub_run
+from helpers import needs_dataset, store_stub_checkpoint, store_stub_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -269,23 +269,10 @@ def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is
     """Two stored GRU4Rec runs (2 and 4 CPU-hours) price a third, checkpointed
     after half an hour, at their median less that half hour; a method with
     no stored run is not priced; nothing is trained."""
-    import torch
-    from emkd_lib import settings as settings_module
-    from emkd_lib.runs import checkpoint_path, key_of, path_of
-
-    settings = settings_module.current()
     for seed, hours in ((0, 2.0), (1, 4.0)):
-        config = profile_config("smoke", "beauty", "gru4rec", seed=seed)
-        store.store_result(store.RunResult(
-            config=config, key=key_of(config), valid_metrics={"NDCG@10": 0.1}, test_metrics={"NDCG@10": 0.25},
-            history=[], best_epoch=1, n_params=1, train_seconds=hours * 3600, eval_seconds=0.0,
-            peak_memory_mb=1.0, provenance={"commit": "abc", "machine": "test, torch threads 1"},
-            flags={"dirty": False, "below_popularity": False}, path=path_of(config),
-            arrays={"test_ranks": np.zeros(3, dtype=int)}))
-    checkpoint = checkpoint_path(key_of(profile_config("smoke", "beauty", "gru4rec", seed=2)), settings)
-    checkpoint.parent.mkdir(parents=True)
-    torch.save({"epoch": 7, "best_epoch": 5, "best_score": 0.0312, "train_seconds": 1500.0, "eval_seconds": 300.0,
-                "stopped": False}, checkpoint)
+        store_stub_run(profile_config("smoke", "beauty", "gru4rec", seed=seed), 0.25, train_seconds=hours * 3600)
+    store_stub_checkpoint(profile_config("smoke", "beauty", "gru4rec", seed=2), epoch=7, best_epoch=5,
+                          best_score=0.0312, train_seconds=1500.0, eval_seconds=300.0)
     assert cli.main(["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
                      "sasrec", "--seeds", "0", "2", "--plan"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -299,16 +286,10 @@ def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is
 
 @needs_dataset('beauty')
 def test_grid_checkpointed_only_resumes_the_half_done_runs_and_starts_nothing_new(env, monkeypatch):
-    import torch
-    from emkd_lib import settings as settings_module
-    from emkd_lib.runs import checkpoint_path, key_of
     seen = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
     half_done = profile_config("smoke", "beauty", "gru4rec", seed=2)
-    checkpoint = checkpoint_path(key_of(half_done), settings_module.current())
-    checkpoint.parent.mkdir(parents=True)
-    torch.save({"epoch": 3, "best_epoch": 2, "best_score": 0.01, "train_seconds": 60.0, "eval_seconds": 6.0,
-                "stopped": False}, checkpoint)
+    store_stub_checkpoint(half_done)
     argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec", "--seeds", "0", "2"]
     assert cli.main([*argv, "--checkpointed-only"]) == 0
     assert seen == [half_done]
@@ -355,20 +336,20 @@ def test_every_subcommand_of_the_parser_has_its_function_and_no_other():
 def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_their_own_precision_at_it(env, monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
-    import torch
-    from emkd_lib import settings as settings_module
-    from emkd_lib.runs import checkpoint_path, key_of
     kept = profile_config("smoke", "beauty", "gru4rec", seed=0)
     store_stub_run(kept, 0.25)
     half_done = profile_config("smoke", "beauty", "gru4rec", seed=1)   # a checkpoint at its own precision
-    checkpoint = checkpoint_path(key_of(half_done), settings_module.current())
-    checkpoint.parent.mkdir(parents=True)
-    torch.save({"epoch": 3, "best_epoch": 2, "best_score": 0.01, "train_seconds": 60.0, "eval_seconds": 6.0,
-                "stopped": False}, checkpoint)
+    store_stub_checkpoint(half_done)
+    twin = profile_config("smoke", "beauty", "gru4rec", seed=3, train__precision="bf16")
+    store_stub_checkpoint(twin)                       # a run started at the given precision by an earlier call
     argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
-            "--seeds", "0", "1", "2"]
+            "--seeds", "0", "1", "2", "3"]
     assert cli.main([*argv, "--precision", "bf16"]) == 0
-    assert seen == [kept, half_done, profile_config("smoke", "beauty", "gru4rec", seed=2, train__precision="bf16")]
+    assert seen == [kept, half_done, profile_config("smoke", "beauty", "gru4rec", seed=2, train__precision="bf16"),
+                    twin]
+    seen.clear()
+    assert cli.main([*argv, "--precision", "bf16", "--checkpointed-only"]) == 0
+    assert seen == [half_done, twin]
 
 
 def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env):
