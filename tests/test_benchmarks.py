@@ -48,6 +48,30 @@ def test_train_throughput_smoke(scripts, capsys):
     assert out.count("bf16 autocast speed-up") == 2 and all(r["bf16_seconds"] > 0 for r in results)
 
 
+def test_the_matmul_peak_is_the_best_call_after_a_warm_up_or_one_slow_call(scripts, monkeypatch):
+    """A fake clock in which every matmul takes ``step`` seconds: a fast
+    first call is a warm-up followed by ``repeats`` timed calls; a first call
+    over ``slow_seconds`` is the only one (a bf16 matmul without bf16 units)."""
+    throughput, _ = scripts
+
+    class Clock:
+        def __init__(self, step):
+            self.step, self.now, self.reads = step, 0.0, 0
+
+        def perf_counter(self):
+            self.reads += 1
+            self.now += self.step        # from the read before a call to the one after it: ``step``
+            return self.now
+
+    n = 16
+    for step, calls in ((1.0, 1 + 4), (6.0, 1)):
+        clock = Clock(step)
+        monkeypatch.setattr(throughput, "time", clock)
+        peak = throughput.measured_matmul_peak(throughput.torch.device("cpu"), n=n, repeats=4, slow_seconds=5.0)
+        assert clock.reads == 2 * calls
+        assert peak == pytest.approx(2 * n**3 / step / 1e9)
+
+
 def test_train_throughput_times_the_compiled_model_from_the_same_weights(scripts, capsys):
     throughput, _ = scripts
     (result,) = throughput.main(["--dataset", "beauty", "--profile", "smoke", "--methods", "sasrec", "--compile",

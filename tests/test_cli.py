@@ -352,7 +352,7 @@ def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_
     assert seen == [half_done, twin]
 
 
-def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env):
+def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env, monkeypatch):
     from emkd_lib.studies.emkd import at_precision, budget_results
     grid = {k: at_precision(profile_config("smoke", "beauty", "gru4rec", seed=s), "bf16")
             for k, s in (("both", 0), ("fp32 only", 1), ("neither", 2))}
@@ -363,3 +363,10 @@ def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env):
     assert (runs["both"].config.train.precision, runs["both"].test_metrics["NDCG@10"]) == ("bf16", 0.3)
     assert (runs["fp32 only"].config.train.precision, runs["fp32 only"].test_metrics["NDCG@10"]) == ("fp32", 0.2)
     assert runs["neither"] is None
+    # train_missing trains only the run stored at neither precision, at its own
+    from emkd_lib import runs as runs_module
+    trained = []
+    monkeypatch.setattr(runs_module, "run_or_load", lambda config, device=None: trained.append(config) or "trained")
+    runs = budget_results(grid, train_missing=True)
+    assert trained == [grid["neither"]] and runs["neither"] == "trained"
+    assert runs["fp32 only"].test_metrics["NDCG@10"] == 0.2
