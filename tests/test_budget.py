@@ -52,6 +52,16 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
                       ("k7", config("beauty", "gru4rec", "bf16"), None)]}
     c = budget.budget_table(chapters, bf16_speedup={"emkd": 1.6}).loc["c"]
     assert c["estimated CPU-hours to go"] == pytest.approx(1.0 + 2.0 / 1.6 + 0.25) and c["not priced"] == 0
+    # fp32 runs beside bf16 ones only (the fallback on a CPU without bf16 units): at
+    # the bf16 median times the speed-up, the encoder's own where one was measured
+    chapters = {"f": [("k1", config("beauty", "emkd", "bf16"), run("k1", 3600)),
+                      ("k2", config("beauty", "emkd"), None),
+                      ("k3", config("beauty", "emkd", "bf16", encoder="sasrec"), run("k3", 1800)),
+                      ("k4", config("beauty", "emkd", encoder="sasrec"), None),
+                      ("k5", config("beauty", "gru4rec", "bf16"), run("k5", 900)),
+                      ("k6", config("beauty", "gru4rec"), None)]}
+    f = budget.budget_table(chapters, bf16_speedup={"emkd": 1.6, "emkd-sasrec": 1.2}).loc["f"]
+    assert f["estimated CPU-hours to go"] == pytest.approx(1.0 * 1.6 + 0.5 * 1.2 + 0.25) and f["not priced"] == 0
 
     # a sweep capped at 2 epochs costs 2 of its neighbours' 10 epochs; another
     # encoder or user sample has no neighbour, so it is not priced

@@ -240,6 +240,15 @@ def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_
     newer.write_text(loaded.read_text().replace("2.27x", "1.90x"))
     assert perf.latest_bf16_speedups([newer, idle, loaded]) == {"sasrec": 1.90}
     assert perf.latest_bf16_speedups([idle]) == {}
+    # a newer file from a CPU without bf16 units (bf16 matmuls slower than fp32) prices nothing
+    no_units = tmp_path / "measured-d.txt"
+    no_units.write_text(newer.read_text().replace("1.90x", "0.08x").replace(
+        "peak: 50.0 GFLOP/s", "peak: 43.2 GFLOP/s; bf16: 0.1 GFLOP/s (not faster than fp32 here: training stays fp32)"))
+    assert perf.bf16_speedups([no_units])["bf16 speed-up"].tolist() == [0.08]
+    assert perf.latest_bf16_speedups([newer, idle, loaded, no_units]) == {"sasrec": 1.90}
+    with_units = tmp_path / "measured-e.txt"
+    with_units.write_text(no_units.read_text().replace("bf16: 0.1 GFLOP/s", "bf16: 90.0 GFLOP/s"))
+    assert perf.latest_bf16_speedups([newer, no_units, with_units]) == {"sasrec": 0.08}
 
 
 def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path, profile_file):

@@ -177,10 +177,19 @@ def bf16_speedups(paths) -> pd.DataFrame:
 
 
 def latest_bf16_speedups(paths) -> dict[str, float]:
-    """method -> its bf16 speed-up in the newest of the ``bf16_speedups`` files."""
+    """method -> its bf16 speed-up in the newest of the ``bf16_speedups``
+    files measured where bf16 is what runs train in: a file whose measured
+    bf16 matmul peak is not above its fp32 peak (a CPU without bf16 units,
+    where a bf16 step is several times slower and runs fall back to fp32,
+    ``studies.emkd.FALLBACK_PRECISION``) prices no bf16 run and is passed over;
+    one that predates the bf16 peak line is kept."""
     table = bf16_speedups(paths)
     if "bf16 speed-up" not in table:
         return {}
+    lines = benchmark_table(paths)
+    peaks = lines.groupby("file")[["peak GFLOP/s", "bf16 peak GFLOP/s"]].first() if "file" in lines else None
+    no_bf16_units = set() if peaks is None else set(peaks.index[peaks["bf16 peak GFLOP/s"] <= peaks["peak GFLOP/s"]])
+    table = table[~table["file"].isin(no_bf16_units)]
     return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
 
 
