@@ -210,10 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _grid_configs(args, settings=None) -> list:
     """The configs ``grid`` trains: this shard's, at ``--precision`` where
     given, only the checkpointed ones with ``--checkpointed-only``."""
-    if not (args.precision or getattr(args, "checkpointed_only", False)):
+    checkpointed_only = getattr(args, "checkpointed_only", False)
+    if not (args.precision or checkpointed_only):
         return [config for _, config in _grid_items(args)]
     rows = [row for _, row in _grid_rows(args, settings)]
-    if getattr(args, "checkpointed_only", False):
+    if checkpointed_only:
         rows = [row for row in rows if row["status"] == "checkpointed"]
     return [row["config"] for row in rows]
 

@@ -39,9 +39,11 @@ def _check_shape(function: str, name: str, tensor: torch.Tensor, expected) -> No
 def _check_targets(function: str, targets: torch.Tensor, n_classes: int) -> None:
     """Targets outside [0, n_classes) are an error: indexing with a negative
     target would silently read the last column (``F.cross_entropy`` refuses it)."""
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n_classes):
-        raise ValueError(f"{function}: targets must lie in [0, {n_classes}), got values from "
-                         f"{int(targets.min())} to {int(targets.max())}")
+    if not targets.numel():
+        return
+    low, high = (int(t) for t in torch.aminmax(targets))   # one pass (and one device sync)
+    if low < 0 or high >= n_classes:
+        raise ValueError(f"{function}: targets must lie in [0, {n_classes}), got values from {low} to {high}")
 
 
 def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor,

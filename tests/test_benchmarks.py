@@ -49,27 +49,31 @@ def test_train_throughput_smoke(scripts, capsys):
 
 
 def test_the_matmul_peak_is_the_best_call_after_a_warm_up_or_one_slow_call(scripts, monkeypatch):
-    """A fake clock in which every matmul takes ``step`` seconds: a fast
-    first call is a warm-up followed by ``repeats`` timed calls; a first call
-    over ``slow_seconds`` is the only one (a bf16 matmul without bf16 units)."""
+    """A fake clock in which the matmuls take the given seconds, one after
+    the other: a fast first call is a warm-up (not counted, even when it is
+    the fastest) followed by ``repeats`` timed calls, of which the fastest
+    counts; a first call over ``slow_seconds`` is the only one (a bf16
+    matmul without bf16 units)."""
     throughput, _ = scripts
 
     class Clock:
-        def __init__(self, step):
-            self.step, self.now, self.reads = step, 0.0, 0
+        def __init__(self, seconds):
+            self.seconds, self.now, self.reads = list(seconds), 0.0, 0
 
         def perf_counter(self):
+            # reads come in pairs around a call: the second of a pair adds the call's seconds
             self.reads += 1
-            self.now += self.step        # from the read before a call to the one after it: ``step``
+            if self.reads % 2 == 0:
+                self.now += self.seconds[self.reads // 2 - 1]
             return self.now
 
     n = 16
-    for step, calls in ((1.0, 1 + 4), (6.0, 1)):
-        clock = Clock(step)
+    for seconds, calls, best in (((0.5, 3.0, 2.0, 4.0, 2.5), 5, 2.0), ((6.0, 1.0, 1.0, 1.0, 1.0), 1, 6.0)):
+        clock = Clock(seconds)
         monkeypatch.setattr(throughput, "time", clock)
         peak = throughput.measured_matmul_peak(throughput.torch.device("cpu"), n=n, repeats=4, slow_seconds=5.0)
         assert clock.reads == 2 * calls
-        assert peak == pytest.approx(2 * n**3 / step / 1e9)
+        assert peak == pytest.approx(2 * n**3 / best / 1e9)
 
 
 def test_train_throughput_times_the_compiled_model_from_the_same_weights(scripts, capsys):

@@ -62,6 +62,11 @@ def test_budget_table_counts_shared_runs_once_and_prices_missing_ones_by_method_
                       ("k6", config("beauty", "gru4rec"), None)]}
     f = budget.budget_table(chapters, bf16_speedup={"emkd": 1.6, "emkd-sasrec": 1.2}).loc["f"]
     assert f["estimated CPU-hours to go"] == pytest.approx(1.0 * 1.6 + 0.5 * 1.2 + 0.25) and f["not priced"] == 0
+    # and the other way, bf16 runs beside fp32 ones only, by the encoder's own speed-up too
+    chapters = {"g": [("k1", config("beauty", "emkd", encoder="sasrec"), run("k1", 3600)),
+                      ("k2", config("beauty", "emkd", "bf16", encoder="sasrec"), None)]}
+    g = budget.budget_table(chapters, bf16_speedup={"emkd": 1.6, "emkd-sasrec": 1.2}).loc["g"]
+    assert g["estimated CPU-hours to go"] == pytest.approx(1.0 / 1.2)
 
     # a sweep capped at 2 epochs costs 2 of its neighbours' 10 epochs; another
     # encoder or user sample has no neighbour, so it is not priced

@@ -284,6 +284,14 @@ def test_grid_plan_lists_stored_checkpointed_and_missing_runs_and_prices_what_is
     assert not (env / "cache" / "locks").exists()   # nothing was trained, no lock taken
 
 
+def test_grid_plan_of_a_shard_with_no_runs_says_so(env, capsys):
+    """A shard past the grid's runs (2 runs, shard 3 of 4) is an empty plan, not an error."""
+    argv = ["grid", "baselines", "--profile", "smoke", "--datasets", "beauty", "--methods", "gru4rec",
+            "--seeds", "0", "1", "--shard", "3/4", "--plan"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("0 runs: 0 stored, 0 checkpointed, 0 not started")
+
+
 @needs_dataset('beauty')
 def test_grid_checkpointed_only_resumes_the_half_done_runs_and_starts_nothing_new(env, monkeypatch):
     seen = []

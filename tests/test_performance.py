@@ -249,6 +249,9 @@ def test_a_measurement_under_load_is_shown_but_not_counted_against_a_target(tmp_
     with_units = tmp_path / "measured-e.txt"
     with_units.write_text(no_units.read_text().replace("bf16: 0.1 GFLOP/s", "bf16: 90.0 GFLOP/s"))
     assert perf.latest_bf16_speedups([newer, no_units, with_units]) == {"sasrec": 0.08}
+    as_fast = tmp_path / "measured-f.txt"     # not above the fp32 peak either
+    as_fast.write_text(no_units.read_text().replace("bf16: 0.1 GFLOP/s", "bf16: 43.2 GFLOP/s"))
+    assert perf.latest_bf16_speedups([newer, as_fast]) == {"sasrec": 1.90}
 
 
 def test_performance_found_reads_every_table_and_skips_the_missing_ones(tmp_path, profile_file):

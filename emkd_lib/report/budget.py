@@ -61,13 +61,15 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     not trained yet (``budget_table``, ``grid --plan``; look it up with
     ``price_of``, which caps the epochs at the run's own cap). Where a group
     has fp32 runs stored but no bf16 run, its bf16 runs are priced at the fp32
-    rate over the measured bf16 speed-up (``bf16_speedup``: benchmark label,
-    "emkd-sasrec" for EMKD on SASRec networks, else method -> factor), or at
-    the fp32 rate itself (an upper bound) where none was measured. Where it
-    has bf16 runs but no fp32 run, its fp32 runs are priced at the bf16 rate
-    times that speed-up: fp32 on the machine that measured it. Runs fall back
-    to fp32 on CPUs without bf16 units (``studies.emkd.FALLBACK_PRECISION``),
-    which can be slower in fp32 too, so that price is a lower bound."""
+    rate over the measured bf16 speed-up (``bf16_speedup``: benchmark label
+    -> factor; the method on another encoder, "emkd-gru4rec", where that
+    was measured, else the method, "emkd"), or at the fp32 rate itself (an
+    upper bound) where none was measured. Where it has bf16 runs but no fp32
+    run, its fp32 runs are priced at the bf16 rate times that speed-up: fp32
+    on the machine that measured it. Runs fall back to fp32 on CPUs without
+    bf16 units (``studies.emkd.FALLBACK_PRECISION``), which can be slower in
+    fp32 too, so that price is a lower bound. Either way such a price is the
+    group's own, not a proxy (``work_prices``)."""
     price = _median_rates(runs, _price_group, lambda config: 1.0)
     speedups = bf16_speedup or {}
     for group, found in list(price.items()):

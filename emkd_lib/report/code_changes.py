@@ -14,9 +14,11 @@ Since 0dacc9d EMKD's masked item prediction has a hand-written gradient
 (``losses._ItemCrossEntropy``): the same loss, its gradient equal to
 autograd's only to within rounding, so an EMKD run trained across that
 commit would not replay either. No stored run straddles it, and every EMKD
-run trained since is an fp32 run beside bf16 ones, which
-``other_draws_found`` names by its precision
-(tests/test_code_changes.py checks both against the history).
+run trained since is an fp32 run, which ``other_draws_found`` names by its
+precision beside the bf16 runs; the one fp32 EMKD run from before it is
+chapter 10's precision check (the fidelity table's ``FALLBACK_REFERENCE``
+row), whose difference from a later fp32 row holds this rounding too
+(tests/test_code_changes.py checks all three against the history).
 """
 from __future__ import annotations
 

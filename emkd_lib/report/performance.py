@@ -186,10 +186,9 @@ def latest_bf16_speedups(paths) -> dict[str, float]:
     table = bf16_speedups(paths)
     if "bf16 speed-up" not in table:
         return {}
-    lines = benchmark_table(paths)
-    peaks = lines.groupby("file")[["peak GFLOP/s", "bf16 peak GFLOP/s"]].first() if "file" in lines else None
-    no_bf16_units = set() if peaks is None else set(peaks.index[peaks["bf16 peak GFLOP/s"] <= peaks["peak GFLOP/s"]])
-    table = table[~table["file"].isin(no_bf16_units)]
+    lines = benchmark_table(paths)   # has rows: the speed-up lines follow result lines
+    slow = (lines["bf16 peak GFLOP/s"] <= lines["peak GFLOP/s"]).groupby(lines["file"]).any()   # NaN: False
+    table = table[~table["file"].isin(slow.index[slow])]
     return {row["method"]: row["bf16 speed-up"] for _, row in table.sort_values("file").iterrows()}
 
 
