@@ -341,7 +341,8 @@ def test_every_subcommand_of_the_parser_has_its_function_and_no_other():
     assert set(cli.COMMANDS) == set(sub.choices)
 
 
-def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_their_own_precision_at_it(env, monkeypatch):
+def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_their_own_precision_at_it(
+        env, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, **kwargs: seen.extend(configs) or {})
     kept = profile_config("smoke", "beauty", "gru4rec", seed=0)
@@ -358,6 +359,12 @@ def test_grid_precision_trains_only_the_runs_neither_stored_nor_checkpointed_at_
     seen.clear()
     assert cli.main([*argv, "--precision", "bf16", "--checkpointed-only"]) == 0
     assert seen == [half_done, twin]
+    # the plan reads the same rows: each run where it stands at the precision it would train at
+    capsys.readouterr()
+    assert cli.main([*argv, "--precision", "bf16", "--plan"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[:4]] == ["stored", "checkpointed", "not", "checkpointed"]
+    assert lines[-1].startswith("4 runs: 1 stored, 2 checkpointed, 1 not started")
 
 
 def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env, monkeypatch):
