@@ -102,16 +102,17 @@ def test_no_stored_emkd_run_straddles_the_hand_written_item_cross_entropy_and_th
     from emkd_lib.runs import key_of
     from emkd_lib.studies.baselines import precision_grid
     precision_check = {key_of(c) for c in precision_grid("cpu").values()}
+    from emkd_lib.store import is_ensemble, result_from_record, served_records
+    records, _ = served_records(REPO_ROOT / "results")
+    runs = [result_from_record(path, record) for path, record in records.items() if not is_ensemble(record)]
     checked = 0
-    for record in _stored_records():
-        if record.get("config", {}).get("method") != "emkd":   # ensemble evaluations hold no config
-            continue
-        after = {_has_change(HAND_WRITTEN_ITEM_CE, c) for c in _commits(record)}
-        assert len(after) == 1, f"{record['key']} was trained across {HAND_WRITTEN_ITEM_CE[:7]}"
-        fp32 = record["config"]["train"].get("precision", "fp32") == "fp32"   # records before the option: fp32
+    for run in (r for r in runs if r.config.method == "emkd"):
+        after = {_has_change(HAND_WRITTEN_ITEM_CE, c) for c in run_commits(run)}
+        assert len(after) == 1, f"{run.key} was trained across {HAND_WRITTEN_ITEM_CE[:7]}"
+        fp32 = run.config.train.precision == "fp32"
         if after == {True}:
-            assert fp32, record["key"]
+            assert fp32, run.key
         elif fp32:
-            assert record["key"] in precision_check, record["key"]
+            assert run.key in precision_check, run.key
         checked += 1
     assert checked, "no stored EMKD run to check"
