@@ -24,19 +24,18 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import load_note, parse_override, prepared, time_training  # noqa: E402
+from train_throughput import parse_override, prepared, print_header, time_training  # noqa: E402
 
 from emkd_lib import losses  # noqa: E402
 from emkd_lib.methods import parse_method  # noqa: E402
 from emkd_lib.profiles import profile_config  # noqa: E402
-from emkd_lib.store import machine_name  # noqa: E402
 
 
 def autograd_item_prediction_loss(logits, targets, weights=None):
     """The library's masked item prediction before the hand-written gradient."""
     N, P, V = logits.shape
     ce = F.cross_entropy(logits.reshape(N * P, V), targets.repeat(N), reduction="none").view(N, P)
-    return (ce * losses._position_weights(weights, P, ce, "masked_item_prediction_loss")).sum()
+    return (ce * losses._position_weights(weights, P, ce.dtype, ce.device, "masked_item_prediction_loss")).sum()
 
 
 def main(argv=None) -> dict:
@@ -51,9 +50,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    if note := load_note():
-        print(note)
-    print(f"machine: {machine_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print_header(device)
     fused = losses.masked_item_prediction_loss
     versions = (("autograd", autograd_item_prediction_loss), ("hand-written", fused))
     speedups = {}

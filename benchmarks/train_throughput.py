@@ -151,12 +151,17 @@ def load_note() -> str:
     return ""
 
 
-def print_machine(device: torch.device, peak_size: int, peak_repeats: int) -> float:
-    """Print the machine and its measured peaks; returns the fp32 peak in GFLOP/s."""
+def print_header(device: torch.device) -> None:
+    """Print the benchmark's note (if any) and the machine, torch and threads."""
     note = load_note()
     if note:
         print(note)
     print(f"machine: {machine_name(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+
+
+def print_machine(device: torch.device, peak_size: int, peak_repeats: int) -> float:
+    """Print the machine and its measured peaks; returns the fp32 peak in GFLOP/s."""
+    print_header(device)
     if device.type == "cpu":
         flags = cpu_bf16_flags()
         print(f"cpu model: {cpu_model()}; {os.cpu_count()} logical CPUs; bf16 features: {', '.join(flags) or 'none'}")

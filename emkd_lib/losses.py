@@ -46,12 +46,12 @@ def _check_targets(function: str, targets: torch.Tensor, n_classes: int) -> None
         raise ValueError(f"{function}: targets must lie in [0, {n_classes}), got values from {low} to {high}")
 
 
-def _position_weights(weights: torch.Tensor | None, n_positions: int, like: torch.Tensor,
-                      function: str) -> torch.Tensor:
+def _position_weights(weights: torch.Tensor | None, n_positions: int, dtype: torch.dtype,
+                      device: torch.device, function: str) -> torch.Tensor:
     if weights is None:
-        return like.new_full((n_positions,), 1.0 / max(n_positions, 1))
+        return torch.full((n_positions,), 1.0 / max(n_positions, 1), dtype=dtype, device=device)
     _check_shape(function, "weights", weights, (n_positions,))
-    return weights.to(like.dtype)
+    return weights.to(dtype)
 
 
 def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
@@ -76,7 +76,7 @@ def masked_item_prediction_loss(logits: torch.Tensor, targets: torch.Tensor,
     N, P, V = logits.shape
     _check_shape("masked_item_prediction_loss", "targets", targets, (P,))
     _check_targets("masked_item_prediction_loss", targets, V)
-    weights = _position_weights(weights, P, logits.new_empty(0, dtype=_at_least_fp32(logits.dtype)),
+    weights = _position_weights(weights, P, _at_least_fp32(logits.dtype), logits.device,
                                 "masked_item_prediction_loss")
     return _ItemCrossEntropy.apply(logits, targets, weights)
 
@@ -255,7 +255,7 @@ def distillation_loss(logits: torch.Tensor, temperature: float, detach_teacher: 
       i.e. half the ordered sum; the public code uses it with ``detach_teacher``.
     """
     N, P, _ = logits.shape
-    weights = _position_weights(weights, P, logits, "distillation_loss")
+    weights = _position_weights(weights, P, logits.dtype, logits.device, "distillation_loss")
     # Chunks pay on a CPU's caches; on a GPU each chunk is a dozen kernel launches.
     rows = KD_CHUNK_POSITIONS if logits.device.type == "cpu" else max(P, 1)
     loss = _MutualKL.apply(logits, weights, float(temperature), bool(detach_teacher), rows)
@@ -359,7 +359,7 @@ def chunked_item_losses(projected: torch.Tensor, weight: torch.Tensor, bias: tor
     N, P, _ = projected.shape
     _check_shape("chunked_item_losses", "targets", targets, (P,))
     _check_shape("chunked_item_losses", "bias", bias, weight.shape[:2])
-    weights = _position_weights(weights, P, projected.new_empty(0, dtype=dtype), "chunked_item_losses")
+    weights = _position_weights(weights, P, dtype, projected.device, "chunked_item_losses")
     mip, kd = _ChunkedItemLosses.apply(projected, weight, bias, targets, weights, float(temperature),
                                        bool(detach_teacher), bool(with_kd), chunk)
     return mip, 0.5 * kd if symmetric else kd
