@@ -222,6 +222,5 @@ class RunConfig:
 
     def label(self) -> str:
         """Short name for files and progress bars: method, encoder if not its own, profile, seed."""
-        own = self.spec.encoders[0]
-        method = self.method if self.encoder == own else f"{self.method}-{self.encoder}"
-        return f"{method}-{self.profile}-seed{self.seed}"
+        from .methods import method_name
+        return f"{method_name(self.method, self.encoder)}-{self.profile}-seed{self.seed}"

@@ -30,6 +30,11 @@ def parse_method(name: str) -> tuple[str, str | None]:
     return method_spec(name).name, None
 
 
+def method_name(method: str, encoder: str) -> str:
+    """``parse_method``'s inverse: ``"emkd"`` on its own encoder, else ``"emkd-sasrec"``."""
+    return method if encoder == method_spec(method).encoders[0] else f"{method}-{encoder}"
+
+
 def build_method(config, dataset):
     """``(model, Recipe)`` of a run config on a dataset."""
     model, recipe = method_spec(config.method).build(config, dataset)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..batching import training_batches
+from ..methods import method_name
 from ..runs import key_of, results_for
 
 
@@ -73,7 +74,7 @@ def run_prices(runs, bf16_speedup: dict[str, float] | None = None) -> dict[Price
     price = _median_rates(runs, _price_group, lambda config: 1.0)
     speedups = bf16_speedup or {}
     for group, found in list(price.items()):
-        speedup = speedups.get(f"{group.method}-{group.encoder}", speedups.get(group.method, 1.0))
+        speedup = speedups.get(method_name(group.method, group.encoder), speedups.get(group.method, 1.0))
         if group.precision == "fp32":
             price.setdefault(group._replace(precision="bf16"), found._replace(per_epoch=found.per_epoch / speedup))
         elif group.precision == "bf16":
