@@ -102,9 +102,13 @@ main() {
   # campaign's last EMKD runs whatever CPU a session draws, and no bf16 run
   # trained beside an fp32 twin already stored. Only the grids whose chapters
   # read a run at bf16, else its fp32 twin (studies.emkd.budget_results: the
-  # fidelity table, Figure 4), take the flag; the others are complete in bf16.
+  # fidelity table, Figure 4; the library's list, studies.FALLBACK_GRIDS, which
+  # the budget also reads), take the flag; the others are complete in bf16.
+  fallback=$("$repo/.venv/bin/python" -c "from emkd_lib.studies import FALLBACK_GRIDS; print(*FALLBACK_GRIDS)") || exit 1
   for i in "${!steps[@]}"; do
-    case ${steps[$i]} in "grid emkd-fidelity"*|"grid emkd-encoders"*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
+    for name in $fallback; do
+      case ${steps[$i]} in "grid $name"|"grid $name "*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
+    done
   done
 
   # First resume, in the queue's order, every run a session left half done (a

@@ -385,3 +385,29 @@ def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env, 
     runs = budget_results(grid, train_missing=True)
     assert trained == [grid["neither"]] and runs["neither"] == "trained"
     assert runs["fp32 only"].test_metrics["NDCG@10"] == 0.2
+
+
+def test_the_campaign_view_of_a_fallback_grid_counts_and_prices_fp32_twins(env, monkeypatch):
+    """The budget reads a fallback grid as the campaign trains it: a run
+    stored at its own precision as itself, any other as its fp32 twin, stored
+    (its hours counted) or still to train (priced at fp32's rate)."""
+    from emkd_lib import studies
+    from emkd_lib.report.budget import study_budget
+    from emkd_lib.studies.emkd import as_the_campaign_trains, at_precision
+    grid = {k: at_precision(profile_config("smoke", "beauty", "gru4rec", seed=s), "bf16")
+            for k, s in (("bf16", 0), ("fp32 twin", 1), ("neither", 2))}
+    store_stub_run(grid["bf16"], 0.3, train_seconds=7200.0)
+    store_stub_run(at_precision(grid["fp32 twin"], "fp32"), 0.2, train_seconds=3600.0)
+    trains = as_the_campaign_trains(grid)
+    assert [c.train.precision for c in trains.values()] == ["bf16", "fp32", "fp32"]
+    assert trains["bf16"] == grid["bf16"] and trains["neither"] == at_precision(grid["neither"], "fp32")
+    budget = study_budget({"chapter": [trains]})
+    assert budget.loc["chapter", "stored"] == 2 and budget.loc["chapter", "not stored yet"] == 1
+    # the missing run is priced from the stored fp32 run (1 CPU-hour), not the bf16 one (2)
+    assert budget.loc["chapter", "CPU-hours (new runs)"] == pytest.approx(3.0)
+    assert budget.loc["chapter", "estimated CPU-hours to go"] == pytest.approx(1.0)
+    # campaign_grid applies the view to the library's fallback grids only
+    monkeypatch.setitem(studies.GRIDS, "fallback-like", lambda profile: grid)
+    assert studies.campaign_grid("fallback-like", "smoke") == grid
+    monkeypatch.setattr(studies, "FALLBACK_GRIDS", ("fallback-like",))
+    assert studies.campaign_grid("fallback-like", "smoke") == trains

@@ -12,6 +12,7 @@ import helpers
 from emkd_lib.evaluation import metrics_from_ranks
 from emkd_lib.profiles import profile_config
 from emkd_lib.report import (ablation_table, ensemble_gain_table, grouped_ablation_table, mean_differences_over_seeds, method_label,
+                             runs_by_method_and_seed,
                              per_seed_table, significance_table, significant_changes, stopping_table)
 from emkd_lib.store import RunResult
 from emkd_lib.studies.emkd import ABLATIONS, ablation_grid, depth_grid
@@ -176,6 +177,16 @@ def test_per_seed_table_keeps_each_seed_and_compares_means_with_the_pooled_std()
         f"pooled seed standard deviation ({np.std(emkd, ddof=1):.4f})"]
     assert mean_differences_over_seeds(table, "one seed") == [
         "one seed has fewer than two seeds stored: no comparison of means over seeds yet"]
+
+
+def test_runs_by_method_and_seed_groups_a_grid_by_its_configs_not_its_keys():
+    grid = {(d, m, s): profile_config("cpu", d, m, seed=s) for d in ("beauty",) for s in (0, 1) for m in ("sasrec", "emkd")}
+    runs = {key: (fake_run([0] * 5, key[1], seed=key[2]) if key != ("beauty", "emkd", 1) else None) for key in grid}
+    by_method = runs_by_method_and_seed(grid, runs)
+    assert list(by_method) == [method_label(grid[("beauty", "sasrec", 0)]), method_label(grid[("beauty", "emkd", 0)])]
+    assert by_method["EMKD"] == {0: runs[("beauty", "emkd", 0)], 1: None}
+    assert by_method["SASRec"][1] is runs[("beauty", "sasrec", 1)]
+    assert per_seed_table(by_method).loc["EMKD", "seeds"] == 1
 
 
 def test_significance_table_with_a_reference_compares_it_with_every_other_method():

@@ -907,7 +907,9 @@ def benchmark_source(path) -> str:
 
 def stored_runs(grid_names, profile: str) -> list:
     """Every stored result of the named grids (``studies.GRIDS``) under
-    ``profile``, each once (a run in two grids is one run), in the grids' order."""
-    from ..studies import GRIDS
+    ``profile``, as the campaign trains them (``studies.campaign_grid``: a
+    run's fp32 twin where it has one), each once (a run in two grids is one
+    run), in the grids' order."""
+    from ..studies import campaign_grid
     return list({r.key: r for name in grid_names
-                 for r in results_for(GRIDS[name](profile)).values() if r is not None}.values())
+                 for r in results_for(campaign_grid(name, profile)).values() if r is not None}.values())

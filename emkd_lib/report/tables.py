@@ -85,6 +85,16 @@ def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "varia
     return pd.DataFrame(rows).set_index(index_name)
 
 
+def runs_by_method_and_seed(grid: dict, runs: dict) -> dict[str, dict[int, object]]:
+    """``per_seed_table``'s ``runs`` from a grid of one dataset (key ->
+    config) and its results (key -> run or ``None``): method label (as the
+    tables name it) -> seed -> run, in the grid's order."""
+    by_method: dict[str, dict[int, object]] = {}
+    for key, config in grid.items():
+        by_method.setdefault(method_label(config), {})[config.seed] = runs[key]
+    return by_method
+
+
 def mean_differences_over_seeds(table: pd.DataFrame, reference: str) -> list[str]:
     """For each row of a ``per_seed_table`` with two or more seeds, a line
     with its mean minus the ``reference`` row's mean and whether that

@@ -32,4 +32,17 @@ CHAPTER_GRIDS = {
     "10 performance": ("precision",),
 }
 
-__all__ = ["CHAPTER_GRIDS", "GRIDS", "baselines", "emkd", "odmt", "patience", "s4rec"]
+# The grids whose chapters read each run at its own precision, else its
+# fp32 twin (``emkd.budget_results``), and whose missing runs the campaign
+# trains in fp32 on every machine (scripts/queue.sh reads this list).
+FALLBACK_GRIDS = ("emkd-fidelity", "emkd-encoders")
+
+
+def campaign_grid(name: str, profile: str) -> dict:
+    """``GRIDS[name](profile)`` as the campaign trains it: a grid of
+    ``FALLBACK_GRIDS`` with its missing runs at the fallback precision."""
+    grid = GRIDS[name](profile)
+    return emkd.as_the_campaign_trains(grid) if name in FALLBACK_GRIDS else grid
+
+
+__all__ = ["CHAPTER_GRIDS", "FALLBACK_GRIDS", "GRIDS", "campaign_grid", "baselines", "emkd", "odmt", "patience", "s4rec"]

@@ -123,6 +123,15 @@ def budget_results(grid: dict, train_missing: bool = False, device: str | None =
     return runs
 
 
+def as_the_campaign_trains(grid: dict) -> dict:
+    """``grid`` (key -> config at ``BUDGET_PRECISION``) with each run that is
+    not stored at its own precision replaced by its ``FALLBACK_PRECISION``
+    twin, stored or not: the configs ``budget_results`` reads and the
+    campaign trains (``grid --precision fp32``), which the budget prices."""
+    runs = results_for(grid)
+    return {k: c if runs[k] is not None else at_precision(c, FALLBACK_PRECISION) for k, c in grid.items()}
+
+
 def main_grid(profile: str, datasets=("beauty", "toys", "ml-1m"), seeds=(0,)) -> dict:
     """Table 3's EMKD runs: ``(dataset, seed) -> config``, under ``BUDGET_PRECISION``."""
     return {(d, s): _at_budget_precision(profile, emkd_variant(profile, d, s)) for d in datasets for s in seeds}
