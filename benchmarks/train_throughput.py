@@ -57,7 +57,7 @@ from torch import nn
 from emkd_lib.batching import length_bucketed_batches
 from emkd_lib.config import RunConfig, TrainConfig
 from emkd_lib.flops import forward_macs
-from emkd_lib.methods import build_method, parse_method
+from emkd_lib.methods import build_method, method_name, parse_method
 from emkd_lib.models.ensemble import EnsembleBERT4Rec
 from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
@@ -84,8 +84,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def config_label(config: RunConfig) -> str:
-    own = config.spec.encoders[0]
-    return config.method if config.encoder == own else f"{config.method}-{config.encoder}"
+    return method_name(config.method, config.encoder)
 
 
 # ---- the machine ---------------------------------------------------------------

@@ -102,9 +102,11 @@ main() {
   # campaign's last EMKD runs whatever CPU a session draws, and no bf16 run
   # trained beside an fp32 twin already stored. Only the grids whose chapters
   # read a run at bf16, else its fp32 twin (studies.emkd.budget_results: the
-  # fidelity table, Figure 4; the library's list, studies.FALLBACK_GRIDS, which
-  # the budget also reads), take the flag; the others are complete in bf16.
-  fallback=$("$repo/.venv/bin/python" -c "from emkd_lib.studies import FALLBACK_GRIDS; print(*FALLBACK_GRIDS)") || exit 1
+  # fidelity table, Figure 4: studies.FALLBACK_GRIDS, the list the budget
+  # reads too) take the flag; the others are complete in bf16. The list is
+  # read from this checkout when the queue starts, not from CAMPAIGN_COMMIT.
+  fallback=$("$repo/.venv/bin/python" -c "from emkd_lib.studies import FALLBACK_GRIDS; print(*FALLBACK_GRIDS)") ||
+    { echo "queue.sh: could not read studies.FALLBACK_GRIDS from $repo" >&2; exit 1; }
   for i in "${!steps[@]}"; do
     for name in $fallback; do
       case ${steps[$i]} in "grid $name"|"grid $name "*) steps[$i]="${steps[$i]} --precision fp32" ;; esac

@@ -411,3 +411,10 @@ def test_the_campaign_view_of_a_fallback_grid_counts_and_prices_fp32_twins(env, 
     assert studies.campaign_grid("fallback-like", "smoke") == grid
     monkeypatch.setattr(studies, "FALLBACK_GRIDS", ("fallback-like",))
     assert studies.campaign_grid("fallback-like", "smoke") == trains
+
+
+def test_the_fallback_grids_are_grids():
+    """scripts/queue.sh and the budget match these names against grid names:
+    a misspelt one would match nothing, silently."""
+    from emkd_lib import studies
+    assert studies.FALLBACK_GRIDS and set(studies.FALLBACK_GRIDS) <= set(studies.GRIDS)

@@ -187,6 +187,9 @@ def test_runs_by_method_and_seed_groups_a_grid_by_its_configs_not_its_keys():
     assert by_method["EMKD"] == {0: runs[("beauty", "emkd", 0)], 1: None}
     assert by_method["SASRec"][1] is runs[("beauty", "sasrec", 1)]
     assert per_seed_table(by_method).loc["EMKD", "seeds"] == 1
+    grid[("toys", "emkd", 0)] = profile_config("cpu", "toys", "emkd", seed=0)
+    with pytest.raises(ValueError, match="two runs of EMKD with seed 0 in one grid"):
+        runs_by_method_and_seed(grid, {**runs, ("toys", "emkd", 0): None})
 
 
 def test_significance_table_with_a_reference_compares_it_with_every_other_method():

@@ -30,9 +30,11 @@ def parse_method(name: str) -> tuple[str, str | None]:
     return method_spec(name).name, None
 
 
-def method_name(method: str, encoder: str) -> str:
-    """``parse_method``'s inverse: ``"emkd"`` on its own encoder, else ``"emkd-sasrec"``."""
-    return method if encoder == method_spec(method).encoders[0] else f"{method}-{encoder}"
+def method_name(method: str, encoder: str | None) -> str:
+    """``parse_method``'s inverse: ``"emkd"`` on its own encoder (or None),
+    else ``"emkd-sasrec"``."""
+    own = encoder is None or encoder == method_spec(method).encoders[0]
+    return method if own else f"{method}-{encoder}"
 
 
 def build_method(config, dataset):
@@ -43,4 +45,4 @@ def build_method(config, dataset):
     return model, recipe
 
 
-__all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_spec", "parse_method"]
+__all__ = ["METHODS", "LossTerms", "MethodSpec", "Recipe", "build_method", "method_name", "method_spec", "parse_method"]

@@ -88,10 +88,16 @@ def per_seed_table(runs: dict, metric: str = "NDCG@10", index_name: str = "varia
 def runs_by_method_and_seed(grid: dict, runs: dict) -> dict[str, dict[int, object]]:
     """``per_seed_table``'s ``runs`` from a grid of one dataset (key ->
     config) and its results (key -> run or ``None``): method label (as the
-    tables name it) -> seed -> run, in the grid's order."""
+    tables name it) -> seed -> run, in the grid's order. Two configs with
+    the same label and seed (two datasets, two precisions) are an error,
+    not one run silently kept."""
     by_method: dict[str, dict[int, object]] = {}
     for key, config in grid.items():
-        by_method.setdefault(method_label(config), {})[config.seed] = runs[key]
+        seeds = by_method.setdefault(method_label(config), {})
+        if config.seed in seeds:
+            raise ValueError(f"runs_by_method_and_seed: two runs of {method_label(config)} with seed {config.seed} "
+                             f"in one grid (key {key!r}); pass a grid of one dataset and one setting per method")
+        seeds[config.seed] = runs[key]
     return by_method
 
 

@@ -127,7 +127,10 @@ def as_the_campaign_trains(grid: dict) -> dict:
     """``grid`` (key -> config at ``BUDGET_PRECISION``) with each run that is
     not stored at its own precision replaced by its ``FALLBACK_PRECISION``
     twin, stored or not: the configs ``budget_results`` reads and the
-    campaign trains (``grid --precision fp32``), which the budget prices."""
+    campaign trains (``grid --precision fp32``), which the budget prices.
+    Checkpoints are not looked at: a run half trained at its own precision
+    (which ``grid --precision`` resumes at that precision) counts as its
+    twin still to train."""
     runs = results_for(grid)
     return {k: c if runs[k] is not None else at_precision(c, FALLBACK_PRECISION) for k, c in grid.items()}
 
