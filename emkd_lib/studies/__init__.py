@@ -45,4 +45,5 @@ def campaign_grid(name: str, profile: str) -> dict:
     return emkd.as_the_campaign_trains(grid) if name in FALLBACK_GRIDS else grid
 
 
-__all__ = ["CHAPTER_GRIDS", "FALLBACK_GRIDS", "GRIDS", "campaign_grid", "baselines", "emkd", "odmt", "patience", "s4rec"]
+__all__ = ["CHAPTER_GRIDS", "FALLBACK_GRIDS", "GRIDS", "campaign_grid",
+           "baselines", "emkd", "odmt", "patience", "s4rec"]
