@@ -79,13 +79,14 @@ main() {
               "grid s4rec-main --datasets ml-1m"  # ICLRec on ML-1M
               "grid s4rec-main --datasets sports"  # ICLRec on Sports: 5-6 hours, more than one session
               # then queue A's Figure 4 runs from the other end (each queue skips what the other holds):
-              # on a 3,000-user sample they fit beside an EMKD run of queue A. SASRec's (about 2 CPU-hours
-              # each) come before the patience checks (3-7 each), which finish only where a machine is
-              # handed back between sessions: the shortest runs first
+              # on a 3,000-user sample they fit beside an EMKD run of queue A. N = 2 first, so that every
+              # encoder has an ensemble beside it alone before any has three networks (chapter 04's
+              # order); then SASRec's (about 2 CPU-hours each) before the patience checks (3-7 each),
+              # which finish only where a machine is handed back between sessions: the shortest runs first
+              "grid emkd-encoders --networks 1 2"
               "grid emkd-encoders --networks 3 4 --methods sasrec"
               "grid s4rec-patience"               # the other still-rising baselines with patience 20
-              "grid emkd-encoders --networks 3 4"
-              "grid emkd-encoders --networks 1 2") ;;
+              "grid emkd-encoders --networks 3 4") ;;
     C) steps=("grid s4rec-equal-weights"             # one SASRec run, also last in queue B
               "grid emkd-encoders --networks 1 2"    # Figure 4 on its 3,000-user sample; queue A
               "grid emkd-encoders --networks 3 4") ;;  # skips what C holds, C what A holds
