@@ -104,13 +104,15 @@ main() {
   # trained beside an fp32 twin already stored. Only the grids whose chapters
   # read a run at bf16, else its fp32 twin (studies.emkd.budget_results: the
   # fidelity table, Figure 4: studies.FALLBACK_GRIDS, the list the budget
-  # reads too) take the flag; the others are complete in bf16. The list is
-  # read from this checkout when the queue starts, not from CAMPAIGN_COMMIT.
-  fallback=$("$repo/.venv/bin/python" -c "from emkd_lib.studies import FALLBACK_GRIDS; print(*FALLBACK_GRIDS)") ||
-    { echo "queue.sh: could not read studies.FALLBACK_GRIDS from $repo" >&2; exit 1; }
+  # reads too) take the flag, at studies.emkd.FALLBACK_PRECISION; the others
+  # are complete in bf16. Both are read from this checkout when the queue
+  # starts, not from CAMPAIGN_COMMIT.
+  read -r precision fallback < <("$repo/.venv/bin/python" -c "from emkd_lib.studies import FALLBACK_GRIDS, emkd
+print(emkd.FALLBACK_PRECISION, *FALLBACK_GRIDS)") && [ -n "${fallback:-}" ] ||
+    { echo "queue.sh: could not read studies.FALLBACK_GRIDS and FALLBACK_PRECISION from $repo" >&2; exit 1; }
   for i in "${!steps[@]}"; do
     for name in $fallback; do
-      case ${steps[$i]} in "grid $name"|"grid $name "*) steps[$i]="${steps[$i]} --precision fp32" ;; esac
+      case ${steps[$i]} in "grid $name"|"grid $name "*) steps[$i]="${steps[$i]} --precision $precision" ;; esac
     done
   done
 
