@@ -69,18 +69,18 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from emkd_lib import losses
 from emkd_lib.batching import length_bucketed_batches, pad_left
-from emkd_lib.methods import baselines, build_method
+from emkd_lib.methods import baselines, build_method, method_name, parse_method
 from emkd_lib.methods import emkd as emkd_method
 from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
 from emkd_lib.train import resolve_device
 
-# Reused from the throughput benchmark: method names, overrides, the machine header.
+# Reused from the throughput benchmark: overrides and the machine's note.
 try:
-    from train_throughput import config_label, load_note, parse_method, parse_override
+    from train_throughput import load_note, parse_override
 except ImportError:  # imported as benchmarks.step_profile
-    from benchmarks.train_throughput import config_label, load_note, parse_method, parse_override
+    from benchmarks.train_throughput import load_note, parse_override
 from emkd_lib.store import machine_name
 
 PARTS = {
@@ -403,7 +403,7 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
     if method == "emkd":
         shape += f", N={config.params.n_networks} networks, M={config.params.n_views} views"
     timed_items = np.mean([len(e) for batch in timed for e in batch])
-    print(f"\n{config_label(config)} {args.dataset} [{args.profile}]: {shape}; "
+    print(f"\n{method_name(config.method, config.encoder)} {args.dataset} [{args.profile}]: {shape}; "
           f"mean of {steps} step(s) after {warmup} warm-up step(s); {timed_items:.1f} items per sequence "
           f"in the timed batches, {lengths.mean():.1f} in the epoch")
     total = sum(parts.values())
@@ -425,7 +425,7 @@ def profile_method(name: str, args, device: torch.device, overrides: dict) -> di
         print(f"  operators by memory they allocate in one step (largest {args.nodes}; MiB in all, calls, MiB per call):")
         for op, (total_bytes, calls) in list(allocations.items())[:args.nodes]:
             print(f"      {op[:40]:40s} {total_bytes / 2**20:9.1f} {calls:6d} {total_bytes / 2**20 / calls:9.1f}")
-    return {"method": config_label(config), "parts_ms": parts, "backward_nodes_ms": nodes,
+    return {"method": method_name(config.method, config.encoder), "parts_ms": parts, "backward_nodes_ms": nodes,
             "total_ms": total, "wall_ms": wall_ms, "saved_bytes": dict(saved.bytes) if saved else None}
 
 

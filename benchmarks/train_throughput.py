@@ -83,10 +83,6 @@ def parse_override(text: str) -> tuple[str, object]:
         return key, value
 
 
-def config_label(config: RunConfig) -> str:
-    return method_name(config.method, config.encoder)
-
-
 # ---- the machine ---------------------------------------------------------------
 
 def _sync(device: torch.device) -> None:
@@ -302,7 +298,7 @@ def benchmark_method(name: str, args, device: torch.device, peak: float, overrid
               f"{bound}{rate:6.1f} GFLOP/s = {bound}{100 * rate / peak:4.1f}% of peak")
 
     seconds = time_training(model, recipe, examples, timed_examples, config.train, device, warmup)
-    label = config_label(config)
+    label = method_name(config.method, config.encoder)
     report(label, seconds)
     result = {"method": label, "seconds": seconds, "sequences": len(timed_examples),
               "sequences_per_s": len(timed_examples) / seconds, "useful_flops": flops}
