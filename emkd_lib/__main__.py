@@ -37,7 +37,7 @@ from .extras import MissingExtra
 from .parameters import DEVICE_NAMES, SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
-from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, run_grid, stored
+from .runs import add_analysis, as_trained_at, ensemble_run_or_load, execute, grid_progress, run_grid, stored
 from .store import (StoreError, code_commit, compare_stores, is_ensemble, result_from_record,
                     served_records)
 from .studies import GRIDS
@@ -244,19 +244,13 @@ def _grid_items(args) -> list[tuple]:
 
 
 def _grid_rows(args, settings=None) -> list[tuple]:
-    """``(grid key, grid_progress row)`` of this shard's runs. With
-    ``--precision`` a run stored or checkpointed at its own precision keeps
-    it (work already paid for is not redone); the others are looked up, and
-    trained, at the given one."""
+    """``(grid key, grid_progress row)`` of this shard's runs, with
+    ``--precision`` as ``runs.as_trained_at`` moves them."""
     items = _grid_items(args)
-    rows = grid_progress([config for _, config in items], settings)
+    configs = [config for _, config in items]
     if args.precision:
-        redo = [i for i, row in enumerate(rows)
-                if row["status"] == "not started" and row["config"].train.precision != args.precision]
-        at_precision = [rows[i]["config"].replace(train__precision=args.precision) for i in redo]
-        for i, row in zip(redo, grid_progress(at_precision, settings)):
-            rows[i] = row
-    return [(key, row) for (key, _), row in zip(items, rows)]
+        configs = as_trained_at(configs, args.precision, settings)
+    return [(key, row) for (key, _), row in zip(items, grid_progress(configs, settings))]
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:

@@ -437,6 +437,16 @@ def grid_progress(configs, settings=None) -> list[dict]:
     return rows
 
 
+def as_trained_at(configs, precision: str, settings=None) -> list:
+    """The configs that ``grid --precision`` trains: a run stored or
+    checkpointed at its own precision keeps it (work already paid for is
+    not redone), every other run is trained at ``precision``. The campaign
+    (``__main__``) and the study budget (``studies.emkd.as_the_campaign_trains``)
+    both read a grid through this."""
+    return [row["config"] if row["status"] != "not started" else row["config"].replace(train__precision=precision)
+            for row in grid_progress(configs, settings)]
+
+
 def ensembles_for(grid: dict, runs: dict, seeds, train_missing: bool = False, device: str | None = None) -> dict:
     """EMKD Table 1's ensembles: ``(dataset, method) -> EnsembleResult`` (or
     None where a member is missing) of the runs of ``seeds`` in a

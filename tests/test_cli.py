@@ -389,8 +389,9 @@ def test_budget_results_take_a_run_at_its_own_precision_else_its_fp32_twin(env, 
 
 def test_the_campaign_view_of_a_fallback_grid_counts_and_prices_fp32_twins(env, monkeypatch):
     """The budget reads a fallback grid as the campaign trains it: a run
-    stored at its own precision as itself, any other as its fp32 twin, stored
-    (its hours counted) or still to train (priced at fp32's rate)."""
+    stored or checkpointed at its own precision as itself, any other as its
+    fp32 twin, stored (its hours counted) or still to train (priced at
+    fp32's rate)."""
     from emkd_lib import studies
     from emkd_lib.report.budget import study_budget
     from emkd_lib.studies.emkd import as_the_campaign_trains, at_precision
@@ -401,6 +402,10 @@ def test_the_campaign_view_of_a_fallback_grid_counts_and_prices_fp32_twins(env, 
     trains = as_the_campaign_trains(grid)
     assert [c.train.precision for c in trains.values()] == ["bf16", "fp32", "fp32"]
     assert trains["bf16"] == grid["bf16"] and trains["neither"] == at_precision(grid["neither"], "fp32")
+    # a run half trained at its own precision is resumed at it by the campaign, so counted at it
+    half_done = at_precision(profile_config("smoke", "beauty", "gru4rec", seed=3), "bf16")
+    store_stub_checkpoint(half_done)
+    assert as_the_campaign_trains({"half done": half_done}) == {"half done": half_done}
     budget = study_budget({"chapter": [trains]})
     assert budget.loc["chapter", "stored"] == 2 and budget.loc["chapter", "not stored yet"] == 1
     # the missing run is priced from the stored fp32 run (1 CPU-hour), not the bf16 one (2)

@@ -20,7 +20,7 @@ from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 from ..report.quoted import SETTINGS_COMPARED
 from ..report.tables import ended_still_rising
-from ..runs import results_for, stored
+from ..runs import as_trained_at, results_for, stored
 from . import s4rec
 
 # Table 4: each row's change to the EMKD params of the profile, most telling rows first.
@@ -124,15 +124,12 @@ def budget_results(grid: dict, train_missing: bool = False, device: str | None =
 
 
 def as_the_campaign_trains(grid: dict) -> dict:
-    """``grid`` (key -> config at ``BUDGET_PRECISION``) with each run that is
-    not stored at its own precision replaced by its ``FALLBACK_PRECISION``
-    twin, stored or not: the configs ``budget_results`` reads and the
-    campaign trains (``grid --precision fp32``), which the budget prices.
-    Checkpoints are not looked at: a run half trained at its own precision
-    (which ``grid --precision`` resumes at that precision) counts as its
-    twin still to train."""
-    runs = results_for(grid)
-    return {k: c if runs[k] is not None else at_precision(c, FALLBACK_PRECISION) for k, c in grid.items()}
+    """``grid`` (key -> config at ``BUDGET_PRECISION``) as the campaign
+    trains it (``grid --precision fp32``, ``runs.as_trained_at``): a run
+    stored or checkpointed at its own precision as itself, every other one
+    as its ``FALLBACK_PRECISION`` twin, stored or not. The budget prices
+    these configs."""
+    return dict(zip(grid, as_trained_at(list(grid.values()), FALLBACK_PRECISION)))
 
 
 def main_grid(profile: str, datasets=("beauty", "toys", "ml-1m"), seeds=(0,)) -> dict:
