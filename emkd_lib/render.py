@@ -236,7 +236,7 @@ def _p_value_text(p: float) -> str:
 def _column_text(column, digits: int | None, whole: bool = False):
     """How a float column's cells read on the page: by what the column holds,
     judged from its label (the last level of a MultiIndex column): a change in
-    percent ("... %") to one decimal, a p-value ("p (...)", "p vs ...") as
+    percent ("... %") to one decimal, a p-value ("p", "p (...)", "p vs ...", "p A vs B ...") as
     three decimals or "<0.001", a ratio ("ratio ...") to three decimals (a
     verdict's 10% tolerance must be readable off it: 0.897 is below; a
     ratio of exactly 1 still reads 1.000), seconds ("... (s)") as whole
@@ -248,7 +248,7 @@ def _column_text(column, digits: int | None, whole: bool = False):
         return lambda x: float_text(x, None)
     if label.endswith("%"):
         return lambda x: f"{x:.1f}"
-    if label == "p" or label.startswith(("p (", "p vs ")):
+    if label == "p" or label.startswith("p "):
         return _p_value_text
     if label.startswith("ratio"):
         return lambda x: f"{x:.3f}"

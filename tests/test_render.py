@@ -192,10 +192,12 @@ def test_a_method_keeps_its_colour_in_every_panel_and_the_legend_names_every_met
 
 def test_changes_p_values_and_ratios_read_at_their_own_precision_on_the_page():
     df = pd.DataFrame({"NDCG@10": [0.03817, 0.04791], "change %": [10.52114, -20.1213],
-                       "p (Wilcoxon)": [0.00031, 0.41492], "ratio": [1.80751, 0.96694]})
+                       "p (Wilcoxon)": [0.00031, 0.41492], "ratio": [1.80751, 0.96694],
+                       "p S4Rec vs ICLRec": [0.00002, 0.0277]})
     html = render_table(df, digits=4).to_html()
-    for shown in ("0.0382", "10.5", "-20.1", "&lt;0.001", "0.415", "1.808", "0.967"):
+    for shown in ("0.0382", "10.5", "-20.1", "&lt;0.001", "0.415", "1.808", "0.967", "0.028"):
         assert f">{shown}</td>" in html, shown
+    assert html.count("&lt;0.001") == 2
     assert "10.5211" not in html and "0.0003" not in html
     assert "10.5211" in repr(render_table(df, digits=4))   # the text nbval compares keeps its digits
     near = render_table(pd.DataFrame({"p": [0.00981, 0.0104, 0.00951]}), digits=4).to_html()

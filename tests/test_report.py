@@ -654,22 +654,31 @@ def test_gains_beside_paper_and_gain_found_read_ours_and_the_quoted_csv(tmp_path
     assert gain_found(empty, sig.iloc[0:0], "Nope", "SASRec+LF") == ["Nope against SASRec+LF: not both run yet"]
 
 
-def test_curves_found_names_the_lowest_loss_and_the_best_tested_run():
+def test_curves_found_names_the_lowest_loss_the_best_validation_and_the_best_tested_run():
     from emkd_lib.report import curves_found
 
-    def run(losses, test):
-        return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": 0.1} for l in losses],
-                                     test_metrics={"HR@10": test})
+    def run(losses, valid, hits, users=200):
+        """``hits`` of ``users`` test users at rank 0, the rest at rank 50 (no HR@10)."""
+        ranks = np.where(np.arange(users) < hits, 0, 50)
+        return types.SimpleNamespace(history=[{"loss": l, "valid_ndcg10": v} for l, v in zip(losses, valid)],
+                                     test_metrics={"HR@10": hits / users}, test_ranks=ranks)
 
     # id ran one epoch longer: its loss is compared at epoch 2, where text stopped
-    runs = {"id": run([5.0, 3.0, 1.0], 0.05), "text": run([5.0, 4.0], 0.07), "image": None}
-    (line,) = curves_found(runs, "Figure 2")
-    assert "at epoch 2, the last that every run reached, the lowest training loss is id's (3.000; text 4.000)" in line
-    assert "the best test HR@10 (at each run's selected epoch) is text's (0.0700; id 0.0500)" in line
-    assert line.endswith("the lowest loss does not make the best model, as in the paper's Figure 2")
-    runs["text"] = run([5.0, 2.0], 0.07)
-    assert curves_found(runs, "F")[0].endswith(": one run has both, unlike the paper's Figure 2, where the input with "
-                                                "the lowest training loss is not the one that ranks best")
+    runs = {"id": run([5.0, 3.0, 1.0], [0.01, 0.02, 0.03], 10), "text": run([5.0, 4.0], [0.02, 0.05], 60),
+            "image": None}
+    loss_line, test_line = curves_found(runs, "Figure 2")
+    assert loss_line.startswith("Figure 2: at epoch 2, the last that every run reached, the lowest training loss is "
+                                "id's (3.000; text 4.000); the best validation NDCG@10 is text's (0.0500; id 0.0300)")
+    assert loss_line.endswith("the lowest loss is not the best validation score, as in the paper's Figure 2")
+    assert test_line.startswith("Figure 2: the best test HR@10 (at each run's selected epoch) is text's "
+                                "(0.3000; id 0.0500); against id, p = ")
+    assert test_line.endswith("(significant)")
+    # the lowest loss and the best validation score in one run; a test gap of one user orders nothing
+    runs = {"id": run([5.0, 2.0], [0.01, 0.06], 31), "text": run([5.0, 4.0], [0.02, 0.05], 30)}
+    loss_line, test_line = curves_found(runs, "F")
+    assert loss_line.endswith(": the lowest loss is also the best validation score, unlike the paper's Figure 2, "
+                              "where the input with the lowest training loss is not the one that ranks best")
+    assert test_line.endswith("(not significant: the test users do not order id and text)")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
 
 
@@ -902,7 +911,7 @@ def test_setup_tables_show_each_setting_once_by_what_it_depends_on():
 
 
 def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
-    from emkd_lib.report import pending_line
+    from emkd_lib.report import pending_line, pending_sentence
     run = object()
     assert pending_line({("beauty", "emkd"): run}) == "the one run is stored"
     assert pending_line({"a": run, "b": object()}) == "all 2 runs are stored"
@@ -912,6 +921,11 @@ def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
     shared = types.SimpleNamespace(key="default")
     assert pending_line({("tau", 0.3): shared, ("mu", 0.001): types.SimpleNamespace(key="default"),
                          ("tau", 1.0): types.SimpleNamespace(key="other")}) == "all 2 runs are stored"
+    # a grid named, its missing runs named by the caller, and the sentence form
+    assert pending_line({"a": run, ("caser", 2): None}, "of Figure 4", name=lambda k: f"{k[0]} x{k[1]}") == (
+        "1 of 2 runs of Figure 4 are stored; still to train: caser x2")
+    assert pending_sentence({"a": run, "b": object()}, "of Table 3") == "All 2 runs of Table 3 are in the result store."
+    assert pending_sentence({"a": run, "b": None}) == "1 of 2 runs are in the result store; still to train: b."
 
 
 def test_settings_apart_says_each_differing_setting_once_with_where_it_holds():

@@ -113,21 +113,27 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     masks = {label: dropout_masks(r, **masks_kw) for label, r in stored.items()}
     cpus = {label: distinct_text(epoch_cpu_types(r)) or cpu_type(r) for label, r in stored.items()}
     precisions = {label: r.config.train.precision for label, r in stored.items()}
-    apart = {label: [part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
-                                                (cpus[label], cpus[label] != cpus[reference]),
-                                                (precisions[label], precisions[label] != precisions[reference]))
-                     if differs]
+    apart = {label: " ".join(part for part, differs in ((f"{masks[label]} masks", masks[label] != masks[reference]),
+                                                       (f"on {cpus[label]}", cpus[label] != cpus[reference]),
+                                                       (f"in {precisions[label]}",
+                                                        precisions[label] != precisions[reference]))
+                             if differs)
              for label in stored if label != reference}
-    apart = {label: parts for label, parts in apart.items() if parts}
-    if not apart:
+    # rows that drew otherwise in the same way are named together, after that way
+    groups: dict[str, list] = {}
+    for label, how in apart.items():
+        if how:
+            groups.setdefault(how, []).append(f"'{label}'")
+    if not groups:
         return []
     one = len(stored) == 2
+    n_apart = sum(map(len, groups.values()))
     # the reference's precision is named only where a row trained at another
     precision = f" in {precisions[reference]}" if len(set(precisions.values())) > 1 else ""
     line = (f"{what}: the reference row '{reference}' was trained with {masks[reference]} dropout masks on "
             f"{cpus[reference]}{precision}; " + ("the other row drew otherwise (" if one else
-                                       f"{len(apart)} of the other {len(stored) - 1} rows drew otherwise (")
-            + ", ".join(f"{label}: {' and '.join(parts)}" for label, parts in apart.items())
+                                       f"{n_apart} of the other {len(stored) - 1} rows drew otherwise (")
+            + "; ".join(f"{how}: {', '.join(labels)}" for how, labels in groups.items())
             + f"), so {'its difference' if one else 'their differences'} from the reference also "
               f"{'holds' if one else 'hold'} other dropout draws or other floating-point rounding, which act like "
               f"another seed")

@@ -582,16 +582,27 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
     return rows
 
 
-def pending_line(runs: dict) -> str:
-    """One line: how many of a grid's runs are stored, and which are still
-    to train (a grid key's method under its name: "toys / EMKD")."""
-    missing = [_run_name(label) for label, r in runs.items() if r is None]
+def pending_line(runs: dict, of: str = "", name=None) -> str:
+    """One clause: how many of a grid's runs (``of``, e.g. "of Table 3",
+    names the grid) are stored, and which are still to train, each named by
+    ``name(label)`` (default: a grid key's parts under their names, "toys / EMKD")."""
+    name = name or _run_name
+    missing = [name(label) for label, r in runs.items() if r is None]
     # a run under two labels (a sweep's default point, shared by every sweep) counts once
     stored = len({getattr(r, "key", id(r)) for r in runs.values() if r is not None})
+    of = f" {of}" if of else ""
     if not missing:
-        return "the one run is stored" if stored == 1 else f"all {stored} runs are stored"
+        return f"the one run{of} is stored" if stored == 1 else f"all {stored} runs{of} are stored"
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return f"{stored} of {stored + len(missing)} runs are stored; still to train: {shown}"
+    return f"{stored} of {stored + len(missing)} runs{of} are stored; still to train: {shown}"
+
+
+def pending_sentence(runs: dict, of: str = "", name=None) -> str:
+    """``pending_line`` as a sentence of its own, for a chapter's opening:
+    "All 15 runs of Table 3 are in the result store." """
+    line = pending_line(runs, of, name).replace(" are stored", " are in the result store", 1).replace(
+        " is stored", " is in the result store", 1)
+    return line[0].upper() + line[1:] + "."
 
 
 def not_stored_by_dataset(runs: dict, grid: dict) -> dict:
