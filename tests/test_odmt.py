@@ -21,6 +21,7 @@ from emkd_lib.methods.odmt import (TABLE3_ABLATIONS, ODMTParams, build_single_in
 from emkd_lib.models.multimodal import ItemFeatures, ItemTower, id_position, imt_attention_mask
 from emkd_lib.profiles import profile_config
 from emkd_lib.train import fit, seed_everything
+from helpers import needs_dataset
 
 N_ITEMS, N_T, N_V, D_T, D_V = 12, 4, 3, 5, 7
 
@@ -731,3 +732,12 @@ def test_quoted_dataset_table_is_odmts_table_1_with_density_in_percent_and_integ
     density = quoted[(quoted["dataset"] == first) & (quoted["metric"] == "Density")]["value"].iloc[0]
     assert table.loc[first, "Density (%)"] == pytest.approx(100 * density)
     assert "Density" not in table and all(str(table[c].dtype) == "Int64" for c in ("#Users", "#Items", "#Inter."))
+
+
+
+@needs_dataset("ml-100k-odmt")
+def test_the_quoted_dataset_table_has_our_dataset_tables_columns_in_their_order():
+    """The chapter shows ours and the paper's one under the other."""
+    from emkd_lib.studies.odmt import dataset_table, quoted_dataset_table
+    ours = dataset_table(("ml-100k-odmt",))
+    assert list(quoted_dataset_table().columns) == [c for c in ours.columns if c != "modalities"]

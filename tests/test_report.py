@@ -448,6 +448,10 @@ def test_beside_paper_rows_reads_the_papers_table_and_divides():
     assert table.loc["EMKD", "quoted (EMKD Table 4)"] == quoted["EMKD(x3)"]
     assert table.loc["EMKD", "ratio"] == pytest.approx(0.03 / quoted["EMKD(x3)"])
     assert np.isnan(table.loc["w/o KD", "ours NDCG@10"]) and np.isnan(table.loc["w/o KD", "ratio"])
+    assert table.loc["EMKD", "paper's row"] == "EMKD(x3)"
+    # where every row carries the paper's own label, the column would repeat the index: it is left out
+    same = beside_paper_rows({"EMKD(x3)": Run()}, "EMKD", 4, "beauty", {"EMKD(x3)": "EMKD(x3)"})
+    assert "paper's row" not in same and same.loc["EMKD(x3)", "ratio"] == pytest.approx(0.03 / quoted["EMKD(x3)"])
 
 
 def test_equal_time_table_reads_each_curve_at_the_shortest_total_time():
@@ -738,14 +742,14 @@ def test_gap_closed_places_a_control_between_the_two_runs_it_separates():
     assert 0 < share < 100
     assert line.startswith(f"SASRec, windows weighed equally: NDCG@20 {ndcg(control):.4f}, against "
                            f"{ndcg(reference):.4f} in length buckets and {ndcg(variant):.4f} in shuffled: "
-                           f"it closes {share:.0f}% of the gap between them; against length buckets -")
+                           f"it lies {share:.0f}% of the way from shuffled back to length buckets; against length buckets -")
     assert line.count("(significant)") == 2
     assert gap_closed(runs[0], None, runs[2], "x") == ["x: not all three run yet"]
     (same,) = gap_closed(runs[0], runs[0], runs[2], "x")
-    assert "the two do not differ significantly" in same and "closes" not in same
+    assert "the two do not differ significantly" in same and "of the way" not in same
     near = types.SimpleNamespace(test_ranks=np.array([0, 0, 1, 40] * 49 + [3, 0, 1, 40]))   # one user apart
     (small,) = gap_closed(runs[0], near, runs[2], "x")
-    assert "no gap to close" in small and "closes" not in small
+    assert "no gap to close" in small and "of the way" not in small
 
 
 def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
@@ -886,6 +890,9 @@ def test_figure4_grid_is_the_encoder_grid_except_in_smoke():
     smoke = figure4_grid("smoke", "beauty", 0)
     assert sorted(smoke) == [("beauty", "sasrec", 1, 0), ("beauty", "sasrec", 2, 0)]
     assert {(c.train.epochs, c.data.max_users) for c in smoke.values()} == {(1, 100)}
+    from emkd_lib.studies.emkd import figure4_point_name
+    assert [figure4_point_name((e, n)) for e, n in (("caser", 2), ("gru4rec", 1), ("sasrec", 4))] == [
+        "Caser x2", "GRU4Rec alone", "SASRec x4"]
 
 
 def test_setup_tables_show_each_setting_once_by_what_it_depends_on():
@@ -1067,7 +1074,8 @@ def test_per_network_parameters_found_divides_the_quoted_ensemble_by_its_network
     assert line == (f"beauty: one of the 3 networks of the paper's EMKD(x3) holds {q['EMKD(x3)'] / 3:.2f}M parameters, "
                     f"{q['EMKD(x3)'] / 3 / q['SASRec-2 Layers']:.2f} times its SASRec-2 Layers "
                     f"({q['SASRec-2 Layers']:.2f}M, quoted from EMKD Table 5); one of ours (EMKD x3) holds 100, "
-                    f"2.00 times our SASRec (50)")
+                    f"2.00 times our SASRec (50): as if the paper's network has no output matrix of its own and "
+                    f"ours has an output matrix of its own")
     assert per_network_parameters_found(("x", 3), ("y", 1), 3, "beauty", ("EMKD(x3)", "No Such Row")) == []
 
 

@@ -245,6 +245,18 @@ def test_patience_check_lines_pair_each_stored_check_with_the_run_it_continues()
     assert patience_check_lines({}, {("toys", "cl4srec", 0): check}) == []
 
 
+
+def test_the_runs_a_check_replaced_are_named_for_provenance():
+    from types import SimpleNamespace
+
+    from emkd_lib.studies.patience import check_name, replaced_runs
+    first, check, kept = SimpleNamespace(), SimpleNamespace(), SimpleNamespace()
+    runs = {("toys", "duorec", 0): first, ("toys", "sasrec", 0): kept, ("ml-1m", "duorec", 0): None}
+    table = {("toys", "duorec", 0): check, ("toys", "sasrec", 0): kept, ("ml-1m", "duorec", 0): None}
+    assert replaced_runs(runs, table) == {("toys", "duorec", 0): first}
+    assert check_name(("ml-1m", "duorec", 0)) == "ml-1m / DuoRec"
+
+
 def test_a_check_trained_on_another_cpu_type_replaces_the_run_only_if_it_repeats_it_to_within_rounding():
     """Toys DuoRec's check trained on an Intel Xeon, its Table 2 run on an AMD
     EPYC: their 39 shared epochs agree to 4e-7 in the loss, not bit for bit.

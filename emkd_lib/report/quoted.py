@@ -292,8 +292,9 @@ def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_la
                       metric: str = "NDCG@10") -> pd.DataFrame:
     """A chapter's labelled runs (``label -> run`` or None) beside the rows of
     a paper table they reproduce: ``paper_labels`` maps our label to the
-    paper's row label. Columns: ours, quoted, ratio ours / quoted; a run not
-    stored yet has no value of ours (and no ratio)."""
+    paper's row label. Columns: the paper's row (only where some label
+    differs from ours), ours, quoted, ratio ours / quoted; a run not stored
+    yet has no value of ours (and no ratio)."""
     quoted = quoted_table(paper, table, dataset=dataset, metric=metric).set_index("method")["value"]
     rows = []
     for label, paper_label in paper_labels.items():
@@ -302,7 +303,9 @@ def beside_paper_rows(runs: dict, paper: str, table: int, dataset: str, paper_la
         q = float(quoted.get(paper_label, np.nan))
         rows.append({"row": label, "paper's row": paper_label, f"ours {metric}": ours,
                      f"quoted ({paper} Table {table})": q, "ratio": ours / q if q else np.nan})
-    return pd.DataFrame(rows).set_index("row")
+    table = pd.DataFrame(rows).set_index("row")
+    same = all(str(label) == str(paper_label) for label, paper_label in paper_labels.items())
+    return table.drop(columns="paper's row") if same else table
 
 
 def per_network_parameters_found(ensemble: tuple[str, int], single: tuple[str, int], networks: int, dataset: str,
@@ -312,17 +315,26 @@ def per_network_parameters_found(ensemble: tuple[str, int], single: tuple[str, i
     ``ensemble`` and ``single`` are (our label, our count), ``paper_rows``
     the paper's labels of the same two rows. A ratio near 1 says that one
     network holds what the single model holds; a per-network output matrix
-    over the catalogue would put it near 2 on these catalogues. None where the
-    paper gives no count for either row."""
+    over the catalogue would put it near 2 on these catalogues; the line
+    reads each ratio on that scale (below ``OWN_OUTPUT_RATIO``: no output
+    matrix of its own). None where the paper gives no count for either row."""
     quoted = quoted_table(paper, table, dataset=dataset, metric="params_M").set_index("method")["value"]
     if any(row not in quoted for row in paper_rows):
         return []
     theirs = float(quoted[paper_rows[0]]) / networks, float(quoted[paper_rows[1]])
     ours = ensemble[1] / networks, single[1]
+    own = [ratio >= OWN_OUTPUT_RATIO for ratio in (theirs[0] / theirs[1], ours[0] / ours[1])]
+    reading = "as if " + " and ".join(f"{whose} {'has an' if has else 'has no'} output matrix of its own"
+                                      for whose, has in zip(("the paper's network", "ours"), own))
     return [f"{dataset}: one of the {networks} networks of the paper's {paper_rows[0]} holds {theirs[0]:.2f}M "
             f"parameters, {theirs[0] / theirs[1]:.2f} times its {paper_rows[1]} ({theirs[1]:.2f}M, quoted from "
             f"{paper} Table {table}); one of ours ({ensemble[0]}) holds {ours[0]:,.0f}, {ours[0] / ours[1]:.2f} "
-            f"times our {single[0]} ({ours[1]:,})"]
+            f"times our {single[0]} ({ours[1]:,}): {reading}"]
+
+
+# Halfway between a network without an output matrix of its own (ratio 1
+# to its single model) and one with it (near 2 where the item table dominates).
+OWN_OUTPUT_RATIO = 1.5
 
 
 def _join(items: list[str]) -> str:

@@ -441,7 +441,7 @@ def gap_closed(reference, variant, control, what: str, names=("length buckets", 
     tests = [paired_test(control.test_ranks, other.test_ranks, metric) for other in (reference, variant)]
     gap = paired_test(reference.test_ranks, variant.test_ranks, metric)
     ours, ref, var = tests[0]["mean_a"], tests[0]["mean_b"], tests[1]["mean_b"]
-    closed = (f"it closes {100 * (ours - var) / (ref - var):.0f}% of the gap between them"
+    closed = (f"it lies {100 * (ours - var) / (ref - var):.0f}% of the way from {names[1]} back to {names[0]}"
               if gap["p_wilcoxon"] < alpha and ref != var
               else f"the two do not differ significantly ({p_text(gap['p_wilcoxon'])}), so there is no gap to close")
     against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {p_text(t['p_wilcoxon'])} "

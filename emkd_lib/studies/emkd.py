@@ -19,7 +19,7 @@ from ..methods import method_spec
 from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 from ..report.quoted import SETTINGS_COMPARED
-from ..report.tables import ended_still_rising
+from ..report.tables import ended_still_rising, method_title
 from ..runs import as_trained_at, results_for, stored
 from . import s4rec
 
@@ -208,6 +208,13 @@ def figure4_grid(profile: str, dataset: str = "beauty", seed: int = 0) -> dict:
         return encoder_grid(profile, (dataset,), (seed,))
     return {k: c.replace(train__epochs=1) for k, c in
             encoder_grid(profile, (dataset,), (seed,), methods=("sasrec",), networks=(1, 2), max_users=100).items()}
+
+
+def figure4_point_name(point) -> str:
+    """A Figure 4 point ``(encoder, networks)`` as the chapter names it:
+    ``("caser", 2)`` -> "Caser x2", ``("caser", 1)`` -> "Caser alone"."""
+    encoder, networks = point
+    return f"{method_title(encoder)} " + ("alone" if networks == 1 else f"x{networks}")
 
 
 def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "bert4rec"),

@@ -135,7 +135,10 @@ def quoted_dataset_table() -> pd.DataFrame:
     theirs["Density"] *= 100
     counts = ["#Users", "#Items", "#Inter."]
     theirs[counts] = theirs[counts].round().astype("Int64")
-    return theirs.rename(columns={"Density": "Density (%)"})
+    # ``dataset_table``'s column order, so the two tables read side by side
+    theirs = theirs.rename(columns={"Density": "Density (%)"})[["#Users", "#Items", "#Inter.", "Avg. u", "Density (%)"]]
+    theirs.columns.name = None
+    return theirs
 
 
 def gallery_queries(config, n: int = 4) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..report.code_changes import distinct_text, epoch_cpu_types, epoch_cpu_units
 from ..report.sentences import control_found
-from ..report.tables import method_label
+from ..report.tables import method_label, method_title
 
 # Another CPU rounds otherwise (vector widths, bf16 paths), so a check
 # trained there cannot repeat the main run bit for bit, only to within
@@ -87,6 +87,20 @@ def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
                      f"epochs{how} and selects epoch {check.best_epoch} (stopped at {len(check.history)}) instead of "
                      f"epoch {main.best_epoch}")
     return out, lines
+
+
+def check_name(key) -> str:
+    """A patience check ``(dataset, method, seed)`` as the chapters name it
+    (one seed is checked): ``("ml-1m", "duorec", 0)`` -> "ml-1m / DuoRec"."""
+    return f"{key[0]} / {method_title(key[1])}"
+
+
+def replaced_runs(runs: dict, table_runs: dict) -> dict:
+    """The runs of ``runs`` that ``with_patience_checks`` replaced in
+    ``table_runs`` by their checks: the first runs, with the profile's
+    patience, which the chapter still reads (the checks are tested against
+    them), so their provenance is shown too."""
+    return {key: r for key, r in runs.items() if r is not None and table_runs.get(key) is not r}
 
 
 def patience_check_lines(runs: dict, checks: dict, metric: str = "NDCG@10") -> list[str]:
