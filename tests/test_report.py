@@ -924,7 +924,7 @@ def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
     assert pending_line({"a": run, "b": object()}) == "all 2 runs are stored"
     line = pending_line({("beauty", "emkd"): run, ("toys", "emkd"): None, ("ml-1m", "gru4rec", 2): None,
                          "w/o AP": None})
-    assert line == "1 of 4 runs are stored; still to train: toys / EMKD, ml-1m / GRU4Rec / 2, w/o AP"
+    assert line == "1 of 4 runs are stored; still to train: toys / EMKD, ml-1m / GRU4Rec / 2, 'w/o AP'"
     shared = types.SimpleNamespace(key="default")
     assert pending_line({("tau", 0.3): shared, ("mu", 0.001): types.SimpleNamespace(key="default"),
                          ("tau", 1.0): types.SimpleNamespace(key="other")}) == "all 2 runs are stored"
@@ -932,7 +932,7 @@ def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
     assert pending_line({"a": run, ("caser", 2): None}, "of Figure 4", name=lambda k: f"{k[0]} x{k[1]}") == (
         "1 of 2 runs of Figure 4 are stored; still to train: caser x2")
     assert pending_sentence({"a": run, "b": object()}, "of Table 3") == "All 2 runs of Table 3 are in the result store."
-    assert pending_sentence({"a": run, "b": None}) == "1 of 2 runs are in the result store; still to train: b."
+    assert pending_sentence({"a": run, "b": None}) == "1 of 2 runs are in the result store; still to train: 'b'."
 
 
 def test_settings_apart_says_each_differing_setting_once_with_where_it_holds():

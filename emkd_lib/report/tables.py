@@ -586,7 +586,8 @@ def pending_line(runs: dict, of: str = "", name=None) -> str:
     """One clause: how many of a grid's runs (``of``, e.g. "of Table 3",
     names the grid) are stored, and which are still to train, each named by
     ``name(label)`` (default: a grid key's parts under their names, "toys / EMKD")."""
-    name = name or _run_name
+    # a table row's own label in quotes: rows are named like "code: batches drawn at random"
+    name = name or (lambda label: f"'{label}'" if isinstance(label, str) else _run_name(label))
     missing = [name(label) for label, r in runs.items() if r is None]
     # a run under two labels (a sweep's default point, shared by every sweep) counts once
     stored = len({getattr(r, "key", id(r)) for r in runs.values() if r is not None})
