@@ -71,16 +71,14 @@ from emkd_lib import losses
 from emkd_lib.batching import length_bucketed_batches, pad_left
 from emkd_lib.methods import baselines, build_method, method_name, parse_method
 from emkd_lib.methods import emkd as emkd_method
-from emkd_lib.process import configure_process
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
-from emkd_lib.train import resolve_device
 
 # Reused from the throughput benchmark: overrides and the machine's note.
 try:
-    from train_throughput import load_note, parse_override
+    from train_throughput import add_process_arguments, load_note, parse_override, start_process
 except ImportError:  # imported as benchmarks.step_profile
-    from benchmarks.train_throughput import load_note, parse_override
+    from benchmarks.train_throughput import add_process_arguments, load_note, parse_override, start_process
 from emkd_lib.store import machine_name
 
 PARTS = {
@@ -445,19 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="config override keyed like RunConfig.replace, repeatable")
     parser.add_argument("--memory", action="store_true",
                         help="also count the bytes saved for backward by part, the state and the peak RSS")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--malloc-default", action="store_true",
-                        help="leave glibc's malloc as it is (the CLI calls process.keep_freed_cpu_memory)")
+    add_process_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    configure_process(args.threads, keep_freed_memory=not args.malloc_default)
-    for name in args.methods:
-        parse_method(name)
-    device = resolve_device(args.device)
+    device = start_process(args)
     note = load_note()
     if note:
         print(note)

@@ -385,21 +385,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="also time each method's model under torch.compile (inductor; dropout draws "
                              "eager's random stream), after one pass that compiles it")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmuls")
     parser.add_argument("--peak-repeats", type=int, default=10)
+    add_process_arguments(parser)
+    return parser
+
+
+def add_process_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the process a benchmark measures in (this one's and ``step_profile.py``'s)."""
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--malloc-default", action="store_true",
                         help="leave glibc's malloc as it is (the CLI calls process.keep_freed_cpu_memory)")
-    return parser
+
+
+def start_process(args) -> torch.device:
+    """Threads and malloc as ``add_process_arguments`` asked, every method
+    name of ``args.methods`` checked before anything is measured; the device."""
+    configure_process(args.threads, keep_freed_memory=not args.malloc_default)
+    for name in args.methods:
+        parse_method(name)
+    return resolve_device(args.device)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    configure_process(args.threads, keep_freed_memory=not args.malloc_default)
-    for name in args.methods:
-        parse_method(name)  # fail before measuring anything
-    device = resolve_device(args.device)
+    device = start_process(args)
     if args.compile:
         import torch._inductor.config as inductor_config
         inductor_config.fallback_random = True
