@@ -306,6 +306,7 @@ def test_stopping_table_shows_a_grid_key_as_row_levels_with_the_method_under_its
             ("toys", "bert4rec", 0): None}
     table = stopping_table(runs)
     assert list(table.index) == [("beauty", "SASRec", 0), ("toys", "GRU4Rec", 1)]
+    assert list(table.index.names) == ["dataset", "method", "seed"]
     assert table.loc[("toys", "GRU4Rec", 1), "stopped by"] == "epoch cap"
     one_seed = stopping_table({("beauty", "sasrec", 0): runs[("beauty", "sasrec", 0)],
                                ("beauty", "bert4rec", 0): fake_run([0] * 4, method="bert4rec")})

@@ -295,15 +295,28 @@ def run_index(runs: dict) -> pd.Index:
     """Row labels for a table of ``runs`` (label -> run): a grid's tuple keys
     (dataset, method, seed, ...) as index levels with the method under its
     name, a level the same in every row left out (the one seed, the one
-    dataset: it only widens the table); other labels as they are."""
+    dataset: it only widens the table); other labels as they are. A level
+    is named "dataset", "method" or "seed" where every row's value is its
+    run's."""
     labels = [tuple(method_label(r.config) if part == r.config.method else part for part in label)
               if isinstance(label, tuple) else label for label, r in runs.items()]
     if not (labels and all(isinstance(label, tuple) for label in labels)
             and len({len(label) for label in labels}) == 1):
         return pd.Index([_run_name(label) for label in labels], name="run")
-    index = pd.MultiIndex.from_tuples(labels)
+    index = pd.MultiIndex.from_tuples(labels, names=[_level_name(labels, list(runs.values()), i)
+                                                     for i in range(len(labels[0]))])
     constant = constant_levels(index)
     return index.droplevel(constant) if constant else index
+
+
+_LEVEL_NAMES = {"dataset": lambda r: r.config.dataset, "method": lambda r: method_label(r.config),
+                "seed": lambda r: r.config.seed}
+
+
+def _level_name(labels: list[tuple], runs: list, level: int) -> str | None:
+    """What level ``level`` of a grid's keys holds, where every row says so."""
+    return next((name for name, value in _LEVEL_NAMES.items()
+                 if all(label[level] == value(r) for label, r in zip(labels, runs))), None)
 
 
 def constant_levels(index: pd.Index) -> list[int]:
