@@ -74,7 +74,7 @@ from emkd_lib.methods import emkd as emkd_method
 from emkd_lib.profiles import profile_config
 from emkd_lib.runs import run_data
 
-# Reused from the throughput benchmark: overrides and the machine's note.
+# Reused from the throughput benchmark: the process options and start, overrides, the machine's note.
 try:
     from train_throughput import add_process_arguments, load_note, parse_override, start_process
 except ImportError:  # imported as benchmarks.step_profile

@@ -37,7 +37,7 @@ from .extras import MissingExtra
 from .parameters import DEVICE_NAMES, SEED_LIMIT, device_name
 from .process import configure_process
 from .profiles import profile_config
-from .runs import add_analysis, as_trained_at, ensemble_run_or_load, execute, grid_progress, run_grid, stored
+from .runs import add_analysis, ensemble_run_or_load, execute, grid_progress, grid_progress_at, run_grid, stored
 from .store import (StoreError, code_commit, compare_stores, is_ensemble, result_from_record,
                     served_records)
 from .studies import GRIDS
@@ -245,12 +245,11 @@ def _grid_items(args) -> list[tuple]:
 
 def _grid_rows(args, settings=None) -> list[tuple]:
     """``(grid key, grid_progress row)`` of this shard's runs, with
-    ``--precision`` as ``runs.as_trained_at`` moves them."""
+    ``--precision`` as ``runs.grid_progress_at`` moves them."""
     items = _grid_items(args)
     configs = [config for _, config in items]
-    if args.precision:
-        configs = as_trained_at(configs, args.precision, settings)
-    return [(key, row) for (key, _), row in zip(items, grid_progress(configs, settings))]
+    rows = grid_progress_at(configs, args.precision, settings) if args.precision else grid_progress(configs, settings)
+    return [(key, row) for (key, _), row in zip(items, rows)]
 
 
 def _print_plan(keys, rows: list[dict], settings) -> None:

@@ -437,14 +437,26 @@ def grid_progress(configs, settings=None) -> list[dict]:
     return rows
 
 
+def grid_progress_at(configs, precision: str, settings=None) -> list[dict]:
+    """``grid_progress`` of the configs that ``grid --precision`` trains: a
+    run stored or checkpointed at its own precision keeps it (work already
+    paid for is not redone), every other run is looked up, and trained, at
+    ``precision``. The campaign (``__main__``) and the study budget
+    (``as_trained_at``) both read a grid through this. Like every
+    ``grid_progress``, a record trained from uncommitted code counts as
+    stored (the book's loader is the one that refuses it)."""
+    rows = grid_progress(configs, settings)
+    redo = [i for i, row in enumerate(rows)
+            if row["status"] == "not started" and row["config"].train.precision != precision]
+    twins = grid_progress([rows[i]["config"].replace(train__precision=precision) for i in redo], settings)
+    for i, row in zip(redo, twins):
+        rows[i] = row
+    return rows
+
+
 def as_trained_at(configs, precision: str, settings=None) -> list:
-    """The configs that ``grid --precision`` trains: a run stored or
-    checkpointed at its own precision keeps it (work already paid for is
-    not redone), every other run is trained at ``precision``. The campaign
-    (``__main__``) and the study budget (``studies.emkd.as_the_campaign_trains``)
-    both read a grid through this."""
-    return [row["config"] if row["status"] != "not started" else row["config"].replace(train__precision=precision)
-            for row in grid_progress(configs, settings)]
+    """The configs of ``grid_progress_at``: what ``grid --precision`` trains."""
+    return [row["config"] for row in grid_progress_at(configs, precision, settings)]
 
 
 def ensembles_for(grid: dict, runs: dict, seeds, train_missing: bool = False, device: str | None = None) -> dict:

@@ -36,10 +36,10 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     rows = {"default": run(BEFORE), "switch a": run(AFTER), "switch b": run(BEFORE),
             "switch c": run(AFTER, machine=xeon), "switch d": run(BEFORE, machine=xeon), "later": None}
     (line,) = other_draws_found(rows, "default", "fidelity table", **kw)
-    assert line.startswith("fidelity table: the reference row 'default' was trained with Bernoulli dropout masks "
-                           "on AMD EPYC; 3 of the other 4 rows drew otherwise (uniform masks: 'switch a'; "
-                           "uniform masks on Intel(R) Xeon(R) Processor: 'switch c'; "
-                           "on Intel(R) Xeon(R) Processor: 'switch d'), so")
+    assert line.startswith("fidelity table: the reference row \"default\" was trained with Bernoulli dropout masks "
+                           "on AMD EPYC; 3 of the other 4 rows drew otherwise (uniform masks: \"switch a\"; "
+                           "uniform masks on Intel(R) Xeon(R) Processor: \"switch c\"; "
+                           "on Intel(R) Xeon(R) Processor: \"switch d\"), so")
     assert "seeds" not in line and "switch b" not in line
     spread = [run(BEFORE, 0.0382), run(AFTER, 0.0383), run(AFTER, 0.0373), None]
     (line,) = other_draws_found(rows, "default", "fidelity table", seed_spread=spread, **kw)
@@ -48,18 +48,22 @@ def test_other_draws_found_names_the_rows_that_drew_otherwise_than_the_reference
     # a row resumed onto another CPU type names both, read epoch by epoch from its stamped history
     resumed = run(BEFORE, machine=xeon, history=[{"machine": "AMD EPYC x2 (torch threads 1)"}, {"machine": xeon}])
     (line,) = other_draws_found({"default": run(BEFORE), "resumed": resumed}, "default", "t", **kw)
-    assert "; the other row drew otherwise (on AMD EPYC and Intel(R) Xeon(R) Processor: 'resumed'), so its difference " \
+    assert "; the other row drew otherwise (on AMD EPYC and Intel(R) Xeon(R) Processor: \"resumed\"), so its difference " \
            "from the reference also holds other dropout draws" in line
     # a row trained in fp32 beside a bf16 reference (the fallback on a CPU without bf16 units)
     (line,) = other_draws_found({"default": run(AFTER), "same": run(AFTER), "fallback": run(AFTER, precision="fp32"),
                                  "both": run(AFTER, machine=xeon, precision="fp32")}, "default", "t", **kw)
-    assert line.startswith("t: the reference row 'default' was trained with uniform dropout masks on AMD EPYC in "
-                           "bf16; 2 of the other 3 rows drew otherwise (in fp32: 'fallback'; "
-                           "on Intel(R) Xeon(R) Processor in fp32: 'both'), so")
+    assert line.startswith("t: the reference row \"default\" was trained with uniform dropout masks on AMD EPYC in "
+                           "bf16; 2 of the other 3 rows drew otherwise (in fp32: \"fallback\"; "
+                           "on Intel(R) Xeon(R) Processor in fp32: \"both\"), so")
     # rows that drew otherwise in the same way are named together
     (line,) = other_draws_found({"default": run(AFTER), "x": run(AFTER, precision="fp32"), "y": run(AFTER),
                                  "z": run(AFTER, precision="fp32")}, "default", "t", **kw)
-    assert "2 of the other 3 rows drew otherwise (in fp32: 'x', 'z'), so" in line
+    assert '2 of the other 3 rows drew otherwise (in fp32: "x", "z"), so their differences' in line
+    # one row of several drew otherwise: its difference, singular
+    (line,) = other_draws_found({"default": run(AFTER), "x": run(AFTER, precision="fp32"), "y": run(AFTER)},
+                                "default", "t", **kw)
+    assert '1 of the other 2 rows drew otherwise (in fp32: "x"), so its difference from the reference also holds' in line
     # every row drew as the reference did, or the reference is missing: no line
     assert other_draws_found({"default": run(AFTER), "a": run(AFTER)}, "default", "t", **kw) == []
     assert other_draws_found({"default": None, "a": run(AFTER)}, "default", "t", **kw) == []

@@ -669,20 +669,24 @@ def test_curves_found_names_the_lowest_loss_the_best_validation_and_the_best_tes
                                      test_metrics={"HR@10": hits / users}, test_ranks=ranks)
 
     # id ran one epoch longer: its loss is compared at epoch 2, where text stopped
-    runs = {"id": run([5.0, 3.0, 1.0], [0.01, 0.02, 0.03], 10), "text": run([5.0, 4.0], [0.02, 0.05], 60),
+    runs = {"id": run([5.0, 3.0, 1.0], [0.01, 0.02, 0.06], 10), "text": run([5.0, 4.0], [0.02, 0.05], 60),
             "image": None}
     loss_line, test_line = curves_found(runs, "Figure 2")
+    # id's validation score of epoch 3 (0.06) comes after the common epoch: it does not count
     assert loss_line.startswith("Figure 2: at epoch 2, the last that every run reached, the lowest training loss is "
-                                "id's (3.000; text 4.000); the best validation NDCG@10 is text's (0.0500; id 0.0300)")
-    assert loss_line.endswith("the lowest loss is not the best validation score, as in the paper's Figure 2")
+                                "id's (3.000; text 4.000); the best validation NDCG@10 up to that epoch is text's "
+                                "(0.0500; id 0.0200)")
+    assert loss_line.endswith("the run with the lowest loss is not the one with the best validation score, as in "
+                              "the paper's Figure 2")
     assert test_line.startswith("Figure 2: the best test HR@10 (at each run's selected epoch) is text's "
                                 "(0.3000; id 0.0500); against id, p = ")
     assert test_line.endswith("(significant)")
     # the lowest loss and the best validation score in one run; a test gap of one user orders nothing
     runs = {"id": run([5.0, 2.0], [0.01, 0.06], 31), "text": run([5.0, 4.0], [0.02, 0.05], 30)}
     loss_line, test_line = curves_found(runs, "F")
-    assert loss_line.endswith(": the lowest loss is also the best validation score, unlike the paper's Figure 2, "
-                              "where the input with the lowest training loss is not the one that ranks best")
+    assert loss_line.endswith(": the run with the lowest loss is also the one with the best validation score, unlike "
+                              "the paper's Figure 2, where the input with the lowest training loss is not the one "
+                              "that ranks best")
     assert test_line.endswith("(not significant: the test users do not order id and text)")
     assert "not enough runs" in curves_found({"id": runs["id"]}, "F")[0]
 
@@ -751,6 +755,11 @@ def test_gap_closed_places_a_control_between_the_two_runs_it_separates():
     near = types.SimpleNamespace(test_ranks=np.array([0, 0, 1, 40] * 49 + [3, 0, 1, 40]))   # one user apart
     (small,) = gap_closed(runs[0], near, runs[2], "x")
     assert "no gap to close" in small and "of the way" not in small
+    # a control outside the gap is placed beyond the run it passed, not at a share above 100% or below 0%
+    (beyond,) = gap_closed(*runs[:2], types.SimpleNamespace(test_ranks=np.array([0, 0, 0, 40] * 50)), "x")
+    assert "it lies beyond length buckets, on the side away from shuffled" in beyond and "%" not in beyond.split(";")[0]
+    (below,) = gap_closed(*runs[:2], types.SimpleNamespace(test_ranks=np.array([9, 9, 30, 40] * 50)), "x")
+    assert "it lies beyond shuffled, on the side away from length buckets" in below
 
 
 def test_sweep_found_reads_each_parameters_range_with_the_shared_default():
@@ -891,9 +900,6 @@ def test_figure4_grid_is_the_encoder_grid_except_in_smoke():
     smoke = figure4_grid("smoke", "beauty", 0)
     assert sorted(smoke) == [("beauty", "sasrec", 1, 0), ("beauty", "sasrec", 2, 0)]
     assert {(c.train.epochs, c.data.max_users) for c in smoke.values()} == {(1, 100)}
-    from emkd_lib.studies.emkd import figure4_point_name
-    assert [figure4_point_name((e, n)) for e, n in (("caser", 2), ("gru4rec", 1), ("sasrec", 4))] == [
-        "Caser x2", "GRU4Rec alone", "SASRec x4"]
 
 
 def test_setup_tables_show_each_setting_once_by_what_it_depends_on():
@@ -925,15 +931,18 @@ def test_pending_line_counts_stored_runs_and_names_the_missing_ones_by_method():
     assert pending_line({"a": run, "b": object()}) == "all 2 runs are stored"
     line = pending_line({("beauty", "emkd"): run, ("toys", "emkd"): None, ("ml-1m", "gru4rec", 2): None,
                          "w/o AP": None})
-    assert line == "1 of 4 runs are stored; still to train: toys / EMKD, ml-1m / GRU4Rec / 2, 'w/o AP'"
+    assert line == '1 of 4 runs is stored; still to train: toys / EMKD, ml-1m / GRU4Rec / 2, "w/o AP"'
     shared = types.SimpleNamespace(key="default")
     assert pending_line({("tau", 0.3): shared, ("mu", 0.001): types.SimpleNamespace(key="default"),
                          ("tau", 1.0): types.SimpleNamespace(key="other")}) == "all 2 runs are stored"
     # a grid named, its missing runs named by the caller, and the sentence form
     assert pending_line({"a": run, ("caser", 2): None}, "of Figure 4", name=lambda k: f"{k[0]} x{k[1]}") == (
-        "1 of 2 runs of Figure 4 are stored; still to train: caser x2")
+        "1 of 2 runs of Figure 4 is stored; still to train: caser x2")
     assert pending_sentence({"a": run, "b": object()}, "of Table 3") == "All 2 runs of Table 3 are in the result store."
-    assert pending_sentence({"a": run, "b": None}) == "1 of 2 runs are in the result store; still to train: 'b'."
+    assert pending_sentence({"a": run, "b": None, "c": None}) == (
+        '1 of 3 runs is in the result store; still to train: "b", "c".')
+    assert pending_sentence({"a": run, "b": object(), "c is stored": None}) == (
+        '2 of 3 runs are in the result store; still to train: "c is stored".')
 
 
 def test_settings_apart_says_each_differing_setting_once_with_where_it_holds():
@@ -1076,7 +1085,15 @@ def test_per_network_parameters_found_divides_the_quoted_ensemble_by_its_network
                     f"{q['EMKD(x3)'] / 3 / q['SASRec-2 Layers']:.2f} times its SASRec-2 Layers "
                     f"({q['SASRec-2 Layers']:.2f}M, quoted from EMKD Table 5); one of ours (EMKD x3) holds 100, "
                     f"2.00 times our SASRec (50): as if the paper's network has no output matrix of its own and "
-                    f"ours has an output matrix of its own")
+                    f"ours has one")
+    # the reading turns at OWN_OUTPUT_RATIO, halfway between 1 and 2
+    (line,) = per_network_parameters_found(("EMKD x3", 3 * 74), ("SASRec", 50), 3, "beauty",
+                                           ("EMKD(x3)", "SASRec-2 Layers"))
+    assert line.endswith("1.48 times our SASRec (50): as if both networks have no output matrix of their own")
+    (line,) = per_network_parameters_found(("EMKD x3", 3 * 75), ("SASRec", 50), 3, "beauty",
+                                           ("EMKD(x3)", "SASRec-2 Layers"))
+    assert line.endswith("1.50 times our SASRec (50): as if the paper's network has no output matrix of its own "
+                         "and ours has one")
     assert per_network_parameters_found(("x", 3), ("y", 1), 3, "beauty", ("EMKD(x3)", "No Such Row")) == []
 
 

@@ -123,16 +123,17 @@ def other_draws_found(runs: dict, reference, what: str, seed_spread: list = (), 
     groups: dict[str, list] = {}
     for label, how in apart.items():
         if how:
-            groups.setdefault(how, []).append(f"'{label}'")
+            groups.setdefault(how, []).append(f'"{label}"')
     if not groups:
         return []
-    one = len(stored) == 2
     n_apart = sum(map(len, groups.values()))
+    one = n_apart == 1
     # the reference's precision is named only where a row trained at another
     precision = f" in {precisions[reference]}" if len(set(precisions.values())) > 1 else ""
-    line = (f"{what}: the reference row '{reference}' was trained with {masks[reference]} dropout masks on "
-            f"{cpus[reference]}{precision}; " + ("the other row drew otherwise (" if one else
-                                       f"{n_apart} of the other {len(stored) - 1} rows drew otherwise (")
+    others = len(stored) - 1
+    line = (f"{what}: the reference row \"{reference}\" was trained with {masks[reference]} dropout masks on "
+            f"{cpus[reference]}{precision}; " + ("the other row drew otherwise (" if others == 1 else
+                                       f"{n_apart} of the other {others} rows drew otherwise (")
             + "; ".join(f"{how}: {', '.join(labels)}" for how, labels in groups.items())
             + f"), so {'its difference' if one else 'their differences'} from the reference also "
               f"{'holds' if one else 'hold'} other dropout draws or other floating-point rounding, which act like "

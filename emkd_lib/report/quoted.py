@@ -323,9 +323,12 @@ def per_network_parameters_found(ensemble: tuple[str, int], single: tuple[str, i
         return []
     theirs = float(quoted[paper_rows[0]]) / networks, float(quoted[paper_rows[1]])
     ours = ensemble[1] / networks, single[1]
-    own = [ratio >= OWN_OUTPUT_RATIO for ratio in (theirs[0] / theirs[1], ours[0] / ours[1])]
-    reading = "as if " + " and ".join(f"{whose} {'has an' if has else 'has no'} output matrix of its own"
-                                      for whose, has in zip(("the paper's network", "ours"), own))
+    paper_has, ours_has = (ratio >= OWN_OUTPUT_RATIO for ratio in (theirs[0] / theirs[1], ours[0] / ours[1]))
+    if paper_has == ours_has:
+        reading = f"as if both networks have {'an' if ours_has else 'no'} output matrix of their own"
+    else:
+        reading = (f"as if the paper's network has {'an' if paper_has else 'no'} output matrix of its own and ours "
+                   + ("has one" if ours_has else "has none"))
     return [f"{dataset}: one of the {networks} networks of the paper's {paper_rows[0]} holds {theirs[0]:.2f}M "
             f"parameters, {theirs[0] / theirs[1]:.2f} times its {paper_rows[1]} ({theirs[1]:.2f}M, quoted from "
             f"{paper} Table {table}); one of ours ({ensemble[0]}) holds {ours[0]:,.0f}, {ours[0] / ours[1]:.2f} "

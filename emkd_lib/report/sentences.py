@@ -246,8 +246,8 @@ def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2", me
     Figure 2 runs): ``runs`` a label -> stored run dict. Which run has the
     lowest training loss at the last epoch every run reached (runs stop at
     different epochs, and a longer run's loss is lower for that alone);
-    which reaches the best validation NDCG@10, the quality the chapter's
-    curves plot; whether those are one run (``figure`` reports that the
+    which reaches the best validation NDCG@10 by then, the quality the
+    chapter's curves plot; whether those are one run (``figure`` reports that the
     lowest loss is not the best model); and the best test ``metric`` (the
     paper's Figure 2(d) plots testing Recall@10, our HR@10: one held-out
     item) against the runner-up, by the paired test over test users, so a
@@ -257,18 +257,19 @@ def curves_found(runs: dict, what: str, figure: str = "the paper's Figure 2", me
         return [f"{what}: not enough runs stored yet ({len(stored)})"]
     common = min(len(r.history) for r in stored.values())
     loss = {label: r.history[common - 1]["loss"] for label, r in stored.items()}
-    valid = {label: max(h["valid_ndcg10"] for h in r.history) for label, r in stored.items()}
+    valid = {label: max(h["valid_ndcg10"] for h in r.history[:common]) for label, r in stored.items()}
     tested = {label: r.test_metrics[metric] for label, r in stored.items()}
     lowest, best_valid = min(loss, key=loss.get), max(valid, key=valid.get)
     best, runner_up = sorted(tested, key=tested.get, reverse=True)[:2]
-    same = (f"the lowest loss is also the best validation score, unlike {figure}, where the input with the lowest "
-            f"training loss is not the one that ranks best" if lowest == best_valid
-            else f"the lowest loss is not the best validation score, as in {figure}")
+    same = (f"the run with the lowest loss is also the one with the best validation score, unlike {figure}, "
+            f"where the input with the lowest training loss is not the one that ranks best" if lowest == best_valid
+            else f"the run with the lowest loss is not the one with the best validation score, as in {figure}")
     p = paired_test(stored[best].test_ranks, stored[runner_up].test_ranks, metric)["p_wilcoxon"]
-    order = ("significant" if p < alpha else f"not significant: the test users do not order {best} and {runner_up}")
+    order = significance_verdict(p, alpha) + ("" if p < alpha else
+                                              f": the test users do not order {best} and {runner_up}")
     return [f"{what}: at epoch {common}, the last that every run reached, the lowest training loss is "
             f"{lowest}'s ({loss[lowest]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != lowest)
-            + f"); the best validation NDCG@10 is {best_valid}'s ({valid[best_valid]:.4f}; "
+            + f"); the best validation NDCG@10 up to that epoch is {best_valid}'s ({valid[best_valid]:.4f}; "
             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != best_valid) + f"): {same}",
             f"{what}: the best test {metric} (at each run's selected epoch) is {best}'s ({tested[best]:.4f}; "
             + ", ".join(f"{k} {v:.4f}" for k, v in tested.items() if k != best)
@@ -429,21 +430,25 @@ def equal_time_found(table: pd.DataFrame, reference: str, what: str) -> list[str
 def gap_closed(reference, variant, control, what: str, names=("length buckets", "shuffled"),
                metric: str = "NDCG@20", alpha: float = 0.01) -> list[str]:
     """A line for "What we found" on a control placed between two runs (the
-    ``reference`` and the ``variant`` that moved it, ``names`` of both): the
-    share of the reference-minus-variant gap in ``metric`` that ``control``
-    closes (100%: back to the reference, 0%: at the variant), given only where
-    the gap itself is significant at ``alpha`` (paired over the test users),
-    and the control's paired test against each. "not all run yet" while any
-    is missing."""
+    ``reference`` and the ``variant`` that moved it, ``names`` of both): how
+    far ``control`` lies from the variant back to the reference in
+    ``metric``, as a share of the gap (100%: at the reference, 0%: at the
+    variant; outside the gap it says beyond which), given only where the gap
+    itself is significant at ``alpha`` (paired over the test users), and the
+    control's paired test against each. "not all run yet" while any is
+    missing."""
     from ..evaluation import paired_test
     if reference is None or variant is None or control is None:
         return [f"{what}: not all three run yet"]
     tests = [paired_test(control.test_ranks, other.test_ranks, metric) for other in (reference, variant)]
     gap = paired_test(reference.test_ranks, variant.test_ranks, metric)
     ours, ref, var = tests[0]["mean_a"], tests[0]["mean_b"], tests[1]["mean_b"]
-    closed = (f"it lies {100 * (ours - var) / (ref - var):.0f}% of the way from {names[1]} back to {names[0]}"
-              if gap["p_wilcoxon"] < alpha and ref != var
-              else f"the two do not differ significantly ({p_text(gap['p_wilcoxon'])}), so there is no gap to close")
+    share = (ours - var) / (ref - var) if ref != var else np.nan
+    closed = (f"the two do not differ significantly ({p_text(gap['p_wilcoxon'])}), so there is no gap to close"
+              if gap["p_wilcoxon"] >= alpha or ref == var
+              else f"it lies beyond {names[0]}, on the side away from {names[1]}" if share > 1
+              else f"it lies beyond {names[1]}, on the side away from {names[0]}" if share < 0
+              else f"it lies {100 * share:.0f}% of the way from {names[1]} back to {names[0]}")
     against = "; ".join(f"against {name} {relative_change(ours, t['mean_b']):+.1f}%, {p_text(t['p_wilcoxon'])} "
                         f"({significance_verdict(t['p_wilcoxon'], alpha)})"
                         for name, t in zip(names, tests))

@@ -595,27 +595,28 @@ def sweep_rows(runs: dict, default, labels: dict[str, str]) -> dict:
     return rows
 
 
-def pending_line(runs: dict, of: str = "", name=None) -> str:
+def pending_line(runs: dict, of: str = "", name=None, stored_as: str = "stored") -> str:
     """One clause: how many of a grid's runs (``of``, e.g. "of Table 3",
-    names the grid) are stored, and which are still to train, each named by
-    ``name(label)`` (default: a grid key's parts under their names, "toys / EMKD")."""
-    # a table row's own label in quotes: rows are named like "code: batches drawn at random"
-    name = name or (lambda label: f"'{label}'" if isinstance(label, str) else _run_name(label))
+    names the grid) are ``stored_as``, and which are still to train, each
+    named by ``name(label)`` (default: a grid key's parts under their
+    names, "toys / EMKD"; a table row's own label in quotes)."""
+    # rows are named like "code: batches drawn at random": quoted, they read as one name
+    name = name or (lambda label: f'"{label}"' if isinstance(label, str) else _run_name(label))
     missing = [name(label) for label, r in runs.items() if r is None]
     # a run under two labels (a sweep's default point, shared by every sweep) counts once
     stored = len({getattr(r, "key", id(r)) for r in runs.values() if r is not None})
     of = f" {of}" if of else ""
     if not missing:
-        return f"the one run{of} is stored" if stored == 1 else f"all {stored} runs{of} are stored"
+        return f"the one run{of} is {stored_as}" if stored == 1 else f"all {stored} runs{of} are {stored_as}"
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return f"{stored} of {stored + len(missing)} runs{of} are stored; still to train: {shown}"
+    verb = "is" if stored == 1 else "are"
+    return f"{stored} of {stored + len(missing)} runs{of} {verb} {stored_as}; still to train: {shown}"
 
 
 def pending_sentence(runs: dict, of: str = "", name=None) -> str:
     """``pending_line`` as a sentence of its own, for a chapter's opening:
     "All 15 runs of Table 3 are in the result store." """
-    line = pending_line(runs, of, name).replace(" are stored", " are in the result store", 1).replace(
-        " is stored", " is in the result store", 1)
+    line = pending_line(runs, of, name, stored_as="in the result store")
     return line[0].upper() + line[1:] + "."
 
 

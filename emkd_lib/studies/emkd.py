@@ -19,7 +19,7 @@ from ..methods import method_spec
 from ..methods.emkd import EMKD_CODE
 from ..profiles import profile_config
 from ..report.quoted import SETTINGS_COMPARED
-from ..report.tables import ended_still_rising, method_title
+from ..report.tables import ended_still_rising
 from ..runs import as_trained_at, results_for, stored
 from . import s4rec
 
@@ -128,7 +128,9 @@ def as_the_campaign_trains(grid: dict) -> dict:
     trains it (``grid --precision fp32``, ``runs.as_trained_at``): a run
     stored or checkpointed at its own precision as itself, every other one
     as its ``FALLBACK_PRECISION`` twin, stored or not. The budget prices
-    these configs."""
+    these configs. A run checkpointed at its own precision whose twin is
+    stored counts at its own precision, as still to train, while the
+    chapters (``budget_results``) show the stored twin until it lands."""
     return dict(zip(grid, as_trained_at(list(grid.values()), FALLBACK_PRECISION)))
 
 
@@ -208,13 +210,6 @@ def figure4_grid(profile: str, dataset: str = "beauty", seed: int = 0) -> dict:
         return encoder_grid(profile, (dataset,), (seed,))
     return {k: c.replace(train__epochs=1) for k, c in
             encoder_grid(profile, (dataset,), (seed,), methods=("sasrec",), networks=(1, 2), max_users=100).items()}
-
-
-def figure4_point_name(point) -> str:
-    """A Figure 4 point ``(encoder, networks)`` as the chapter names it:
-    ``("caser", 2)`` -> "Caser x2", ``("caser", 1)`` -> "Caser alone"."""
-    encoder, networks = point
-    return f"{method_title(encoder)} " + ("alone" if networks == 1 else f"x{networks}")
 
 
 def depth_grid(profile: str, datasets=("beauty",), seeds=(0,), methods=("sasrec", "bert4rec"),

@@ -114,6 +114,10 @@ def missing_extra() -> str | None:
     return None
 
 
+# ODMT Table 1's columns, in the order both dataset tables show them.
+TABLE1_COLUMNS = ("#Users", "#Items", "#Inter.", "Avg. u", "Density (%)")
+
+
 def dataset_table(datasets=DATASETS) -> pd.DataFrame:
     """ODMT Table 1's columns for our protocol datasets, and their modalities;
     density in percent, as ``quoted_dataset_table`` shows the paper's (its
@@ -122,8 +126,8 @@ def dataset_table(datasets=DATASETS) -> pd.DataFrame:
     for name in datasets:
         d = load_dataset(name)
         s = dataset_statistics(d)
-        rows.append({"dataset": name, "#Users": s["users"], "#Items": s["items"], "#Inter.": s["actions"],
-                     "Avg. u": s["avg_actions_per_user"], "Density (%)": 100 * (1 - s["sparsity"]),
+        rows.append({"dataset": name, **dict(zip(TABLE1_COLUMNS, (
+                         s["users"], s["items"], s["actions"], s["avg_actions_per_user"], 100 * (1 - s["sparsity"])))),
                      "modalities": "ID, text, image" if has_images(name) else "ID, text"})
     return pd.DataFrame(rows).set_index("dataset")
 
@@ -135,8 +139,7 @@ def quoted_dataset_table() -> pd.DataFrame:
     theirs["Density"] *= 100
     counts = ["#Users", "#Items", "#Inter."]
     theirs[counts] = theirs[counts].round().astype("Int64")
-    # ``dataset_table``'s column order, so the two tables read side by side
-    theirs = theirs.rename(columns={"Density": "Density (%)"})[["#Users", "#Items", "#Inter.", "Avg. u", "Density (%)"]]
+    theirs = theirs.rename(columns={"Density": "Density (%)"})[list(TABLE1_COLUMNS)]
     theirs.columns.name = None
     return theirs
 

@@ -298,8 +298,9 @@ def settings_control(profile: str, datasets, seed: int, table_runs: dict, train_
     (``table_runs``, keyed ``(dataset, method, seed)``) beside "SR only",
     SASRec's loss in S^4Rec's settings (``settings_control_grid``, trained
     where ``train_missing``). Returns ``({dataset: {row: run or None}},
-    lines)``: the rows of ``SETTINGS_CONTROL_ROWS`` and the share of the
-    SASRec-S^4Rec gap the settings alone account for (``gap_closed``)."""
+    lines)``: the rows of ``SETTINGS_CONTROL_ROWS`` and where the control
+    lies between S^4Rec and SASRec (``gap_closed``), the share of the gap
+    that S^4Rec's added terms account for."""
     control_datasets = [d for d in datasets if d in SETTINGS_CONTROL_DATASETS]
     controls = results_for(settings_control_grid(profile, datasets=control_datasets, seeds=(seed,)),
                            train_missing=train_missing, device=device)
