@@ -108,6 +108,31 @@ def checkpoint_path(key: str, settings, world_size: int | None = None) -> Path:
     return settings.checkpoint_dir / (f"{key}.pt" if world_size is None else f"{key}.ddp{world_size}.pt")
 
 
+def capped_checkpoint_path(config: RunConfig, settings) -> Path:
+    """Where a run stopped by its epoch cap keeps its last checkpoint: named
+    by the key of its config with the cap left out, so that a run that
+    differs from it only by a higher cap finds it and trains on from there
+    instead of from epoch 1 (the slot holds the furthest capped run: a
+    continued run that meets its own cap replaces it). Nothing in training
+    reads the cap but the loop's end, so the continued run is the one a
+    fresh run with the higher cap trains, epoch for epoch."""
+    return settings.checkpoint_dir / "capped" / f"{key_of(config.replace(train__epochs=1), settings)}.pt"
+
+
+def _continue_capped(config: RunConfig, checkpoint: Path, settings) -> int | None:
+    """Start ``config``'s ``checkpoint`` from a capped run's last one
+    (``capped_checkpoint_path``) where that run stopped below ``config``'s
+    cap; returns the epoch it continues from, or None."""
+    capped = capped_checkpoint_path(config, settings)
+    if checkpoint.exists() or not capped.exists():
+        return None
+    epoch = checkpoint_summary(capped)["epoch"]
+    if epoch >= config.train.epochs:
+        return None
+    atomic_link_or_copy(capped, checkpoint)   # the capped one stays: a later, higher cap continues it too
+    return epoch
+
+
 class RunInProgress(RuntimeError):
     """Another process is training the same run (its lock is held)."""
 
@@ -169,6 +194,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     checkpoint = checkpoint_path(key, settings, None if parallel is None else parallel.world_size)
+    continued_from = _continue_capped(config, checkpoint, settings) if parallel is None else None
     exclude = config.evaluation.history_exclusion == "all-but-target"
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
@@ -197,6 +223,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
         peak_memory_mb=peak_memory_mb(device), provenance=prov,
         flags={"stopped_by": fitted.stopped_by, "steps": fitted.steps,
                "resumed_from_epoch": fitted.resumed_from_epoch,
+               "continued_capped_run_from_epoch": continued_from,
                "popularity_valid_ndcg10": floor_ndcg,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
                "dirty": prov["commit"].endswith("+dirty"),
@@ -210,7 +237,12 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     beside, kept = weights_paths(result.path, settings)
     atomic_write(beside, lambda f: torch.save(model.state_dict(), f))
     atomic_link_or_copy(beside, kept)
-    checkpoint.unlink(missing_ok=True)
+    if fitted.stopped_by == "epoch cap" and parallel is None and checkpoint.exists():
+        capped = capped_checkpoint_path(config, settings)
+        capped.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.replace(capped)
+    else:
+        checkpoint.unlink(missing_ok=True)
     return result
 
 

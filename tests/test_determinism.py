@@ -125,6 +125,55 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
         assert {k: r[k] for k in loss_terms} == {k: w[k] for k in loss_terms}
 
 
+CAPPED_RUN = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from emkd_lib.profiles import profile_config
+from emkd_lib.runs import execute
+config = profile_config("smoke", "beauty", "sasrec", train__epochs=int(sys.argv[1]), train__patience=10)
+result = execute(config, device="cpu", progress=False)
+print(json.dumps({"key": result.key, "flags": result.flags}))
+"""
+
+
+def record_of(results: Path, key: str) -> tuple[dict, dict]:
+    (path,) = sorted(results.glob(f"beauty/*{key}.json"))
+    return store.read_record(path), store.read_sidecar(path)
+
+
+@needs_beauty
+def test_a_run_with_a_higher_cap_continues_the_capped_run_and_ends_where_a_fresh_one_does(tmp_path):
+    """A run stopped by its epoch cap keeps its last checkpoint; the same run
+    with a higher cap trains on from it, and ends bit for bit where a fresh
+    run with that cap ends."""
+    results, cache = tmp_path / "continued" / "results", tmp_path / "continued" / "cache"
+    capped = last_json_line(python(["-c", CAPPED_RUN, "2"], results, cache))
+    assert capped["flags"]["stopped_by"] == "epoch cap"
+    assert not (cache / "checkpoints" / f"{capped['key']}.pt").exists()
+    assert len(list((cache / "checkpoints" / "capped").glob("*.pt"))) == 1, "the capped run keeps its checkpoint"
+    continued = last_json_line(python(["-c", CAPPED_RUN, "4"], results, cache))
+    assert continued["key"] != capped["key"]
+    assert continued["flags"]["continued_capped_run_from_epoch"] == 2
+    assert continued["flags"]["resumed_from_epoch"] == 3
+
+    fresh_results, fresh_cache = tmp_path / "fresh" / "results", tmp_path / "fresh" / "cache"
+    fresh = last_json_line(python(["-c", CAPPED_RUN, "4"], fresh_results, fresh_cache))
+    assert fresh["key"] == continued["key"] and fresh["flags"]["continued_capped_run_from_epoch"] is None
+    (a, a_arrays), (b, b_arrays) = record_of(results, continued["key"]), record_of(fresh_results, fresh["key"])
+    for split in ("test_ranks", "valid_ranks"):
+        assert np.array_equal(a_arrays[split], b_arrays[split]), split
+    assert a["test_metrics"] == b["test_metrics"] and a["best_epoch"] == b["best_epoch"]
+    assert [{k: v for k, v in row.items() if k not in TIMING} for row in a["history"]] == \
+        [{k: v for k, v in row.items() if k not in TIMING} for row in b["history"]]
+    # the continued run, capped in turn, leaves its own last checkpoint in the slot, for a cap higher still;
+    # the first capped record is untouched
+    from emkd_lib.train import checkpoint_summary
+    (kept,) = (cache / "checkpoints" / "capped").glob("*.pt")
+    assert checkpoint_summary(kept)["epoch"] == 4
+    assert len(record_of(results, capped["key"])[0]["history"]) == 2
+
+
 def test_seeding_for_cuda_asks_for_deterministic_kernels_and_leaves_the_cpu_path_alone(monkeypatch):
     import torch
     from emkd_lib.train import seed_everything
