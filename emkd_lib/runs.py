@@ -122,7 +122,9 @@ def capped_checkpoint_path(config: RunConfig, settings) -> Path:
 def _continue_capped(config: RunConfig, checkpoint: Path, settings) -> int | None:
     """Start ``config``'s ``checkpoint`` from a capped run's last one
     (``capped_checkpoint_path``) where that run stopped below ``config``'s
-    cap; returns the epoch it continues from, or None."""
+    cap; returns the epoch it continues from, or None. The record does not
+    say so: the run is the fresh one, and its ``resumed_from_epoch`` and
+    per-epoch stamps already say where and when each epoch was trained."""
     capped = capped_checkpoint_path(config, settings)
     if checkpoint.exists() or not capped.exists():
         return None
@@ -194,7 +196,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     checkpoint = checkpoint_path(key, settings, None if parallel is None else parallel.world_size)
-    continued_from = _continue_capped(config, checkpoint, settings) if parallel is None else None
+    if parallel is None:
+        _continue_capped(config, checkpoint, settings)
     exclude = config.evaluation.history_exclusion == "all-but-target"
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
@@ -223,7 +226,6 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
         peak_memory_mb=peak_memory_mb(device), provenance=prov,
         flags={"stopped_by": fitted.stopped_by, "steps": fitted.steps,
                "resumed_from_epoch": fitted.resumed_from_epoch,
-               "continued_capped_run_from_epoch": continued_from,
                "popularity_valid_ndcg10": floor_ndcg,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
                "dirty": prov["commit"].endswith("+dirty"),
