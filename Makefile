@@ -78,6 +78,10 @@ test-notebooks: venv
 	EMKD_REQUIRE_CACHED=1 EMKD_FIGURES_DIR=$(abspath _build/nbval-figures) \
 	  $(PYTEST) -q --nbval-lax --nbval-current-env notebooks/
 
+# The smoke runs' checkpoints, weights and feature caches go to a scratch
+# cache too: they are throwaway runs, and the user's cache keeps only real ones
+# (a smoke run stopped at its tiny epoch cap would otherwise leave its last
+# checkpoint in checkpoints/capped/ for a higher cap to continue).
 test-smoke: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/" >&2; exit 1; }
 	rm -rf $(SMOKE_DIR)
@@ -86,6 +90,7 @@ test-smoke: venv
 	  out=$(SMOKE_DIR)/$$(basename $$nb); \
 	  echo "smoke: $$nb -> $$out"; \
 	  env -u EMKD_REQUIRE_CACHED EMKD_ALLOW_DIRTY=1 EMKD_RESULTS_DIR=$(abspath $(SMOKE_DIR)/results) \
+	    EMKD_CACHE_DIR=$(abspath $(SMOKE_DIR)/cache) \
 	    EMKD_FIGURES_DIR=$(abspath $(SMOKE_DIR)/figures) \
 	    $(PAPERMILL) "$$nb" "$$out" -p profile smoke $(PAPERMILL_ARGS); \
 	done
