@@ -93,6 +93,13 @@ def render_sentence(text: str) -> Sentence:
     return Sentence(text)
 
 
+def render_bullets(lines, empty: str = "") -> Sentence:
+    """``lines`` (Markdown sentences) as a bulleted list; ``empty`` where
+    there is none (a list of no items would be a blank on the page)."""
+    lines = list(lines)
+    return Sentence("\n".join(f"- {line}" for line in lines) if lines else empty)
+
+
 BOLD = "font-weight: bold;"
 # Verdict colours of the scorecard (report.VERDICTS): light backgrounds, dark text, readable in print.
 VERDICT_STYLES = {"reproduced": "background-color: #d4edda; color: #155724;",

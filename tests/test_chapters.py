@@ -40,10 +40,10 @@ def test_code_a_reader_can_expand_fits_the_text_column(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_rendered_sentence_or_table_is_dropped(path):
-    """``render_sentence`` and ``render_table`` return what Jupyter shows only
-    as a cell's last expression; anywhere else (earlier in the cell, inside an
-    ``if``) the text is computed and never reaches the page unless passed to
-    ``display``."""
+    """``render_sentence``, ``render_bullets`` and ``render_table`` return
+    what Jupyter shows only as a cell's last expression; anywhere else
+    (earlier in the cell, inside an ``if``) the text is computed and never
+    reaches the page unless passed to ``display``."""
     import ast
     dropped = []
     for i, cell in enumerate(json.loads(path.read_text())["cells"]):
@@ -53,7 +53,7 @@ def test_no_rendered_sentence_or_table_is_dropped(path):
         last = tree.body[-1] if tree.body else None
         dropped += [f"cell {i}: {ast.unparse(node)[:60]}" for node in ast.walk(tree)
                     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and node is not last
-                    and getattr(node.value.func, "id", None) in ("render_sentence", "render_table")]
+                    and getattr(node.value.func, "id", None) in ("render_sentence", "render_bullets", "render_table")]
     assert not dropped, f"{path.name}: wrap in display(...): {dropped}"
 
 

@@ -97,6 +97,14 @@ def test_sentence_is_markdown_with_its_text_as_plain_text():
     assert data["text/plain"] == "EMKD vs SASRec: **+1.0%**"
 
 
+def test_bullets_are_one_markdown_list_item_per_line_and_none_gives_the_fallback():
+    from emkd_lib.render import render_bullets
+    assert render_bullets(["EMKD **+1.0%**.", "SASRec below."]).data == "- EMKD **+1.0%**.\n- SASRec below."
+    assert render_bullets(iter(["one"])).data == "- one"
+    assert render_bullets([], empty="No count for this dataset.").data == "No count for this dataset."
+    assert render_bullets([]).data == ""
+
+
 def test_nullable_integer_counts_show_missing_as_a_dash():
     df = pd.DataFrame({"users": pd.array([22363, None], dtype="Int64")}, index=["beauty", "ml-100k"])
     html = render_table(df).to_html()
