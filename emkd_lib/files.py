@@ -106,17 +106,18 @@ class LockHeld(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path):
+def exclusive_lock(path: str | Path, wait: bool = False):
     """Hold an exclusive advisory lock (``flock``) on ``path``, created if
     needed, for the ``with`` block; ``LockHeld`` at once if another process
-    holds it. The kernel releases it when the process ends, however it ends,
-    so a killed process leaves no stale lock."""
+    holds it, or, with ``wait``, once it is released. The kernel releases it
+    when the process ends, however it ends, so a killed process leaves no
+    stale lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LockHeld(str(path)) from None
         yield

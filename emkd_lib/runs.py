@@ -110,29 +110,58 @@ def checkpoint_path(key: str, settings, world_size: int | None = None) -> Path:
 
 def capped_checkpoint_path(config: RunConfig, settings) -> Path:
     """Where a run stopped by its epoch cap keeps its last checkpoint: named
-    by the key of its config with the cap left out, so that a run that
-    differs from it only by a higher cap finds it and trains on from there
-    instead of from epoch 1 (the slot holds the furthest capped run: a
-    continued run that meets its own cap replaces it). Nothing in training
-    reads the cap but the loop's end, so the continued run is the one a
-    fresh run with the higher cap trains, epoch for epoch."""
+    by the key its config has at a cap of 1 epoch, so that every run that
+    differs from it only by its cap finds it. A run with a higher cap trains
+    on from there instead of from epoch 1 (``_start_from_capped_checkpoint``);
+    nothing in training reads the cap but the loop's end, so it trains the
+    epochs a fresh run with that cap trains. The slot holds the furthest
+    capped run (``_keep_capped_checkpoint``)."""
     return settings.checkpoint_dir / "capped" / f"{key_of(config.replace(train__epochs=1), settings)}.pt"
 
 
-def _continue_capped(config: RunConfig, checkpoint: Path, settings) -> int | None:
-    """Start ``config``'s ``checkpoint`` from a capped run's last one
-    (``capped_checkpoint_path``) where that run stopped below ``config``'s
-    cap; returns the epoch it continues from, or None. The record does not
-    say so: the run is the fresh one, and its ``resumed_from_epoch`` and
-    per-epoch stamps already say where and when each epoch was trained."""
+def _capped_slot_lock(capped: Path, settings) -> Path:
+    return settings.cache_dir / "locks" / f"capped-{capped.stem}.lock"
+
+
+def _start_from_capped_checkpoint(config: RunConfig, checkpoint: Path, settings) -> None:
+    """Give ``config`` (with no ``checkpoint`` of its own yet) a copy of the
+    capped run's last checkpoint where that run stopped below ``config``'s
+    cap. The copy is read, not the slot, because another process may replace
+    the slot in between. The record does not say so: the run is the fresh
+    one, and its ``resumed_from_epoch`` and per-epoch stamps (commit,
+    machine) say where and by what each epoch was trained."""
     capped = capped_checkpoint_path(config, settings)
     if checkpoint.exists() or not capped.exists():
-        return None
-    epoch = checkpoint_summary(capped)["epoch"]
-    if epoch >= config.train.epochs:
-        return None
-    atomic_link_or_copy(capped, checkpoint)   # the capped one stays: a later, higher cap continues it too
-    return epoch
+        return
+    atomic_link_or_copy(capped, checkpoint)   # the slot stays: a later, higher cap continues it too
+    if checkpoint_summary(checkpoint)["epoch"] >= config.train.epochs:
+        checkpoint.unlink()
+
+
+def _keep_capped_checkpoint(config: RunConfig, checkpoint: Path, settings) -> None:
+    """Move a capped run's last ``checkpoint`` to its slot, unless the slot
+    holds a run that went further (a higher cap's): the slot only moves
+    forward. Under the slot's own lock, since runs of different caps (each
+    holding only its own run lock) may end at once."""
+    capped = capped_checkpoint_path(config, settings)
+    with exclusive_lock(_capped_slot_lock(capped, settings), wait=True):
+        if capped.exists() and checkpoint_summary(capped)["epoch"] >= checkpoint_summary(checkpoint)["epoch"]:
+            checkpoint.unlink()
+        else:
+            capped.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.replace(capped)
+
+
+def checkpoint_to_resume(config: RunConfig, key: str, settings) -> Path | None:
+    """The checkpoint ``execute`` trains ``config`` (run ``key``) on from,
+    if any: its own, else a capped run's that stopped below its cap."""
+    own = checkpoint_path(key, settings)
+    if own.exists():
+        return own
+    capped = capped_checkpoint_path(config, settings)
+    if capped.exists() and checkpoint_summary(capped)["epoch"] < config.train.epochs:
+        return capped
+    return None
 
 
 class RunInProgress(RuntimeError):
@@ -196,8 +225,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     checkpoint = checkpoint_path(key, settings, None if parallel is None else parallel.world_size)
-    if parallel is None:
-        _continue_capped(config, checkpoint, settings)
+    if parallel is None:   # a data-parallel run's checkpoint holds every rank's generators: not a slot's
+        _start_from_capped_checkpoint(config, checkpoint, settings)
     exclude = config.evaluation.history_exclusion == "all-but-target"
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     fitted = fit(model, recipe, split, config.train, seed=config.seed, device=device, progress=progress,
@@ -228,7 +257,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
                "resumed_from_epoch": fitted.resumed_from_epoch,
                "popularity_valid_ndcg10": floor_ndcg,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
-               "dirty": prov["commit"].endswith("+dirty"),
+               # a resumed run is dirty where any of its epochs was trained from uncommitted code
+               "dirty": any(c.endswith("+dirty") for c in [prov["commit"], *trained_by_commits(fitted.history)]),
                "trained_by_commits": trained_by_commits(fitted.history)},
         path=result_path(config, key, root or settings.results_dir),
         arrays=arrays,
@@ -240,9 +270,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
     atomic_write(beside, lambda f: torch.save(model.state_dict(), f))
     atomic_link_or_copy(beside, kept)
     if fitted.stopped_by == "epoch cap" and parallel is None and checkpoint.exists():
-        capped = capped_checkpoint_path(config, settings)
-        capped.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.replace(capped)
+        _keep_capped_checkpoint(config, checkpoint, settings)
     else:
         checkpoint.unlink(missing_ok=True)
     return result
@@ -454,9 +482,9 @@ def grid_progress(configs, settings=None) -> list[dict]:
     """Where each run of a grid stands, without training or locking
     anything (``grid --plan``): per config a dict of its run ``key``, the
     ``config`` and its ``status``: "stored" (with ``result``),
-    "checkpointed" (with the checkpoint's ``checkpoint_summary`` and
-    ``saved``, its modification time: a recent one is a run in training) or
-    "not started"."""
+    "checkpointed" (with the ``checkpoint_summary`` of its
+    ``checkpoint_to_resume``, a capped run's included, and ``saved``, its
+    modification time: a recent one is a run in training) or "not started"."""
     settings = _settings(settings)
     rows = []
     for config in configs:
@@ -464,7 +492,7 @@ def grid_progress(configs, settings=None) -> list[dict]:
         row = {"key": key, "config": config, "status": "not started"}
         if (result := stored(config, settings, allow_dirty=True)) is not None:
             row.update(status="stored", result=result)
-        elif (checkpoint := checkpoint_path(key, settings)).exists():
+        elif (checkpoint := checkpoint_to_resume(config, key, settings)) is not None:
             row.update(status="checkpointed", progress=checkpoint_summary(checkpoint),
                        saved=time.strftime("%Y-%m-%d %H:%M", time.localtime(checkpoint.stat().st_mtime)))
         rows.append(row)

@@ -4,6 +4,7 @@ epoch and resumed from its checkpoint in another process ends exactly where
 an uninterrupted one does."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,8 +101,10 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
 
     second = last_json_line(python(["-c", RUN, method], resumed_results, resumed_cache))
     assert second["flags"]["resumed_from_epoch"] == 3
-    assert checkpoints[0].name == f"{second['key']}.pt" and not checkpoints[0].exists(), \
-        "the finished run removes its checkpoint"
+    # stopped by its cap (4 epochs, patience 4), the run moves its checkpoint to the capped slot
+    assert second["flags"]["stopped_by"] == "epoch cap"
+    assert checkpoints[0].name == f"{second['key']}.pt" and not checkpoints[0].exists()
+    assert len(list((resumed_cache / "checkpoints" / "capped").glob("*.pt"))) == 1
 
     whole_results, whole_cache = tmp_path / "whole" / "results", tmp_path / "whole" / "cache"
     third = last_json_line(python(["-c", RUN, method], whole_results, whole_cache))
@@ -110,6 +113,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(method, tmp_path):
     assert len(second["flags"]["trained_by_commits"]) == 1
     assert second["flags"]["trained_by_commits"] == third["flags"]["trained_by_commits"]
     assert not any((whole_cache / "checkpoints").glob("*.pt"))
+    assert len(list((whole_cache / "checkpoints" / "capped").glob("*.pt"))) == 1
 
     (resumed, resumed_arrays), (whole, whole_arrays) = only_record(resumed_results), only_record(whole_results)
     for split in ("test_ranks", "valid_ranks"):
@@ -153,7 +157,6 @@ def test_a_run_with_a_higher_cap_continues_the_capped_run_and_ends_where_a_fresh
     assert not (cache / "checkpoints" / f"{capped['key']}.pt").exists()
     assert len(list((cache / "checkpoints" / "capped").glob("*.pt"))) == 1, "the capped run keeps its checkpoint"
     continued = last_json_line(python(["-c", CAPPED_RUN, "4"], results, cache))
-    assert continued["key"] != capped["key"]
     assert continued["flags"]["resumed_from_epoch"] == 3, "it trains on from the capped run's epoch 2"
 
     fresh_results, fresh_cache = tmp_path / "fresh" / "results", tmp_path / "fresh" / "cache"
@@ -165,12 +168,20 @@ def test_a_run_with_a_higher_cap_continues_the_capped_run_and_ends_where_a_fresh
     assert a["test_metrics"] == b["test_metrics"] and a["best_epoch"] == b["best_epoch"]
     assert [{k: v for k, v in row.items() if k not in TIMING} for row in a["history"]] == \
         [{k: v for k, v in row.items() if k not in TIMING} for row in b["history"]]
-    # the continued run, capped in turn, leaves its own last checkpoint in the slot, for a cap higher still;
-    # the first capped record is untouched
+    # the continued run, capped in turn, leaves its own last checkpoint in the slot, for a cap higher still
     from emkd_lib.train import checkpoint_summary
     (kept,) = (cache / "checkpoints" / "capped").glob("*.pt")
     assert checkpoint_summary(kept)["epoch"] == 4
-    assert len(record_of(results, capped["key"])[0]["history"]) == 2
+    # a lower cap than the slot's trains from epoch 1, and the slot keeps the furthest run
+    lower = last_json_line(python(["-c", CAPPED_RUN, "3"], results, cache))
+    assert lower["flags"]["resumed_from_epoch"] == 0 and lower["flags"]["stopped_by"] == "epoch cap"
+    assert [checkpoint_summary(p)["epoch"] for p in (cache / "checkpoints" / "capped").glob("*.pt")] == [4]
+    assert not any((cache / "checkpoints").glob("*.pt"))
+    # a checkpoint that has trained past its run's cap is refused, not stored as a run of that cap
+    shutil.copy(kept, cache / "checkpoints" / kept.name)   # the slot's name is the key of the cap-1 run
+    refused = subprocess.run([sys.executable, "-c", CAPPED_RUN, "1"], cwd=REPO, env=environment(results, cache),
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "has trained 4 epochs, past this run's cap of 1" in refused.stderr
 
 
 def test_seeding_for_cuda_asks_for_deterministic_kernels_and_leaves_the_cpu_path_alone(monkeypatch):

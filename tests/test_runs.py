@@ -296,6 +296,40 @@ def test_a_run_another_process_trains_is_refused_and_skipped_by_a_grid(env, monk
     assert runs.run_or_load(config, device="cpu", progress=False).path.exists()
 
 
+def test_a_waiting_lock_is_taken_once_its_holder_releases_it(tmp_path):
+    from emkd_lib.files import LockHeld, exclusive_lock
+
+    lock = tmp_path / "slot.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emkd_lib.files import "
+                               "exclusive_lock; cm = exclusive_lock(sys.argv[1]); cm.__enter__(); "
+                               "print('held', flush=True); sys.stdin.readline()", str(lock)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld):
+            with exclusive_lock(lock):
+                pass
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        with exclusive_lock(lock, wait=True):   # blocks until the holder has exited
+            assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_capped_run_that_a_higher_cap_would_continue_counts_as_checkpointed(env):
+    """``grid --plan``, ``--checkpointed-only`` and the budget see the run a
+    capped run's slot would continue, as they see a run's own checkpoint."""
+    config = tiny_config().replace(train__epochs=2, train__patience=10)
+    assert runs.run_or_load(config, device="cpu", progress=False).flags["stopped_by"] == "epoch cap"
+    statuses = [row["status"] for row in runs.grid_progress(
+        [config.replace(train__epochs=e) for e in (1, 2, 4)])]
+    assert statuses == ["not started", "stored", "checkpointed"]
+    (row,) = runs.grid_progress([config.replace(train__epochs=4)])
+    assert row["progress"]["epoch"] == 2
+
+
 def test_the_grid_command_reports_a_skipped_run_and_exits_1(env, monkeypatch, capsys):
     from emkd_lib import __main__ as cli
 
