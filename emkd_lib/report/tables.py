@@ -302,7 +302,7 @@ def run_index(runs: dict) -> pd.Index:
               if isinstance(label, tuple) else label for label, r in runs.items()]
     if not (labels and all(isinstance(label, tuple) for label in labels)
             and len({len(label) for label in labels}) == 1):
-        return pd.Index([_run_name(label) for label in labels], name="run")
+        return pd.Index([run_name(label) for label in labels], name="run")
     index = pd.MultiIndex.from_tuples(labels, names=[_level_name(labels, list(runs.values()), i)
                                                      for i in range(len(labels[0]))])
     constant = constant_levels(index)
@@ -363,7 +363,7 @@ def still_rising_found(stops: pd.DataFrame) -> list[str]:
     rising = _rising(stops)
     if rising.empty:
         return [f"no run of the {len(stops)} was still rising when it stopped (each ended on a plateau)"]
-    named = ", ".join(f"{_run_name(label)} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best "
+    named = ", ".join(f"{run_name(label)} (stopped by {row['stopped by']} at epoch {row['epochs']}; its best "
                       f"validation NDCG@10 rose {row[LATE_GAIN_COLUMN]:.1f}% in the last quarter of the run)"
                       for label, row in rising.iterrows())
     one = len(rising) == 1
@@ -601,7 +601,7 @@ def pending_line(runs: dict, of: str = "", name=None, stored_as: str = "stored")
     named by ``name(label)`` (default: a grid key's parts under their
     names, "toys / EMKD"; a table row's own label in quotes)."""
     # rows are named like "code: batches drawn at random": quoted, they read as one name
-    name = name or (lambda label: f'"{label}"' if isinstance(label, str) else _run_name(label))
+    name = name or (lambda label: f'"{label}"' if isinstance(label, str) else run_name(label))
     missing = [name(label) for label, r in runs.items() if r is None]
     # a run under two labels (a sweep's default point, shared by every sweep) counts once
     stored = len({getattr(r, "key", id(r)) for r in runs.values() if r is not None})
@@ -632,7 +632,10 @@ def not_stored_by_dataset(runs: dict, grid: dict) -> dict:
     return missing
 
 
-def _run_name(label) -> str:
+def run_name(label) -> str:
+    """A run's label as the chapters name it: a string as it is, a key
+    ``(dataset, method, ...)`` with its parts joined, methods titled
+    (``("ml-1m", "duorec")`` -> "ml-1m / DuoRec")."""
     return label if isinstance(label, str) else " / ".join(map(method_title, label))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..report.code_changes import distinct_text, epoch_cpu_types, epoch_cpu_units
 from ..report.sentences import control_found
-from ..report.tables import method_label, method_title
+from ..report.tables import method_label, run_name
 
 # Another CPU rounds otherwise (vector widths, bf16 paths), so a check
 # trained there cannot repeat the main run bit for bit, only to within
@@ -92,7 +92,7 @@ def with_patience_checks(runs: dict, checks: dict) -> tuple[dict, list[str]]:
 def check_name(key) -> str:
     """A patience check ``(dataset, method, seed)`` as the chapters name it
     (one seed is checked): ``("ml-1m", "duorec", 0)`` -> "ml-1m / DuoRec"."""
-    return f"{key[0]} / {method_title(key[1])}"
+    return run_name(key[:2])
 
 
 def replaced_runs(runs: dict, table_runs: dict) -> dict:
