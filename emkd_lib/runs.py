@@ -120,6 +120,7 @@ def capped_checkpoint_path(config: RunConfig, settings) -> Path:
 
 
 def _capped_slot_lock(capped: Path, settings) -> Path:
+    """The lock under which a capped run's checkpoint replaces the slot ``capped``."""
     return settings.cache_dir / "locks" / f"capped-{capped.stem}.lock"
 
 
@@ -247,6 +248,7 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
         # Same config, same key; but not the same computation as one process
         # (see distributed), so the record says how it was trained.
         prov.update(ddp_world_size=parallel.world_size, command=f"{prov['command']} --ddp {parallel.world_size}")
+    commits = trained_by_commits(fitted.history)
     result = RunResult(
         config=config, key=key, valid_metrics=fitted.valid_metrics, test_metrics=fitted.test_metrics,
         history=fitted.history, best_epoch=fitted.best_epoch,
@@ -258,8 +260,8 @@ def _train_and_store(config, device, progress, settings, root, stop_after_epoch,
                "popularity_valid_ndcg10": floor_ndcg,
                "below_popularity": fitted.valid_metrics["NDCG@10"] < floor_ndcg,
                # a resumed run is dirty where any of its epochs was trained from uncommitted code
-               "dirty": any(c.endswith("+dirty") for c in [prov["commit"], *trained_by_commits(fitted.history)]),
-               "trained_by_commits": trained_by_commits(fitted.history)},
+               "dirty": any(c.endswith("+dirty") for c in [prov["commit"], *commits]),
+               "trained_by_commits": commits},
         path=result_path(config, key, root or settings.results_dir),
         arrays=arrays,
     )

@@ -296,6 +296,21 @@ def test_a_run_another_process_trains_is_refused_and_skipped_by_a_grid(env, monk
     assert runs.run_or_load(config, device="cpu", progress=False).path.exists()
 
 
+def test_a_run_resumed_by_committed_code_after_epochs_of_uncommitted_code_is_flagged_dirty(env, monkeypatch):
+    from emkd_lib import store as store_module
+    config = tiny_config().replace(train__epochs=2, train__patience=10)
+    for module in (runs, store_module):
+        monkeypatch.setattr(module, "code_commit", lambda: "0123abc+dirty")
+    with pytest.raises(InterruptedError):
+        runs.execute(config, device="cpu", progress=False, stop_after_epoch=1)
+    for module in (runs, store_module):
+        monkeypatch.setattr(module, "code_commit", lambda: "0123abc")
+    result = runs.execute(config, device="cpu", progress=False)
+    assert result.provenance["commit"] == "0123abc" and result.flags["resumed_from_epoch"] == 2
+    assert result.flags["trained_by_commits"] == ["0123abc+dirty", "0123abc"]
+    assert result.flags["dirty"], "its first epoch cannot be replayed from a commit"
+
+
 def test_a_waiting_lock_is_taken_once_its_holder_releases_it(tmp_path):
     from emkd_lib.files import LockHeld, exclusive_lock
 
