@@ -264,7 +264,11 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         except RuntimeError:   # torch's message lists every mismatched tensor
             raise ValueError(f"checkpoint {checkpoint} holds another model's weights; {_CHECKPOINT_REMEDY}") from None
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
+        try:
+            _set_rng_state(state["rng"] if parallel is None else state["rank_rng"][parallel.rank], rng, generator)
+        except RuntimeError:   # torch's message gives only the state's size
+            raise ValueError(f"checkpoint {checkpoint} holds the random state of a run on another kind of device "
+                             f"(CPU or CUDA) than {device.type}; {_CHECKPOINT_REMEDY}") from None
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
         for name in _RESUMED_FIELDS:
             setattr(result, name, state[name])

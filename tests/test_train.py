@@ -178,17 +178,25 @@ def test_stop_after_epoch_leaves_a_checkpoint_and_a_resume_continues_from_it(tmp
     (b"garbage\n", "is unreadable (ValueError: invalid literal"),
     (None, "is not a training checkpoint (no 'epoch')"),          # a file of weights, not a checkpoint
     ("other model", "holds another model's weights"),
+    # a CUDA run's generator state (16 bytes) where a CPU generator's is expected
+    ("other device", "holds the random state of a run on another kind of device"),
+    ("past the cap", "has trained 5 epochs, past this run's cap of 4"),
 ])
 def test_a_corrupt_or_foreign_checkpoint_is_one_error_naming_it_and_is_kept(tmp_path, content, problem):
     checkpoint = tmp_path / "run.pt"
     train = TrainConfig(epochs=4, batch_size=10, patience=10)
     if content is None:
         torch.save({"w": torch.ones(3)}, checkpoint)
-    elif content == "other model":
+    elif isinstance(content, str):
         with pytest.raises(InterruptedError):
             fit_constant(train, checkpoint=checkpoint, stop_after_epoch=1)
         state = torch.load(checkpoint, weights_only=False)
-        state["model"] = {"v": torch.ones(2)}
+        if content == "other model":
+            state["model"] = {"v": torch.ones(2)}
+        elif content == "other device":
+            state["rng"]["generator"] = torch.zeros(16, dtype=torch.uint8)
+        else:
+            state["epoch"] = 5
         torch.save(state, checkpoint)
     else:
         checkpoint.write_bytes(content)
