@@ -259,6 +259,9 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         # the ranks need not share the checkpoint's filesystem.
         state = parallel.from_main(state)
     if state is not None:
+        if state["epoch"] > settings.epochs:
+            raise ValueError(f"checkpoint {checkpoint} has trained {state['epoch']} epochs, past this run's cap "
+                             f"of {settings.epochs}; {_CHECKPOINT_REMEDY}")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError:   # torch's message lists every mismatched tensor
@@ -272,9 +275,6 @@ def fit(model: nn.Module, recipe: Recipe, split: LeaveOneOutSplit, settings: Tra
         best_score, best_state, since_best = state["best_score"], state["best_state"], state["since_best"]
         for name in _RESUMED_FIELDS:
             setattr(result, name, state[name])
-        if state["epoch"] > settings.epochs:
-            raise ValueError(f"checkpoint {checkpoint} has trained {state['epoch']} epochs, past this run's cap "
-                             f"of {settings.epochs}; {_CHECKPOINT_REMEDY}")
         start = result.resumed_from_epoch = state["epoch"] + 1
         stopped = state["stopped"]  # killed after its stopping epoch was written: nothing left to train
         if stopped:
