@@ -135,8 +135,14 @@ def _start_from_capped_checkpoint(config: RunConfig, checkpoint: Path, settings)
     if checkpoint.exists() or not capped.exists():
         return
     atomic_link_or_copy(capped, checkpoint)   # the slot stays: a later, higher cap continues it too
-    if checkpoint_summary(checkpoint)["epoch"] >= config.train.epochs:
+    if not _below_cap(checkpoint_summary(checkpoint), config):
         checkpoint.unlink()
+
+
+def _below_cap(summary: dict, config: RunConfig) -> bool:
+    """Whether a capped run's checkpoint (its ``checkpoint_summary``)
+    stopped below ``config``'s cap, so that ``config`` trains on from it."""
+    return summary["epoch"] < config.train.epochs
 
 
 def _keep_capped_checkpoint(config: RunConfig, checkpoint: Path, settings) -> None:
@@ -153,15 +159,16 @@ def _keep_capped_checkpoint(config: RunConfig, checkpoint: Path, settings) -> No
             checkpoint.replace(capped)
 
 
-def checkpoint_to_resume(config: RunConfig, key: str, settings) -> Path | None:
+def checkpoint_to_resume(config: RunConfig, key: str, settings) -> tuple[Path, dict] | None:
     """The checkpoint ``execute`` trains ``config`` (run ``key``) on from,
-    if any: its own, else a capped run's that stopped below its cap."""
+    with its ``checkpoint_summary``, if any: its own, else a capped run's
+    that stopped below its cap."""
     own = checkpoint_path(key, settings)
     if own.exists():
-        return own
+        return own, checkpoint_summary(own)
     capped = capped_checkpoint_path(config, settings)
-    if capped.exists() and checkpoint_summary(capped)["epoch"] < config.train.epochs:
-        return capped
+    if capped.exists() and _below_cap(summary := checkpoint_summary(capped), config):
+        return capped, summary
     return None
 
 
@@ -494,8 +501,9 @@ def grid_progress(configs, settings=None) -> list[dict]:
         row = {"key": key, "config": config, "status": "not started"}
         if (result := stored(config, settings, allow_dirty=True)) is not None:
             row.update(status="stored", result=result)
-        elif (checkpoint := checkpoint_to_resume(config, key, settings)) is not None:
-            row.update(status="checkpointed", progress=checkpoint_summary(checkpoint),
+        elif (found := checkpoint_to_resume(config, key, settings)) is not None:
+            checkpoint, summary = found
+            row.update(status="checkpointed", progress=summary,
                        saved=time.strftime("%Y-%m-%d %H:%M", time.localtime(checkpoint.stat().st_mtime)))
         rows.append(row)
     return rows
