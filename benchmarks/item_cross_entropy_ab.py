@@ -2,12 +2,10 @@
 ``F.cross_entropy`` against the hand-written gradient of
 ``losses.masked_item_prediction_loss`` (``losses._ItemCrossEntropy``).
 
-The two alternate step by step on the same model and batches (``--rounds``
-pairs, the order flipped every round), so the load of other processes on a
-shared machine drifts over both alike; the medians of their training
-throughputs and their ratio are printed per method. A run of separate
-commands, one per version, cannot tell a 10% change apart from the load's
-swings on a busy machine.
+The two alternate step by step on the same model and batches
+(``train_throughput.alternated_rates``: ``--rounds`` pairs, the order
+flipped every round); the medians of their training throughputs and their
+ratio are printed per method.
 
     python benchmarks/item_cross_entropy_ab.py --threads 1
     python benchmarks/item_cross_entropy_ab.py --methods emkd-sasrec --set params__n_networks=3 \
@@ -16,7 +14,6 @@ swings on a busy machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import parse_override, prepared, print_header, time_training  # noqa: E402
+from train_throughput import alternated_line, alternated_rates, parse_override, print_header  # noqa: E402
 
 from emkd_lib import losses  # noqa: E402
 from emkd_lib.methods import parse_method  # noqa: E402
@@ -52,26 +49,22 @@ def main(argv=None) -> dict:
     device = torch.device("cpu")
     print_header(device)
     fused = losses.masked_item_prediction_loss
-    versions = (("autograd", autograd_item_prediction_loss), ("hand-written", fused))
+
+    def using(loss):
+        def use():
+            losses.masked_item_prediction_loss = loss
+        return use
+
+    versions = (("item cross entropy through autograd", using(autograd_item_prediction_loss)),
+                ("hand-written", using(fused)))
     speedups = {}
     try:
         for name in args.methods:
             method, encoder = parse_method(name)
             config = profile_config(args.profile, args.dataset, method, encoder=encoder, **dict(args.overrides))
-            _, _, model, recipe, examples, batches = prepared(config)
-            timed = [examples[i] for idx in batches[:args.batches] for i in idx]
-            rates = {label: [] for label, _ in versions}
-            for r in range(args.rounds * 2):
-                for label, loss in (versions if r % 2 == 0 else versions[::-1]):
-                    losses.masked_item_prediction_loss = loss
-                    seconds = time_training(model, recipe, examples, timed, config.train, device, 1)
-                    rates[label].append(len(timed) / seconds)
-            before, after = (statistics.median(rates[label]) for label, _ in versions)
-            speedups[name] = after / before
-            print(f"{name}[{config.train.precision}] {args.dataset} [{args.profile}]: item cross entropy through autograd "
-                  f"{', '.join(f'{x:.1f}' for x in rates['autograd'])}, hand-written "
-                  f"{', '.join(f'{x:.1f}' for x in rates['hand-written'])} sequences/s; "
-                  f"speed-up of the medians {after / before:.3f}x")
+            line, speedups[name] = alternated_line(name, config, alternated_rates(config, versions, args.batches,
+                                                                                 args.rounds, device))
+            print(line)
     finally:
         losses.masked_item_prediction_loss = fused
     return speedups

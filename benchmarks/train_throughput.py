@@ -275,6 +275,34 @@ def prepared(config: RunConfig):
     return dataset, split, model, recipe, examples, batches
 
 
+def alternated_rates(config: RunConfig, versions, batches: int, rounds: int, device) -> dict[str, list[float]]:
+    """Training sequences/s of two versions of the code, alternated on the
+    same model and batches (the first ``batches`` of ``prepared``):
+    ``versions`` are ``(label, use)`` pairs, ``use()`` switching the library
+    to that version; ``rounds`` pairs of measurements, the order flipped every
+    round, so the load of other processes on a shared machine drifts over
+    both alike. A run of separate commands, one per version, cannot tell a
+    10% change apart from the load's swings on a busy machine."""
+    _, _, model, recipe, examples, order = prepared(config)
+    timed = [examples[i] for idx in order[:batches] for i in idx]
+    rates = {label: [] for label, _ in versions}
+    for r in range(rounds * 2):
+        for label, use in (versions if r % 2 == 0 else versions[::-1]):
+            use()
+            rates[label].append(len(timed) / time_training(model, recipe, examples, timed, config.train, device, 1))
+    return rates
+
+
+def alternated_line(name: str, config: RunConfig, rates: dict[str, list[float]]) -> tuple[str, float]:
+    """``alternated_rates``' line (``report.performance.interleaved_speedups``
+    reads it) and the ratio of the second version's median to the first's."""
+    (before, slow), (after, fast) = rates.items()
+    speedup = float(np.median(fast) / np.median(slow))
+    return (f"{name}[{config.train.precision}] {config.dataset} [{config.profile}]: {before} "
+            f"{', '.join(f'{x:.1f}' for x in slow)}, {after} {', '.join(f'{x:.1f}' for x in fast)} "
+            f"sequences/s; speed-up of the medians {speedup:.3f}x"), speedup
+
+
 def benchmark_method(name: str, args, device: torch.device, peak: float, overrides: dict) -> dict:
     method, encoder = parse_method(name)
     config = profile_config(args.profile, args.dataset, method, encoder=encoder, **overrides)

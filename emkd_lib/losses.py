@@ -294,13 +294,12 @@ class _MutualKL(torch.autograd.Function):
         for start in range(0, P, rows):
             chunk = slice(start, start + rows)
             q, f, kl_chunk = _mutual_kl_parts(logits[:, chunk], temperature)
-            g = _mutual_kl_logit_gradient(q, f, kl_chunk, detach_teacher) if ctx.needs_input_grad[0] else None
             if kl is None:
                 kl = kl_chunk.new_empty((N, P))
-                gradient = None if g is None else g.new_empty((N, P, V))
+                gradient = q.new_empty((N, P, V)) if ctx.needs_input_grad[0] else None
             kl[:, chunk] = kl_chunk
-            if g is not None:
-                gradient[:, chunk] = g
+            if gradient is not None:   # formed in its place: no chunk-sized copy
+                _mutual_kl_logit_gradient(q, f, kl_chunk, detach_teacher, out=gradient[:, chunk])
         if kl is None:  # no positions
             kl = logits.new_zeros((N, P))
         ctx.save_for_backward(gradient, weights)
@@ -327,9 +326,10 @@ def _mutual_kl_parts(logits: torch.Tensor, temperature: float):
     return q, f, torch.linalg.vecdot(q, f)
 
 
-def _mutual_kl_logit_gradient(q, f, kl, detach_teacher: bool) -> torch.Tensor:
-    """``_MutualKL``'s gradient by the logits, before the 1/T and position weights."""
-    g = torch.add(-q.sum(0), q, alpha=q.shape[0])               # student side
+def _mutual_kl_logit_gradient(q, f, kl, detach_teacher: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``_MutualKL``'s gradient by the logits, before the 1/T and position
+    weights; written into ``out`` (a view of q's shape) where given."""
+    g = torch.add(-q.sum(0), q, alpha=q.shape[0], out=out)      # student side
     if not detach_teacher:
         g += q * (f - kl[..., None])                            # teacher side
     return g

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emkd_lib import losses, settings
 from emkd_lib.data import dataset_spec, resolve_dataset_dir
@@ -332,3 +333,43 @@ def test_item_cross_entropy_ab_alternates_the_two_versions_and_the_chapter_reads
     assert len(table["before (sequences / s)"].iloc[0].split(", ")) == 2    # one round: each version twice
     (line,) = ab_found(table, "the item cross entropy's hand-written gradient")
     assert line.startswith("the item cross entropy's hand-written gradient: EMKD ")
+
+
+def test_ensemble_scores_ab_alternates_the_two_versions_and_puts_the_library_back(monkeypatch, capsys, tmp_path):
+    from emkd_lib.models.ensemble import EncoderEnsemble
+    from emkd_lib.report.performance import interleaved_speedups
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ab = importlib.import_module("ensemble_scores_ab")
+    batched, in_place = EncoderEnsemble.logits, losses._MutualKL.forward
+    speedups = ab.main(["--profile", "smoke", "--methods", "emkd-gru4rec", "--networks", "2", "--users", "0",
+                        "--batches", "1", "--rounds", "1"])
+    assert EncoderEnsemble.logits is batched and losses._MutualKL.forward is in_place
+    (tmp_path / "ab.txt").write_text(capsys.readouterr().out)
+    table = interleaved_speedups(tmp_path / "ab.txt")
+    assert list(table["method"]) == ["emkd-gru4rec"]
+    assert table["speed-up (medians)"].iloc[0] == pytest.approx(speedups["emkd-gru4rec"], abs=1e-3)
+    assert len(table["after (sequences / s)"].iloc[0].split(", ")) == 2    # one round: each version twice
+
+
+def test_what_ensemble_scores_ab_times_as_before_gives_the_librarys_values(monkeypatch):
+    """The "before" versions the benchmark times compute what the library
+    does: the same scores, and the same KD loss and gradient."""
+    from emkd_lib.models.encoders import GRU4RecConfig
+    from emkd_lib.models.ensemble import EncoderEnsemble
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ab = importlib.import_module("ensemble_scores_ab")
+    torch.manual_seed(0)
+    model = EncoderEnsemble("gru4rec", 2, 500, 10, config=GRU4RecConfig(hidden=16))
+    hidden = torch.randn(2, 60, 16)
+    assert torch.equal(ab.stacked_logits(model, hidden), model.logits(hidden))
+
+    logits = torch.randn(3, 70, 500)      # 70 positions: chunks of 32, 32 and 6
+    def kd(forward):
+        monkeypatch.setattr(losses._MutualKL, "forward", staticmethod(forward))
+        z = logits.clone().requires_grad_()
+        loss = losses.distillation_loss(z, 0.5)
+        loss.backward()
+        return loss.detach(), z.grad
+    library = kd(losses._MutualKL.forward)
+    before = kd(ab.copied_kd_forward)
+    assert torch.equal(library[0], before[0]) and torch.equal(library[1], before[1])

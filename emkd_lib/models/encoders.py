@@ -41,6 +41,22 @@ def positions_from_right(width: int, max_len: int, device) -> torch.Tensor:
     return torch.arange(max_len - width, max_len, device=device)
 
 
+class _DotProductScores:
+    """``logits`` of a next-item encoder: its hidden states times the item rows
+    of its ``output_layer``, plus that layer's bias. An ensemble of such
+    encoders scores all its networks in one batched product from their
+    output layers (``ensemble.EncoderEnsemble.logits``)."""
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The item rows ``(n_items, d)`` that ``logits`` scores against, and their bias or None."""
+        raise NotImplementedError
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.output_layer()
+        scores = hidden @ weight.T
+        return scores if bias is None else scores + bias
+
+
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm self-attention block (attention + position-wise FFN)."""
 
@@ -154,14 +170,14 @@ class _TransformerEncoder(nn.Module):
         return self.ln_out(x)
 
 
-class SASRec(_TransformerEncoder):
+class SASRec(_DotProductScores, _TransformerEncoder):
     """SASRec (Kang & McAuley, 2018): causal self-attention over the sequence."""
 
     causal = True
     cloze = False
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.item_embedding.weight[1:self.n_items + 1].T
+    def output_layer(self) -> tuple[torch.Tensor, None]:
+        return self.item_embedding.weight[1:self.n_items + 1], None
 
 
 class BERT4Rec(_TransformerEncoder):
@@ -188,7 +204,7 @@ class BERT4Rec(_TransformerEncoder):
         return self.head(hidden) @ self.item_embedding.weight[1:self.n_items + 1].T + self.output_bias
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(_DotProductScores, nn.Module):
     """GRU4Rec (Hidasi et al., 2016) with full-softmax cross entropy."""
 
     cloze = False
@@ -216,11 +232,11 @@ class GRU4Rec(nn.Module):
         to_left = (cols - shift) % T
         return out.gather(1, to_left[..., None].expand(B, T, self.hidden))
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.item_embedding.weight[1:self.n_items + 1].T
+    def output_layer(self) -> tuple[torch.Tensor, None]:
+        return self.item_embedding.weight[1:self.n_items + 1], None
 
 
-class Caser(nn.Module):
+class Caser(_DotProductScores, nn.Module):
     """Caser (Tang & Wang, 2018): horizontal and vertical convolutions over the
     last ``window`` items, computed for every position at once.
 
@@ -261,11 +277,11 @@ class Caser(nn.Module):
         features = torch.cat([torch.cat(horizontal, 1).transpose(1, 2), vertical], -1)
         return F.relu(self.fc(self.drop(features)))
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.output_embedding.weight[1:].T + self.output_bias
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.output_embedding.weight[1:], self.output_bias
 
 
-class NextItNet(nn.Module):
+class NextItNet(_DotProductScores, nn.Module):
     """NextItNet (Yuan et al., 2019): stacked residual blocks of dilated causal
     1-D convolutions over the item embeddings, every position predicting the
     next item.
@@ -317,8 +333,8 @@ class NextItNet(nn.Module):
             x = (x + out) * real
         return x
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.output_embedding.weight[1:].T + self.output_bias
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.output_embedding.weight[1:], self.output_bias
 
 
 def _init_weights(module: nn.Module) -> None:

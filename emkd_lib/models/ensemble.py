@@ -315,8 +315,17 @@ class EncoderEnsemble(nn.Module):
         return torch.stack([network(ids) for network in self.networks])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(N, ..., d) -> (N, ..., n_items)``: network n's output layer on its own states."""
-        return torch.stack([network.logits(h) for network, h in zip(self.networks, hidden)])
+        """``(N, ..., d) -> (N, ..., n_items)``: network n's output layer on its
+        own states. One batched product over the stacked output layers, not N
+        products stacked: the stack copied the (N, P, n_items) scores, the
+        largest tensor of a step (the values are the loop's, bit for bit, at
+        the sizes of a run: tests/test_emkd_encoders.py)."""
+        weights, biases = zip(*(network.output_layer() for network in self.networks))
+        flat = hidden.reshape(self.n_networks, -1, hidden.shape[-1])
+        items = torch.stack(weights).transpose(1, 2)                    # (N, d, n_items)
+        scores = (torch.bmm(flat, items) if biases[0] is None
+                  else torch.baddbmm(torch.stack(biases)[:, None], flat, items))
+        return scores.view(*hidden.shape[:-1], -1)
 
     def attribute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.attribute_head is None:

@@ -233,14 +233,17 @@ def ab_speedups(path, before: str, after: str) -> pd.DataFrame:
 
 # One summary line of benchmarks/item_cross_entropy_ab.py; newer outputs name
 # the method with its precision ("emkd[fp32]"), which the table leaves out.
-_INTERLEAVED = re.compile(r"^(?P<method>[^\s\[]+)(?:\[\w+\])? \S+ \[[^\]]+\]: item cross entropy through autograd "
-                          r"(?P<before>[\d., ]+), hand-written (?P<after>[\d., ]+) sequences/s; "
+# "emkd[fp32] beauty [cpu]: <before's label> 1.0, 2.0, <after's label> 3.0, 4.0 sequences/s; speed-up ...":
+# the labels hold no digits, so each run of numbers is one version's.
+_INTERLEAVED = re.compile(r"^(?P<method>[^\s\[]+)(?:\[\w+\])? \S+ \[[^\]]+\]: [^\d]+? "
+                          r"(?P<before>[\d., ]+), [^\d]+? (?P<after>[\d., ]+) sequences/s; "
                           r"speed-up of the medians (?P<speedup>[\d.]+)x$")
 
 
 def interleaved_speedups(path) -> pd.DataFrame:
-    """Per method of a ``benchmarks/item_cross_entropy_ab.py`` output (the
-    two versions alternated step by step in one process): the sequences/s of
+    """Per method of a ``benchmarks/item_cross_entropy_ab.py`` or
+    ``ensemble_scores_ab.py`` output (two versions alternated step by step in
+    one process, ``train_throughput.alternated_rates``): the sequences/s of
     each measurement of either and the ratio of their medians, in
     ``ab_speedups``' columns, so ``ab_found`` reads it too."""
     path = Path(path)
