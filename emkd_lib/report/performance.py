@@ -231,10 +231,10 @@ def ab_speedups(path, before: str, after: str) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"status": [f"no {before!r} / {after!r} pairs in {path}"]})
 
 
-# One summary line of benchmarks/item_cross_entropy_ab.py; newer outputs name
-# the method with its precision ("emkd[fp32]"), which the table leaves out.
-# "emkd[fp32] beauty [cpu]: <before's label> 1.0, 2.0, <after's label> 3.0, 4.0 sequences/s; speed-up ...":
-# the labels hold no digits, so each run of numbers is one version's.
+# One summary line of benchmarks/item_cross_entropy_ab.py or ensemble_scores_ab.py:
+# "emkd[fp32] beauty [cpu]: <before's label> 1.0, 2.0, <after's label> 3.0, 4.0 sequences/s; speed-up ...".
+# The labels hold no digits, so each run of numbers is one version's; the
+# method's precision ("[fp32]", absent from the oldest outputs) is left out.
 _INTERLEAVED = re.compile(r"^(?P<method>[^\s\[]+)(?:\[\w+\])? \S+ \[[^\]]+\]: [^\d]+? "
                           r"(?P<before>[\d., ]+), [^\d]+? (?P<after>[\d., ]+) sequences/s; "
                           r"speed-up of the medians (?P<speedup>[\d.]+)x$")
